@@ -1,0 +1,92 @@
+"""The column-mapping model: how one landing source's files map onto its contract (DESIGN §4)."""
+
+from __future__ import annotations
+
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+Format = Literal["auto", "csv", "jsonl", "parquet"]
+
+#: Event type synonyms every source gets; `event_type_map` adds to or overrides them.
+DEFAULT_EVENT_TYPE_MAP: dict[str, str] = {
+    "pageview": "view",
+    "page_view": "view",
+    "product_view": "view",
+    "addtocart": "add_to_cart",
+    "add to cart": "add_to_cart",
+    "cart": "add_to_cart",
+    "removefromcart": "remove_from_cart",
+    "remove from cart": "remove_from_cart",
+    "order": "purchase",
+    "buy": "purchase",
+    "transaction": "purchase",
+    "refund": "return",
+    "cancellation": "return",
+}
+
+
+class SourceConfig(BaseModel):
+    """Where a source's files are, how they are read, and how their columns map onto the contract."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    landing: str | None = Field(
+        default=None,
+        description="Folder (or file glob) holding the drops; default <data_root>/landing/<source>.",
+    )
+    glob: str = Field(default="*", description="File-name pattern inside the landing folder.")
+    format: Format = Field(default="auto", description="auto: from the extension (.csv, .jsonl…).")
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="Landing column name → contract column name."
+    )
+    constants: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Contract columns filled with a constant when missing."
+    )
+    timestamp_format: str | None = Field(
+        default=None, description="strftime format of timestamps; default: ISO 8601 variants."
+    )
+    timezone: str = Field(default="UTC", description="Zone of timestamps that carry no offset.")
+    delimiter: str = ","
+    encoding: str = Field(default="utf-8", description="Text encoding of CSV / JSON Lines files.")
+    null_values: list[str] = Field(default_factory=lambda: ["", "NULL", "null"])
+    # Events only — how business exports map onto behaviour events.
+    missing_user: Literal["quarantine", "guest"] = Field(
+        default="quarantine",
+        description="Events without user_id: quarantine them, or keep them as guest events.",
+    )
+    negative_quantity_as: str | None = Field(
+        default=None,
+        description="Event type for rows with a negative quantity (e.g. 'return' for cancellations);"
+        " the quantity is then stored as its absolute value.",
+    )
+    non_product_items: list[str] = Field(
+        default_factory=list, description="Item ids that are not products (postage, fees…)."
+    )
+    non_product_pattern: str | None = Field(
+        default=None, description="Regex matching item ids that are not products."
+    )
+    non_product_event_type: str = Field(
+        default="non_product", description="Event type given to rows on non-product items."
+    )
+    event_type_map: dict[str, str] = Field(
+        default_factory=dict, description="Extra event type synonyms (lower-case) → event type."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        ZoneInfo(value)  # raises a clear error naming the zone
+        return value
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_char(cls, value: str) -> str:
+        if len(value) != 1:
+            raise ValueError("delimiter must be one character")
+        return value
+
+    @property
+    def event_types(self) -> dict[str, str]:
+        return DEFAULT_EVENT_TYPE_MAP | {k.lower(): v for k, v in self.event_type_map.items()}

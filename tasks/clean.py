@@ -1,0 +1,166 @@
+"""Clean: deduplicate, normalise and date raw rows; reject what cannot be true as of the run date.
+
+Each function takes the raw rows of one source (with their lineage columns ``_run``,
+``source_file`` and ``source_row``) and returns them with a ``dt`` partition date and a
+``_reason``: null for rows that go to the clean table, a sentence for rows that go to quarantine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import polars as pl
+
+from schemas.landing import CONTRACTS
+
+REASON = "_reason"
+LINEAGE = ["source_file", "source_row"]
+ORDER = ["_run", "source_file", "source_row"]
+
+
+@dataclass(frozen=True)
+class CleanSpec:
+    """How a source's rows are identified, deduplicated, dated and ordered in its clean table."""
+
+    table: str
+    key: tuple[str, ...]
+    #: "first": a later row with the same key is a duplicate (quarantined);
+    #: "last": a later row with the same key is a correction that supersedes the earlier one.
+    keep: str
+    sort: tuple[str, ...]
+    #: Column filled with a stable row hash when the source gives no id.
+    id_column: str | None = None
+
+
+SPECS: dict[str, CleanSpec] = {
+    "events": CleanSpec(
+        "events", ("event_id",), "first", ("user_id", "event_time", "event_id"), "event_id"
+    ),
+    "items": CleanSpec("items", ("item_id",), "last", ("item_id",)),
+    "feedback": CleanSpec(
+        "feedback", ("feedback_id",), "first", ("created_at", "feedback_id"), "feedback_id"
+    ),
+    "market_prices": CleanSpec(
+        "market_prices", ("date", "item_id", "competitor"), "last", ("date", "item_id", "competitor")
+    ),
+    "market_indicators": CleanSpec(
+        "market_indicators",
+        ("date", "indicator", "dimension"),
+        "last",
+        ("date", "indicator", "dimension"),
+    ),
+}
+
+
+def normalised_event_types(event_type: pl.Expr, synonyms: dict[str, str]) -> pl.Expr:
+    """Event types lower-cased, trimmed, with spaces/hyphens as underscores and synonyms mapped."""
+    low = event_type.str.strip_chars().str.to_lowercase()
+    underscored = low.str.replace_all(r"[\s\-]+", "_")
+    keys = list(synonyms)
+    return (
+        pl.when(low.is_in(keys))
+        .then(low.replace(synonyms))
+        .when(underscored.is_in(keys))
+        .then(underscored.replace(synonyms))
+        .otherwise(underscored)
+    )
+
+
+def with_row_ids(raw: pl.LazyFrame, spec: CleanSpec) -> pl.LazyFrame:
+    """Rows whose missing id is filled with a stable hash of their content (prefix ``rh-``)."""
+    if spec.id_column is None:
+        return raw
+    content = [c for c in CONTRACTS[spec.table].names if c != spec.id_column]
+    row_hash = pl.struct(content).hash(seed=0)
+    filled = pl.coalesce(pl.col(spec.id_column), pl.format("rh-{}", row_hash))
+    return raw.with_columns(filled.alias(spec.id_column))
+
+
+def cleaned_events(raw: pl.LazyFrame, synonyms: dict[str, str], cutoff: datetime) -> pl.LazyFrame:
+    """Events with normalised types, quantity 1 when unset, ids, dates and a verdict per row."""
+    normal = raw.with_columns(
+        normalised_event_types(pl.col("event_type"), synonyms),
+        pl.col("quantity").fill_null(1),
+    )
+    return cleaned_rows(normal, SPECS["events"], cutoff)
+
+
+def cleaned_feedback(raw: pl.LazyFrame, cutoff: datetime) -> pl.LazyFrame:
+    """Feedback with trimmed text, lower-case channel (default review), ids, dates and verdicts."""
+    normal = raw.with_columns(
+        pl.col("text").str.strip_chars(),
+        pl.col("title").str.strip_chars(),
+        pl.col("channel").str.strip_chars().str.to_lowercase().fill_null("review"),
+    )
+    return cleaned_rows(normal, SPECS["feedback"], cutoff)
+
+
+def cleaned_rows(raw: pl.LazyFrame, spec: CleanSpec, cutoff: datetime) -> pl.LazyFrame:
+    """Rows with ``dt`` and ``_reason``: duplicates and rows dated after ``cutoff`` are rejected."""
+    contract = CONTRACTS[spec.table]
+    ordered = with_row_ids(raw, spec).sort(ORDER)
+    time_col = contract.partition_column
+    checks = []
+    if spec.keep == "first":
+        key = pl.struct(list(spec.key)) if len(spec.key) > 1 else pl.col(spec.key[0])
+        checks.append(
+            pl.when(key.is_first_distinct().not_()).then(
+                pl.lit(f"duplicate of an earlier row with the same {', '.join(spec.key)}")
+            )
+        )
+    if time_col is not None:
+        is_date = contract.column(time_col).kind == "date"
+        limit = pl.lit(cutoff.date() if is_date else cutoff)
+        shown = cutoff.date().isoformat() if is_date else cutoff.isoformat()
+        checks.append(
+            pl.when(pl.col(time_col) > limit).then(
+                pl.lit(f"{time_col}: in the future (after {shown}, the run date plus tolerance)")
+            )
+        )
+    reason = pl.coalesce(checks) if checks else pl.lit(None, pl.String)
+    out = ordered.with_columns(reason.alias(REASON))
+    if spec.keep == "last":
+        out = out.filter(pl.struct(list(spec.key)).is_last_distinct())
+    if time_col is not None:
+        day = pl.col(time_col)
+        out = out.with_columns((day if contract.column(time_col).kind == "date" else day.dt.date()).alias("dt"))
+    return out
+
+
+def accepted_clean_rows(verdicts: pl.LazyFrame, spec: CleanSpec) -> pl.LazyFrame:
+    """The clean table's rows: contract columns then lineage, in the table's stable order."""
+    cols = [*CONTRACTS[spec.table].names, *LINEAGE]
+    return (
+        verdicts.filter(pl.col(REASON).is_null())
+        .sort(list(spec.sort), nulls_last=True, maintain_order=True)
+        .select(*cols, *(["dt"] if "dt" in verdicts.collect_schema() else []))
+    )
+
+
+def rejected_clean_rows(verdicts: pl.LazyFrame, spec: CleanSpec) -> pl.LazyFrame:
+    """Rows rejected while cleaning, in the quarantine's shape (file, row, column, reason…)."""
+    contract = CONTRACTS[spec.table]
+    first_key = spec.key[0]
+    column = pl.when(pl.col(REASON).str.starts_with("duplicate")).then(pl.lit(first_key))
+    time_col = contract.partition_column or first_key
+    return verdicts.filter(pl.col(REASON).is_not_null()).select(
+        pl.col("source_file").alias("file"),
+        pl.col("source_row").alias("row"),
+        column.otherwise(pl.lit(time_col)).alias("column"),
+        pl.when(pl.col(REASON).str.starts_with("duplicate"))
+        .then(pl.col(first_key).cast(pl.String))
+        .otherwise(pl.col(time_col).cast(pl.String))
+        .alias("raw_value"),
+        pl.col(REASON).alias("reason"),
+        pl.struct(contract.names).struct.json_encode().alias("record"),
+        *(["dt"] if "dt" in verdicts.collect_schema() else []),
+    )
+
+
+def future_cutoff(run_date: date, tolerance_hours: float) -> datetime:
+    """The latest instant a row may carry in a run for ``run_date``: its end plus the tolerance."""
+    from datetime import UTC, timedelta
+
+    end = datetime(run_date.year, run_date.month, run_date.day, tzinfo=UTC) + timedelta(days=1)
+    return end + timedelta(hours=tolerance_hours)

@@ -1,0 +1,281 @@
+"""Ingest: map a landing file's columns onto its contract, type every value, split good from bad.
+
+The functions here are lazy-frame transforms: the caller opens the file and decides where the
+accepted and quarantined rows are written, so a file of any size streams through.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from schemas.config import SourceConfig
+from schemas.landing import EXPECTED, Column, SourceContract
+
+ROW = "_row"
+REASON = "_reason"
+BAD_COLUMN = "_bad_column"
+BAD_VALUE = "_bad_value"
+RECORD = "_record"
+QUARANTINE_COLUMNS = ["file", "row", "column", "raw_value", "reason", "record"]
+
+_TRUE = ["true", "t", "yes", "y", "1"]
+_FALSE = ["false", "f", "no", "n", "0"]
+
+
+class MappingError(Exception):
+    """The file's columns cannot be mapped onto the contract (a file-level problem)."""
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """How a file's columns become contract columns: renames, constants, and what is dropped."""
+
+    renames: dict[str, str]
+    constants: dict[str, object]
+    unknown: list[str] = field(default_factory=list)
+
+
+def column_plan(file_columns: list[str], contract: SourceContract, cfg: SourceConfig) -> ColumnPlan:
+    """Which file column feeds each contract column; raises MappingError naming what is missing."""
+    missing_mapped = [src for src in cfg.columns if src not in file_columns]
+    if missing_mapped:
+        raise MappingError(
+            f"the column mapping names {_quoted(missing_mapped)}, which the file does not have "
+            f"(columns found: {_quoted(file_columns)})"
+        )
+    bad_targets = [dst for dst in cfg.columns.values() if dst not in contract.names]
+    bad_targets += [dst for dst in cfg.constants if dst not in contract.names]
+    if bad_targets:
+        raise MappingError(
+            f"the mapping targets {_quoted(bad_targets)}, which are not {contract.name} columns "
+            f"(expected some of: {_quoted(contract.names)})"
+        )
+    renames: dict[str, str] = {}
+    for src in file_columns:
+        dst = cfg.columns.get(src, src if src in contract.names else None)
+        if dst is not None and dst not in renames.values():
+            renames[src] = dst
+    constants = {k: v for k, v in cfg.constants.items() if k not in renames.values()}
+    present = set(renames.values()) | set(constants)
+    if contract.name == "events" and cfg.missing_user == "guest":
+        present.add("user_id")
+    missing = [c for c in contract.required if c not in present]
+    if missing:
+        raise MappingError(
+            f"required column {_quoted(missing)} is missing; expected the {contract.name} columns "
+            f"{_quoted(contract.required)} (columns found: {_quoted(file_columns)}); map them "
+            f"under [sources.{contract.name}.columns] in nightowl.toml"
+        )
+    unknown = [c for c in file_columns if c not in renames]
+    return ColumnPlan(renames=renames, constants=constants, unknown=unknown)
+
+
+def mapped_rows(lf: pl.LazyFrame, plan: ColumnPlan, contract: SourceContract) -> pl.LazyFrame:
+    """The file's rows with contract column names, a 1-based row number and constants filled in."""
+    out = lf.with_row_index(ROW, offset=1).select(
+        pl.col(ROW).cast(pl.Int64),
+        *(pl.col(src).alias(dst) for src, dst in plan.renames.items()),
+        *(pl.lit(value).alias(name) for name, value in plan.constants.items()),
+    )
+    absent = [
+        c for c in contract.names if c not in plan.renames.values() and c not in plan.constants
+    ]
+    return out.with_columns(pl.lit(None, pl.String).alias(c) for c in absent)
+
+
+def validated_rows(
+    lf: pl.LazyFrame, contract: SourceContract, cfg: SourceConfig, raw_schema: pl.Schema
+) -> pl.LazyFrame:
+    """Rows typed to the contract, with the first failing column, its raw value and all reasons."""
+    typed = lf.select(
+        pl.col(ROW),
+        *(pl.col(c.name).alias(_raw(c.name)) for c in contract.columns),
+        *(
+            typed_value(pl.col(c.name), raw_schema[c.name], c, cfg).alias(c.name)
+            for c in contract.columns
+        ),
+    )
+    if contract.name == "events":
+        typed = events_rules_applied(typed, cfg)
+    checks: list[tuple[str, pl.Expr, str]] = []
+    for col in contract.columns:
+        raw, value = pl.col(_raw(col.name)), pl.col(col.name)
+        if raw_schema[col.name] == pl.String:
+            checks.append((col.name, raw.str.contains("\ufffd", literal=True), _bad_bytes(col)))
+        checks.append((col.name, raw.is_not_null() & value.is_null(), _unparseable(col, cfg)))
+        if col.required and not _guest_user(col, contract, cfg):
+            checks.append((col.name, raw.is_null(), f"{col.name}: required value is missing"))
+        if col.min is not None and col.max is not None:
+            bound = f"{col.name}: must be between {col.min:g} and {col.max:g}"
+            checks.append((col.name, value.is_between(col.min, col.max).not_(), bound))
+        elif col.min is not None:
+            checks.append((col.name, value < col.min, f"{col.name}: must be ≥ {col.min:g}"))
+    for group in contract.any_of:
+        none_set = pl.all_horizontal(pl.col(_raw(c)).is_null() for c in group)
+        checks.append((group[0], none_set, f"needs at least one of {' or '.join(group)}"))
+
+    failed = [pl.when(cond.fill_null(False)) for _, cond, _ in checks]
+    reasons = pl.concat_str(
+        [w.then(pl.lit(msg)) for w, (_, _, msg) in zip(failed, checks, strict=True)],
+        separator="; ",
+        ignore_nulls=True,
+    )
+    first_col = pl.coalesce(
+        [w.then(pl.lit(name)) for w, (name, _, _) in zip(failed, checks, strict=True)]
+    )
+    first_value = pl.coalesce(
+        [
+            w.then(pl.col(_raw(name)).cast(pl.String))
+            for w, (name, _, _) in zip(failed, checks, strict=True)
+        ]
+    )
+    record = pl.struct(
+        [pl.col(_raw(c)).cast(pl.String).alias(c) for c in contract.names]
+    ).struct.json_encode()
+    return typed.select(
+        pl.col(ROW),
+        *contract.names,
+        pl.when(reasons != "").then(reasons).alias(REASON),
+        first_col.alias(BAD_COLUMN),
+        first_value.alias(BAD_VALUE),
+        record.alias(RECORD),
+    )
+
+
+def _raw(name: str) -> str:
+    return f"_raw_{name}"
+
+
+def events_rules_applied(lf: pl.LazyFrame, cfg: SourceConfig) -> pl.LazyFrame:
+    """Typed events with the source's business rules: returns from negative quantities, fees."""
+    event_type = pl.col("event_type")
+    if cfg.negative_quantity_as:
+        negative = pl.col("quantity") < 0
+        event_type = pl.when(negative).then(pl.lit(cfg.negative_quantity_as)).otherwise(event_type)
+        lf = lf.with_columns(
+            pl.when(negative).then(pl.col("quantity").abs()).otherwise(pl.col("quantity"))
+        )
+    non_product = pl.lit(False)
+    if cfg.non_product_items:
+        non_product = non_product | pl.col("item_id").is_in(cfg.non_product_items)
+    if cfg.non_product_pattern:
+        non_product = non_product | pl.col("item_id").str.contains(cfg.non_product_pattern)
+    event_type = (
+        pl.when(non_product.fill_null(False))
+        .then(pl.lit(cfg.non_product_event_type))
+        .otherwise(event_type)
+    )
+    return lf.with_columns(event_type.alias("event_type"))
+
+
+def accepted_rows(validated: pl.LazyFrame, contract: SourceContract) -> pl.LazyFrame:
+    """The rows that meet the contract, typed, with their row number in the file."""
+    return validated.filter(pl.col(REASON).is_null()).select(ROW, *contract.names)
+
+
+def quarantined_rows(validated: pl.LazyFrame, file_name: str) -> pl.LazyFrame:
+    """The rows that break the contract: row number, first bad column, raw value, reasons, record."""
+    return validated.filter(pl.col(REASON).is_not_null()).select(
+        pl.lit(file_name).alias("file"),
+        pl.col(ROW).alias("row"),
+        pl.col(BAD_COLUMN).alias("column"),
+        pl.col(BAD_VALUE).alias("raw_value"),
+        pl.col(REASON).alias("reason"),
+        pl.col(RECORD).alias("record"),
+    )
+
+
+def typed_value(raw: pl.Expr, raw_dtype: pl.DataType, col: Column, cfg: SourceConfig) -> pl.Expr:
+    """``raw`` converted to the column's contract type; null where it does not convert."""
+    target = col.dtype
+    if raw_dtype == pl.Null:
+        return pl.lit(None, target)
+    if raw_dtype == target:
+        return raw
+    text = raw_dtype == pl.String
+    s = raw.str.strip_chars() if text else raw
+    match col.kind:
+        case "string":
+            if raw_dtype.is_float():
+                # Spreadsheet exports turn ids into floats (13085.0): keep them as written ids.
+                whole = raw.is_finite() & (raw == raw.floor())
+                as_int = raw.cast(pl.Int64, strict=False).cast(pl.String)
+                return pl.when(whole).then(as_int).otherwise(raw.cast(pl.String))
+            return raw.cast(pl.String)
+        case "int":
+            number = s.cast(pl.Float64, strict=False)
+            whole = number.is_finite() & (number == number.round())
+            return pl.when(whole).then(number.cast(pl.Int64, strict=False))
+        case "float":
+            number = s.cast(pl.Float64, strict=False)
+            return pl.when(number.is_finite()).then(number)
+        case "bool":
+            if not text:
+                return s.cast(pl.Boolean, strict=False)
+            low = s.str.to_lowercase()
+            return pl.when(low.is_in(_TRUE)).then(True).when(low.is_in(_FALSE)).then(False)
+        case "timestamp":
+            return _timestamp(s, raw_dtype, cfg)
+        case "date":
+            if text:
+                fmt = cfg.timestamp_format or "%Y-%m-%d"
+                return s.str.slice(0, 10 if cfg.timestamp_format is None else None).str.to_date(
+                    fmt, strict=False
+                )
+            if isinstance(raw_dtype, pl.Datetime):
+                return s.dt.date()
+            return s.cast(pl.Date, strict=False)
+    raise AssertionError(col.kind)  # pragma: no cover
+
+
+def _timestamp(s: pl.Expr, raw_dtype: pl.DataType, cfg: SourceConfig) -> pl.Expr:
+    utc = pl.Datetime("us", "UTC")
+
+    def local(naive: pl.Expr) -> pl.Expr:
+        return (
+            naive.cast(pl.Datetime("us"))
+            .dt.replace_time_zone(cfg.timezone, ambiguous="earliest", non_existent="null")
+            .dt.convert_time_zone("UTC")
+        )
+
+    if isinstance(raw_dtype, pl.Datetime):
+        return s.cast(utc) if raw_dtype.time_zone else local(s)
+    if raw_dtype == pl.Date:
+        return local(s.cast(pl.Datetime("us")))
+    if raw_dtype != pl.String:
+        return pl.lit(None, utc)
+    if cfg.timestamp_format:
+        fmt = cfg.timestamp_format
+        if "%z" in fmt or "%Z" in fmt:
+            return s.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us")
+        return local(s.str.to_datetime(fmt, strict=False, time_unit="us"))
+    # ISO 8601 in its common spellings: T or space, optional fraction, Z / ±hh:mm / none.
+    iso = s.str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T").str.replace(r"[Zz]$", "+00:00")
+    aware = iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_unit="us")
+    naive = iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False, time_unit="us")
+    day = iso.str.to_datetime("%Y-%m-%d", strict=False, time_unit="us")
+    return pl.coalesce(aware.dt.convert_time_zone("UTC"), local(naive), local(day))
+
+
+def _guest_user(col: Column, contract: SourceContract, cfg: SourceConfig) -> bool:
+    return contract.name == "events" and col.name == "user_id" and cfg.missing_user == "guest"
+
+
+def _unparseable(col: Column, cfg: SourceConfig) -> str:
+    expected = EXPECTED[col.kind]
+    if col.kind == "timestamp":
+        expected += f" ({cfg.timestamp_format or 'ISO 8601, e.g. 2026-11-27T14:03:00+00:00'})"
+    return f"{col.name}: expected {expected}"
+
+
+def _bad_bytes(col: Column) -> str:
+    return (
+        f"{col.name}: bytes that are not UTF-8 (if the file uses another encoding, set "
+        "`encoding` for this source in nightowl.toml)"
+    )
+
+
+def _quoted(names: list[str]) -> str:
+    return ", ".join(f"'{n}'" for n in names)

@@ -1,0 +1,289 @@
+"""Units of nightly work that read and write the warehouse: ingest a source, clean a table.
+
+They return small reports (counts, hashes, manifest references), never frames, so that Prefect can
+persist and hash them cheaply.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+from pydantic import BaseModel, Field
+
+from schemas.config import SourceConfig
+from schemas.landing import CONTRACTS
+from tasks import clean, ingest
+from warehouse.landing import LandingError, LandingFile, landing_files, open_landing
+from warehouse.ledger import Ledger, LedgerEntry
+from warehouse.manifest import InputRef, file_sha256
+from warehouse.store import PARQUET_OPTIONS, Warehouse
+
+log = logging.getLogger("nightowl")
+
+
+class IngestFailed(Exception):
+    """Some landing files could not be read; the others were ingested."""
+
+
+class IngestReport(BaseModel):
+    """What one source's ingest did for a run date."""
+
+    source: str
+    run_date: str
+    files: list[LedgerEntry] = Field(description="files whose rows are in raw dt=run_date")
+    newly_ingested: list[str] = Field(default_factory=list)
+    skipped: list[str] = Field(default_factory=list, description="unchanged re-drops")
+    content_hash: str = ""
+
+    @property
+    def rows_read(self) -> int:
+        return sum(e.rows_read for e in self.files)
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(e.rows_quarantined for e in self.files)
+
+
+class CleanReport(BaseModel):
+    """What cleaning one table did for a run date: partitions republished and row accounting."""
+
+    table: str
+    run_date: str
+    partitions: dict[str, str] = Field(description="dt → content hash of the clean partition")
+    rows_in: int
+    rows_out: int
+    duplicates: int
+    future: int
+    superseded: int
+
+
+def quarantine_table(source: str, stage: str) -> str:
+    """Quarantine table folder for a source and stage (ingest or clean)."""
+    return f"source={source}/stage={stage}"
+
+
+def ingest_source(
+    wh: Warehouse, source: str, cfg: SourceConfig, run_date: date, config_dir: Path
+) -> IngestReport:
+    """Ingest every new landing file of a source into raw dt=run_date; raise if any was unreadable."""
+    ledger = Ledger(wh)
+    part = {"dt": run_date.isoformat()}
+    report = IngestReport(source=source, run_date=part["dt"], files=[])
+    failures: list[str] = []
+    try:
+        files = landing_files(source, cfg, run_date, wh.data_root, config_dir)
+    except LandingError as exc:
+        raise IngestFailed(str(exc)) from exc
+    for file in files:
+        sha = file_sha256(file.path)
+        entry = ledger.get(source, sha)
+        if entry is not None and entry.run_date != part["dt"]:
+            log.info(
+                "%s: %s is unchanged since it was ingested for %s (as %s); skipped",
+                source, file.name, entry.run_date, entry.name,
+            )  # fmt: skip
+            report.skipped.append(file.name)
+            continue
+        if entry is None:
+            try:
+                entry = ingest_file(wh, source, file, sha, cfg, run_date)
+            except (LandingError, ingest.MappingError) as exc:
+                failures.append(str(exc) if isinstance(exc, LandingError) else f"{file.path}: {exc}")
+                continue
+            ledger.record(entry)
+            report.newly_ingested.append(file.name)
+            log.info(
+                "%s: %s → %d rows read, %d accepted, %d quarantined",
+                source, file.name, entry.rows_read, entry.rows_accepted, entry.rows_quarantined,
+            )  # fmt: skip
+        report.files.append(entry)
+    for table in ("raw", "quarantine"):
+        name = source if table == "raw" else quarantine_table(source, "ingest")
+        if wh.partition_dir(table, name, part).exists():
+            inputs = [InputRef(kind="landing", name=e.file, content_hash=e.sha256) for e in report.files]
+            manifest = wh.seal_partition(table, name, part, inputs=inputs)
+            if table == "raw":
+                report.content_hash = manifest.content_hash
+    if failures:
+        raise IngestFailed(
+            f"{len(failures)} {source} file(s) could not be ingested (the others were):\n"
+            + "\n".join(f"  - {f}" for f in failures)
+        )
+    return report
+
+
+def ingest_file(
+    wh: Warehouse, source: str, file: LandingFile, sha: str, cfg: SourceConfig, run_date: date
+) -> LedgerEntry:
+    """Stream one landing file into a raw file and a quarantine file; return its ledger entry."""
+    contract = CONTRACTS[source]
+    part = {"dt": run_date.isoformat()}
+    stem = sha[:16]
+    good = wh.tmp_dir / f".tmp-{stem}-good.parquet"
+    bad = wh.tmp_dir / f".tmp-{stem}-bad.parquet"
+    try:
+        with open_landing(file, cfg, wh.tmp_dir) as lf:
+            plan = ingest.column_plan(lf.collect_schema().names(), contract, cfg)
+            mapped = ingest.mapped_rows(lf, plan, contract)
+            checked = ingest.validated_rows(mapped, contract, cfg, mapped.collect_schema())
+            try:
+                pl.collect_all(
+                    [
+                        ingest.accepted_rows(checked, contract).sink_parquet(
+                            good, lazy=True, **PARQUET_OPTIONS
+                        ),
+                        ingest.quarantined_rows(checked, file.name).sink_parquet(
+                            bad, lazy=True, **PARQUET_OPTIONS
+                        ),
+                    ]
+                )
+            except pl.exceptions.PolarsError as exc:
+                raise LandingError(file.path, f"could not be read to the end ({exc})") from exc
+        accepted, last_good = _count_rows(good, ingest.ROW)
+        quarantined, last_bad = _count_rows(bad, "row")
+        rows_read = max(last_good, last_bad)
+        if rows_read != accepted + quarantined:
+            raise AssertionError(
+                f"{file.path}: row accounting is off: read {rows_read}, accepted {accepted}, "
+                f"quarantined {quarantined}"
+            )
+        dates = _dates_in(good, contract.partition_column) or [part["dt"]]
+        raw_path = wh.add_file("raw", source, part, f"{stem}.parquet", good)
+        if quarantined:
+            wh.add_file("quarantine", quarantine_table(source, "ingest"), part, f"{stem}.parquet", bad)
+    finally:
+        good.unlink(missing_ok=True)
+        bad.unlink(missing_ok=True)
+    return LedgerEntry(
+        source=source,
+        file=str(file.path),
+        name=file.name,
+        sha256=sha,
+        bytes=file.path.stat().st_size,
+        format=file.format + (".gz" if file.compressed else ""),
+        run_date=part["dt"],
+        raw_file=str(raw_path.relative_to(wh.root)),
+        rows_read=rows_read,
+        rows_accepted=accepted,
+        rows_quarantined=quarantined,
+        unknown_columns=plan.unknown,
+        dates=dates,
+        code_version=wh.code_version,
+    )
+
+
+def _count_rows(path: Path, row_col: str) -> tuple[int, int]:
+    """(rows, highest row number) of a Parquet file written by ingest."""
+    rows, last = pl.scan_parquet(path).select(pl.len(), pl.col(row_col).max()).collect().row(0)
+    return rows, last or 0
+
+
+def _dates_in(path: Path, column: str | None) -> list[str]:
+    if column is None:
+        return []
+    day = pl.col(column)
+    day = day.dt.date() if pl.read_parquet_schema(path)[column] != pl.Date else day
+    found = pl.scan_parquet(path).select(day.unique().sort().drop_nulls()).collect()
+    return [d.isoformat() for d in found.to_series()]
+
+
+def clean_source(
+    wh: Warehouse,
+    source: str,
+    cfg: SourceConfig,
+    run_date: date,
+    tolerance_hours: float,
+) -> CleanReport:
+    """Republish every clean partition that this run's raw files feed (late data included)."""
+    spec = clean.SPECS[source]
+    contract = CONTRACTS[source]
+    entries = [e for e in Ledger(wh).entries(source) if e.run_date <= run_date.isoformat()]
+    this_run = [e for e in entries if e.run_date == run_date.isoformat()]
+    cutoff = clean.future_cutoff(run_date, tolerance_hours)
+    snapshot = contract.partition_column is None
+    if snapshot:
+        affected = [run_date.isoformat()] if entries else []
+        inputs = entries
+    else:
+        affected = sorted({d for e in this_run for d in e.dates})
+        inputs = [e for e in entries if set(e.dates) & set(affected)]
+    report = CleanReport(
+        table=source, run_date=run_date.isoformat(), partitions={},
+        rows_in=0, rows_out=0, duplicates=0, future=0, superseded=0,
+    )  # fmt: skip
+    if not affected:
+        return report
+    raw = _raw_rows(wh, inputs)
+    if not snapshot:
+        day = pl.col(contract.partition_column)
+        if contract.column(contract.partition_column).kind != "date":
+            day = day.dt.date()
+        raw = raw.filter(day.is_in([date.fromisoformat(d) for d in affected]))
+    if source == "events":
+        verdicts = clean.cleaned_events(raw, cfg.event_types, cutoff)
+    elif source == "feedback":
+        verdicts = clean.cleaned_feedback(raw, cutoff)
+    else:
+        verdicts = clean.cleaned_rows(raw, spec, cutoff)
+    rows_in = raw.select(pl.len()).collect().item()
+    good, bad = pl.collect_all(
+        [clean.accepted_clean_rows(verdicts, spec), clean.rejected_clean_rows(verdicts, spec)]
+    )
+    if snapshot:
+        good = good.with_columns(pl.lit(run_date).alias("dt"))
+        bad = bad.with_columns(pl.lit(run_date).alias("dt"))
+    duplicates = bad.filter(pl.col("reason").str.starts_with("duplicate")).height
+    report.rows_in, report.rows_out, report.duplicates = rows_in, good.height, duplicates
+    report.future = bad.height - duplicates
+    report.superseded = rows_in - good.height - bad.height
+    refs = [InputRef(kind="partition", name=e.raw_file, content_hash=e.sha256) for e in inputs]
+    good_parts = dict(good.partition_by("dt", as_dict=True, include_key=False, maintain_order=True))
+    bad_parts = dict(bad.partition_by("dt", as_dict=True, include_key=False, maintain_order=True))
+    for day_str in affected:
+        key = (date.fromisoformat(day_str),)
+        part = {"dt": day_str}
+        rows = good_parts.get(key)
+        rejected = bad_parts.get(key)
+        stats = {
+            "rows": 0 if rows is None else rows.height,
+            "rejected": 0 if rejected is None else rejected.height,
+        }
+        if rows is not None and rows.height:
+            manifest = wh.write_partition("clean", source, part, rows, inputs=refs, stats=stats)
+            report.partitions[day_str] = manifest.content_hash
+        else:
+            wh.drop_partition("clean", source, part)
+        qtable = quarantine_table(source, "clean")
+        if rejected is not None and rejected.height:
+            wh.write_partition("quarantine", qtable, part, rejected, inputs=refs, stats=stats)
+        else:
+            wh.drop_partition("quarantine", qtable, part)
+    # Rows dated outside every affected day cannot appear (the filter above), so in = out + rest.
+    if rows_in != report.rows_out + report.duplicates + report.future + report.superseded:
+        raise AssertionError(f"clean {source}: row accounting is off: {report}")
+    log.info(
+        "%s: %d partition(s) republished, %d rows in → %d clean, %d duplicates, %d future, "
+        "%d superseded",
+        source, len(report.partitions), rows_in, report.rows_out, duplicates, report.future,
+        report.superseded,
+    )  # fmt: skip
+    return report
+
+
+def _raw_rows(wh: Warehouse, entries: list[LedgerEntry]) -> pl.LazyFrame:
+    """Raw rows of the given ledger entries with lineage: run date, landing file name, row number."""
+    frames = [
+        pl.scan_parquet(wh.root / e.raw_file).select(
+            pl.lit(e.run_date).alias("_run"),
+            pl.lit(e.name).alias("source_file"),
+            pl.col(ingest.ROW).alias("source_row"),
+            *CONTRACTS[e.source].names,
+        )
+        for e in entries
+        if os.path.exists(wh.root / e.raw_file)
+    ]
+    return pl.concat(frames, how="vertical_relaxed")

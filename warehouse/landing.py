@@ -1,0 +1,190 @@
+"""Landing files: finding a source's drops and opening them as lazy frames of raw columns.
+
+CSV and JSON Lines are read with every column as text, so that validation (not the reader) decides
+what is wrong with a value and can quarantine that one row. Gzip files and non-UTF-8 text are
+streamed to a temporary file first: memory stays bounded whatever the file size.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import re
+import shutil
+import uuid
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+
+from schemas.config import SourceConfig
+
+EXTENSIONS = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+_DATE_IN_NAME = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+
+
+class LandingError(Exception):
+    """A landing file that cannot be read at all; the message names the file and what was expected."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{path}: {problem}")
+
+
+@dataclass(frozen=True)
+class LandingFile:
+    """One file dropped for a source, with what its name says about it."""
+
+    path: Path
+    format: str
+    compressed: bool
+    date: date | None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def landing_files(
+    source: str, cfg: SourceConfig, run_date: date, data_root: Path, config_dir: Path
+) -> list[LandingFile]:
+    """The source's files that have arrived as of ``run_date``, oldest first.
+
+    A file whose name carries a date (``2026-11-27.csv``) belongs to that day's export and is
+    only seen by runs for that date or later; a file without a date in its name is always seen.
+    """
+    if cfg.landing is None:
+        folder, pattern = data_root / "landing" / source, cfg.glob
+    else:
+        where = Path(cfg.landing).expanduser()
+        where = where if where.is_absolute() else config_dir / where
+        folder, pattern = (where, cfg.glob) if where.is_dir() else (where.parent, where.name)
+    if not folder.is_dir():
+        return []
+    found = []
+    for path in sorted(folder.glob(pattern)):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        fmt, compressed = _format_of(path, cfg)
+        file_date = _date_in_name(path.name)
+        if file_date is None or file_date <= run_date:
+            found.append(LandingFile(path, fmt, compressed, file_date))
+    return sorted(found, key=lambda f: (f.date or date.min, f.name))
+
+
+def _format_of(path: Path, cfg: SourceConfig) -> tuple[str, bool]:
+    suffixes = [s.lower() for s in path.suffixes]
+    compressed = bool(suffixes) and suffixes[-1] == ".gz"
+    if compressed:
+        suffixes = suffixes[:-1]
+    if cfg.format != "auto":
+        return cfg.format, compressed
+    fmt = EXTENSIONS.get(suffixes[-1]) if suffixes else None
+    if fmt is None:
+        known = ", ".join(sorted(EXTENSIONS))
+        raise LandingError(
+            path, f"cannot tell the format from the extension; expected one of {known} "
+            "(optionally .gz), or set `format` for this source in nightowl.toml",
+        )  # fmt: skip
+    return fmt, compressed
+
+
+def _date_in_name(name: str) -> date | None:
+    match = _DATE_IN_NAME.search(name)
+    if not match:
+        return None
+    try:
+        return date(*(int(g) for g in match.groups()))
+    except ValueError:
+        return None
+
+
+@contextmanager
+def open_landing(file: LandingFile, cfg: SourceConfig, tmp_dir: Path) -> Iterator[pl.LazyFrame]:
+    """A lazy frame over the file's rows, raw columns as they are named in the file."""
+    staged: list[Path] = []
+    try:
+        path = file.path
+        if file.compressed:
+            path = _gunzip(path, tmp_dir)
+            staged.append(path)
+        if file.format in ("csv", "jsonl") and codecs.lookup(cfg.encoding).name != "utf-8":
+            path = _to_utf8(path, cfg.encoding, tmp_dir, shown=file.path)
+            staged.append(path)
+        if path.stat().st_size == 0:
+            raise LandingError(file.path, "the file is empty; expected at least a header row")
+        yield _scan(path, file, cfg)
+    finally:
+        for p in staged:
+            p.unlink(missing_ok=True)
+
+
+def _scan(path: Path, file: LandingFile, cfg: SourceConfig) -> pl.LazyFrame:
+    try:
+        if file.format == "csv":
+            lf = pl.scan_csv(
+                path,
+                infer_schema=False,
+                separator=cfg.delimiter,
+                null_values=cfg.null_values,
+                encoding="utf8-lossy",  # bad bytes become U+FFFD; validation quarantines those rows
+                raise_if_empty=True,
+            )
+        elif file.format == "jsonl":
+            names = pl.scan_ndjson(path, infer_schema_length=10_000).collect_schema().names()
+            lf = pl.scan_ndjson(path, schema=dict.fromkeys(names, pl.String))
+        else:
+            lf = pl.scan_parquet(path)
+        lf.collect_schema()
+        return lf
+    except pl.exceptions.NoDataError as exc:
+        raise LandingError(file.path, "the file is empty; expected at least a header row") from exc
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        what = {"csv": "CSV", "jsonl": "JSON Lines", "parquet": "Parquet"}[file.format]
+        raise LandingError(file.path, f"not a readable {what} file ({_first_line(exc)})") from exc
+
+
+def _gunzip(path: Path, tmp_dir: Path) -> Path:
+    out = tmp_dir / f".tmp-{uuid.uuid4().hex}{''.join(path.suffixes[:-1])}"
+    try:
+        with gzip.open(path, "rb") as src, out.open("wb") as dst:
+            shutil.copyfileobj(src, dst, length=4 << 20)
+    except (EOFError, OSError, zlib.error) as exc:
+        out.unlink(missing_ok=True)
+        raise LandingError(
+            path, f"truncated or corrupt gzip ({_first_line(exc)}); expected a complete gzip file"
+        ) from exc
+    return out
+
+
+def _to_utf8(path: Path, encoding: str, tmp_dir: Path, shown: Path) -> Path:
+    out = tmp_dir / f".tmp-{uuid.uuid4().hex}{path.suffix}"
+    try:
+        with (
+            path.open(encoding=encoding, newline="") as src,
+            out.open("w", encoding="utf-8") as dst,
+        ):
+            shutil.copyfileobj(src, dst, length=4 << 20)
+    except UnicodeDecodeError as exc:
+        out.unlink(missing_ok=True)
+        raise LandingError(shown, f"bytes that are not {encoding} at offset {exc.start}") from exc
+    return out
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

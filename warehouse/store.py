@@ -1,0 +1,280 @@
+"""The Parquet warehouse: layered, Hive-partitioned tables published atomically with manifests.
+
+Layout under ``<data_root>/warehouse``::
+
+    raw/<source>/dt=<run date>/<file hash>.parquet       one file per ingested landing file
+    quarantine/source=<s>/stage=<ingest|clean>/dt=<d>/   rejected rows with a reason
+    clean/<table>/dt=<date>/part-0.parquet               cleaned rows by their own date
+    _ledger/<source>/<sha256>.json                       the ingest ledger, one entry per file
+
+Every partition folder carries ``_manifest.json``. Writers build a partition in a hidden temporary
+folder next to it and swap it in with one rename, so readers (who glob ``dt=*/*.parquet``) see the
+old or the new partition, never half of one, and a crash leaves nothing that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import polars as pl
+
+from warehouse.manifest import MANIFEST, FileEntry, InputRef, Manifest, combined_hash, file_sha256
+
+LAYERS = ("raw", "quarantine", "clean", "features", "predictions", "reports")
+TMP_PREFIX = ".tmp-"
+PARQUET_OPTIONS = {"compression": "snappy", "statistics": True}
+
+
+def partition_name(partition: dict[str, str]) -> str:
+    """Hive path fragment for a partition, e.g. ``dt=2026-11-27``."""
+    return "/".join(f"{k}={v}" for k, v in partition.items())
+
+
+class Warehouse:
+    """All storage: where tables live and how partitions are written, read and listed."""
+
+    def __init__(self, data_root: Path, code_version: str = "dev") -> None:
+        self.data_root = Path(data_root).absolute()
+        self.root = self.data_root / "warehouse"
+        self.code_version = code_version
+
+    # ---- places -----------------------------------------------------------------------------
+    @property
+    def landing_root(self) -> Path:
+        return self.data_root / "landing"
+
+    @property
+    def state_dir(self) -> Path:
+        """Where orchestration state (Prefect results, its home) lives, beside the warehouse."""
+        return self.data_root / "_state"
+
+    @property
+    def tmp_dir(self) -> Path:
+        path = self.root / ".tmp"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def table_dir(self, layer: str, table: str) -> Path:
+        return self.root / layer / table
+
+    def partition_dir(self, layer: str, table: str, partition: dict[str, str]) -> Path:
+        return self.table_dir(layer, table) / partition_name(partition)
+
+    def ledger_dir(self, source: str) -> Path:
+        return self.root / "_ledger" / source
+
+    # ---- writing ----------------------------------------------------------------------------
+    def write_partition(
+        self,
+        layer: str,
+        table: str,
+        partition: dict[str, str],
+        frame: pl.DataFrame,
+        *,
+        inputs: list[InputRef] | None = None,
+        stats: dict | None = None,
+        cache_key: str | None = None,
+    ) -> Manifest:
+        """Publish ``frame`` as the whole partition, replacing what was there in one rename."""
+        target = self.partition_dir(layer, table, partition)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = target.parent / f"{TMP_PREFIX}{target.name}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            frame.write_parquet(staging / "part-0.parquet", **PARQUET_OPTIONS)
+            manifest = self._manifest_for(
+                staging, layer, table, partition, frame.schema, inputs, stats, cache_key
+            )
+            write_json_atomic(staging / MANIFEST, manifest.model_dump_json(indent=2))
+            _swap_in(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return manifest
+
+    def add_file(
+        self, layer: str, table: str, partition: dict[str, str], name: str, staged: Path
+    ) -> Path:
+        """Move a finished file into a partition that accumulates files (one rename, atomic)."""
+        folder = self.partition_dir(layer, table, partition)
+        folder.mkdir(parents=True, exist_ok=True)
+        final = folder / name
+        os.replace(staged, final)
+        return final
+
+    def seal_partition(
+        self,
+        layer: str,
+        table: str,
+        partition: dict[str, str],
+        *,
+        inputs: list[InputRef] | None = None,
+        stats: dict | None = None,
+    ) -> Manifest:
+        """(Re)write the manifest of an accumulating partition from the files it now holds."""
+        folder = self.partition_dir(layer, table, partition)
+        folder.mkdir(parents=True, exist_ok=True)
+        known = {f.name: f for f in (self.manifest(layer, table, partition) or _empty()).files}
+        files = sorted(folder.glob("*.parquet"))
+        schema = pl.read_parquet_schema(files[0]) if files else pl.Schema()
+        manifest = self._manifest_for(
+            folder, layer, table, partition, schema, inputs, stats, None, known=known
+        )
+        write_json_atomic(folder / MANIFEST, manifest.model_dump_json(indent=2))
+        return manifest
+
+    def _manifest_for(
+        self,
+        folder: Path,
+        layer: str,
+        table: str,
+        partition: dict[str, str],
+        schema: pl.Schema | dict,
+        inputs: list[InputRef] | None,
+        stats: dict | None,
+        cache_key: str | None,
+        known: dict[str, FileEntry] | None = None,
+    ) -> Manifest:
+        entries = []
+        for path in sorted(folder.glob("*.parquet")):
+            size = path.stat().st_size
+            old = (known or {}).get(path.name)
+            if old is not None and old.bytes == size:
+                entries.append(old)
+                continue
+            rows = pl.scan_parquet(path).select(pl.len()).collect().item()
+            entries.append(
+                FileEntry(name=path.name, rows=rows, bytes=size, sha256=file_sha256(path))
+            )
+        return Manifest(
+            layer=layer,
+            table=table,
+            partition=partition,
+            rows=sum(e.rows for e in entries),
+            bytes=sum(e.bytes for e in entries),
+            files=entries,
+            content_hash=combined_hash([e.sha256 for e in entries]),
+            columns={name: str(dtype) for name, dtype in dict(schema).items()},
+            code_version=self.code_version,
+            inputs=inputs or [],
+            stats=stats or {},
+            cache_key=cache_key,
+        )
+
+    def drop_partition(self, layer: str, table: str, partition: dict[str, str]) -> None:
+        """Remove a partition (used when a republish finds it has no rows left)."""
+        target = self.partition_dir(layer, table, partition)
+        if target.exists():
+            graveyard = target.parent / f"{TMP_PREFIX}drop-{uuid.uuid4().hex[:8]}"
+            target.rename(graveyard)
+            shutil.rmtree(graveyard, ignore_errors=True)
+
+    def sweep_temporaries(self, older_than_s: float = 3600) -> int:
+        """Delete temp files and folders that crashed writers left behind; returns how many."""
+        if not self.root.exists():
+            return 0
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for path in self.root.rglob(f"{TMP_PREFIX}*"):
+            with contextlib.suppress(FileNotFoundError):
+                if path.lstat().st_mtime < cutoff:
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+                    removed += 1
+        return removed
+
+    # ---- reading ----------------------------------------------------------------------------
+    def manifest(self, layer: str, table: str, partition: dict[str, str]) -> Manifest | None:
+        path = self.partition_dir(layer, table, partition) / MANIFEST
+        try:
+            return Manifest.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def manifests(self, layer: str, table: str) -> list[Manifest]:
+        """Manifests of every published partition of a table, in partition order."""
+        return [m for p in self.partition_dirs(layer, table) if (m := _read_manifest(p))]
+
+    def partition_dirs(self, layer: str, table: str) -> list[Path]:
+        base = self.table_dir(layer, table)
+        if not base.exists():
+            return []
+        return sorted(p for p in base.rglob(MANIFEST) if TMP_PREFIX not in str(p.parent))
+
+    def tables(self) -> Iterator[tuple[str, str]]:
+        """(layer, table) of every table that has at least one published partition."""
+        for layer in LAYERS:
+            base = self.root / layer
+            if base.exists():
+                for table in sorted(p.name for p in base.iterdir() if p.is_dir()):
+                    if not table.startswith("."):
+                        yield layer, table
+
+    def scan(self, layer: str, table: str, partitions: list[dict[str, str]]) -> pl.LazyFrame | None:
+        """Lazy frame over the given partitions (None when none of them holds files)."""
+        files = [
+            str(f)
+            for p in partitions
+            for f in sorted(self.partition_dir(layer, table, p).glob("*.parquet"))
+        ]
+        if not files:
+            return None
+        return pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore")
+
+    def glob(self, layer: str, table: str) -> str:
+        """The glob that reads every published file of a table (for DuckDB and friends)."""
+        depth = {"quarantine": 3}.get(layer, 1)
+        return str(self.table_dir(layer, table)) + "/*" * depth + "/*.parquet"
+
+
+def _read_manifest(manifest_path: Path) -> Manifest | None:
+    try:
+        return Manifest.model_validate_json(manifest_path.read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+def _empty() -> Manifest:
+    return Manifest(
+        layer="", table="", partition={}, rows=0, bytes=0, files=[], content_hash="",
+        columns={}, code_version="",
+    )  # fmt: skip
+
+
+def write_json_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{uuid.uuid4().hex[:8]}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _swap_in(staging: Path, target: Path) -> None:
+    """Make ``staging`` the partition at ``target`` in one step; the old one ends in ``staging``."""
+    if not target.exists():
+        os.rename(staging, target)
+        return
+    if _exchange(staging, target):
+        return
+    # No atomic exchange on this platform: rename aside, then in (a reader may briefly miss it).
+    aside = target.parent / f"{TMP_PREFIX}old-{uuid.uuid4().hex[:8]}"
+    os.rename(target, aside)
+    os.rename(staging, target)
+    os.rename(aside, staging)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
