@@ -69,3 +69,19 @@ def combined_hash(parts: list[str]) -> str:
         h.update(part.encode())
         h.update(b"\0")
     return h.hexdigest()
+
+
+def code_version() -> str:
+    """The package version plus a hash of the code that shapes data, for manifests and cache keys."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    root = Path(__file__).resolve().parent.parent
+    sources = sorted(
+        p for pkg in ("schemas", "tasks", "warehouse") for p in (root / pkg).glob("*.py")
+    )
+    digest = combined_hash([hashlib.sha256(p.read_bytes()).hexdigest() for p in sources])
+    try:
+        release = version("nightowl")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        release = "0+unknown"
+    return f"{release}+{digest[:12]}"

@@ -210,10 +210,12 @@ class Warehouse:
         """(layer, table) of every table that has at least one published partition."""
         for layer in LAYERS:
             base = self.root / layer
-            if base.exists():
-                for table in sorted(p.name for p in base.iterdir() if p.is_dir()):
-                    if not table.startswith("."):
-                        yield layer, table
+            if not base.exists():
+                continue
+            depth = "*/*" if layer == "quarantine" else "*"
+            for path in sorted(base.glob(depth)):
+                if path.is_dir() and TMP_PREFIX not in str(path.relative_to(base)):
+                    yield layer, str(path.relative_to(base))
 
     def scan(self, layer: str, table: str, partitions: list[dict[str, str]]) -> pl.LazyFrame | None:
         """Lazy frame over the given partitions (None when none of them holds files)."""
@@ -228,8 +230,7 @@ class Warehouse:
 
     def glob(self, layer: str, table: str) -> str:
         """The glob that reads every published file of a table (for DuckDB and friends)."""
-        depth = {"quarantine": 3}.get(layer, 1)
-        return str(self.table_dir(layer, table)) + "/*" * depth + "/*.parquet"
+        return f"{self.table_dir(layer, table)}/*/*.parquet"
 
 
 def _read_manifest(manifest_path: Path) -> Manifest | None:

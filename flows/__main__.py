@@ -1,0 +1,5 @@
+"""``python -m flows`` runs the ``nightowl`` command."""
+
+from flows.cli import main
+
+main()

@@ -1,0 +1,312 @@
+"""The ``nightowl`` command: generate demo data, run the nightly flow, list and query tables."""
+
+from __future__ import annotations
+
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flows.settings import ConfigError, Settings, load_settings
+
+app = typer.Typer(
+    name="nightowl",
+    help="Nightly analytics for product operations: landing files → Parquet warehouse → "
+    "prediction tables. Run `nightowl demo` to see it end to end.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console(width=None if sys.stdout.isatty() else 120)
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", "-c", help="Config file (default: ./nightowl.toml if present)."),
+]
+DataRootOpt = Annotated[
+    Path | None,
+    typer.Option("--data-root", help="Data root (landing/, warehouse/); default from config: ./data."),
+]
+DateOpt = Annotated[
+    str | None, typer.Option("--date", "-d", help="Run date YYYY-MM-DD (default: yesterday).")
+]
+
+
+def _settings(config: Path | None, data_root: Path | None) -> Settings:
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        err.print(f"[red]config error:[/] {exc}")
+        raise typer.Exit(2) from None
+    if data_root is not None:
+        settings.data_root = data_root.absolute()
+    return settings
+
+
+def _parse_date(value: str | None, settings: Settings) -> date:
+    if value is None:
+        return settings.yesterday()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        err.print(f"[red]--date:[/] expected YYYY-MM-DD, got {value!r}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def generate(
+    out: Annotated[
+        Path | None, typer.Option(help="Landing folder to write (default: <data root>/landing).")
+    ] = None,
+    users: Annotated[int, typer.Option(min=1, help="Number of users.")] = 5000,
+    items: Annotated[int, typer.Option(min=1, help="Number of catalogue items.")] = 500,
+    days: Annotated[int, typer.Option(min=1, help="Days of history, one file per source per day.")] = 60,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 7,
+    end_date: Annotated[
+        str | None, typer.Option("--end-date", help="Last day written (default: yesterday).")
+    ] = None,
+    config: ConfigOpt = None,
+    data_root: DataRootOpt = None,
+) -> None:
+    """Write realistic synthetic landing files for all five sources, dirt included.
+
+    [bold]Example[/]: nightowl generate --out data/landing --users 20000 --items 1000 --days 60
+    """
+    from tasks.generate import generate_landing
+
+    settings = _settings(config, data_root)
+    target = out or settings.data_root / "landing"
+    end = _parse_date(end_date, settings)
+    started = time.perf_counter()
+    with console.status("generating…") as status:
+        summary = generate_landing(
+            target, users=users, items=items, days=days, seed=seed, end_date=end,
+            progress=lambda msg: status.update(msg),
+        )  # fmt: skip
+    console.print(
+        f"wrote {len(summary.files)} files to {target} in {time.perf_counter() - started:.1f} s"
+    )
+    for source, rows in summary.rows.items():
+        console.print(f"  {source:<18} {rows:>12,} rows")
+
+
+@app.command()
+def run(
+    date_: DateOpt = None,
+    config: ConfigOpt = None,
+    data_root: DataRootOpt = None,
+) -> None:
+    """Run the nightly flow for one date: ingest every source, then clean.
+
+    Works with no Prefect server started: without PREFECT_API_URL a temporary local one is used.
+
+    [bold]Example[/]: nightowl run --date 2026-11-27
+    """
+    settings = _settings(config, data_root)
+    run_date = _parse_date(date_, settings)
+    _run_nightly(settings, config, [run_date])
+
+
+def _run_nightly(settings: Settings, config: Path | None, dates: list[date]) -> None:
+    from flows.runtime import prepare_prefect
+
+    prepare_prefect(settings.data_root)
+    from flows.nightly import NightlyFailed, nightly
+
+    for run_date in dates:
+        console.rule(f"nightly run for {run_date}")
+        try:
+            summary = nightly(
+                run_date=run_date,
+                config=str(config) if config else None,
+                data_root=str(settings.data_root),
+            )
+        except NightlyFailed as exc:
+            err.print(f"[red]nightly run for {run_date} failed[/]: {exc}")
+            raise typer.Exit(1) from None
+        console.print(_summary_table(summary))
+
+
+def _summary_table(summary: dict[str, dict]) -> Table:
+    table = Table(title="ingest → clean", show_edge=False)
+    for col in ("source", "files new", "skipped", "rows read", "accepted", "quarantined",
+                "partitions", "clean rows", "duplicates", "future"):  # fmt: skip
+        table.add_column(col, justify="left" if col == "source" else "right")
+    for source, reports in summary.items():
+        ing, cl = reports.get("ingest", {}), reports.get("clean", {})
+        files = ing.get("files", [])
+        table.add_row(
+            source,
+            str(len(ing.get("newly_ingested", []))),
+            str(len(ing.get("skipped", []))),
+            f"{sum(f['rows_read'] for f in files):,}",
+            f"{sum(f['rows_accepted'] for f in files):,}",
+            f"{sum(f['rows_quarantined'] for f in files):,}",
+            str(len(cl.get("partitions", {}))),
+            f"{cl.get('rows_out', 0):,}",
+            f"{cl.get('duplicates', 0):,}",
+            f"{cl.get('future', 0):,}",
+        )
+    return table
+
+
+@app.command()
+def demo(
+    users: Annotated[int, typer.Option(min=1, help="Users to generate.")] = 20_000,
+    items: Annotated[int, typer.Option(min=1, help="Items to generate.")] = 1_000,
+    days: Annotated[int, typer.Option(min=2, help="Days of history to generate.")] = 60,
+    runs: Annotated[int, typer.Option(min=1, help="Nightly runs, one per date, ending yesterday.")] = 3,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    config: ConfigOpt = None,
+    data_root: DataRootOpt = None,
+) -> None:
+    """Generate demo data, run the nightly flow over the last few days, show what came out.
+
+    The first run ingests all history up to its date; each later run picks up that day's files
+    (and the late events they carry).
+
+    [bold]Example[/]: nightowl demo --data-root demo --users 20000 --runs 3
+    """
+    from tasks.generate import generate_landing
+
+    settings = _settings(config, data_root)
+    end = settings.yesterday()
+    started = time.perf_counter()
+    with console.status("generating demo landing files…") as status:
+        summary = generate_landing(
+            settings.data_root / "landing", users=users, items=items, days=days, seed=seed,
+            end_date=end, progress=lambda msg: status.update(msg),
+        )  # fmt: skip
+    console.print(f"generated {len(summary.files)} landing files under {settings.data_root}/landing")
+    dates = [end - timedelta(days=i) for i in reversed(range(min(runs, days)))]
+    _run_nightly(settings, config, dates)
+    tables(config=config, data_root=settings.data_root)
+    root = settings.data_root
+    dr = "" if root == Path("data").absolute() else f" --data-root {_shown(root)}"
+    console.print(
+        f"\n[bold]Done in {time.perf_counter() - started:.0f} s.[/] Outputs: Parquet under "
+        f"{root}/warehouse (clean/, raw/, quarantine/), one folder per table and date.\n"
+        "Try:\n"
+        f'  nightowl query{dr} "select event_type, count(*) from events group by 1 order by 2 desc"\n'
+        f'  nightowl query{dr} "select source, stage, reason, count(*) n from quarantine '
+        'group by all order by n desc"\n'
+        f"  nightowl tables{dr}"
+    )
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+Format = Literal["table", "csv", "json", "parquet"]
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="One read-only SQL statement (DuckDB dialect).")],
+    format_: Annotated[
+        Format | None,
+        typer.Option("--format", "-f", help="table, csv, json or parquet (default: from --output)."),
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows shown in the terminal table.")] = 50,
+    config: ConfigOpt = None,
+    data_root: DataRootOpt = None,
+) -> None:
+    """Run read-only SQL over the warehouse; tables are views named after them.
+
+    Views: events, items, feedback, market_prices, market_indicators, quarantine, ingest_ledger,
+    raw_<source>, items_history. Statements that write or reach outside the warehouse are refused.
+
+    [bold]Examples[/]:
+      nightowl query "select event_type, count(*) from events group by 1"
+      nightowl query "select * from quarantine" --output rejects.csv
+    """
+    from warehouse.query import QueryRefused, run_query
+    from warehouse.store import Warehouse
+
+    settings = _settings(config, data_root)
+    try:
+        frame = run_query(Warehouse(settings.data_root), sql)
+    except QueryRefused as exc:
+        err.print(f"[red]query refused:[/] {exc}")
+        raise typer.Exit(2) from None
+    except Exception as exc:  # DuckDB's own message names the missing table or column
+        err.print(f"[red]query failed:[/] {str(exc).splitlines()[0]}")
+        raise typer.Exit(1) from None
+    fmt = format_ or (output.suffix.lstrip(".").lower() if output else "table")
+    if fmt not in ("table", "csv", "json", "parquet"):
+        err.print(f"[red]--format:[/] expected table, csv, json or parquet, got {fmt!r}")
+        raise typer.Exit(2)
+    if fmt == "table":
+        _print_frame(frame, limit)
+        return
+    if output is None and fmt == "parquet":
+        err.print("[red]--format parquet needs --output FILE[/]")
+        raise typer.Exit(2)
+    target = output if output is not None else sys.stdout
+    if fmt == "csv":
+        frame.write_csv(target)
+    elif fmt == "json":
+        frame.write_ndjson(target)
+    else:
+        frame.write_parquet(output)
+    if output is not None:
+        err.print(f"wrote {frame.height:,} rows to {output}")
+
+
+def _print_frame(frame, limit: int) -> None:
+    table = Table(show_edge=False)
+    for name in frame.columns:
+        table.add_column(name)
+    for row in frame.head(limit).iter_rows():
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+    more = f" (showing {limit})" if frame.height > limit else ""
+    console.print(f"{frame.height:,} rows{more}")
+
+
+@app.command()
+def tables(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
+    """List every table with its partitions, rows, bytes and last update.
+
+    [bold]Example[/]: nightowl tables --data-root demo
+    """
+    from warehouse.catalog import table_summaries
+    from warehouse.store import Warehouse
+
+    settings = _settings(config, data_root)
+    frame = table_summaries(Warehouse(settings.data_root))
+    if frame.is_empty():
+        console.print(f"no tables yet under {settings.data_root}/warehouse; run `nightowl run`")
+        return
+    table = Table(title=f"tables in {settings.data_root}/warehouse", show_edge=False)
+    for name in frame.columns:
+        table.add_column(name, justify="right" if frame[name].dtype.is_integer() else "left")
+    for row in frame.iter_rows(named=True):
+        row["bytes"] = _human(row["bytes"])
+        table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
+    console.print(table)
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def main() -> None:
+    """Entry point of the ``nightowl`` command."""
+    app()

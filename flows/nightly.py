@@ -1,0 +1,66 @@
+"""The nightly flow: every source is ingested, then cleaned, for one run date."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+from prefect import flow
+
+from flows.runtime import results_under
+from flows.settings import Settings, load_settings
+from schemas.landing import SOURCES
+from tasks.steps import StepContext, clean_step, ingest_step
+from tasks.units import CleanReport, IngestReport
+from warehouse.manifest import code_version
+
+
+class NightlyFailed(Exception):
+    """One or more steps failed; the others completed and their results are cached."""
+
+
+def step_context(settings: Settings, source: str) -> StepContext:
+    """The slice of the settings that a step for ``source`` needs."""
+    return StepContext(
+        data_root=str(settings.data_root),
+        config_dir=str(settings.config_dir),
+        code_version=code_version(),
+        tolerance_hours=settings.future_tolerance_hours,
+        source=settings.sources[source],
+    )
+
+
+@flow(name="nightowl-nightly", flow_run_name="nightly-{run_date}", persist_result=True)
+def nightly(
+    run_date: date | None = None, config: str | None = None, data_root: str | None = None
+) -> dict[str, dict]:
+    """Ingest and clean every source for ``run_date`` (default: yesterday in the business zone)."""
+    settings = load_settings(Path(config) if config else None, data_root=data_root)
+    run_date = run_date or settings.yesterday()
+    with results_under(settings.data_root):
+        futures = {}
+        for source in SOURCES:
+            ctx = step_context(settings, source)
+            ingested = ingest_step.submit(ctx, source, run_date)
+            futures[source] = (ingested, clean_step.submit(ctx, source, run_date, ingested))
+        return summary_of(futures)
+
+
+def summary_of(futures: dict) -> dict[str, dict]:
+    """Per source, the ingest and clean reports; raises NightlyFailed naming every failed step."""
+    summary: dict[str, dict] = {}
+    failures: list[str] = []
+    for source, (ingested, cleaned) in futures.items():
+        entry: dict = {}
+        for name, future in (("ingest", ingested), ("clean", cleaned)):
+            future.wait()
+            state = future.state
+            if state.is_completed():
+                report: IngestReport | CleanReport = future.result()
+                entry[name] = report.model_dump(mode="json")
+            else:
+                failures.append(f"{name}-{source}: {state.message or state.name}")
+        summary[source] = entry
+    if failures:
+        raise NightlyFailed("steps failed:\n" + "\n".join(f"  - {f}" for f in failures))
+    return summary

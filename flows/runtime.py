@@ -1,0 +1,44 @@
+"""Prefect's process environment: quiet, offline, with its state under the data root.
+
+Prefect reads most of its settings when it is first imported, so ``prepare_prefect`` must run
+before anything imports it; the command line does that before importing the flows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+STATE_DIR = "_state"
+
+
+def prepare_prefect(data_root: Path) -> None:
+    """Point Prefect at a home under the data root (unless set) and turn off what needs a network."""
+    state = Path(data_root).absolute() / STATE_DIR
+    defaults = {
+        "PREFECT_HOME": str(state / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # no network; telemetry also locks SQLite
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",  # 2 slow cores
+        "PREFECT_LOGGING_EXTRA_LOGGERS": "nightowl",
+        "DO_NOT_TRACK": "1",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)
+    os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(state / "results")
+    for var in ("PREFECT_HOME", "PREFECT_LOCAL_STORAGE_PATH"):
+        Path(os.environ[var]).expanduser().mkdir(parents=True, exist_ok=True)
+    logging.getLogger("nightowl").setLevel(logging.INFO)
+
+
+@contextmanager
+def results_under(data_root: Path) -> Iterator[None]:
+    """Persist task results under the data root for the duration (they are the step cache)."""
+    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+
+    path = Path(data_root).absolute() / STATE_DIR / "results"
+    path.mkdir(parents=True, exist_ok=True)
+    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: path}):
+        yield

@@ -1,0 +1,117 @@
+"""Settings: one object built at the entry point from ``nightowl.toml`` and ``NIGHTOWL_*`` variables.
+
+Precedence, highest first: explicit overrides (command-line options), environment variables
+(``NIGHTOWL_DATA_ROOT``, ``NIGHTOWL_SOURCES__EVENTS__TIMEZONE``…), the config file, defaults.
+Relative paths in the config file are relative to the folder that holds it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from contextvars import ContextVar
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from schemas.config import SourceConfig
+from schemas.landing import SOURCES
+
+CONFIG_NAME = "nightowl.toml"
+_config_file: ContextVar[Path | None] = ContextVar("_config_file", default=None)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says which file and setting."""
+
+
+class Settings(BaseSettings):
+    """Everything a nightly run needs to know about where data is and how to read it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NIGHTOWL_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_root: Path = Field(default=Path("data"), description="Landing, warehouse and state root.")
+    timezone: str = Field(default="UTC", description="Business time zone: what 'yesterday' means.")
+    future_tolerance_hours: float = Field(
+        default=24, ge=0, description="Rows dated later than the run date plus this are rejected."
+    )
+    sources: dict[str, SourceConfig] = Field(default_factory=dict)
+    config_dir: Path = Field(default=Path("."), description="Folder of the config file (set).")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        ZoneInfo(value)
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> Settings:
+        unknown = sorted(set(self.sources) - set(SOURCES))
+        if unknown:
+            raise ValueError(f"unknown source(s) {unknown}; the sources are {list(SOURCES)}")
+        self.sources = {s: self.sources.get(s, SourceConfig()) for s in SOURCES}
+        if not self.data_root.is_absolute():
+            self.data_root = (self.config_dir / self.data_root).absolute()
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlSource(settings_cls, _config_file.get()))
+
+    def yesterday(self) -> date:
+        """The default run date: yesterday in the business time zone."""
+        return (datetime.now(ZoneInfo(self.timezone)) - timedelta(days=1)).date()
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None) -> None:
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # pragma: no cover - __call__ does the work
+
+    def __call__(self) -> dict[str, Any]:
+        if self.path is None:
+            return {}
+        try:
+            data = tomllib.loads(self.path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{self.path}: not valid TOML ({exc})") from exc
+        return data
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from ``config`` (or ``./nightowl.toml`` when present), the environment, overrides."""
+    if config is None and Path(CONFIG_NAME).is_file():
+        config = Path(CONFIG_NAME)
+    if config is not None and not config.is_file():
+        raise ConfigError(f"{config}: config file not found")
+    config_dir = config.parent.absolute() if config else Path.cwd()
+    token = _config_file.set(config)
+    try:
+        return Settings(config_dir=config_dir, **{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        where = str(config) if config else "settings"
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"{where}: {problems}") from exc
+    finally:
+        _config_file.reset(token)

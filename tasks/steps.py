@@ -1,0 +1,128 @@
+"""Prefect tasks: thin wrappers around the units, with cache keys built from their inputs.
+
+A step's cache key is its name + partition + code version + settings + the fingerprints of its
+inputs (DESIGN §6), so a retried or repeated run reuses every step whose inputs did not change.
+A cached result whose outputs have since been deleted is dropped before Prefect looks it up, so
+the step recomputes instead of returning a manifest that points at nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+from prefect.context import TaskRunContext
+from prefect.results import ResultRecord
+from prefect.settings import get_current_settings
+from pydantic import BaseModel
+
+from schemas.config import SourceConfig
+from tasks import units
+from warehouse.landing import LandingError, landing_files
+from warehouse.ledger import Ledger
+from warehouse.manifest import combined_hash
+from warehouse.store import Warehouse
+
+log = logging.getLogger("nightowl")
+
+
+class StepContext(BaseModel):
+    """What every step needs from the settings: small, serialisable, part of the cache key."""
+
+    data_root: str
+    config_dir: str
+    code_version: str
+    tolerance_hours: float
+    source: SourceConfig
+
+    def warehouse(self) -> Warehouse:
+        return Warehouse(Path(self.data_root), self.code_version)
+
+
+def _landing_fingerprint(ctx: StepContext, source: str, run_date: date) -> str:
+    try:
+        files = landing_files(source, ctx.source, run_date, Path(ctx.data_root), Path(ctx.config_dir))
+    except LandingError as exc:
+        return f"error:{exc}"
+    stats = [(f.path, f.path.stat()) for f in files]
+    return combined_hash([f"{p}|{s.st_size}|{s.st_mtime_ns}" for p, s in stats])
+
+
+def _ledger_fingerprint(wh: Warehouse, source: str, run_date: date) -> str:
+    entries = Ledger(wh).entries(source)
+    return combined_hash([e.sha256 for e in entries if e.run_date <= run_date.isoformat()])
+
+
+def _outputs_exist(report: Any, wh: Warehouse) -> bool:
+    if isinstance(report, units.IngestReport):
+        return all((wh.root / e.raw_file).exists() for e in report.files)
+    if isinstance(report, units.CleanReport):
+        return all(
+            (m := wh.manifest("clean", report.table, {"dt": dt})) is not None
+            and m.content_hash == digest
+            for dt, digest in report.partitions.items()
+        )
+    return True
+
+
+def _valid_key(key: str, wh: Warehouse) -> str:
+    """``key``, after forgetting its cached result if that result's outputs are gone."""
+    record = Path(get_current_settings().results.local_storage_path) / key
+    if record.exists():
+        try:
+            result = ResultRecord.deserialize(record.read_bytes()).result
+        except Exception:  # an unreadable record is as good as none
+            result = None
+        if result is None or not _outputs_exist(result, wh):
+            log.info("cached result %s points at missing outputs; recomputing", key[:12])
+            record.unlink(missing_ok=True)
+    return key
+
+
+def ingest_key(context: TaskRunContext, params: dict[str, Any]) -> str:
+    """Cache key of an ingest: settings, code and the landing files that have arrived."""
+    ctx: StepContext = params["ctx"]
+    source, run_date = params["source"], params["run_date"]
+    key = combined_hash(
+        [
+            "ingest", ctx.data_root, source, run_date.isoformat(), ctx.code_version,
+            ctx.source.model_dump_json(), _landing_fingerprint(ctx, source, run_date),
+        ]
+    )  # fmt: skip
+    return _valid_key(key, ctx.warehouse())
+
+
+def clean_key(context: TaskRunContext, params: dict[str, Any]) -> str:
+    """Cache key of a clean: settings, code, the ingest report and every raw file it may read."""
+    ctx: StepContext = params["ctx"]
+    source, run_date = params["source"], params["run_date"]
+    ingested: units.IngestReport = params["ingested"]
+    wh = ctx.warehouse()
+    key = combined_hash(
+        [
+            "clean", ctx.data_root, source, run_date.isoformat(), ctx.code_version,
+            ctx.source.model_dump_json(),
+            str(ctx.tolerance_hours), ingested.model_dump_json(exclude={"newly_ingested", "skipped"}),
+            _ledger_fingerprint(wh, source, run_date),
+        ]
+    )  # fmt: skip
+    return _valid_key(key, wh)
+
+
+@task(name="ingest", task_run_name="ingest-{source}", cache_key_fn=ingest_key, persist_result=True)
+def ingest_step(ctx: StepContext, source: str, run_date: date) -> units.IngestReport:
+    """Landing files of one source → raw + quarantine partitions for the run date."""
+    return units.ingest_source(
+        ctx.warehouse(), source, ctx.source, run_date, Path(ctx.config_dir)
+    )
+
+
+@task(name="clean", task_run_name="clean-{source}", cache_key_fn=clean_key, persist_result=True)
+def clean_step(
+    ctx: StepContext, source: str, run_date: date, ingested: units.IngestReport
+) -> units.CleanReport:
+    """Raw rows of one source → the clean partitions they feed, republished."""
+    return units.clean_source(ctx.warehouse(), source, ctx.source, run_date, ctx.tolerance_hours)

@@ -1,0 +1,35 @@
+"""The catalog: every table with its partitions, rows, bytes and freshness, from the manifests."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from warehouse.store import Warehouse
+
+
+def table_summaries(wh: Warehouse) -> pl.DataFrame:
+    """One row per table: layer, table, partitions, rows, bytes, first/last partition, updated."""
+    rows = []
+    for layer, table in wh.tables():
+        manifests = wh.manifests(layer, table)
+        if not manifests:
+            continue
+        keys = ["/".join(m.partition.values()) for m in manifests]
+        rows.append(
+            {
+                "layer": layer,
+                "table": table.replace("source=", "").replace("/stage=", " · "),
+                "partitions": len(manifests),
+                "rows": sum(m.rows for m in manifests),
+                "bytes": sum(m.bytes for m in manifests),
+                "first": min(keys),
+                "last": max(keys),
+                "updated": max(m.created_at for m in manifests),
+            }
+        )
+    schema = {
+        "layer": pl.String, "table": pl.String, "partitions": pl.Int64, "rows": pl.Int64,
+        "bytes": pl.Int64, "first": pl.String, "last": pl.String, "updated": pl.String,
+    }  # fmt: skip
+    return pl.DataFrame(rows, schema=schema)
+

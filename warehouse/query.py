@@ -1,0 +1,108 @@
+"""Read-only SQL over the warehouse: DuckDB views named after the tables, locked to the warehouse.
+
+``events``, ``feedback``, ``market_prices`` and ``market_indicators`` read every clean partition;
+``items`` reads the latest snapshot (``items_history`` all of them); ``quarantine`` every rejected
+row (with ``source``, ``stage`` and ``dt``); ``raw_<source>`` the raw layer; ``ingest_ledger`` one
+row per ingested landing file. Tables of later layers partitioned by ``as_of`` resolve to their
+latest partition, with ``<table>_history`` for all of them.
+
+Only SELECT-like statements run, on a connection that cannot reach files outside the warehouse,
+attach databases, copy data out, or install or load extensions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import polars as pl
+
+from warehouse.store import Warehouse
+
+ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+
+
+class QueryRefused(Exception):
+    """A statement that would write, or reach outside the warehouse."""
+
+
+def _sql_str(path: Path | str) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def view_definitions(wh: Warehouse) -> dict[str, str]:
+    """View name → SELECT over the Parquet files of that table (only tables with files)."""
+    views: dict[str, str] = {}
+
+    def parquet(pattern: str) -> str:
+        return f"read_parquet({_sql_str(pattern)}, hive_partitioning=true, union_by_name=true)"
+
+    for layer, table in wh.tables():
+        if layer == "quarantine":
+            continue
+        parts = [p.parent for p in wh.partition_dirs(layer, table)]
+        if not parts or not any(p.glob("*.parquet") for p in parts):
+            continue
+        every = parquet(wh.glob(layer, table))
+        if layer == "raw":
+            views[f"raw_{table}"] = every
+            continue
+        key = parts[-1].name.split("=", 1)[0]
+        if layer == "clean" and table != "items":
+            views[table] = every
+            continue
+        latest = parts[-1].name.split("=", 1)[1]
+        views[f"{table}_history"] = every
+        views[table] = f"(select * from {every} where {key} = {_sql_str(latest)})"
+    quarantine = wh.root / "quarantine"
+    if any(quarantine.glob("*/*/*/*.parquet")):
+        views["quarantine"] = parquet(f"{quarantine}/*/*/*/*.parquet")
+    if any((wh.root / "_ledger").glob("*/*.json")):
+        ledger = _sql_str(wh.root / "_ledger" / "*" / "*.json")
+        views["ingest_ledger"] = f"read_json_auto({ledger}, union_by_name=true)"
+    return views
+
+
+def connect(wh: Warehouse) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the warehouse views, locked down to reading the warehouse."""
+    con = duckdb.connect(":memory:", config={"threads": 2})
+    for name, select in view_definitions(wh).items():
+        source = select if select.startswith("(") else f"select * from {select}"
+        con.execute(f'create view "{name}" as {source}')
+    root = str(wh.root).rstrip("/") + "/"
+    con.execute(f"SET allowed_directories=[{_sql_str(root)}]")
+    con.execute("SET enable_external_access=false")
+    con.execute("SET autoinstall_known_extensions=false")
+    con.execute("SET autoload_known_extensions=false")
+    con.execute("SET lock_configuration=true")
+    return con
+
+
+def checked_statement(sql: str) -> str:
+    """``sql`` if it is exactly one read-only statement; otherwise QueryRefused says why."""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryRefused(f"not valid SQL: {exc}") from exc
+    if len(statements) != 1:
+        raise QueryRefused(f"expected exactly one statement, got {len(statements)}")
+    kind = statements[0].type
+    if kind not in ALLOWED:
+        name = kind.name if hasattr(kind, "name") else str(kind)
+        raise QueryRefused(
+            f"{name} statements are refused: nightowl query is read-only "
+            "(SELECT, WITH … SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)"
+        )
+    return sql
+
+
+def run_query(wh: Warehouse, sql: str) -> pl.DataFrame:
+    """The result of one read-only statement over the warehouse views."""
+    checked_statement(sql)
+    con = connect(wh)
+    try:
+        return con.sql(sql).pl()
+    except duckdb.PermissionException as exc:
+        raise QueryRefused(f"refused: only files inside the warehouse can be read ({exc})") from exc
+    finally:
+        con.close()
