@@ -150,13 +150,11 @@ def _raw(name: str) -> str:
 
 def events_rules_applied(lf: pl.LazyFrame, cfg: SourceConfig) -> pl.LazyFrame:
     """Typed events with the source's business rules: returns from negative quantities, fees."""
-    event_type = pl.col("event_type")
+    event_type, quantity = pl.col("event_type"), pl.col("quantity")
     if cfg.negative_quantity_as:
         negative = pl.col("quantity") < 0
         event_type = pl.when(negative).then(pl.lit(cfg.negative_quantity_as)).otherwise(event_type)
-        lf = lf.with_columns(
-            pl.when(negative).then(pl.col("quantity").abs()).otherwise(pl.col("quantity"))
-        )
+        quantity = pl.when(negative).then(quantity.abs()).otherwise(quantity)
     non_product = pl.lit(False)
     if cfg.non_product_items:
         non_product = non_product | pl.col("item_id").is_in(cfg.non_product_items)
@@ -167,7 +165,7 @@ def events_rules_applied(lf: pl.LazyFrame, cfg: SourceConfig) -> pl.LazyFrame:
         .then(pl.lit(cfg.non_product_event_type))
         .otherwise(event_type)
     )
-    return lf.with_columns(event_type.alias("event_type"))
+    return lf.with_columns(event_type.alias("event_type"), quantity.alias("quantity"))
 
 
 def accepted_rows(validated: pl.LazyFrame, contract: SourceContract) -> pl.LazyFrame:

@@ -127,6 +127,9 @@ def ingest_file(
     bad = wh.tmp_dir / f".tmp-{stem}-bad.parquet"
     try:
         with open_landing(file, cfg, wh.tmp_dir) as lf:
+            if not lf.collect_schema().names():  # an empty JSON Lines file: zero rows, no columns
+                expected = [*cfg.columns, *(c for c in contract.names if c not in cfg.columns.values())]
+                lf = pl.LazyFrame(schema=dict.fromkeys(expected, pl.String))
             plan = ingest.column_plan(lf.collect_schema().names(), contract, cfg)
             mapped = ingest.mapped_rows(lf, plan, contract)
             checked = ingest.validated_rows(mapped, contract, cfg, mapped.collect_schema())

@@ -50,9 +50,10 @@ class LandingFile:
     """One file dropped for a source, with what its name says about it."""
 
     path: Path
-    format: str
+    format: str | None
     compressed: bool
     date: date | None
+    problem: str | None = None
 
     @property
     def name(self) -> str:
@@ -79,28 +80,29 @@ def landing_files(
     for path in sorted(folder.glob(pattern)):
         if not path.is_file() or path.name.startswith("."):
             continue
-        fmt, compressed = _format_of(path, cfg)
+        fmt, compressed, problem = _format_of(path, cfg)
         file_date = _date_in_name(path.name)
         if file_date is None or file_date <= run_date:
-            found.append(LandingFile(path, fmt, compressed, file_date))
+            found.append(LandingFile(path, fmt, compressed, file_date, problem))
     return sorted(found, key=lambda f: (f.date or date.min, f.name))
 
 
-def _format_of(path: Path, cfg: SourceConfig) -> tuple[str, bool]:
+def _format_of(path: Path, cfg: SourceConfig) -> tuple[str | None, bool, str | None]:
     suffixes = [s.lower() for s in path.suffixes]
     compressed = bool(suffixes) and suffixes[-1] == ".gz"
     if compressed:
         suffixes = suffixes[:-1]
     if cfg.format != "auto":
-        return cfg.format, compressed
+        return cfg.format, compressed, None
     fmt = EXTENSIONS.get(suffixes[-1]) if suffixes else None
     if fmt is None:
         known = ", ".join(sorted(EXTENSIONS))
-        raise LandingError(
-            path, f"cannot tell the format from the extension; expected one of {known} "
-            "(optionally .gz), or set `format` for this source in nightowl.toml",
-        )  # fmt: skip
-    return fmt, compressed
+        problem = (
+            f"cannot tell the format from the extension; expected one of {known} "
+            "(optionally .gz), or set `format` for this source in nightowl.toml"
+        )
+        return None, compressed, problem
+    return fmt, compressed, None
 
 
 def _date_in_name(name: str) -> date | None:
@@ -116,6 +118,8 @@ def _date_in_name(name: str) -> date | None:
 @contextmanager
 def open_landing(file: LandingFile, cfg: SourceConfig, tmp_dir: Path) -> Iterator[pl.LazyFrame]:
     """A lazy frame over the file's rows, raw columns as they are named in the file."""
+    if file.problem is not None:
+        raise LandingError(file.path, file.problem)
     staged: list[Path] = []
     try:
         path = file.path
@@ -126,7 +130,10 @@ def open_landing(file: LandingFile, cfg: SourceConfig, tmp_dir: Path) -> Iterato
             path = _to_utf8(path, cfg.encoding, tmp_dir, shown=file.path)
             staged.append(path)
         if path.stat().st_size == 0:
-            raise LandingError(file.path, "the file is empty; expected at least a header row")
+            if file.format != "jsonl":
+                raise LandingError(file.path, "the file is empty; expected at least a header row")
+            yield pl.LazyFrame()  # JSON Lines has no header: an empty file is zero rows
+            return
         yield _scan(path, file, cfg)
     finally:
         for p in staged:

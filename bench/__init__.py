@@ -1,0 +1,1 @@
+"""Benchmarks of nightowl against reference engines (run with ``python -m bench.<name>``)."""

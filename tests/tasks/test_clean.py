@@ -1,0 +1,106 @@
+"""Clean transforms on tiny literal frames: types, ids, duplicates, corrections, future rows."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import polars as pl
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.config import DEFAULT_EVENT_TYPE_MAP
+from schemas.landing import CONTRACTS
+from tasks.clean import (
+    REASON,
+    SPECS,
+    accepted_clean_rows,
+    cleaned_events,
+    cleaned_rows,
+    future_cutoff,
+    normalised_event_types,
+    rejected_clean_rows,
+)
+
+CUTOFF = future_cutoff(date(2026, 11, 27), 24)
+
+
+def _raw(source: str, rows: list[dict]) -> pl.LazyFrame:
+    schema = CONTRACTS[source].schema
+    frame = pl.DataFrame([{c: r.get(c) for c in schema.names()} for r in rows], schema=schema)
+    return frame.with_columns(
+        pl.lit("2026-11-27").alias("_run"),
+        pl.lit("f.csv").alias("source_file"),
+        pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias("source_row"),
+    ).lazy()
+
+
+def _event(i: str | None, t: datetime, **kw) -> dict:
+    return {"event_id": i, "user_id": "u1", "event_time": t, "event_type": "view", **kw}
+
+
+T = datetime(2026, 11, 27, 9, tzinfo=UTC)
+
+
+def test_event_types_are_normalised_and_synonyms_mapped():
+    frame = pl.DataFrame({"t": [" View ", "Add To Cart", "add-to-cart", "PageView", "wishlist"]})
+    out = frame.select(normalised_event_types(pl.col("t"), DEFAULT_EVENT_TYPE_MAP))["t"]
+    assert out.to_list() == ["view", "add_to_cart", "add_to_cart", "view", "wishlist"]
+
+
+def test_future_cutoff_is_end_of_run_date_plus_tolerance():
+    assert future_cutoff(date(2026, 11, 27), 6) == datetime(2026, 11, 28, 6, tzinfo=UTC)
+
+
+def test_duplicate_events_are_rejected_keeping_the_first():
+    raw = _raw("events", [_event("a", T), _event("a", T), _event("b", T)])
+    verdicts = cleaned_events(raw, DEFAULT_EVENT_TYPE_MAP, CUTOFF).collect()
+    assert verdicts[REASON].to_list() == [None, "duplicate of an earlier row with the same event_id", None]
+    bad = rejected_clean_rows(verdicts.lazy(), SPECS["events"]).collect()
+    assert bad.select("row", "column", "raw_value").row(0) == (2, "event_id", "a")
+
+
+def test_events_without_id_get_a_stable_content_hash_id():
+    raw = _raw("events", [_event(None, T), _event(None, T), _event(None, T, item_id="i2")])
+    verdicts = cleaned_events(raw, DEFAULT_EVENT_TYPE_MAP, CUTOFF).collect()
+    ids = verdicts["event_id"].to_list()
+    assert ids[0] == ids[1] != ids[2] and ids[0].startswith("rh-")
+    assert verdicts[REASON].null_count() == 2
+    again = cleaned_events(raw, DEFAULT_EVENT_TYPE_MAP, CUTOFF).collect()["event_id"].to_list()
+    assert again == ids
+
+
+def test_future_events_are_rejected_and_dates_come_from_utc():
+    late_evening = datetime(2026, 11, 27, 23, 30, tzinfo=UTC)
+    raw = _raw("events", [_event("a", late_evening), _event("b", datetime(2099, 1, 1, tzinfo=UTC))])
+    verdicts = cleaned_events(raw, DEFAULT_EVENT_TYPE_MAP, CUTOFF).collect()
+    assert verdicts["dt"].to_list() == [date(2026, 11, 27), date(2099, 1, 1)]
+    assert verdicts[REASON][0] is None and "in the future" in verdicts[REASON][1]
+
+
+def test_quantity_defaults_to_one():
+    raw = _raw("events", [_event("a", T, event_type="purchase")])
+    good = accepted_clean_rows(cleaned_events(raw, {}, CUTOFF), SPECS["events"]).collect()
+    assert good["quantity"].to_list() == [1]
+
+
+def test_a_later_market_price_supersedes_an_earlier_one():
+    d = date(2026, 11, 27)
+    raw = _raw("market_prices", [
+        {"date": d, "item_id": "i1", "competitor": "acme", "price": 10.0},
+        {"date": d, "item_id": "i1", "competitor": "acme", "price": 11.0},
+        {"date": d, "item_id": "i1", "competitor": "zeta", "price": 9.0},
+    ])  # fmt: skip
+    good = accepted_clean_rows(cleaned_rows(raw, SPECS["market_prices"], CUTOFF), SPECS["market_prices"])
+    assert good.collect().select("competitor", "price").rows() == [("acme", 11.0), ("zeta", 9.0)]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abcde"), st.integers(0, 3)), max_size=30))
+def test_clean_events_have_unique_ids_and_rows_reconcile(rows):
+    raw = _raw("events", [_event(i, T.replace(hour=h)) for i, h in rows])
+    verdicts = cleaned_events(raw, {}, CUTOFF)
+    good = accepted_clean_rows(verdicts, SPECS["events"]).collect()
+    bad = rejected_clean_rows(verdicts, SPECS["events"]).collect()
+    assert good["event_id"].is_unique().all()
+    assert good.height + bad.height == len(rows)
+    assert set(good["event_id"]) == {i for i, _ in rows}

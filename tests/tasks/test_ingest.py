@@ -1,0 +1,198 @@
+"""Ingest transforms on tiny literal frames: mapping, typing, validation, business rules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from schemas.config import SourceConfig
+from schemas.landing import CONTRACTS, EVENTS, FEEDBACK
+from tasks.ingest import (
+    REASON,
+    MappingError,
+    accepted_rows,
+    column_plan,
+    mapped_rows,
+    quarantined_rows,
+    validated_rows,
+)
+
+
+def _check(frame: pl.DataFrame, source: str = "events", **cfg) -> pl.DataFrame:
+    config = SourceConfig(**cfg)
+    contract = CONTRACTS[source]
+    plan = column_plan(frame.columns, contract, config)
+    mapped = mapped_rows(frame.lazy(), plan, contract)
+    return validated_rows(mapped, contract, config, mapped.collect_schema()).collect()
+
+
+def _events(**cols) -> pl.DataFrame:
+    base = {"user_id": ["u1"], "event_time": ["2026-11-27T10:00:00+00:00"], "event_type": ["view"]}
+    n = max(len(v) for v in cols.values()) if cols else 1
+    base = {k: v * n for k, v in base.items()}
+    return pl.DataFrame(base | cols, schema_overrides=dict.fromkeys(base | cols, pl.String))
+
+
+def test_plan_maps_renames_constants_and_reports_unknown_columns():
+    cfg = SourceConfig(columns={"Customer ID": "user_id", "ts": "event_time"},
+                       constants={"event_type": "purchase"})  # fmt: skip
+    plan = column_plan(["Customer ID", "ts", "Country"], EVENTS, cfg)
+    assert plan.renames == {"Customer ID": "user_id", "ts": "event_time"}
+    assert plan.constants == {"event_type": "purchase"}
+    assert plan.unknown == ["Country"]
+
+
+def test_plan_names_the_missing_required_column():
+    with pytest.raises(MappingError, match=r"required column 'event_time'.*columns found: 'user_id'"):
+        column_plan(["user_id", "event_type"], EVENTS, SourceConfig())
+
+
+def test_plan_rejects_a_mapping_that_names_a_column_the_file_lacks():
+    cfg = SourceConfig(columns={"Customer ID": "user_id"})
+    with pytest.raises(MappingError, match="names 'Customer ID', which the file does not have"):
+        column_plan(["user_id", "event_time", "event_type"], EVENTS, cfg)
+
+
+def test_plan_rejects_a_mapping_onto_a_column_outside_the_contract():
+    cfg = SourceConfig(columns={"x": "colour"})
+    with pytest.raises(MappingError, match="'colour', which are not events columns"):
+        column_plan(["x", "user_id", "event_time", "event_type"], EVENTS, cfg)
+
+
+@pytest.mark.parametrize(
+    ("text", "zone", "expected"),
+    [
+        ("2026-11-27T10:00:00+00:00", "UTC", datetime(2026, 11, 27, 10, tzinfo=UTC)),
+        ("2026-11-27T10:00:00Z", "UTC", datetime(2026, 11, 27, 10, tzinfo=UTC)),
+        ("2026-11-27 10:00:00.250", "UTC", datetime(2026, 11, 27, 10, 0, 0, 250000, tzinfo=UTC)),
+        ("2026-11-27T12:00:00+02:00", "UTC", datetime(2026, 11, 27, 10, tzinfo=UTC)),
+        # Naive timestamps are read in the source's zone: London is UTC+0 in winter, +1 in summer.
+        ("2026-07-01 11:00:00", "Europe/London", datetime(2026, 7, 1, 10, tzinfo=UTC)),
+        ("2026-11-27", "UTC", datetime(2026, 11, 27, tzinfo=UTC)),
+    ],
+)
+def test_timestamps_in_common_spellings_become_utc(text, zone, expected):
+    out = _check(_events(event_time=[text]), timezone=zone)
+    assert out[REASON][0] is None
+    assert out["event_time"][0] == expected
+
+
+def test_timestamp_format_from_config():
+    out = _check(_events(event_time=["27/11/2026 10:00"]), timestamp_format="%d/%m/%Y %H:%M")
+    assert out["event_time"][0] == datetime(2026, 11, 27, 10, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("cols", "column", "reason"),
+    [
+        ({"event_time": ["yesterday"]}, "event_time", "event_time: expected a timestamp"),
+        ({"quantity": ["two"]}, "quantity", "quantity: expected a whole number"),
+        ({"quantity": ["1.5"]}, "quantity", "quantity: expected a whole number"),
+        ({"quantity": ["0"]}, "quantity", "quantity: must be ≥ 1"),
+        ({"price": ["-3.50"]}, "price", "price: must be ≥ 0"),
+        ({"price": ["abc"]}, "price", "price: expected a number"),
+        ({"price": ["inf"]}, "price", "price: expected a number"),
+        ({"user_id": [None]}, "user_id", "user_id: required value is missing"),
+        ({"user_id": ["caf\ufffd"]}, "user_id", "bytes that are not UTF-8"),
+    ],
+)
+def test_bad_values_are_quarantined_with_column_value_and_reason(cols, column, reason):
+    out = _check(_events(**cols))
+    bad = quarantined_rows(out.lazy(), "f.csv").collect()
+    assert bad.height == 1
+    assert bad["column"][0] == column
+    assert reason in bad["reason"][0]
+    assert bad["raw_value"][0] == next(iter(cols.values()))[0]
+    assert bad["row"][0] == 1 and bad["file"][0] == "f.csv"
+
+
+def test_every_failing_column_is_named_in_the_reason():
+    out = _check(_events(quantity=["x"], price=["-1"]))
+    assert out[REASON][0] == "quantity: expected a whole number; price: must be ≥ 0"
+
+
+def test_quarantine_record_keeps_the_raw_row():
+    out = _check(_events(quantity=["x"]))
+    record = quarantined_rows(out.lazy(), "f.csv").collect()["record"][0]
+    assert '"quantity":"x"' in record and '"user_id":"u1"' in record
+
+
+def test_float_ids_from_spreadsheets_keep_their_written_form():
+    frame = pl.DataFrame(
+        {"user_id": [13085.0, 12.5], "event_time": ["2026-11-27"] * 2, "event_type": ["view"] * 2}
+    )
+    out = _check(frame)
+    assert out["user_id"].to_list() == ["13085", "12.5"]
+
+
+def test_negative_quantities_become_returns_when_configured():
+    out = _check(_events(quantity=["-2", "3"], event_type=["purchase", "purchase"]),
+                 negative_quantity_as="return")  # fmt: skip
+    assert out["event_type"].to_list() == ["return", "purchase"]
+    assert out["quantity"].to_list() == [2, 3]
+    assert out[REASON].null_count() == 2
+
+
+def test_negative_quantities_are_quarantined_by_default():
+    out = _check(_events(quantity=["-2"]))
+    assert out[REASON][0] == "quantity: must be ≥ 1"
+
+
+def test_non_product_items_get_their_own_event_type():
+    out = _check(_events(item_id=["POST", "85123A", "BANK CHARGES"]),
+                 non_product_items=["BANK CHARGES"], non_product_pattern="^POST$")  # fmt: skip
+    assert out["event_type"].to_list() == ["non_product", "view", "non_product"]
+
+
+def test_guests_are_kept_when_configured():
+    out = _check(_events(user_id=[None]), missing_user="guest")
+    assert out[REASON][0] is None and out["user_id"][0] is None
+
+
+def test_feedback_needs_text_or_rating_and_rating_in_range():
+    frame = pl.DataFrame(
+        {"created_at": ["2026-11-27"] * 3, "text": ["fine", None, None], "rating": [None, "7", None]}
+    )
+    out = _check(frame, source="feedback")
+    assert out[REASON].to_list() == [
+        None,
+        "rating: must be between 1 and 5",
+        "needs at least one of text or rating",
+    ]
+    assert set(accepted_rows(out.lazy(), FEEDBACK).collect().columns) >= {"_row", "text"}
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["u1", "", "u2"]),
+            st.sampled_from(["2026-11-27T10:00:00Z", "bad", "", "2026-11-27"]),
+            st.sampled_from(["1", "0", "-1", "x", "", "7"]),
+            st.sampled_from(["9.99", "-1", "", "nan", "0"]),
+        ),
+        max_size=40,
+    )
+)
+def test_every_row_is_either_accepted_or_quarantined(rows):
+    frame = pl.DataFrame(
+        {
+            "user_id": [r[0] or None for r in rows],
+            "event_time": [r[1] or None for r in rows],
+            "event_type": ["view"] * len(rows),
+            "quantity": [r[2] or None for r in rows],
+            "price": [r[3] or None for r in rows],
+        },
+        schema=dict.fromkeys(["user_id", "event_time", "event_type", "quantity", "price"], pl.String),
+    )
+    out = _check(frame)
+    good = accepted_rows(out.lazy(), EVENTS).collect()
+    bad = quarantined_rows(out.lazy(), "f").collect()
+    assert good.height + bad.height == len(rows)
+    assert sorted(good["_row"].to_list() + bad["row"].to_list()) == list(range(1, len(rows) + 1))
+    assert good["user_id"].null_count() == 0 and good["event_time"].null_count() == 0
+    assert (good["price"].drop_nulls() >= 0).all() and (good["quantity"].drop_nulls() >= 1).all()

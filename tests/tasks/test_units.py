@@ -1,0 +1,197 @@
+"""Ingest and clean against a real warehouse on disk: bad input of every kind, ledger, late data."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import date
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from schemas.config import SourceConfig
+from tasks.units import IngestFailed, clean_source, ingest_source
+from warehouse.ledger import Ledger
+from warehouse.store import Warehouse
+
+D = date(2026, 11, 27)
+HEADER = "event_id,user_id,event_time,event_type,item_id,quantity,price\n"
+GOOD = "e1,u1,2026-11-27T10:00:00Z,view,i1,1,9.99\n"
+
+
+def _drop(root: Path, name: str, content: str | bytes, source: str = "events") -> Path:
+    path = root / "landing" / source / name
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return path
+
+
+def _ingest(root: Path, cfg: SourceConfig | None = None, run_date: date = D, source="events"):
+    wh = Warehouse(root, "test")
+    return wh, ingest_source(wh, source, cfg or SourceConfig(), run_date, root)
+
+
+def _quarantine(wh: Warehouse, stage: str = "ingest") -> pl.DataFrame:
+    files = sorted((wh.root / "quarantine").glob(f"source=events/stage={stage}/*/*.parquet"))
+    return pl.concat([pl.read_parquet(f) for f in files]) if files else pl.DataFrame()
+
+
+# ---- files that cannot be read at all: the run says which file and what was expected -------
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.csv", b"", "the file is empty; expected at least a header row"),
+        ("cols.csv", "user_id,event_type\nu1,view\n", "required column 'event_time' is missing"),
+        ("cut.csv.gz", gzip.compress((HEADER + GOOD * 50).encode())[:-30], "truncated or corrupt gzip"),
+        ("bad.parquet", b"PAR1 this is not parquet", "not a readable Parquet file"),
+        ("x.xlsx", b"whatever", "cannot tell the format from the extension"),
+    ],
+)
+def test_unreadable_files_fail_naming_the_file_and_are_not_ledgered(data_root, name, content, message):
+    _drop(data_root, "2026-11-27-ok.csv", HEADER + GOOD)
+    bad = _drop(data_root, name, content)
+    with pytest.raises(IngestFailed) as info:
+        _ingest(data_root)
+    assert str(bad) in str(info.value) and message in str(info.value)
+    ledger = Ledger(Warehouse(data_root))
+    assert [e.name for e in ledger.entries("events")] == ["2026-11-27-ok.csv"]  # the others went in
+
+
+def test_a_fixed_and_redropped_file_is_ingested(data_root):
+    bad = _drop(data_root, "x.csv", "user_id,event_type\nu1,view\n")
+    with pytest.raises(IngestFailed):
+        _ingest(data_root)
+    bad.write_text(HEADER + GOOD)
+    _, report = _ingest(data_root)
+    assert report.newly_ingested == ["x.csv"] and report.rows_read == 1
+
+
+def test_a_mapping_naming_a_missing_column_fails_the_file(data_root):
+    _drop(data_root, "a.csv", HEADER + GOOD)
+    with pytest.raises(IngestFailed, match="names 'Customer ID', which the file does not have"):
+        _ingest(data_root, SourceConfig(columns={"Customer ID": "user_id"}))
+
+
+# ---- rows that break the contract: quarantined with a reason, counts reconcile --------------
+@pytest.mark.parametrize(
+    ("line", "column", "reason"),
+    [
+        ("e2,u1,27.11.2026 10h,view,i1,1,9.99\n", "event_time", "event_time: expected a timestamp"),
+        ("e2,u1,2026-11-27T10:00:00Z,view,i1,lots,9.99\n", "quantity", "expected a whole number"),
+        ("e2,u1,2026-11-27T10:00:00Z,view,i1,1,-4\n", "price", "price: must be ≥ 0"),
+        ("e2,,2026-11-27T10:00:00Z,view,i1,1,1\n", "user_id", "user_id: required value is missing"),
+    ],
+)
+def test_bad_rows_are_quarantined_and_counts_reconcile(data_root, line, column, reason):
+    _drop(data_root, "a.csv", HEADER + GOOD + line + GOOD.replace("e1", "e3"))
+    wh, report = _ingest(data_root)
+    entry = report.files[0]
+    assert (entry.rows_read, entry.rows_accepted, entry.rows_quarantined) == (3, 2, 1)
+    bad = _quarantine(wh)
+    assert bad.select("file", "row", "column").row(0) == ("a.csv", 2, column)
+    assert reason in bad["reason"][0]
+
+
+def test_non_utf8_bytes_quarantine_the_row_not_the_file(data_root):
+    _drop(data_root, "a.csv", HEADER.encode() + b"e2,caf\xe9,2026-11-27,view,i1,1,1\n" + GOOD.encode())
+    wh, report = _ingest(data_root)
+    assert report.files[0].rows_quarantined == 1 and report.files[0].rows_accepted == 1
+    assert "not UTF-8" in _quarantine(wh)["reason"][0]
+
+
+def test_latin1_files_read_when_the_encoding_is_configured(data_root):
+    _drop(data_root, "a.csv", HEADER.encode() + b"e2,caf\xe9,2026-11-27,view,i1,1,1\n")
+    wh, report = _ingest(data_root, SourceConfig(encoding="latin-1"))
+    assert report.files[0].rows_accepted == 1
+    raw = pl.read_parquet(wh.root / report.files[0].raw_file)
+    assert raw["user_id"].to_list() == ["café"]
+
+
+def test_header_only_file_is_ingested_with_no_rows(data_root):
+    _drop(data_root, "a.csv", HEADER)
+    _, report = _ingest(data_root)
+    assert report.files[0].rows_read == 0 and report.newly_ingested == ["a.csv"]
+
+
+def test_an_empty_json_lines_file_is_zero_rows(data_root):
+    _drop(data_root, "a.jsonl", "")
+    _, report = _ingest(data_root)
+    assert report.files[0].rows_read == 0
+
+
+def test_unknown_columns_are_reported_and_dropped(data_root):
+    _drop(data_root, "a.csv", HEADER.strip() + ",Country\n" + GOOD.strip() + ",UK\n")
+    wh, report = _ingest(data_root)
+    assert report.files[0].unknown_columns == ["Country"]
+    assert "Country" not in pl.read_parquet(wh.root / report.files[0].raw_file).columns
+
+
+def test_json_lines_and_parquet_and_gzip_all_ingest(data_root):
+    rows = {"user_id": ["u1"], "event_time": ["2026-11-27T10:00:00Z"], "event_type": ["view"]}
+    pl.DataFrame(rows).write_ndjson(data_root / "landing/events/a.jsonl")
+    pl.DataFrame(rows).write_parquet(data_root / "landing/events/b.parquet")
+    _drop(data_root, "c.csv.gz", gzip.compress((HEADER + GOOD).encode()))
+    _drop(data_root, "d.jsonl.gz", gzip.compress(b'{"user_id": 7, "event_time": "2026-11-27", "event_type": "view"}\n'))
+    _, report = _ingest(data_root)
+    assert sorted(report.newly_ingested) == ["a.jsonl", "b.parquet", "c.csv.gz", "d.jsonl.gz"]
+    assert all(e.rows_accepted == 1 for e in report.files)
+
+
+# ---- the ledger: each file once ----------------------------------------------------------
+def test_an_unchanged_redrop_is_a_noop_and_says_so(data_root):
+    _drop(data_root, "2026-11-26.csv", HEADER + GOOD)
+    _ingest(data_root, run_date=date(2026, 11, 26))
+    _drop(data_root, "copy-of-it.csv", HEADER + GOOD)
+    wh, report = _ingest(data_root)
+    assert sorted(report.skipped) == ["2026-11-26.csv", "copy-of-it.csv"] and report.files == []
+    assert len(list((wh.root / "raw/events").glob("*/*.parquet"))) == 1
+
+
+def test_files_dated_after_the_run_date_wait_for_their_run(data_root):
+    _drop(data_root, "2026-11-27.csv", HEADER + GOOD)
+    _drop(data_root, "2026-11-28.csv", HEADER + GOOD.replace("e1", "e9"))
+    _, report = _ingest(data_root)
+    assert report.newly_ingested == ["2026-11-27.csv"]
+
+
+# ---- clean: duplicates, future rows, late data republishes its partition ---------------------
+def test_clean_rejects_duplicates_and_future_rows(data_root):
+    future = "e7,u1,2099-01-01T00:00:00Z,view,i1,1,1\n"
+    _drop(data_root, "a.csv", HEADER + GOOD + GOOD + future)
+    wh, _ = _ingest(data_root)
+    report = clean_source(wh, "events", SourceConfig(), D, 24)
+    assert (report.rows_in, report.rows_out, report.duplicates, report.future) == (3, 1, 1, 1)
+    reasons = sorted(_quarantine(wh, "clean")["reason"])
+    assert reasons[0].startswith("duplicate") and "in the future" in reasons[1]
+
+
+def test_late_events_republish_their_own_partition(data_root):
+    _drop(data_root, "2026-11-26.csv", HEADER + GOOD.replace("11-27", "11-26").replace("e1", "e0"))
+    wh, _ = _ingest(data_root, run_date=date(2026, 11, 26))
+    clean_source(wh, "events", SourceConfig(), date(2026, 11, 26), 24)
+    late = GOOD.replace("e1", "late").replace("11-27", "11-26")
+    _drop(data_root, "2026-11-27.csv", HEADER + GOOD + late)
+    _ingest(data_root)
+    report = clean_source(wh, "events", SourceConfig(), D, 24)
+    assert sorted(report.partitions) == ["2026-11-26", "2026-11-27"]
+    day = pl.read_parquet(wh.partition_dir("clean", "events", {"dt": "2026-11-26"}) / "part-0.parquet")
+    assert sorted(day["event_id"]) == ["e0", "late"]
+
+
+def test_rerunning_a_date_leaves_identical_tables(data_root):
+    _drop(data_root, "2026-11-27.csv", HEADER + GOOD * 3 + "e5,u2,2026-11-27T11:00:00Z,buy,i1,2,3\n")
+    wh, _ = _ingest(data_root)
+    first = clean_source(wh, "events", SourceConfig(), D, 24)
+    _ingest(data_root)
+    second = clean_source(wh, "events", SourceConfig(), D, 24)
+    assert first.partitions == second.partitions
+    assert len(list((wh.root / "clean/events").glob("*/*.parquet"))) == 1
+
+
+def test_items_are_a_snapshot_where_the_latest_row_wins(data_root):
+    _drop(data_root, "2026-11-26.jsonl", '{"item_id": "i1", "price": 5}\n{"item_id": "i2", "price": 6}\n', "items")
+    wh, _ = _ingest(data_root, run_date=date(2026, 11, 26), source="items")
+    _drop(data_root, "2026-11-27.jsonl", '{"item_id": "i1", "price": 7}\n', "items")
+    _ingest(data_root, source="items")
+    clean_source(wh, "items", SourceConfig(), D, 24)
+    snap = pl.read_parquet(wh.partition_dir("clean", "items", {"dt": "2026-11-27"}) / "part-0.parquet")
+    assert snap.select("item_id", "price").rows() == [("i1", 7.0), ("i2", 6.0)]
