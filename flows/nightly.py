@@ -7,7 +7,6 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.runtime import results_under
 from flows.settings import Settings, load_settings
 from schemas.landing import SOURCES
 from tasks.steps import StepContext, clean_step, ingest_step
@@ -37,13 +36,12 @@ def nightly(
     """Ingest and clean every source for ``run_date`` (default: yesterday in the business zone)."""
     settings = load_settings(Path(config) if config else None, data_root=data_root)
     run_date = run_date or settings.yesterday()
-    with results_under(settings.data_root):
-        futures = {}
-        for source in SOURCES:
-            ctx = step_context(settings, source)
-            ingested = ingest_step.submit(ctx, source, run_date)
-            futures[source] = (ingested, clean_step.submit(ctx, source, run_date, ingested))
-        return summary_of(futures)
+    futures = {}
+    for source in SOURCES:
+        ctx = step_context(settings, source)
+        ingested = ingest_step.submit(ctx, source, run_date)
+        futures[source] = (ingested, clean_step.submit(ctx, source, run_date, ingested))
+    return summary_of(futures)
 
 
 def summary_of(futures: dict) -> dict[str, dict]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 STATE_DIR = "_state"
@@ -32,13 +30,3 @@ def prepare_prefect(data_root: Path) -> None:
         Path(os.environ[var]).expanduser().mkdir(parents=True, exist_ok=True)
     logging.getLogger("nightowl").setLevel(logging.INFO)
 
-
-@contextmanager
-def results_under(data_root: Path) -> Iterator[None]:
-    """Persist task results under the data root for the duration (they are the step cache)."""
-    from prefect.settings import PREFECT_LOCAL_STORAGE_PATH, temporary_settings
-
-    path = Path(data_root).absolute() / STATE_DIR / "results"
-    path.mkdir(parents=True, exist_ok=True)
-    with temporary_settings({PREFECT_LOCAL_STORAGE_PATH: path}):
-        yield

@@ -676,10 +676,12 @@ def generate_landing(
     days: int = 60,
     seed: int = 7,
     end_date: date,
-    eval_days: int = 30,
+    eval_days: int | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> GenerateSummary:
     """Write a deterministic synthetic shop's daily landing files and truth under ``out``."""
+    if eval_days is None:  # the last 30 days, or half the period when it is shorter
+        eval_days = min(30, max(1, days // 2))
     if users < 1 or days < 2 or not 1 <= eval_days < days or items < len(CATEGORIES):
         raise ValueError(
             f"need users >= 1, days >= 2, 1 <= eval_days < days, items >= {len(CATEGORIES)}; "

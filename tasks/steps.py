@@ -9,14 +9,13 @@ the step recomputes instead of returning a manifest that points at nothing.
 from __future__ import annotations
 
 import logging
+import uuid
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 from prefect.context import TaskRunContext
-from prefect.results import ResultRecord
-from prefect.settings import get_current_settings
 from pydantic import BaseModel
 
 from schemas.config import SourceConfig
@@ -68,18 +67,23 @@ def _outputs_exist(report: Any, wh: Warehouse) -> bool:
     return True
 
 
-def _valid_key(key: str, wh: Warehouse) -> str:
+def _valid_key(context: TaskRunContext, key: str, wh: Warehouse) -> str:
     """``key``, after forgetting its cached result if that result's outputs are gone."""
-    record = Path(get_current_settings().results.local_storage_path) / key
-    if record.exists():
-        try:
-            result = ResultRecord.deserialize(record.read_bytes()).result
-        except Exception:  # an unreadable record is as good as none
-            result = None
-        if result is None or not _outputs_exist(result, wh):
-            log.info("cached result %s points at missing outputs; recomputing", key[:12])
-            record.unlink(missing_ok=True)
-    return key
+    store = context.result_store
+    if store is None or not store.exists(key):
+        return key
+    try:
+        result = store.read(key).result
+    except Exception:  # an unreadable record is as good as a dangling one
+        result = None
+    if result is not None and _outputs_exist(result, wh):
+        return key
+    log.info("the cached result of %s points at missing outputs; recomputing", context.task.name)
+    basepath = getattr(store.result_storage, "basepath", None)
+    if basepath is not None:
+        (Path(basepath).expanduser() / key).unlink(missing_ok=True)
+        return key
+    return combined_hash([key, "recompute", str(uuid.uuid4())])  # storage we cannot delete from
 
 
 def ingest_key(context: TaskRunContext, params: dict[str, Any]) -> str:
@@ -92,7 +96,7 @@ def ingest_key(context: TaskRunContext, params: dict[str, Any]) -> str:
             ctx.source.model_dump_json(), _landing_fingerprint(ctx, source, run_date),
         ]
     )  # fmt: skip
-    return _valid_key(key, ctx.warehouse())
+    return _valid_key(context, key, ctx.warehouse())
 
 
 def clean_key(context: TaskRunContext, params: dict[str, Any]) -> str:
@@ -109,7 +113,7 @@ def clean_key(context: TaskRunContext, params: dict[str, Any]) -> str:
             _ledger_fingerprint(wh, source, run_date),
         ]
     )  # fmt: skip
-    return _valid_key(key, wh)
+    return _valid_key(context, key, wh)
 
 
 @task(name="ingest", task_run_name="ingest-{source}", cache_key_fn=ingest_key, persist_result=True)

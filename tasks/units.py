@@ -82,7 +82,7 @@ def ingest_source(
         sha = file_sha256(file.path)
         entry = ledger.get(source, sha)
         if entry is not None and entry.run_date != part["dt"]:
-            log.info(
+            log.debug(
                 "%s: %s is unchanged since it was ingested for %s (as %s); skipped",
                 source, file.name, entry.run_date, entry.name,
             )  # fmt: skip
@@ -96,7 +96,7 @@ def ingest_source(
                 continue
             ledger.record(entry)
             report.newly_ingested.append(file.name)
-            log.info(
+            log.debug(
                 "%s: %s → %d rows read, %d accepted, %d quarantined",
                 source, file.name, entry.rows_read, entry.rows_accepted, entry.rows_quarantined,
             )  # fmt: skip
@@ -108,6 +108,11 @@ def ingest_source(
             manifest = wh.seal_partition(table, name, part, inputs=inputs)
             if table == "raw":
                 report.content_hash = manifest.content_hash
+    log.info(
+        "%s: %d new file(s), %d unchanged re-drop(s) skipped; %d rows read, %d quarantined",
+        source, len(report.newly_ingested), len(report.skipped), report.rows_read,
+        report.rows_quarantined,
+    )  # fmt: skip
     if failures:
         raise IngestFailed(
             f"{len(failures)} {source} file(s) could not be ingested (the others were):\n"

@@ -1,0 +1,116 @@
+"""End to end against a real temporary Prefect API: generate → run two dates → query → rerun."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from tasks.generate import generate_landing
+from warehouse.manifest import file_sha256
+from warehouse.query import run_query
+from warehouse.store import Warehouse
+
+pytestmark = pytest.mark.e2e
+END = date(2026, 11, 20)
+
+
+@pytest.fixture(scope="module")
+def prefect_api():
+    """A real Prefect server (temporary database, the test session's PREFECT_HOME)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+def _task_states(flow_run_id) -> dict[str, str]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+        )
+    return {run.name: run.state.name for run in runs}
+
+
+def _hashes(wh: Warehouse) -> dict[str, str]:
+    return {
+        f"{layer}/{table}/{'/'.join(m.partition.values())}": m.content_hash
+        for layer, table in wh.tables()
+        for m in wh.manifests(layer, table)
+        if layer != "raw"
+    }
+
+
+def test_generate_run_two_dates_query_and_rerun(prefect_api, tmp_path: Path):
+    from flows.nightly import nightly
+
+    root = tmp_path / "data"
+    generate_landing(root / "landing", users=400, items=60, days=8, seed=3, end_date=END)
+    wh = Warehouse(root)
+
+    first = nightly(run_date=date(2026, 11, 19), data_root=str(root), return_state=True)
+    assert first.is_completed()
+    # A malformed file arrives with the next day's drop: its bad rows go to quarantine.
+    (root / "landing/events/2026-11-20-manual.csv").write_text(
+        "user_id,event_time,event_type,item_id,quantity\n"
+        "u1,2026-11-20T08:00:00Z,view,i0001,1\n"
+        "u2,not a time,view,i0001,1\n"
+        "u3,2026-11-20T09:00:00Z,purchase,i0002,-5\n"
+    )
+    result = CliRunner().invoke(app, ["run", "--date", "2026-11-20", "--data-root", str(root)])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "ERROR" not in result.output
+
+    counts = run_query(wh, "select event_type, count(*) n from events group by 1")
+    assert {"view", "purchase"} <= set(counts["event_type"])
+    clean_rows = sum(m.rows for m in wh.manifests("clean", "events"))
+    assert counts["n"].sum() == clean_rows
+
+    manual = run_query(
+        wh, "select row, reason from quarantine where file = '2026-11-20-manual.csv' order by row"
+    )
+    assert manual.rows() == [
+        (2, "event_time: expected a timestamp (ISO 8601, e.g. 2026-11-27T14:03:00+00:00)"),
+        (3, "quantity: must be ≥ 1"),
+    ]
+    ledger = run_query(
+        wh, "select count(*) files, sum(rows_read) r, sum(rows_accepted) a, "
+        "sum(rows_quarantined) q from ingest_ledger"
+    ).row(0)  # fmt: skip
+    distinct_files = {file_sha256(p) for p in (root / "landing").glob("[!_]*/*") if p.is_file()}
+    assert ledger[0] == len(distinct_files)  # identical files (same hash) are ingested once
+    assert ledger[1] == ledger[2] + ledger[3]
+    rejected = run_query(wh, "select count(*) from quarantine where stage = 'ingest'").item()
+    assert rejected == ledger[3]
+
+    before = _hashes(wh)
+    again = nightly(run_date=date(2026, 11, 20), data_root=str(root), return_state=True)
+    assert again.is_completed()
+    assert _hashes(wh) == before
+    states = _task_states(again.state_details.flow_run_id)
+    assert len(states) == 10 and set(states.values()) == {"Cached"}, states
+
+
+def test_a_cached_step_whose_output_was_deleted_recomputes(prefect_api, tmp_path: Path):
+    from flows.nightly import nightly
+
+    root = tmp_path / "data"
+    generate_landing(root / "landing", users=200, items=30, days=3, seed=5, end_date=END)
+    wh = Warehouse(root)
+    assert nightly(run_date=END, data_root=str(root), return_state=True).is_completed()
+    before = _hashes(wh)
+    gone = wh.partition_dir("clean", "feedback", {"dt": END.isoformat()})
+    for path in gone.iterdir():
+        path.unlink()
+    gone.rmdir()
+    state = nightly(run_date=END, data_root=str(root), return_state=True)
+    states = _task_states(state.state_details.flow_run_id)
+    assert states.pop("clean-feedback") == "Completed"
+    assert set(states.values()) == {"Cached"}
+    assert _hashes(wh) == before
