@@ -32,7 +32,9 @@ ConfigOpt = Annotated[
 ]
 DataRootOpt = Annotated[
     Path | None,
-    typer.Option("--data-root", help="Data root (landing/, warehouse/); default from config: ./data."),
+    typer.Option(
+        "--data-root", help="Data root (landing/, warehouse/); default from config: ./data."
+    ),
 ]
 DateOpt = Annotated[
     str | None, typer.Option("--date", "-d", help="Run date YYYY-MM-DD (default: yesterday).")
@@ -67,7 +69,9 @@ def generate(
     ] = None,
     users: Annotated[int, typer.Option(min=1, help="Number of users.")] = 5000,
     items: Annotated[int, typer.Option(min=1, help="Number of catalogue items.")] = 500,
-    days: Annotated[int, typer.Option(min=1, help="Days of history, one file per source per day.")] = 60,
+    days: Annotated[
+        int, typer.Option(min=1, help="Days of history, one file per source per day.")
+    ] = 60,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 7,
     end_date: Annotated[
         str | None, typer.Option("--end-date", help="Last day written (default: yesterday).")
@@ -162,7 +166,9 @@ def demo(
     users: Annotated[int, typer.Option(min=1, help="Users to generate.")] = 20_000,
     items: Annotated[int, typer.Option(min=1, help="Items to generate.")] = 1_000,
     days: Annotated[int, typer.Option(min=2, help="Days of history to generate.")] = 60,
-    runs: Annotated[int, typer.Option(min=1, help="Nightly runs, one per date, ending yesterday.")] = 3,
+    runs: Annotated[
+        int, typer.Option(min=1, help="Nightly runs, one per date, ending yesterday.")
+    ] = 3,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
     config: ConfigOpt = None,
     data_root: DataRootOpt = None,
@@ -184,7 +190,9 @@ def demo(
             settings.data_root / "landing", users=users, items=items, days=days, seed=seed,
             end_date=end, progress=lambda msg: status.update(msg),
         )  # fmt: skip
-    console.print(f"generated {len(summary.files)} landing files under {settings.data_root}/landing")
+    console.print(
+        f"generated {len(summary.files)} landing files under {settings.data_root}/landing"
+    )
     dates = [end - timedelta(days=i) for i in reversed(range(min(runs, days)))]
     _run_nightly(settings, config, dates)
     tables(config=config, data_root=settings.data_root)
@@ -194,7 +202,7 @@ def demo(
         f"\n[bold]Done in {time.perf_counter() - started:.0f} s.[/] Outputs: Parquet under "
         f"{root}/warehouse (clean/, raw/, quarantine/), one folder per table and date.\n"
         "Try:\n"
-        f'  nightowl query{dr} "select event_type, count(*) from events group by 1 order by 2 desc"\n'
+        f'  nightowl query{dr} "select event_type, count(*) from events group by 1 order by 2"\n'
         f'  nightowl query{dr} "select source, stage, reason, count(*) n from quarantine '
         'group by all order by n desc"\n'
         f"  nightowl tables{dr}"
@@ -216,9 +224,13 @@ def query(
     sql: Annotated[str, typer.Argument(help="One read-only SQL statement (DuckDB dialect).")],
     format_: Annotated[
         Format | None,
-        typer.Option("--format", "-f", help="table, csv, json or parquet (default: from --output)."),
+        typer.Option(
+            "--format", "-f", help="table, csv, json or parquet (default: from --output)."
+        ),
     ] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file.")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to this file.")
+    ] = None,
     limit: Annotated[int, typer.Option(help="Rows shown in the terminal table.")] = 50,
     config: ConfigOpt = None,
     data_root: DataRootOpt = None,

@@ -14,7 +14,7 @@ STATE_DIR = "_state"
 
 
 def prepare_prefect(data_root: Path) -> None:
-    """Point Prefect at a home under the data root (unless set) and turn off what needs a network."""
+    """Point Prefect at a home under the data root (unless set); turn off what needs a network."""
     state = Path(data_root).absolute() / STATE_DIR
     defaults = {
         "PREFECT_HOME": str(state / "prefect"),
@@ -29,4 +29,3 @@ def prepare_prefect(data_root: Path) -> None:
     for var in ("PREFECT_HOME", "PREFECT_LOCAL_STORAGE_PATH"):
         Path(os.environ[var]).expanduser().mkdir(parents=True, exist_ok=True)
     logging.getLogger("nightowl").setLevel(logging.INFO)
-

@@ -1,4 +1,4 @@
-"""Settings: one object built at the entry point from ``nightowl.toml`` and ``NIGHTOWL_*`` variables.
+"""Settings: one object, built at the entry point from ``nightowl.toml`` and ``NIGHTOWL_*``.
 
 Precedence, highest first: explicit overrides (command-line options), environment variables
 (``NIGHTOWL_DATA_ROOT``, ``NIGHTOWL_SOURCES__EVENTS__TIMEZONE``…), the config file, defaults.
@@ -98,7 +98,7 @@ class _TomlSource(PydanticBaseSettingsSource):
 
 
 def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
-    """Settings from ``config`` (or ``./nightowl.toml`` when present), the environment, overrides."""
+    """Settings from ``config`` (or ``./nightowl.toml`` if present), the environment, overrides."""
     if config is None and Path(CONFIG_NAME).is_file():
         config = Path(CONFIG_NAME)
     if config is not None and not config.is_file():
@@ -106,7 +106,9 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     config_dir = config.parent.absolute() if config else Path.cwd()
     token = _config_file.set(config)
     try:
-        return Settings(config_dir=config_dir, **{k: v for k, v in overrides.items() if v is not None})
+        return Settings(
+            config_dir=config_dir, **{k: v for k, v in overrides.items() if v is not None}
+        )
     except ValidationError as exc:
         where = str(config) if config else "settings"
         problems = "; ".join(

@@ -28,13 +28,13 @@ DEFAULT_EVENT_TYPE_MAP: dict[str, str] = {
 
 
 class SourceConfig(BaseModel):
-    """Where a source's files are, how they are read, and how their columns map onto the contract."""
+    """Where a source's files are, how they are read, and how their columns map to the contract."""
 
     model_config = ConfigDict(extra="forbid")
 
     landing: str | None = Field(
         default=None,
-        description="Folder (or file glob) holding the drops; default <data_root>/landing/<source>.",
+        description="Folder (or file glob) of the drops; default <data_root>/landing/<source>.",
     )
     glob: str = Field(default="*", description="File-name pattern inside the landing folder.")
     format: Format = Field(default="auto", description="auto: from the extension (.csv, .jsonl…).")
@@ -58,8 +58,13 @@ class SourceConfig(BaseModel):
     )
     negative_quantity_as: str | None = Field(
         default=None,
-        description="Event type for rows with a negative quantity (e.g. 'return' for cancellations);"
+        description="Event type of rows with a negative quantity (e.g. 'return' for cancellations);"
         " the quantity is then stored as its absolute value.",
+    )
+    return_order_prefix: str | None = Field(
+        default=None,
+        description="Rows whose order_id starts with this (e.g. 'C' for cancellation invoices) are"
+        " returns: event type 'return', quantity stored as its absolute value.",
     )
     non_product_items: list[str] = Field(
         default_factory=list, description="Item ids that are not products (postage, fees…)."
@@ -67,6 +72,7 @@ class SourceConfig(BaseModel):
     non_product_pattern: str | None = Field(
         default=None, description="Regex matching item ids that are not products."
     )
+    # For events these rows get `non_product_event_type`; for items they are quarantined.
     non_product_event_type: str = Field(
         default="non_product", description="Event type given to rows on non-product items."
     )

@@ -8,7 +8,7 @@ Each function takes the raw rows of one source (with their lineage columns ``_ru
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 
@@ -42,7 +42,10 @@ SPECS: dict[str, CleanSpec] = {
         "feedback", ("feedback_id",), "first", ("created_at", "feedback_id"), "feedback_id"
     ),
     "market_prices": CleanSpec(
-        "market_prices", ("date", "item_id", "competitor"), "last", ("date", "item_id", "competitor")
+        "market_prices",
+        ("date", "item_id", "competitor"),
+        "last",
+        ("date", "item_id", "competitor"),
     ),
     "market_indicators": CleanSpec(
         "market_indicators",
@@ -111,8 +114,9 @@ def cleaned_rows(raw: pl.LazyFrame, spec: CleanSpec, cutoff: datetime) -> pl.Laz
         )
     if time_col is not None:
         is_date = contract.column(time_col).kind == "date"
-        limit = pl.lit(cutoff.date() if is_date else cutoff)
-        shown = cutoff.date().isoformat() if is_date else cutoff.isoformat()
+        last_day = (cutoff - timedelta(microseconds=1)).date()  # a date is fine if it starts before
+        limit = pl.lit(last_day if is_date else cutoff)
+        shown = last_day.isoformat() if is_date else cutoff.isoformat()
         checks.append(
             pl.when(pl.col(time_col) > limit).then(
                 pl.lit(f"{time_col}: in the future (after {shown}, the run date plus tolerance)")
@@ -124,7 +128,9 @@ def cleaned_rows(raw: pl.LazyFrame, spec: CleanSpec, cutoff: datetime) -> pl.Laz
         out = out.filter(pl.struct(list(spec.key)).is_last_distinct())
     if time_col is not None:
         day = pl.col(time_col)
-        out = out.with_columns((day if contract.column(time_col).kind == "date" else day.dt.date()).alias("dt"))
+        out = out.with_columns(
+            (day if contract.column(time_col).kind == "date" else day.dt.date()).alias("dt")
+        )
     return out
 
 
@@ -160,7 +166,5 @@ def rejected_clean_rows(verdicts: pl.LazyFrame, spec: CleanSpec) -> pl.LazyFrame
 
 def future_cutoff(run_date: date, tolerance_hours: float) -> datetime:
     """The latest instant a row may carry in a run for ``run_date``: its end plus the tolerance."""
-    from datetime import UTC, timedelta
-
     end = datetime(run_date.year, run_date.month, run_date.day, tzinfo=UTC) + timedelta(days=1)
     return end + timedelta(hours=tolerance_hours)

@@ -112,6 +112,8 @@ def validated_rows(
             checks.append((col.name, value.is_between(col.min, col.max).not_(), bound))
         elif col.min is not None:
             checks.append((col.name, value < col.min, f"{col.name}: must be ≥ {col.min:g}"))
+    if contract.name == "items" and (cfg.non_product_items or cfg.non_product_pattern):
+        checks.append(("item_id", non_product_item(cfg), "item_id: not a product (configured)"))
     for group in contract.any_of:
         none_set = pl.all_horizontal(pl.col(_raw(c)).is_null() for c in group)
         checks.append((group[0], none_set, f"needs at least one of {' or '.join(group)}"))
@@ -151,21 +153,30 @@ def _raw(name: str) -> str:
 def events_rules_applied(lf: pl.LazyFrame, cfg: SourceConfig) -> pl.LazyFrame:
     """Typed events with the source's business rules: returns from negative quantities, fees."""
     event_type, quantity = pl.col("event_type"), pl.col("quantity")
+    if cfg.return_order_prefix:
+        is_return = pl.col("order_id").str.starts_with(cfg.return_order_prefix).fill_null(False)
+        event_type = pl.when(is_return).then(pl.lit("return")).otherwise(event_type)
+        quantity = pl.when(is_return).then(quantity.abs()).otherwise(quantity)
     if cfg.negative_quantity_as:
         negative = pl.col("quantity") < 0
         event_type = pl.when(negative).then(pl.lit(cfg.negative_quantity_as)).otherwise(event_type)
         quantity = pl.when(negative).then(quantity.abs()).otherwise(quantity)
+    event_type = (
+        pl.when(non_product_item(cfg))
+        .then(pl.lit(cfg.non_product_event_type))
+        .otherwise(event_type)
+    )
+    return lf.with_columns(event_type.alias("event_type"), quantity.alias("quantity"))
+
+
+def non_product_item(cfg: SourceConfig) -> pl.Expr:
+    """True where the row's item_id is configured as not a product (postage, fees, vouchers…)."""
     non_product = pl.lit(False)
     if cfg.non_product_items:
         non_product = non_product | pl.col("item_id").is_in(cfg.non_product_items)
     if cfg.non_product_pattern:
         non_product = non_product | pl.col("item_id").str.contains(cfg.non_product_pattern)
-    event_type = (
-        pl.when(non_product.fill_null(False))
-        .then(pl.lit(cfg.non_product_event_type))
-        .otherwise(event_type)
-    )
-    return lf.with_columns(event_type.alias("event_type"), quantity.alias("quantity"))
+    return non_product.fill_null(False)
 
 
 def accepted_rows(validated: pl.LazyFrame, contract: SourceContract) -> pl.LazyFrame:
@@ -174,7 +185,7 @@ def accepted_rows(validated: pl.LazyFrame, contract: SourceContract) -> pl.LazyF
 
 
 def quarantined_rows(validated: pl.LazyFrame, file_name: str) -> pl.LazyFrame:
-    """The rows that break the contract: row number, first bad column, raw value, reasons, record."""
+    """Rows that break the contract: row number, first bad column, raw value, reasons, record."""
     return validated.filter(pl.col(REASON).is_not_null()).select(
         pl.lit(file_name).alias("file"),
         pl.col(ROW).alias("row"),

@@ -43,7 +43,9 @@ class StepContext(BaseModel):
 
 def _landing_fingerprint(ctx: StepContext, source: str, run_date: date) -> str:
     try:
-        files = landing_files(source, ctx.source, run_date, Path(ctx.data_root), Path(ctx.config_dir))
+        files = landing_files(
+            source, ctx.source, run_date, Path(ctx.data_root), Path(ctx.config_dir)
+        )
     except LandingError as exc:
         return f"error:{exc}"
     stats = [(f.path, f.path.stat()) for f in files]
@@ -109,7 +111,8 @@ def clean_key(context: TaskRunContext, params: dict[str, Any]) -> str:
         [
             "clean", ctx.data_root, source, run_date.isoformat(), ctx.code_version,
             ctx.source.model_dump_json(),
-            str(ctx.tolerance_hours), ingested.model_dump_json(exclude={"newly_ingested", "skipped"}),
+            str(ctx.tolerance_hours),
+            ingested.model_dump_json(exclude={"newly_ingested", "skipped"}),
             _ledger_fingerprint(wh, source, run_date),
         ]
     )  # fmt: skip
@@ -119,9 +122,7 @@ def clean_key(context: TaskRunContext, params: dict[str, Any]) -> str:
 @task(name="ingest", task_run_name="ingest-{source}", cache_key_fn=ingest_key, persist_result=True)
 def ingest_step(ctx: StepContext, source: str, run_date: date) -> units.IngestReport:
     """Landing files of one source → raw + quarantine partitions for the run date."""
-    return units.ingest_source(
-        ctx.warehouse(), source, ctx.source, run_date, Path(ctx.config_dir)
-    )
+    return units.ingest_source(ctx.warehouse(), source, ctx.source, run_date, Path(ctx.config_dir))
 
 
 @task(name="clean", task_run_name="clean-{source}", cache_key_fn=clean_key, persist_result=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 from datetime import date
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def quarantine_table(source: str, stage: str) -> str:
 def ingest_source(
     wh: Warehouse, source: str, cfg: SourceConfig, run_date: date, config_dir: Path
 ) -> IngestReport:
-    """Ingest every new landing file of a source into raw dt=run_date; raise if any was unreadable."""
+    """Ingest every new landing file of a source into raw dt=run_date; fail if any is unreadable."""
     ledger = Ledger(wh)
     part = {"dt": run_date.isoformat()}
     report = IngestReport(source=source, run_date=part["dt"], files=[])
@@ -92,7 +93,9 @@ def ingest_source(
             try:
                 entry = ingest_file(wh, source, file, sha, cfg, run_date)
             except (LandingError, ingest.MappingError) as exc:
-                failures.append(str(exc) if isinstance(exc, LandingError) else f"{file.path}: {exc}")
+                failures.append(
+                    str(exc) if isinstance(exc, LandingError) else f"{file.path}: {exc}"
+                )
                 continue
             ledger.record(entry)
             report.newly_ingested.append(file.name)
@@ -104,7 +107,9 @@ def ingest_source(
     for table in ("raw", "quarantine"):
         name = source if table == "raw" else quarantine_table(source, "ingest")
         if wh.partition_dir(table, name, part).exists():
-            inputs = [InputRef(kind="landing", name=e.file, content_hash=e.sha256) for e in report.files]
+            inputs = [
+                InputRef(kind="landing", name=e.file, content_hash=e.sha256) for e in report.files
+            ]
             manifest = wh.seal_partition(table, name, part, inputs=inputs)
             if table == "raw":
                 report.content_hash = manifest.content_hash
@@ -128,12 +133,16 @@ def ingest_file(
     contract = CONTRACTS[source]
     part = {"dt": run_date.isoformat()}
     stem = sha[:16]
-    good = wh.tmp_dir / f".tmp-{stem}-good.parquet"
-    bad = wh.tmp_dir / f".tmp-{stem}-bad.parquet"
+    unique = f"{source}-{stem}-{uuid.uuid4().hex[:8]}"
+    good = wh.tmp_dir / f".tmp-{unique}-good.parquet"
+    bad = wh.tmp_dir / f".tmp-{unique}-bad.parquet"
     try:
         with open_landing(file, cfg, wh.tmp_dir) as lf:
             if not lf.collect_schema().names():  # an empty JSON Lines file: zero rows, no columns
-                expected = [*cfg.columns, *(c for c in contract.names if c not in cfg.columns.values())]
+                expected = [
+                    *cfg.columns,
+                    *(c for c in contract.names if c not in cfg.columns.values()),
+                ]
                 lf = pl.LazyFrame(schema=dict.fromkeys(expected, pl.String))
             plan = ingest.column_plan(lf.collect_schema().names(), contract, cfg)
             mapped = ingest.mapped_rows(lf, plan, contract)
@@ -162,7 +171,9 @@ def ingest_file(
         dates = _dates_in(good, contract.partition_column) or [part["dt"]]
         raw_path = wh.add_file("raw", source, part, f"{stem}.parquet", good)
         if quarantined:
-            wh.add_file("quarantine", quarantine_table(source, "ingest"), part, f"{stem}.parquet", bad)
+            wh.add_file(
+                "quarantine", quarantine_table(source, "ingest"), part, f"{stem}.parquet", bad
+            )
     finally:
         good.unlink(missing_ok=True)
         bad.unlink(missing_ok=True)
@@ -283,7 +294,7 @@ def clean_source(
 
 
 def _raw_rows(wh: Warehouse, entries: list[LedgerEntry]) -> pl.LazyFrame:
-    """Raw rows of the given ledger entries with lineage: run date, landing file name, row number."""
+    """Raw rows of the ledger entries with lineage: run date, landing file name, row number."""
     frames = [
         pl.scan_parquet(wh.root / e.raw_file).select(
             pl.lit(e.run_date).alias("_run"),

@@ -32,4 +32,3 @@ def table_summaries(wh: Warehouse) -> pl.DataFrame:
         "bytes": pl.Int64, "first": pl.String, "last": pl.String, "updated": pl.String,
     }  # fmt: skip
     return pl.DataFrame(rows, schema=schema)
-

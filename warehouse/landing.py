@@ -37,7 +37,7 @@ _DATE_IN_NAME = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 
 
 class LandingError(Exception):
-    """A landing file that cannot be read at all; the message names the file and what was expected."""
+    """A landing file that cannot be read at all; the message names the file and the expectation."""
 
     def __init__(self, path: Path | str, problem: str) -> None:
         self.path = str(path)

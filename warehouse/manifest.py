@@ -72,7 +72,7 @@ def combined_hash(parts: list[str]) -> str:
 
 
 def code_version() -> str:
-    """The package version plus a hash of the code that shapes data, for manifests and cache keys."""
+    """Package version plus a hash of the code that shapes data (for manifests and cache keys)."""
     from importlib.metadata import PackageNotFoundError, version
 
     root = Path(__file__).resolve().parent.parent

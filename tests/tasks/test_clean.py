@@ -54,7 +54,11 @@ def test_future_cutoff_is_end_of_run_date_plus_tolerance():
 def test_duplicate_events_are_rejected_keeping_the_first():
     raw = _raw("events", [_event("a", T), _event("a", T), _event("b", T)])
     verdicts = cleaned_events(raw, DEFAULT_EVENT_TYPE_MAP, CUTOFF).collect()
-    assert verdicts[REASON].to_list() == [None, "duplicate of an earlier row with the same event_id", None]
+    assert verdicts[REASON].to_list() == [
+        None,
+        "duplicate of an earlier row with the same event_id",
+        None,
+    ]
     bad = rejected_clean_rows(verdicts.lazy(), SPECS["events"]).collect()
     assert bad.select("row", "column", "raw_value").row(0) == (2, "event_id", "a")
 
@@ -90,7 +94,9 @@ def test_a_later_market_price_supersedes_an_earlier_one():
         {"date": d, "item_id": "i1", "competitor": "acme", "price": 11.0},
         {"date": d, "item_id": "i1", "competitor": "zeta", "price": 9.0},
     ])  # fmt: skip
-    good = accepted_clean_rows(cleaned_rows(raw, SPECS["market_prices"], CUTOFF), SPECS["market_prices"])
+    good = accepted_clean_rows(
+        cleaned_rows(raw, SPECS["market_prices"], CUTOFF), SPECS["market_prices"]
+    )
     assert good.collect().select("competitor", "price").rows() == [("acme", 11.0), ("zeta", 9.0)]
 
 

@@ -47,7 +47,9 @@ def test_plan_maps_renames_constants_and_reports_unknown_columns():
 
 
 def test_plan_names_the_missing_required_column():
-    with pytest.raises(MappingError, match=r"required column 'event_time'.*columns found: 'user_id'"):
+    with pytest.raises(
+        MappingError, match=r"required column 'event_time'.*columns found: 'user_id'"
+    ):
         column_plan(["user_id", "event_type"], EVENTS, SourceConfig())
 
 
@@ -142,6 +144,19 @@ def test_negative_quantities_are_quarantined_by_default():
     assert out[REASON][0] == "quantity: must be ≥ 1"
 
 
+def test_cancellation_invoices_become_returns():
+    out = _check(_events(order_id=["C489449", "489450", None], quantity=["-3", "2", "1"]),
+                 return_order_prefix="C")  # fmt: skip
+    assert out["event_type"].to_list() == ["return", "view", "view"]
+    assert out["quantity"].to_list() == [3, 2, 1]
+
+
+def test_non_product_catalogue_rows_are_quarantined():
+    frame = pl.DataFrame({"item_id": ["POST", "85123A"], "title": ["POSTAGE", "HEART"]})
+    out = _check(frame, source="items", non_product_pattern="^POST$")
+    assert out[REASON].to_list() == ["item_id: not a product (configured)", None]
+
+
 def test_non_product_items_get_their_own_event_type():
     out = _check(_events(item_id=["POST", "85123A", "BANK CHARGES"]),
                  non_product_items=["BANK CHARGES"], non_product_pattern="^POST$")  # fmt: skip
@@ -155,7 +170,11 @@ def test_guests_are_kept_when_configured():
 
 def test_feedback_needs_text_or_rating_and_rating_in_range():
     frame = pl.DataFrame(
-        {"created_at": ["2026-11-27"] * 3, "text": ["fine", None, None], "rating": [None, "7", None]}
+        {
+            "created_at": ["2026-11-27"] * 3,
+            "text": ["fine", None, None],
+            "rating": [None, "7", None],
+        }
     )
     out = _check(frame, source="feedback")
     assert out[REASON].to_list() == [
@@ -187,7 +206,9 @@ def test_every_row_is_either_accepted_or_quarantined(rows):
             "quantity": [r[2] or None for r in rows],
             "price": [r[3] or None for r in rows],
         },
-        schema=dict.fromkeys(["user_id", "event_time", "event_type", "quantity", "price"], pl.String),
+        schema=dict.fromkeys(
+            ["user_id", "event_time", "event_type", "quantity", "price"], pl.String
+        ),
     )
     out = _check(frame)
     good = accepted_rows(out.lazy(), EVENTS).collect()

@@ -41,12 +41,18 @@ def _quarantine(wh: Warehouse, stage: str = "ingest") -> pl.DataFrame:
     [
         ("empty.csv", b"", "the file is empty; expected at least a header row"),
         ("cols.csv", "user_id,event_type\nu1,view\n", "required column 'event_time' is missing"),
-        ("cut.csv.gz", gzip.compress((HEADER + GOOD * 50).encode())[:-30], "truncated or corrupt gzip"),
+        (
+            "cut.csv.gz",
+            gzip.compress((HEADER + GOOD * 50).encode())[:-30],
+            "truncated or corrupt gzip",
+        ),
         ("bad.parquet", b"PAR1 this is not parquet", "not a readable Parquet file"),
         ("x.xlsx", b"whatever", "cannot tell the format from the extension"),
     ],
 )
-def test_unreadable_files_fail_naming_the_file_and_are_not_ledgered(data_root, name, content, message):
+def test_unreadable_files_fail_naming_the_file_and_are_not_ledgered(
+    data_root, name, content, message
+):
     _drop(data_root, "2026-11-27-ok.csv", HEADER + GOOD)
     bad = _drop(data_root, name, content)
     with pytest.raises(IngestFailed) as info:
@@ -92,7 +98,9 @@ def test_bad_rows_are_quarantined_and_counts_reconcile(data_root, line, column, 
 
 
 def test_non_utf8_bytes_quarantine_the_row_not_the_file(data_root):
-    _drop(data_root, "a.csv", HEADER.encode() + b"e2,caf\xe9,2026-11-27,view,i1,1,1\n" + GOOD.encode())
+    _drop(
+        data_root, "a.csv", HEADER.encode() + b"e2,caf\xe9,2026-11-27,view,i1,1,1\n" + GOOD.encode()
+    )
     wh, report = _ingest(data_root)
     assert report.files[0].rows_quarantined == 1 and report.files[0].rows_accepted == 1
     assert "not UTF-8" in _quarantine(wh)["reason"][0]
@@ -130,7 +138,11 @@ def test_json_lines_and_parquet_and_gzip_all_ingest(data_root):
     pl.DataFrame(rows).write_ndjson(data_root / "landing/events/a.jsonl")
     pl.DataFrame(rows).write_parquet(data_root / "landing/events/b.parquet")
     _drop(data_root, "c.csv.gz", gzip.compress((HEADER + GOOD).encode()))
-    _drop(data_root, "d.jsonl.gz", gzip.compress(b'{"user_id": 7, "event_time": "2026-11-27", "event_type": "view"}\n'))
+    _drop(
+        data_root,
+        "d.jsonl.gz",
+        gzip.compress(b'{"user_id": 7, "event_time": "2026-11-27", "event_type": "view"}\n'),
+    )
     _, report = _ingest(data_root)
     assert sorted(report.newly_ingested) == ["a.jsonl", "b.parquet", "c.csv.gz", "d.jsonl.gz"]
     assert all(e.rows_accepted == 1 for e in report.files)
@@ -173,12 +185,16 @@ def test_late_events_republish_their_own_partition(data_root):
     _ingest(data_root)
     report = clean_source(wh, "events", SourceConfig(), D, 24)
     assert sorted(report.partitions) == ["2026-11-26", "2026-11-27"]
-    day = pl.read_parquet(wh.partition_dir("clean", "events", {"dt": "2026-11-26"}) / "part-0.parquet")
+    day = pl.read_parquet(
+        wh.partition_dir("clean", "events", {"dt": "2026-11-26"}) / "part-0.parquet"
+    )
     assert sorted(day["event_id"]) == ["e0", "late"]
 
 
 def test_rerunning_a_date_leaves_identical_tables(data_root):
-    _drop(data_root, "2026-11-27.csv", HEADER + GOOD * 3 + "e5,u2,2026-11-27T11:00:00Z,buy,i1,2,3\n")
+    _drop(
+        data_root, "2026-11-27.csv", HEADER + GOOD * 3 + "e5,u2,2026-11-27T11:00:00Z,buy,i1,2,3\n"
+    )
     wh, _ = _ingest(data_root)
     first = clean_source(wh, "events", SourceConfig(), D, 24)
     _ingest(data_root)
@@ -188,10 +204,17 @@ def test_rerunning_a_date_leaves_identical_tables(data_root):
 
 
 def test_items_are_a_snapshot_where_the_latest_row_wins(data_root):
-    _drop(data_root, "2026-11-26.jsonl", '{"item_id": "i1", "price": 5}\n{"item_id": "i2", "price": 6}\n', "items")
+    _drop(
+        data_root,
+        "2026-11-26.jsonl",
+        '{"item_id": "i1", "price": 5}\n{"item_id": "i2", "price": 6}\n',
+        "items",
+    )
     wh, _ = _ingest(data_root, run_date=date(2026, 11, 26), source="items")
     _drop(data_root, "2026-11-27.jsonl", '{"item_id": "i1", "price": 7}\n', "items")
     _ingest(data_root, source="items")
     clean_source(wh, "items", SourceConfig(), D, 24)
-    snap = pl.read_parquet(wh.partition_dir("clean", "items", {"dt": "2026-11-27"}) / "part-0.parquet")
+    snap = pl.read_parquet(
+        wh.partition_dir("clean", "items", {"dt": "2026-11-27"}) / "part-0.parquet"
+    )
     assert snap.select("item_id", "price").rows() == [("i1", 7.0), ("i2", 6.0)]
