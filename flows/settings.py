@@ -21,7 +21,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from schemas.config import SourceConfig
+from schemas.config import SourceConfig, known_zone
 from schemas.landing import SOURCES
 
 CONFIG_NAME = "nightowl.toml"
@@ -50,8 +50,7 @@ class Settings(BaseSettings):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        ZoneInfo(value)
-        return value
+        return known_zone(value)
 
     @model_validator(mode="after")
     def _complete(self) -> Settings:

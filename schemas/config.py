@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Literal
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -25,6 +25,15 @@ DEFAULT_EVENT_TYPE_MAP: dict[str, str] = {
     "refund": "return",
     "cancellation": "return",
 }
+
+
+def known_zone(value: str) -> str:
+    """``value`` if it is an IANA time zone name; a ValueError naming it otherwise."""
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise ValueError(f"unknown time zone {value!r} (expected e.g. 'Europe/London')") from exc
+    return value
 
 
 class SourceConfig(BaseModel):
@@ -83,8 +92,7 @@ class SourceConfig(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        ZoneInfo(value)  # raises a clear error naming the zone
-        return value
+        return known_zone(value)
 
     @field_validator("delimiter")
     @classmethod

@@ -72,6 +72,7 @@ def ingest_source(
 ) -> IngestReport:
     """Ingest every new landing file of a source into raw dt=run_date; fail if any is unreadable."""
     ledger = Ledger(wh)
+    wh.sweep_temporaries()  # what a crashed run left behind an hour or more ago
     part = {"dt": run_date.isoformat()}
     report = IngestReport(source=source, run_date=part["dt"], files=[])
     failures: list[str] = []

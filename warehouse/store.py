@@ -7,9 +7,10 @@ Layout under ``<data_root>/warehouse``::
     clean/<table>/dt=<date>/part-0.parquet               cleaned rows by their own date
     _ledger/<source>/<sha256>.json                       the ingest ledger, one entry per file
 
-Every partition folder carries ``_manifest.json``. Writers build a partition in a hidden temporary
-folder next to it and swap it in with one rename, so readers (who glob ``dt=*/*.parquet``) see the
-old or the new partition, never half of one, and a crash leaves nothing that looks finished.
+Every partition folder carries ``_manifest.json``. Writers build a partition in ``warehouse/.tmp``
+(same file system) and swap it in with one rename, so a table folder only ever holds published
+partitions: readers (who glob ``<table>/*/*.parquet``) see the old or the new partition, never half
+of one, and a crash leaves nothing that looks finished.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class Warehouse:
         """Publish ``frame`` as the whole partition, replacing what was there in one rename."""
         target = self.partition_dir(layer, table, partition)
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = target.parent / f"{TMP_PREFIX}{target.name}-{uuid.uuid4().hex[:8]}"
+        staging = self.tmp_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
         staging.mkdir()
         try:
             frame.write_parquet(staging / "part-0.parquet", **PARQUET_OPTIONS)
@@ -171,7 +172,7 @@ class Warehouse:
         """Remove a partition (used when a republish finds it has no rows left)."""
         target = self.partition_dir(layer, table, partition)
         if target.exists():
-            graveyard = target.parent / f"{TMP_PREFIX}drop-{uuid.uuid4().hex[:8]}"
+            graveyard = self.tmp_dir / f"{TMP_PREFIX}drop-{uuid.uuid4().hex}"
             target.rename(graveyard)
             shutil.rmtree(graveyard, ignore_errors=True)
 
@@ -265,7 +266,7 @@ def _swap_in(staging: Path, target: Path) -> None:
     if _exchange(staging, target):
         return
     # No atomic exchange on this platform: rename aside, then in (a reader may briefly miss it).
-    aside = target.parent / f"{TMP_PREFIX}old-{uuid.uuid4().hex[:8]}"
+    aside = staging.parent / f"{TMP_PREFIX}old-{uuid.uuid4().hex}"
     os.rename(target, aside)
     os.rename(staging, target)
     os.rename(aside, staging)

@@ -1,0 +1,100 @@
+"""The ``nightowl`` command: help with examples, generate, query formats, tables, clear errors."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from flows.cli import app
+from schemas.config import SourceConfig
+from tasks.units import clean_source, ingest_source
+from warehouse.store import Warehouse
+
+runner = CliRunner()
+COMMANDS = ["generate", "run", "demo", "query", "tables"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_with_an_example(command):
+    result = runner.invoke(app, [command, "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.output and f"nightowl {command}" in result.output
+
+
+def test_top_level_help_lists_the_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and all(c in result.output for c in COMMANDS)
+
+
+@pytest.fixture
+def warehouse_root(data_root):
+    (data_root / "landing/events/2026-11-27.csv").write_text(
+        "user_id,event_time,event_type\nu1,2026-11-27T10:00:00Z,view\nu2,2026-11-27T11:00:00Z,view\n"
+        "u3,later,view\n"
+    )
+    wh = Warehouse(data_root)
+    ingest_source(wh, "events", SourceConfig(), date(2026, 11, 27), data_root)
+    clean_source(wh, "events", SourceConfig(), date(2026, 11, 27), 24)
+    return data_root
+
+
+def test_query_prints_a_table(warehouse_root):
+    sql = "select user_id from events order by 1"
+    result = runner.invoke(app, ["query", sql, "--data-root", str(warehouse_root)])
+    assert result.exit_code == 0, result.output
+    assert "u1" in result.output and "u2" in result.output and "2 rows" in result.output
+
+
+@pytest.mark.parametrize("suffix", ["csv", "json", "parquet"])
+def test_query_writes_files_by_extension(warehouse_root, tmp_path, suffix):
+    out = tmp_path / f"out.{suffix}"
+    sql = "select user_id from events order by 1"
+    result = runner.invoke(app, ["query", sql, "-o", str(out), "--data-root", str(warehouse_root)])
+    assert result.exit_code == 0, result.output
+    if suffix == "csv":
+        assert out.read_text().splitlines() == ["user_id", "u1", "u2"]
+    elif suffix == "json":
+        assert [json.loads(x)["user_id"] for x in out.read_text().splitlines()] == ["u1", "u2"]
+    else:
+        assert pl.read_parquet(out)["user_id"].to_list() == ["u1", "u2"]
+
+
+def test_query_csv_to_stdout(warehouse_root):
+    args = ["query", "select count(*) n from quarantine", "--format", "csv"]
+    result = runner.invoke(app, [*args, "--data-root", str(warehouse_root)])
+    assert result.exit_code == 0 and result.output.splitlines() == ["n", "1"]
+
+
+def test_query_refuses_writes_with_a_clear_message(warehouse_root):
+    result = runner.invoke(app, ["query", "drop view events", "--data-root", str(warehouse_root)])
+    assert result.exit_code == 2 and "read-only" in result.output
+
+
+def test_query_of_an_unknown_table_says_so(warehouse_root):
+    result = runner.invoke(app, ["query", "select * from nope", "--data-root", str(warehouse_root)])
+    assert result.exit_code == 1 and "nope" in result.output and "Traceback" not in result.output
+
+
+def test_tables_lists_partitions_and_rows(warehouse_root):
+    result = runner.invoke(app, ["tables", "--data-root", str(warehouse_root)])
+    assert result.exit_code == 0
+    line = next(x for x in result.output.splitlines() if "clean" in x and "events" in x)
+    assert "2026-11-27" in line and " 2 " in line
+
+
+def test_generate_writes_landing_files(tmp_path):
+    args = ["generate", "--out", str(tmp_path / "landing"), "--users", "50", "--items", "20",
+            "--days", "3", "--end-date", "2026-11-27"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "landing/events/2026-11-27.csv").exists()
+    assert not (tmp_path / "landing/events/2026-11-28.csv").exists()
+
+
+def test_a_bad_date_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["run", "--date", "27/11/2026", "--data-root", str(tmp_path)])
+    assert result.exit_code == 2 and "expected YYYY-MM-DD" in result.output

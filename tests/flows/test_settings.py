@@ -1,0 +1,82 @@
+"""Settings: nightowl.toml, NIGHTOWL_* variables and overrides, in that order of precedence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows.settings import ConfigError, load_settings
+from schemas.landing import SOURCES
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_defaults_cover_every_source_with_data_under_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = load_settings()
+    assert s.data_root == tmp_path / "data"
+    assert set(s.sources) == set(SOURCES) and s.sources["events"].timezone == "UTC"
+
+
+def test_config_file_in_the_current_folder_is_found(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "nightowl.toml", 'timezone = "Europe/Berlin"\n')
+    assert load_settings().timezone == "Europe/Berlin"
+
+
+def test_relative_paths_are_relative_to_the_config_file(tmp_path):
+    (tmp_path / "proj").mkdir()
+    cfg = _write(tmp_path / "proj" / "nightowl.toml", 'data_root = "wh"\n')
+    assert load_settings(cfg).data_root == tmp_path / "proj" / "wh"
+
+
+def test_source_mapping_from_toml(tmp_path):
+    cfg = _write(
+        tmp_path / "n.toml",
+        '[sources.events]\nglob = "*.csv"\n[sources.events.columns]\n"Customer ID" = "user_id"\n',
+    )
+    s = load_settings(cfg)
+    assert s.sources["events"].columns == {"Customer ID": "user_id"}
+    assert s.sources["events"].glob == "*.csv" and s.sources["items"].glob == "*"
+
+
+def test_environment_beats_the_file_and_overrides_beat_both(tmp_path, monkeypatch):
+    cfg = _write(tmp_path / "n.toml", 'timezone = "Europe/Berlin"\nfuture_tolerance_hours = 2\n')
+    monkeypatch.setenv("NIGHTOWL_TIMEZONE", "Asia/Tokyo")
+    monkeypatch.setenv("NIGHTOWL_SOURCES__EVENTS__TIMEZONE", "America/New_York")
+    s = load_settings(cfg)
+    assert (s.timezone, s.future_tolerance_hours) == ("Asia/Tokyo", 2)
+    assert s.sources["events"].timezone == "America/New_York"
+    assert load_settings(cfg, timezone="UTC").timezone == "UTC"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[sources.clicks]\nglob = "*"\n', "unknown source(s) ['clicks']"),
+        ('[sources.events]\ntimezone = "Mars/Olympus"\n', "sources.events.timezone"),
+        ('[sources.events]\ncolour = "red"\n', "sources.events.colour"),
+        ("timezone = \n", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_the_file_and_the_setting(tmp_path, text, message):
+    cfg = _write(tmp_path / "bad.toml", text)
+    with pytest.raises(ConfigError, match="bad.toml") as info:
+        load_settings(cfg)
+    assert message in str(info.value)
+
+
+def test_a_missing_config_file_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_the_online_retail_example_config_is_valid():
+    example = Path(__file__).parents[2] / "examples" / "online_retail" / "nightowl.toml"
+    s = load_settings(example)
+    assert s.sources["events"].columns["Customer ID"] == "user_id"
+    assert s.sources["events"].missing_user == "guest"

@@ -1,0 +1,47 @@
+"""Finding landing files: which arrive for a run date, formats, gzip, encodings."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from schemas.config import SourceConfig
+from warehouse.landing import landing_files
+
+
+def _names(files):
+    return [f.name for f in files]
+
+
+def test_files_dated_after_the_run_date_have_not_arrived(data_root):
+    folder = data_root / "landing" / "events"
+    for name in ("2026-11-26.csv", "2026-11-27.csv.gz", "2026-11-28.csv", "history.parquet"):
+        (folder / name).write_text("x")
+    (folder / ".hidden.csv").write_text("x")
+    found = landing_files("events", SourceConfig(), date(2026, 11, 27), data_root, data_root)
+    assert _names(found) == ["history.parquet", "2026-11-26.csv", "2026-11-27.csv.gz"]
+    assert [(f.format, f.compressed) for f in found] == [
+        ("parquet", False), ("csv", False), ("csv", True),
+    ]  # fmt: skip
+
+
+def test_landing_folder_and_glob_come_from_config_relative_to_it(tmp_path, data_root):
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    (exports / "orders.tsv").write_text("x")
+    (exports / "notes.md").write_text("x")
+    cfg = SourceConfig(landing="exports", glob="*.tsv", delimiter="\t")
+    found = landing_files("events", cfg, date(2026, 11, 27), data_root, tmp_path)
+    assert _names(found) == ["orders.tsv"] and found[0].format == "csv"
+
+
+def test_an_unknown_extension_is_a_problem_of_that_file_only(data_root):
+    folder = data_root / "landing" / "events"
+    (folder / "a.xlsx").write_text("x")
+    (folder / "b.csv").write_text("x")
+    found = landing_files("events", SourceConfig(), date(2026, 11, 27), data_root, data_root)
+    problems = {f.name: f.problem for f in found}
+    assert problems["b.csv"] is None and "cannot tell the format" in problems["a.xlsx"]
+
+
+def test_a_missing_landing_folder_is_no_files(tmp_path):
+    assert landing_files("events", SourceConfig(), date(2026, 11, 27), tmp_path, tmp_path) == []

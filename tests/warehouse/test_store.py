@@ -1,0 +1,106 @@
+"""Atomic publish, manifests, lineage and temp-file hygiene of the Parquet warehouse."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from warehouse.manifest import MANIFEST, InputRef, combined_hash, file_sha256
+from warehouse.store import TMP_PREFIX, Warehouse
+
+P = {"dt": "2026-11-27"}
+
+
+@pytest.fixture
+def wh(tmp_path: Path) -> Warehouse:
+    return Warehouse(tmp_path, code_version="1.0+abc")
+
+
+def test_a_published_partition_has_a_manifest_with_rows_hash_schema_and_lineage(wh):
+    frame = pl.DataFrame({"a": [1, 2, 3], "b": ["x", "y", None]})
+    ref = InputRef(kind="landing", name="landing/events/a.csv", content_hash="f00")
+    m = wh.write_partition("clean", "events", P, frame, inputs=[ref], stats={"rejected": 1})
+    folder = wh.partition_dir("clean", "events", P)
+    assert sorted(p.name for p in folder.iterdir()) == [MANIFEST, "part-0.parquet"]
+    assert (m.rows, m.columns, m.code_version) == (3, {"a": "Int64", "b": "String"}, "1.0+abc")
+    assert m.files[0].sha256 == file_sha256(folder / "part-0.parquet")
+    assert m.content_hash == combined_hash([m.files[0].sha256])
+    assert m.inputs == [ref] and m.stats == {"rejected": 1}
+    assert wh.manifest("clean", "events", P) == m
+
+
+def test_republishing_replaces_the_partition_whole(wh):
+    wh.write_partition("clean", "events", P, pl.DataFrame({"a": [1, 2]}))
+    wh.write_partition("clean", "events", P, pl.DataFrame({"a": [7]}))
+    folder = wh.partition_dir("clean", "events", P)
+    assert pl.read_parquet(folder / "part-0.parquet")["a"].to_list() == [7]
+    assert wh.manifest("clean", "events", P).rows == 1
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(TMP_PREFIX)]
+
+
+def test_same_rows_give_the_same_content_hash(wh):
+    frame = pl.DataFrame({"a": list(range(100)), "b": ["x"] * 100})
+    first = wh.write_partition("clean", "t", P, frame).content_hash
+    assert wh.write_partition("clean", "t", P, frame).content_hash == first
+    assert wh.write_partition("clean", "t", P, frame.reverse()).content_hash != first
+
+
+def test_a_failed_write_leaves_the_old_partition_and_no_trace(wh, monkeypatch):
+    wh.write_partition("clean", "events", P, pl.DataFrame({"a": [1]}))
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pl.DataFrame, "write_parquet", broken)
+    with pytest.raises(OSError, match="disk full"):
+        wh.write_partition("clean", "events", P, pl.DataFrame({"a": [2]}))
+    folder = wh.partition_dir("clean", "events", P)
+    assert pl.read_parquet(folder / "part-0.parquet")["a"].to_list() == [1]
+    assert [p.name for p in folder.parent.iterdir()] == ["dt=2026-11-27"]
+
+
+def test_a_crash_mid_write_leaves_nothing_in_the_table_folder(wh, monkeypatch):
+    wh.write_partition("clean", "events", P, pl.DataFrame({"a": [1]}))
+    import warehouse.store as store
+
+    def crash(staging, target):
+        raise KeyboardInterrupt  # the process dies between writing and publishing
+
+    monkeypatch.setattr(store, "_swap_in", crash)
+    with pytest.raises(KeyboardInterrupt):
+        wh.write_partition("clean", "events", {"dt": "2026-11-28"}, pl.DataFrame({"a": [2]}))
+    assert [p.name for p in wh.table_dir("clean", "events").iterdir()] == ["dt=2026-11-27"]
+    assert pl.scan_parquet(wh.glob("clean", "events")).collect()["a"].to_list() == [1]
+
+
+def test_sweep_removes_old_temporaries_only(wh):
+    old, new = wh.tmp_dir / f"{TMP_PREFIX}old", wh.tmp_dir / f"{TMP_PREFIX}new"
+    old.mkdir(parents=True)
+    new.mkdir()
+    an_hour_ago = time.time() - 7200
+    os.utime(old, (an_hour_ago, an_hour_ago))
+    assert wh.sweep_temporaries(older_than_s=3600) == 1
+    assert not old.exists() and new.exists()
+
+
+def test_accumulating_partitions_seal_a_manifest_of_their_files(wh, tmp_path):
+    for name, rows in (("a.parquet", [1, 2]), ("b.parquet", [3])):
+        staged = tmp_path / f"staged-{name}"
+        pl.DataFrame({"x": rows}).write_parquet(staged)
+        wh.add_file("raw", "events", P, name, staged)
+    m = wh.seal_partition("raw", "events", P)
+    assert [(f.name, f.rows) for f in m.files] == [("a.parquet", 2), ("b.parquet", 1)]
+    assert m.rows == 3
+
+
+def test_tables_lists_quarantine_by_source_and_stage(wh):
+    wh.write_partition("quarantine", "source=events/stage=clean", P, pl.DataFrame({"r": ["x"]}))
+    wh.write_partition("clean", "events", P, pl.DataFrame({"a": [1]}))
+    assert list(wh.tables()) == [
+        ("quarantine", "source=events/stage=clean"),
+        ("clean", "events"),
+    ]
