@@ -65,7 +65,7 @@ def test_environment_beats_the_file_and_overrides_beat_both(tmp_path, monkeypatc
 )
 def test_bad_config_names_the_file_and_the_setting(tmp_path, text, message):
     cfg = _write(tmp_path / "bad.toml", text)
-    with pytest.raises(ConfigError, match="bad.toml") as info:
+    with pytest.raises(ConfigError, match=r"bad\.toml") as info:
         load_settings(cfg)
     assert message in str(info.value)
 
