@@ -101,35 +101,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from schemas.landing import CONTRACTS, SOURCES
+
 # --- vocabulary -------------------------------------------------------------------------------
 
-SOURCES = ("events", "items", "feedback", "market_prices", "market_indicators")
-EVENT_COLUMNS = (
-    "event_id",
-    "user_id",
-    "session_id",
-    "event_time",
-    "event_type",
-    "item_id",
-    "quantity",
-    "price",
-    "order_id",
-    "channel",
-    "device",
-)
-ITEM_COLUMNS = ("item_id", "title", "category", "brand", "price", "created_at", "active")
-FEEDBACK_COLUMNS = (
-    "feedback_id",
-    "user_id",
-    "item_id",
-    "rating",
-    "title",
-    "text",
-    "channel",
-    "created_at",
-)
-MARKET_PRICE_COLUMNS = ("date", "item_id", "competitor", "price", "currency", "in_stock")
-INDICATOR_COLUMNS = ("date", "indicator", "value", "dimension")
+# Landing files carry exactly the contract's columns, in the contract's order.
+EVENT_COLUMNS = tuple(CONTRACTS["events"].names)
+ITEM_COLUMNS = tuple(CONTRACTS["items"].names)
+FEEDBACK_COLUMNS = tuple(CONTRACTS["feedback"].names)
+MARKET_PRICE_COLUMNS = tuple(CONTRACTS["market_prices"].names)
+INDICATOR_COLUMNS = tuple(CONTRACTS["market_indicators"].names)
 
 EVENT_TYPES = ("view", "add_to_cart", "remove_from_cart", "purchase", "return")
 VIEW, ADD, REMOVE, PURCHASE, RETURN = range(5)
@@ -799,7 +780,7 @@ def generate_landing(
             events = pl.concat([events, carried_late])
         carried_late = late
         path = out / "events" / f"{day.isoformat()}.csv"
-        events.write_csv(path, float_precision=2)
+        events.select(EVENT_COLUMNS).write_csv(path, float_precision=2)
         files.append(path)
         rows["events"] += events.height
         # ---- user state update (after the day) -------------------------------------------------
