@@ -1,8 +1,9 @@
 """Clean: deduplicate, normalise and date raw rows; reject what cannot be true as of the run date.
 
-Each function takes the raw rows of one source (with their lineage columns ``_run``,
-``source_file`` and ``source_row``) and returns them with a ``dt`` partition date and a
-``_reason``: null for rows that go to the clean table, a sentence for rows that go to quarantine.
+Each function takes the raw rows of one source in arrival order (run date, landing file, row
+number; lineage columns ``_run``, ``source_file`` and ``source_row``) and returns them with a
+``dt`` partition date and a ``_reason``: null for rows that go to the clean table, a sentence for
+rows that go to quarantine. Clean tables keep arrival order: deterministic, and it costs nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from schemas.landing import CONTRACTS
 
 REASON = "_reason"
 LINEAGE = ["source_file", "source_row"]
-ORDER = ["_run", "source_file", "source_row"]
 
 
 @dataclass(frozen=True)
@@ -28,31 +28,16 @@ class CleanSpec:
     #: "first": a later row with the same key is a duplicate (quarantined);
     #: "last": a later row with the same key is a correction that supersedes the earlier one.
     keep: str
-    sort: tuple[str, ...]
     #: Column filled with a stable row hash when the source gives no id.
     id_column: str | None = None
 
 
 SPECS: dict[str, CleanSpec] = {
-    "events": CleanSpec(
-        "events", ("event_id",), "first", ("user_id", "event_time", "event_id"), "event_id"
-    ),
-    "items": CleanSpec("items", ("item_id",), "last", ("item_id",)),
-    "feedback": CleanSpec(
-        "feedback", ("feedback_id",), "first", ("created_at", "feedback_id"), "feedback_id"
-    ),
-    "market_prices": CleanSpec(
-        "market_prices",
-        ("date", "item_id", "competitor"),
-        "last",
-        ("date", "item_id", "competitor"),
-    ),
-    "market_indicators": CleanSpec(
-        "market_indicators",
-        ("date", "indicator", "dimension"),
-        "last",
-        ("date", "indicator", "dimension"),
-    ),
+    "events": CleanSpec("events", ("event_id",), "first", "event_id"),
+    "items": CleanSpec("items", ("item_id",), "last"),
+    "feedback": CleanSpec("feedback", ("feedback_id",), "first", "feedback_id"),
+    "market_prices": CleanSpec("market_prices", ("date", "item_id", "competitor"), "last"),
+    "market_indicators": CleanSpec("market_indicators", ("date", "indicator", "dimension"), "last"),
 }
 
 
@@ -82,11 +67,15 @@ def with_row_ids(raw: pl.LazyFrame, spec: CleanSpec) -> pl.LazyFrame:
 
 def cleaned_events(raw: pl.LazyFrame, synonyms: dict[str, str], cutoff: datetime) -> pl.LazyFrame:
     """Events with normalised types, quantity 1 when unset, ids, dates and a verdict per row."""
-    normal = raw.with_columns(
-        normalised_event_types(pl.col("event_type"), synonyms),
+    # Normalise the few distinct spellings, not every row: a lookup is far cheaper than a regex.
+    spellings = raw.select(pl.col("event_type").unique()).collect().to_series()
+    normal = pl.DataFrame({"t": spellings}).select(normalised_event_types(pl.col("t"), synonyms))
+    mapping = dict(zip(spellings.to_list(), normal.to_series().to_list(), strict=True))
+    normal_rows = raw.with_columns(
+        pl.col("event_type").replace_strict(mapping, return_dtype=pl.String),
         pl.col("quantity").fill_null(1),
     )
-    return cleaned_rows(normal, SPECS["events"], cutoff)
+    return cleaned_rows(normal_rows, SPECS["events"], cutoff)
 
 
 def cleaned_feedback(raw: pl.LazyFrame, cutoff: datetime) -> pl.LazyFrame:
@@ -102,7 +91,7 @@ def cleaned_feedback(raw: pl.LazyFrame, cutoff: datetime) -> pl.LazyFrame:
 def cleaned_rows(raw: pl.LazyFrame, spec: CleanSpec, cutoff: datetime) -> pl.LazyFrame:
     """Rows with ``dt`` and ``_reason``: duplicates and rows dated after ``cutoff`` are rejected."""
     contract = CONTRACTS[spec.table]
-    ordered = with_row_ids(raw, spec).sort(ORDER)
+    ordered = with_row_ids(raw, spec)
     time_col = contract.partition_column
     checks = []
     if spec.keep == "first":
@@ -135,13 +124,10 @@ def cleaned_rows(raw: pl.LazyFrame, spec: CleanSpec, cutoff: datetime) -> pl.Laz
 
 
 def accepted_clean_rows(verdicts: pl.LazyFrame, spec: CleanSpec) -> pl.LazyFrame:
-    """The clean table's rows: contract columns then lineage, in the table's stable order."""
+    """The clean table's rows: contract columns then lineage, in arrival order."""
     cols = [*CONTRACTS[spec.table].names, *LINEAGE]
-    return (
-        verdicts.filter(pl.col(REASON).is_null())
-        .sort(list(spec.sort), nulls_last=True, maintain_order=True)
-        .select(*cols, *(["dt"] if "dt" in verdicts.collect_schema() else []))
-    )
+    dated = ["dt"] if "dt" in verdicts.collect_schema() else []
+    return verdicts.filter(pl.col(REASON).is_null()).select(*cols, *dated)
 
 
 def rejected_clean_rows(verdicts: pl.LazyFrame, spec: CleanSpec) -> pl.LazyFrame:

@@ -1,7 +1,8 @@
 """Ingest: map a landing file's columns onto its contract, type every value, split good from bad.
 
-The functions here are lazy-frame transforms: the caller opens the file and decides where the
-accepted and quarantined rows are written, so a file of any size streams through.
+The caller opens the file and streams it through in batches (:func:`mapped_rows` is lazy;
+:func:`validated_rows` and the splits work on one batch), so a file of any size needs bounded
+memory, and decides where the accepted and quarantined rows are written.
 """
 
 from __future__ import annotations
@@ -14,11 +15,7 @@ from schemas.config import SourceConfig
 from schemas.landing import EXPECTED, Column, SourceContract
 
 ROW = "_row"
-REASON = "_reason"
-BAD_COLUMN = "_bad_column"
-BAD_VALUE = "_bad_value"
-RECORD = "_record"
-QUARANTINE_COLUMNS = ["file", "row", "column", "raw_value", "reason", "record"]
+BAD = "_bad"
 
 _TRUE = ["true", "t", "yes", "y", "1"]
 _FALSE = ["false", "f", "no", "n", "0"]
@@ -86,23 +83,38 @@ def mapped_rows(lf: pl.LazyFrame, plan: ColumnPlan, contract: SourceContract) ->
 
 
 def validated_rows(
-    lf: pl.LazyFrame, contract: SourceContract, cfg: SourceConfig, raw_schema: pl.Schema
-) -> pl.LazyFrame:
-    """Rows typed to the contract, with the first failing column, its raw value and all reasons."""
-    typed = lf.select(
+    frame: pl.DataFrame, contract: SourceContract, cfg: SourceConfig, *, lossy_text: bool = True
+) -> pl.DataFrame:
+    """Rows typed to the contract, beside their raw values, with ``_bad`` set where a rule fails.
+
+    ``frame`` is one batch of :func:`mapped_rows`. Deciding good or bad is one cheap boolean per
+    row; the reasons are only worked out for the few bad rows, by :func:`quarantined_rows`.
+    ``lossy_text`` says the text was decoded lossily (CSV, JSON Lines): look for U+FFFD.
+    """
+    raw_schema = frame.schema
+    typed = frame.select(
         pl.col(ROW),
         *(pl.col(c.name).alias(_raw(c.name)) for c in contract.columns),
         *(
-            typed_value(pl.col(c.name), raw_schema[c.name], c, cfg).alias(c.name)
+            typed_value(pl.col(c.name), raw_schema[c.name], c, cfg, fast=True).alias(c.name)
             for c in contract.columns
         ),
     )
+    typed = _with_slow_timestamps(typed, contract, cfg, raw_schema)
     if contract.name == "events":
-        typed = events_rules_applied(typed, cfg)
+        typed = typed.with_columns(events_rules(cfg))
+    bad = [cond.fill_null(False) for _, cond, _ in _checks(contract, cfg, raw_schema, lossy_text)]
+    return typed.with_columns(pl.any_horizontal(bad).alias(BAD) if bad else pl.lit(False))
+
+
+def _checks(
+    contract: SourceContract, cfg: SourceConfig, raw_schema: pl.Schema, lossy_text: bool
+) -> list[tuple[str, pl.Expr, str]]:
+    """(column, condition that is true when the rule fails, what a person is told) per rule."""
     checks: list[tuple[str, pl.Expr, str]] = []
     for col in contract.columns:
         raw, value = pl.col(_raw(col.name)), pl.col(col.name)
-        if raw_schema[col.name] == pl.String:
+        if lossy_text and raw_schema[col.name] == pl.String:
             checks.append((col.name, raw.str.contains("\ufffd", literal=True), _bad_bytes(col)))
         checks.append((col.name, raw.is_not_null() & value.is_null(), _unparseable(col, cfg)))
         if col.required and not _guest_user(col, contract, cfg):
@@ -117,41 +129,37 @@ def validated_rows(
     for group in contract.any_of:
         none_set = pl.all_horizontal(pl.col(_raw(c)).is_null() for c in group)
         checks.append((group[0], none_set, f"needs at least one of {' or '.join(group)}"))
+    return checks
 
-    failed = [pl.when(cond.fill_null(False)) for _, cond, _ in checks]
-    reasons = pl.concat_str(
-        [w.then(pl.lit(msg)) for w, (_, _, msg) in zip(failed, checks, strict=True)],
-        separator="; ",
-        ignore_nulls=True,
-    )
-    first_col = pl.coalesce(
-        [w.then(pl.lit(name)) for w, (name, _, _) in zip(failed, checks, strict=True)]
-    )
-    first_value = pl.coalesce(
-        [
-            w.then(pl.col(_raw(name)).cast(pl.String))
-            for w, (name, _, _) in zip(failed, checks, strict=True)
-        ]
-    )
-    record = pl.struct(
-        [pl.col(_raw(c)).cast(pl.String).alias(c) for c in contract.names]
-    ).struct.json_encode()
-    return typed.select(
-        pl.col(ROW),
-        *contract.names,
-        pl.when(reasons != "").then(reasons).alias(REASON),
-        first_col.alias(BAD_COLUMN),
-        first_value.alias(BAD_VALUE),
-        record.alias(RECORD),
-    )
+
+def _with_slow_timestamps(
+    typed: pl.DataFrame, contract: SourceContract, cfg: SourceConfig, raw_schema: pl.Schema
+) -> pl.DataFrame:
+    """Timestamps the fast (canonical ISO) parse missed, re-parsed in every accepted spelling.
+
+    Only the missed rows are re-parsed: parsing every row in every spelling costs several times
+    the canonical parse, and most exports use one spelling.
+    """
+    for col in contract.columns:
+        if col.kind != "timestamp" or raw_schema[col.name] != pl.String or cfg.timestamp_format:
+            continue
+        missed = typed[col.name].is_null() & typed[_raw(col.name)].is_not_null()
+        if not missed.any():
+            continue
+        rows = missed.arg_true()
+        slow = typed[rows].select(
+            typed_value(pl.col(_raw(col.name)), pl.String, col, cfg, fast=False)
+        )
+        typed = typed.with_columns(typed[col.name].scatter(rows, slow.to_series()))
+    return typed
 
 
 def _raw(name: str) -> str:
     return f"_raw_{name}"
 
 
-def events_rules_applied(lf: pl.LazyFrame, cfg: SourceConfig) -> pl.LazyFrame:
-    """Typed events with the source's business rules: returns from negative quantities, fees."""
+def events_rules(cfg: SourceConfig) -> list[pl.Expr]:
+    """The source's business rules for typed events: returns from cancellations, fees."""
     event_type, quantity = pl.col("event_type"), pl.col("quantity")
     if cfg.return_order_prefix:
         is_return = pl.col("order_id").str.starts_with(cfg.return_order_prefix).fill_null(False)
@@ -166,7 +174,7 @@ def events_rules_applied(lf: pl.LazyFrame, cfg: SourceConfig) -> pl.LazyFrame:
         .then(pl.lit(cfg.non_product_event_type))
         .otherwise(event_type)
     )
-    return lf.with_columns(event_type.alias("event_type"), quantity.alias("quantity"))
+    return [event_type.alias("event_type"), quantity.alias("quantity")]
 
 
 def non_product_item(cfg: SourceConfig) -> pl.Expr:
@@ -179,25 +187,50 @@ def non_product_item(cfg: SourceConfig) -> pl.Expr:
     return non_product.fill_null(False)
 
 
-def accepted_rows(validated: pl.LazyFrame, contract: SourceContract) -> pl.LazyFrame:
+def accepted_rows(validated: pl.DataFrame, contract: SourceContract) -> pl.DataFrame:
     """The rows that meet the contract, typed, with their row number in the file."""
-    return validated.filter(pl.col(REASON).is_null()).select(ROW, *contract.names)
+    return validated.filter(pl.col(BAD).not_()).select(ROW, *contract.names)
 
 
-def quarantined_rows(validated: pl.LazyFrame, file_name: str) -> pl.LazyFrame:
+def quarantined_rows(
+    validated: pl.DataFrame,
+    contract: SourceContract,
+    cfg: SourceConfig,
+    file_name: str,
+    *,
+    lossy_text: bool = True,
+) -> pl.DataFrame:
     """Rows that break the contract: row number, first bad column, raw value, reasons, record."""
-    return validated.filter(pl.col(REASON).is_not_null()).select(
+    bad = validated.filter(pl.col(BAD))
+    raw_schema = pl.Schema({c: bad.schema[_raw(c)] for c in contract.names})
+    checks = _checks(contract, cfg, raw_schema, lossy_text)
+    failed = [pl.when(cond.fill_null(False)) for _, cond, _ in checks]
+    reasons = pl.concat_str(
+        [w.then(pl.lit(msg)) for w, (_, _, msg) in zip(failed, checks, strict=True)],
+        separator="; ",
+        ignore_nulls=True,
+    )
+    named = list(zip(failed, [name for name, _, _ in checks], strict=True))
+    first_col = pl.coalesce([w.then(pl.lit(name)) for w, name in named])
+    first_value = pl.coalesce([w.then(pl.col(_raw(name)).cast(pl.String)) for w, name in named])
+    record = pl.struct([pl.col(_raw(c)).cast(pl.String).alias(c) for c in contract.names])
+    return bad.select(
         pl.lit(file_name).alias("file"),
         pl.col(ROW).alias("row"),
-        pl.col(BAD_COLUMN).alias("column"),
-        pl.col(BAD_VALUE).alias("raw_value"),
-        pl.col(REASON).alias("reason"),
-        pl.col(RECORD).alias("record"),
+        first_col.alias("column"),
+        first_value.alias("raw_value"),
+        reasons.alias("reason"),
+        record.struct.json_encode().alias("record"),
     )
 
 
-def typed_value(raw: pl.Expr, raw_dtype: pl.DataType, col: Column, cfg: SourceConfig) -> pl.Expr:
-    """``raw`` converted to the column's contract type; null where it does not convert."""
+def typed_value(
+    raw: pl.Expr, raw_dtype: pl.DataType, col: Column, cfg: SourceConfig, *, fast: bool = False
+) -> pl.Expr:
+    """``raw`` converted to the column's contract type; null where it does not convert.
+
+    ``fast`` reads text timestamps in the canonical ISO spelling only (see _with_slow_timestamps).
+    """
     target = col.dtype
     if raw_dtype == pl.Null:
         return pl.lit(None, target)
@@ -226,7 +259,7 @@ def typed_value(raw: pl.Expr, raw_dtype: pl.DataType, col: Column, cfg: SourceCo
             low = s.str.to_lowercase()
             return pl.when(low.is_in(_TRUE)).then(True).when(low.is_in(_FALSE)).then(False)
         case "timestamp":
-            return _timestamp(s, raw_dtype, cfg)
+            return _timestamp(raw if fast else s, raw_dtype, cfg, fast=fast)
         case "date":
             if text:
                 fmt = cfg.timestamp_format or "%Y-%m-%d"
@@ -239,7 +272,7 @@ def typed_value(raw: pl.Expr, raw_dtype: pl.DataType, col: Column, cfg: SourceCo
     raise AssertionError(col.kind)  # pragma: no cover
 
 
-def _timestamp(s: pl.Expr, raw_dtype: pl.DataType, cfg: SourceConfig) -> pl.Expr:
+def _timestamp(s: pl.Expr, raw_dtype: pl.DataType, cfg: SourceConfig, *, fast: bool) -> pl.Expr:
     utc = pl.Datetime("us", "UTC")
 
     def local(naive: pl.Expr) -> pl.Expr:
@@ -260,6 +293,9 @@ def _timestamp(s: pl.Expr, raw_dtype: pl.DataType, cfg: SourceConfig) -> pl.Expr
         if "%z" in fmt or "%Z" in fmt:
             return s.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us")
         return local(s.str.to_datetime(fmt, strict=False, time_unit="us"))
+    if fast:
+        canonical = s.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_unit="us")
+        return canonical.dt.convert_time_zone("UTC")
     # ISO 8601 in its common spellings: T or space, optional fraction, Z / ±hh:mm / none.
     iso = s.str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T").str.replace(r"[Zz]$", "+00:00")
     aware = iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_unit="us")

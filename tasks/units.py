@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from schemas.config import SourceConfig
@@ -24,6 +25,8 @@ from warehouse.manifest import InputRef, file_sha256
 from warehouse.store import PARQUET_OPTIONS, Warehouse
 
 log = logging.getLogger("nightowl")
+#: Rows per batch streamed through validation: bounded memory whatever the file size.
+BATCH_ROWS = 250_000
 
 
 class IngestFailed(Exception):
@@ -137,33 +140,37 @@ def ingest_file(
     unique = f"{source}-{stem}-{uuid.uuid4().hex[:8]}"
     good = wh.tmp_dir / f".tmp-{unique}-good.parquet"
     bad = wh.tmp_dir / f".tmp-{unique}-bad.parquet"
+    lossy = file.format != "parquet"
     try:
         with open_landing(file, cfg, wh.tmp_dir) as lf:
             if not lf.collect_schema().names():  # an empty JSON Lines file: zero rows, no columns
-                expected = [
-                    *cfg.columns,
-                    *(c for c in contract.names if c not in cfg.columns.values()),
-                ]
-                lf = pl.LazyFrame(schema=dict.fromkeys(expected, pl.String))
+                unmapped = [c for c in contract.names if c not in cfg.columns.values()]
+                lf = pl.LazyFrame(schema=dict.fromkeys([*cfg.columns, *unmapped], pl.String))
             plan = ingest.column_plan(lf.collect_schema().names(), contract, cfg)
             mapped = ingest.mapped_rows(lf, plan, contract)
-            checked = ingest.validated_rows(mapped, contract, cfg, mapped.collect_schema())
-            try:
-                pl.collect_all(
-                    [
-                        ingest.accepted_rows(checked, contract).sink_parquet(
-                            good, lazy=True, **PARQUET_OPTIONS
-                        ),
-                        ingest.quarantined_rows(checked, file.name).sink_parquet(
-                            bad, lazy=True, **PARQUET_OPTIONS
-                        ),
-                    ]
-                )
-            except pl.exceptions.PolarsError as exc:
-                raise LandingError(file.path, f"could not be read to the end ({exc})") from exc
-        accepted, last_good = _count_rows(good, ingest.ROW)
-        quarantined, last_bad = _count_rows(bad, "row")
-        rows_read = max(last_good, last_bad)
+            rejected: list[pl.DataFrame] = []
+            rows_read = 0
+            with _ParquetSink(good) as accepted_sink:
+                try:
+                    for batch in mapped.collect_batches(chunk_size=BATCH_ROWS):
+                        checked = ingest.validated_rows(batch, contract, cfg, lossy_text=lossy)
+                        accepted_sink.write(ingest.accepted_rows(checked, contract))
+                        rows_read += batch.height
+                        if checked[ingest.BAD].any():
+                            rejected.append(
+                                ingest.quarantined_rows(
+                                    checked, contract, cfg, file.name, lossy_text=lossy
+                                )
+                            )
+                except pl.exceptions.PolarsError as exc:
+                    raise LandingError(file.path, f"could not be read to the end ({exc})") from exc
+                if accepted_sink.rows == 0:  # keep the schema even when nothing was accepted
+                    empty = ingest.validated_rows(mapped.head(0).collect(), contract, cfg)
+                    accepted_sink.write(ingest.accepted_rows(empty, contract))
+            quarantined = sum(r.height for r in rejected)
+            if rejected:
+                pl.concat(rejected).write_parquet(bad, **PARQUET_OPTIONS)
+        accepted = accepted_sink.rows
         if rows_read != accepted + quarantined:
             raise AssertionError(
                 f"{file.path}: row accounting is off: read {rows_read}, accepted {accepted}, "
@@ -172,9 +179,8 @@ def ingest_file(
         dates = _dates_in(good, contract.partition_column) or [part["dt"]]
         raw_path = wh.add_file("raw", source, part, f"{stem}.parquet", good)
         if quarantined:
-            wh.add_file(
-                "quarantine", quarantine_table(source, "ingest"), part, f"{stem}.parquet", bad
-            )
+            qtable = quarantine_table(source, "ingest")
+            wh.add_file("quarantine", qtable, part, f"{stem}.parquet", bad)
     finally:
         good.unlink(missing_ok=True)
         bad.unlink(missing_ok=True)
@@ -196,10 +202,27 @@ def ingest_file(
     )
 
 
-def _count_rows(path: Path, row_col: str) -> tuple[int, int]:
-    """(rows, highest row number) of a Parquet file written by ingest."""
-    rows, last = pl.scan_parquet(path).select(pl.len(), pl.col(row_col).max()).collect().row(0)
-    return rows, last or 0
+class _ParquetSink:
+    """Appends batches of one schema to a Parquet file as row groups; counts the rows."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = 0
+        self._writer: pq.ParquetWriter | None = None
+
+    def write(self, frame: pl.DataFrame) -> None:
+        table = frame.to_arrow()
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema, compression="snappy")
+        self._writer.write_table(table)
+        self.rows += frame.height
+
+    def __enter__(self) -> _ParquetSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
 
 
 def _dates_in(path: Path, column: str | None) -> list[str]:
@@ -253,8 +276,8 @@ def clean_source(
     good, bad = pl.collect_all(
         [clean.accepted_clean_rows(verdicts, spec), clean.rejected_clean_rows(verdicts, spec)]
     )
-    if snapshot:
-        good = good.with_columns(pl.lit(run_date).alias("dt"))
+    if snapshot:  # a small dimension table: ordered by its key, for people reading it
+        good = good.sort(list(spec.key)).with_columns(pl.lit(run_date).alias("dt"))
         bad = bad.with_columns(pl.lit(run_date).alias("dt"))
     duplicates = bad.filter(pl.col("reason").str.starts_with("duplicate")).height
     report.rows_in, report.rows_out, report.duplicates = rows_in, good.height, duplicates

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from schemas.config import SourceConfig
 from schemas.landing import CONTRACTS, EVENTS, FEEDBACK
 from tasks.ingest import (
-    REASON,
+    BAD,
     MappingError,
     accepted_rows,
     column_plan,
@@ -23,11 +23,20 @@ from tasks.ingest import (
 
 
 def _check(frame: pl.DataFrame, source: str = "events", **cfg) -> pl.DataFrame:
+    """Validated rows plus a REASON column (null for accepted rows), in row order."""
     config = SourceConfig(**cfg)
     contract = CONTRACTS[source]
     plan = column_plan(frame.columns, contract, config)
-    mapped = mapped_rows(frame.lazy(), plan, contract)
-    return validated_rows(mapped, contract, config, mapped.collect_schema()).collect()
+    checked = validated_rows(mapped_rows(frame.lazy(), plan, contract).collect(), contract, config)
+    reasons = quarantined_rows(checked, contract, config, "f.csv").select("row", "reason")
+    return checked.join(reasons, left_on="_row", right_on="row", how="left", maintain_order="left")
+
+
+def _quarantined(out: pl.DataFrame, source: str = "events", **cfg) -> pl.DataFrame:
+    return quarantined_rows(out, CONTRACTS[source], SourceConfig(**cfg), "f.csv")
+
+
+REASON = "reason"
 
 
 def _events(**cols) -> pl.DataFrame:
@@ -104,7 +113,7 @@ def test_timestamp_format_from_config():
 )
 def test_bad_values_are_quarantined_with_column_value_and_reason(cols, column, reason):
     out = _check(_events(**cols))
-    bad = quarantined_rows(out.lazy(), "f.csv").collect()
+    bad = _quarantined(out)
     assert bad.height == 1
     assert bad["column"][0] == column
     assert reason in bad["reason"][0]
@@ -119,7 +128,7 @@ def test_every_failing_column_is_named_in_the_reason():
 
 def test_quarantine_record_keeps_the_raw_row():
     out = _check(_events(quantity=["x"]))
-    record = quarantined_rows(out.lazy(), "f.csv").collect()["record"][0]
+    record = _quarantined(out)["record"][0]
     assert '"quantity":"x"' in record and '"user_id":"u1"' in record
 
 
@@ -182,7 +191,8 @@ def test_feedback_needs_text_or_rating_and_rating_in_range():
         "rating: must be between 1 and 5",
         "needs at least one of text or rating",
     ]
-    assert set(accepted_rows(out.lazy(), FEEDBACK).collect().columns) >= {"_row", "text"}
+    assert set(accepted_rows(out, FEEDBACK).columns) >= {"_row", "text"}
+    assert out[BAD].to_list() == [False, True, True]
 
 
 @settings(max_examples=60, deadline=None)
@@ -211,9 +221,17 @@ def test_every_row_is_either_accepted_or_quarantined(rows):
         ),
     )
     out = _check(frame)
-    good = accepted_rows(out.lazy(), EVENTS).collect()
-    bad = quarantined_rows(out.lazy(), "f").collect()
+    good = accepted_rows(out, EVENTS)
+    bad = _quarantined(out)
     assert good.height + bad.height == len(rows)
     assert sorted(good["_row"].to_list() + bad["row"].to_list()) == list(range(1, len(rows) + 1))
     assert good["user_id"].null_count() == 0 and good["event_time"].null_count() == 0
     assert (good["price"].drop_nulls() >= 0).all() and (good["quantity"].drop_nulls() >= 1).all()
+
+
+def test_mixed_timestamp_spellings_in_one_file_all_parse():
+    texts = ["2026-11-27T10:00:00+00:00", " 2026-11-27 10:00:00", "2026-11-27T10:00:00Z", "bad"]
+    out = _check(_events(event_time=texts))
+    assert out["event_time"].to_list()[:3] == [datetime(2026, 11, 27, 10, tzinfo=UTC)] * 3
+    assert out[REASON].to_list()[:3] == [None] * 3
+    assert out[REASON][3].startswith("event_time: expected a timestamp")
