@@ -36,6 +36,10 @@ DataRootOpt = Annotated[
         "--data-root", help="Data root (landing/, warehouse/); default from config: ./data."
     ),
 ]
+UsersOpt = Annotated[int, typer.Option(min=1, help="Users to generate.")]
+ItemsOpt = Annotated[int, typer.Option(min=12, help="Catalogue items (at least one per category).")]
+DaysOpt = Annotated[int, typer.Option(min=2, help="Days of history, one file per source per day.")]
+SeedOpt = Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")]
 DateOpt = Annotated[
     str | None, typer.Option("--date", "-d", help="Run date YYYY-MM-DD (default: yesterday).")
 ]
@@ -67,12 +71,10 @@ def generate(
     out: Annotated[
         Path | None, typer.Option(help="Landing folder to write (default: <data root>/landing).")
     ] = None,
-    users: Annotated[int, typer.Option(min=1, help="Number of users.")] = 5000,
-    items: Annotated[int, typer.Option(min=1, help="Number of catalogue items.")] = 500,
-    days: Annotated[
-        int, typer.Option(min=1, help="Days of history, one file per source per day.")
-    ] = 60,
-    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 7,
+    users: UsersOpt = 5000,
+    items: ItemsOpt = 500,
+    days: DaysOpt = 60,
+    seed: SeedOpt = 7,
     end_date: Annotated[
         str | None, typer.Option("--end-date", help="Last day written (default: yesterday).")
     ] = None,
@@ -163,13 +165,13 @@ def _summary_table(summary: dict[str, dict]) -> Table:
 
 @app.command()
 def demo(
-    users: Annotated[int, typer.Option(min=1, help="Users to generate.")] = 20_000,
-    items: Annotated[int, typer.Option(min=1, help="Items to generate.")] = 1_000,
-    days: Annotated[int, typer.Option(min=2, help="Days of history to generate.")] = 60,
+    users: UsersOpt = 20_000,
+    items: ItemsOpt = 1_000,
+    days: DaysOpt = 60,
     runs: Annotated[
         int, typer.Option(min=1, help="Nightly runs, one per date, ending yesterday.")
     ] = 3,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    seed: SeedOpt = 7,
     config: ConfigOpt = None,
     data_root: DataRootOpt = None,
 ) -> None:

@@ -16,6 +16,7 @@ import polars as pl
 from schemas.landing import CONTRACTS
 
 REASON = "_reason"
+SUPERSEDED = "_superseded"
 LINEAGE = ["source_file", "source_row"]
 
 
@@ -89,7 +90,7 @@ def cleaned_feedback(raw: pl.LazyFrame, cutoff: datetime) -> pl.LazyFrame:
 
 
 def cleaned_rows(raw: pl.LazyFrame, spec: CleanSpec, cutoff: datetime) -> pl.LazyFrame:
-    """Rows with ``dt`` and ``_reason``: duplicates and rows dated after ``cutoff`` are rejected."""
+    """Rows with ``dt``, ``_reason`` (duplicate, dated after ``cutoff``) and ``_superseded``."""
     contract = CONTRACTS[spec.table]
     ordered = with_row_ids(raw, spec)
     time_col = contract.partition_column
@@ -112,9 +113,12 @@ def cleaned_rows(raw: pl.LazyFrame, spec: CleanSpec, cutoff: datetime) -> pl.Laz
             )
         )
     reason = pl.coalesce(checks) if checks else pl.lit(None, pl.String)
-    out = ordered.with_columns(reason.alias(REASON))
-    if spec.keep == "last":
-        out = out.filter(pl.struct(list(spec.key)).is_last_distinct())
+    superseded = (
+        pl.struct(list(spec.key)).is_last_distinct().not_()
+        if spec.keep == "last"
+        else pl.lit(False)
+    )
+    out = ordered.with_columns(reason.alias(REASON), superseded.alias(SUPERSEDED))
     if time_col is not None:
         day = pl.col(time_col)
         out = out.with_columns(
@@ -127,7 +131,8 @@ def accepted_clean_rows(verdicts: pl.LazyFrame, spec: CleanSpec) -> pl.LazyFrame
     """The clean table's rows: contract columns then lineage, in arrival order."""
     cols = [*CONTRACTS[spec.table].names, *LINEAGE]
     dated = ["dt"] if "dt" in verdicts.collect_schema() else []
-    return verdicts.filter(pl.col(REASON).is_null()).select(*cols, *dated)
+    kept = pl.col(REASON).is_null() & pl.col(SUPERSEDED).not_()
+    return verdicts.filter(kept).select(*cols, *dated)
 
 
 def rejected_clean_rows(verdicts: pl.LazyFrame, spec: CleanSpec) -> pl.LazyFrame:
@@ -136,7 +141,7 @@ def rejected_clean_rows(verdicts: pl.LazyFrame, spec: CleanSpec) -> pl.LazyFrame
     first_key = spec.key[0]
     column = pl.when(pl.col(REASON).str.starts_with("duplicate")).then(pl.lit(first_key))
     time_col = contract.partition_column or first_key
-    return verdicts.filter(pl.col(REASON).is_not_null()).select(
+    return verdicts.filter(pl.col(REASON).is_not_null() & pl.col(SUPERSEDED).not_()).select(
         pl.col("source_file").alias("file"),
         pl.col("source_row").alias("row"),
         column.otherwise(pl.lit(time_col)).alias("column"),

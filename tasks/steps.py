@@ -59,7 +59,7 @@ def _ledger_fingerprint(wh: Warehouse, source: str, run_date: date) -> str:
 
 def _outputs_exist(report: Any, wh: Warehouse) -> bool:
     if isinstance(report, units.IngestReport):
-        return all((wh.root / e.raw_file).exists() for e in report.files)
+        return all((wh.root / f).exists() for e in report.files for f in e.raw_files)
     if isinstance(report, units.CleanReport):
         return all(
             (m := wh.manifest("clean", report.table, {"dt": dt})) is not None

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date
 from pathlib import Path
 
 import polars as pl
-import pyarrow.parquet as pq
 from pydantic import BaseModel, Field
 
 from schemas.config import SourceConfig
@@ -26,7 +27,7 @@ from warehouse.store import PARQUET_OPTIONS, Warehouse
 
 log = logging.getLogger("nightowl")
 #: Rows per batch streamed through validation: bounded memory whatever the file size.
-BATCH_ROWS = 250_000
+BATCH_ROWS = 1_000_000
 
 
 class IngestFailed(Exception):
@@ -133,13 +134,16 @@ def ingest_source(
 def ingest_file(
     wh: Warehouse, source: str, file: LandingFile, sha: str, cfg: SourceConfig, run_date: date
 ) -> LedgerEntry:
-    """Stream one landing file into a raw file and a quarantine file; return its ledger entry."""
+    """Stream one landing file into raw Parquet parts and a quarantine file; return its entry.
+
+    Accepted rows are written one part per batch (Polars writes a part far faster than an
+    appending writer can), named ``<file hash>-<n>.parquet``.
+    """
     contract = CONTRACTS[source]
     part = {"dt": run_date.isoformat()}
     stem = sha[:16]
-    unique = f"{source}-{stem}-{uuid.uuid4().hex[:8]}"
-    good = wh.tmp_dir / f".tmp-{unique}-good.parquet"
-    bad = wh.tmp_dir / f".tmp-{unique}-bad.parquet"
+    staging = wh.tmp_dir / f".tmp-{source}-{stem}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
     lossy = file.format != "parquet"
     try:
         with open_landing(file, cfg, wh.tmp_dir) as lf:
@@ -149,41 +153,46 @@ def ingest_file(
             plan = ingest.column_plan(lf.collect_schema().names(), contract, cfg)
             mapped = ingest.mapped_rows(lf, plan, contract)
             rejected: list[pl.DataFrame] = []
-            rows_read = 0
-            with _ParquetSink(good) as accepted_sink:
-                try:
-                    for batch in mapped.collect_batches(chunk_size=BATCH_ROWS):
-                        checked = ingest.validated_rows(batch, contract, cfg, lossy_text=lossy)
-                        accepted_sink.write(ingest.accepted_rows(checked, contract))
-                        rows_read += batch.height
-                        if checked[ingest.BAD].any():
-                            rejected.append(
-                                ingest.quarantined_rows(
-                                    checked, contract, cfg, file.name, lossy_text=lossy
-                                )
+            parts: list[Path] = []
+            rows_read = accepted = 0
+            try:
+                for batch in mapped.collect_batches(chunk_size=BATCH_ROWS):
+                    checked = ingest.validated_rows(batch, contract, cfg, lossy_text=lossy)
+                    good = ingest.accepted_rows(checked, contract)
+                    if good.height or not parts:  # the first part keeps the schema if all is bad
+                        parts.append(staging / f"{stem}-{len(parts):05d}.parquet")
+                        good.write_parquet(parts[-1], **PARQUET_OPTIONS)
+                    rows_read += batch.height
+                    accepted += good.height
+                    if checked[ingest.BAD].any():
+                        rejected.append(
+                            ingest.quarantined_rows(
+                                checked, contract, cfg, file.name, lossy_text=lossy
                             )
-                except pl.exceptions.PolarsError as exc:
-                    raise LandingError(file.path, f"could not be read to the end ({exc})") from exc
-                if accepted_sink.rows == 0:  # keep the schema even when nothing was accepted
-                    empty = ingest.validated_rows(mapped.head(0).collect(), contract, cfg)
-                    accepted_sink.write(ingest.accepted_rows(empty, contract))
-            quarantined = sum(r.height for r in rejected)
-            if rejected:
-                pl.concat(rejected).write_parquet(bad, **PARQUET_OPTIONS)
-        accepted = accepted_sink.rows
+                        )
+            except pl.exceptions.PolarsError as exc:
+                raise LandingError(file.path, f"could not be read to the end ({exc})") from exc
+            if not parts:  # no batch at all: a header-only file
+                empty = ingest.validated_rows(mapped.head(0).collect(), contract, cfg)
+                parts.append(staging / f"{stem}-00000.parquet")
+                ingest.accepted_rows(empty, contract).write_parquet(parts[-1], **PARQUET_OPTIONS)
+        quarantined = sum(r.height for r in rejected)
         if rows_read != accepted + quarantined:
             raise AssertionError(
                 f"{file.path}: row accounting is off: read {rows_read}, accepted {accepted}, "
                 f"quarantined {quarantined}"
             )
-        dates = _dates_in(good, contract.partition_column) or [part["dt"]]
-        raw_path = wh.add_file("raw", source, part, f"{stem}.parquet", good)
-        if quarantined:
-            qtable = quarantine_table(source, "ingest")
-            wh.add_file("quarantine", qtable, part, f"{stem}.parquet", bad)
+        dates = _dates_in(parts, contract.partition_column) or [part["dt"]]
+        # Parts a crashed earlier attempt left (it never reached the ledger) must not linger.
+        for leftover in wh.partition_dir("raw", source, part).glob(f"{stem}-*.parquet"):
+            leftover.unlink()
+        raw_paths = [wh.add_file("raw", source, part, p.name, p) for p in parts]
+        if rejected:
+            bad = staging / f"{stem}.parquet"
+            pl.concat(rejected).write_parquet(bad, **PARQUET_OPTIONS)
+            wh.add_file("quarantine", quarantine_table(source, "ingest"), part, bad.name, bad)
     finally:
-        good.unlink(missing_ok=True)
-        bad.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
     return LedgerEntry(
         source=source,
         file=str(file.path),
@@ -192,7 +201,7 @@ def ingest_file(
         bytes=file.path.stat().st_size,
         format=file.format + (".gz" if file.compressed else ""),
         run_date=part["dt"],
-        raw_file=str(raw_path.relative_to(wh.root)),
+        raw_files=[str(p.relative_to(wh.root)) for p in raw_paths],
         rows_read=rows_read,
         rows_accepted=accepted,
         rows_quarantined=quarantined,
@@ -202,35 +211,12 @@ def ingest_file(
     )
 
 
-class _ParquetSink:
-    """Appends batches of one schema to a Parquet file as row groups; counts the rows."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.rows = 0
-        self._writer: pq.ParquetWriter | None = None
-
-    def write(self, frame: pl.DataFrame) -> None:
-        table = frame.to_arrow()
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self.path, table.schema, compression="snappy")
-        self._writer.write_table(table)
-        self.rows += frame.height
-
-    def __enter__(self) -> _ParquetSink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._writer is not None:
-            self._writer.close()
-
-
-def _dates_in(path: Path, column: str | None) -> list[str]:
+def _dates_in(paths: list[Path], column: str | None) -> list[str]:
     if column is None:
         return []
     day = pl.col(column)
-    day = day.dt.date() if pl.read_parquet_schema(path)[column] != pl.Date else day
-    found = pl.scan_parquet(path).select(day.unique().sort().drop_nulls()).collect()
+    day = day.dt.date() if pl.read_parquet_schema(paths[0])[column] != pl.Date else day
+    found = pl.scan_parquet(paths).select(day.unique().sort().drop_nulls()).collect()
     return [d.isoformat() for d in found.to_series()]
 
 
@@ -272,40 +258,48 @@ def clean_source(
         verdicts = clean.cleaned_feedback(raw, cutoff)
     else:
         verdicts = clean.cleaned_rows(raw, spec, cutoff)
-    rows_in = raw.select(pl.len()).collect().item()
-    good, bad = pl.collect_all(
-        [clean.accepted_clean_rows(verdicts, spec), clean.rejected_clean_rows(verdicts, spec)]
-    )
+    judged = verdicts.collect()
+    rows_in = judged.height
+    superseded = int(judged[clean.SUPERSEDED].sum())
+    good = clean.accepted_clean_rows(judged.lazy(), spec).collect()
+    bad = clean.rejected_clean_rows(judged.lazy(), spec).collect()
+    del judged
     if snapshot:  # a small dimension table: ordered by its key, for people reading it
         good = good.sort(list(spec.key)).with_columns(pl.lit(run_date).alias("dt"))
         bad = bad.with_columns(pl.lit(run_date).alias("dt"))
     duplicates = bad.filter(pl.col("reason").str.starts_with("duplicate")).height
     report.rows_in, report.rows_out, report.duplicates = rows_in, good.height, duplicates
     report.future = bad.height - duplicates
-    report.superseded = rows_in - good.height - bad.height
-    refs = [InputRef(kind="partition", name=e.raw_file, content_hash=e.sha256) for e in inputs]
+    report.superseded = superseded
+    refs = [InputRef(kind="landing", name=e.file, content_hash=e.sha256) for e in inputs]
     good_parts = dict(good.partition_by("dt", as_dict=True, include_key=False, maintain_order=True))
     bad_parts = dict(bad.partition_by("dt", as_dict=True, include_key=False, maintain_order=True))
-    for day_str in affected:
+
+    def publish(day_str: str) -> str | None:
         key = (date.fromisoformat(day_str),)
         part = {"dt": day_str}
-        rows = good_parts.get(key)
-        rejected = bad_parts.get(key)
+        rows, rejected = good_parts.get(key), bad_parts.get(key)
         stats = {
             "rows": 0 if rows is None else rows.height,
             "rejected": 0 if rejected is None else rejected.height,
         }
-        if rows is not None and rows.height:
-            manifest = wh.write_partition("clean", source, part, rows, inputs=refs, stats=stats)
-            report.partitions[day_str] = manifest.content_hash
-        else:
-            wh.drop_partition("clean", source, part)
         qtable = quarantine_table(source, "clean")
         if rejected is not None and rejected.height:
             wh.write_partition("quarantine", qtable, part, rejected, inputs=refs, stats=stats)
         else:
             wh.drop_partition("quarantine", qtable, part)
-    # Rows dated outside every affected day cannot appear (the filter above), so in = out + rest.
+        if rows is None or rows.height == 0:
+            wh.drop_partition("clean", source, part)
+            return None
+        return wh.write_partition(
+            "clean", source, part, rows, inputs=refs, stats=stats
+        ).content_hash
+
+    # Partitions are independent: write two at a time (Parquet encoding is mostly one thread).
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for day_str, digest in zip(affected, pool.map(publish, affected), strict=True):
+            if digest is not None:
+                report.partitions[day_str] = digest
     if rows_in != report.rows_out + report.duplicates + report.future + report.superseded:
         raise AssertionError(f"clean {source}: row accounting is off: {report}")
     log.info(
@@ -320,13 +314,13 @@ def clean_source(
 def _raw_rows(wh: Warehouse, entries: list[LedgerEntry]) -> pl.LazyFrame:
     """Raw rows of the ledger entries with lineage: run date, landing file name, row number."""
     frames = [
-        pl.scan_parquet(wh.root / e.raw_file).select(
+        pl.scan_parquet([wh.root / f for f in e.raw_files]).select(
             pl.lit(e.run_date).alias("_run"),
             pl.lit(e.name).alias("source_file"),
             pl.col(ingest.ROW).alias("source_row"),
             *CONTRACTS[e.source].names,
         )
         for e in entries
-        if os.path.exists(wh.root / e.raw_file)
+        if all(os.path.exists(wh.root / f) for f in e.raw_files)
     ]
     return pl.concat(frames, how="vertical_relaxed")

@@ -23,7 +23,7 @@ class LedgerEntry(BaseModel):
     bytes: int
     format: str
     run_date: str
-    raw_file: str
+    raw_files: list[str] = Field(description="its accepted rows: raw Parquet parts, in order")
     rows_read: int
     rows_accepted: int
     rows_quarantined: int

@@ -110,7 +110,7 @@ def test_latin1_files_read_when_the_encoding_is_configured(data_root):
     _drop(data_root, "a.csv", HEADER.encode() + b"e2,caf\xe9,2026-11-27,view,i1,1,1\n")
     wh, report = _ingest(data_root, SourceConfig(encoding="latin-1"))
     assert report.files[0].rows_accepted == 1
-    raw = pl.read_parquet(wh.root / report.files[0].raw_file)
+    raw = pl.read_parquet([wh.root / f for f in report.files[0].raw_files])
     assert raw["user_id"].to_list() == ["café"]
 
 
@@ -130,7 +130,9 @@ def test_unknown_columns_are_reported_and_dropped(data_root):
     _drop(data_root, "a.csv", HEADER.strip() + ",Country\n" + GOOD.strip() + ",UK\n")
     wh, report = _ingest(data_root)
     assert report.files[0].unknown_columns == ["Country"]
-    assert "Country" not in pl.read_parquet(wh.root / report.files[0].raw_file).columns
+    assert (
+        "Country" not in pl.read_parquet([wh.root / f for f in report.files[0].raw_files]).columns
+    )
 
 
 def test_json_lines_and_parquet_and_gzip_all_ingest(data_root):
