@@ -100,7 +100,7 @@ def validated_rows(
             for c in contract.columns
         ),
     )
-    typed = _with_slow_timestamps(typed, contract, cfg, raw_schema)
+    typed = _with_slow_parses(typed, contract, cfg, raw_schema)
     if contract.name == "events":
         typed = typed.with_columns(events_rules(cfg))
     bad = [cond.fill_null(False) for _, cond, _ in _checks(contract, cfg, raw_schema, lossy_text)]
@@ -132,24 +132,23 @@ def _checks(
     return checks
 
 
-def _with_slow_timestamps(
+def _with_slow_parses(
     typed: pl.DataFrame, contract: SourceContract, cfg: SourceConfig, raw_schema: pl.Schema
 ) -> pl.DataFrame:
-    """Timestamps the fast (canonical ISO) parse missed, re-parsed in every accepted spelling.
+    """Values from text that the fast parse missed, parsed again in every accepted spelling.
 
-    Only the missed rows are re-parsed: parsing every row in every spelling costs several times
-    the canonical parse, and most exports use one spelling.
+    The fast parse reads numbers as written and timestamps in the canonical ISO spelling; the
+    full one also trims spaces, reads ``3.0`` as a whole number and tries every ISO spelling.
+    Only the missed rows take the full parse: on every row it costs several times the fast one.
     """
     for col in contract.columns:
-        if col.kind != "timestamp" or raw_schema[col.name] != pl.String or cfg.timestamp_format:
+        if col.kind not in ("int", "float", "timestamp") or raw_schema[col.name] != pl.String:
             continue
         missed = typed[col.name].is_null() & typed[_raw(col.name)].is_not_null()
         if not missed.any():
             continue
         rows = missed.arg_true()
-        slow = typed[rows].select(
-            typed_value(pl.col(_raw(col.name)), pl.String, col, cfg, fast=False)
-        )
+        slow = typed[rows].select(typed_value(pl.col(_raw(col.name)), pl.String, col, cfg))
         typed = typed.with_columns(typed[col.name].scatter(rows, slow.to_series()))
     return typed
 
@@ -229,7 +228,8 @@ def typed_value(
 ) -> pl.Expr:
     """``raw`` converted to the column's contract type; null where it does not convert.
 
-    ``fast`` reads text timestamps in the canonical ISO spelling only (see _with_slow_timestamps).
+    ``fast`` reads text as written: numbers untrimmed, timestamps in the canonical ISO spelling
+    only (``_with_slow_parses`` gives the rows it misses the full parse).
     """
     target = col.dtype
     if raw_dtype == pl.Null:
@@ -246,6 +246,11 @@ def typed_value(
                 as_int = raw.cast(pl.Int64, strict=False).cast(pl.String)
                 return pl.when(whole).then(as_int).otherwise(raw.cast(pl.String))
             return raw.cast(pl.String)
+        case "int" if fast and text:
+            return raw.cast(pl.Int64, strict=False)
+        case "float" if fast and text:
+            number = raw.cast(pl.Float64, strict=False)
+            return pl.when(number.is_finite()).then(number)
         case "int":
             number = s.cast(pl.Float64, strict=False)
             whole = number.is_finite() & (number == number.round())

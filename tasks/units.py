@@ -144,9 +144,9 @@ def ingest_file(
     stem = sha[:16]
     staging = wh.tmp_dir / f".tmp-{source}-{stem}-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
-    lossy = file.format != "parquet"
     try:
-        with open_landing(file, cfg, wh.tmp_dir) as lf:
+        with open_landing(file, cfg, wh.tmp_dir) as opened:
+            lf, lossy = opened.rows, opened.lossy
             if not lf.collect_schema().names():  # an empty JSON Lines file: zero rows, no columns
                 unmapped = [c for c in contract.names if c not in cfg.columns.values()]
                 lf = pl.LazyFrame(schema=dict.fromkeys([*cfg.columns, *unmapped], pl.String))
@@ -173,7 +173,9 @@ def ingest_file(
             except pl.exceptions.PolarsError as exc:
                 raise LandingError(file.path, f"could not be read to the end ({exc})") from exc
             if not parts:  # no batch at all: a header-only file
-                empty = ingest.validated_rows(mapped.head(0).collect(), contract, cfg)
+                empty = ingest.validated_rows(
+                    mapped.head(0).collect(), contract, cfg, lossy_text=lossy
+                )
                 parts.append(staging / f"{stem}-00000.parquet")
                 ingest.accepted_rows(empty, contract).write_parquet(parts[-1], **PARQUET_OPTIONS)
         quarantined = sum(r.height for r in rejected)

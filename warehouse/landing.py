@@ -115,9 +115,18 @@ def _date_in_name(name: str) -> date | None:
         return None
 
 
+@dataclass(frozen=True)
+class Opened:
+    """An open landing file: its rows, and whether text had bytes that are not UTF-8."""
+
+    rows: pl.LazyFrame
+    #: True when the text was decoded with replacement characters (U+FFFD) for invalid bytes.
+    lossy: bool
+
+
 @contextmanager
-def open_landing(file: LandingFile, cfg: SourceConfig, tmp_dir: Path) -> Iterator[pl.LazyFrame]:
-    """A lazy frame over the file's rows, raw columns as they are named in the file."""
+def open_landing(file: LandingFile, cfg: SourceConfig, tmp_dir: Path) -> Iterator[Opened]:
+    """The file's rows as a lazy frame, raw columns as they are named in the file."""
     if file.problem is not None:
         raise LandingError(file.path, file.problem)
     staged: list[Path] = []
@@ -132,9 +141,10 @@ def open_landing(file: LandingFile, cfg: SourceConfig, tmp_dir: Path) -> Iterato
         if path.stat().st_size == 0:
             if file.format != "jsonl":
                 raise LandingError(file.path, "the file is empty; expected at least a header row")
-            yield pl.LazyFrame()  # JSON Lines has no header: an empty file is zero rows
+            yield Opened(pl.LazyFrame(), lossy=False)  # JSON Lines has no header: zero rows
             return
-        yield _scan(path, file, cfg)
+        lossy = file.format != "parquet" and not _is_utf8(path)
+        yield Opened(_scan(path, file, cfg), lossy=lossy)
     finally:
         for p in staged:
             p.unlink(missing_ok=True)
@@ -163,6 +173,19 @@ def _scan(path: Path, file: LandingFile, cfg: SourceConfig) -> pl.LazyFrame:
     except (pl.exceptions.PolarsError, OSError) as exc:
         what = {"csv": "CSV", "jsonl": "JSON Lines", "parquet": "Parquet"}[file.format]
         raise LandingError(file.path, f"not a readable {what} file ({_first_line(exc)})") from exc
+
+
+def _is_utf8(path: Path) -> bool:
+    """Whether a text file is valid UTF-8 throughout (one streaming pass, C speed)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with path.open("rb") as fh:
+            while chunk := fh.read(16 << 20):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _gunzip(path: Path, tmp_dir: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date
 from pathlib import Path
 
@@ -27,15 +28,22 @@ def prefect_api():
         yield
 
 
-def _task_states(flow_run_id) -> dict[str, str]:
+def _task_states(flow_run_id, expected: int = 10) -> dict[str, str]:
+    """Final state name per task run, as the UI shows them (task states reach the API a moment
+    after the flow returns, so wait until every run has a final state)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
+    deadline = time.monotonic() + 30
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-        )
-    return {run.name: run.state.name for run in runs}
+        while True:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
+            )
+            done = [r for r in runs if r.state is not None and r.state.is_final()]
+            if len(done) == expected or time.monotonic() > deadline:
+                return {run.name: run.state.name for run in runs if run.state is not None}
+            time.sleep(0.2)
 
 
 def _hashes(wh: Warehouse) -> dict[str, str]:
