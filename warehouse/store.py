@@ -177,12 +177,13 @@ class Warehouse:
             shutil.rmtree(graveyard, ignore_errors=True)
 
     def sweep_temporaries(self, older_than_s: float = 3600) -> int:
-        """Delete temp files and folders that crashed writers left behind; returns how many."""
-        if not self.root.exists():
-            return 0
+        """Delete what crashed writers left in the staging folder long ago; returns how many.
+
+        Only old entries go, so a writer working right now is never disturbed.
+        """
         cutoff = time.time() - older_than_s
         removed = 0
-        for path in self.root.rglob(f"{TMP_PREFIX}*"):
+        for path in list(self.tmp_dir.iterdir()):
             with contextlib.suppress(FileNotFoundError):
                 if path.lstat().st_mtime < cutoff:
                     shutil.rmtree(path) if path.is_dir() else path.unlink()
