@@ -27,7 +27,7 @@ from warehouse.store import PARQUET_OPTIONS, Warehouse
 
 log = logging.getLogger("nightowl")
 #: Rows per batch streamed through validation: bounded memory whatever the file size.
-BATCH_ROWS = 1_000_000
+BATCH_ROWS = 500_000
 
 
 class IngestFailed(Exception):
