@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from datetime import date, timedelta
@@ -200,15 +201,24 @@ def demo(
     tables(config=config, data_root=settings.data_root)
     root = settings.data_root
     dr = "" if root == Path("data").absolute() else f" --data-root {_shown(root)}"
+    me = _command()
     console.print(
         f"\n[bold]Done in {time.perf_counter() - started:.0f} s.[/] Outputs: Parquet under "
         f"{root}/warehouse (clean/, raw/, quarantine/), one folder per table and date.\n"
         "Try:\n"
-        f'  nightowl query{dr} "select event_type, count(*) from events group by 1 order by 2"\n'
-        f'  nightowl query{dr} "select source, stage, reason, count(*) n from quarantine '
-        'group by all order by n desc"\n'
-        f"  nightowl tables{dr}"
+        f'  {me} query{dr} "select event_type, count(*) n from events group by 1 order by n desc"\n'
+        f'  {me} query{dr} "select source, stage, reason, count(*) n from quarantine group by all"\n'
+        f"  {me} tables{dr}"
     )
+
+
+def _command() -> str:
+    """How to run this command again: ``nightowl`` if that is on PATH, else the path used."""
+    used = Path(sys.argv[0])
+    on_path = shutil.which("nightowl")
+    if used.name == "nightowl" and (on_path is None or Path(on_path).resolve() != used.resolve()):
+        return _shown(used.absolute())
+    return "nightowl"
 
 
 def _shown(path: Path) -> str:

@@ -59,7 +59,10 @@ class SourceConfig(BaseModel):
     timezone: str = Field(default="UTC", description="Zone of timestamps that carry no offset.")
     delimiter: str = ","
     encoding: str = Field(default="utf-8", description="Text encoding of CSV / JSON Lines files.")
-    null_values: list[str] = Field(default_factory=lambda: ["", "NULL", "null"])
+    null_values: list[str] = Field(
+        default_factory=lambda: ["", "NULL", "null"],
+        description="Text read as a missing value in CSV and JSON Lines files.",
+    )
     # Events only — how business exports map onto behaviour events.
     missing_user: Literal["quarantine", "guest"] = Field(
         default="quarantine",

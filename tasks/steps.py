@@ -20,7 +20,7 @@ from pydantic import BaseModel
 
 from schemas.config import SourceConfig
 from tasks import units
-from warehouse.landing import LandingError, landing_files
+from warehouse.landing import landing_files
 from warehouse.ledger import Ledger
 from warehouse.manifest import combined_hash
 from warehouse.store import Warehouse
@@ -42,12 +42,8 @@ class StepContext(BaseModel):
 
 
 def _landing_fingerprint(ctx: StepContext, source: str, run_date: date) -> str:
-    try:
-        files = landing_files(
-            source, ctx.source, run_date, Path(ctx.data_root), Path(ctx.config_dir)
-        )
-    except LandingError as exc:
-        return f"error:{exc}"
+    root, config_dir = Path(ctx.data_root), Path(ctx.config_dir)
+    files = landing_files(source, ctx.source, run_date, root, config_dir)
     stats = [(f.path, f.path.stat()) for f in files]
     return combined_hash([f"{p}|{s.st_size}|{s.st_mtime_ns}" for p, s in stats])
 

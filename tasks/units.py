@@ -80,17 +80,15 @@ def ingest_source(
     part = {"dt": run_date.isoformat()}
     report = IngestReport(source=source, run_date=part["dt"], files=[])
     failures: list[str] = []
-    try:
-        files = landing_files(source, cfg, run_date, wh.data_root, config_dir)
-    except LandingError as exc:
-        raise IngestFailed(str(exc)) from exc
-    for file in files:
+    for file in landing_files(source, cfg, run_date, wh.data_root, config_dir):
         sha = file_sha256(file.path)
         entry = ledger.get(source, sha)
         if entry is not None and entry.run_date != part["dt"]:
-            log.debug(
-                "%s: %s is unchanged since it was ingested for %s (as %s); skipped",
-                source, file.name, entry.run_date, entry.name,
+            # Earlier nights' files stay in landing: only a copy under a new name is news.
+            log.log(
+                logging.INFO if entry.name != file.name else logging.DEBUG,
+                "%s: %s has the same content as %s, ingested for %s; skipped",
+                source, file.name, entry.name, entry.run_date,
             )  # fmt: skip
             report.skipped.append(file.name)
             continue

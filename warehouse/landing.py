@@ -163,7 +163,11 @@ def _scan(path: Path, file: LandingFile, cfg: SourceConfig) -> pl.LazyFrame:
             )
         elif file.format == "jsonl":
             names = pl.scan_ndjson(path, infer_schema_length=10_000).collect_schema().names()
-            lf = pl.scan_ndjson(path, schema=dict.fromkeys(names, pl.String))
+            lf = pl.scan_ndjson(path, schema=dict.fromkeys(names, pl.String)).with_columns(
+                # "" and the other null spellings are missing values, as they are in CSV.
+                pl.when(pl.col(n).is_in(cfg.null_values)).then(None).otherwise(pl.col(n)).alias(n)
+                for n in names
+            )
         else:
             lf = pl.scan_parquet(path)
         lf.collect_schema()

@@ -120,6 +120,19 @@ def test_header_only_file_is_ingested_with_no_rows(data_root):
     assert report.files[0].rows_read == 0 and report.newly_ingested == ["a.csv"]
 
 
+def test_empty_strings_in_json_lines_are_missing_values(data_root):
+    _drop(
+        data_root,
+        "a.jsonl",
+        '{"created_at": "2026-11-27", "text": "", "rating": null}\n',
+        "feedback",
+    )
+    wh, report = _ingest(data_root, source="feedback")
+    assert report.files[0].rows_quarantined == 1
+    reasons = pl.read_parquet(next((wh.root / "quarantine").glob("*/*/*/*.parquet")))["reason"]
+    assert reasons.to_list() == ["needs at least one of text or rating"]
+
+
 def test_an_empty_json_lines_file_is_zero_rows(data_root):
     _drop(data_root, "a.jsonl", "")
     _, report = _ingest(data_root)
