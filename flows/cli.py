@@ -207,7 +207,7 @@ def demo(
         f"{root}/warehouse (clean/, raw/, quarantine/), one folder per table and date.\n"
         "Try:\n"
         f'  {me} query{dr} "select event_type, count(*) n from events group by 1 order by n desc"\n'
-        f'  {me} query{dr} "select source, stage, reason, count(*) n from quarantine group by all"\n'
+        f'  {me} query{dr} "select source, reason, count(*) n from quarantine group by all"\n'
         f"  {me} tables{dr}"
     )
 
