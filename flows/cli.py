@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from flows.settings import ConfigError, Settings, load_settings
@@ -25,7 +26,7 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # error text is copied and grepped: never wrap it
 
 ConfigOpt = Annotated[
     Path | None,
@@ -50,7 +51,7 @@ def _settings(config: Path | None, data_root: Path | None) -> Settings:
     try:
         settings = load_settings(config)
     except ConfigError as exc:
-        err.print(f"[red]config error:[/] {exc}")
+        err.print(f"[red]config error:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     if data_root is not None:
         settings.data_root = data_root.absolute()
@@ -63,7 +64,7 @@ def _parse_date(value: str | None, settings: Settings) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        err.print(f"[red]--date:[/] expected YYYY-MM-DD, got {value!r}")
+        err.print(f"[red]--date:[/] expected YYYY-MM-DD, got {escape(repr(value))}")
         raise typer.Exit(2) from None
 
 
@@ -136,7 +137,7 @@ def _run_nightly(settings: Settings, config: Path | None, dates: list[date]) -> 
                 data_root=str(settings.data_root),
             )
         except NightlyFailed as exc:
-            err.print(f"[red]nightly run for {run_date} failed[/]: {exc}")
+            err.print(f"[red]nightly run for {run_date} failed[/]: {escape(str(exc))}")
             raise typer.Exit(1) from None
         console.print(_summary_table(summary))
 
@@ -263,14 +264,16 @@ def query(
     try:
         frame = run_query(Warehouse(settings.data_root), sql)
     except QueryRefused as exc:
-        err.print(f"[red]query refused:[/] {exc}")
+        err.print(f"[red]query refused:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
     except Exception as exc:  # DuckDB's own message names the missing table or column
-        err.print(f"[red]query failed:[/] {str(exc).splitlines()[0]}")
+        err.print(f"[red]query failed:[/] {escape(str(exc).splitlines()[0])}")
         raise typer.Exit(1) from None
     fmt = format_ or (output.suffix.lstrip(".").lower() if output else "table")
     if fmt not in ("table", "csv", "json", "parquet"):
-        err.print(f"[red]--format:[/] expected table, csv, json or parquet, got {fmt!r}")
+        err.print(
+            f"[red]--format:[/] expected table, csv, json or parquet, got {escape(repr(fmt))}"
+        )
         raise typer.Exit(2)
     if fmt == "table":
         _print_frame(frame, limit)
@@ -294,7 +297,7 @@ def _print_frame(frame, limit: int) -> None:
     for name in frame.columns:
         table.add_column(name)
     for row in frame.head(limit).iter_rows():
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*("" if v is None else escape(str(v)) for v in row))
     console.print(table)
     more = f" (showing {limit})" if frame.height > limit else ""
     console.print(f"{frame.height:,} rows{more}")

@@ -117,8 +117,8 @@ def ingest_source(
             if table == "raw":
                 report.content_hash = manifest.content_hash
     log.info(
-        "%s: %d new file(s), %d unchanged re-drop(s) skipped; %d rows read, %d quarantined",
-        source, len(report.newly_ingested), len(report.skipped), report.rows_read,
+        "%s: %d new file(s), %d unchanged skipped, %d unreadable; %d rows read, %d quarantined",
+        source, len(report.newly_ingested), len(report.skipped), len(failures), report.rows_read,
         report.rows_quarantined,
     )  # fmt: skip
     if failures:

@@ -95,6 +95,14 @@ def test_generate_writes_landing_files(tmp_path):
     assert not (tmp_path / "landing/events/2026-11-28.csv").exists()
 
 
+def test_config_errors_are_shown_verbatim(tmp_path):
+    cfg = tmp_path / "n.toml"
+    cfg.write_text('[sources.events]\ntimezone = "Mars/Base"\n')
+    result = runner.invoke(app, ["tables", "--config", str(cfg)])
+    assert result.exit_code == 2
+    assert "[sources" not in result.output and "sources.events.timezone" in result.output
+
+
 def test_a_bad_date_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["run", "--date", "27/11/2026", "--data-root", str(tmp_path)])
     assert result.exit_code == 2 and "expected YYYY-MM-DD" in result.output

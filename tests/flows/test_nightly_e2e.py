@@ -122,3 +122,18 @@ def test_a_cached_step_whose_output_was_deleted_recomputes(prefect_api, tmp_path
     assert states.pop("clean-feedback") == "Completed"
     assert set(states.values()) == {"Cached"}
     assert _hashes(wh) == before
+
+
+def test_an_unreadable_file_fails_the_run_naming_it_and_a_fix_recovers(prefect_api, tmp_path):
+    root = tmp_path / "data"
+    bad = root / "landing/events/2026-11-20.csv"
+    bad.parent.mkdir(parents=True)
+    bad.write_text("user_id,event_type\nu1,view\n")
+    args = ["run", "--date", "2026-11-20", "--data-root", str(root)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert str(bad) in result.output and "[sources.events.columns]" in result.output
+    bad.write_text("user_id,event_type,event_time\nu1,view,2026-11-20T10:00:00Z\n")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert run_query(Warehouse(root), "select user_id from events").rows() == [("u1",)]
