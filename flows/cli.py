@@ -105,24 +105,55 @@ def generate(
         console.print(f"  {source:<18} {rows:>12,} rows")
 
 
+ForceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--force-steps",
+        help="Recompute these steps and everything downstream, cached or not: comma-separated "
+        "steps (ingest, clean), step runs (ingest-events, clean-items) or all.",
+    ),
+]
+
+
 @app.command()
 def run(
     date_: DateOpt = None,
+    force_steps: ForceOpt = None,
     config: ConfigOpt = None,
     data_root: DataRootOpt = None,
 ) -> None:
     """Run the nightly flow for one date: ingest every source, then clean.
 
-    Works with no Prefect server started: without PREFECT_API_URL a temporary local one is used.
+    Steps whose inputs did not change are reused from the cache (shown as Cached). Works with no
+    Prefect server started: without PREFECT_API_URL a temporary local one is used.
 
-    [bold]Example[/]: nightowl run --date 2026-11-27
+    [bold]Examples[/]:
+      nightowl run --date 2026-11-27
+      nightowl run --date 2026-11-27 --force-steps ingest-events
     """
     settings = _settings(config, data_root)
     run_date = _parse_date(date_, settings)
-    _run_nightly(settings, config, [run_date])
+    forced = _parse_steps(force_steps)
+    _run_nightly(settings, config, [run_date], forced)
 
 
-def _run_nightly(settings: Settings, config: Path | None, dates: list[date]) -> None:
+def _parse_steps(value: str | None) -> list[str] | None:
+    from flows.graph import forced_steps
+
+    if not value:
+        return None
+    names = [n.strip() for n in value.split(",") if n.strip()]
+    try:
+        forced_steps(names)
+    except ValueError as exc:
+        err.print(f"[red]--force-steps:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    return names
+
+
+def _run_nightly(
+    settings: Settings, config: Path | None, dates: list[date], force: list[str] | None = None
+) -> None:
     from flows.runtime import prepare_prefect
 
     prepare_prefect(settings.data_root)
@@ -135,6 +166,7 @@ def _run_nightly(settings: Settings, config: Path | None, dates: list[date]) -> 
                 run_date=run_date,
                 config=str(config) if config else None,
                 data_root=str(settings.data_root),
+                force_steps=force,
             )
         except NightlyFailed as exc:
             err.print(f"[red]nightly run for {run_date} failed[/]: {escape(str(exc))}")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prefect import flow
 
+from flows.graph import forced_steps
 from flows.settings import Settings, load_settings
 from schemas.landing import SOURCES
 from tasks.steps import StepContext, clean_step, ingest_step
@@ -31,16 +32,25 @@ def step_context(settings: Settings, source: str) -> StepContext:
 
 @flow(name="nightowl-nightly", flow_run_name="nightly-{run_date}", persist_result=True)
 def nightly(
-    run_date: date | None = None, config: str | None = None, data_root: str | None = None
+    run_date: date | None = None,
+    config: str | None = None,
+    data_root: str | None = None,
+    force_steps: list[str] | None = None,
 ) -> dict[str, dict]:
-    """Ingest and clean every source for ``run_date`` (default: yesterday in the business zone)."""
+    """Ingest and clean every source for ``run_date`` (default: yesterday in the business zone).
+
+    ``force_steps`` recomputes those steps and everything downstream of them, cache or not.
+    """
     settings = load_settings(Path(config) if config else None, data_root=data_root)
     run_date = run_date or settings.yesterday()
+    forced = forced_steps(force_steps)
     futures = {}
     for source in SOURCES:
         ctx = step_context(settings, source)
-        ingested = ingest_step.submit(ctx, source, run_date)
-        futures[source] = (ingested, clean_step.submit(ctx, source, run_date, ingested))
+        ingest = ingest_step.with_options(refresh_cache=f"ingest-{source}" in forced)
+        clean = clean_step.with_options(refresh_cache=f"clean-{source}" in forced)
+        ingested = ingest.submit(ctx, source, run_date, force=f"ingest-{source}" in forced)
+        futures[source] = (ingested, clean.submit(ctx, source, run_date, ingested))
     return summary_of(futures)
 
 

@@ -116,9 +116,15 @@ def clean_key(context: TaskRunContext, params: dict[str, Any]) -> str:
 
 
 @task(name="ingest", task_run_name="ingest-{source}", cache_key_fn=ingest_key, persist_result=True)
-def ingest_step(ctx: StepContext, source: str, run_date: date) -> units.IngestReport:
-    """Landing files of one source → raw + quarantine partitions for the run date."""
-    return units.ingest_source(ctx.warehouse(), source, ctx.source, run_date, Path(ctx.config_dir))
+def ingest_step(
+    ctx: StepContext, source: str, run_date: date, force: bool = False
+) -> units.IngestReport:
+    """Landing files of one source → raw + quarantine partitions for the run date.
+
+    ``force`` reads this date's files again even though the ledger has them.
+    """
+    wh = ctx.warehouse()
+    return units.ingest_source(wh, source, ctx.source, run_date, Path(ctx.config_dir), force=force)
 
 
 @task(name="clean", task_run_name="clean-{source}", cache_key_fn=clean_key, persist_result=True)

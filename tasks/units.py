@@ -72,9 +72,19 @@ def quarantine_table(source: str, stage: str) -> str:
 
 
 def ingest_source(
-    wh: Warehouse, source: str, cfg: SourceConfig, run_date: date, config_dir: Path
+    wh: Warehouse,
+    source: str,
+    cfg: SourceConfig,
+    run_date: date,
+    config_dir: Path,
+    *,
+    force: bool = False,
 ) -> IngestReport:
-    """Ingest every new landing file of a source into raw dt=run_date; fail if any is unreadable."""
+    """Ingest every new landing file of a source into raw dt=run_date; fail if any is unreadable.
+
+    ``force`` reads again the files already ingested for this run date (their raw rows and
+    quarantine are replaced); files ingested for other dates stay as they are.
+    """
     ledger = Ledger(wh)
     wh.sweep_temporaries()  # what a crashed run left behind an hour or more ago
     part = {"dt": run_date.isoformat()}
@@ -92,7 +102,7 @@ def ingest_source(
             )  # fmt: skip
             report.skipped.append(file.name)
             continue
-        if entry is None:
+        if entry is None or force:
             try:
                 entry = ingest_file(wh, source, file, sha, cfg, run_date)
             except (LandingError, ingest.MappingError) as exc:

@@ -137,3 +137,18 @@ def test_an_unreadable_file_fails_the_run_naming_it_and_a_fix_recovers(prefect_a
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert run_query(Warehouse(root), "select user_id from events").rows() == [("u1",)]
+
+
+def test_force_steps_recompute_the_named_steps_and_their_downstream(prefect_api, tmp_path):
+    from flows.nightly import nightly
+
+    root = tmp_path / "data"
+    generate_landing(root / "landing", users=100, items=20, days=2, seed=9, end_date=END)
+    assert nightly(run_date=END, data_root=str(root), return_state=True).is_completed()
+    state = nightly(
+        run_date=END, data_root=str(root), force_steps=["ingest-events"], return_state=True
+    )
+    states = _task_states(state.state_details.flow_run_id)
+    ran = {name for name, s in states.items() if s == "Completed"}
+    assert ran == {"ingest-events", "clean-events"}
+    assert {s for name, s in states.items() if name not in ran} == {"Cached"}
