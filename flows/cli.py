@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import sys
 import time
 from datetime import date, timedelta
@@ -259,6 +261,109 @@ def _shown(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+@app.command()
+def server(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: 4200).")] = None,
+    config: ConfigOpt = None,
+    data_root: DataRootOpt = None,
+) -> None:
+    """Start the Prefect UI and API for nightowl, with its database under the data root.
+
+    Binds to loopback unless told otherwise (put authentication in front before exposing it).
+    Stop it with Ctrl-C.
+
+    [bold]Example[/]: nightowl server --port 4200   # then open http://127.0.0.1:4200
+    """
+    import subprocess
+
+    from flows.runtime import prepare_prefect
+
+    settings = _settings(config, data_root)
+    host = host or settings.server.host
+    port = port or settings.server.port
+    prepare_prefect(settings.data_root)
+    console.print(
+        f"Prefect UI and API on http://{host}:{port} "
+        f"(database under {os.environ['PREFECT_HOME']}).\n"
+        f"Point other commands at it with PREFECT_API_URL=http://{host}:{port}/api. Ctrl-C stops."
+    )
+    command = [sys.executable, "-m", "prefect", "server", "start", "--host", host]
+    proc = subprocess.Popen([*command, "--port", str(port)])
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        code = _stop(proc)
+    raise typer.Exit(0 if code in (0, -signal.SIGINT, 130) else code)
+
+
+def _stop(proc) -> int:
+    """Let a child that got Ctrl-C too shut down; insist if it takes too long."""
+    import subprocess
+
+    try:
+        return proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+        return proc.wait()
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    data_root: DataRootOpt = None,
+) -> None:
+    """Create or update the nightly deployment with its schedule, and run its flow runs.
+
+    The schedule is `[schedule] cron` from nightowl.toml (default 02:00) in the configured time
+    zone. Needs a Prefect server: `nightowl server`, or PREFECT_API_URL. Restarting it updates the
+    same deployment; stopping it leaves the schedule active. Stop it with Ctrl-C.
+
+    [bold]Example[/]: nightowl serve --config nightowl.toml
+    """
+    from flows.runtime import prepare_prefect
+
+    settings = _settings(config, data_root)
+    prepare_prefect(settings.data_root)
+    os.environ.setdefault("PREFECT_API_URL", settings.server.api_url)
+    _require_api(os.environ["PREFECT_API_URL"])
+    from prefect.schedules import Cron
+
+    from flows.nightly import nightly
+
+    schedule = settings.schedule
+    console.print(
+        f"serving deployment nightowl-nightly/{schedule.deployment}: {schedule.cron} "
+        f"({settings.timezone}) against {os.environ['PREFECT_API_URL']}; Ctrl-C stops"
+    )
+    try:
+        nightly.serve(
+            name=schedule.deployment,
+            schedule=Cron(schedule.cron, timezone=settings.timezone),
+            parameters={
+                "config": str(config.absolute()) if config else None,
+                "data_root": str(settings.data_root),
+            },
+            pause_on_shutdown=False,  # a restart must find the schedule as it was
+            print_starting_message=False,
+        )
+    except KeyboardInterrupt:
+        console.print("stopped serving; the schedule stays active")
+
+
+def _require_api(url: str) -> None:
+    import httpx
+
+    try:
+        httpx.get(f"{url.rstrip('/')}/health", timeout=5).raise_for_status()
+    except httpx.HTTPError:
+        err.print(
+            f"[red]no Prefect API at {escape(url)}[/]: start one with `nightowl server` "
+            "(or set PREFECT_API_URL)"
+        )
+        raise typer.Exit(2) from None
 
 
 Format = Literal["table", "csv", "json", "parquet"]

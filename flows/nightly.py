@@ -1,7 +1,7 @@
 """The nightly flow: every source is ingested, then cleaned, for one run date."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Prefect builds the flow's parameter model from the
+# real annotations when a deployment run loads this module from its file.
 from datetime import date
 from pathlib import Path
 

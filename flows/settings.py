@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -32,6 +32,39 @@ class ConfigError(Exception):
     """The configuration cannot be used; the message says which file and setting."""
 
 
+class ScheduleSettings(BaseModel):
+    """When the nightly deployment runs (in the business time zone)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cron: str = Field(default="0 2 * * *", description="Cron expression; default 02:00 daily.")
+    deployment: str = Field(default="nightly", description="Deployment name in Prefect.")
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from cronsim import CronSim, CronSimError
+
+        try:
+            CronSim(value, datetime(2026, 1, 1))
+        except CronSimError as exc:
+            raise ValueError(f"not a cron expression: {value!r} ({exc})") from exc
+        return value
+
+
+class ServerSettings(BaseModel):
+    """Where `nightowl server` listens, and where `nightowl serve` finds it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(default="127.0.0.1", description="Loopback unless you put auth in front.")
+    port: int = Field(default=4200, ge=1, le=65535)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}/api"
+
+
 class Settings(BaseSettings):
     """Everything a nightly run needs to know about where data is and how to read it."""
 
@@ -45,6 +78,8 @@ class Settings(BaseSettings):
         default=24, ge=0, description="Rows dated later than the run date plus this are rejected."
     )
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
+    schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     config_dir: Path = Field(default=Path("."), description="Folder of the config file (set).")
 
     @field_validator("timezone")

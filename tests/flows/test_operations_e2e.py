@@ -1,0 +1,165 @@
+"""Operations against a real Prefect server: serve the schedule, fail a task, fix it, Retry.
+
+The Retry goes through Prefect's own `prefect flow-run retry`, which does what the UI's button
+does (it schedules the same flow run again for the serving process to pick up). Only the failed
+task and its downstream step may run again; every other task must end as Cached.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import date
+
+import httpx
+import pytest
+
+from tasks.generate import generate_landing
+
+pytestmark = pytest.mark.e2e
+END = date(2026, 11, 20)
+NIGHTOWL = [sys.executable, "-m", "flows"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(check, what: str, timeout: float = 120, every: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """`nightowl server` on a free loopback port, with its own Prefect home."""
+    base = tmp_path_factory.mktemp("ops")
+    port = _free_port()
+    env = os.environ | {"PREFECT_HOME": str(base / "prefect-home")}
+    env.pop("PREFECT_LOCAL_STORAGE_PATH", None)
+    args = [*NIGHTOWL, "server", "--port", str(port), "--data-root", str(base / "data")]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}/api"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        _wait(healthy, "the Prefect server", timeout=180)
+        yield {"url": url, "env": env, "base": base}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _client(url: str):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: url}):
+        return get_client(sync_client=True)
+
+
+def _final_run(url: str, run_id):
+    def final():
+        with _client(url) as client:
+            run = client.read_flow_run(run_id)
+        return run if run.state is not None and run.state.is_final() else None
+
+    return _wait(final, "the flow run to finish", timeout=180)
+
+
+def _task_states_since(url: str, run_id, since) -> dict[str, str]:
+    """Final state per task run name, for the task runs started after ``since``."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    def settled():
+        with _client(url) as client:
+            runs = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
+            )
+        recent = [r for r in runs if r.created is not None and r.created >= since]
+        if len(recent) >= 10 and all(r.state is not None and r.state.is_final() for r in recent):
+            return {r.name: r.state.name for r in recent}
+        return None
+
+    return _wait(settled, "the task runs to settle", timeout=60)
+
+
+def test_retry_after_a_fix_reruns_only_the_failed_task_and_its_downstream(server, tmp_path):
+    url, env = server["url"], server["env"] | {"PREFECT_API_URL": server["url"]}
+    env["PREFECT_RUNNER_POLL_FREQUENCY"] = "2"
+    root = tmp_path / "data"
+    generate_landing(root / "landing", users=150, items=24, days=3, seed=11, end_date=END)
+    broken = root / "landing/events/2026-11-20.csv"
+    good_text = broken.read_text()
+    broken.write_text("user_id,event_type\nu1,view\n")  # the export lost its timestamp column
+
+    serve = subprocess.Popen(
+        [*NIGHTOWL, "serve", "--data-root", str(root)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        from prefect.deployments import run_deployment
+
+        def deployment():
+            with _client(url) as client:
+                try:
+                    return client.read_deployment_by_name("nightowl-nightly/nightly")
+                except Exception:
+                    return None
+
+        dep = _wait(deployment, "the deployment to be served", timeout=120)
+        assert not dep.paused
+        assert [s.schedule.cron for s in dep.schedules] == ["0 2 * * *"]
+        assert dep.schedules[0].schedule.timezone == "UTC"
+
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        with temporary_settings({PREFECT_API_URL: url}):
+            run = run_deployment(
+                "nightowl-nightly/nightly", parameters={"run_date": END.isoformat()}, timeout=0
+            )
+        first = _final_run(url, run.id)
+        assert first.state.is_failed(), first.state
+        assert "2026-11-20.csv" in first.state.message
+
+        broken.write_text(good_text)  # the cause is fixed …
+        since = first.state.timestamp
+        retried = subprocess.run(
+            [sys.executable, "-m", "prefect", "flow-run", "retry", str(run.id)],
+            env=env, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert retried.returncode == 0, retried.stdout + retried.stderr
+        second = _final_run(url, run.id)
+        assert second.state.is_completed(), second.state
+
+        states = _task_states_since(url, run.id, since)
+        ran = {name for name, state in states.items() if state == "Completed"}
+        assert ran == {"ingest-events", "clean-events"}, states
+        assert {states[n] for n in states if n not in ran} == {"Cached"}, states
+    finally:
+        serve.send_signal(signal.SIGINT)
+        serve.wait(timeout=60)
+
+    with _client(url) as client:  # stopping `serve` leaves the schedule as it was
+        dep = client.read_deployment_by_name("nightowl-nightly/nightly")
+    assert not dep.paused and all(s.active for s in dep.schedules)
+    assert len(dep.schedules) == 1
