@@ -46,7 +46,10 @@ def server(tmp_path_factory):
     """`nightowl server` on a free loopback port, with its own Prefect home."""
     base = tmp_path_factory.mktemp("ops")
     port = _free_port()
-    env = os.environ | {"PREFECT_HOME": str(base / "prefect-home")}
+    env = os.environ | {
+        "PREFECT_HOME": str(base / "prefect-home"),
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",  # schedule runs quickly
+    }
     env.pop("PREFECT_LOCAL_STORAGE_PATH", None)
     args = [*NIGHTOWL, "server", "--port", str(port), "--data-root", str(base / "data")]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -163,3 +166,38 @@ def test_retry_after_a_fix_reruns_only_the_failed_task_and_its_downstream(server
         dep = client.read_deployment_by_name("nightowl-nightly/nightly")
     assert not dep.paused and all(s.active for s in dep.schedules)
     assert len(dep.schedules) == 1
+
+    # Serving again updates the same deployment: one schedule, no duplicate scheduled runs.
+    again = subprocess.Popen(
+        [*NIGHTOWL, "serve", "--data-root", str(root)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        _wait(lambda: _scheduled_runs(url, dep.id), "scheduled runs", timeout=60)
+        time.sleep(5)  # let the scheduler loop run again after the restart
+        with _client(url) as client:
+            after = client.read_deployment_by_name("nightowl-nightly/nightly")
+        assert after.id == dep.id and not after.paused and len(after.schedules) == 1
+        times = [r.expected_start_time for r in _scheduled_runs(url, dep.id)]
+        assert times and len(times) == len(set(times)), times
+    finally:
+        again.send_signal(signal.SIGINT)
+        again.wait(timeout=60)
+
+
+def _scheduled_runs(url: str, deployment_id) -> list:
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateName,
+    )
+
+    with _client(url) as client:
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+            flow_run_filter=FlowRunFilter(
+                state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Scheduled"]))
+            ),
+        )
