@@ -154,15 +154,21 @@ def _parse_steps(value: str | None) -> list[str] | None:
 
 
 def _run_nightly(
-    settings: Settings, config: Path | None, dates: list[date], force: list[str] | None = None
+    settings: Settings,
+    config: Path | None,
+    dates: list[date],
+    force: list[str] | None = None,
+    *,
+    progress: bool = False,
 ) -> None:
     from flows.runtime import prepare_prefect
 
     prepare_prefect(settings.data_root)
     from flows.nightly import NightlyFailed, nightly
 
-    for run_date in dates:
-        console.rule(f"nightly run for {run_date}")
+    for done, run_date in enumerate(dates):
+        where = f" ({done + 1}/{len(dates)})" if progress else ""
+        console.rule(f"nightly run for {run_date}{where}")
         try:
             summary = nightly(
                 run_date=run_date,
@@ -197,6 +203,46 @@ def _summary_table(summary: dict[str, dict]) -> Table:
             f"{cl.get('future', 0):,}",
         )
     return table
+
+
+@app.command()
+def backfill(
+    start: Annotated[str, typer.Option(help="First run date, YYYY-MM-DD.")],
+    end: Annotated[str, typer.Option(help="Last run date, YYYY-MM-DD (inclusive).")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Run dates that are already complete too.")
+    ] = False,
+    force_steps: ForceOpt = None,
+    config: ConfigOpt = None,
+    data_root: DataRootOpt = None,
+) -> None:
+    """Run the nightly flow for every date from --start to --end, oldest first.
+
+    Dates whose run already completed are skipped (unless --force), so a backfill that stopped
+    half-way — a crash, Ctrl-C — picks up where it was when started again, and running a
+    finished backfill again does nothing.
+
+    [bold]Examples[/]:
+      nightowl backfill --start 2026-11-01 --end 2026-11-07
+      nightowl backfill --start 2026-11-01 --end 2026-11-07 --force --force-steps clean
+    """
+    from warehouse.store import Warehouse
+
+    settings = _settings(config, data_root)
+    first, last = _parse_date(start, settings), _parse_date(end, settings)
+    if last < first:
+        err.print(f"[red]--end {last} is before --start {first}[/]")
+        raise typer.Exit(2)
+    forced = _parse_steps(force_steps)
+    wh = Warehouse(settings.data_root)
+    dates = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    todo = [d for d in dates if force or wh.completed_run(d.isoformat()) is None]
+    skipped = len(dates) - len(todo)
+    console.print(
+        f"backfill {first} … {last}: {len(todo)} date(s) to run, {skipped} already complete"
+    )
+    if todo:
+        _run_nightly(settings, config, todo, forced, progress=True)
 
 
 @app.command()

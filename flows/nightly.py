@@ -10,7 +10,7 @@ from prefect import flow
 from flows.graph import forced_steps
 from flows.settings import Settings, load_settings
 from schemas.landing import SOURCES
-from tasks.steps import StepContext, clean_step, ingest_step
+from tasks.steps import StepContext, clean_step, ingest_step, record_run_step
 from tasks.units import CleanReport, IngestReport
 from warehouse.manifest import code_version
 
@@ -51,7 +51,9 @@ def nightly(
         clean = clean_step.with_options(refresh_cache=f"clean-{source}" in forced)
         ingested = ingest.submit(ctx, source, run_date, force=f"ingest-{source}" in forced)
         futures[source] = (ingested, clean.submit(ctx, source, run_date, ingested))
-    return summary_of(futures)
+    summary = summary_of(futures)
+    record_run_step(ctx, run_date, summary)
+    return summary
 
 
 def summary_of(futures: dict) -> dict[str, dict]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from pydantic import BaseModel
 
@@ -125,6 +126,12 @@ def ingest_step(
     """
     wh = ctx.warehouse()
     return units.ingest_source(wh, source, ctx.source, run_date, Path(ctx.config_dir), force=force)
+
+
+@task(name="record-run", cache_policy=NO_CACHE)
+def record_run_step(ctx: StepContext, run_date: date, summary: dict) -> None:
+    """Mark the run date complete (what `nightowl backfill` skips), with the run's summary."""
+    ctx.warehouse().record_run(run_date.isoformat(), summary)
 
 
 @task(name="clean", task_run_name="clean-{source}", cache_key_fn=clean_key, persist_result=True)

@@ -85,6 +85,19 @@ def ingest_source(
     ``force`` reads again the files already ingested for this run date (their raw rows and
     quarantine are replaced); files ingested for other dates stay as they are.
     """
+    with wh.lock(f"source-{source}"):  # runs for other dates may be ingesting this source
+        return _ingest_source(wh, source, cfg, run_date, config_dir, force=force)
+
+
+def _ingest_source(
+    wh: Warehouse,
+    source: str,
+    cfg: SourceConfig,
+    run_date: date,
+    config_dir: Path,
+    *,
+    force: bool,
+) -> IngestReport:
     ledger = Ledger(wh)
     wh.sweep_temporaries()  # what a crashed run left behind an hour or more ago
     part = {"dt": run_date.isoformat()}
@@ -238,6 +251,13 @@ def clean_source(
     tolerance_hours: float,
 ) -> CleanReport:
     """Republish every clean partition that this run's raw files feed (late data included)."""
+    with wh.lock(f"source-{source}"):  # never beside another run's ingest or clean of it
+        return _clean_source(wh, source, cfg, run_date, tolerance_hours)
+
+
+def _clean_source(
+    wh: Warehouse, source: str, cfg: SourceConfig, run_date: date, tolerance_hours: float
+) -> CleanReport:
     spec = clean.SPECS[source]
     contract = CONTRACTS[source]
     entries = [e for e in Ledger(wh).entries(source) if e.run_date <= run_date.isoformat()]

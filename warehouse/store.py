@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
+import json
 import os
 import shutil
 import time
@@ -189,6 +191,32 @@ class Warehouse:
                     shutil.rmtree(path) if path.is_dir() else path.unlink()
                     removed += 1
         return removed
+
+    @contextlib.contextmanager
+    def lock(self, name: str) -> Iterator[None]:
+        """Hold an exclusive lock (a flock'd file): two processes never write one thing at once."""
+        folder = self.state_dir / "locks"
+        folder.mkdir(parents=True, exist_ok=True)
+        with (folder / f"{name}.lock").open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def record_run(self, run_date: str, summary: dict) -> None:
+        """Mark the nightly run for ``run_date`` complete, with what it did."""
+        folder = self.state_dir / "runs"
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {"run_date": run_date, "code_version": self.code_version, "summary": summary}
+        write_json_atomic(folder / f"{run_date}.json", json.dumps(record, indent=2, default=str))
+
+    def completed_run(self, run_date: str) -> dict | None:
+        """The record of the completed nightly run for ``run_date``, if there is one."""
+        try:
+            return json.loads((self.state_dir / "runs" / f"{run_date}.json").read_text())
+        except FileNotFoundError:
+            return None
 
     # ---- reading ----------------------------------------------------------------------------
     def manifest(self, layer: str, table: str, partition: dict[str, str]) -> Manifest | None:

@@ -15,7 +15,7 @@ from tasks.units import clean_source, ingest_source
 from warehouse.store import Warehouse
 
 runner = CliRunner()
-COMMANDS = ["generate", "run", "demo", "query", "tables", "server", "serve"]
+COMMANDS = ["generate", "run", "backfill", "demo", "query", "tables", "server", "serve"]
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -28,7 +28,7 @@ def prefect_api():
         yield
 
 
-def _task_states(flow_run_id, expected: int = 10) -> dict[str, str]:
+def _task_states(flow_run_id, expected: int = 11) -> dict[str, str]:
     """Final state name per task run, as the UI shows them (task states reach the API a moment
     after the flow returns, so wait until every run has a final state)."""
     from prefect.client.orchestration import get_client
@@ -42,7 +42,10 @@ def _task_states(flow_run_id, expected: int = 10) -> dict[str, str]:
             )
             done = [r for r in runs if r.state is not None and r.state.is_final()]
             if len(done) == expected or time.monotonic() > deadline:
-                return {run.name: run.state.name for run in runs if run.state is not None}
+                states = {run.name: run.state.name for run in runs if run.state is not None}
+                recorded = [n for n in states if n.startswith("record-run")]
+                assert [states.pop(n) for n in recorded] == ["Completed"]
+                return states
             time.sleep(0.2)
 
 
@@ -152,3 +155,26 @@ def test_force_steps_recompute_the_named_steps_and_their_downstream(prefect_api,
     ran = {name for name, s in states.items() if s == "Completed"}
     assert ran == {"ingest-events", "clean-events"}
     assert {s for name, s in states.items() if name not in ran} == {"Cached"}
+
+
+def test_backfill_runs_each_date_once_and_resumes(prefect_api, tmp_path):
+    root = tmp_path / "data"
+    generate_landing(root / "landing", users=100, items=20, days=4, seed=2, end_date=END)
+    args = ["backfill", "--start", "2026-11-18", "--end", "2026-11-20", "--data-root", str(root)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "3 date(s) to run, 0 already complete" in result.output
+    wh = Warehouse(root)
+    assert all(wh.completed_run(f"2026-11-{d}") for d in (18, 19, 20))
+    assert (
+        run_query(wh, "select min(dt), max(dt) from events").row(0)[1].isoformat() == "2026-11-20"
+    )
+
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "0 date(s) to run, 3 already complete" in again.output
+    assert "nightly run for" not in again.output
+
+    (root / "_state/runs/2026-11-19.json").unlink()  # as if it had crashed on that date
+    resumed = CliRunner().invoke(app, args)
+    assert "1 date(s) to run, 2 already complete" in resumed.output
+    assert "nightly run for 2026-11-19 (1/1)" in resumed.output
