@@ -19,6 +19,17 @@ class NightlyFailed(Exception):
     """One or more steps failed; the others completed and their results are cached."""
 
 
+def step_options(settings: Settings) -> dict:
+    """Retries (on I/O errors, each delay three times the last) and the timeout every step gets."""
+    run = settings.run
+    delays = [run.retry_delay_seconds * 3**i for i in range(run.io_retries)]
+    return {
+        "retries": run.io_retries,
+        "retry_delay_seconds": delays or 0,
+        "timeout_seconds": run.step_timeout_minutes * 60,
+    }
+
+
 def step_context(settings: Settings, source: str) -> StepContext:
     """The slice of the settings that a step for ``source`` needs."""
     return StepContext(
@@ -47,8 +58,12 @@ def nightly(
     futures = {}
     for source in SOURCES:
         ctx = step_context(settings, source)
-        ingest = ingest_step.with_options(refresh_cache=f"ingest-{source}" in forced)
-        clean = clean_step.with_options(refresh_cache=f"clean-{source}" in forced)
+        ingest = ingest_step.with_options(
+            refresh_cache=f"ingest-{source}" in forced, **step_options(settings)
+        )
+        clean = clean_step.with_options(
+            refresh_cache=f"clean-{source}" in forced, **step_options(settings)
+        )
         ingested = ingest.submit(ctx, source, run_date, force=f"ingest-{source}" in forced)
         futures[source] = (ingested, clean.submit(ctx, source, run_date, ingested))
     summary = summary_of(futures)

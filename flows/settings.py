@@ -65,6 +65,20 @@ class ServerSettings(BaseModel):
         return f"http://{self.host}:{self.port}/api"
 
 
+class RunSettings(BaseModel):
+    """How steps of a nightly run behave when things go wrong."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    io_retries: int = Field(default=2, ge=0, description="Retries of a step after an I/O error.")
+    retry_delay_seconds: float = Field(
+        default=10, ge=0, description="First retry delay; each next one is 3 times longer."
+    )
+    step_timeout_minutes: float = Field(
+        default=120, gt=0, description="A step running longer fails."
+    )
+
+
 class Settings(BaseSettings):
     """Everything a nightly run needs to know about where data is and how to read it."""
 
@@ -80,6 +94,7 @@ class Settings(BaseSettings):
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
+    run: RunSettings = Field(default_factory=RunSettings)
     config_dir: Path = Field(default=Path("."), description="Folder of the config file (set).")
 
     @field_validator("timezone")

@@ -116,7 +116,24 @@ def clean_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     return _valid_key(context, key, wh)
 
 
-@task(name="ingest", task_run_name="ingest-{source}", cache_key_fn=ingest_key, persist_result=True)
+def retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a step only when it failed on I/O (a full disk, a flaky mount), not on bad data."""
+    try:
+        state.result()
+    except OSError:
+        return True
+    except Exception:
+        return False
+    return False
+
+
+@task(
+    name="ingest",
+    task_run_name="ingest-{source}",
+    cache_key_fn=ingest_key,
+    persist_result=True,
+    retry_condition_fn=retry_on_io_error,
+)
 def ingest_step(
     ctx: StepContext, source: str, run_date: date, force: bool = False
 ) -> units.IngestReport:
@@ -134,7 +151,13 @@ def record_run_step(ctx: StepContext, run_date: date, summary: dict) -> None:
     ctx.warehouse().record_run(run_date.isoformat(), summary)
 
 
-@task(name="clean", task_run_name="clean-{source}", cache_key_fn=clean_key, persist_result=True)
+@task(
+    name="clean",
+    task_run_name="clean-{source}",
+    cache_key_fn=clean_key,
+    persist_result=True,
+    retry_condition_fn=retry_on_io_error,
+)
 def clean_step(
     ctx: StepContext, source: str, run_date: date, ingested: units.IngestReport
 ) -> units.CleanReport:
