@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from prefect import task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from pydantic import BaseModel
 
 from schemas.config import SourceConfig
 from tasks import units
+from tasks.summary import summary_markdown, summary_rows
 from warehouse.landing import landing_files
 from warehouse.ledger import Ledger
 from warehouse.manifest import combined_hash
@@ -109,7 +111,7 @@ def clean_key(context: TaskRunContext, params: dict[str, Any]) -> str:
             "clean", ctx.data_root, source, run_date.isoformat(), ctx.code_version,
             ctx.source.model_dump_json(),
             str(ctx.tolerance_hours),
-            ingested.model_dump_json(exclude={"newly_ingested", "skipped"}),
+            ingested.model_dump_json(exclude={"newly_ingested", "skipped", "seconds"}),
             _ledger_fingerprint(wh, source, run_date),
         ]
     )  # fmt: skip
@@ -147,8 +149,19 @@ def ingest_step(
 
 @task(name="record-run", cache_policy=NO_CACHE)
 def record_run_step(ctx: StepContext, run_date: date, summary: dict) -> None:
-    """Mark the run date complete (what `nightowl backfill` skips), with the run's summary."""
-    ctx.warehouse().record_run(run_date.isoformat(), summary)
+    """Mark the run date complete (what `nightowl backfill` skips) and publish its summary.
+
+    The table artifact's key stays the same every night, so the UI shows its history.
+    """
+    wh = ctx.warehouse()
+    rows = summary_rows(summary)
+    create_table_artifact(rows, key="nightly-steps", description=f"steps of {run_date}")
+    create_markdown_artifact(
+        summary_markdown(run_date.isoformat(), rows, str(wh.root)),
+        key="nightly-summary",
+        description=f"nightly run for {run_date}",
+    )
+    wh.record_run(run_date.isoformat(), summary)
 
 
 @task(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date
@@ -43,6 +44,7 @@ class IngestReport(BaseModel):
     newly_ingested: list[str] = Field(default_factory=list)
     skipped: list[str] = Field(default_factory=list, description="unchanged re-drops")
     content_hash: str = ""
+    seconds: float = 0.0
 
     @property
     def rows_read(self) -> int:
@@ -64,6 +66,7 @@ class CleanReport(BaseModel):
     duplicates: int
     future: int
     superseded: int
+    seconds: float = 0.0
 
 
 def quarantine_table(source: str, stage: str) -> str:
@@ -85,8 +88,11 @@ def ingest_source(
     ``force`` reads again the files already ingested for this run date (their raw rows and
     quarantine are replaced); files ingested for other dates stay as they are.
     """
+    started = time.perf_counter()
     with wh.lock(f"source-{source}"):  # runs for other dates may be ingesting this source
-        return _ingest_source(wh, source, cfg, run_date, config_dir, force=force)
+        report = _ingest_source(wh, source, cfg, run_date, config_dir, force=force)
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
 
 
 def _ingest_source(
@@ -251,8 +257,11 @@ def clean_source(
     tolerance_hours: float,
 ) -> CleanReport:
     """Republish every clean partition that this run's raw files feed (late data included)."""
+    started = time.perf_counter()
     with wh.lock(f"source-{source}"):  # never beside another run's ingest or clean of it
-        return _clean_source(wh, source, cfg, run_date, tolerance_hours)
+        report = _clean_source(wh, source, cfg, run_date, tolerance_hours)
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
 
 
 def _clean_source(

@@ -49,6 +49,18 @@ def _task_states(flow_run_id, expected: int = 11) -> dict[str, str]:
             time.sleep(0.2)
 
 
+def _artifacts(key: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+            sort=ArtifactSort.CREATED_DESC,
+        )
+
+
 def _hashes(wh: Warehouse) -> dict[str, str]:
     return {
         f"{layer}/{table}/{'/'.join(m.partition.values())}": m.content_hash
@@ -99,6 +111,12 @@ def test_generate_run_two_dates_query_and_rerun(prefect_api, tmp_path: Path):
     assert ledger[1] == ledger[2] + ledger[3]
     rejected = run_query(wh, "select count(*) from quarantine where stage = 'ingest'").item()
     assert rejected == ledger[3]
+
+    history = _artifacts("nightly-steps")
+    assert len(history) >= 2  # one per run, under one key: the UI shows the history
+    latest = max(history, key=lambda a: a.created)
+    assert "ingest-events" in str(latest.data) and "clean-events" in str(latest.data)
+    assert "nightly run for 2026-11-20" in _artifacts("nightly-summary")[0].description
 
     before = _hashes(wh)
     again = nightly(run_date=date(2026, 11, 20), data_root=str(root), return_state=True)

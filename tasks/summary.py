@@ -1,0 +1,65 @@
+"""The run summary: one row per step, and the page a person reads in the Prefect UI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def summary_rows(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per step run: rows in and out, quarantined rows, partitions and seconds."""
+    rows = []
+    for source, reports in summary.items():
+        ingest, clean = reports.get("ingest"), reports.get("clean")
+        if ingest is not None:
+            files = ingest["files"]
+            rows.append(
+                {
+                    "step": f"ingest-{source}",
+                    "files": len(ingest["newly_ingested"]),
+                    "rows_in": sum(f["rows_read"] for f in files),
+                    "rows_out": sum(f["rows_accepted"] for f in files),
+                    "quarantined": sum(f["rows_quarantined"] for f in files),
+                    "partitions": 1 if files else 0,
+                    "seconds": ingest.get("seconds", 0.0),
+                }
+            )
+        if clean is not None:
+            rows.append(
+                {
+                    "step": f"clean-{source}",
+                    "files": 0,
+                    "rows_in": clean["rows_in"],
+                    "rows_out": clean["rows_out"],
+                    "quarantined": clean["duplicates"] + clean["future"],
+                    "partitions": len(clean["partitions"]),
+                    "seconds": clean.get("seconds", 0.0),
+                }
+            )
+    return rows
+
+
+def summary_markdown(run_date: str, rows: list[dict[str, Any]], warehouse: str) -> str:
+    """A short page: what each step did, where the outputs are and how to query them."""
+    head = "| step | new files | rows in | rows out | quarantined | partitions | seconds |"
+    lines = [
+        f"# nightowl nightly run for {run_date}",
+        "",
+        head,
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *(
+            f"| {r['step']} | {r['files']:,} | {r['rows_in']:,} | {r['rows_out']:,} | "
+            f"{r['quarantined']:,} | {r['partitions']:,} | {r['seconds']:.1f} |"
+            for r in rows
+        ),
+        "",
+        f"Quarantined rows in total: **{sum(r['quarantined'] for r in rows):,}**.",
+        "",
+        f"Outputs: `{warehouse}/clean/<table>/dt=<date>/` (rejected rows under "
+        f"`{warehouse}/quarantine/`). Query them with",
+        "",
+        "```",
+        f"nightowl query \"select source, reason, count(*) from quarantine where dt = '{run_date}' "
+        'group by all"',
+        "```",
+    ]
+    return "\n".join(lines)
