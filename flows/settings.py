@@ -21,7 +21,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from schemas.config import SourceConfig, known_zone
+from schemas.config import CheckSettings, SourceConfig, known_zone
 from schemas.landing import SOURCES
 
 CONFIG_NAME = "nightowl.toml"
@@ -74,9 +74,6 @@ class RunSettings(BaseModel):
     retry_delay_seconds: float = Field(
         default=10, ge=0, description="First retry delay; each next one is 3 times longer."
     )
-    step_timeout_minutes: float = Field(
-        default=120, gt=0, description="A step running longer fails."
-    )
 
 
 class Settings(BaseSettings):
@@ -95,6 +92,7 @@ class Settings(BaseSettings):
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     run: RunSettings = Field(default_factory=RunSettings)
+    checks: CheckSettings = Field(default_factory=CheckSettings)
     config_dir: Path = Field(default=Path("."), description="Folder of the config file (set).")
 
     @field_validator("timezone")

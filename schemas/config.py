@@ -107,3 +107,29 @@ class SourceConfig(BaseModel):
     @property
     def event_types(self) -> dict[str, str]:
         return DEFAULT_EVENT_TYPE_MAP | {k.lower(): v for k, v in self.event_type_map.items()}
+
+
+class CheckSettings(BaseModel):
+    """Thresholds of the data checks that block a nightly run (or only warn)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fresh_sources: list[str] = Field(
+        default_factory=lambda: ["events"],
+        description="Sources that must deliver a landing file for every run date.",
+    )
+    max_quarantine_share: float = Field(default=0.05, ge=0, le=1)
+    row_count_tolerance: float = Field(
+        default=0.5, ge=0, description="Largest relative distance from the trailing median."
+    )
+    row_count_history: int = Field(default=7, ge=3, description="Earlier partitions compared.")
+    row_count_min_rows: int = Field(
+        default=100, ge=0, description="Below this trailing median, counts are too small to judge."
+    )
+    max_null_share: float = Field(
+        default=0.25, ge=0, le=1, description="Of a required column in the day's partition."
+    )
+    warn_only: list[str] = Field(
+        default_factory=list,
+        description="Checks that only warn: freshness, quarantine_share, row_count, null_share.",
+    )

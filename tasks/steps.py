@@ -18,9 +18,9 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from schemas.config import SourceConfig
+from schemas.config import CheckSettings, SourceConfig
 from tasks import units
 from tasks.summary import summary_markdown, summary_rows
 from warehouse.landing import landing_files
@@ -39,6 +39,7 @@ class StepContext(BaseModel):
     code_version: str
     tolerance_hours: float
     source: SourceConfig
+    checks: CheckSettings = Field(default_factory=CheckSettings)
 
     def warehouse(self) -> Warehouse:
         return Warehouse(Path(self.data_root), self.code_version)
@@ -145,6 +146,32 @@ def ingest_step(
     """
     wh = ctx.warehouse()
     return units.ingest_source(wh, source, ctx.source, run_date, Path(ctx.config_dir), force=force)
+
+
+@task(name="check", task_run_name="check-{source}", cache_policy=NO_CACHE)
+def check_step(
+    ctx: StepContext,
+    source: str,
+    run_date: date,
+    ingested: units.IngestReport,
+    cleaned: units.CleanReport,
+) -> list[dict]:
+    """Data checks of one source; a failing blocking check fails the step (and the run).
+
+    ``cleaned`` is here so the checks run after the clean partitions they read are published.
+    """
+    results = units.check_source(ctx.warehouse(), source, run_date, ingested, ctx.checks)
+    rows = [r.as_row() for r in results]
+    create_table_artifact(
+        rows, key=f"checks-{source.replace('_', '-')}", description=f"{source} on {run_date}"
+    )
+    for result in results:
+        if result.status == "warn":
+            log.warning("check %s: %s", result.check, result.message)
+    failed = [r for r in results if r.status == "fail"]
+    if failed:
+        raise units.ChecksFailed("; ".join(f"check {r.check} failed: {r.message}" for r in failed))
+    return rows
 
 
 @task(name="record-run", cache_policy=NO_CACHE)

@@ -18,10 +18,16 @@ from pathlib import Path
 import polars as pl
 from pydantic import BaseModel, Field
 
-from schemas.config import SourceConfig
+from schemas.config import CheckSettings, SourceConfig
 from schemas.landing import CONTRACTS
-from tasks import clean, ingest
-from warehouse.landing import LandingError, LandingFile, landing_files, open_landing
+from tasks import checks, clean, ingest
+from warehouse.landing import (
+    LandingError,
+    LandingFile,
+    date_in_name,
+    landing_files,
+    open_landing,
+)
 from warehouse.ledger import Ledger, LedgerEntry
 from warehouse.manifest import InputRef, file_sha256
 from warehouse.store import PARQUET_OPTIONS, Warehouse
@@ -363,3 +369,66 @@ def _raw_rows(wh: Warehouse, entries: list[LedgerEntry]) -> pl.LazyFrame:
         if all(os.path.exists(wh.root / f) for f in e.raw_files)
     ]
     return pl.concat(frames, how="vertical_relaxed")
+
+
+class ChecksFailed(Exception):
+    """A blocking data check failed; the message names the check, the table and the numbers."""
+
+
+def check_source(
+    wh: Warehouse,
+    source: str,
+    run_date: date,
+    ingested: IngestReport,
+    checks_cfg: CheckSettings,
+) -> list[checks.CheckResult]:
+    """The data checks of one source's run: freshness, quarantine share, row count, nulls."""
+    day = run_date.isoformat()
+
+    def blocking(name: str) -> bool:
+        return name not in checks_cfg.warn_only
+
+    results = []
+    if source in checks_cfg.fresh_sources:
+        dates = [d.isoformat() if (d := date_in_name(e.name)) else None for e in ingested.files]
+        results.append(checks.freshness(source, day, dates, blocking("freshness")))
+    results.append(
+        checks.quarantine_share(
+            source,
+            ingested.rows_read,
+            ingested.rows_quarantined,
+            checks_cfg.max_quarantine_share,
+            blocking("quarantine_share"),
+        )
+    )
+    manifests = wh.manifests("clean", source)
+    today = next((m for m in manifests if m.partition["dt"] == day), None)
+    history = [m.rows for m in manifests if m.partition["dt"] < day][
+        -checks_cfg.row_count_history :
+    ]
+    results.append(
+        checks.row_count(
+            source,
+            today.rows if today else 0,
+            history,
+            checks_cfg.row_count_tolerance,
+            blocking("row_count"),
+            checks_cfg.row_count_min_rows,
+        )
+    )
+    if today is not None:
+        required = CONTRACTS[source].required
+        lf = wh.scan("clean", source, [today.partition])
+        counts = lf.select(pl.len(), *(pl.col(c).null_count() for c in required)).collect().row(0)
+        for column, nulls in zip(required, counts[1:], strict=True):
+            results.append(
+                checks.null_share(
+                    source,
+                    column,
+                    nulls,
+                    counts[0],
+                    checks_cfg.max_null_share,
+                    blocking("null_share"),
+                )
+            )
+    return results

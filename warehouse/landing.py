@@ -81,7 +81,7 @@ def landing_files(
         if not path.is_file() or path.name.startswith("."):
             continue
         fmt, compressed, problem = _format_of(path, cfg)
-        file_date = _date_in_name(path.name)
+        file_date = date_in_name(path.name)
         if file_date is None or file_date <= run_date:
             found.append(LandingFile(path, fmt, compressed, file_date, problem))
     return sorted(found, key=lambda f: (f.date or date.min, f.name))
@@ -105,7 +105,8 @@ def _format_of(path: Path, cfg: SourceConfig) -> tuple[str | None, bool, str | N
     return fmt, compressed, None
 
 
-def _date_in_name(name: str) -> date | None:
+def date_in_name(name: str) -> date | None:
+    """The first YYYY-MM-DD date in a file name, if there is a valid one."""
     match = _DATE_IN_NAME.search(name)
     if not match:
         return None

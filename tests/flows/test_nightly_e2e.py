@@ -28,9 +28,10 @@ def prefect_api():
         yield
 
 
-def _task_states(flow_run_id, expected: int = 11) -> dict[str, str]:
-    """Final state name per task run, as the UI shows them (task states reach the API a moment
-    after the flow returns, so wait until every run has a final state)."""
+def _task_states(flow_run_id, expected: int = 16) -> dict[str, str]:
+    """Final state per data step run (ingest, clean), as the UI shows them; asserts that the checks
+    and the run record completed. Task states reach the API a moment after the flow returns, so
+    this waits until every run has a final state."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -43,8 +44,10 @@ def _task_states(flow_run_id, expected: int = 11) -> dict[str, str]:
             done = [r for r in runs if r.state is not None and r.state.is_final()]
             if len(done) == expected or time.monotonic() > deadline:
                 states = {run.name: run.state.name for run in runs if run.state is not None}
-                recorded = [n for n in states if n.startswith("record-run")]
-                assert [states.pop(n) for n in recorded] == ["Completed"]
+                # Checks and the run record run every time (they read, and write no data).
+                always = [n for n in states if n.startswith(("record-run", "check-"))]
+                assert {states.pop(n) for n in always} == {"Completed"}
+                assert len(always) == 6
                 return states
             time.sleep(0.2)
 
@@ -196,3 +199,24 @@ def test_backfill_runs_each_date_once_and_resumes(prefect_api, tmp_path):
     resumed = CliRunner().invoke(app, args)
     assert "1 date(s) to run, 2 already complete" in resumed.output
     assert "nightly run for 2026-11-19 (1/1)" in resumed.output
+
+
+def test_a_failing_check_blocks_the_run_and_says_which_check_table_and_numbers(
+    prefect_api, tmp_path, monkeypatch
+):
+    root = tmp_path / "data"
+    generate_landing(root / "landing", users=100, items=20, days=2, seed=4, end_date=END)
+    bad_rows = "".join(f"u{i},not a time,view\n" for i in range(400))
+    (root / "landing/events/2026-11-20-retry.csv").write_text(
+        "user_id,event_time,event_type\n" + bad_rows
+    )
+    args = ["run", "--date", "2026-11-20", "--data-root", str(root)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert "check quarantine_share failed: events:" in result.output
+    assert "over the limit of 5.0%" in result.output
+    rows = _artifacts("checks-events")[0].data
+    assert '"quarantine_share"' in str(rows) and '"fail"' in str(rows)
+
+    monkeypatch.setenv("NIGHTOWL_CHECKS__WARN_ONLY", '["quarantine_share"]')
+    assert CliRunner().invoke(app, args).exit_code == 0  # a warning does not block

@@ -99,8 +99,9 @@ def _task_states_since(url: str, run_id, since) -> dict[str, str]:
                 flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run_id]))
             )
         recent = [r for r in runs if r.created is not None and r.created >= since]
-        if len(recent) >= 11 and all(r.state is not None and r.state.is_final() for r in recent):
-            return {r.name: r.state.name for r in recent if not r.name.startswith("record-run")}
+        if len(recent) >= 16 and all(r.state is not None and r.state.is_final() for r in recent):
+            data_steps = [r for r in recent if r.name.startswith(("ingest-", "clean-"))]
+            return {r.name: r.state.name for r in data_steps}
         return None
 
     return _wait(settled, "the task runs to settle", timeout=60)

@@ -1,4 +1,4 @@
-"""Step options: which failures are retried, and the retry/timeout settings a flow applies."""
+"""Step options: which failures are retried, and the retry settings a flow applies."""
 
 from __future__ import annotations
 
@@ -36,11 +36,7 @@ def test_only_io_errors_are_retried(error, retried):
     assert retry_on_io_error(None, None, _Finished(error)) is retried
 
 
-def test_step_options_back_off_and_time_out(tmp_path):
+def test_step_options_back_off(tmp_path):
     cfg = tmp_path / "n.toml"
-    cfg.write_text("[run]\nio_retries = 3\nretry_delay_seconds = 2\nstep_timeout_minutes = 5\n")
-    assert step_options(load_settings(cfg)) == {
-        "retries": 3,
-        "retry_delay_seconds": [2, 6, 18],
-        "timeout_seconds": 300,
-    }
+    cfg.write_text("[run]\nio_retries = 3\nretry_delay_seconds = 2\n")
+    assert step_options(load_settings(cfg)) == {"retries": 3, "retry_delay_seconds": [2, 6, 18]}

@@ -1,0 +1,100 @@
+"""Data checks of a nightly run: is what arrived complete and plausible enough to publish on?
+
+Each check compares one observed number with its threshold and says so in a sentence that names
+the check, the table and the numbers. A failing check blocks the run unless it is configured as a
+warning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from statistics import median
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """The outcome of one check on one table for one run date."""
+
+    check: str
+    table: str
+    status: str  # "pass", "fail", "warn" or "skip"
+    observed: float | None
+    threshold: float | None
+    message: str
+
+    def as_row(self) -> dict:
+        return asdict(self)
+
+
+def _verdict(failed: bool, blocking: bool) -> str:
+    return "pass" if not failed else ("fail" if blocking else "warn")
+
+
+def freshness(
+    table: str, run_date: str, file_dates: list[str | None], blocking: bool
+) -> CheckResult:
+    """Fails when no landing file for the run date arrived (a file named without a date counts)."""
+    fresh = sum(1 for d in file_dates if d is None or d == run_date)
+    failed = fresh == 0
+    message = (
+        f"{table}: no landing file for {run_date} arrived (freshness)"
+        if failed
+        else f"{table}: {fresh} landing file(s) for {run_date}"
+    )
+    return CheckResult("freshness", table, _verdict(failed, blocking), fresh, 1, message)
+
+
+def quarantine_share(
+    table: str, rows_read: int, rows_quarantined: int, limit: float, blocking: bool
+) -> CheckResult:
+    """Fails when more than ``limit`` of the rows read this run were quarantined."""
+    if rows_read == 0:
+        return CheckResult("quarantine_share", table, "skip", None, limit, f"{table}: no rows read")
+    share = rows_quarantined / rows_read
+    failed = share > limit
+    message = (
+        f"{table}: {rows_quarantined:,} of {rows_read:,} rows quarantined ({share:.1%}), "
+        f"{'over' if failed else 'within'} the limit of {limit:.1%}"
+    )
+    return CheckResult("quarantine_share", table, _verdict(failed, blocking), share, limit, message)
+
+
+def row_count(
+    table: str,
+    rows: int,
+    history: list[int],
+    tolerance: float,
+    blocking: bool,
+    min_rows: int = 0,
+) -> CheckResult:
+    """Fails when the day's rows are further than ``tolerance`` from the trailing median."""
+    if len(history) < 3:
+        message = f"{table}: {len(history)} earlier partition(s), too few to compare"
+        return CheckResult("row_count", table, "skip", rows, None, message)
+    typical = median(history)
+    if typical < min_rows:
+        message = f"{table}: a trailing median of {typical:,.0f} rows is too small to judge"
+        return CheckResult("row_count", table, "skip", rows, typical, message)
+    deviation = abs(rows - typical) / typical if typical else float(rows > 0)
+    failed = deviation > tolerance
+    message = (
+        f"{table}: {rows:,} rows vs a trailing median of {typical:,.0f} "
+        f"({deviation:.0%} off, tolerance {tolerance:.0%})"
+    )
+    return CheckResult("row_count", table, _verdict(failed, blocking), rows, typical, message)
+
+
+def null_share(
+    table: str, column: str, nulls: int, rows: int, limit: float, blocking: bool
+) -> CheckResult:
+    """Fails when more than ``limit`` of a required column's values are missing."""
+    name = f"null_share:{column}"
+    if rows == 0:
+        return CheckResult(name, table, "skip", None, limit, f"{table}: no rows for {column}")
+    share = nulls / rows
+    failed = share > limit
+    message = (
+        f"{table}.{column}: {nulls:,} of {rows:,} values missing ({share:.1%}), "
+        f"{'over' if failed else 'within'} the limit of {limit:.1%}"
+    )
+    return CheckResult(name, table, _verdict(failed, blocking), share, limit, message)
