@@ -6,7 +6,9 @@ from datetime import date
 from pathlib import Path
 
 from prefect import flow
+from prefect.settings import get_current_settings
 
+from flows.alerts import failure_alert, send_alert
 from flows.graph import forced_steps
 from flows.settings import Settings, load_settings
 from schemas.landing import SOURCES
@@ -16,6 +18,10 @@ from warehouse.manifest import code_version
 
 class NightlyFailed(Exception):
     """One or more steps failed; the others completed and their results are cached."""
+
+    def __init__(self, message: str, failed_steps: list[str]) -> None:
+        super().__init__(message)
+        self.failed_steps = failed_steps
 
 
 def step_options(settings: Settings) -> dict:
@@ -38,7 +44,31 @@ def step_context(settings: Settings, source: str) -> StepContext:
     )
 
 
-@flow(name="nightowl-nightly", flow_run_name="nightly-{run_date}", persist_result=True)
+def alert_on_failure(flow, flow_run, state) -> None:
+    """Tell the configured webhook which run failed, where, why, and where to look."""
+    params = flow_run.parameters
+    config = params.get("config")
+    settings = load_settings(Path(config) if config else None, data_root=params.get("data_root"))
+    if not settings.alerts.webhook_url:
+        return
+    error = state.result(raise_on_failure=False)
+    ui = get_current_settings().ui_url
+    payload = failure_alert(
+        flow=flow.name,
+        run_date=str(params.get("run_date") or ""),
+        failed_steps=getattr(error, "failed_steps", []),
+        message=str(error) if isinstance(error, BaseException) else (state.message or ""),
+        ui_link=f"{ui.rstrip('/')}/runs/flow-run/{flow_run.id}" if ui else None,
+    )
+    send_alert(settings.alerts.webhook_url, payload, settings.alerts.timeout_seconds)
+
+
+@flow(
+    name="nightowl-nightly",
+    flow_run_name="nightly-{run_date}",
+    persist_result=True,
+    on_failure=[alert_on_failure],
+)
 def nightly(
     run_date: date | None = None,
     config: str | None = None,
@@ -88,5 +118,6 @@ def summary_of(futures: dict) -> dict[str, dict]:
                 failures.append(f"{name}-{source}: {state.message or state.name}")
         summary[source] = entry
     if failures:
-        raise NightlyFailed("steps failed:\n" + "\n".join(f"  - {f}" for f in failures))
+        message = "steps failed:\n" + "\n".join(f"  - {f}" for f in failures)
+        raise NightlyFailed(message, [f.split(":", 1)[0] for f in failures])
     return summary

@@ -76,6 +76,17 @@ class RunSettings(BaseModel):
     )
 
 
+class AlertSettings(BaseModel):
+    """Who hears about a failed nightly run."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    webhook_url: str | None = Field(
+        default=None, description="POSTed a JSON body when a nightly run fails (Slack, Teams…)."
+    )
+    timeout_seconds: float = Field(default=10, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything a nightly run needs to know about where data is and how to read it."""
 
@@ -93,6 +104,7 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     run: RunSettings = Field(default_factory=RunSettings)
     checks: CheckSettings = Field(default_factory=CheckSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     config_dir: Path = Field(default=Path("."), description="Folder of the config file (set).")
 
     @field_validator("timezone")

@@ -220,3 +220,40 @@ def test_a_failing_check_blocks_the_run_and_says_which_check_table_and_numbers(
 
     monkeypatch.setenv("NIGHTOWL_CHECKS__WARN_ONLY", '["quarantine_share"]')
     assert CliRunner().invoke(app, args).exit_code == 0  # a warning does not block
+
+
+def test_a_failed_run_alerts_the_configured_webhook(prefect_api, tmp_path, monkeypatch):
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    received: list[dict] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv(
+            "NIGHTOWL_ALERTS__WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook"
+        )
+        root = tmp_path / "data"
+        (root / "landing/events").mkdir(parents=True)
+        (root / "landing/events/2026-11-20.csv").write_text("user_id\nu1\n")
+        args = ["run", "--date", "2026-11-20", "--data-root", str(root)]
+        assert CliRunner().invoke(app, args).exit_code == 1
+    finally:
+        server.shutdown()
+    [alert] = received
+    assert alert["flow"] == "nightowl-nightly" and alert["date"] == "2026-11-20"
+    assert alert["failed_task"] == "ingest-events"
+    assert "2026-11-20.csv" in alert["message"] and "event_time" in alert["message"]
+    assert alert["text"] == "nightowl: nightowl-nightly for 2026-11-20 failed in ingest-events"
