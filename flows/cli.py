@@ -161,11 +161,13 @@ def _run_nightly(
     *,
     progress: bool = False,
 ) -> None:
-    from flows.runtime import prepare_prefect
+    from flows.runtime import prepare_prefect, task_runner
 
     prepare_prefect(settings.data_root)
     from flows.nightly import NightlyFailed, nightly
 
+    if settings.runner.kind != "threads":
+        nightly = nightly.with_options(task_runner=task_runner(settings))
     for done, run_date in enumerate(dates):
         where = f" ({done + 1}/{len(dates)})" if progress else ""
         console.rule(f"nightly run for {run_date}{where}")

@@ -94,7 +94,7 @@ def nightly(
         ingested = ingest.submit(ctx, source, run_date, force=f"ingest-{source}" in forced)
         cleaned = clean.submit(ctx, source, run_date, ingested)
         checked = check_step.submit(ctx, source, run_date, ingested, cleaned)
-        futures[source] = {"ingest": ingested, "clean": cleaned, "checks": checked}
+        futures[source] = {"ingest": ingested, "clean": cleaned, "check": checked}
     summary = summary_of(futures)
     record_run_step(ctx, run_date, summary)
     return summary

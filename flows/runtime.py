@@ -9,6 +9,10 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flows.settings import Settings
 
 STATE_DIR = "_state"
 
@@ -29,3 +33,18 @@ def prepare_prefect(data_root: Path) -> None:
     for var in ("PREFECT_HOME", "PREFECT_LOCAL_STORAGE_PATH"):
         Path(os.environ[var]).expanduser().mkdir(parents=True, exist_ok=True)
     logging.getLogger("nightowl").setLevel(logging.INFO)
+
+
+def task_runner(settings: "Settings"):  # noqa: UP037 - imported lazily
+    """The task runner the settings ask for: Prefect's threads, or a Dask cluster."""
+    if settings.runner.kind == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner()
+    from prefect_dask import DaskTaskRunner
+
+    if settings.runner.dask_address:
+        return DaskTaskRunner(address=settings.runner.dask_address)
+    return DaskTaskRunner(
+        cluster_kwargs={"n_workers": settings.runner.dask_workers, "threads_per_worker": 1}
+    )

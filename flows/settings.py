@@ -11,7 +11,7 @@ import tomllib
 from contextvars import ContextVar
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -87,6 +87,18 @@ class AlertSettings(BaseModel):
     timeout_seconds: float = Field(default=10, gt=0)
 
 
+class RunnerSettings(BaseModel):
+    """Where steps run: threads in the flow's process, or a Dask cluster."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["threads", "dask"] = "threads"
+    dask_address: str | None = Field(
+        default=None, description="Scheduler address (tcp://host:8786); none: a local cluster."
+    )
+    dask_workers: int = Field(default=2, ge=1, description="Workers of the local cluster.")
+
+
 class Settings(BaseSettings):
     """Everything a nightly run needs to know about where data is and how to read it."""
 
@@ -105,6 +117,7 @@ class Settings(BaseSettings):
     run: RunSettings = Field(default_factory=RunSettings)
     checks: CheckSettings = Field(default_factory=CheckSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    runner: RunnerSettings = Field(default_factory=RunnerSettings)
     config_dir: Path = Field(default=Path("."), description="Folder of the config file (set).")
 
     @field_validator("timezone")

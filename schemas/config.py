@@ -119,6 +119,9 @@ class CheckSettings(BaseModel):
         description="Sources that must deliver a landing file for every run date.",
     )
     max_quarantine_share: float = Field(default=0.05, ge=0, le=1)
+    quarantine_min_rows: int = Field(
+        default=100, ge=0, description="Fewer rows read than this are too few to judge a share."
+    )
     row_count_tolerance: float = Field(
         default=0.5, ge=0, description="Largest relative distance from the trailing median."
     )

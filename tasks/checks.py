@@ -45,11 +45,17 @@ def freshness(
 
 
 def quarantine_share(
-    table: str, rows_read: int, rows_quarantined: int, limit: float, blocking: bool
+    table: str,
+    rows_read: int,
+    rows_quarantined: int,
+    limit: float,
+    blocking: bool,
+    min_rows: int = 1,
 ) -> CheckResult:
     """Fails when more than ``limit`` of the rows read this run were quarantined."""
-    if rows_read == 0:
-        return CheckResult("quarantine_share", table, "skip", None, limit, f"{table}: no rows read")
+    if rows_read < max(min_rows, 1):
+        message = f"{table}: {rows_read:,} rows read, too few to judge"
+        return CheckResult("quarantine_share", table, "skip", None, limit, message)
     share = rows_quarantined / rows_read
     failed = share > limit
     message = (

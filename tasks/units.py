@@ -399,6 +399,7 @@ def check_source(
             ingested.rows_quarantined,
             checks_cfg.max_quarantine_share,
             blocking("quarantine_share"),
+            checks_cfg.quarantine_min_rows,
         )
     )
     manifests = wh.manifests("clean", source)

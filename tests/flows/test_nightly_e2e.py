@@ -257,3 +257,20 @@ def test_a_failed_run_alerts_the_configured_webhook(prefect_api, tmp_path, monke
     assert alert["failed_task"] == "ingest-events"
     assert "2026-11-20.csv" in alert["message"] and "event_time" in alert["message"]
     assert alert["text"] == "nightowl: nightowl-nightly for 2026-11-20 failed in ingest-events"
+
+
+def test_a_dask_cluster_produces_the_same_tables_as_threads(prefect_api, tmp_path):
+    from flows.nightly import nightly
+    from flows.runtime import task_runner
+    from flows.settings import load_settings
+
+    roots = [tmp_path / "threads", tmp_path / "dask"]
+    for root in roots:
+        generate_landing(root / "landing", users=200, items=24, days=3, seed=6, end_date=END)
+    assert nightly(run_date=END, data_root=str(roots[0]), return_state=True).is_completed()
+
+    on_dask = load_settings(None, runner={"kind": "dask", "dask_workers": 2})
+    with_dask = nightly.with_options(task_runner=task_runner(on_dask))
+    assert with_dask(run_date=END, data_root=str(roots[1]), return_state=True).is_completed()
+    threads, dask = (_hashes(Warehouse(root)) for root in roots)
+    assert threads and threads == dask

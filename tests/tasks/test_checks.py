@@ -23,6 +23,7 @@ def test_quarantine_share_names_the_numbers():
     assert result.message == "events: 80 of 1,000 rows quarantined (8.0%), over the limit of 5.0%"
     assert quarantine_share("events", 1000, 50, 0.05, True).status == "pass"
     assert quarantine_share("events", 0, 0, 0.05, True).status == "skip"
+    assert quarantine_share("feedback", 4, 1, 0.05, True, min_rows=100).status == "skip"
 
 
 def test_row_count_against_the_trailing_median():
