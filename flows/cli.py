@@ -340,17 +340,23 @@ def server(
     )
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", host]
     proc = subprocess.Popen([*command, "--port", str(port)])
+    signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop is a Ctrl-C
     try:
         code = proc.wait()
     except KeyboardInterrupt:
         code = _stop(proc)
-    raise typer.Exit(0 if code in (0, -signal.SIGINT, 130) else code)
+    raise typer.Exit(0 if code in (0, -signal.SIGINT, -signal.SIGTERM, 130) else code)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _stop(proc) -> int:
-    """Let a child that got Ctrl-C too shut down; insist if it takes too long."""
+    """Pass Ctrl-C (or a TERM) on to the server, let it shut down, insist if it takes too long."""
     import subprocess
 
+    proc.send_signal(signal.SIGINT)
     try:
         return proc.wait(timeout=20)
     except subprocess.TimeoutExpired:

@@ -65,11 +65,12 @@ def server(tmp_path_factory):
         _wait(healthy, "the Prefect server", timeout=180)
         yield {"url": url, "env": env, "base": base}
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # as a service manager stops it
         try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
+            assert proc.wait(timeout=40) == 0  # stopped cleanly, and took its server along
+        finally:
             proc.kill()
+        assert not healthy()
 
 
 def _client(url: str):
