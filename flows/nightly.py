@@ -1,4 +1,4 @@
-"""The nightly flow: every source is ingested, then cleaned, for one run date."""
+"""The nightly flow: every source is ingested, cleaned and checked, for one run date."""
 
 # No `from __future__ import annotations` here: Prefect builds the flow's parameter model from the
 # real annotations when a deployment run loads this module from its file.
@@ -75,7 +75,7 @@ def nightly(
     data_root: str | None = None,
     force_steps: list[str] | None = None,
 ) -> dict[str, dict]:
-    """Ingest and clean every source for ``run_date`` (default: yesterday in the business zone).
+    """Ingest, clean and check every source for ``run_date`` (default: yesterday, business zone).
 
     ``force_steps`` recomputes those steps and everything downstream of them, cache or not.
     """
@@ -96,12 +96,12 @@ def nightly(
         checked = check_step.submit(ctx, source, run_date, ingested, cleaned)
         futures[source] = {"ingest": ingested, "clean": cleaned, "check": checked}
     summary = summary_of(futures)
-    record_run_step(ctx, run_date, summary)
+    record_run_step(step_context(settings, SOURCES[0]), run_date, summary)
     return summary
 
 
 def summary_of(futures: dict) -> dict[str, dict]:
-    """Per source, the ingest and clean reports; raises NightlyFailed naming every failed step."""
+    """Per source, each step's report; raises NightlyFailed naming every failed step."""
     summary: dict[str, dict] = {}
     failures: list[str] = []
     for source, steps in futures.items():
