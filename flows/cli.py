@@ -386,7 +386,10 @@ def serve(
     from prefect.schedules import Cron
 
     from flows.nightly import nightly
+    from flows.runtime import task_runner
 
+    if settings.runner.kind != "threads":  # the runner runs this flow object, options and all
+        nightly = nightly.with_options(task_runner=task_runner(settings))
     schedule = settings.schedule
     console.print(
         f"serving deployment nightowl-nightly/{schedule.deployment}: {schedule.cron} "

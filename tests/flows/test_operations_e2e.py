@@ -203,3 +203,40 @@ def _scheduled_runs(url: str, deployment_id) -> list:
                 state=FlowRunFilterState(name=FlowRunFilterStateName(any_=["Scheduled"]))
             ),
         )
+
+
+def test_served_runs_use_the_configured_dask_cluster(server, tmp_path):
+    url, env = server["url"], server["env"] | {"PREFECT_API_URL": server["url"]}
+    env["PREFECT_RUNNER_POLL_FREQUENCY"] = "2"
+    root = tmp_path / "data"
+    generate_landing(root / "landing", users=100, items=24, days=2, seed=12, end_date=END)
+    config = tmp_path / "nightowl.toml"
+    config.write_text(
+        f'data_root = "{root}"\n[schedule]\ndeployment = "on-dask"\n'
+        '[runner]\nkind = "dask"\ndask_workers = 2\n'
+    )
+    serve = subprocess.Popen(
+        [*NIGHTOWL, "serve", "--config", str(config)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        from prefect.deployments import run_deployment
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        def deployment():
+            with _client(url) as client:
+                try:
+                    return client.read_deployment_by_name("nightowl-nightly/on-dask")
+                except Exception:
+                    return None
+
+        _wait(deployment, "the deployment to be served", timeout=120)
+        with temporary_settings({PREFECT_API_URL: url}):
+            run = run_deployment(
+                "nightowl-nightly/on-dask", parameters={"run_date": END.isoformat()}, timeout=0
+            )
+        assert _final_run(url, run.id).state.is_completed()
+    finally:
+        serve.send_signal(signal.SIGINT)
+        output = serve.communicate(timeout=60)[0]
+    assert "distributed.scheduler" in output  # the steps ran on a Dask cluster
