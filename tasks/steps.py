@@ -52,9 +52,9 @@ def _landing_fingerprint(ctx: StepContext, source: str, run_date: date) -> str:
     return combined_hash([f"{p}|{s.st_size}|{s.st_mtime_ns}" for p, s in stats])
 
 
-def _ledger_fingerprint(wh: Warehouse, source: str, run_date: date) -> str:
-    entries = Ledger(wh).entries(source)
-    return combined_hash([e.sha256 for e in entries if e.run_date <= run_date.isoformat()])
+def _ledger_fingerprint(wh: Warehouse, source: str) -> str:
+    """Every file the clean step may read: a later night's late rows change an older day too."""
+    return combined_hash([e.sha256 for e in Ledger(wh).entries(source)])
 
 
 def _outputs_exist(report: Any, wh: Warehouse) -> bool:
@@ -113,7 +113,7 @@ def clean_key(context: TaskRunContext, params: dict[str, Any]) -> str:
             ctx.source.model_dump_json(),
             str(ctx.tolerance_hours),
             ingested.model_dump_json(exclude={"newly_ingested", "skipped", "seconds"}),
-            _ledger_fingerprint(wh, source, run_date),
+            _ledger_fingerprint(wh, source),
         ]
     )  # fmt: skip
     return _valid_key(context, key, wh)

@@ -275,14 +275,16 @@ def _clean_source(
 ) -> CleanReport:
     spec = clean.SPECS[source]
     contract = CONTRACTS[source]
-    entries = [e for e in Ledger(wh).entries(source) if e.run_date <= run_date.isoformat()]
+    entries = Ledger(wh).entries(source)
     this_run = [e for e in entries if e.run_date == run_date.isoformat()]
     cutoff = clean.future_cutoff(run_date, tolerance_hours)
     snapshot = contract.partition_column is None
-    if snapshot:
-        affected = [run_date.isoformat()] if entries else []
-        inputs = entries
+    if snapshot:  # the catalogue as it stood on the run date
+        inputs = [e for e in entries if e.run_date <= run_date.isoformat()]
+        affected = [run_date.isoformat()] if inputs else []
     else:
+        # Every raw row known for the day, also from runs after this one: re-running an older
+        # date must not drop the late events a later night brought for it.
         affected = sorted({d for e in this_run for d in e.dates})
         inputs = [e for e in entries if set(e.dates) & set(affected)]
     report = CleanReport(

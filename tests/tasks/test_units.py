@@ -206,6 +206,21 @@ def test_late_events_republish_their_own_partition(data_root):
     assert sorted(day["event_id"]) == ["e0", "late"]
 
 
+def test_recleaning_an_older_date_keeps_late_events_a_later_night_brought(data_root):
+    _drop(data_root, "2026-11-26.csv", HEADER + GOOD.replace("11-27", "11-26").replace("e1", "e0"))
+    wh, _ = _ingest(data_root, run_date=date(2026, 11, 26))
+    clean_source(wh, "events", SourceConfig(), date(2026, 11, 26), 24)
+    late = GOOD.replace("e1", "late").replace("11-27", "11-26")
+    _drop(data_root, "2026-11-27.csv", HEADER + GOOD + late)
+    _ingest(data_root)
+    clean_source(wh, "events", SourceConfig(), D, 24)
+    clean_source(wh, "events", SourceConfig(), date(2026, 11, 26), 24)  # a rerun of the 26th
+    day = pl.read_parquet(
+        wh.partition_dir("clean", "events", {"dt": "2026-11-26"}) / "part-0.parquet"
+    )
+    assert sorted(day["event_id"]) == ["e0", "late"]
+
+
 def test_rerunning_a_date_leaves_identical_tables(data_root):
     _drop(
         data_root, "2026-11-27.csv", HEADER + GOOD * 3 + "e5,u2,2026-11-27T11:00:00Z,buy,i1,2,3\n"
