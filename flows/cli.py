@@ -215,6 +215,9 @@ def backfill(
         bool, typer.Option("--force", help="Run dates that are already complete too.")
     ] = False,
     force_steps: ForceOpt = None,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Dates run side by side (each source stays one at a time).")
+    ] = 1,
     config: ConfigOpt = None,
     data_root: DataRootOpt = None,
 ) -> None:
@@ -227,6 +230,7 @@ def backfill(
     [bold]Examples[/]:
       nightowl backfill --start 2026-11-01 --end 2026-11-07
       nightowl backfill --start 2026-11-01 --end 2026-11-07 --force --force-steps clean
+      nightowl backfill --start 2026-10-01 --end 2026-10-31 --concurrency 2
     """
     from warehouse.store import Warehouse
 
@@ -243,8 +247,44 @@ def backfill(
     console.print(
         f"backfill {first} … {last}: {len(todo)} date(s) to run, {skipped} already complete"
     )
-    if todo:
+    if todo and concurrency == 1:
         _run_nightly(settings, config, todo, forced, progress=True)
+    elif todo:
+        _run_side_by_side(settings, config, todo, forced, concurrency)
+
+
+def _run_side_by_side(
+    settings: Settings, config: Path | None, dates: list[date], force: list[str] | None, k: int
+) -> None:
+    """Run dates ``k`` at a time; per-source locks keep two runs off the same source at once."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    from flows.runtime import prepare_prefect, task_runner
+
+    prepare_prefect(settings.data_root)
+    from flows.nightly import NightlyFailed, nightly
+
+    if settings.runner.kind != "threads":
+        nightly = nightly.with_options(task_runner=task_runner(settings))
+    kwargs = {
+        "config": str(config) if config else None,
+        "data_root": str(settings.data_root),
+        "force_steps": force,
+    }
+    failed: list[str] = []
+    with ThreadPoolExecutor(max_workers=k) as pool:
+        runs = {pool.submit(nightly, run_date=d, **kwargs): d for d in dates}
+        for done, future in enumerate(as_completed(runs), start=1):
+            run_date = runs[future]
+            try:
+                future.result()
+                console.print(f"[green]✓[/] {run_date} ({done}/{len(dates)})")
+            except NightlyFailed as exc:
+                failed.append(f"{run_date}: {exc}")
+                console.print(f"[red]✗[/] {run_date} ({done}/{len(dates)})")
+    if failed:
+        err.print("[red]backfill failed for[/]:\n" + escape("\n".join(failed)))
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -392,8 +392,12 @@ def check_source(
 
     results = []
     if source in checks_cfg.fresh_sources:
-        dates = [d.isoformat() if (d := date_in_name(e.name)) else None for e in ingested.files]
-        results.append(checks.freshness(source, day, dates, blocking("freshness")))
+        # The day's export may have been ingested by another night's run (a backfill running
+        # dates side by side): look at every file named for the day, plus this run's undated ones.
+        named = [e.name for e in Ledger(wh).entries(source)]
+        dated = [d.isoformat() for n in named if (d := date_in_name(n)) and d.isoformat() == day]
+        undated = [None for e in ingested.files if date_in_name(e.name) is None]
+        results.append(checks.freshness(source, day, dated + undated, blocking("freshness")))
     results.append(
         checks.quarantine_share(
             source,

@@ -201,6 +201,20 @@ def test_backfill_runs_each_date_once_and_resumes(prefect_api, tmp_path):
     assert "nightly run for 2026-11-19 (1/1)" in resumed.output
 
 
+def test_a_backfill_side_by_side_gives_the_same_tables(prefect_api, tmp_path):
+    roots = [tmp_path / "one", tmp_path / "two"]
+    for root in roots:
+        generate_landing(root / "landing", users=150, items=24, days=5, seed=8, end_date=END)
+    for root, k in zip(roots, ("1", "2"), strict=True):
+        args = ["backfill", "--start", "2026-11-17", "--end", "2026-11-20", "--concurrency", k]
+        result = CliRunner().invoke(app, [*args, "--data-root", str(root)])
+        assert result.exit_code == 0, result.output
+    one, two = (Warehouse(root) for root in roots)
+    assert all(two.completed_run(f"2026-11-{d}") for d in (17, 18, 19, 20))
+    clean = {k: v for k, v in _hashes(one).items() if k.startswith("clean/") and "items" not in k}
+    assert clean and clean == {k: v for k, v in _hashes(two).items() if k in clean}
+
+
 def test_a_failing_check_blocks_the_run_and_says_which_check_table_and_numbers(
     prefect_api, tmp_path, monkeypatch
 ):
