@@ -1,4 +1,4 @@
-"""The ``nightowl`` command: generate demo data, run the nightly flow, list and query tables."""
+"""The ``nightowl`` command: demo data, nightly runs and backfills, the schedule, and queries."""
 
 from __future__ import annotations
 
@@ -153,6 +153,18 @@ def _parse_steps(value: str | None) -> list[str] | None:
     return names
 
 
+def _nightly_flow(settings: Settings):
+    """The nightly flow with the configured task runner, Prefect set up for the data root first."""
+    from flows.runtime import prepare_prefect, task_runner
+
+    prepare_prefect(settings.data_root)  # before Prefect is imported: it reads settings then
+    from flows.nightly import nightly
+
+    if settings.runner.kind != "threads":  # a served runner runs this object, options and all
+        return nightly.with_options(task_runner=task_runner(settings))
+    return nightly
+
+
 def _run_nightly(
     settings: Settings,
     config: Path | None,
@@ -161,13 +173,9 @@ def _run_nightly(
     *,
     progress: bool = False,
 ) -> None:
-    from flows.runtime import prepare_prefect, task_runner
+    from flows.nightly import NightlyFailed
 
-    prepare_prefect(settings.data_root)
-    from flows.nightly import NightlyFailed, nightly
-
-    if settings.runner.kind != "threads":
-        nightly = nightly.with_options(task_runner=task_runner(settings))
+    nightly = _nightly_flow(settings)
     for done, run_date in enumerate(dates):
         where = f" ({done + 1}/{len(dates)})" if progress else ""
         console.rule(f"nightly run for {run_date}{where}")
@@ -259,13 +267,9 @@ def _run_side_by_side(
     """Run dates ``k`` at a time; per-source locks keep two runs off the same source at once."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
-    from flows.runtime import prepare_prefect, task_runner
+    from flows.nightly import NightlyFailed
 
-    prepare_prefect(settings.data_root)
-    from flows.nightly import NightlyFailed, nightly
-
-    if settings.runner.kind != "threads":
-        nightly = nightly.with_options(task_runner=task_runner(settings))
+    nightly = _nightly_flow(settings)
     kwargs = {
         "config": str(config) if config else None,
         "data_root": str(settings.data_root),
@@ -425,11 +429,7 @@ def serve(
     _require_api(os.environ["PREFECT_API_URL"])
     from prefect.schedules import Cron
 
-    from flows.nightly import nightly
-    from flows.runtime import task_runner
-
-    if settings.runner.kind != "threads":  # the runner runs this flow object, options and all
-        nightly = nightly.with_options(task_runner=task_runner(settings))
+    nightly = _nightly_flow(settings)
     schedule = settings.schedule
     console.print(
         f"serving deployment nightowl-nightly/{schedule.deployment}: {schedule.cron} "

@@ -56,13 +56,8 @@ def quarantine_share(
     if rows_read < max(min_rows, 1):
         message = f"{table}: {rows_read:,} rows read, too few to judge"
         return CheckResult("quarantine_share", table, "skip", None, limit, message)
-    share = rows_quarantined / rows_read
-    failed = share > limit
-    message = (
-        f"{table}: {rows_quarantined:,} of {rows_read:,} rows quarantined ({share:.1%}), "
-        f"{'over' if failed else 'within'} the limit of {limit:.1%}"
-    )
-    return CheckResult("quarantine_share", table, _verdict(failed, blocking), share, limit, message)
+    what = f"{table}: {rows_quarantined:,} of {rows_read:,} rows quarantined"
+    return _share("quarantine_share", table, what, rows_quarantined, rows_read, limit, blocking)
 
 
 def row_count(
@@ -97,10 +92,14 @@ def null_share(
     name = f"null_share:{column}"
     if rows == 0:
         return CheckResult(name, table, "skip", None, limit, f"{table}: no rows for {column}")
-    share = nulls / rows
+    what = f"{table}.{column}: {nulls:,} of {rows:,} values missing"
+    return _share(name, table, what, nulls, rows, limit, blocking)
+
+
+def _share(
+    name: str, table: str, what: str, part: int, whole: int, limit: float, blocking: bool
+) -> CheckResult:
+    share = part / whole
     failed = share > limit
-    message = (
-        f"{table}.{column}: {nulls:,} of {rows:,} values missing ({share:.1%}), "
-        f"{'over' if failed else 'within'} the limit of {limit:.1%}"
-    )
+    message = f"{what} ({share:.1%}), {'over' if failed else 'within'} the limit of {limit:.1%}"
     return CheckResult(name, table, _verdict(failed, blocking), share, limit, message)

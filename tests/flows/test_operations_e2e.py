@@ -81,6 +81,28 @@ def _client(url: str):
         return get_client(sync_client=True)
 
 
+def _served_deployment(url: str, name: str):
+    """The deployment, once `nightowl serve` has registered it."""
+
+    def deployment():
+        with _client(url) as client:
+            try:
+                return client.read_deployment_by_name(name)
+            except Exception:  # not there yet
+                return None
+
+    return _wait(deployment, f"{name} to be served", timeout=120)
+
+
+def _start_run(url: str, name: str):
+    """A flow run of the deployment for END, as a custom run from the UI would start it."""
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: url}):
+        return run_deployment(name, parameters={"run_date": END.isoformat()}, timeout=0)
+
+
 def _final_run(url: str, run_id):
     def final():
         with _client(url) as client:
@@ -122,26 +144,11 @@ def test_retry_after_a_fix_reruns_only_the_failed_task_and_its_downstream(server
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        from prefect.deployments import run_deployment
-
-        def deployment():
-            with _client(url) as client:
-                try:
-                    return client.read_deployment_by_name("nightowl-nightly/nightly")
-                except Exception:
-                    return None
-
-        dep = _wait(deployment, "the deployment to be served", timeout=120)
+        dep = _served_deployment(url, "nightowl-nightly/nightly")
         assert not dep.paused
         assert [s.schedule.cron for s in dep.schedules] == ["0 2 * * *"]
         assert dep.schedules[0].schedule.timezone == "UTC"
-
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        with temporary_settings({PREFECT_API_URL: url}):
-            run = run_deployment(
-                "nightowl-nightly/nightly", parameters={"run_date": END.isoformat()}, timeout=0
-            )
+        run = _start_run(url, "nightowl-nightly/nightly")
         first = _final_run(url, run.id)
         assert first.state.is_failed(), first.state
         assert "2026-11-20.csv" in first.state.message
@@ -220,21 +227,8 @@ def test_served_runs_use_the_configured_dask_cluster(server, tmp_path):
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
     try:
-        from prefect.deployments import run_deployment
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        def deployment():
-            with _client(url) as client:
-                try:
-                    return client.read_deployment_by_name("nightowl-nightly/on-dask")
-                except Exception:
-                    return None
-
-        _wait(deployment, "the deployment to be served", timeout=120)
-        with temporary_settings({PREFECT_API_URL: url}):
-            run = run_deployment(
-                "nightowl-nightly/on-dask", parameters={"run_date": END.isoformat()}, timeout=0
-            )
+        _served_deployment(url, "nightowl-nightly/on-dask")
+        run = _start_run(url, "nightowl-nightly/on-dask")
         assert _final_run(url, run.id).state.is_completed()
     finally:
         serve.send_signal(signal.SIGINT)

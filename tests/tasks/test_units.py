@@ -191,34 +191,33 @@ def test_clean_rejects_duplicates_and_future_rows(data_root):
     assert reasons[0].startswith("duplicate") and "in the future" in reasons[1]
 
 
-def test_late_events_republish_their_own_partition(data_root):
+def _two_nights_with_a_late_event(data_root: Path):
+    """Nights of the 26th and 27th; the 27th's file brings a late event of the 26th."""
+    day26 = date(2026, 11, 26)
     _drop(data_root, "2026-11-26.csv", HEADER + GOOD.replace("11-27", "11-26").replace("e1", "e0"))
-    wh, _ = _ingest(data_root, run_date=date(2026, 11, 26))
-    clean_source(wh, "events", SourceConfig(), date(2026, 11, 26), 24)
+    wh, _ = _ingest(data_root, run_date=day26)
+    clean_source(wh, "events", SourceConfig(), day26, 24)
     late = GOOD.replace("e1", "late").replace("11-27", "11-26")
     _drop(data_root, "2026-11-27.csv", HEADER + GOOD + late)
     _ingest(data_root)
-    report = clean_source(wh, "events", SourceConfig(), D, 24)
+    return wh, clean_source(wh, "events", SourceConfig(), D, 24)
+
+
+def _event_ids_of(wh: Warehouse, day: str) -> list[str]:
+    part = wh.partition_dir("clean", "events", {"dt": day}) / "part-0.parquet"
+    return sorted(pl.read_parquet(part)["event_id"])
+
+
+def test_late_events_republish_their_own_partition(data_root):
+    wh, report = _two_nights_with_a_late_event(data_root)
     assert sorted(report.partitions) == ["2026-11-26", "2026-11-27"]
-    day = pl.read_parquet(
-        wh.partition_dir("clean", "events", {"dt": "2026-11-26"}) / "part-0.parquet"
-    )
-    assert sorted(day["event_id"]) == ["e0", "late"]
+    assert _event_ids_of(wh, "2026-11-26") == ["e0", "late"]
 
 
 def test_recleaning_an_older_date_keeps_late_events_a_later_night_brought(data_root):
-    _drop(data_root, "2026-11-26.csv", HEADER + GOOD.replace("11-27", "11-26").replace("e1", "e0"))
-    wh, _ = _ingest(data_root, run_date=date(2026, 11, 26))
-    clean_source(wh, "events", SourceConfig(), date(2026, 11, 26), 24)
-    late = GOOD.replace("e1", "late").replace("11-27", "11-26")
-    _drop(data_root, "2026-11-27.csv", HEADER + GOOD + late)
-    _ingest(data_root)
-    clean_source(wh, "events", SourceConfig(), D, 24)
+    wh, _ = _two_nights_with_a_late_event(data_root)
     clean_source(wh, "events", SourceConfig(), date(2026, 11, 26), 24)  # a rerun of the 26th
-    day = pl.read_parquet(
-        wh.partition_dir("clean", "events", {"dt": "2026-11-26"}) / "part-0.parquet"
-    )
-    assert sorted(day["event_id"]) == ["e0", "late"]
+    assert _event_ids_of(wh, "2026-11-26") == ["e0", "late"]
 
 
 def test_rerunning_a_date_leaves_identical_tables(data_root):
