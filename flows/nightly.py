@@ -28,7 +28,7 @@ def step_options(settings: Settings) -> dict:
     """Retries every step gets (on I/O errors only), each delay three times the last."""
     run = settings.run
     delays = [run.retry_delay_seconds * 3**i for i in range(run.io_retries)]
-    # No task timeout: Prefect cannot interrupt a step working in a thread, only warn each run.
+    # Time limits are the steps' own (tasks/deadline.py): Prefect cannot stop a thread.
     return {"retries": run.io_retries, "retry_delay_seconds": delays or 0}
 
 
@@ -41,6 +41,9 @@ def step_context(settings: Settings, source: str) -> StepContext:
         tolerance_hours=settings.future_tolerance_hours,
         source=settings.sources[source],
         checks=settings.checks,
+        timeout_seconds=(
+            settings.run.step_timeout_minutes * 60 if settings.run.step_timeout_minutes else None
+        ),
     )
 
 

@@ -74,6 +74,9 @@ class RunSettings(BaseModel):
     retry_delay_seconds: float = Field(
         default=10, ge=0, description="First retry delay; each next one is 3 times longer."
     )
+    step_timeout_minutes: float | None = Field(
+        default=180, gt=0, description="A step still working after this stops (none: no limit)."
+    )
 
 
 class AlertSettings(BaseModel):

@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from schemas.config import CheckSettings, SourceConfig
 from tasks import units
+from tasks.deadline import time_limit
 from tasks.summary import summary_markdown, summary_rows
 from warehouse.landing import landing_files
 from warehouse.ledger import Ledger
@@ -40,6 +41,7 @@ class StepContext(BaseModel):
     tolerance_hours: float
     source: SourceConfig
     checks: CheckSettings = Field(default_factory=CheckSettings)
+    timeout_seconds: float | None = None
 
     def warehouse(self) -> Warehouse:
         return Warehouse(Path(self.data_root), self.code_version)
@@ -144,8 +146,10 @@ def ingest_step(
 
     ``force`` reads this date's files again even though the ledger has them.
     """
-    wh = ctx.warehouse()
-    return units.ingest_source(wh, source, ctx.source, run_date, Path(ctx.config_dir), force=force)
+    with time_limit(ctx.timeout_seconds, f"ingest-{source}"):
+        return units.ingest_source(
+            ctx.warehouse(), source, ctx.source, run_date, Path(ctx.config_dir), force=force
+        )
 
 
 @task(name="check", task_run_name="check-{source}", cache_policy=NO_CACHE)
@@ -202,4 +206,6 @@ def clean_step(
     ctx: StepContext, source: str, run_date: date, ingested: units.IngestReport
 ) -> units.CleanReport:
     """Raw rows of one source → the clean partitions they feed, republished."""
-    return units.clean_source(ctx.warehouse(), source, ctx.source, run_date, ctx.tolerance_hours)
+    with time_limit(ctx.timeout_seconds, f"clean-{source}"):
+        wh = ctx.warehouse()
+        return units.clean_source(wh, source, ctx.source, run_date, ctx.tolerance_hours)

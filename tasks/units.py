@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 from schemas.config import CheckSettings, SourceConfig
 from schemas.landing import CONTRACTS
 from tasks import checks, clean, ingest
+from tasks.deadline import check_time
 from warehouse.landing import (
     LandingError,
     LandingFile,
@@ -116,6 +117,7 @@ def _ingest_source(
     report = IngestReport(source=source, run_date=part["dt"], files=[])
     failures: list[str] = []
     for file in landing_files(source, cfg, run_date, wh.data_root, config_dir):
+        check_time()
         sha = file_sha256(file.path)
         entry = ledger.get(source, sha)
         if entry is not None and entry.run_date != part["dt"]:
@@ -190,6 +192,7 @@ def ingest_file(
             rows_read = accepted = 0
             try:
                 for batch in mapped.collect_batches(chunk_size=BATCH_ROWS):
+                    check_time()
                     checked = ingest.validated_rows(batch, contract, cfg, lossy_text=lossy)
                     good = ingest.accepted_rows(checked, contract)
                     if good.height or not parts:  # the first part keeps the schema if all is bad
@@ -345,6 +348,7 @@ def _clean_source(
     # Partitions are independent: write two at a time (Parquet encoding is mostly one thread).
     with ThreadPoolExecutor(max_workers=2) as pool:
         for day_str, digest in zip(affected, pool.map(publish, affected), strict=True):
+            check_time()
             if digest is not None:
                 report.partitions[day_str] = digest
     if rows_in != report.rows_out + report.duplicates + report.future + report.superseded:
