@@ -193,25 +193,16 @@ def _run_nightly(
 
 
 def _summary_table(summary: dict[str, dict]) -> Table:
-    table = Table(title="ingest → clean", show_edge=False)
-    for col in ("source", "files new", "skipped", "rows read", "accepted", "quarantined",
-                "partitions", "clean rows", "duplicates", "future"):  # fmt: skip
-        table.add_column(col, justify="left" if col == "source" else "right")
-    for source, reports in summary.items():
-        ing, cl = reports.get("ingest", {}), reports.get("clean", {})
-        files = ing.get("files", [])
-        table.add_row(
-            source,
-            str(len(ing.get("newly_ingested", []))),
-            str(len(ing.get("skipped", []))),
-            f"{sum(f['rows_read'] for f in files):,}",
-            f"{sum(f['rows_accepted'] for f in files):,}",
-            f"{sum(f['rows_quarantined'] for f in files):,}",
-            str(len(cl.get("partitions", {}))),
-            f"{cl.get('rows_out', 0):,}",
-            f"{cl.get('duplicates', 0):,}",
-            f"{cl.get('future', 0):,}",
-        )
+    """The run's steps as the summary artifact lists them: rows in and out, quarantined, time."""
+    from tasks.summary import summary_rows
+
+    rows = summary_rows(summary)
+    table = Table(title="steps", show_edge=False)
+    for col in ("step", "new files", "rows in", "rows out", "quarantined", "partitions", "s"):
+        table.add_column(col, justify="left" if col == "step" else "right")
+    for r in rows:
+        numbers = (r["files"], r["rows_in"], r["rows_out"], r["quarantined"], r["partitions"])
+        table.add_row(r["step"], *(f"{n:,}" for n in numbers), f"{r['seconds']:.1f}")
     return table
 
 
@@ -421,15 +412,12 @@ def serve(
 
     [bold]Example[/]: nightowl serve --config nightowl.toml
     """
-    from flows.runtime import prepare_prefect
-
     settings = _settings(config, data_root)
-    prepare_prefect(settings.data_root)
-    os.environ.setdefault("PREFECT_API_URL", settings.server.api_url)
+    os.environ.setdefault("PREFECT_API_URL", settings.server.api_url)  # before Prefect loads
     _require_api(os.environ["PREFECT_API_URL"])
+    nightly = _nightly_flow(settings)
     from prefect.schedules import Cron
 
-    nightly = _nightly_flow(settings)
     schedule = settings.schedule
     console.print(
         f"serving deployment nightowl-nightly/{schedule.deployment}: {schedule.cron} "

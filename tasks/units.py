@@ -30,7 +30,7 @@ from warehouse.landing import (
     open_landing,
 )
 from warehouse.ledger import Ledger, LedgerEntry
-from warehouse.manifest import InputRef, file_sha256
+from warehouse.manifest import file_sha256
 from warehouse.store import PARQUET_OPTIONS, Warehouse
 
 log = logging.getLogger("nightowl")
@@ -116,9 +116,14 @@ def _ingest_source(
     part = {"dt": run_date.isoformat()}
     report = IngestReport(source=source, run_date=part["dt"], files=[])
     failures: list[str] = []
+    # A file whose path, size and change time match its ledger entry is not read again to hash it
+    # (the landing folder keeps every earlier night's files).
+    seen = {(e.file, e.bytes, e.mtime_ns): e for e in ledger.entries(source)}
     for file in landing_files(source, cfg, run_date, wh.data_root, config_dir):
         check_time()
-        sha = file_sha256(file.path)
+        stat = file.path.stat()
+        known = seen.get((str(file.path), stat.st_size, stat.st_mtime_ns))
+        sha = known.sha256 if known else file_sha256(file.path)
         entry = ledger.get(source, sha)
         if entry is not None and entry.run_date != part["dt"]:
             # Earlier nights' files stay in landing: only a copy under a new name is news.
@@ -131,7 +136,7 @@ def _ingest_source(
             continue
         if entry is None or force:
             try:
-                entry = ingest_file(wh, source, file, sha, cfg, run_date)
+                entry = ingest_file(wh, source, file, sha, cfg, run_date, stat=stat)
             except (LandingError, ingest.MappingError) as exc:
                 failures.append(
                     str(exc) if isinstance(exc, LandingError) else f"{file.path}: {exc}"
@@ -147,10 +152,7 @@ def _ingest_source(
     for table in ("raw", "quarantine"):
         name = source if table == "raw" else quarantine_table(source, "ingest")
         if wh.partition_dir(table, name, part).exists():
-            inputs = [
-                InputRef(kind="landing", name=e.file, content_hash=e.sha256) for e in report.files
-            ]
-            manifest = wh.seal_partition(table, name, part, inputs=inputs)
+            manifest = wh.seal_partition(table, name, part, inputs=[e.ref for e in report.files])
             if table == "raw":
                 report.content_hash = manifest.content_hash
     log.info(
@@ -167,13 +169,21 @@ def _ingest_source(
 
 
 def ingest_file(
-    wh: Warehouse, source: str, file: LandingFile, sha: str, cfg: SourceConfig, run_date: date
+    wh: Warehouse,
+    source: str,
+    file: LandingFile,
+    sha: str,
+    cfg: SourceConfig,
+    run_date: date,
+    *,
+    stat: os.stat_result | None = None,
 ) -> LedgerEntry:
     """Stream one landing file into raw Parquet parts and a quarantine file; return its entry.
 
     Accepted rows are written one part per batch (Polars writes a part far faster than an
     appending writer can), named ``<file hash>-<n>.parquet``.
     """
+    stat = stat or file.path.stat()
     contract = CONTRACTS[source]
     part = {"dt": run_date.isoformat()}
     stem = sha[:16]
@@ -236,7 +246,8 @@ def ingest_file(
         file=str(file.path),
         name=file.name,
         sha256=sha,
-        bytes=file.path.stat().st_size,
+        bytes=stat.st_size,
+        mtime_ns=stat.st_mtime_ns,  # as when it was hashed: a later change must hash again
         format=file.format + (".gz" if file.compressed else ""),
         run_date=part["dt"],
         raw_files=[str(p.relative_to(wh.root)) for p in raw_paths],
@@ -321,7 +332,7 @@ def _clean_source(
     report.rows_in, report.rows_out, report.duplicates = rows_in, good.height, duplicates
     report.future = bad.height - duplicates
     report.superseded = superseded
-    refs = [InputRef(kind="landing", name=e.file, content_hash=e.sha256) for e in inputs]
+    refs = [e.ref for e in inputs]
     good_parts = dict(good.partition_by("dt", as_dict=True, include_key=False, maintain_order=True))
     bad_parts = dict(bad.partition_by("dt", as_dict=True, include_key=False, maintain_order=True))
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
+from warehouse.manifest import InputRef
 from warehouse.store import Warehouse, write_json_atomic
 
 
@@ -21,6 +22,7 @@ class LedgerEntry(BaseModel):
     name: str
     sha256: str
     bytes: int
+    mtime_ns: int | None = Field(default=None, description="when the file was last changed")
     format: str
     run_date: str
     raw_files: list[str] = Field(description="its accepted rows: raw Parquet parts, in order")
@@ -33,6 +35,11 @@ class LedgerEntry(BaseModel):
     ingested_at: str = Field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")
     )
+
+    @property
+    def ref(self) -> InputRef:
+        """This file as an input of what was made from it (manifest lineage)."""
+        return InputRef(kind="landing", name=self.file, content_hash=self.sha256)
 
     @property
     def reconciles(self) -> bool:

@@ -43,7 +43,6 @@ class Manifest(BaseModel):
     code_version: str
     inputs: list[InputRef] = Field(default_factory=list)
     stats: dict[str, Any] = Field(default_factory=dict)
-    cache_key: str | None = None
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
     @property

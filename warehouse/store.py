@@ -83,7 +83,6 @@ class Warehouse:
         *,
         inputs: list[InputRef] | None = None,
         stats: dict | None = None,
-        cache_key: str | None = None,
     ) -> Manifest:
         """Publish ``frame`` as the whole partition, replacing what was there in one rename."""
         target = self.partition_dir(layer, table, partition)
@@ -93,7 +92,7 @@ class Warehouse:
         try:
             frame.write_parquet(staging / "part-0.parquet", **PARQUET_OPTIONS)
             manifest = self._manifest_for(
-                staging, layer, table, partition, frame.schema, inputs, stats, cache_key
+                staging, layer, table, partition, frame.schema, inputs, stats
             )
             write_json_atomic(staging / MANIFEST, manifest.model_dump_json(indent=2))
             _swap_in(staging, target)
@@ -118,16 +117,16 @@ class Warehouse:
         partition: dict[str, str],
         *,
         inputs: list[InputRef] | None = None,
-        stats: dict | None = None,
     ) -> Manifest:
         """(Re)write the manifest of an accumulating partition from the files it now holds."""
         folder = self.partition_dir(layer, table, partition)
         folder.mkdir(parents=True, exist_ok=True)
-        known = {f.name: f for f in (self.manifest(layer, table, partition) or _empty()).files}
+        old = self.manifest(layer, table, partition)
+        known = {f.name: f for f in old.files} if old else {}
         files = sorted(folder.glob("*.parquet"))
         schema = pl.read_parquet_schema(files[0]) if files else pl.Schema()
         manifest = self._manifest_for(
-            folder, layer, table, partition, schema, inputs, stats, None, known=known
+            folder, layer, table, partition, schema, inputs, None, known=known
         )
         write_json_atomic(folder / MANIFEST, manifest.model_dump_json(indent=2))
         return manifest
@@ -141,7 +140,6 @@ class Warehouse:
         schema: pl.Schema | dict,
         inputs: list[InputRef] | None,
         stats: dict | None,
-        cache_key: str | None,
         known: dict[str, FileEntry] | None = None,
     ) -> Manifest:
         entries = []
@@ -167,7 +165,6 @@ class Warehouse:
             code_version=self.code_version,
             inputs=inputs or [],
             stats=stats or {},
-            cache_key=cache_key,
         )
 
     def drop_partition(self, layer: str, table: str, partition: dict[str, str]) -> None:
@@ -220,11 +217,7 @@ class Warehouse:
 
     # ---- reading ----------------------------------------------------------------------------
     def manifest(self, layer: str, table: str, partition: dict[str, str]) -> Manifest | None:
-        path = self.partition_dir(layer, table, partition) / MANIFEST
-        try:
-            return Manifest.model_validate_json(path.read_bytes())
-        except FileNotFoundError:
-            return None
+        return _read_manifest(self.partition_dir(layer, table, partition) / MANIFEST)
 
     def manifests(self, layer: str, table: str) -> list[Manifest]:
         """Manifests of every published partition of a table, in partition order."""
@@ -268,13 +261,6 @@ def _read_manifest(manifest_path: Path) -> Manifest | None:
         return Manifest.model_validate_json(manifest_path.read_bytes())
     except FileNotFoundError:
         return None
-
-
-def _empty() -> Manifest:
-    return Manifest(
-        layer="", table="", partition={}, rows=0, bytes=0, files=[], content_hash="",
-        columns={}, code_version="",
-    )  # fmt: skip
 
 
 def write_json_atomic(path: Path, text: str) -> None:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from datetime import date
+from pathlib import Path
 
 import httpx
 import pytest
@@ -52,7 +53,8 @@ def server(tmp_path_factory):
     }
     env.pop("PREFECT_LOCAL_STORAGE_PATH", None)
     args = [*NIGHTOWL, "server", "--port", str(port), "--data-root", str(base / "data")]
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    with (base / "server.log").open("w") as log:  # not a pipe: nobody would drain it
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/api"
 
     def healthy() -> bool:
@@ -71,6 +73,20 @@ def server(tmp_path_factory):
         finally:
             proc.kill()
         assert not healthy()
+
+
+def _client_env(server: dict) -> dict:
+    """Environment of a process that talks to the test server (and polls it every 2 s)."""
+    return server["env"] | {"PREFECT_API_URL": server["url"], "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+
+
+def _serve(env: dict, log: Path, *args: str) -> subprocess.Popen:
+    """`nightowl serve` in the background, its output in ``log`` (a pipe nobody reads could fill
+    up and stall the flow runs it starts)."""
+    with log.open("a") as out:
+        return subprocess.Popen(
+            [*NIGHTOWL, "serve", *args], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
 
 
 def _client(url: str):
@@ -131,18 +147,14 @@ def _task_states_since(url: str, run_id, since) -> dict[str, str]:
 
 
 def test_retry_after_a_fix_reruns_only_the_failed_task_and_its_downstream(server, tmp_path):
-    url, env = server["url"], server["env"] | {"PREFECT_API_URL": server["url"]}
-    env["PREFECT_RUNNER_POLL_FREQUENCY"] = "2"
+    url, env = server["url"], _client_env(server)
     root = tmp_path / "data"
     generate_landing(root / "landing", users=150, items=24, days=3, seed=11, end_date=END)
     broken = root / "landing/events/2026-11-20.csv"
     good_text = broken.read_text()
     broken.write_text("user_id,event_type\nu1,view\n")  # the export lost its timestamp column
 
-    serve = subprocess.Popen(
-        [*NIGHTOWL, "serve", "--data-root", str(root)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    serve = _serve(env, tmp_path / "serve.log", "--data-root", str(root))
     try:
         dep = _served_deployment(url, "nightowl-nightly/nightly")
         assert not dep.paused
@@ -177,10 +189,7 @@ def test_retry_after_a_fix_reruns_only_the_failed_task_and_its_downstream(server
     assert len(dep.schedules) == 1
 
     # Serving again updates the same deployment: one schedule, no duplicate scheduled runs.
-    again = subprocess.Popen(
-        [*NIGHTOWL, "serve", "--data-root", str(root)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    again = _serve(env, tmp_path / "serve.log", "--data-root", str(root))
     try:
         _wait(lambda: _scheduled_runs(url, dep.id), "scheduled runs", timeout=60)
         time.sleep(5)  # let the scheduler loop run again after the restart
@@ -213,8 +222,7 @@ def _scheduled_runs(url: str, deployment_id) -> list:
 
 
 def test_served_runs_use_the_configured_dask_cluster(server, tmp_path):
-    url, env = server["url"], server["env"] | {"PREFECT_API_URL": server["url"]}
-    env["PREFECT_RUNNER_POLL_FREQUENCY"] = "2"
+    url, env = server["url"], _client_env(server)
     root = tmp_path / "data"
     generate_landing(root / "landing", users=100, items=24, days=2, seed=12, end_date=END)
     config = tmp_path / "nightowl.toml"
@@ -222,15 +230,12 @@ def test_served_runs_use_the_configured_dask_cluster(server, tmp_path):
         f'data_root = "{root}"\n[schedule]\ndeployment = "on-dask"\n'
         '[runner]\nkind = "dask"\ndask_workers = 2\n'
     )
-    serve = subprocess.Popen(
-        [*NIGHTOWL, "serve", "--config", str(config)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    serve = _serve(env, tmp_path / "serve.log", "--config", str(config))
     try:
         _served_deployment(url, "nightowl-nightly/on-dask")
         run = _start_run(url, "nightowl-nightly/on-dask")
         assert _final_run(url, run.id).state.is_completed()
     finally:
         serve.send_signal(signal.SIGINT)
-        output = serve.communicate(timeout=60)[0]
-    assert "distributed.scheduler" in output  # the steps ran on a Dask cluster
+        serve.wait(timeout=60)
+    assert "distributed.scheduler" in (tmp_path / "serve.log").read_text()  # ran on Dask

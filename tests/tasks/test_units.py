@@ -173,6 +173,19 @@ def test_an_unchanged_redrop_is_a_noop_and_says_so(data_root):
     assert len(list((wh.root / "raw/events").glob("*/*.parquet"))) == 1
 
 
+def test_unchanged_files_are_not_read_again_to_hash_them(data_root, monkeypatch):
+    import tasks.units
+
+    _drop(data_root, "2026-11-26.csv", HEADER + GOOD)
+    _ingest(data_root, run_date=date(2026, 11, 26))
+    hashed: list[str] = []
+    real = tasks.units.file_sha256
+    monkeypatch.setattr(tasks.units, "file_sha256", lambda p: hashed.append(p.name) or real(p))
+    _drop(data_root, "2026-11-27.csv", HEADER + GOOD.replace("e1", "e2"))
+    _, report = _ingest(data_root)
+    assert hashed == ["2026-11-27.csv"] and report.skipped == ["2026-11-26.csv"]
+
+
 def test_files_dated_after_the_run_date_wait_for_their_run(data_root):
     _drop(data_root, "2026-11-27.csv", HEADER + GOOD)
     _drop(data_root, "2026-11-28.csv", HEADER + GOOD.replace("e1", "e9"))
