@@ -1,0 +1,195 @@
+"""LightGBM binary boosters as ONNX graphs that route float32 rows exactly as LightGBM does.
+
+Our own converter rather than onnxmltools: the stock one stores each split threshold as the
+float32 *nearest* to LightGBM's double, which sends features lying between the two down the wrong
+branch. LightGBM compares ``double(x) <= t``; for a float32 ``x`` that is the same as comparing
+``x <= t32`` where ``t32`` is the largest float32 not above ``t``, so that is what we store.
+Missing values follow LightGBM's rules: with ``missing_type`` NaN a NaN goes the default way; with
+``None`` a NaN is read as 0. Categorical splits and ``zero_as_missing`` are refused, not guessed.
+
+The graph: ``features`` float32 [N, F] → TreeEnsembleRegressor (sum of leaves = raw score) →
+Sigmoid → ``probability`` float32 [N, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+INPUT = "features"
+OUTPUT = "probability"
+ML_OPSET = 3
+ONNX_OPSET = 17
+
+
+class UnsupportedModel(ValueError):
+    """A booster this converter would not reproduce exactly."""
+
+
+#: LightGBM reads any feature value within this distance of 0 as exactly 0 (its kZeroThreshold).
+ZERO_THRESHOLD = float(np.float32(1e-35))
+
+
+def float32_at_or_below(value: float) -> float:
+    """The largest float32 not above ``value``: ``x <= it`` iff ``double(x) <= value``."""
+    with np.errstate(over="ignore"):  # beyond float32's range: the largest finite one below
+        v32 = np.float32(value)
+    if float(v32) > value:
+        v32 = np.nextafter(v32, np.float32(-np.inf))
+    return float(v32)
+
+
+def float32_threshold(threshold: float) -> float:
+    """The float32 threshold ``t32`` with ``x <= t32`` exactly where LightGBM sends ``x`` left.
+
+    LightGBM compares ``double(x) <= threshold`` after reading near-zero values as 0, so a
+    threshold within ``ZERO_THRESHOLD`` of 0 moves to the edge of that zero band.
+    """
+    if 0.0 <= threshold < ZERO_THRESHOLD:
+        return float32_at_or_below(ZERO_THRESHOLD)  # the whole zero band goes left
+    if -ZERO_THRESHOLD <= threshold < 0.0:  # the zero band goes right: left only below it
+        below = float32_at_or_below(-ZERO_THRESHOLD)
+        if below == -ZERO_THRESHOLD:
+            below = float(np.nextafter(np.float32(below), np.float32(-np.inf)))
+        return below
+    return float32_at_or_below(threshold)
+
+
+@dataclass
+class _Nodes:
+    """The flat node and leaf attribute lists of a TreeEnsembleRegressor, filled tree by tree."""
+
+    tree_ids: list[int] = field(default_factory=list)
+    node_ids: list[int] = field(default_factory=list)
+    feature_ids: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+    modes: list[str] = field(default_factory=list)
+    true_ids: list[int] = field(default_factory=list)
+    false_ids: list[int] = field(default_factory=list)
+    missing_true: list[int] = field(default_factory=list)
+    leaf_tree_ids: list[int] = field(default_factory=list)
+    leaf_node_ids: list[int] = field(default_factory=list)
+    leaf_weights: list[float] = field(default_factory=list)
+
+    def add_tree(self, tree_id: int, root: dict[str, Any]) -> None:
+        counter = iter(range(1 << 30))
+
+        def visit(node: dict[str, Any]) -> int:
+            node_id = next(counter)
+            at = len(self.node_ids)
+            self.tree_ids.append(tree_id)
+            self.node_ids.append(node_id)
+            if "leaf_value" in node:
+                self.feature_ids.append(0)
+                self.values.append(0.0)
+                self.modes.append("LEAF")
+                self.true_ids.append(0)
+                self.false_ids.append(0)
+                self.missing_true.append(0)
+                self.leaf_tree_ids.append(tree_id)
+                self.leaf_node_ids.append(node_id)
+                self.leaf_weights.append(float(node["leaf_value"]))
+                return node_id
+            if node["decision_type"] != "<=":
+                raise UnsupportedModel(
+                    f"tree {tree_id}: categorical split on feature {node['split_feature']}; "
+                    "encode categories as numbers before training"
+                )
+            threshold = float32_threshold(float(node["threshold"]))
+            missing = node["missing_type"]
+            if missing == "NaN":
+                nan_goes_left = bool(node["default_left"])
+            elif missing == "None":
+                nan_goes_left = 0.0 <= float(node["threshold"])  # LightGBM reads NaN as 0
+            else:
+                raise UnsupportedModel(
+                    f"tree {tree_id}: missing_type {missing!r} (zero_as_missing) is not supported"
+                )
+            self.feature_ids.append(int(node["split_feature"]))
+            self.values.append(threshold)
+            self.modes.append("BRANCH_LEQ")
+            self.missing_true.append(int(nan_goes_left))
+            self.true_ids.append(-1)
+            self.false_ids.append(-1)
+            self.true_ids[at] = visit(node["left_child"])
+            self.false_ids[at] = visit(node["right_child"])
+            return node_id
+
+        visit(root)
+
+
+def sigmoid_scale(objective: str) -> float:
+    """The ``sigmoid:`` factor of a LightGBM binary objective string (1 unless configured)."""
+    name, *params = objective.split()
+    if name not in {"binary", "cross_entropy", "xentropy"}:
+        raise UnsupportedModel(f"objective {name!r}: only binary classifiers are exported")
+    for param in params:
+        key, _, value = param.partition(":")
+        if key == "sigmoid":
+            return float(value)
+    return 1.0
+
+
+def onnx_from_booster(booster: lgb.Booster) -> bytes:
+    """The serialized ONNX model of a binary LightGBM booster: float32 features in, p(1) out."""
+    dump = booster.dump_model()
+    if dump.get("num_tree_per_iteration", 1) != 1 or dump.get("average_output"):
+        raise UnsupportedModel("only single-output boosted (not random-forest) models are exported")
+    scale = sigmoid_scale(dump["objective"])
+    nodes = _Nodes()
+    for tree in dump["tree_info"]:
+        nodes.add_tree(int(tree["tree_index"]), tree["tree_structure"])
+    n_features = int(dump["max_feature_idx"]) + 1
+
+    ensemble = helper.make_node(
+        "TreeEnsembleRegressor",
+        [INPUT],
+        ["raw_score"],
+        domain="ai.onnx.ml",
+        n_targets=1,
+        aggregate_function="SUM",
+        base_values=[0.0],
+        nodes_treeids=nodes.tree_ids,
+        nodes_nodeids=nodes.node_ids,
+        nodes_featureids=nodes.feature_ids,
+        nodes_values=nodes.values,
+        nodes_modes=nodes.modes,
+        nodes_truenodeids=nodes.true_ids,
+        nodes_falsenodeids=nodes.false_ids,
+        nodes_missing_value_tracks_true=nodes.missing_true,
+        target_treeids=nodes.leaf_tree_ids,
+        target_nodeids=nodes.leaf_node_ids,
+        target_ids=[0] * len(nodes.leaf_node_ids),
+        target_weights=nodes.leaf_weights,
+    )
+    graph_nodes = [ensemble]
+    logit = "raw_score"
+    initializers = []
+    if not math.isclose(scale, 1.0):
+        initializers.append(helper.make_tensor("sigmoid_scale", TensorProto.FLOAT, [], [scale]))
+        graph_nodes.append(helper.make_node("Mul", ["raw_score", "sigmoid_scale"], ["logit"]))
+        logit = "logit"
+    graph_nodes.append(helper.make_node("Sigmoid", [logit], [OUTPUT]))
+    graph = helper.make_graph(
+        graph_nodes,
+        "lightgbm_binary",
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, [None, n_features])],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, [None, 1])],
+        initializer=initializers,
+    )
+    model = helper.make_model(
+        graph,
+        producer_name="nightowl",
+        opset_imports=[helper.make_opsetid("", ONNX_OPSET), helper.make_opsetid("ai.onnx.ml", ML_OPSET)],
+    )
+    model.ir_version = 8  # what onnxruntime 1.17+ reads; newer IRs add nothing we use
+    meta = model.metadata_props.add()
+    meta.key, meta.value = "feature_names", ",".join(dump["feature_names"])
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
