@@ -21,7 +21,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from schemas.config import CheckSettings, SourceConfig, known_zone
+from schemas.config import CheckSettings, ModelSettings, SourceConfig, known_zone
 from schemas.landing import SOURCES
 
 CONFIG_NAME = "nightowl.toml"
@@ -119,6 +119,7 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     run: RunSettings = Field(default_factory=RunSettings)
     checks: CheckSettings = Field(default_factory=CheckSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     config_dir: Path = Field(default=Path("."), description="Folder of the config file (set).")

@@ -136,3 +136,46 @@ class CheckSettings(BaseModel):
         default_factory=list,
         description="Checks that only warn: freshness, quarantine_share, row_count, null_share.",
     )
+
+
+class ModelSettings(BaseModel):
+    """How the purchase-propensity model is trained, promoted and used for scoring."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    horizon_days: int = Field(
+        default=30, ge=1, description="Predict a purchase within this many days (the H in p_H)."
+    )
+    churn_lookback_days: int = Field(
+        default=90, ge=1, description="Customers who bought within this look-back get churn_risk."
+    )
+    snapshots: int = Field(
+        default=6, ge=1, description="Training snapshots (as_of dates) before the held-out one."
+    )
+    snapshot_step_days: int = Field(default=7, ge=1, description="Days between snapshots.")
+    min_history_days: int = Field(
+        default=28, ge=1, description="A snapshot needs this much event history before it."
+    )
+    retrain_every_days: int = Field(
+        default=7, ge=1, description="The nightly flow retrains when the champion is this old."
+    )
+    validation_share: float = Field(
+        default=0.2, gt=0, lt=1, description="Users held out of training for early stopping."
+    )
+    learning_rate: float = Field(default=0.05, gt=0)
+    num_leaves: int = Field(default=15, ge=2)
+    min_data_in_leaf: int = Field(default=100, ge=1)
+    max_rounds: int = Field(default=2000, ge=1)
+    early_stopping_rounds: int = Field(default=50, ge=1)
+    seed: int = 7
+    parity_tolerance: float = Field(
+        default=1e-6, gt=0, description="Largest |ONNX - LightGBM| probability a model may show."
+    )
+    risk_tiers: dict[str, float] = Field(
+        default_factory=lambda: {"high": 0.8, "medium": 0.5},
+        description="churn_risk at or above which a customer is in the tier (else low).",
+    )
+    score_batch_rows: int = Field(default=262_144, ge=1, description="Rows per ONNX run call.")
+    provider: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto: CUDA when its libraries really load, else CPU."
+    )

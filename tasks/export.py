@@ -106,7 +106,7 @@ class _Nodes:
             if missing == "NaN":
                 nan_goes_left = bool(node["default_left"])
             elif missing == "None":
-                nan_goes_left = 0.0 <= float(node["threshold"])  # LightGBM reads NaN as 0
+                nan_goes_left = float(node["threshold"]) >= 0.0  # LightGBM reads NaN as 0
             else:
                 raise UnsupportedModel(
                     f"tree {tree_id}: missing_type {missing!r} (zero_as_missing) is not supported"
@@ -186,10 +186,64 @@ def onnx_from_booster(booster: lgb.Booster) -> bytes:
     model = helper.make_model(
         graph,
         producer_name="nightowl",
-        opset_imports=[helper.make_opsetid("", ONNX_OPSET), helper.make_opsetid("ai.onnx.ml", ML_OPSET)],
+        opset_imports=[
+            helper.make_opsetid("", ONNX_OPSET),
+            helper.make_opsetid("ai.onnx.ml", ML_OPSET),
+        ],
     )
     model.ir_version = 8  # what onnxruntime 1.17+ reads; newer IRs add nothing we use
     meta = model.metadata_props.add()
     meta.key, meta.value = "feature_names", ",".join(dump["feature_names"])
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+def split_thresholds(booster: lgb.Booster) -> list[tuple[int, float]]:
+    """(feature index, threshold) of every numerical split in the booster."""
+    found: list[tuple[int, float]] = []
+
+    def visit(node: dict[str, Any]) -> None:
+        if "leaf_value" in node:
+            return
+        found.append((int(node["split_feature"]), float(node["threshold"])))
+        visit(node["left_child"])
+        visit(node["right_child"])
+
+    for tree in booster.dump_model()["tree_info"]:
+        visit(tree["tree_structure"])
+    return found
+
+
+def parity_rows(booster: lgb.Booster, rows: np.ndarray, probes: int = 20_000) -> np.ndarray:
+    """``rows`` plus rows that probe the edges: values at, just above and just below split
+    thresholds, NaNs and zeros, each planted in a copy of a real row."""
+    if len(rows) == 0:
+        return rows
+    rng = np.random.default_rng(0)
+    splits = split_thresholds(booster)
+    picked = rng.choice(len(splits), size=min(len(splits), probes // 3), replace=False)
+    extra: list[np.ndarray] = []
+    with np.errstate(over="ignore"):
+        for i in picked:
+            feature, threshold = splits[i]
+            at = np.float32(threshold)
+            if not np.isfinite(at):
+                continue
+            for value in (at, np.nextafter(at, np.float32(np.inf)), np.nextafter(at, -np.inf)):
+                row = rows[rng.integers(len(rows))].copy()
+                row[feature] = value
+                extra.append(row)
+    n_features = rows.shape[1]
+    for value in (np.nan, 0.0):
+        block = rows[rng.integers(len(rows), size=min(len(rows), 1000))].copy()
+        block[np.arange(len(block)), rng.integers(n_features, size=len(block))] = value
+        extra.append(block)
+    edge = np.vstack([np.atleast_2d(e) for e in extra]).astype(np.float32)
+    return np.ascontiguousarray(np.vstack([rows, edge]))
+
+
+def parity_max_diff(booster: lgb.Booster, session: Any, rows: np.ndarray) -> float:
+    """Largest |ONNX probability - LightGBM probability| over ``rows``."""
+    native = booster.predict(rows, num_threads=2)
+    exported = session.run(None, {INPUT: rows})[0][:, 0]
+    return float(np.abs(native - exported.astype(np.float64)).max(initial=0.0))

@@ -1,0 +1,215 @@
+"""User features as of a date, and the labels a propensity model learns from.
+
+Every feature of ``user_features(..., as_of)`` is computed from events dated strictly before
+``as_of`` (midnight UTC), so appending later events changes nothing (tests/tasks/test_features.py
+proves it). Features are finite numbers or null, never infinite: a ratio over nothing is null.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+
+#: Event types whose counts, recency and trends become features (others still count as activity).
+EVENT_TYPES = ("view", "add_to_cart", "remove_from_cart", "purchase", "return")
+WINDOWS = (7, 28, 90)
+LONGEST = max(WINDOWS)
+#: Types whose short-vs-long rate difference is a feature.
+TRENDED = ("view", "add_to_cart", "purchase")
+
+
+def midnight(day: date) -> datetime:
+    """``day`` at 00:00 UTC: the first instant that is no longer before ``day``."""
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def events_before(events: pl.LazyFrame, as_of: date) -> pl.LazyFrame:
+    """The events dated strictly before ``as_of``, with ``days_ago`` (fractional days)."""
+    cut = midnight(as_of)
+    return events.filter(pl.col("event_time") < cut).with_columns(
+        days_ago=(pl.lit(cut) - pl.col("event_time")).dt.total_seconds(fractional=True) / 86400.0
+    )
+
+
+def _ratio(num: pl.Expr, den: pl.Expr) -> pl.Expr:
+    """``num / den`` where ``den`` is positive, else null (never inf or NaN)."""
+    return pl.when(den > 0).then(num / den).otherwise(None)
+
+
+def _is(kind: str, within: int | None = None) -> pl.Expr:
+    cond = pl.col("event_type") == kind
+    return cond if within is None else cond & (pl.col("days_ago") < within)
+
+
+def _behaviour_aggregations() -> list[pl.Expr]:
+    days_ago = pl.col("days_ago")
+    aggs: list[pl.Expr] = [
+        days_ago.max().alias("tenure_days"),
+        days_ago.min().alias("recency_days"),
+        pl.len().alias("events_total"),
+        (days_ago < LONGEST).sum().alias("events_90d"),
+    ]
+    for kind in EVENT_TYPES:
+        aggs.append(days_ago.filter(_is(kind)).min().alias(f"{kind}_recency_days"))
+        aggs += [_is(kind, w).sum().alias(f"{kind}_n_{w}d") for w in WINDOWS]
+    for w in WINDOWS:
+        inside = days_ago < w
+        aggs.append(
+            pl.col("session_id").filter(inside).drop_nulls().n_unique().alias(f"sessions_{w}d")
+        )
+    aggs.append(pl.col("dt").filter(days_ago < 28).n_unique().alias("active_days_28d"))
+    bought = _is("purchase")
+    spend = pl.col("quantity").fill_null(1) * pl.col("price")
+    aggs += [
+        spend.filter(bought).sum().alias("spend_total"),
+        spend.filter(_is("purchase", 28)).sum().alias("spend_28d"),
+        spend.filter(_is("purchase", LONGEST)).sum().alias("spend_90d"),
+        pl.col("order_id").filter(bought).drop_nulls().n_unique().alias("orders_total"),
+        pl.col("order_id")
+        .filter(_is("purchase", LONGEST))
+        .drop_nulls()
+        .n_unique()
+        .alias("orders_90d"),
+        pl.col("quantity").fill_null(1).filter(_is("purchase", LONGEST)).sum().alias("units_90d"),
+    ]
+    return aggs
+
+
+def _derived() -> list[pl.Expr]:
+    c = pl.col
+    derived = [
+        _ratio(c("spend_90d"), c("orders_90d")).alias("order_value_90d"),
+        _ratio(c("units_90d"), c("orders_90d")).alias("basket_size_90d"),
+        _ratio(c("return_n_90d"), c("purchase_n_90d")).alias("return_rate_90d"),
+        _ratio(c("purchase_n_90d"), c("view_n_90d")).alias("view_to_purchase_90d"),
+        _ratio(c("purchase_n_28d"), c("add_to_cart_n_28d")).alias("cart_to_purchase_28d"),
+        _ratio(c("events_90d"), c("sessions_90d")).alias("events_per_session_90d"),
+    ]
+    derived += [
+        (c(f"{k}_n_7d") / 7.0 - c(f"{k}_n_28d") / 28.0).alias(f"{k}_trend_7v28") for k in TRENDED
+    ]
+    derived += [
+        (c(f"{k}_n_28d") / 28.0 - c(f"{k}_n_90d") / 90.0).alias(f"{k}_trend_28v90") for k in TRENDED
+    ]
+    return derived
+
+
+#: Half-lives (days) of the exponentially decayed counts of active and buying days.
+HALF_LIVES = (7, 28)
+
+
+def decayed_activity(history: pl.LazyFrame) -> pl.LazyFrame:
+    """Per user, active days and buying days weighted by ``0.5 ** (days ago / half-life)``."""
+    days = history.group_by("user_id", "dt").agg(
+        pl.col("days_ago").min().floor().alias("age"),
+        (pl.col("event_type") == "purchase").any().alias("bought"),
+    )
+    aggs = []
+    for half_life in HALF_LIVES:
+        weight = 0.5 ** (pl.col("age") / half_life)
+        aggs += [
+            weight.sum().alias(f"active_days_hl{half_life}"),
+            weight.filter(pl.col("bought")).sum().alias(f"buying_days_hl{half_life}"),
+        ]
+    return days.group_by("user_id").agg(
+        pl.len().alias("active_days_total"),
+        pl.col("bought").sum().alias("buying_days_total"),
+        *aggs,
+    )
+
+
+def category_affinity(history: pl.LazyFrame, items: pl.LazyFrame) -> pl.LazyFrame:
+    """Per user, how spread their last 90 days of item events are over categories."""
+    categories = items.select("item_id", "category").unique("item_id")
+    per_category = (
+        history.filter((pl.col("days_ago") < LONGEST) & pl.col("item_id").is_not_null())
+        .join(categories, on="item_id", how="inner")
+        .group_by("user_id", "category")
+        .agg(pl.len().alias("n"))
+    )
+    return per_category.group_by("user_id").agg(
+        pl.len().alias("categories_90d"),
+        (pl.col("n").max() / pl.col("n").sum()).alias("top_category_share_90d"),
+    )
+
+
+def price_sensitivity(history: pl.LazyFrame, market_prices: pl.LazyFrame | None) -> pl.LazyFrame:
+    """Per user, what they paid in the last 90 days against the item's usual and market price."""
+    paid = history.filter(_is("purchase", LONGEST) & (pl.col("price") > 0))
+    # The item's median paid price across everyone in the same window: a list price known then.
+    usual = paid.group_by("item_id").agg(pl.col("price").median().alias("usual_price"))
+    bought = paid.join(usual, on="item_id", how="left")
+    aggs = [_ratio(pl.col("price"), pl.col("usual_price")).mean().alias("paid_vs_usual_90d")]
+    if market_prices is not None:
+        market = market_prices.group_by("date", "item_id").agg(
+            pl.col("price").median().alias("market_price")
+        )
+        bought = bought.join(
+            market, left_on=["dt", "item_id"], right_on=["date", "item_id"], how="left"
+        )
+        vs_market = _ratio(pl.col("price"), pl.col("market_price"))
+        aggs += [
+            vs_market.mean().alias("paid_vs_market_90d"),
+            (vs_market < 1.0).mean().alias("bought_below_market_90d"),
+        ]
+    return bought.group_by("user_id").agg(aggs)
+
+
+def user_features(
+    events: pl.LazyFrame,
+    as_of: date,
+    items: pl.LazyFrame | None = None,
+    market_prices: pl.LazyFrame | None = None,
+) -> pl.LazyFrame:
+    """One row per user with any event before ``as_of``: behaviour, affinity and price features."""
+    history = events_before(events.filter(pl.col("dt") < as_of), as_of)
+    frame = (
+        history.group_by("user_id")
+        .agg(_behaviour_aggregations())
+        .with_columns(_derived())
+        .join(decayed_activity(history), on="user_id", how="left")
+    )
+    if items is not None:
+        frame = frame.join(category_affinity(history, items), on="user_id", how="left")
+    else:
+        frame = frame.with_columns(
+            categories_90d=pl.lit(None, pl.UInt32), top_category_share_90d=pl.lit(None, pl.Float64)
+        )
+    sensitivity = price_sensitivity(history, market_prices)
+    frame = frame.join(sensitivity, on="user_id", how="left")
+    if market_prices is None:
+        frame = frame.with_columns(
+            paid_vs_market_90d=pl.lit(None, pl.Float64),
+            bought_below_market_90d=pl.lit(None, pl.Float64),
+        )
+    return frame.with_columns(as_of=pl.lit(as_of)).sort("user_id")
+
+
+def feature_names(features: pl.DataFrame | pl.LazyFrame) -> list[str]:
+    """The model inputs among a features frame's columns (all but the key and the date)."""
+    schema = features.collect_schema() if isinstance(features, pl.LazyFrame) else features.schema
+    return [name for name in schema if name not in {"user_id", "as_of"}]
+
+
+def purchase_labels(events: pl.LazyFrame, as_of: date, horizon_days: int) -> pl.LazyFrame:
+    """``user_id`` of everyone with a purchase in [as_of, as_of + horizon): the positives."""
+    start, end = midnight(as_of), midnight(as_of + timedelta(days=horizon_days))
+    return (
+        events.filter(
+            (pl.col("dt") >= as_of)
+            & (pl.col("dt") < as_of + timedelta(days=horizon_days))
+            & (pl.col("event_type") == "purchase")
+            & pl.col("event_time").is_between(start, end, closed="left")
+        )
+        .select("user_id")
+        .unique()
+        .with_columns(label=pl.lit(1, pl.Int8))
+    )
+
+
+def labelled(features: pl.LazyFrame, labels: pl.LazyFrame) -> pl.LazyFrame:
+    """Features with ``label``: 1 if the user bought in the horizon, else 0."""
+    return features.join(labels, on="user_id", how="left").with_columns(
+        pl.col("label").fill_null(0)
+    )

@@ -1,0 +1,362 @@
+"""Units of the propensity model: features, training and scoring, reading and writing the warehouse.
+
+``user_features_table`` publishes ``features/user/as_of=D``; ``train_propensity`` trains on
+time-split snapshots, exports to ONNX, runs the parity gate, registers and maybe promotes;
+``score_users`` publishes ``predictions/user_scores/as_of=D`` with the champion.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date, timedelta
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, Field
+
+from schemas.config import ModelSettings
+from tasks import export, score, train
+from tasks.features import feature_names, labelled, purchase_labels, user_features
+from warehouse.manifest import InputRef, Manifest, combined_hash
+from warehouse.registry import ModelCard, Registry
+from warehouse.store import Warehouse
+
+MODEL = "propensity"
+
+
+class NoChampion(RuntimeError):
+    """Scoring was asked for before any model passed the parity gate and was promoted."""
+
+
+class ParityFailed(RuntimeError):
+    """The ONNX export does not reproduce LightGBM closely enough to be registered."""
+
+
+class FeatureReport(BaseModel):
+    """What the features step published."""
+
+    table: str = "user"
+    as_of: str
+    rows: int
+    content_hash: str
+    reused: bool = False
+    seconds: float = 0.0
+
+
+class TrainReport(BaseModel):
+    """What the train step did: trained or not, registered, promoted, and why."""
+
+    trained: bool
+    reason: str
+    version: str | None = None
+    promoted: bool = False
+    champion: str | None = None
+    holdout: str | None = None
+    snapshots: list[str] = Field(default_factory=list)
+    metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    parity_max_diff: float | None = None
+    seconds: float = 0.0
+
+
+class ScoreReport(BaseModel):
+    """What the score step published, with which model and on which execution providers."""
+
+    table: str = "user_scores"
+    as_of: str
+    rows: int
+    content_hash: str
+    model_version: str
+    provider: str
+    placement: dict[str, int]
+    seconds: float = 0.0
+
+
+# ---- reading the clean layer ---------------------------------------------------------------
+
+
+def _clean(wh: Warehouse, table: str, before: date | None) -> tuple[pl.LazyFrame | None, list]:
+    """A clean table's partitions dated before ``before`` (all when None), and their refs."""
+    manifests = [
+        m
+        for m in wh.manifests("clean", table)
+        if before is None or date.fromisoformat(m.partition["dt"]) < before
+    ]
+    files = [
+        str(wh.partition_dir("clean", table, m.partition) / f.name)
+        for m in manifests
+        for f in m.files
+    ]
+    if not files:
+        return None, []
+    frame = pl.scan_parquet(files, hive_partitioning=True, missing_columns="insert")
+    return frame, [m.ref for m in manifests]
+
+
+def event_days(wh: Warehouse) -> tuple[date, date]:
+    """The first and last ``dt`` of the clean events table."""
+    days = sorted(date.fromisoformat(m.partition["dt"]) for m in wh.manifests("clean", "events"))
+    if not days:
+        raise train.NotEnoughHistory("the clean events table is empty: run the nightly flow first")
+    return days[0], days[-1]
+
+
+def feature_inputs(wh: Warehouse, as_of: date) -> list[InputRef]:
+    """The clean partitions the user features as of ``as_of`` are computed from."""
+    refs: list[InputRef] = []
+    for table, before in (("events", as_of), ("market_prices", as_of), ("items", None)):
+        refs += _clean(wh, table, before)[1]
+    return refs
+
+
+# ---- features -------------------------------------------------------------------------------
+
+
+def user_features_table(wh: Warehouse, as_of: date) -> tuple[pl.DataFrame, FeatureReport]:
+    """The user features as of ``as_of``: read back when their inputs are unchanged, else built
+    and published to ``features/user/as_of=...``."""
+    started = time.perf_counter()
+    partition = {"as_of": as_of.isoformat()}
+    inputs = feature_inputs(wh, as_of)
+    inputs_hash = combined_hash([wh.code_version, *(r.content_hash for r in inputs)])
+    old = wh.manifest("features", "user", partition)
+    if old is not None and old.stats.get("inputs_hash") == inputs_hash:
+        frame = pl.read_parquet(wh.partition_dir("features", "user", partition) / "*.parquet")
+        return frame, _feature_report(old, as_of, started, reused=True)
+    events, _ = _clean(wh, "events", as_of)
+    if events is None:
+        raise train.NotEnoughHistory(f"no clean events before {as_of}: nothing to featurize")
+    items, _ = _clean(wh, "items", None)
+    latest_items = None
+    if items is not None:  # categories are static: the newest catalogue names them best
+        latest_items = items.filter(pl.col("dt") == pl.col("dt").max())
+    market, _ = _clean(wh, "market_prices", as_of)
+    frame = user_features(events, as_of, latest_items, market).collect()
+    manifest = wh.write_partition(
+        "features", "user", partition, frame, inputs=inputs, stats={"inputs_hash": inputs_hash}
+    )
+    return frame, _feature_report(manifest, as_of, started, reused=False)
+
+
+def _feature_report(m: Manifest, as_of: date, started: float, *, reused: bool) -> FeatureReport:
+    return FeatureReport(
+        as_of=as_of.isoformat(),
+        rows=m.rows,
+        content_hash=m.content_hash,
+        reused=reused,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+# ---- training -------------------------------------------------------------------------------
+
+
+def training_due(wh: Warehouse, last_day: date, cfg: ModelSettings) -> str | None:
+    """Why a model should be trained with data up to ``last_day`` (None: the champion is fresh)."""
+    registry = Registry(wh)
+    champion = registry.champion(MODEL)
+    if champion is None:
+        return "no champion yet"
+    card = registry.card(MODEL, champion.version)
+    trained_through = date.fromisoformat(card.training["last_day"])
+    age = (last_day - trained_through).days
+    if age >= cfg.retrain_every_days:
+        every = cfg.retrain_every_days
+        return f"champion {champion.version} is {age} days old (retrain_every_days = {every})"
+    if set(card.feature_names) - set(_current_feature_names(wh, last_day)):
+        return f"champion {champion.version} needs features this code no longer computes"
+    return None
+
+
+def _current_feature_names(wh: Warehouse, last_day: date) -> list[str]:
+    as_of = last_day + timedelta(days=1)
+    part = wh.manifest("features", "user", {"as_of": as_of.isoformat()})
+    return [c for c in part.columns if c not in {"user_id", "as_of"}] if part else []
+
+
+def train_propensity(
+    wh: Warehouse, last_day: date, cfg: ModelSettings, *, only_if_due: bool = False
+) -> TrainReport:
+    """Train on snapshots up to ``last_day``; register the model if it passes the parity gate and
+    promote it if it is at least as good as the champion on the held-out snapshot."""
+    started = time.perf_counter()
+    if only_if_due and (due := training_due(wh, last_day, cfg)) is None:
+        champion = Registry(wh).champion(MODEL)
+        return TrainReport(
+            trained=False,
+            reason=f"champion {champion.version} is fresh" if champion else "no champion",
+            champion=champion.version if champion else None,
+        )
+    reason = due if only_if_due else "asked for"
+    first_day, _ = event_days(wh)
+    plan = train.snapshot_plan(first_day, last_day, cfg)
+
+    snapshots, refs = [], []
+    for as_of in (*plan.train, plan.holdout):
+        frame, report = user_features_table(wh, as_of)
+        events, _ = _clean(wh, "events", as_of + timedelta(days=cfg.horizon_days))
+        labels = purchase_labels(events, as_of, cfg.horizon_days)
+        snapshots.append(labelled(frame.lazy(), labels).collect())
+        refs.append(
+            InputRef(
+                kind="partition",
+                name=f"features/user/as_of={as_of}",
+                content_hash=report.content_hash,
+            )
+        )
+    names = feature_names(snapshots[0].drop("label"))
+    fit_rows, holdout = pl.concat(snapshots[:-1], how="vertical_relaxed"), snapshots[-1]
+    booster = train.fit_propensity(fit_rows, names, cfg)
+    x_holdout = train.feature_matrix(holdout, names)
+    y_holdout = holdout["label"].to_numpy()
+    native = booster.predict(x_holdout, num_threads=2)
+    metrics = {"model": train.classification_metrics(y_holdout, native)}
+    for name, baseline in train.baseline_scores(holdout).items():
+        metrics[name] = train.classification_metrics(y_holdout, baseline)
+
+    onnx_bytes = export.onnx_from_booster(booster)
+    sess = score.session(onnx_bytes, [score.CPU])
+    probe = export.parity_rows(booster, x_holdout)
+    max_diff = export.parity_max_diff(booster, sess, probe)
+    parity = {"max_abs_diff": max_diff, "rows": len(probe), "tolerance": cfg.parity_tolerance}
+    if not max_diff <= cfg.parity_tolerance:
+        raise ParityFailed(
+            f"ONNX export differs from LightGBM by {max_diff:.3g} on {len(probe)} held-out and "
+            f"edge rows (tolerance {cfg.parity_tolerance:g}); the model was not registered"
+        )
+    registry = Registry(wh)
+    version = registry.version_name(last_day.isoformat(), onnx_bytes)
+    card = ModelCard(
+        model=MODEL,
+        version=version,
+        code_version=wh.code_version,
+        features=[{"name": n, "dtype": "float32"} for n in names],
+        training={
+            "last_day": last_day.isoformat(),
+            "train_as_of": [d.isoformat() for d in plan.train],
+            "holdout_as_of": plan.holdout.isoformat(),
+            "horizon_days": cfg.horizon_days,
+            "rows": fit_rows.height,
+            "positives": int(fit_rows["label"].sum()),
+            "holdout_rows": holdout.height,
+        },
+        metrics=metrics,
+        parity=parity,
+        params=train.lightgbm_params(cfg, 2) | {"max_rounds": cfg.max_rounds},
+        best_iteration=booster.best_iteration,
+        inputs=refs,
+    )
+    registry.register(card, onnx_bytes, booster.model_to_string())
+    promoted, why = _challenge(registry, card, holdout, x_holdout, y_holdout)
+    if promoted:
+        registry.promote(MODEL, version, why)
+    champion = registry.champion(MODEL)
+    return TrainReport(
+        trained=True,
+        reason=f"{reason}; {why}",
+        version=version,
+        promoted=promoted,
+        champion=champion.version if champion else None,
+        holdout=plan.holdout.isoformat(),
+        snapshots=[d.isoformat() for d in plan.train],
+        metrics=metrics,
+        parity_max_diff=max_diff,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _challenge(
+    registry: Registry, card: ModelCard, holdout: pl.DataFrame, x: np.ndarray, y: np.ndarray
+) -> tuple[bool, str]:
+    """Whether the new version beats (or ties) the champion on the same held-out snapshot."""
+    champion = registry.champion(MODEL)
+    if champion is None:
+        return True, "first model: promoted"
+    if champion.version == card.version:
+        return True, "same model as the champion"
+    old = registry.card(MODEL, champion.version)
+    if set(old.feature_names) - set(holdout.columns):
+        return True, f"champion {champion.version} uses features no longer computed: promoted"
+    old_sess = score.session(registry.onnx_bytes(MODEL, champion.version), [score.CPU])
+    old_x = train.feature_matrix(holdout, old.feature_names)
+    old_auc = train.classification_metrics(y, score.predict(old_sess, old_x, len(old_x) or 1))[
+        "roc_auc"
+    ]
+    new_auc = card.metrics["model"]["roc_auc"]
+    verdict = f"held-out AUC {new_auc:.4f} vs champion {champion.version} {old_auc:.4f}"
+    if new_auc >= old_auc:
+        return True, f"{verdict}: promoted"
+    return False, f"{verdict}: champion kept"
+
+
+# ---- scoring --------------------------------------------------------------------------------
+
+
+def score_users(wh: Warehouse, as_of: date, cfg: ModelSettings) -> ScoreReport:
+    """Score every user featurized as of ``as_of`` with the champion; publish ``user_scores``."""
+    started = time.perf_counter()
+    registry = Registry(wh)
+    champion = registry.champion(MODEL)
+    if champion is None:
+        raise NoChampion(
+            "no propensity champion in the registry: train one first (nightowl train), or let "
+            "the nightly flow train when enough history has arrived"
+        )
+    card = registry.card(MODEL, champion.version)
+    features, feature_report = user_features_table(wh, as_of)
+    missing = set(card.feature_names) - set(features.columns)
+    if missing:
+        raise NoChampion(
+            f"champion {champion.version} needs features {sorted(missing)} that "
+            "features/user does not have; retrain (nightowl train)"
+        )
+    model = registry.onnx_bytes(MODEL, champion.version)
+    wanted = score.providers(cfg.provider)
+    sess = score.session(model, wanted)
+    ran = sess.get_providers()[0]
+    placement = score.node_placement(model, wanted, len(card.feature_names))
+    matrix = train.feature_matrix(features, card.feature_names)
+    probability = score.predict(sess, matrix, cfg.score_batch_rows)
+    scores = score.user_scores(
+        features,
+        probability,
+        horizon_days=card.training["horizon_days"],
+        churn_lookback_days=cfg.churn_lookback_days,
+        risk_tiers=cfg.risk_tiers,
+        model_version=champion.version,
+        provider=ran,
+        as_of=as_of,
+    )
+    inputs = [
+        InputRef(
+            kind="partition",
+            name=f"features/user/as_of={as_of}",
+            content_hash=feature_report.content_hash,
+        ),
+        InputRef(
+            kind="model", name=f"models/{MODEL}/{champion.version}", content_hash=champion.version
+        ),
+    ]
+    manifest = wh.write_partition(
+        "predictions",
+        "user_scores",
+        {"as_of": as_of.isoformat()},
+        scores.drop("as_of"),
+        inputs=inputs,
+        stats={"provider": ran, "placement": placement, "model_version": champion.version},
+    )
+    return ScoreReport(
+        as_of=as_of.isoformat(),
+        rows=manifest.rows,
+        content_hash=manifest.content_hash,
+        model_version=champion.version,
+        provider=ran,
+        placement=placement,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def booster_of(wh: Warehouse, version: str) -> lgb.Booster:
+    """The native LightGBM model of a registered version."""
+    path = Registry(wh).version_dir(MODEL, version) / "model.lgb.txt"
+    return lgb.Booster(model_file=str(path))
