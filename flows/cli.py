@@ -207,6 +207,104 @@ def _summary_table(summary: dict[str, dict]) -> Table:
 
 
 @app.command()
+def train(
+    date_: Annotated[
+        str | None,
+        typer.Option(
+            "--date", "-d", help="Last day of data to use, YYYY-MM-DD (default: yesterday)."
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    data_root: DataRootOpt = None,
+) -> None:
+    """Train the purchase-propensity model now, whatever the retrain cadence says.
+
+    Builds user features for time-split snapshots, fits LightGBM with early stopping, compares it
+    with two baselines on the held-out snapshot, exports it to ONNX and registers it only if the
+    ONNX model matches LightGBM (parity gate). It becomes the champion if it is at least as good
+    as the current one on the same held-out snapshot.
+
+    [bold]Examples[/]:
+      nightowl train
+      nightowl train --date 2026-11-27 --data-root demo
+    """
+    settings = _settings(config, data_root)
+    last_day = _parse_date(date_, settings)
+    from flows.runtime import prepare_prefect
+
+    prepare_prefect(settings.data_root)
+    from flows.train import train as train_flow
+
+    try:
+        report = train_flow(
+            last_day=last_day, config=str(config) if config else None,
+            data_root=str(settings.data_root),
+        )  # fmt: skip
+    except Exception as exc:  # the flow's own failure message says what went wrong
+        err.print(f"[red]training failed[/]: {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    if not report["trained"]:
+        err.print(f"[red]no model trained[/]: {escape(report['reason'])}")
+        raise typer.Exit(1)
+    console.print(_metrics_table(report))
+    verdict = "promoted to champion" if report["promoted"] else "registered (champion kept)"
+    console.print(
+        f"model {report['version']}: {verdict}. Parity max |ONNX - LightGBM| = "
+        f"{report['parity_max_diff']:.2g}. {escape(report['reason'])}"
+    )
+
+
+def _metrics_table(report: dict) -> Table:
+    holdout = report["holdout"]
+    table = Table(title=f"held-out snapshot as_of {holdout}", show_edge=False)
+    for col in ("scorer", "ROC-AUC", "PR-AUC", "Brier", "lift@10%"):
+        table.add_column(col, justify="left" if col == "scorer" else "right")
+    for name, m in report["metrics"].items():
+        table.add_row(
+            name, f"{m['roc_auc']:.4f}", f"{m['pr_auc']:.4f}", f"{m['brier']:.4f}",
+            f"{m['lift_top_decile']:.2f}",
+        )  # fmt: skip
+    return table
+
+
+@app.command()
+def models(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
+    """List registered model versions with their held-out metrics; * marks the champion.
+
+    [bold]Example[/]: nightowl models --data-root demo
+    """
+    from warehouse.registry import Registry
+    from warehouse.store import Warehouse
+
+    settings = _settings(config, data_root)
+    registry = Registry(Warehouse(settings.data_root))
+    names = registry.models()
+    if not names:
+        console.print(f"no models registered under {registry.root}: run `nightowl train`")
+        return
+    for name in names:
+        champion = registry.champion(name)
+        table = Table(title=f"{name} models", show_edge=False)
+        for col in ("", "version", "trained through", "held-out", "AUC", "PR-AUC", "lift@10%",
+                    "recency AUC", "RFM AUC", "parity", "rounds"):  # fmt: skip
+            table.add_column(col, justify="left" if col in ("", "version") else "right")
+        for card in registry.versions(name):
+            m, base = card.metrics["model"], card.metrics
+            table.add_row(
+                "*" if champion and champion.version == card.version else "",
+                card.version, card.training["last_day"], card.training["holdout_as_of"],
+                f"{m['roc_auc']:.4f}", f"{m['pr_auc']:.4f}", f"{m['lift_top_decile']:.2f}",
+                f"{base['recency_only']['roc_auc']:.4f}", f"{base['rfm']['roc_auc']:.4f}",
+                f"{card.parity['max_abs_diff']:.1g}", str(card.best_iteration),
+            )  # fmt: skip
+        console.print(table)
+        if champion:
+            console.print(
+                f"champion: {champion.version} since {champion.promoted_at} ({champion.reason})"
+            )
+
+
+@app.command()
 def backfill(
     start: Annotated[str, typer.Option(help="First run date, YYYY-MM-DD.")],
     end: Annotated[str, typer.Option(help="Last run date, YYYY-MM-DD (inclusive).")],
@@ -286,7 +384,7 @@ def _run_side_by_side(
 def demo(
     users: UsersOpt = 20_000,
     items: ItemsOpt = 1_000,
-    days: DaysOpt = 60,
+    days: DaysOpt = 120,  # the propensity model's time split needs about 90 days
     runs: Annotated[
         int, typer.Option(min=1, help="Nightly runs, one per date, ending yesterday.")
     ] = 3,
@@ -296,8 +394,9 @@ def demo(
 ) -> None:
     """Generate demo data, run the nightly flow over the last few days, show what came out.
 
-    The first run ingests all history up to its date; each later run picks up that day's files
-    (and the late events they carry).
+    The first run ingests all history up to its date, trains the propensity model (no champion
+    yet) and scores every user; each later run picks up that day's files (and the late events
+    they carry) and scores again with the champion.
 
     [bold]Example[/]: nightowl demo --data-root demo --users 20000 --runs 3
     """
@@ -322,9 +421,13 @@ def demo(
     me = _command()
     console.print(
         f"\n[bold]Done in {time.perf_counter() - started:.0f} s.[/] Outputs: Parquet under "
-        f"{root}/warehouse (clean/, raw/, quarantine/), one folder per table and date.\n"
+        f"{root}/warehouse (clean/, raw/, quarantine/, features/, predictions/), one folder per "
+        "table and date; models under models/.\n"
         "Try:\n"
         f'  {me} query{dr} "select event_type, count(*) n from events group by 1 order by n desc"\n'
+        f'  {me} query{dr} "select risk_tier, count(*), avg(p_purchase_30d) from user_scores '
+        'group by 1"\n'
+        f"  {me} models{dr}\n"
         f'  {me} query{dr} "select source, reason, count(*) n from quarantine group by all"\n'
         f"  {me} tables{dr}"
     )

@@ -1,34 +1,56 @@
 """The nightly flow's step graph: which steps read which, for forced recomputes and reruns.
 
 Kept free of Prefect so the command line can check step names before Prefect is configured.
+Step runs are ``<step>-<source>`` for the per-source steps (``ingest-events``) and the bare step
+name for the model steps (``features``, ``train``, ``score``).
 """
 
 from __future__ import annotations
 
 from schemas.landing import SOURCES
 
-#: Each step and the steps that read its output.
-DOWNSTREAM = {"ingest": ("clean",), "clean": ()}
+#: Steps that run once per source.
+PER_SOURCE = ("ingest", "clean")
+#: Steps that run once per night, after the per-source ones.
+MODEL_STEPS = ("features", "train", "score")
+#: The clean tables the user features read.
+FEATURE_SOURCES = ("events", "items", "market_prices")
+
+
+def _downstream(run: str) -> list[str]:
+    """The step runs that read the output of ``run``."""
+    step, _, source = run.partition("-")
+    if step == "ingest":
+        return [f"clean-{source}"]
+    if step == "clean":
+        return ["features"] if source in FEATURE_SOURCES else []
+    return {"features": ["train", "score"], "train": ["score"]}.get(run, [])
+
+
+def all_runs() -> list[str]:
+    """Every step run of a nightly flow, in graph order."""
+    return [f"{s}-{src}" for s in PER_SOURCE for src in SOURCES] + list(MODEL_STEPS)
 
 
 def forced_steps(names: list[str] | None) -> set[str]:
-    """Step runs (``ingest-events``…) to recompute: the named ones and everything downstream.
+    """Step runs to recompute: the named ones and everything downstream of them.
 
     A name is a step (``ingest``: every source), a step run (``clean-items``) or ``all``.
     """
-    runs = {f"{step}-{source}" for step in DOWNSTREAM for source in SOURCES}
+    runs = all_runs()
     forced: set[str] = set()
     for name in (n.strip() for n in names or [] if n.strip()):
         if name == "all":
-            return runs
-        step, dash, source = name.partition("-")
-        if step not in DOWNSTREAM or (dash and f"{step}-{source}" not in runs):
-            valid = ", ".join(["all", *DOWNSTREAM, *sorted(runs)])
+            return set(runs)
+        if name in PER_SOURCE:
+            todo = [f"{name}-{source}" for source in SOURCES]
+        elif name in runs:
+            todo = [name]
+        else:
+            valid = ", ".join(["all", *PER_SOURCE, *runs])
             raise ValueError(f"unknown step {name!r}; expected one of: {valid}")
-        sources = [source] if source else list(SOURCES)
-        todo = [step]
         while todo:
             current = todo.pop()
-            forced |= {f"{current}-{s}" for s in sources}
-            todo.extend(DOWNSTREAM[current])
+            forced.add(current)
+            todo.extend(_downstream(current))
     return forced

@@ -2,17 +2,29 @@
 
 # No `from __future__ import annotations` here: Prefect builds the flow's parameter model from the
 # real annotations when a deployment run loads this module from its file.
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from prefect import flow
+from prefect.futures import PrefectFuture
 from prefect.settings import get_current_settings
+from prefect.utilities.annotations import allow_failure
 
 from flows.alerts import failure_alert, send_alert
-from flows.graph import forced_steps
+from flows.graph import FEATURE_SOURCES, forced_steps
 from flows.settings import Settings, load_settings
 from schemas.landing import SOURCES
-from tasks.steps import StepContext, check_step, clean_step, ingest_step, record_run_step
+from tasks.steps import (
+    ModelContext,
+    StepContext,
+    check_step,
+    clean_step,
+    features_step,
+    ingest_step,
+    record_run_step,
+    score_step,
+    train_step,
+)
 from warehouse.manifest import code_version
 
 
@@ -47,6 +59,37 @@ def step_context(settings: Settings, source: str) -> StepContext:
     )
 
 
+def model_context(settings: Settings) -> ModelContext:
+    """The slice of the settings that the model steps need."""
+    return ModelContext(
+        data_root=str(settings.data_root),
+        code_version=code_version(),
+        model=settings.model,
+        timeout_seconds=(
+            settings.run.step_timeout_minutes * 60 if settings.run.step_timeout_minutes else None
+        ),
+    )
+
+
+def model_steps(
+    settings: Settings, run_date: date, cleaned: list[PrefectFuture], forced: set[str]
+) -> dict[str, PrefectFuture]:
+    """features → train (when due) → score, for scores as of the day after ``run_date``."""
+    ctx, options = model_context(settings), step_options(settings)
+    as_of = run_date + timedelta(days=1)  # everything up to and including the run date
+    features = features_step.with_options(refresh_cache="features" in forced, **options).submit(
+        ctx, as_of, cleaned
+    )
+    trained = train_step.with_options(**options).submit(
+        ctx, run_date, features, force="train" in forced
+    )
+    # A failed training leaves the champion in place: tonight's scores still come out.
+    scored = score_step.with_options(refresh_cache="score" in forced, **options).submit(
+        ctx, features, wait_for=[allow_failure(trained)]
+    )
+    return {"features": features, "train": trained, "score": scored}
+
+
 def alert_on_failure(flow, flow_run, state) -> None:
     """Tell the configured webhook which run failed, where, why, and where to look."""
     params = flow_run.parameters
@@ -78,7 +121,8 @@ def nightly(
     data_root: str | None = None,
     force_steps: list[str] | None = None,
 ) -> dict[str, dict]:
-    """Ingest, clean and check every source for ``run_date`` (default: yesterday, business zone).
+    """Ingest, clean and check every source for ``run_date`` (default: yesterday, business zone),
+    then featurize, train when due and score users as of the next day.
 
     ``force_steps`` recomputes those steps and everything downstream of them, cache or not.
     """
@@ -98,6 +142,8 @@ def nightly(
         cleaned = clean.submit(ctx, source, run_date, ingested)
         checked = check_step.submit(ctx, source, run_date, ingested, cleaned)
         futures[source] = {"ingest": ingested, "clean": cleaned, "check": checked}
+    cleaned = [futures[source]["clean"] for source in FEATURE_SOURCES]
+    futures["models"] = model_steps(settings, run_date, cleaned, forced)
     summary = summary_of(futures)
     record_run_step(step_context(settings, SOURCES[0]), run_date, summary)
     return summary
@@ -118,7 +164,8 @@ def summary_of(futures: dict) -> dict[str, dict]:
                     result.model_dump(mode="json") if hasattr(result, "model_dump") else result
                 )
             elif state.name != "NotReady":  # a step whose upstream failed says nothing new
-                failures.append(f"{name}-{source}: {state.message or state.name}")
+                run = name if source == "models" else f"{name}-{source}"
+                failures.append(f"{run}: {state.message or state.name}")
         summary[source] = entry
     if failures:
         message = "steps failed:\n" + "\n".join(f"  - {f}" for f in failures)

@@ -20,13 +20,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from pydantic import BaseModel, Field
 
-from schemas.config import CheckSettings, SourceConfig
-from tasks import units
+from schemas.config import CheckSettings, ModelSettings, SourceConfig
+from tasks import propensity, units
 from tasks.deadline import time_limit
 from tasks.summary import summary_markdown, summary_rows
+from tasks.train import NotEnoughHistory
 from warehouse.landing import landing_files
 from warehouse.ledger import Ledger
 from warehouse.manifest import combined_hash
+from warehouse.registry import Registry
 from warehouse.store import Warehouse
 
 log = logging.getLogger("nightowl")
@@ -62,6 +64,10 @@ def _ledger_fingerprint(wh: Warehouse, source: str) -> str:
 def _outputs_exist(report: Any, wh: Warehouse) -> bool:
     if isinstance(report, units.IngestReport):
         return all((wh.root / f).exists() for e in report.files for f in e.raw_files)
+    if isinstance(report, propensity.FeatureReport | propensity.ScoreReport):
+        layer = "features" if isinstance(report, propensity.FeatureReport) else "predictions"
+        m = wh.manifest(layer, report.table, {"as_of": report.as_of})
+        return m is not None and m.content_hash == report.content_hash
     if isinstance(report, units.CleanReport):
         return all(
             (m := wh.manifest("clean", report.table, {"dt": dt})) is not None
@@ -209,3 +215,110 @@ def clean_step(
     with time_limit(ctx.timeout_seconds, f"clean-{source}"):
         wh = ctx.warehouse()
         return units.clean_source(wh, source, ctx.source, run_date, ctx.tolerance_hours)
+
+
+# ---- model steps ----------------------------------------------------------------------------
+
+
+class ModelContext(BaseModel):
+    """What the model steps need from the settings: small, serialisable, part of the cache key."""
+
+    data_root: str
+    code_version: str
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    timeout_seconds: float | None = None
+
+    def warehouse(self) -> Warehouse:
+        return Warehouse(Path(self.data_root), self.code_version)
+
+
+def features_key(context: TaskRunContext, params: dict[str, Any]) -> str:
+    """Cache key of the user features: code and the manifests of every clean partition read."""
+    ctx: ModelContext = params["ctx"]
+    as_of: date = params["as_of"]
+    wh = ctx.warehouse()
+    refs = propensity.feature_inputs(wh, as_of)
+    key = combined_hash(
+        ["features-user", ctx.data_root, as_of.isoformat(), ctx.code_version,
+         *(r.content_hash for r in refs)]
+    )  # fmt: skip
+    return _valid_key(context, key, wh)
+
+
+def score_key(context: TaskRunContext, params: dict[str, Any]) -> str:
+    """Cache key of the scores: the features partition, the champion and the scoring settings."""
+    ctx: ModelContext = params["ctx"]
+    features: propensity.FeatureReport = params["features"]
+    wh = ctx.warehouse()
+    champion = Registry(wh).champion(propensity.MODEL)
+    key = combined_hash(
+        ["score-user", ctx.data_root, features.as_of, ctx.code_version, features.content_hash,
+         champion.version if champion else "none", ctx.model.model_dump_json()]
+    )  # fmt: skip
+    return _valid_key(context, key, wh)
+
+
+@task(
+    name="features",
+    task_run_name="features-user",
+    cache_key_fn=features_key,
+    persist_result=True,
+    retry_condition_fn=retry_on_io_error,
+)
+def features_step(ctx: ModelContext, as_of: date, cleaned: list[Any]) -> propensity.FeatureReport:
+    """Clean events, items and market prices before ``as_of`` → ``features/user/as_of=...``.
+
+    ``cleaned`` holds the clean steps' reports, so features wait for the tables they read.
+    """
+    with time_limit(ctx.timeout_seconds, "features-user"):
+        return propensity.user_features_table(ctx.warehouse(), as_of)[1]
+
+
+@task(name="train", task_run_name="train-propensity", cache_policy=NO_CACHE)
+def train_step(
+    ctx: ModelContext, last_day: date, features: propensity.FeatureReport, force: bool = False
+) -> propensity.TrainReport:
+    """Train, export, parity-check and register a model when none exists or the champion is due.
+
+    Not cached: whether to train depends on the registry, which this step itself changes.
+    """
+    with time_limit(ctx.timeout_seconds, "train-propensity"):
+        try:
+            report = propensity.train_propensity(
+                ctx.warehouse(), last_day, ctx.model, only_if_due=not force
+            )
+        except NotEnoughHistory as exc:  # a young warehouse: not an error, just not yet
+            log.warning("no model trained yet: %s", exc)
+            return propensity.TrainReport(trained=False, reason=str(exc))
+    if report.trained:
+        model = report.metrics.get("model", {})
+        log.info(
+            "trained %s (held-out AUC %.4f, parity %.2g): %s",
+            report.version, model.get("roc_auc", float("nan")), report.parity_max_diff,
+            report.reason,
+        )  # fmt: skip
+    else:
+        log.info("no training tonight: %s", report.reason)
+    return report
+
+
+@task(
+    name="score",
+    task_run_name="score-users",
+    cache_key_fn=score_key,
+    persist_result=True,
+    retry_condition_fn=retry_on_io_error,
+)
+def score_step(ctx: ModelContext, features: propensity.FeatureReport) -> propensity.ScoreReport:
+    """The champion scores every featurized user → ``predictions/user_scores/as_of=...``."""
+    wh = ctx.warehouse()
+    if Registry(wh).champion(propensity.MODEL) is None:
+        log.warning("no user_scores yet: no model has been trained (see the train step)")
+        return None
+    with time_limit(ctx.timeout_seconds, "score-users"):
+        report = propensity.score_users(wh, date.fromisoformat(features.as_of), ctx.model)
+    log.info(
+        "scored %s users with %s on %s (nodes: %s)",
+        f"{report.rows:,}", report.model_version, report.provider, report.placement,
+    )  # fmt: skip
+    return report

@@ -9,6 +9,9 @@ def summary_rows(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per step run: rows in and out, quarantined rows, partitions and seconds."""
     rows = []
     for source, reports in summary.items():
+        if source == "models":
+            rows += _model_rows(reports)
+            continue
         ingest, clean = reports.get("ingest"), reports.get("clean")
         if ingest is not None:
             files = ingest["files"]
@@ -36,6 +39,27 @@ def summary_rows(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def _model_rows(reports: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the model steps: users featurized, trained on and scored."""
+    rows = []
+    features, trained, scored = (reports.get(k) for k in ("features", "train", "score"))
+    if features is not None:
+        rows.append(_row("features-user", 0, features["rows"], 1, features.get("seconds", 0.0)))
+    if trained is not None:
+        n = 1 if trained.get("trained") else 0
+        rows.append(_row("train-propensity", 0, n, 0, trained.get("seconds", 0.0)))
+    if scored is not None:
+        rows.append(_row("score-users", scored["rows"], scored["rows"], 1, scored["seconds"]))
+    return rows
+
+
+def _row(step: str, rows_in: int, rows_out: int, partitions: int, seconds: float) -> dict:
+    return {
+        "step": step, "files": 0, "rows_in": rows_in, "rows_out": rows_out,
+        "quarantined": 0, "partitions": partitions, "seconds": seconds,
+    }  # fmt: skip
 
 
 def summary_markdown(run_date: str, rows: list[dict[str, Any]], warehouse: str) -> str:

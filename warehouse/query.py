@@ -4,7 +4,8 @@
 ``items`` reads the latest snapshot (``items_history`` all of them); ``quarantine`` every rejected
 row (with ``source``, ``stage`` and ``dt``); ``raw_<source>`` the raw layer; ``ingest_ledger`` one
 row per ingested landing file. Tables of later layers partitioned by ``as_of`` resolve to their
-latest partition, with ``<table>_history`` for all of them.
+latest partition, with ``<table>_history`` for all of them; feature sets are ``<set>_features``
+(``user_features``) so that they do not shadow SQL words.
 
 Only SELECT-like statements run, on a connection that cannot reach files outside the warehouse,
 attach databases, copy data out, or install or load extensions.
@@ -52,8 +53,9 @@ def view_definitions(wh: Warehouse) -> dict[str, str]:
             views[table] = every
             continue
         latest = parts[-1].name.split("=", 1)[1]
-        views[f"{table}_history"] = every
-        views[table] = f"(select * from {every} where {key} = {_sql_str(latest)})"
+        name = f"{table}_features" if layer == "features" else table
+        views[f"{name}_history"] = every
+        views[name] = f"(select * from {every} where {key} = {_sql_str(latest)})"
     quarantine = wh.root / "quarantine"
     if any(quarantine.glob("*/*/*/*.parquet")):
         views["quarantine"] = parquet(f"{quarantine}/*/*/*/*.parquet")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.graph import forced_steps
+from flows.graph import MODEL_STEPS, forced_steps
 from schemas.landing import SOURCES
 
 
@@ -13,17 +13,25 @@ def test_nothing_forced_by_default():
 
 
 def test_a_step_run_forces_itself_and_its_downstream():
-    assert forced_steps(["ingest-events"]) == {"ingest-events", "clean-events"}
-    assert forced_steps(["clean-items"]) == {"clean-items"}
+    model = {"features", "train", "score"}
+    assert forced_steps(["ingest-events"]) == {"ingest-events", "clean-events"} | model
+    assert forced_steps(["clean-items"]) == {"clean-items"} | model
+    assert forced_steps(["clean-feedback"]) == {"clean-feedback"}  # no model reads feedback yet
+
+
+def test_model_steps_force_only_what_reads_them():
+    assert forced_steps(["score"]) == {"score"}
+    assert forced_steps(["train"]) == {"train", "score"}
+    assert forced_steps(["features"]) == {"features", "train", "score"}
 
 
 def test_a_step_forces_every_source():
-    assert forced_steps(["clean"]) == {f"clean-{s}" for s in SOURCES}
-    assert len(forced_steps(["ingest"])) == 2 * len(SOURCES)
+    assert {f"clean-{s}" for s in SOURCES} <= forced_steps(["clean"])
+    assert len(forced_steps(["ingest"])) == 2 * len(SOURCES) + len(MODEL_STEPS)
     assert forced_steps(["all"]) == forced_steps(["ingest"])
 
 
-@pytest.mark.parametrize("name", ["train", "ingest-clicks", "clean-"])
+@pytest.mark.parametrize("name", ["training", "ingest-clicks", "clean-"])
 def test_unknown_names_list_the_valid_ones(name):
     with pytest.raises(ValueError, match="expected one of: all, ingest, clean"):
         forced_steps([name])
