@@ -210,6 +210,6 @@ def purchase_labels(events: pl.LazyFrame, as_of: date, horizon_days: int) -> pl.
 
 def labelled(features: pl.LazyFrame, labels: pl.LazyFrame) -> pl.LazyFrame:
     """Features with ``label``: 1 if the user bought in the horizon, else 0."""
-    return features.join(labels, on="user_id", how="left").with_columns(
+    return features.join(labels, on="user_id", how="left", maintain_order="left").with_columns(
         pl.col("label").fill_null(0)
     )

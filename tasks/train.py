@@ -150,7 +150,7 @@ def rfm_table(features: pl.DataFrame) -> pl.DataFrame:
     buyers = features.filter(pl.col("purchase_recency_days").is_not_null())
 
     def quintile(col: pl.Expr) -> pl.Expr:
-        return ((col.rank("ordinal") - 1) * 5 // pl.len() + 1).cast(pl.Int8)
+        return (col.rank("ordinal") * 5 / pl.len()).ceil().cast(pl.Int8)
 
     scored = buyers.select(
         "user_id",

@@ -1,0 +1,122 @@
+"""User features as of a date: right numbers on tiny frames, and no leakage from later events."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
+from tasks.features import feature_names, labelled, purchase_labels, user_features
+
+AS_OF = date(2026, 11, 28)
+SCHEMA = {
+    "user_id": pl.String,
+    "session_id": pl.String,
+    "event_time": pl.Datetime("us", "UTC"),
+    "event_type": pl.String,
+    "item_id": pl.String,
+    "order_id": pl.String,
+    "quantity": pl.Int64,
+    "price": pl.Float64,
+}
+
+
+def events(rows: list[tuple]) -> pl.LazyFrame:
+    """Events from (user, session, time, type, item, order, quantity, price) tuples."""
+    frame = pl.DataFrame(rows, schema=SCHEMA, orient="row")
+    return frame.with_columns(dt=pl.col("event_time").dt.date()).lazy()
+
+
+def at(day: int, hour: int = 12) -> datetime:
+    return datetime(2026, 11, day, hour, tzinfo=UTC)
+
+
+EVENTS = [
+    ("u1", "s1", at(20), "view", "i1", None, None, None),
+    ("u1", "s1", at(20, 13), "purchase", "i1", "o1", 2, 10.0),
+    ("u1", "s2", at(27), "view", "i2", None, None, None),
+    ("u2", "s3", at(1), "view", "i1", None, None, None),
+    ("u2", "s4", at(28, 1), "purchase", "i1", "o2", 1, 9.0),  # on as_of: not a feature, a label
+]
+ITEMS = pl.LazyFrame({"item_id": ["i1", "i2"], "category": ["toys", "books"]})
+MARKET = pl.LazyFrame(
+    {
+        "date": [date(2026, 11, 20)] * 2,
+        "item_id": ["i1", "i1"],
+        "competitor": ["a", "b"],
+        "price": [8.0, 12.0],
+    }
+)
+
+
+def test_counts_recency_money_and_affinity_on_a_tiny_frame():
+    f = user_features(events(EVENTS), AS_OF, ITEMS, MARKET).collect()
+    assert f["user_id"].to_list() == ["u1", "u2"]
+    u1 = f.row(0, named=True)
+    assert u1["view_n_7d"] == 1 and u1["view_n_28d"] == 2 and u1["purchase_n_28d"] == 1
+    assert u1["purchase_recency_days"] == pytest.approx(7.5 - 1 / 24)
+    assert u1["recency_days"] == pytest.approx(0.5)
+    assert u1["spend_total"] == 20.0 and u1["orders_total"] == 1 and u1["basket_size_90d"] == 2.0
+    assert u1["sessions_28d"] == 2 and u1["active_days_28d"] == 2
+    assert u1["categories_90d"] == 2 and u1["top_category_share_90d"] == pytest.approx(2 / 3)
+    assert u1["paid_vs_market_90d"] == pytest.approx(1.0)  # 10 vs the median of 8 and 12
+    assert u1["paid_vs_usual_90d"] == pytest.approx(1.0)
+    u2 = f.row(1, named=True)
+    assert u2["purchase_n_90d"] == 0 and u2["purchase_recency_days"] is None
+    assert u2["return_rate_90d"] is None  # a ratio over nothing is null, not NaN or inf
+    assert u2["tenure_days"] == pytest.approx(26.5)
+
+
+def test_labels_are_purchases_inside_the_horizon():
+    labels = purchase_labels(events(EVENTS), AS_OF, 30).collect()
+    assert labels["user_id"].to_list() == ["u2"]
+    out = labelled(user_features(events(EVENTS), AS_OF), labels.lazy()).collect()
+    assert dict(zip(out["user_id"], out["label"], strict=True)) == {"u1": 0, "u2": 1}
+    assert purchase_labels(events(EVENTS), AS_OF - timedelta(days=30), 30).collect().height == 1
+
+
+def test_features_are_finite_or_null():
+    f = user_features(events(EVENTS), AS_OF, ITEMS, MARKET).collect()
+    numeric = f.select(feature_names(f)).cast(pl.Float64)
+    assert not numeric.select(pl.all().is_infinite().any() | pl.all().is_nan().any()).row(0)[0]
+
+
+def test_without_items_or_market_the_columns_are_there_and_null():
+    f = user_features(events(EVENTS), AS_OF).collect()
+    with_all = user_features(events(EVENTS), AS_OF, ITEMS, MARKET).collect()
+    assert feature_names(f) == feature_names(with_all)
+    assert f["top_category_share_90d"].null_count() == f.height
+
+
+later_event = st.tuples(
+    st.sampled_from(["u1", "u2", "u3"]),
+    st.sampled_from(["s1", "s9"]),
+    st.integers(min_value=0, max_value=60 * 24 * 60),  # minutes on or after as_of
+    st.sampled_from(["view", "add_to_cart", "purchase", "return", "remove_from_cart"]),
+    st.sampled_from(["i1", "i2", None]),
+    st.sampled_from(["o9", None]),
+    st.integers(min_value=1, max_value=5),
+    st.floats(min_value=0.01, max_value=500),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(later=st.lists(later_event, max_size=20))
+def test_events_on_or_after_as_of_change_no_feature(later):
+    """No leakage: whatever happens from as_of on, the features as of that date are the same."""
+    start = datetime(AS_OF.year, AS_OF.month, AS_OF.day, tzinfo=UTC)
+    extra = [
+        (u, s, start + timedelta(minutes=m), t, i, o, q, p) for u, s, m, t, i, o, q, p in later
+    ]
+    market_later = pl.LazyFrame(
+        {"date": [AS_OF], "item_id": ["i1"], "competitor": ["a"], "price": [1.0]}
+    )
+    before = user_features(events(EVENTS), AS_OF, ITEMS, MARKET).collect()
+    after = user_features(
+        events(EVENTS + extra), AS_OF, ITEMS, pl.concat([MARKET, market_later])
+    ).collect()
+    assert_frame_equal(before, after)
