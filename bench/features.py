@@ -461,7 +461,7 @@ def run_pandas(root: Path) -> tuple[float, Any]:
     import numpy as np
     import pandas as pd
 
-    DATES = {"date_as_object": False}  # noqa: N806 - dates as datetime64, not Python objects
+    DATES = {"date_as_object": False}
     kinds, windows, trended, half_lives, longest = _feature_constants()
     columns = ["user_id", "session_id", "event_time", "event_type", "item_id", "order_id"]
     columns += ["quantity", "price", "dt"]
@@ -563,9 +563,9 @@ def run_pandas(root: Path) -> tuple[float, Any]:
     g["top_category_share_90d"] = per_user.max() / per_user.sum()
 
     # Price sensitivity: paid price against the item's median paid price and the market's.
-    paid = pd.DataFrame(
-        {"user": h["user"].to_numpy(), "item_id": ev["item_id"].to_numpy()}
-    ).assign(dt=ev["dt"].to_numpy(), price=price)
+    paid = pd.DataFrame({"user": h["user"].to_numpy(), "item_id": ev["item_id"].to_numpy()}).assign(
+        dt=ev["dt"].to_numpy(), price=price
+    )
     paid = paid[bought & (days_ago < longest) & (price > 0)]
     usual = paid.groupby("item_id")["price"].median().rename("usual_price")
     market = (
@@ -605,7 +605,9 @@ def worker(engine: str, mode: str, root: Path, work: Path, result: Path) -> None
     work.mkdir(parents=True)
     found: dict[str, Any] = {}
     if mode == "profile":
-        found["parts"] = profile_nightowl(root) if engine == "nightowl" else profile_duckdb(root, work)
+        found["parts"] = (
+            profile_nightowl(root) if engine == "nightowl" else profile_duckdb(root, work)
+        )
     else:
         if engine == "nightowl":
             seconds, frame = run_nightowl(root)

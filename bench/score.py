@@ -85,6 +85,23 @@ def model_path() -> Path:
     return DATA / f"score-lgbm-{TREES}t-{LEAVES}l-{N_FEATURES}f.txt"
 
 
+def rows_path(n: int) -> Path:
+    return DATA / f"score-rows-{n}x{N_FEATURES}.npy"
+
+
+def score_rows(n: int) -> Path:
+    """The cached rows to score (float32, C order), so that no child pays for making them."""
+    path = rows_path(n)
+    if not path.exists():
+        import numpy as np
+
+        DATA.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npy")
+        np.save(tmp, rows(n, SEED + 1)[0])
+        tmp.rename(path)
+    return path
+
+
 def train_model() -> Path:
     """The cached LightGBM model: trained once on TRAIN_ROWS synthetic rows."""
     path = model_path()
@@ -159,7 +176,7 @@ def worker(engine: str, n: int, batch_rows: int, work: Path, result: Path) -> No
 
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    x, _ = rows(n, SEED + 1)
+    x = np.load(rows_path(n))
     booster = lgb.Booster(model_file=str(model_path()))
     if engine == "nightowl":
         found, p = run_nightowl(booster, x, batch_rows)
@@ -265,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     train_model()
+    score_rows(args.rows)
     runs = [("nightowl", b, run_child("nightowl", args.rows, b)) for b in args.batch_rows]
     reference = run_child("lightgbm", args.rows, 0)
     native = np.load(reference["work"] / "p.npy")

@@ -163,7 +163,8 @@ def user_features(
     market_prices: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
     """One row per user with any event before ``as_of``: behaviour, affinity and price features."""
-    history = events_before(events.filter(pl.col("dt") < as_of), as_of)
+    known = events.filter((pl.col("dt") < as_of) & pl.col("user_id").is_not_null())  # no guests
+    history = events_before(known, as_of)
     frame = (
         history.group_by("user_id")
         .agg(_behaviour_aggregations())
@@ -200,6 +201,7 @@ def purchase_labels(events: pl.LazyFrame, as_of: date, horizon_days: int) -> pl.
             (pl.col("dt") >= as_of)
             & (pl.col("dt") < as_of + timedelta(days=horizon_days))
             & (pl.col("event_type") == "purchase")
+            & pl.col("user_id").is_not_null()
             & pl.col("event_time").is_between(start, end, closed="left")
         )
         .select("user_id")

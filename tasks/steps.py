@@ -85,8 +85,10 @@ def _valid_key(context: TaskRunContext, key: str, wh: Warehouse) -> str:
     try:
         result = store.read(key).result
     except Exception:  # an unreadable record is as good as a dangling one
-        result = None
-    if result is not None and _outputs_exist(result, wh):
+        readable = False
+    else:
+        readable = True
+    if readable and (result is None or _outputs_exist(result, wh)):  # None: nothing was written
         return key
     log.info("the cached result of %s points at missing outputs; recomputing", context.task.name)
     basepath = getattr(store.result_storage, "basepath", None)
@@ -158,7 +160,12 @@ def ingest_step(
         )
 
 
-@task(name="check", task_run_name="check-{source}", cache_policy=NO_CACHE)
+@task(
+    name="check",
+    task_run_name="check-{source}",
+    cache_policy=NO_CACHE,
+    retry_condition_fn=retry_on_io_error,
+)
 def check_step(
     ctx: StepContext,
     source: str,
@@ -274,7 +281,12 @@ def features_step(ctx: ModelContext, as_of: date, cleaned: list[Any]) -> propens
         return propensity.user_features_table(ctx.warehouse(), as_of)[1]
 
 
-@task(name="train", task_run_name="train-propensity", cache_policy=NO_CACHE)
+@task(
+    name="train",
+    task_run_name="train-propensity",
+    cache_policy=NO_CACHE,
+    retry_condition_fn=retry_on_io_error,
+)
 def train_step(
     ctx: ModelContext, last_day: date, features: propensity.FeatureReport, force: bool = False
 ) -> propensity.TrainReport:
