@@ -358,6 +358,13 @@ def duckdb_ctes(root: Path) -> dict[str, str]:
         "behaviour": f"""
             SELECT *, {sep.join(derived)}
             FROM (SELECT user_id, {sep.join(behaviour)} FROM history GROUP BY user_id)""",
+        # The two halves of behaviour, only for --profile (the full query leaves them unused).
+        "behaviour_plain": f"""
+            SELECT user_id, {sep.join(b for b in behaviour if "DISTINCT" not in b)}
+            FROM history GROUP BY user_id""",
+        "behaviour_distinct": f"""
+            SELECT user_id, {sep.join(b for b in behaviour if "DISTINCT" in b)}
+            FROM history GROUP BY user_id""",
         "decayed": f"""
             SELECT user_id, {sep.join(decayed)}
             FROM (
@@ -401,10 +408,15 @@ def duckdb_ctes(root: Path) -> dict[str, str]:
     }
 
 
+#: The common table expressions the full query uses (the others are parts for --profile).
+GROUPS = ("history", "behaviour", "decayed", "affinity", "sensitivity")
+
+
 def duckdb_sql(root: Path, part: str | None = None) -> str:
     """The whole feature query, or (``part``) one feature group alone."""
     ctes = duckdb_ctes(root)
-    head = "WITH " + ",\n".join(f"{name} AS ({sql})" for name, sql in ctes.items())
+    used = GROUPS if part is None else dict.fromkeys(["history", part])
+    head = "WITH " + ",\n".join(f"{name} AS ({ctes[name]})" for name in used)
     if part is not None:
         return f"{head}\nSELECT * FROM {part}"
     return f"""{head}
@@ -443,7 +455,8 @@ def profile_duckdb(root: Path, work: Path) -> dict[str, float]:
     con = duckdb_connection(work)
     parts = {
         "read + days_ago": "history",
-        "behaviour (all)": "behaviour",
+        "behaviour: counts, recency, spend": "behaviour_plain",
+        "behaviour: distinct sessions, days, orders": "behaviour_distinct",
         "decayed activity": "decayed",
         "category affinity": "affinity",
         "price sensitivity": "sensitivity",
@@ -622,6 +635,22 @@ def worker(engine: str, mode: str, root: Path, work: Path, result: Path) -> None
     result.write_text(json.dumps(found))
 
 
+def cpu_busy_seconds() -> float:
+    """CPU seconds all processes on this machine have spent busy since boot (from /proc/stat)."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except OSError:
+        return float("nan")
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
+def other_load(busy_before: float, wall: float, usage: Any) -> float:
+    """Share of the machine's CPUs that processes other than the child kept busy meanwhile."""
+    child = usage.ru_utime + usage.ru_stime
+    other = cpu_busy_seconds() - busy_before - child
+    return max(0.0, other / (wall * (os.cpu_count() or 1)))
+
+
 def warm(root: Path) -> None:
     """Read the input once so that every engine starts from the same (warm) page cache."""
     for path in root.rglob("*.parquet"):
@@ -639,6 +668,7 @@ def run_child(engine: str, root: Path, mode: str = "run") -> dict:
     cmd += [str(result)]
     env = os.environ | {"POLARS_MAX_THREADS": str(THREADS)}
     log(f"{engine:9} {mode}…")
+    busy = cpu_busy_seconds()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parent.parent, env=env)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -649,8 +679,12 @@ def run_child(engine: str, root: Path, mode: str = "run") -> dict:
     found = json.loads(result.read_text())
     result.unlink()
     found |= {"peak_rss_mib": usage.ru_maxrss / 1024, "child_wall_seconds": wall, "work": work}
+    found["other_load"] = other_load(busy, wall, usage)
     if mode == "run":
-        log(f"{engine:9} {found['seconds']:7.1f}s, peak RSS {found['peak_rss_mib']:,.0f} MiB")
+        log(
+            f"{engine:9} {found['seconds']:7.1f}s, peak RSS {found['peak_rss_mib']:,.0f} MiB, "
+            f"other processes kept {found['other_load']:.0%} of the CPUs busy"
+        )
     return found
 
 
@@ -738,6 +772,20 @@ def table(results: list[dict]) -> str:
     return "\n".join([row(head), rule, *(row(line) for line in lines)])
 
 
+#: Above this share of the CPUs kept busy by other processes during a run, its time is suspect.
+DISTURBED = 0.10
+
+
+def disturbed(results: list[dict]) -> list[str]:
+    """A warning per run during which other processes kept the CPUs noticeably busy."""
+    return [
+        f"warning: other processes kept {r['other_load']:.0%} of the CPUs busy during the "
+        f"{r['engine']} run: its time is slower than on a quiet machine"
+        for r in results
+        if r["other_load"] > DISTURBED
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.features",
@@ -823,6 +871,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(results))
     print("ratio: nightowl events/s / that engine's events/s (more than 1: nightowl is faster)")
     for line in checks:
+        print(line)
+    for line in disturbed(results):
         print(line)
     profiles = {}
     if args.profile:

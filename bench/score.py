@@ -187,6 +187,22 @@ def worker(engine: str, n: int, batch_rows: int, work: Path, result: Path) -> No
     result.write_text(json.dumps(found))
 
 
+def cpu_busy_seconds() -> float:
+    """CPU seconds all processes on this machine have spent busy since boot (from /proc/stat)."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except OSError:
+        return float("nan")
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
+def other_load(busy_before: float, wall: float, usage: Any) -> float:
+    """Share of the machine's CPUs that processes other than the child kept busy meanwhile."""
+    child = usage.ru_utime + usage.ru_stime
+    other = cpu_busy_seconds() - busy_before - child
+    return max(0.0, other / (wall * (os.cpu_count() or 1)))
+
+
 # ---- the parent: one child per run, one table ----------------------------------------------------
 
 
@@ -198,6 +214,7 @@ def run_child(engine: str, n: int, batch_rows: int) -> dict:
     cmd = [sys.executable, "-m", "bench.score", "--worker", engine, str(n), str(batch_rows)]
     cmd += [str(work), str(result)]
     log(f"{tag:16} running…")
+    busy = cpu_busy_seconds()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parent.parent)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -208,7 +225,11 @@ def run_child(engine: str, n: int, batch_rows: int) -> dict:
     found = json.loads(result.read_text())
     result.unlink()
     found |= {"peak_rss_mib": usage.ru_maxrss / 1024, "child_wall_seconds": wall, "work": work}
-    log(f"{tag:16} {found['seconds']:7.2f}s, peak RSS {found['peak_rss_mib']:,.0f} MiB")
+    found["other_load"] = other_load(busy, wall, usage)
+    log(
+        f"{tag:16} {found['seconds']:7.2f}s, peak RSS {found['peak_rss_mib']:,.0f} MiB, "
+        f"other processes kept {found['other_load']:.0%} of the CPUs busy"
+    )
     return found
 
 
@@ -242,6 +263,20 @@ def table(results: list[dict]) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([row(head), rule, *(row(line) for line in lines)])
+
+
+#: Above this share of the CPUs kept busy by other processes during a run, its time is suspect.
+DISTURBED = 0.10
+
+
+def disturbed(results: list[dict]) -> list[str]:
+    """A warning per run during which other processes kept the CPUs noticeably busy."""
+    return [
+        f"warning: other processes kept {r['other_load']:.0%} of the CPUs busy during the "
+        f"{r['engine']} run: its time is slower than on a quiet machine"
+        for r in results
+        if r["other_load"] > DISTURBED
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(r)
     print(table(results))
     print("ratio: LightGBM seconds / nightowl seconds (more than 1: nightowl is faster)")
+    for line in disturbed(results):
+        print(line)
     first = results[0]
     for r in results[: len(runs)]:
         print(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from flows.cli import app
 from tasks.generate import generate_landing
 from warehouse.manifest import file_sha256
 from warehouse.query import run_query
+from warehouse.registry import Registry
 from warehouse.store import Warehouse
 
 pytestmark = pytest.mark.e2e
@@ -292,3 +293,49 @@ def test_a_dask_cluster_produces_the_same_tables_as_threads(prefect_api, tmp_pat
     assert with_dask(run_date=END, data_root=str(roots[1]), return_state=True).is_completed()
     threads, dask = (_hashes(Warehouse(root)) for root in roots)
     assert threads and threads == dask
+
+
+def test_the_nightly_flow_trains_a_champion_scores_users_and_the_cli_shows_it(
+    prefect_api, tmp_path
+):
+    root = tmp_path / "data"
+    generate_landing(root / "landing", users=600, items=60, days=92, seed=4, end_date=END)
+    runner, dr = CliRunner(), ["--data-root", str(root)]
+    first_night = END - timedelta(days=1)
+    result = runner.invoke(app, ["run", "--date", first_night.isoformat(), *dr])
+    assert result.exit_code == 0, result.output
+    assert "Traceback" not in result.output and "ERROR" not in result.output
+    registry = Registry(Warehouse(root))
+    champion = registry.champion("propensity")
+    assert champion is not None and champion.version.startswith(first_night.isoformat())
+
+    result = runner.invoke(app, ["run", "--date", END.isoformat(), *dr])  # champion is fresh
+    assert result.exit_code == 0, result.output
+    assert len(registry.versions("propensity")) == 1
+    wh = Warehouse(root)
+    as_of = [m.partition["as_of"] for m in wh.manifests("predictions", "user_scores")]
+    assert as_of == [END.isoformat(), (END + timedelta(days=1)).isoformat()]
+
+    sql = "select risk_tier, count(*) n, avg(p_purchase_30d) p from user_scores group by 1"
+    result = runner.invoke(app, ["query", sql, *dr])
+    assert result.exit_code == 0 and "prospect" in result.output, result.output
+    scores = run_query(wh, "select count(*), count(distinct model_version) from user_scores")
+    features = run_query(wh, "select count(*) from user_features").item()
+    assert scores.row(0) == (features, 1)
+
+    result = runner.invoke(app, ["models", *dr])
+    assert result.exit_code == 0 and champion.version[:12] in result.output, result.output
+    result = runner.invoke(app, ["train", "--date", END.isoformat(), *dr])
+    assert result.exit_code == 0, result.output
+    assert "recency_only" in result.output and "rfm" in result.output and "Parity" in result.output
+    assert len(registry.versions("propensity")) == 2
+
+
+def test_train_without_enough_history_says_how_much_it_needs(prefect_api, tmp_path):
+    root = tmp_path / "data"
+    generate_landing(root / "landing", users=100, items=20, days=5, seed=2, end_date=END)
+    runner, dr = CliRunner(), ["--data-root", str(root)]
+    assert runner.invoke(app, ["run", "--date", END.isoformat(), *dr]).exit_code == 0
+    result = runner.invoke(app, ["train", "--date", END.isoformat(), *dr])
+    assert result.exit_code == 1
+    assert "no model trained" in result.output and "at least 88 days" in result.output

@@ -46,7 +46,7 @@ def build_warehouse(root: Path, *, users: int, days: int, seed: int = 7) -> Ware
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Path:
     return build_warehouse(
-        tmp_path_factory.mktemp("propensity") / "data", users=1500, days=100
+        tmp_path_factory.mktemp("propensity") / "data", users=1000, days=92
     ).data_root
 
 
