@@ -275,6 +275,14 @@ def _challenge(
     if champion.version == card.version:
         return True, "same model as the champion"
     old = registry.card(MODEL, champion.version)
+    horizon = timedelta(days=old.training["horizon_days"])
+    seen_until = max(date.fromisoformat(d) for d in old.training["train_as_of"]) + horizon
+    if seen_until > date.fromisoformat(card.training["holdout_as_of"]):
+        # Its training labels cover part of this held-out window: no fair comparison exists.
+        return False, (
+            f"champion {champion.version} was trained on outcomes up to {seen_until}, inside "
+            "this model's held-out window: champion kept"
+        )
     if set(old.feature_names) - set(holdout.columns):
         return True, f"champion {champion.version} uses features no longer computed: promoted"
     old_sess = score.session(registry.onnx_bytes(MODEL, champion.version), [score.CPU])

@@ -61,6 +61,9 @@ def test_environment_beats_the_file_and_overrides_beat_both(tmp_path, monkeypatc
         ('[sources.events]\ntimezone = "Mars/Olympus"\n', "sources.events.timezone"),
         ('[sources.events]\ncolour = "red"\n', "sources.events.colour"),
         ("timezone = \n", "not valid TOML"),
+        ("[model]\nhorizon_days = 0\n", "model.horizon_days"),
+        ('[model]\nprovider = "tpu"\n', "model.provider"),
+        ("[model]\nleaves = 3\n", "model.leaves"),
     ],
 )
 def test_bad_config_names_the_file_and_the_setting(tmp_path, text, message):
@@ -80,3 +83,11 @@ def test_the_online_retail_example_config_is_valid():
     s = load_settings(example)
     assert s.sources["events"].columns["Customer ID"] == "user_id"
     assert s.sources["events"].missing_user == "guest"
+
+
+def test_model_settings_from_toml_and_environment(tmp_path, monkeypatch):
+    cfg = _write(tmp_path / "n.toml", "[model]\nhorizon_days = 14\nrisk_tiers = { high = 0.9 }\n")
+    monkeypatch.setenv("NIGHTOWL_MODEL__PROVIDER", "cpu")
+    s = load_settings(cfg)
+    assert s.model.horizon_days == 14 and s.model.risk_tiers == {"high": 0.9}
+    assert s.model.provider == "cpu" and s.model.snapshots == 12

@@ -139,3 +139,11 @@ def test_training_is_due_without_a_champion_and_when_it_is_old(wh):
 def test_a_young_warehouse_explains_how_much_history_training_needs(wh):
     with pytest.raises(NotEnoughHistory, match="needs at least 88 days"):
         train_propensity(wh, END - timedelta(days=40), FAST)
+
+
+def test_an_older_challenger_cannot_unseat_a_champion_that_saw_its_held_out_outcomes(wh):
+    newer = train_propensity(wh, END, FAST)
+    older = train_propensity(wh, END - timedelta(days=3), FAST)
+    assert older.trained and not older.promoted
+    assert "inside this model's held-out window" in older.reason
+    assert Registry(wh).champion(MODEL).version == newer.version
