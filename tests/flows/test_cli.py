@@ -15,7 +15,9 @@ from tasks.units import clean_source, ingest_source
 from warehouse.store import Warehouse
 
 runner = CliRunner()
-COMMANDS = ["generate", "run", "backfill", "demo", "query", "tables", "server", "serve"]
+COMMANDS = [
+    "generate", "run", "backfill", "demo", "train", "models", "query", "tables", "server", "serve",
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -106,3 +108,8 @@ def test_config_errors_are_shown_verbatim(tmp_path):
 def test_a_bad_date_is_a_clear_error(tmp_path):
     result = runner.invoke(app, ["run", "--date", "27/11/2026", "--data-root", str(tmp_path)])
     assert result.exit_code == 2 and "expected YYYY-MM-DD" in result.output
+
+
+def test_models_with_an_empty_registry_says_what_to_do(tmp_path):
+    result = runner.invoke(app, ["models", "--data-root", str(tmp_path)])
+    assert result.exit_code == 0 and "nightowl train" in result.output
