@@ -44,6 +44,12 @@ def step_options(settings: Settings) -> dict:
     return {"retries": run.io_retries, "retry_delay_seconds": delays or 0}
 
 
+def step_timeout_seconds(settings: Settings) -> float | None:
+    """Each step's own time limit (tasks/deadline.py): Prefect cannot stop a thread."""
+    minutes = settings.run.step_timeout_minutes
+    return minutes * 60 if minutes else None
+
+
 def step_context(settings: Settings, source: str) -> StepContext:
     """The slice of the settings that a step for ``source`` needs."""
     return StepContext(
@@ -53,9 +59,7 @@ def step_context(settings: Settings, source: str) -> StepContext:
         tolerance_hours=settings.future_tolerance_hours,
         source=settings.sources[source],
         checks=settings.checks,
-        timeout_seconds=(
-            settings.run.step_timeout_minutes * 60 if settings.run.step_timeout_minutes else None
-        ),
+        timeout_seconds=step_timeout_seconds(settings),
     )
 
 
@@ -65,9 +69,7 @@ def model_context(settings: Settings) -> ModelContext:
         data_root=str(settings.data_root),
         code_version=code_version(),
         model=settings.model,
-        timeout_seconds=(
-            settings.run.step_timeout_minutes * 60 if settings.run.step_timeout_minutes else None
-        ),
+        timeout_seconds=step_timeout_seconds(settings),
     )
 
 

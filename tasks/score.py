@@ -10,10 +10,13 @@ run on the CPU, which ``node_placement`` makes visible instead of hiding.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import json
 import logging
 import tempfile
+import warnings
 from collections import Counter
 from datetime import date
 from functools import cache
@@ -52,7 +55,12 @@ def cuda_really_loads() -> bool:
     capi = Path(ort.__file__).parent / "capi"
     try:
         if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from the nvidia-* wheels, when installed
-            ort.preload_dlls(directory="")
+            said = io.StringIO()  # it prints what it could not load: ours to report, not to spill
+            with contextlib.redirect_stdout(said), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ort.preload_dlls(directory="")
+            if said.getvalue().strip():
+                log.info("onnxruntime.preload_dlls: %s", said.getvalue().strip())
         ctypes.CDLL(str(capi / "libonnxruntime_providers_shared.so"), mode=ctypes.RTLD_GLOBAL)
         ctypes.CDLL(str(capi / "libonnxruntime_providers_cuda.so"))
     except OSError as exc:

@@ -34,19 +34,24 @@ from warehouse.store import Warehouse
 log = logging.getLogger("nightowl")
 
 
-class StepContext(BaseModel):
+class _Context(BaseModel):
     """What every step needs from the settings: small, serialisable, part of the cache key."""
 
     data_root: str
-    config_dir: str
     code_version: str
-    tolerance_hours: float
-    source: SourceConfig
-    checks: CheckSettings = Field(default_factory=CheckSettings)
     timeout_seconds: float | None = None
 
     def warehouse(self) -> Warehouse:
         return Warehouse(Path(self.data_root), self.code_version)
+
+
+class StepContext(_Context):
+    """The settings a per-source step (ingest, clean, check) needs."""
+
+    config_dir: str
+    tolerance_hours: float
+    source: SourceConfig
+    checks: CheckSettings = Field(default_factory=CheckSettings)
 
 
 def _landing_fingerprint(ctx: StepContext, source: str, run_date: date) -> str:
@@ -227,16 +232,10 @@ def clean_step(
 # ---- model steps ----------------------------------------------------------------------------
 
 
-class ModelContext(BaseModel):
-    """What the model steps need from the settings: small, serialisable, part of the cache key."""
+class ModelContext(_Context):
+    """The settings the model steps (features, train, score) need."""
 
-    data_root: str
-    code_version: str
     model: ModelSettings = Field(default_factory=ModelSettings)
-    timeout_seconds: float | None = None
-
-    def warehouse(self) -> Warehouse:
-        return Warehouse(Path(self.data_root), self.code_version)
 
 
 def features_key(context: TaskRunContext, params: dict[str, Any]) -> str:
