@@ -101,12 +101,25 @@ def event_days(wh: Warehouse) -> tuple[date, date]:
     return days[0], days[-1]
 
 
+def _catalogue(wh: Warehouse) -> tuple[pl.LazyFrame | None, list[InputRef]]:
+    """The newest items snapshot: categories are static, so it names every item best."""
+    snapshots = wh.manifests("clean", "items")
+    if not snapshots:
+        return None, []
+    latest = max(snapshots, key=lambda m: m.partition["dt"])
+    files = [
+        str(wh.partition_dir("clean", "items", latest.partition) / f.name) for f in latest.files
+    ]
+    return pl.scan_parquet(files), [latest.ref]
+
+
 def feature_inputs(wh: Warehouse, as_of: date) -> list[InputRef]:
     """The clean partitions the user features as of ``as_of`` are computed from."""
-    refs: list[InputRef] = []
-    for table, before in (("events", as_of), ("market_prices", as_of), ("items", None)):
-        refs += _clean(wh, table, before)[1]
-    return refs
+    return [
+        *_clean(wh, "events", as_of)[1],
+        *_clean(wh, "market_prices", as_of)[1],
+        *_catalogue(wh)[1],
+    ]
 
 
 # ---- features -------------------------------------------------------------------------------
@@ -126,12 +139,9 @@ def user_features_table(wh: Warehouse, as_of: date) -> tuple[pl.DataFrame, Featu
     events, _ = _clean(wh, "events", as_of)
     if events is None:
         raise train.NotEnoughHistory(f"no clean events before {as_of}: nothing to featurize")
-    items, _ = _clean(wh, "items", None)
-    latest_items = None
-    if items is not None:  # categories are static: the newest catalogue names them best
-        latest_items = items.filter(pl.col("dt") == pl.col("dt").max())
+    items, _ = _catalogue(wh)
     market, _ = _clean(wh, "market_prices", as_of)
-    frame = user_features(events, as_of, latest_items, market).collect()
+    frame = user_features(events, as_of, items, market).collect()
     manifest = wh.write_partition(
         "features", "user", partition, frame, inputs=inputs, stats={"inputs_hash": inputs_hash}
     )
@@ -163,7 +173,8 @@ def training_due(wh: Warehouse, last_day: date, cfg: ModelSettings) -> str | Non
     if age >= cfg.retrain_every_days:
         every = cfg.retrain_every_days
         return f"champion {champion.version} is {age} days old (retrain_every_days = {every})"
-    if set(card.feature_names) - set(_current_feature_names(wh, last_day)):
+    current = _current_feature_names(wh, last_day)
+    if current and set(card.feature_names) - set(current):
         return f"champion {champion.version} needs features this code no longer computes"
     return None
 

@@ -254,11 +254,12 @@ def features_key(context: TaskRunContext, params: dict[str, Any]) -> str:
 def score_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     """Cache key of the scores: the features partition, the champion and the scoring settings."""
     ctx: ModelContext = params["ctx"]
-    features: propensity.FeatureReport = params["features"]
+    features: propensity.FeatureReport | None = params["features"]
     wh = ctx.warehouse()
     champion = Registry(wh).champion(propensity.MODEL)
+    seen = features.model_dump_json(include={"as_of", "content_hash"}) if features else "none"
     key = combined_hash(
-        ["score-user", ctx.data_root, features.as_of, ctx.code_version, features.content_hash,
+        ["score-user", ctx.data_root, ctx.code_version, seen,
          champion.version if champion else "none", ctx.model.model_dump_json()]
     )  # fmt: skip
     return _valid_key(context, key, wh)
@@ -271,13 +272,19 @@ def score_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     persist_result=True,
     retry_condition_fn=retry_on_io_error,
 )
-def features_step(ctx: ModelContext, as_of: date, cleaned: list[Any]) -> propensity.FeatureReport:
+def features_step(
+    ctx: ModelContext, as_of: date, cleaned: list[Any]
+) -> propensity.FeatureReport | None:
     """Clean events, items and market prices before ``as_of`` → ``features/user/as_of=...``.
 
     ``cleaned`` holds the clean steps' reports, so features wait for the tables they read.
     """
     with time_limit(ctx.timeout_seconds, "features-user"):
-        return propensity.user_features_table(ctx.warehouse(), as_of)[1]
+        try:
+            return propensity.user_features_table(ctx.warehouse(), as_of)[1]
+        except NotEnoughHistory as exc:  # no events yet: nothing to featurize, not an error
+            log.warning("no user features yet: %s", exc)
+            return None
 
 
 @task(
@@ -287,7 +294,10 @@ def features_step(ctx: ModelContext, as_of: date, cleaned: list[Any]) -> propens
     retry_condition_fn=retry_on_io_error,
 )
 def train_step(
-    ctx: ModelContext, last_day: date, features: propensity.FeatureReport, force: bool = False
+    ctx: ModelContext,
+    last_day: date,
+    features: propensity.FeatureReport | None,
+    force: bool = False,
 ) -> propensity.TrainReport:
     """Train, export, parity-check and register a model when none exists or the champion is due.
 
@@ -323,6 +333,9 @@ def train_step(
 def score_step(ctx: ModelContext, features: propensity.FeatureReport) -> propensity.ScoreReport:
     """The champion scores every featurized user → ``predictions/user_scores/as_of=...``."""
     wh = ctx.warehouse()
+    if features is None:
+        log.warning("no user_scores: there are no user features (see the features step)")
+        return None
     if Registry(wh).champion(propensity.MODEL) is None:
         log.warning("no user_scores yet: no model has been trained (see the train step)")
         return None

@@ -339,3 +339,16 @@ def test_train_without_enough_history_says_how_much_it_needs(prefect_api, tmp_pa
     result = runner.invoke(app, ["train", "--date", END.isoformat(), *dr])
     assert result.exit_code == 1
     assert "no model trained" in result.output and "at least 88 days" in result.output
+
+
+def test_a_night_without_events_warns_and_succeeds(prefect_api, tmp_path):
+    root = tmp_path / "data"
+    generate_landing(root / "landing", users=50, items=20, days=2, seed=2, end_date=END)
+    for path in (root / "landing" / "events").iterdir():
+        path.unlink()
+    config = tmp_path / "nightowl.toml"
+    config.write_text("[checks]\nfresh_sources = []\n")
+    args = ["run", "--date", END.isoformat(), "--data-root", str(root), "--config", str(config)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert not Warehouse(root).manifests("predictions", "user_scores")
