@@ -53,27 +53,39 @@ def _behaviour_aggregations() -> list[pl.Expr]:
     for kind in EVENT_TYPES:
         aggs.append(days_ago.filter(_is(kind)).min().alias(f"{kind}_recency_days"))
         aggs += [_is(kind, w).sum().alias(f"{kind}_n_{w}d") for w in WINDOWS]
-    for w in WINDOWS:
-        inside = days_ago < w
-        aggs.append(
-            pl.col("session_id").filter(inside).drop_nulls().n_unique().alias(f"sessions_{w}d")
-        )
-    aggs.append(pl.col("dt").filter(days_ago < 28).n_unique().alias("active_days_28d"))
-    bought = _is("purchase")
     spend = pl.col("quantity").fill_null(1) * pl.col("price")
     aggs += [
-        spend.filter(bought).sum().alias("spend_total"),
+        spend.filter(_is("purchase")).sum().alias("spend_total"),
         spend.filter(_is("purchase", 28)).sum().alias("spend_28d"),
         spend.filter(_is("purchase", LONGEST)).sum().alias("spend_90d"),
-        pl.col("order_id").filter(bought).drop_nulls().n_unique().alias("orders_total"),
-        pl.col("order_id")
-        .filter(_is("purchase", LONGEST))
-        .drop_nulls()
-        .n_unique()
-        .alias("orders_90d"),
         pl.col("quantity").fill_null(1).filter(_is("purchase", LONGEST)).sum().alias("units_90d"),
     ]
     return aggs
+
+
+def _spans(history: pl.LazyFrame, key: str, windows: tuple[int, ...], name: str) -> pl.LazyFrame:
+    """Per user, distinct non-null ``key`` values with an event inside each window (and all)."""
+    spans = (
+        history.filter(pl.col(key).is_not_null())
+        .group_by("user_id", key)
+        .agg(pl.col("days_ago").min().alias("nearest"))
+    )
+    return spans.group_by("user_id").agg(
+        pl.len().alias(f"{name}_total"),
+        *((pl.col("nearest") < w).sum().alias(f"{name}_{w}d") for w in windows),
+    )
+
+
+def distinct_activity(history: pl.LazyFrame) -> pl.LazyFrame:
+    """Per user, sessions (7/28/90 days) and orders (90 days, ever) with an event in the window.
+
+    Counting distinct keys through one group-by per key is much cheaper than a distinct count
+    per window inside the per-user aggregation.
+    """
+    sessions = _spans(history, "session_id", WINDOWS, "sessions").drop("sessions_total")
+    bought = history.filter(pl.col("event_type") == "purchase")
+    orders = _spans(bought, "order_id", (LONGEST,), "orders")
+    return sessions.join(orders, on="user_id", how="full", coalesce=True)
 
 
 def _derived() -> list[pl.Expr]:
@@ -100,10 +112,15 @@ HALF_LIVES = (7, 28)
 
 
 def decayed_activity(history: pl.LazyFrame) -> pl.LazyFrame:
-    """Per user, active days and buying days weighted by ``0.5 ** (days ago / half-life)``."""
-    days = history.group_by("user_id", "dt").agg(
-        pl.col("days_ago").min().floor().alias("age"),
-        (pl.col("event_type") == "purchase").any().alias("bought"),
+    """Per user, active and buying days: all, in the last 28 days, and weighted by
+    ``0.5 ** (days ago / half-life)``."""
+    days = (
+        history.group_by("user_id", "dt")
+        .agg(
+            pl.col("days_ago").min().alias("nearest"),
+            (pl.col("event_type") == "purchase").any().alias("bought"),
+        )
+        .with_columns(age=pl.col("nearest").floor())
     )
     aggs = []
     for half_life in HALF_LIVES:
@@ -114,6 +131,7 @@ def decayed_activity(history: pl.LazyFrame) -> pl.LazyFrame:
         ]
     return days.group_by("user_id").agg(
         pl.len().alias("active_days_total"),
+        (pl.col("nearest") < 28).sum().alias("active_days_28d"),
         pl.col("bought").sum().alias("buying_days_total"),
         *aggs,
     )
@@ -165,11 +183,14 @@ def user_features(
     """One row per user with any event before ``as_of``: behaviour, affinity and price features."""
     known = events.filter((pl.col("dt") < as_of) & pl.col("user_id").is_not_null())  # no guests
     history = events_before(known, as_of)
+    counted = [f"sessions_{w}d" for w in WINDOWS] + ["orders_total", "orders_90d"]
     frame = (
         history.group_by("user_id")
         .agg(_behaviour_aggregations())
-        .with_columns(_derived())
+        .join(distinct_activity(history), on="user_id", how="left")
+        .with_columns(pl.col(counted).fill_null(0))
         .join(decayed_activity(history), on="user_id", how="left")
+        .with_columns(_derived())
     )
     if items is not None:
         frame = frame.join(category_affinity(history, items), on="user_id", how="left")
