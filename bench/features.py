@@ -257,7 +257,8 @@ def profile_nightowl(root: Path) -> dict[str, float]:
     from tasks import features as f
 
     events, items, market = nightowl_inputs(root)
-    history = f.events_before(events.filter(pl.col("dt") < AS_OF), AS_OF)
+    known = events.filter((pl.col("dt") < AS_OF) & pl.col("user_id").is_not_null())
+    history = f.events_before(known, AS_OF)
     aggs = f._behaviour_aggregations()
     distinct = [a for a in aggs if "n_unique" in str(a)]
     plain = [a for a in aggs if "n_unique" not in str(a)]
@@ -265,7 +266,12 @@ def profile_nightowl(root: Path) -> dict[str, float]:
     parts = {
         "read + days_ago": history.select(*needed, "dt", "days_ago"),
         "behaviour: counts, recency, spend": history.group_by("user_id").agg(plain),
-        "behaviour: distinct sessions, days, orders": history.group_by("user_id").agg(distinct),
+    }
+    if distinct:  # distinct counts inside the per-user aggregation
+        parts["behaviour: distinct counts"] = history.group_by("user_id").agg(distinct)
+    if hasattr(f, "distinct_activity"):  # or in a group-by of their own
+        parts["distinct activity"] = f.distinct_activity(history)
+    parts |= {
         "decayed activity": f.decayed_activity(history),
         "category affinity": f.category_affinity(history, items),
         "price sensitivity": f.price_sensitivity(history, market),
@@ -354,7 +360,8 @@ def duckdb_ctes(root: Path) -> dict[str, str]:
                    CAST(epoch_us({cut}) - epoch_us(event_time) AS DOUBLE) / 1e6 / 86400.0
                        AS days_ago
             FROM read_parquet([{files}])
-            WHERE dt < DATE '{AS_OF.isoformat()}' AND event_time < {cut}""",
+            WHERE dt < DATE '{AS_OF.isoformat()}' AND event_time < {cut}
+              AND user_id IS NOT NULL""",
         "behaviour": f"""
             SELECT *, {sep.join(derived)}
             FROM (SELECT user_id, {sep.join(behaviour)} FROM history GROUP BY user_id)""",
@@ -456,7 +463,7 @@ def profile_duckdb(root: Path, work: Path) -> dict[str, float]:
     parts = {
         "read + days_ago": "history",
         "behaviour: counts, recency, spend": "behaviour_plain",
-        "behaviour: distinct sessions, days, orders": "behaviour_distinct",
+        "behaviour: distinct counts": "behaviour_distinct",
         "decayed activity": "decayed",
         "category affinity": "affinity",
         "price sensitivity": "sensitivity",
@@ -484,7 +491,7 @@ def run_pandas(root: Path) -> tuple[float, Any]:
         ignore_index=True,
     )
     cut = pd.Timestamp(AS_OF.isoformat(), tz="UTC")
-    ev = ev[(ev["dt"] < pd.Timestamp(AS_OF)) & (ev["event_time"] < cut)]
+    ev = ev[(ev["dt"] < pd.Timestamp(AS_OF)) & (ev["event_time"] < cut) & ev["user_id"].notna()]
     h = pd.DataFrame(
         {
             # integer user codes: one factorisation instead of hashing strings in every groupby
@@ -802,16 +809,34 @@ def disturbed(results: list[dict]) -> list[str]:
     ]
 
 
+def code_version(*paths: str) -> dict[str, Any]:
+    """The commit checked out and a sha256 of each measured module (which may differ from it)."""
+    import hashlib
+
+    repo = Path(__file__).resolve().parent.parent
+    found: dict[str, Any] = {}
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        )
+        found["commit"] = head.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        found["commit"] = None
+    for path in paths:
+        found[path] = hashlib.sha256((repo / path).read_bytes()).hexdigest()
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.features",
         description=(
             "User features (tasks.features.user_features) as of 2026-11-28 over a synthetic "
             "clean events table of 120 days, with nightowl (Polars), the same features in DuckDB "
-            "SQL and in pandas, each engine in its own process with 2 threads. Checks that the "
-            "references compute the same values, then prints one table (seconds, events/s, peak "
-            "RSS, speed ratio nightowl vs each reference, target met) and writes "
-            "bench/out/features-results.json.\n\n"
+            "SQL and in pandas, each engine in its own process (2 threads for Polars and "
+            "DuckDB). Checks that the references compute the same values, then prints one table "
+            "(seconds, events/s, peak RSS, speed ratio nightowl vs each reference, target met) "
+            "and writes bench/out/features-results.json.\n\n"
             "examples:\n"
             "  python -m bench.features                                # 20M events, 200k users\n"
             "  python -m bench.features --events 200000 --users 2000   # quick smoke run\n"
@@ -894,11 +919,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.profile:
         for engine in ("nightowl", "duckdb"):
             if engine in args.engines:
-                profiles[engine] = run_child(engine, root, "profile")["parts"]
-                shutil.rmtree(OUT / f"run-features-{engine}", ignore_errors=True)
-        for engine, parts in profiles.items():
-            shown = ", ".join(f"{name} {s:.2f}s" for name, s in parts.items())
+                found = run_child(engine, root, "profile")
+                shutil.rmtree(found.pop("work"), ignore_errors=True)
+                profiles[engine] = found | {"engine": f"{engine} profile"}
+        for engine, found in profiles.items():
+            shown = ", ".join(f"{name} {s:.2f}s" for name, s in found["parts"].items())
             print(f"{engine} groups alone: {shown}")
+        for line in disturbed(list(profiles.values())):
+            print(line)
     meta = json.loads((root / "input.json").read_text())
     RESULTS.write_text(
         json.dumps(
@@ -906,6 +934,7 @@ def main(argv: list[str] | None = None) -> int:
                 "benchmark": "features",
                 "when": datetime.now(UTC).isoformat(timespec="seconds"),
                 "as_of": AS_OF.isoformat(),
+                "code": code_version("tasks/features.py"),
                 "machine": {
                     "cpus": os.cpu_count(),
                     "threads": THREADS,

@@ -297,6 +297,24 @@ def disturbed(results: list[dict]) -> list[str]:
     ]
 
 
+def code_version(*paths: str) -> dict[str, Any]:
+    """The commit checked out and a sha256 of each measured module (which may differ from it)."""
+    import hashlib
+
+    repo = Path(__file__).resolve().parent.parent
+    found: dict[str, Any] = {}
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
+        )
+        found["commit"] = head.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        found["commit"] = None
+    for path in paths:
+        found[path] = hashlib.sha256((repo / path).read_bytes()).hexdigest()
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     batch_default = default_batch_rows()
     parser = argparse.ArgumentParser(
@@ -373,6 +391,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "benchmark": "score",
                 "when": datetime.now(UTC).isoformat(timespec="seconds"),
+                "code": code_version("tasks/export.py", "tasks/score.py"),
                 "machine": {
                     "cpus": os.cpu_count(),
                     "threads": THREADS,

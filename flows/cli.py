@@ -261,10 +261,14 @@ def _metrics_table(report: dict) -> Table:
         table.add_column(col, justify="left" if col == "scorer" else "right")
     for name, m in report["metrics"].items():
         table.add_row(
-            name, f"{m['roc_auc']:.4f}", f"{m['pr_auc']:.4f}", f"{m['brier']:.4f}",
-            f"{m['lift_top_decile']:.2f}",
+            name, _num(m["roc_auc"]), _num(m["pr_auc"]), _num(m["brier"]),
+            _num(m["lift_top_decile"], 2),
         )  # fmt: skip
     return table
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 @app.command()
@@ -293,8 +297,8 @@ def models(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
             table.add_row(
                 "*" if champion and champion.version == card.version else "",
                 card.version, card.training["last_day"], card.training["holdout_as_of"],
-                f"{m['roc_auc']:.4f}", f"{m['pr_auc']:.4f}", f"{m['lift_top_decile']:.2f}",
-                f"{base['recency_only']['roc_auc']:.4f}", f"{base['rfm']['roc_auc']:.4f}",
+                _num(m["roc_auc"]), _num(m["pr_auc"]), _num(m["lift_top_decile"], 2),
+                _num(base["recency_only"]["roc_auc"]), _num(base["rfm"]["roc_auc"]),
                 f"{card.parity['max_abs_diff']:.1g}", str(card.best_iteration),
             )  # fmt: skip
         console.print(table)

@@ -74,17 +74,22 @@ def model_context(settings: Settings) -> ModelContext:
 
 
 def model_steps(
-    settings: Settings, run_date: date, cleaned: list[PrefectFuture], forced: set[str]
+    settings: Settings,
+    run_date: date,
+    cleaned: list[PrefectFuture],
+    forced: set[str],
+    train_now: bool = False,
 ) -> dict[str, PrefectFuture]:
-    """features → train (when due) → score, for scores as of the day after ``run_date``."""
+    """features → train (when due, or ``train_now``) → score, as of the day after ``run_date``.
+
+    Recomputing an upstream step does not make training due: only naming ``train`` does.
+    """
     ctx, options = model_context(settings), step_options(settings)
     as_of = run_date + timedelta(days=1)  # everything up to and including the run date
     features = features_step.with_options(refresh_cache="features" in forced, **options).submit(
         ctx, as_of, cleaned
     )
-    trained = train_step.with_options(**options).submit(
-        ctx, run_date, features, force="train" in forced
-    )
+    trained = train_step.with_options(**options).submit(ctx, run_date, features, force=train_now)
     # A failed training leaves the champion in place: tonight's scores still come out.
     scored = score_step.with_options(refresh_cache="score" in forced, **options).submit(
         ctx, features, wait_for=[allow_failure(trained)]
@@ -145,7 +150,8 @@ def nightly(
         checked = check_step.submit(ctx, source, run_date, ingested, cleaned)
         futures[source] = {"ingest": ingested, "clean": cleaned, "check": checked}
     cleaned = [futures[source]["clean"] for source in FEATURE_SOURCES]
-    futures["models"] = model_steps(settings, run_date, cleaned, forced)
+    train_now = bool({"train", "all"} & {n.strip() for n in force_steps or []})
+    futures["models"] = model_steps(settings, run_date, cleaned, forced, train_now)
     summary = summary_of(futures)
     record_run_step(step_context(settings, SOURCES[0]), run_date, summary)
     return summary

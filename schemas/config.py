@@ -178,6 +178,18 @@ class ModelSettings(BaseModel):
         description="churn_risk at or above which a customer is in the tier (else low).",
     )
     score_batch_rows: int = Field(default=262_144, ge=1, description="Rows per ONNX run call.")
+
+    @field_validator("risk_tiers")
+    @classmethod
+    def _tiers_are_shares(cls, value: dict[str, float]) -> dict[str, float]:
+        reserved = {"low", "lapsed", "prospect"} & set(value)
+        if reserved:
+            raise ValueError(f"tier names {sorted(reserved)} are built in; choose other names")
+        outside = {k: v for k, v in value.items() if not 0 < v <= 1}
+        if outside:
+            raise ValueError(f"churn_risk thresholds are shares in (0, 1], got {outside}")
+        return value
+
     provider: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto: CUDA when its libraries really load, else CPU."
     )

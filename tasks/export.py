@@ -24,6 +24,8 @@ from onnx import TensorProto, helper
 
 INPUT = "features"
 OUTPUT = "probability"
+#: Graph node names, so where each one ran can be looked up.
+ENSEMBLE = "trees"
 ML_OPSET = 3
 ONNX_OPSET = 17
 
@@ -151,6 +153,7 @@ def onnx_from_booster(booster: lgb.Booster) -> bytes:
         "TreeEnsembleRegressor",
         [INPUT],
         ["raw_score"],
+        name=ENSEMBLE,
         domain="ai.onnx.ml",
         n_targets=1,
         aggregate_function="SUM",
@@ -173,9 +176,11 @@ def onnx_from_booster(booster: lgb.Booster) -> bytes:
     initializers = []
     if not math.isclose(scale, 1.0):
         initializers.append(helper.make_tensor("sigmoid_scale", TensorProto.FLOAT, [], [scale]))
-        graph_nodes.append(helper.make_node("Mul", ["raw_score", "sigmoid_scale"], ["logit"]))
+        graph_nodes.append(
+            helper.make_node("Mul", ["raw_score", "sigmoid_scale"], ["logit"], name="scale")
+        )
         logit = "logit"
-    graph_nodes.append(helper.make_node("Sigmoid", [logit], [OUTPUT]))
+    graph_nodes.append(helper.make_node("Sigmoid", [logit], [OUTPUT], name="sigmoid"))
     graph = helper.make_graph(
         graph_nodes,
         "lightgbm_binary",

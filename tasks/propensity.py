@@ -7,7 +7,9 @@ time-split snapshots, exports to ONNX, runs the parity gate, registers and maybe
 
 from __future__ import annotations
 
+import logging
 import time
+from collections import Counter
 from datetime import date, timedelta
 
 import lightgbm as lgb
@@ -23,6 +25,7 @@ from warehouse.registry import ModelCard, Registry
 from warehouse.store import Warehouse
 
 MODEL = "propensity"
+log = logging.getLogger("nightowl")
 
 
 class NoChampion(RuntimeError):
@@ -54,7 +57,7 @@ class TrainReport(BaseModel):
     champion: str | None = None
     holdout: str | None = None
     snapshots: list[str] = Field(default_factory=list)
-    metrics: dict[str, dict[str, float]] = Field(default_factory=dict)
+    metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
     parity_max_diff: float | None = None
     seconds: float = 0.0
 
@@ -101,12 +104,14 @@ def event_days(wh: Warehouse) -> tuple[date, date]:
     return days[0], days[-1]
 
 
-def _catalogue(wh: Warehouse) -> tuple[pl.LazyFrame | None, list[InputRef]]:
-    """The newest items snapshot: categories are static, so it names every item best."""
-    snapshots = wh.manifests("clean", "items")
+def _catalogue(wh: Warehouse, as_of: date) -> tuple[pl.LazyFrame | None, list[InputRef]]:
+    """The newest items snapshot dated before ``as_of``; for dates before the first snapshot, the
+    first one (an item's category does not change, and a backfilled history has no older one)."""
+    snapshots = sorted(wh.manifests("clean", "items"), key=lambda m: m.partition["dt"])
     if not snapshots:
         return None, []
-    latest = max(snapshots, key=lambda m: m.partition["dt"])
+    before = [m for m in snapshots if m.partition["dt"] < as_of.isoformat()]
+    latest = before[-1] if before else snapshots[0]
     files = [
         str(wh.partition_dir("clean", "items", latest.partition) / f.name) for f in latest.files
     ]
@@ -118,7 +123,7 @@ def feature_inputs(wh: Warehouse, as_of: date) -> list[InputRef]:
     return [
         *_clean(wh, "events", as_of)[1],
         *_clean(wh, "market_prices", as_of)[1],
-        *_catalogue(wh)[1],
+        *_catalogue(wh, as_of)[1],
     ]
 
 
@@ -139,7 +144,7 @@ def user_features_table(wh: Warehouse, as_of: date) -> tuple[pl.DataFrame, Featu
     events, _ = _clean(wh, "events", as_of)
     if events is None:
         raise train.NotEnoughHistory(f"no clean events before {as_of}: nothing to featurize")
-    items, _ = _catalogue(wh)
+    items, _ = _catalogue(wh, as_of)
     market, _ = _clean(wh, "market_prices", as_of)
     frame = user_features(events, as_of, items, market).collect()
     manifest = wh.write_partition(
@@ -168,11 +173,17 @@ def training_due(wh: Warehouse, last_day: date, cfg: ModelSettings) -> str | Non
     if champion is None:
         return "no champion yet"
     card = registry.card(MODEL, champion.version)
-    trained_through = date.fromisoformat(card.training["last_day"])
-    age = (last_day - trained_through).days
+    if card.training["horizon_days"] != cfg.horizon_days:
+        return (
+            f"champion {champion.version} predicts {card.training['horizon_days']} days ahead; "
+            f"horizon_days is now {cfg.horizon_days}"
+        )
+    # From the newest attempt, champion or not: a challenger that lost is not retried nightly.
+    newest = max(date.fromisoformat(c.training["last_day"]) for c in registry.versions(MODEL))
+    age = (last_day - newest).days
     if age >= cfg.retrain_every_days:
         every = cfg.retrain_every_days
-        return f"champion {champion.version} is {age} days old (retrain_every_days = {every})"
+        return f"the newest model is {age} days old (retrain_every_days = {every})"
     current = _current_feature_names(wh, last_day)
     if current and set(card.feature_names) - set(current):
         return f"champion {champion.version} needs features this code no longer computes"
@@ -199,7 +210,12 @@ def train_propensity(
             champion=champion.version if champion else None,
         )
     reason = due if only_if_due else "asked for"
-    first_day, _ = event_days(wh)
+    first_day, events_end = event_days(wh)
+    if last_day > events_end:
+        raise train.NotEnoughHistory(
+            f"events end on {events_end}, before {last_day}: the newest labels would be cut "
+            f"short; train with --date {events_end} (or wait for the missing days)"
+        )
     plan = train.snapshot_plan(first_day, last_day, cfg)
 
     snapshots, refs = [], []
@@ -217,13 +233,19 @@ def train_propensity(
         )
     names = feature_names(snapshots[0].drop("label"))
     fit_rows, holdout = pl.concat(snapshots[:-1], how="vertical_relaxed"), snapshots[-1]
+    positives = int(holdout["label"].sum())
+    if not 0 < positives < holdout.height:
+        raise train.NotEnoughHistory(
+            f"the held-out snapshot as of {plan.holdout} has {positives} buyers among "
+            f"{holdout.height} users: no ranking can be judged on it"
+        )
     booster = train.fit_propensity(fit_rows, names, cfg)
     x_holdout = train.feature_matrix(holdout, names)
     y_holdout = holdout["label"].to_numpy()
     native = booster.predict(x_holdout, num_threads=2)
     metrics = {"model": train.classification_metrics(y_holdout, native)}
     for name, baseline in train.baseline_scores(holdout).items():
-        metrics[name] = train.classification_metrics(y_holdout, baseline)
+        metrics[name] = train.classification_metrics(y_holdout, baseline, probabilities=False)
 
     onnx_bytes = export.onnx_from_booster(booster)
     sess = score.session(onnx_bytes, [score.CPU])
@@ -286,8 +308,9 @@ def _challenge(
     if champion.version == card.version:
         return True, "same model as the champion"
     old = registry.card(MODEL, champion.version)
-    horizon = timedelta(days=old.training["horizon_days"])
-    seen_until = max(date.fromisoformat(d) for d in old.training["train_as_of"]) + horizon
+    if old.training["horizon_days"] != card.training["horizon_days"]:
+        return True, f"champion {champion.version} predicts another horizon: promoted"
+    seen_until = outcomes_seen_until(old)
     if seen_until > date.fromisoformat(card.training["holdout_as_of"]):
         # Its training labels cover part of this held-out window: no fair comparison exists.
         return False, (
@@ -315,25 +338,20 @@ def score_users(wh: Warehouse, as_of: date, cfg: ModelSettings) -> ScoreReport:
     """Score every user featurized as of ``as_of`` with the champion; publish ``user_scores``."""
     started = time.perf_counter()
     registry = Registry(wh)
-    champion = registry.champion(MODEL)
-    if champion is None:
-        raise NoChampion(
-            "no propensity champion in the registry: train one first (nightowl train), or let "
-            "the nightly flow train when enough history has arrived"
-        )
-    card = registry.card(MODEL, champion.version)
+    card = scoring_model(registry, as_of)
     features, feature_report = user_features_table(wh, as_of)
     missing = set(card.feature_names) - set(features.columns)
     if missing:
         raise NoChampion(
-            f"champion {champion.version} needs features {sorted(missing)} that "
+            f"model {card.version} needs features {sorted(missing)} that "
             "features/user does not have; retrain (nightowl train)"
         )
-    model = registry.onnx_bytes(MODEL, champion.version)
+    model = registry.onnx_bytes(MODEL, card.version)
     wanted = score.providers(cfg.provider)
     sess = score.session(model, wanted)
-    ran = sess.get_providers()[0]
-    placement = score.node_placement(model, wanted, len(card.feature_names))
+    nodes = score.node_providers(model, wanted, len(card.feature_names))
+    placement = dict(Counter(nodes.values()))
+    ran = nodes.get(export.ENSEMBLE, sess.get_providers()[0])  # where the trees really ran
     matrix = train.feature_matrix(features, card.feature_names)
     probability = score.predict(sess, matrix, cfg.score_batch_rows)
     scores = score.user_scores(
@@ -342,7 +360,7 @@ def score_users(wh: Warehouse, as_of: date, cfg: ModelSettings) -> ScoreReport:
         horizon_days=card.training["horizon_days"],
         churn_lookback_days=cfg.churn_lookback_days,
         risk_tiers=cfg.risk_tiers,
-        model_version=champion.version,
+        model_version=card.version,
         provider=ran,
         as_of=as_of,
     )
@@ -352,9 +370,7 @@ def score_users(wh: Warehouse, as_of: date, cfg: ModelSettings) -> ScoreReport:
             name=f"features/user/as_of={as_of}",
             content_hash=feature_report.content_hash,
         ),
-        InputRef(
-            kind="model", name=f"models/{MODEL}/{champion.version}", content_hash=champion.version
-        ),
+        InputRef(kind="model", name=f"models/{MODEL}/{card.version}", content_hash=card.version),
     ]
     manifest = wh.write_partition(
         "predictions",
@@ -362,17 +378,46 @@ def score_users(wh: Warehouse, as_of: date, cfg: ModelSettings) -> ScoreReport:
         {"as_of": as_of.isoformat()},
         scores.drop("as_of"),
         inputs=inputs,
-        stats={"provider": ran, "placement": placement, "model_version": champion.version},
+        stats={"provider": ran, "placement": placement, "model_version": card.version},
     )
     return ScoreReport(
         as_of=as_of.isoformat(),
         rows=manifest.rows,
         content_hash=manifest.content_hash,
-        model_version=champion.version,
+        model_version=card.version,
         provider=ran,
         placement=placement,
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+def outcomes_seen_until(card: ModelCard) -> date:
+    """The day after the last outcome (label day) a model was trained on."""
+    newest = max(date.fromisoformat(d) for d in card.training["train_as_of"])
+    return newest + timedelta(days=card.training["horizon_days"])
+
+
+def scoring_model(registry: Registry, as_of: date) -> ModelCard:
+    """The champion, or for a past ``as_of`` the newest version trained only on earlier outcomes,
+    so rerunning an old date never scores it with knowledge of what came after."""
+    champion = registry.champion(MODEL)
+    if champion is None:
+        raise NoChampion(
+            "no propensity champion in the registry: train one first (nightowl train), or let "
+            "the nightly flow train when enough history has arrived"
+        )
+    card = registry.card(MODEL, champion.version)
+    if outcomes_seen_until(card) <= as_of:
+        return card
+    earlier = [c for c in registry.versions(MODEL) if outcomes_seen_until(c) <= as_of]
+    if not earlier:
+        raise NoChampion(
+            f"every registered model was trained on outcomes after {as_of}; scores as of that "
+            "date would know the future. Train one with an earlier --date to score it"
+        )
+    chosen = max(earlier, key=lambda c: (outcomes_seen_until(c), c.created_at))
+    log.info("scoring %s with %s: the champion saw outcomes after it", as_of, chosen.version)
+    return chosen
 
 
 def booster_of(wh: Warehouse, version: str) -> lgb.Booster:

@@ -92,8 +92,8 @@ def session(model: bytes, wanted: list[str], threads: int = 2) -> ort.InferenceS
     return ort.InferenceSession(model, options, providers=wanted)
 
 
-def node_placement(model: bytes, wanted: list[str], n_features: int) -> dict[str, int]:
-    """How many graph nodes each execution provider ran, read from one profiled tiny run."""
+def node_providers(model: bytes, wanted: list[str], n_features: int) -> dict[str, str]:
+    """Graph node name → the execution provider that ran it, read from one profiled tiny run."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
     with tempfile.TemporaryDirectory() as tmp:
@@ -102,12 +102,16 @@ def node_placement(model: bytes, wanted: list[str], n_features: int) -> dict[str
         probe = ort.InferenceSession(model, options, providers=wanted)
         probe.run(None, {INPUT: np.zeros((2, n_features), dtype=np.float32)})
         events = json.loads(Path(probe.end_profiling()).read_text())
-    nodes = {
-        (e["args"]["op_name"], e["name"].removesuffix("_kernel_time"), e["args"]["provider"])
+    return {
+        e["name"].removesuffix("_kernel_time"): e["args"]["provider"]
         for e in events
         if e.get("cat") == "Node" and "provider" in e.get("args", {})
     }
-    return dict(Counter(provider for _, _, provider in nodes))
+
+
+def node_placement(model: bytes, wanted: list[str], n_features: int) -> dict[str, int]:
+    """How many graph nodes each execution provider ran."""
+    return dict(Counter(node_providers(model, wanted, n_features).values()))
 
 
 def predict(sess: ort.InferenceSession, matrix: np.ndarray, batch_rows: int) -> np.ndarray:

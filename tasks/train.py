@@ -106,8 +106,11 @@ def fit_propensity(
     )
 
 
-def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    """ROC-AUC, PR-AUC, Brier score and top-decile lift of ``scores`` against 0/1 ``labels``."""
+def classification_metrics(
+    labels: np.ndarray, scores: np.ndarray, *, probabilities: bool = True
+) -> dict[str, float | None]:
+    """ROC-AUC, PR-AUC, Brier score (of probabilities only) and top-decile lift of ``scores``
+    against 0/1 ``labels``; None where a measure is undefined."""
     labels = np.asarray(labels)
     scores = np.asarray(scores, dtype=np.float64)
     base_rate = float(labels.mean()) if len(labels) else 0.0
@@ -117,19 +120,12 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, 
         "rows": len(labels),
         "positives": int(labels.sum()),
         "base_rate": base_rate,
-        "roc_auc": float(roc_auc_score(labels, scores)) if both else float("nan"),
-        "pr_auc": float(average_precision_score(labels, scores)) if both else float("nan"),
-        # Brier needs probabilities; a baseline's raw score is squashed into [0, 1] by rank.
-        "brier": float(brier_score_loss(labels, _as_probability(scores))),
-        "lift_top_decile": float(labels[top].mean() / base_rate) if base_rate else float("nan"),
+        "roc_auc": float(roc_auc_score(labels, scores)) if both else None,
+        "pr_auc": float(average_precision_score(labels, scores)) if both else None,
+        # A heuristic's score is a ranking, not a probability: it has no Brier score.
+        "brier": float(brier_score_loss(labels, scores)) if probabilities and len(labels) else None,
+        "lift_top_decile": float(labels[top].mean() / base_rate) if base_rate else None,
     }
-
-
-def _as_probability(scores: np.ndarray) -> np.ndarray:
-    if scores.size == 0 or (scores.min() >= 0 and scores.max() <= 1):
-        return scores
-    ranks = scores.argsort(kind="stable").argsort(kind="stable")
-    return ranks / max(1, len(scores) - 1)
 
 
 def baseline_scores(features: pl.DataFrame) -> dict[str, np.ndarray]:
@@ -147,7 +143,8 @@ def rfm_table(features: pl.DataFrame) -> pl.DataFrame:
     buyers = features.filter(pl.col("purchase_recency_days").is_not_null())
 
     def quintile(col: pl.Expr) -> pl.Expr:
-        return (col.rank("ordinal") * 5 / pl.len()).ceil().cast(pl.Int8)
+        # Ties share the lower quintile: equal customers get equal scores, whatever their id.
+        return (col.rank("min") * 5 / pl.len()).ceil().cast(pl.Int8)
 
     scored = buyers.select(
         "user_id",

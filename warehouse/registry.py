@@ -42,7 +42,9 @@ class ModelCard(BaseModel):
     code_version: str
     features: list[dict[str, str]] = Field(description="name and dtype of each input, in order")
     training: dict[str, Any] = Field(description="snapshots, horizon, rows, positives")
-    metrics: dict[str, dict[str, float]] = Field(description="model and baselines, held-out")
+    metrics: dict[str, dict[str, float | None]] = Field(
+        description="model and baselines on the held-out snapshot (None: undefined)"
+    )
     parity: dict[str, Any] = Field(description="ONNX vs LightGBM on held-out and edge rows")
     params: dict[str, Any]
     best_iteration: int

@@ -17,12 +17,14 @@ from tasks.propensity import (
     MODEL,
     NoChampion,
     ParityFailed,
+    booster_of,
+    outcomes_seen_until,
     score_users,
     train_propensity,
     training_due,
     user_features_table,
 )
-from tasks.train import NotEnoughHistory
+from tasks.train import NotEnoughHistory, feature_matrix
 from warehouse.registry import Registry
 from warehouse.store import Warehouse
 
@@ -147,3 +149,44 @@ def test_an_older_challenger_cannot_unseat_a_champion_that_saw_its_held_out_outc
     assert older.trained and not older.promoted
     assert "inside this model's held-out window" in older.reason
     assert Registry(wh).champion(MODEL).version == newer.version
+
+
+def test_each_score_is_the_model_s_probability_for_that_user(wh):
+    report = train_propensity(wh, END, FAST)
+    as_of = END + timedelta(days=1)
+    score_users(wh, as_of, FAST)
+    features = user_features_table(wh, as_of)[0]
+    card = Registry(wh).card(MODEL, report.version)
+    native = booster_of(wh, report.version).predict(feature_matrix(features, card.feature_names))
+    expected = features.select("user_id").with_columns(native=native)
+    scores = pl.read_parquet(
+        wh.partition_dir("predictions", "user_scores", {"as_of": str(as_of)}) / "*.parquet"
+    )
+    joined = scores.join(expected, on="user_id", how="inner")
+    assert joined.height == scores.height == features.height
+    assert (joined["p_purchase_30d"] - joined["native"]).abs().max() < 1e-6
+
+
+def test_a_lost_challenge_does_not_make_training_due_every_night(wh):
+    train_propensity(wh, END - timedelta(days=2), FAST)
+    weak = FAST.model_copy(update={"num_leaves": 2, "max_rounds": 1, "early_stopping_rounds": 1})
+    lost = train_propensity(wh, END, weak)
+    assert not lost.promoted
+    assert training_due(wh, END + timedelta(days=1), FAST) is None  # the attempt counts
+    assert "days old" in training_due(wh, END + timedelta(days=FAST.retrain_every_days), FAST)
+
+
+def test_a_past_date_is_scored_only_by_a_model_that_did_not_see_its_future(wh):
+    train_propensity(wh, END - timedelta(days=3), FAST)
+    train_propensity(wh, END, FAST)
+    as_of = END - timedelta(days=31)
+    report = score_users(wh, as_of, FAST)
+    card = Registry(wh).card(MODEL, report.model_version)
+    assert outcomes_seen_until(card) <= as_of
+    with pytest.raises(NoChampion, match="know the future"):
+        score_users(wh, END - timedelta(days=60), FAST)
+
+
+def test_training_past_the_last_event_day_is_refused(wh):
+    with pytest.raises(NotEnoughHistory, match=f"events end on {END}"):
+        train_propensity(wh, END + timedelta(days=5), FAST)

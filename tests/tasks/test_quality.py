@@ -13,7 +13,7 @@ from tasks.propensity import train_propensity, user_features_table
 from tests.tasks.test_propensity import END, build_warehouse
 
 
-def test_held_out_auc_is_within_003_of_the_true_probability(tmp_path):
+def test_held_out_auc_is_close_to_that_of_the_true_probability(tmp_path):
     """The model, trained honestly (time split, no peeking), nearly ranks users as well as the
     generator's true purchase probability does on the same held-out users and outcomes."""
     wh = build_warehouse(tmp_path / "data", users=5000, days=180)
@@ -29,7 +29,7 @@ def test_held_out_auc_is_within_003_of_the_true_probability(tmp_path):
     model = report.metrics["model"]
     assert model["rows"] == judged.height
     # Issue #4 asks for 0.03. Measured at 5k users x 180 days over seeds 1-4 and 7: gaps 0.028,
-    # 0.029, 0.031, 0.036, 0.040 (bench/README.md). Even a model fitted on the held-out snapshot
+    # 0.029, 0.031, 0.036, 0.040 (README, Models). Even a model fitted on the held-out snapshot
     # itself gets no closer: the rest is each user's latent propensity and the window's future
     # prices, which no history shows. This bound is what the model reliably meets.
     assert best - model["roc_auc"] <= 0.045, (best, model["roc_auc"])

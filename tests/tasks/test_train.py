@@ -100,3 +100,16 @@ def test_validation_users_are_stable_and_about_the_share():
     # The same user is held out in every snapshot, so no user leaks across the split.
     twice = validation_users(pl.concat([users, users]), 0.2)
     assert np.array_equal(twice[:5000], twice[5000:])
+
+
+def test_equal_customers_get_equal_rfm_scores():
+    twins = pl.DataFrame(
+        {
+            "user_id": [f"u{i}" for i in range(10)],
+            "purchase_recency_days": [5.0] * 10,
+            "buying_days_total": [1] * 10,
+            "spend_total": [20.0] * 10,
+        }
+    )
+    rfm = rfm_table(twins)
+    assert rfm.select(pl.col("r", "f", "m").n_unique()).row(0) == (1, 1, 1)
