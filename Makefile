@@ -32,6 +32,8 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
+	$(BIN)/python -m bench.features
+	$(BIN)/python -m bench.score
 
 clean:
 	rm -rf demo .pytest_cache .ruff_cache .hypothesis
