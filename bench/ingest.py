@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shutil
 import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+
+from bench.common import log, text_table, write_results
 
 OUT = Path(__file__).resolve().parent / "out"
 DATA = OUT / "data"
@@ -46,10 +47,6 @@ CHANNEL_P = [0.5, 0.3, 0.1, 0.1]
 DEVICES = ["desktop", "mobile", "tablet"]
 DEVICE_P = [0.45, 0.45, 0.10]
 BAD_TIMESTAMPS = ["2026-11-31T25:61:00+00:00", "yesterday", "27/11/2026 14:03", "n/a"]
-
-
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
 # ---- input generation ----------------------------------------------------------------------------
@@ -318,17 +315,7 @@ def table(results: list[dict]) -> str:
                 "" if ratio is None else ("yes" if r["met"] else "NO"),
             ]
         )
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
-    right = {2, 3, 4, 5, 6, 7}
-
-    def row(cells: list[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([row(head), rule, *(row(line) for line in lines)])
+    return text_table(head, lines, right={2, 3, 4, 5, 6, 7})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,25 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['rejected_clean']:,} at clean"
             )
     meta = json.loads((DATA / f"events-{args.rows}-{args.days}d.json").read_text())
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "benchmark": "ingest",
-                "when": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "threads": THREADS,
-                    "python": platform.python_version(),
-                    "platform": platform.platform(),
-                },
-                "input": meta,
-                "targets": TARGETS,
-                "results": results,
-            },
-            indent=2,
-        )
-    )
-    log(f"wrote {RESULTS}")
+    write_results(RESULTS, "ingest", THREADS, input=meta, targets=TARGETS, results=results)
     return 0
 
 

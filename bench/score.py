@@ -17,14 +17,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from bench.common import (
+    code_version,
+    cpu_busy_seconds,
+    disturbed,
+    log,
+    other_load,
+    peak_rss_mib,
+    text_table,
+    write_results,
+)
 
 OUT = Path(__file__).resolve().parent / "out"
 DATA = OUT / "data"
@@ -39,10 +48,6 @@ NAN_SHARE = 0.05  # of the values of the features that can be missing
 ZERO_SHARE = 0.30  # of the values of count-like features
 #: Speed ratio (LightGBM seconds / nightowl seconds) that nightowl must reach.
 TARGET = 1.2
-
-
-def log(msg: str) -> None:
-    print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
 
 def default_batch_rows() -> int:
@@ -187,40 +192,6 @@ def worker(engine: str, n: int, batch_rows: int, work: Path, result: Path) -> No
     result.write_text(json.dumps(found))
 
 
-def peak_rss_mib() -> float:
-    """This process's own peak RSS in MiB: ``VmHWM`` of its memory map.
-
-    Not ``ru_maxrss``: a child started by ``subprocess`` (vfork, then exec) inherits the parent's
-    peak RSS in ``ru_maxrss``, so a parent that once held 500 MiB would make every child report at
-    least that much. ``VmHWM`` counts only the memory this program touched after exec.
-    """
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def cpu_busy_seconds() -> float:
-    """CPU seconds all processes on this machine have spent busy since boot (from /proc/stat)."""
-    try:
-        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except OSError:
-        return float("nan")
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
-
-
-def other_load(busy_before: float, wall: float, usage: Any) -> float:
-    """Share of the machine's CPUs that processes other than the child kept busy meanwhile."""
-    child = usage.ru_utime + usage.ru_stime
-    other = cpu_busy_seconds() - busy_before - child
-    return max(0.0, other / (wall * (os.cpu_count() or 1)))
-
-
 # ---- the parent: one child per run, one table ----------------------------------------------------
 
 
@@ -270,49 +241,7 @@ def table(results: list[dict]) -> str:
                 "" if ratio is None else ("yes" if r["met"] else "NO"),
             ]
         )
-    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(head)]
-    right = {1, 2, 3, 4, 5, 6}
-
-    def row(cells: list[str]) -> str:
-        return "  ".join(
-            c.rjust(w) if i in right else c.ljust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([row(head), rule, *(row(line) for line in lines)])
-
-
-#: Above this share of the CPUs kept busy by other processes during a run, its time is suspect.
-DISTURBED = 0.10
-
-
-def disturbed(results: list[dict]) -> list[str]:
-    """A warning per run during which other processes kept the CPUs noticeably busy."""
-    return [
-        f"warning: other processes kept {r['other_load']:.0%} of the CPUs busy during the "
-        f"{r['engine']} run: its time is slower than on a quiet machine"
-        for r in results
-        if r["other_load"] > DISTURBED
-    ]
-
-
-def code_version(*paths: str) -> dict[str, Any]:
-    """The commit checked out and a sha256 of each measured module (which may differ from it)."""
-    import hashlib
-
-    repo = Path(__file__).resolve().parent.parent
-    found: dict[str, Any] = {}
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True
-        )
-        found["commit"] = head.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        found["commit"] = None
-    for path in paths:
-        found[path] = hashlib.sha256((repo / path).read_bytes()).hexdigest()
-    return found
+    return text_table(head, lines, right={1, 2, 3, 4, 5, 6})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,32 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     if len(runs) > 1:
         best = max(results[: len(runs)], key=lambda r: r["rows_per_s"])
         print(f"fastest batch: {best['batch_rows']:,} rows ({best['seconds']:.2f}s)")
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "benchmark": "score",
-                "when": datetime.now(UTC).isoformat(timespec="seconds"),
-                "code": code_version("tasks/export.py", "tasks/score.py"),
-                "machine": {
-                    "cpus": os.cpu_count(),
-                    "threads": THREADS,
-                    "python": platform.python_version(),
-                    "platform": platform.platform(),
-                },
-                "model": {
-                    "trees": TREES,
-                    "leaves": LEAVES,
-                    "features": N_FEATURES,
-                    "train_rows": TRAIN_ROWS,
-                    "path": str(model_path()),
-                },
-                "target": TARGET,
-                "results": results,
-            },
-            indent=2,
-        )
-    )
-    log(f"wrote {RESULTS}")
+    model = {
+        "trees": TREES, "leaves": LEAVES, "features": N_FEATURES, "train_rows": TRAIN_ROWS,
+        "path": str(model_path()),
+    }  # fmt: skip
+    write_results(
+        RESULTS, "score", THREADS, code=code_version("tasks/export.py", "tasks/score.py"),
+        model=model, target=TARGET, results=results,
+    )  # fmt: skip
     return 0
 
 
