@@ -109,3 +109,19 @@ def write_results(path: Path, benchmark: str, threads: int, **fields: Any) -> No
     }
     path.write_text(json.dumps(document, indent=2, default=str))
     log(f"wrote {path}")
+
+
+def measured_cells(result: dict) -> list[str]:
+    """seconds, rows/s and peak RSS of one run, as table cells."""
+    return [
+        f"{result['seconds']:.2f}",
+        f"{result['rows_per_s']:,.0f}",
+        f"{result['peak_rss_mib']:,.0f}",
+    ]
+
+
+def verdict_cells(ratio: float | None, target: float, met: bool | None) -> list[str]:
+    """ratio, target and whether it was met, as table cells (blank for the reference row)."""
+    if ratio is None:
+        return ["", "", ""]
+    return [f"{ratio:.2f}x", f">= {target:.1f}x", "yes" if met else "NO"]

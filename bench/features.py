@@ -31,9 +31,11 @@ from bench.common import (
     cpu_busy_seconds,
     disturbed,
     log,
+    measured_cells,
     other_load,
     peak_rss_mib,
     text_table,
+    verdict_cells,
     write_results,
 )
 
@@ -746,12 +748,8 @@ def table(results: list[dict]) -> str:
                 r["engine"],
                 f"{r['events']:,}",
                 f"{r['users']:,}",
-                f"{r['seconds']:.2f}",
-                f"{r['rows_per_s']:,.0f}",
-                f"{r['peak_rss_mib']:,.0f}",
-                "" if ratio is None else f"{ratio:.2f}x",
-                "" if ratio is None else f">= {r['target']:.1f}x",
-                "" if ratio is None else ("yes" if r["met"] else "NO"),
+                *measured_cells(r),
+                *verdict_cells(ratio, r.get("target", 0.0), r.get("met")),
             ]
         )
     return text_table(head, lines, right={1, 2, 3, 4, 5, 6})

@@ -21,7 +21,7 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from bench.common import log, text_table, write_results
+from bench.common import log, measured_cells, text_table, verdict_cells, write_results
 
 OUT = Path(__file__).resolve().parent / "out"
 DATA = OUT / "data"
@@ -306,13 +306,9 @@ def table(results: list[dict]) -> str:
                 r["format"],
                 r["engine"],
                 f"{r['rows']:,}",
-                f"{r['seconds']:.2f}",
-                f"{r['rows_per_s']:,.0f}",
-                f"{r['peak_rss_mib']:,.0f}",
+                *measured_cells(r),
                 f"{r['rows_out']:,}",
-                "" if ratio is None else f"{ratio:.2f}x",
-                "" if ratio is None else f"≥ {r['target']:.1f}x",
-                "" if ratio is None else ("yes" if r["met"] else "NO"),
+                *verdict_cells(ratio, r.get("target", 0.0), r.get("met")),
             ]
         )
     return text_table(head, lines, right={2, 3, 4, 5, 6, 7})
