@@ -112,7 +112,8 @@ ForceOpt = Annotated[
     typer.Option(
         "--force-steps",
         help="Recompute these steps and everything downstream, cached or not: comma-separated "
-        "steps (ingest, clean), step runs (ingest-events, clean-items) or all.",
+        "steps (ingest, clean, features, train, score), step runs (ingest-events, clean-items) "
+        "or all. Naming train trains now, whatever the cadence says.",
     ),
 ]
 
@@ -124,7 +125,8 @@ def run(
     config: ConfigOpt = None,
     data_root: DataRootOpt = None,
 ) -> None:
-    """Run the nightly flow for one date: ingest every source, then clean.
+    """Run the nightly flow for one date: ingest, clean and check every source, then user
+    features, training when due, and user_scores.
 
     Steps whose inputs did not change are reused from the cache (shown as Cached). Works with no
     Prefect server started: without PREFECT_API_URL a temporary local one is used.
@@ -219,10 +221,9 @@ def train(
 ) -> None:
     """Train the purchase-propensity model now, whatever the retrain cadence says.
 
-    Builds user features for time-split snapshots, fits LightGBM with early stopping, compares it
-    with two baselines on the held-out snapshot, exports it to ONNX and registers it only if the
-    ONNX model matches LightGBM (parity gate). It becomes the champion if it is at least as good
-    as the current one on the same held-out snapshot.
+    Time-split snapshots of user features, LightGBM with early stopping, two baselines.
+    Registered only if the ONNX export matches LightGBM (parity gate).
+    Promoted to champion if at least as good on the same held-out snapshot.
 
     [bold]Examples[/]:
       nightowl train
