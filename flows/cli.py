@@ -289,9 +289,12 @@ def models(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
         return
     for name in names:
         champion = registry.champion(name)
-        table = Table(title=f"{name} models", show_edge=False)
-        for col in ("", "version", "trained through", "held-out", "AUC", "PR-AUC", "lift@10%",
-                    "recency AUC", "RFM AUC", "parity", "rounds"):  # fmt: skip
+        table = Table(
+            title=f"{name} models (held-out ROC-AUC of the model, recency-only and RFM)",
+            show_edge=False,
+        )
+        for col in ("", "version", "data to", "held-out", "AUC", "PR-AUC", "lift@10%",
+                    "recency", "RFM", "parity", "rounds"):  # fmt: skip
             table.add_column(col, justify="left" if col in ("", "version") else "right")
         for card in registry.versions(name):
             m, base = card.metrics["model"], card.metrics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -308,6 +309,7 @@ def test_the_nightly_flow_trains_a_champion_scores_users_and_the_cli_shows_it(
     registry = Registry(Warehouse(root))
     champion = registry.champion("propensity")
     assert champion is not None and champion.version.startswith(first_night.isoformat())
+    first_champion = champion.version
 
     result = runner.invoke(app, ["run", "--date", END.isoformat(), *dr])  # champion is fresh
     assert result.exit_code == 0, result.output
@@ -329,6 +331,21 @@ def test_the_nightly_flow_trains_a_champion_scores_users_and_the_cli_shows_it(
     assert result.exit_code == 0, result.output
     assert "recency_only" in result.output and "rfm" in result.output and "Parity" in result.output
     assert len(registry.versions("propensity")) == 2
+
+    # A deleted scores partition is recomputed; the features it reads are reused from the cache.
+    from flows.nightly import nightly
+
+    tomorrow = {"as_of": (END + timedelta(days=1)).isoformat()}
+    before = wh.manifest("predictions", "user_scores", tomorrow).content_hash
+    shutil.rmtree(wh.partition_dir("predictions", "user_scores", tomorrow))
+    state = nightly(run_date=END, data_root=str(root), return_state=True)
+    states = _task_states(state.state_details.flow_run_id)
+    assert states["features-user"] == "Cached" and states["score-users"] == "Completed", states
+    champion = registry.champion("propensity").version
+    after = wh.manifest("predictions", "user_scores", tomorrow)
+    scored_by = run_query(wh, "select distinct model_version from user_scores").item()
+    assert scored_by == champion  # a new champion is a new cache key: rescored with it
+    assert after.content_hash == before or champion != first_champion
 
 
 def test_train_without_enough_history_says_how_much_it_needs(prefect_api, tmp_path):
