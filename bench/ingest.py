@@ -1,7 +1,8 @@
 """Ingest benchmark: nightowl's ingest + clean of an events file beside DuckDB's typed read → write.
 
 Each (input format, engine) pair runs in its own subprocess, so the peak RSS reported is that run's
-alone (``ru_maxrss`` of the child, read with ``os.wait4``). The seconds are measured inside the
+alone (``VmHWM`` read by the child itself: ``ru_maxrss`` would include the parent's peak, which a
+child started by ``subprocess`` inherits). The seconds are measured inside the
 child around the work itself (interpreter start and imports excluded, for both engines alike), on
 a warm page cache (the parent reads the input once before each run).
 
@@ -14,14 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import sys
 import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
-from bench.common import log, measured_cells, text_table, verdict_cells, write_results
+from bench.common import (
+    log,
+    measured_cells,
+    peak_rss_mib,
+    text_table,
+    verdict_cells,
+    write_results,
+)
 
 OUT = Path(__file__).resolve().parent / "out"
 DATA = OUT / "data"
@@ -254,7 +261,7 @@ def worker(engine: str, fmt: str, path: Path, work: Path, result: Path) -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     found = run_nightowl(path, work) if engine == "nightowl" else run_duckdb(path, fmt, work)
-    found["peak_rss_mib_self"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    found["peak_rss_mib"] = peak_rss_mib()
     result.write_text(json.dumps(found))
 
 
@@ -281,7 +288,7 @@ def run_child(engine: str, fmt: str, path: Path, keep: bool) -> dict:
 
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parent.parent, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
+    _, status, _ = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
     if proc.returncode != 0 or not result.exists():
@@ -290,7 +297,7 @@ def run_child(engine: str, fmt: str, path: Path, keep: bool) -> dict:
     result.unlink()
     if not keep:
         shutil.rmtree(work, ignore_errors=True)
-    found |= {"peak_rss_mib": usage.ru_maxrss / 1024, "child_wall_seconds": wall}
+    found |= {"child_wall_seconds": wall}
     log(f"{fmt:8} {engine:9} {found['seconds']:7.1f}s, peak RSS {found['peak_rss_mib']:,.0f} MiB")
     return found
 
