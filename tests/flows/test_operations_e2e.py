@@ -217,8 +217,10 @@ def test_retry_after_a_fix_reruns_only_the_failed_task_and_its_downstream(server
         with _client(url) as client:
             after = client.read_deployment_by_name("nightowl-nightly/nightly")
         assert after.id == dep.id and not after.paused and len(after.schedules) == 1
-        times = [r.expected_start_time for r in _scheduled_runs(url, dep.id)]
-        assert times and len(times) == len(set(times)), times
+        # The scheduler may be between deleting stale runs and scheduling new ones: wait.
+        runs = _wait(lambda: _scheduled_runs(url, dep.id), "scheduled runs again", timeout=60)
+        times = [r.expected_start_time for r in runs]
+        assert len(times) == len(set(times)), times
     finally:
         again.send_signal(signal.SIGINT)
         again.wait(timeout=60)
