@@ -86,4 +86,14 @@ def summary_markdown(run_date: str, rows: list[dict[str, Any]], warehouse: str) 
         'group by all"',
         "```",
     ]
+    if any(r["step"] == "score-users" for r in rows):
+        lines += [
+            "",
+            f"Scores: `{warehouse}/predictions/user_scores/as_of=<run date + 1>/`, e.g.",
+            "",
+            "```",
+            'nightowl query "select risk_tier, count(*), avg(p_purchase_30d) from user_scores '
+            'group by 1"',
+            "```",
+        ]
     return "\n".join(lines)

@@ -38,3 +38,25 @@ def test_the_page_has_the_table_totals_and_a_query():
     assert "| ingest-events | 1 | 10 | 8 | 2 | 1 | 1.5 |" in page
     assert "Quarantined rows in total: **4**" in page
     assert "where dt = '2026-11-27'" in page and "/data/warehouse/clean/" in page
+
+
+MODELS = {
+    "features": {"rows": 40, "seconds": 0.2},
+    "train": {"trained": False, "reason": "champion v1 is fresh", "seconds": 0.0},
+    "score": {"rows": 40, "seconds": 0.1},
+}
+
+
+def test_model_steps_get_rows_and_the_page_says_how_to_read_the_scores():
+    rows = summary_rows(SUMMARY | {"models": MODELS})
+    by_step = {r["step"]: r for r in rows}
+    assert by_step["features-user"]["rows_out"] == 40 and by_step["score-users"]["rows_out"] == 40
+    assert by_step["train-propensity"]["rows_out"] == 0  # nothing trained tonight
+    page = summary_markdown("2026-11-27", rows, "/data/warehouse")
+    assert "from user_scores" in page
+    assert "from user_scores" not in summary_markdown("2026-11-27", summary_rows(SUMMARY), "/w")
+
+
+def test_a_night_without_scores_has_no_score_row():
+    rows = summary_rows(SUMMARY | {"models": {"features": None, "train": None, "score": None}})
+    assert [r["step"] for r in rows] == ["ingest-events", "clean-events"]
