@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+#: Where benchmarks cache their input (``data/``) and write their results; git ignores it.
+OUT = REPO / "bench" / "out"
+DATA = OUT / "data"
 #: Above this share of the CPUs kept busy by other processes during a run, its time is suspect.
 DISTURBED = 0.10
 

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    DATA,
+    OUT,
     code_version,
     cpu_busy_seconds,
     disturbed,
@@ -39,8 +41,6 @@ from bench.common import (
     write_results,
 )
 
-OUT = Path(__file__).resolve().parent / "out"
-DATA = OUT / "data"
 RESULTS = OUT / "features-results.json"
 SEED = 20261128
 AS_OF = date(2026, 11, 28)  # features as of this date: every event before it counts

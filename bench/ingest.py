@@ -22,6 +22,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 from bench.common import (
+    DATA,
+    OUT,
     log,
     measured_cells,
     peak_rss_mib,
@@ -30,8 +32,6 @@ from bench.common import (
     write_results,
 )
 
-OUT = Path(__file__).resolve().parent / "out"
-DATA = OUT / "data"
 RESULTS = OUT / "ingest-results.json"
 SEED = 20261127
 RUN_DATE = date(2026, 11, 27)  # the last day of generated data; the run is for that day

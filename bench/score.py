@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    DATA,
+    OUT,
     code_version,
     cpu_busy_seconds,
     disturbed,
@@ -37,8 +39,6 @@ from bench.common import (
     write_results,
 )
 
-OUT = Path(__file__).resolve().parent / "out"
-DATA = OUT / "data"
 RESULTS = OUT / "score-results.json"
 SEED = 20261128
 THREADS = 2

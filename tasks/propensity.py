@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from datetime import date, timedelta
 
 import lightgbm as lgb
@@ -85,15 +84,8 @@ def _clean(wh: Warehouse, table: str, before: date | None) -> tuple[pl.LazyFrame
         for m in wh.manifests("clean", table)
         if before is None or date.fromisoformat(m.partition["dt"]) < before
     ]
-    files = [
-        str(wh.partition_dir("clean", table, m.partition) / f.name)
-        for m in manifests
-        for f in m.files
-    ]
-    if not files:
-        return None, []
-    frame = pl.scan_parquet(files, hive_partitioning=True, missing_columns="insert")
-    return frame, [m.ref for m in manifests]
+    frame = wh.scan("clean", table, [m.partition for m in manifests], partition_columns=True)
+    return frame, [m.ref for m in manifests] if frame is not None else []
 
 
 def event_days(wh: Warehouse) -> tuple[date, date]:
@@ -112,19 +104,21 @@ def _catalogue(wh: Warehouse, as_of: date) -> tuple[pl.LazyFrame | None, list[In
         return None, []
     before = [m for m in snapshots if m.partition["dt"] < as_of.isoformat()]
     latest = before[-1] if before else snapshots[0]
-    files = [
-        str(wh.partition_dir("clean", "items", latest.partition) / f.name) for f in latest.files
-    ]
-    return pl.scan_parquet(files), [latest.ref]
+    return wh.scan("clean", "items", [latest.partition]), [latest.ref]
+
+
+def _feature_sources(wh: Warehouse, as_of: date) -> dict[str, tuple[pl.LazyFrame | None, list]]:
+    """Each clean table the user features as of ``as_of`` read: its rows and partition refs."""
+    return {
+        "events": _clean(wh, "events", as_of),
+        "market_prices": _clean(wh, "market_prices", as_of),
+        "items": _catalogue(wh, as_of),
+    }
 
 
 def feature_inputs(wh: Warehouse, as_of: date) -> list[InputRef]:
     """The clean partitions the user features as of ``as_of`` are computed from."""
-    return [
-        *_clean(wh, "events", as_of)[1],
-        *_clean(wh, "market_prices", as_of)[1],
-        *_catalogue(wh, as_of)[1],
-    ]
+    return [ref for _, refs in _feature_sources(wh, as_of).values() for ref in refs]
 
 
 # ---- features -------------------------------------------------------------------------------
@@ -135,17 +129,16 @@ def user_features_table(wh: Warehouse, as_of: date) -> tuple[pl.DataFrame, Featu
     and published to ``features/user/as_of=...``."""
     started = time.perf_counter()
     partition = {"as_of": as_of.isoformat()}
-    inputs = feature_inputs(wh, as_of)
+    sources = _feature_sources(wh, as_of)
+    inputs = [ref for _, refs in sources.values() for ref in refs]
     inputs_hash = combined_hash([wh.code_version, *(r.content_hash for r in inputs)])
     old = wh.manifest("features", "user", partition)
-    if old is not None and old.stats.get("inputs_hash") == inputs_hash:
-        frame = pl.read_parquet(wh.partition_dir("features", "user", partition) / "*.parquet")
-        return frame, _feature_report(old, as_of, started, reused=True)
-    events, _ = _clean(wh, "events", as_of)
+    published = wh.scan("features", "user", [partition]) if old is not None else None
+    if published is not None and old.stats.get("inputs_hash") == inputs_hash:
+        return published.collect(), _feature_report(old, as_of, started, reused=True)
+    events, market, items = (sources[t][0] for t in ("events", "market_prices", "items"))
     if events is None:
         raise train.NotEnoughHistory(f"no clean events before {as_of}: nothing to featurize")
-    items, _ = _catalogue(wh, as_of)
-    market, _ = _clean(wh, "market_prices", as_of)
     frame = user_features(events, as_of, items, market).collect()
     manifest = wh.write_partition(
         "features", "user", partition, frame, inputs=inputs, stats={"inputs_hash": inputs_hash}
@@ -218,10 +211,10 @@ def train_propensity(
         )
     plan = train.snapshot_plan(first_day, last_day, cfg)
 
+    events, _ = _clean(wh, "events", None)  # labels filter their own days from it
     snapshots, refs = [], []
     for as_of in (*plan.train, plan.holdout):
         frame, report = user_features_table(wh, as_of)
-        events, _ = _clean(wh, "events", as_of + timedelta(days=cfg.horizon_days))
         labels = purchase_labels(events, as_of, cfg.horizon_days)
         snapshots.append(labelled(frame.lazy(), labels).collect())
         refs.append(
@@ -350,7 +343,7 @@ def score_users(wh: Warehouse, as_of: date, cfg: ModelSettings) -> ScoreReport:
     wanted = score.providers(cfg.provider)
     sess = score.session(model, wanted)
     nodes = score.node_providers(model, wanted, len(card.feature_names))
-    placement = dict(Counter(nodes.values()))
+    placement = score.provider_counts(nodes)
     ran = nodes.get(export.ENSEMBLE, sess.get_providers()[0])  # where the trees really ran
     matrix = train.feature_matrix(features, card.feature_names)
     probability = score.predict(sess, matrix, cfg.score_batch_rows)

@@ -109,9 +109,14 @@ def node_providers(model: bytes, wanted: list[str], n_features: int) -> dict[str
     }
 
 
+def provider_counts(nodes: dict[str, str]) -> dict[str, int]:
+    """How many of ``nodes`` (name → provider) each execution provider ran."""
+    return dict(Counter(nodes.values()))
+
+
 def node_placement(model: bytes, wanted: list[str], n_features: int) -> dict[str, int]:
     """How many graph nodes each execution provider ran."""
-    return dict(Counter(node_providers(model, wanted, n_features).values()))
+    return provider_counts(node_providers(model, wanted, n_features))
 
 
 def predict(sess: ort.InferenceSession, matrix: np.ndarray, batch_rows: int) -> np.ndarray:

@@ -240,8 +240,16 @@ class Warehouse:
                 if path.is_dir() and TMP_PREFIX not in str(path.relative_to(base)):
                     yield layer, str(path.relative_to(base))
 
-    def scan(self, layer: str, table: str, partitions: list[dict[str, str]]) -> pl.LazyFrame | None:
-        """Lazy frame over the given partitions (None when none of them holds files)."""
+    def scan(
+        self,
+        layer: str,
+        table: str,
+        partitions: list[dict[str, str]],
+        *,
+        partition_columns: bool = False,
+    ) -> pl.LazyFrame | None:
+        """Lazy frame over the given partitions (None when none of them holds files), with the
+        partition keys (``dt``, ``as_of``) as columns when ``partition_columns``."""
         files = [
             str(f)
             for p in partitions
@@ -249,7 +257,12 @@ class Warehouse:
         ]
         if not files:
             return None
-        return pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore")
+        return pl.scan_parquet(
+            files,
+            missing_columns="insert",
+            extra_columns="ignore",
+            hive_partitioning=partition_columns,
+        )
 
     def glob(self, layer: str, table: str) -> str:
         """The glob that reads every published file of a table (for DuckDB and friends)."""
