@@ -175,9 +175,9 @@ def _run_nightly(
     *,
     progress: bool = False,
 ) -> None:
+    nightly = _nightly_flow(settings)  # first: it points Prefect at the data root
     from flows.nightly import NightlyFailed
 
-    nightly = _nightly_flow(settings)
     for done, run_date in enumerate(dates):
         where = f" ({done + 1}/{len(dates)})" if progress else ""
         console.rule(f"nightly run for {run_date}{where}")
@@ -364,9 +364,9 @@ def _run_side_by_side(
     """Run dates ``k`` at a time; per-source locks keep two runs off the same source at once."""
     from concurrent.futures import ThreadPoolExecutor, as_completed
 
+    nightly = _nightly_flow(settings)  # first: it points Prefect at the data root
     from flows.nightly import NightlyFailed
 
-    nightly = _nightly_flow(settings)
     kwargs = {
         "config": str(config) if config else None,
         "data_root": str(settings.data_root),

@@ -113,3 +113,24 @@ def test_a_bad_date_is_a_clear_error(tmp_path):
 def test_models_with_an_empty_registry_says_what_to_do(tmp_path):
     result = runner.invoke(app, ["models", "--data-root", str(tmp_path)])
     assert result.exit_code == 0 and "nightowl train" in result.output
+
+
+@pytest.mark.e2e
+def test_run_keeps_prefect_state_and_results_under_the_data_root(tmp_path):
+    """With no Prefect settings in the environment, nothing lands in ~/.prefect (DESIGN §6)."""
+    import os
+    import subprocess
+    import sys
+
+    root, home = tmp_path / "data", tmp_path / "home"
+    runner.invoke(app, ["generate", "--data-root", str(root), "--users", "30", "--items", "12",
+                        "--days", "2", "--end-date", "2026-11-20"])  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["HOME"] = str(home)
+    done = subprocess.run(
+        [sys.executable, "-m", "flows", "run", "--date", "2026-11-20", "--data-root", str(root)],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert any((root / "_state" / "results").iterdir())  # the step cache, under the data root
+    assert not (home / ".prefect").exists()
