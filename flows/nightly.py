@@ -59,6 +59,7 @@ def step_context(settings: Settings, source: str) -> StepContext:
         tolerance_hours=settings.future_tolerance_hours,
         source=settings.sources[source],
         checks=settings.checks,
+        market=settings.market,
         timeout_seconds=step_timeout_seconds(settings),
     )
 

@@ -21,7 +21,13 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from schemas.config import CheckSettings, ModelSettings, SourceConfig, known_zone
+from schemas.config import (
+    CheckSettings,
+    MarketSettings,
+    ModelSettings,
+    SourceConfig,
+    known_zone,
+)
 from schemas.landing import SOURCES
 
 CONFIG_NAME = "nightowl.toml"
@@ -120,6 +126,7 @@ class Settings(BaseSettings):
     run: RunSettings = Field(default_factory=RunSettings)
     checks: CheckSettings = Field(default_factory=CheckSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    market: MarketSettings = Field(default_factory=MarketSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     config_dir: Path = Field(default=Path("."), description="Folder of the config file (set).")

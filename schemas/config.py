@@ -193,3 +193,70 @@ class ModelSettings(BaseModel):
     provider: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto: CUDA when its libraries really load, else CPU."
     )
+
+
+class MarketSettings(BaseModel):
+    """Price position and the demand forecast: what counts as stale or an outlier, and the model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    price_outlier_ratio: float = Field(
+        default=3.0,
+        gt=1,
+        description="A competitor price this many times above (or below 1/this of) the median of "
+        "the other competitors' prices for the item that day is quarantined.",
+    )
+    competitor_max_staleness_days: int = Field(
+        default=7, ge=0, description="A competitor price is carried forward this many days."
+    )
+    indicator_max_staleness_days: int = Field(
+        default=7, ge=0, description="A market indicator is carried forward this many days."
+    )
+    horizon_days: int = Field(default=7, ge=1, le=28, description="Days ahead to forecast.")
+    holidays_country: str = Field(
+        default="GB", description="Country (ISO 3166 code) whose public holidays are a feature."
+    )
+    holidays_subdivision: str | None = Field(
+        default=None, description="Region within the country (e.g. 'ENG'), where it matters."
+    )
+    history_days: int = Field(
+        default=365, ge=28, description="Forecast origins over this many past days train a model."
+    )
+    min_history_days: int = Field(
+        default=35, ge=14, description="Days of sales history before the first training origin."
+    )
+    origin_step_days: int = Field(default=1, ge=1, description="Days between training origins.")
+    backtest_origins: int = Field(
+        default=4, ge=1, description="Weekly rolling origins of the backtest (the last weeks)."
+    )
+    interval: float = Field(
+        default=0.8, gt=0, lt=1, description="Coverage of the [lower, upper] prediction interval."
+    )
+    scenario_items: int = Field(
+        default=50, ge=0, description="Top items (by forecast) that get price scenarios."
+    )
+    scenario_price_changes: list[float] = Field(
+        default_factory=lambda: [-0.10, 0.0, 0.10],
+        description="Relative changes of our price tried in price_scenarios.",
+    )
+    retrain_every_days: int = Field(default=7, ge=1)
+    learning_rate: float = Field(default=0.05, gt=0)
+    num_leaves: int = Field(default=31, ge=2)
+    min_data_in_leaf: int = Field(default=100, ge=1)
+    max_rounds: int = Field(default=1000, ge=1)
+    early_stopping_rounds: int = Field(default=30, ge=1)
+    seed: int = 7
+    parity_tolerance: float = Field(
+        default=1e-5,
+        gt=0,
+        description="Largest |ONNX - LightGBM| / max(1, |LightGBM|) a forecast may show.",
+    )
+
+    @field_validator("holidays_country")
+    @classmethod
+    def _known_country(cls, value: str) -> str:
+        import holidays  # only when settings name a country: the package is big
+
+        if value.upper() not in holidays.list_supported_countries():
+            raise ValueError(f"holidays has no calendar for country {value!r}")
+        return value.upper()

@@ -89,6 +89,29 @@ def cleaned_feedback(raw: pl.LazyFrame, cutoff: datetime) -> pl.LazyFrame:
     return cleaned_rows(normal, SPECS["feedback"], cutoff)
 
 
+def cleaned_market_prices(
+    raw: pl.LazyFrame, cutoff: datetime, outlier_ratio: float
+) -> pl.LazyFrame:
+    """Competitor prices with verdicts; a price ``outlier_ratio`` times off the median of the
+    item's competitor prices that day (three or more of them) is an outlier, not a price."""
+    rows = cleaned_rows(raw, SPECS["market_prices"], cutoff)
+    live = pl.col(REASON).is_null() & pl.col(SUPERSEDED).not_()
+    day = ["date", "item_id"]
+    median = pl.col("price").filter(live).median().over(day)
+    ratio = pl.col("price") / median
+    outlier = (
+        live & (live.sum().over(day) >= 3) & ((ratio > outlier_ratio) | (ratio < 1 / outlier_ratio))
+    )
+    reason = pl.format(
+        "price: {} is {}x the median competitor price {} for this item that day "
+        f"(more than price_outlier_ratio {outlier_ratio:g} away)",
+        pl.col("price"),
+        ratio.round(2),
+        median.round(2),
+    )
+    return rows.with_columns(pl.when(outlier).then(reason).otherwise(pl.col(REASON)).alias(REASON))
+
+
 def cleaned_rows(raw: pl.LazyFrame, spec: CleanSpec, cutoff: datetime) -> pl.LazyFrame:
     """Rows with ``dt``, ``_reason`` (duplicate, dated after ``cutoff``) and ``_superseded``."""
     contract = CONTRACTS[spec.table]
@@ -138,20 +161,29 @@ def accepted_clean_rows(verdicts: pl.LazyFrame, spec: CleanSpec) -> pl.LazyFrame
 def rejected_clean_rows(verdicts: pl.LazyFrame, spec: CleanSpec) -> pl.LazyFrame:
     """Rows rejected while cleaning, in the quarantine's shape (file, row, column, reason…)."""
     contract = CONTRACTS[spec.table]
-    first_key = spec.key[0]
-    column = pl.when(pl.col(REASON).str.starts_with("duplicate")).then(pl.lit(first_key))
-    time_col = contract.partition_column or first_key
-    return verdicts.filter(pl.col(REASON).is_not_null() & pl.col(SUPERSEDED).not_()).select(
+    # A reason starts with the column it is about ("price: ..."); a duplicate is about the key.
+    named = pl.col(REASON).str.extract(r"^(\w+):", 1)
+    column = (
+        pl.when(pl.col(REASON).str.starts_with("duplicate"))
+        .then(pl.lit(spec.key[0]))
+        .when(named.is_in(contract.names))
+        .then(named)
+        .otherwise(pl.lit(contract.partition_column or spec.key[0]))
+    )
+    raw_value = pl.coalesce(
+        pl.when(pl.col("column") == name).then(pl.col(name).cast(pl.String))
+        for name in contract.names
+    )
+    dated = ["dt"] if "dt" in verdicts.collect_schema() else []
+    rejected = verdicts.filter(pl.col(REASON).is_not_null() & pl.col(SUPERSEDED).not_())
+    return rejected.with_columns(column.alias("column")).select(
         pl.col("source_file").alias("file"),
         pl.col("source_row").alias("row"),
-        column.otherwise(pl.lit(time_col)).alias("column"),
-        pl.when(pl.col(REASON).str.starts_with("duplicate"))
-        .then(pl.col(first_key).cast(pl.String))
-        .otherwise(pl.col(time_col).cast(pl.String))
-        .alias("raw_value"),
+        "column",
+        raw_value.alias("raw_value"),
         pl.col(REASON).alias("reason"),
         pl.struct(contract.names).struct.json_encode().alias("record"),
-        *(["dt"] if "dt" in verdicts.collect_schema() else []),
+        *dated,
     )
 
 

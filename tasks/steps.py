@@ -20,7 +20,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from pydantic import BaseModel, Field
 
-from schemas.config import CheckSettings, ModelSettings, SourceConfig
+from schemas.config import CheckSettings, MarketSettings, ModelSettings, SourceConfig
 from tasks import propensity, units
 from tasks.deadline import time_limit
 from tasks.summary import summary_markdown, summary_rows
@@ -52,6 +52,7 @@ class StepContext(_Context):
     tolerance_hours: float
     source: SourceConfig
     checks: CheckSettings = Field(default_factory=CheckSettings)
+    market: MarketSettings = Field(default_factory=MarketSettings)
 
 
 def _landing_fingerprint(ctx: StepContext, source: str, run_date: date) -> str:
@@ -127,6 +128,7 @@ def clean_key(context: TaskRunContext, params: dict[str, Any]) -> str:
             "clean", ctx.data_root, source, run_date.isoformat(), ctx.code_version,
             ctx.source.model_dump_json(),
             str(ctx.tolerance_hours),
+            str(ctx.market.price_outlier_ratio) if source == "market_prices" else "",
             ingested.model_dump_json(exclude={"newly_ingested", "skipped", "seconds"}),
             _ledger_fingerprint(wh, source),
         ]
@@ -226,7 +228,9 @@ def clean_step(
     """Raw rows of one source → the clean partitions they feed, republished."""
     with time_limit(ctx.timeout_seconds, f"clean-{source}"):
         wh = ctx.warehouse()
-        return units.clean_source(wh, source, ctx.source, run_date, ctx.tolerance_hours)
+        return units.clean_source(
+            wh, source, ctx.source, run_date, ctx.tolerance_hours, ctx.market.price_outlier_ratio
+        )
 
 
 # ---- model steps ----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 from pydantic import BaseModel, Field
 
-from schemas.config import CheckSettings, SourceConfig
+from schemas.config import CheckSettings, MarketSettings, SourceConfig
 from schemas.landing import CONTRACTS
 from tasks import checks, clean, ingest
 from tasks.deadline import check_time
@@ -275,17 +275,24 @@ def clean_source(
     cfg: SourceConfig,
     run_date: date,
     tolerance_hours: float,
+    outlier_ratio: float = MarketSettings().price_outlier_ratio,
 ) -> CleanReport:
-    """Republish every clean partition that this run's raw files feed (late data included)."""
+    """Republish every clean partition that this run's raw files feed (late data included);
+    ``outlier_ratio`` judges competitor prices (see ``clean.cleaned_market_prices``)."""
     started = time.perf_counter()
     with wh.lock(f"source-{source}"):  # never beside another run's ingest or clean of it
-        report = _clean_source(wh, source, cfg, run_date, tolerance_hours)
+        report = _clean_source(wh, source, cfg, run_date, tolerance_hours, outlier_ratio)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
 
 def _clean_source(
-    wh: Warehouse, source: str, cfg: SourceConfig, run_date: date, tolerance_hours: float
+    wh: Warehouse,
+    source: str,
+    cfg: SourceConfig,
+    run_date: date,
+    tolerance_hours: float,
+    outlier_ratio: float,
 ) -> CleanReport:
     spec = clean.SPECS[source]
     contract = CONTRACTS[source]
@@ -317,6 +324,8 @@ def _clean_source(
         verdicts = clean.cleaned_events(raw, cfg.event_types, cutoff)
     elif source == "feedback":
         verdicts = clean.cleaned_feedback(raw, cutoff)
+    elif source == "market_prices":
+        verdicts = clean.cleaned_market_prices(raw, cutoff, outlier_ratio)
     else:
         verdicts = clean.cleaned_rows(raw, spec, cutoff)
     judged = verdicts.collect()

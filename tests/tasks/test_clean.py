@@ -15,6 +15,7 @@ from tasks.clean import (
     SPECS,
     accepted_clean_rows,
     cleaned_events,
+    cleaned_market_prices,
     cleaned_rows,
     future_cutoff,
     normalised_event_types,
@@ -110,3 +111,36 @@ def test_clean_events_have_unique_ids_and_rows_reconcile(rows):
     assert good["event_id"].is_unique().all()
     assert good.height + bad.height == len(rows)
     assert set(good["event_id"]) == {i for i, _ in rows}
+
+
+def _quote(item: str, competitor: str, price: float, day: date = date(2026, 11, 26)) -> dict:
+    return {"date": day, "item_id": item, "competitor": competitor, "price": price}
+
+
+def test_competitor_price_outliers_are_quarantined_with_the_median_they_miss():
+    rows = [
+        _quote("i1", "a", 10.0),
+        _quote("i1", "b", 11.0),
+        _quote("i1", "c", 12.0),
+        _quote("i1", "d", 99.0),  # 9x the median
+        _quote("i2", "a", 10.0),
+        _quote("i2", "b", 1.0),  # only two quotes: nothing to judge against
+        _quote("i3", "a", 30.0),
+        _quote("i3", "b", 20.0),
+        _quote("i3", "c", 7.0),  # 0.35x the median: not below 1/3
+    ]
+    spec = SPECS["market_prices"]
+    verdicts = cleaned_market_prices(_raw("market_prices", rows), CUTOFF, 3.0)
+    bad = rejected_clean_rows(verdicts, spec).collect()
+    assert bad.select("row", "column", "raw_value").rows() == [(4, "price", "99.0")]
+    assert bad["reason"][0].startswith("price: 99.0 is 8.61x the median competitor price 11.5")
+    assert accepted_clean_rows(verdicts, spec).collect().height == len(rows) - 1
+
+
+def test_a_corrected_outlier_is_superseded_not_quarantined():
+    rows = [_quote("i1", c, p) for c, p in [("a", 10.0), ("b", 11.0), ("c", 120.0)]]
+    rows.append(_quote("i1", "c", 12.0))  # the same key again: a correction
+    verdicts = cleaned_market_prices(_raw("market_prices", rows), CUTOFF, 3.0)
+    spec = SPECS["market_prices"]
+    assert rejected_clean_rows(verdicts, spec).collect().height == 0
+    assert sorted(accepted_clean_rows(verdicts, spec).collect()["price"]) == [10.0, 11.0, 12.0]
