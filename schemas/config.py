@@ -240,6 +240,10 @@ class MarketSettings(BaseModel):
         description="Relative changes of our price tried in price_scenarios.",
     )
     retrain_every_days: int = Field(default=7, ge=1)
+    objective: Literal["poisson", "tweedie"] = Field(
+        default="poisson", description="LightGBM objective for daily unit counts."
+    )
+    tweedie_variance_power: float = Field(default=1.3, gt=1, lt=2)
     learning_rate: float = Field(default=0.05, gt=0)
     num_leaves: int = Field(default=31, ge=2)
     min_data_in_leaf: int = Field(default=100, ge=1)

@@ -8,7 +8,8 @@ Missing values follow LightGBM's rules: with ``missing_type`` NaN a NaN goes the
 ``None`` a NaN is read as 0. Categorical splits and ``zero_as_missing`` are refused, not guessed.
 
 The graph: ``features`` float32 [N, F] → TreeEnsembleRegressor (sum of leaves = raw score) →
-Sigmoid → ``probability`` float32 [N, 1].
+the objective's link (Sigmoid for classifiers, Exp for Poisson / Tweedie / gamma counts, none for
+regressions) → ``probability`` float32 [N, 1] (named so for every model: what scoring reads).
 """
 
 from __future__ import annotations
@@ -126,11 +127,34 @@ class _Nodes:
         visit(root)
 
 
+#: How each exported objective turns the sum of leaves into a prediction.
+LINKS = {
+    "binary": "sigmoid",
+    "cross_entropy": "sigmoid",
+    "xentropy": "sigmoid",
+    "poisson": "exp",
+    "tweedie": "exp",
+    "gamma": "exp",
+    "regression": "identity",
+    "regression_l1": "identity",
+    "huber": "identity",
+    "quantile": "identity",
+}
+
+
+def link_of(objective: str) -> str:
+    """The link of a LightGBM objective string: sigmoid, exp or identity."""
+    name = objective.split()[0]
+    if name not in LINKS:
+        raise UnsupportedModel(f"objective {name!r}: exported objectives are {sorted(LINKS)}")
+    return LINKS[name]
+
+
 def sigmoid_scale(objective: str) -> float:
     """The ``sigmoid:`` factor of a LightGBM binary objective string (1 unless configured)."""
     name, *params = objective.split()
-    if name not in {"binary", "cross_entropy", "xentropy"}:
-        raise UnsupportedModel(f"objective {name!r}: only binary classifiers are exported")
+    if link_of(objective) != "sigmoid":
+        raise UnsupportedModel(f"objective {name!r} is not a binary classifier")
     for param in params:
         key, _, value = param.partition(":")
         if key == "sigmoid":
@@ -139,11 +163,12 @@ def sigmoid_scale(objective: str) -> float:
 
 
 def onnx_from_booster(booster: lgb.Booster) -> bytes:
-    """The serialized ONNX model of a binary LightGBM booster: float32 features in, p(1) out."""
+    """The serialized ONNX model of a single-output LightGBM booster: float32 features in, what
+    ``booster.predict`` returns out (p(1) of a classifier, the mean of a count or regression)."""
     dump = booster.dump_model()
     if dump.get("num_tree_per_iteration", 1) != 1 or dump.get("average_output"):
         raise UnsupportedModel("only single-output boosted (not random-forest) models are exported")
-    scale = sigmoid_scale(dump["objective"])
+    link = link_of(dump["objective"])
     nodes = _Nodes()
     for tree in dump["tree_info"]:
         nodes.add_tree(int(tree["tree_index"]), tree["tree_structure"])
@@ -172,15 +197,20 @@ def onnx_from_booster(booster: lgb.Booster) -> bytes:
         target_weights=nodes.leaf_weights,
     )
     graph_nodes = [ensemble]
-    logit = "raw_score"
     initializers = []
-    if not math.isclose(scale, 1.0):
-        initializers.append(helper.make_tensor("sigmoid_scale", TensorProto.FLOAT, [], [scale]))
-        graph_nodes.append(
-            helper.make_node("Mul", ["raw_score", "sigmoid_scale"], ["logit"], name="scale")
-        )
-        logit = "logit"
-    graph_nodes.append(helper.make_node("Sigmoid", [logit], [OUTPUT], name="sigmoid"))
+    if link == "sigmoid":
+        logit, scale = "raw_score", sigmoid_scale(dump["objective"])
+        if not math.isclose(scale, 1.0):
+            initializers.append(helper.make_tensor("sigmoid_scale", TensorProto.FLOAT, [], [scale]))
+            graph_nodes.append(
+                helper.make_node("Mul", ["raw_score", "sigmoid_scale"], ["logit"], name="scale")
+            )
+            logit = "logit"
+        graph_nodes.append(helper.make_node("Sigmoid", [logit], [OUTPUT], name="sigmoid"))
+    elif link == "exp":
+        graph_nodes.append(helper.make_node("Exp", ["raw_score"], [OUTPUT], name="exp"))
+    else:
+        graph_nodes.append(helper.make_node("Identity", ["raw_score"], [OUTPUT], name="identity"))
     graph = helper.make_graph(
         graph_nodes,
         "lightgbm_binary",
@@ -247,8 +277,14 @@ def parity_rows(booster: lgb.Booster, rows: np.ndarray, probes: int = 20_000) ->
     return np.ascontiguousarray(np.vstack([rows, edge]))
 
 
-def parity_max_diff(booster: lgb.Booster, session: Any, rows: np.ndarray) -> float:
-    """Largest |ONNX probability - LightGBM probability| over ``rows``."""
+def parity_max_diff(
+    booster: lgb.Booster, session: Any, rows: np.ndarray, *, relative: bool = False
+) -> float:
+    """Largest |ONNX - LightGBM| prediction over ``rows``; ``relative`` divides each difference
+    by max(1, |LightGBM|), for outputs (counts) whose float32 precision scales with their size."""
     native = booster.predict(rows, num_threads=2)
     exported = session.run(None, {INPUT: rows})[0][:, 0]
-    return float(np.abs(native - exported.astype(np.float64)).max(initial=0.0))
+    diff = np.abs(native - exported.astype(np.float64))
+    if relative:
+        diff = diff / np.maximum(1.0, np.abs(native))
+    return float(diff.max(initial=0.0))

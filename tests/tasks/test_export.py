@@ -117,8 +117,28 @@ def test_categorical_splits_are_refused():
         onnx_from_booster(model)
 
 
-def test_only_binary_models_are_exported():
+@pytest.mark.parametrize(
+    ("objective", "target"),
+    [
+        ("poisson", lambda x: np.random.default_rng(1).poisson(np.exp(x[:, 0]))),
+        ("tweedie", lambda x: np.random.default_rng(1).poisson(np.exp(x[:, 0]))),
+        ("regression", lambda x: 3 * x[:, 0] + x[:, 1]),
+    ],
+)
+def test_count_and_regression_models_export_with_their_link(objective, target):
+    x = np.random.default_rng(0).normal(size=(2000, 3)).astype(np.float32)
+    params = {"objective": objective, "verbose": -1, "min_data_in_leaf": 20}
+    model = lgb.train(params, lgb.Dataset(x, target(x)), 40)
+    onnx_bytes = onnx_from_booster(model)
+    sess = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    rows = parity_rows(model, x)
+    assert parity_max_diff(model, sess, rows, relative=True) <= 1e-6
+    if objective != "regression":  # a log link: predictions are positive means
+        assert sess.run(None, {"features": x})[0].min() > 0
+
+
+def test_unknown_objectives_are_refused():
     x = np.random.default_rng(0).normal(size=(200, 2))
-    model = lgb.train({"objective": "regression", "verbose": -1}, lgb.Dataset(x, x[:, 0]), 2)
-    with pytest.raises(UnsupportedModel, match="only binary"):
+    model = lgb.train({"objective": "mape", "verbose": -1}, lgb.Dataset(x, x[:, 0] + 5), 2)
+    with pytest.raises(UnsupportedModel, match="exported objectives"):
         onnx_from_booster(model)

@@ -1,0 +1,146 @@
+"""Our prices beside the competitors', per item and day: the grid price position and the demand
+forecast both stand on.
+
+Our price history comes from the ``items`` source: every row ever received (the raw layer keeps
+them; the clean table keeps only the latest per item), dated by its export day — the date in the
+landing file's name, or the run that brought it when the name has none. A competitor's price is
+carried forward over gaps in its quotes for at most ``max_staleness`` days.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import polars as pl
+
+ITEM_DAY = ["item_id", "date"]
+
+
+def export_day(source_file: pl.Expr, run: pl.Expr) -> pl.Expr:
+    """The day an items row describes: the date in its file's name, else its run date."""
+    named = source_file.str.extract(r"(\d{4}-\d{2}-\d{2})", 1).str.to_date(strict=False)
+    return pl.coalesce(named, run.cast(pl.String).str.to_date())
+
+
+def our_price_history(raw_items: pl.LazyFrame) -> pl.LazyFrame:
+    """Per item and export day, the last price, activity and category received for that day."""
+    dated = raw_items.with_columns(export_day(pl.col("source_file"), pl.col("_run")).alias("date"))
+    return (
+        dated.filter(pl.col("price").is_not_null() | pl.col("active").is_not_null())
+        .group_by(ITEM_DAY, maintain_order=True)
+        .agg(
+            pl.col("price").drop_nulls().last().alias("our_price"),
+            pl.col("active").drop_nulls().last(),
+            pl.col("category").drop_nulls().last(),
+        )
+        .sort(ITEM_DAY)
+    )
+
+
+def our_daily_prices(history: pl.LazyFrame, last_day: date) -> pl.LazyFrame:
+    """One row per item and day from its first known price to ``last_day``: the price, activity
+    and category in force that day (the latest export on or before it)."""
+    known = history.filter(pl.col("date") <= last_day)
+    spans = known.group_by("item_id").agg(pl.col("date").min().alias("first"))
+    days = spans.select(
+        "item_id", pl.date_ranges("first", pl.lit(last_day), "1d").alias("date")
+    ).explode("date")
+    filled = (
+        known.sort(ITEM_DAY)
+        .with_columns(
+            pl.col("our_price", "active", "category").forward_fill().over("item_id"),
+        )
+        .select(*ITEM_DAY, "our_price", "active", "category")
+    )
+    return (
+        days.sort(ITEM_DAY)
+        .join_asof(filled.sort(ITEM_DAY), on="date", by="item_id", strategy="backward")
+        .with_columns(pl.col("active").fill_null(True))
+    )
+
+
+def competitor_quotes(prices: pl.LazyFrame, last_day: date, max_staleness: int) -> pl.LazyFrame:
+    """Each competitor's price per item and day, a quote carried forward over gaps for at most
+    ``max_staleness`` days (never past its next quote or ``last_day``)."""
+    quotes = (
+        prices.filter(pl.col("date") <= last_day)
+        .select("date", "item_id", "competitor", "price")
+        .sort("item_id", "competitor", "date")
+    )
+    next_quote = pl.col("date").shift(-1).over("item_id", "competitor")
+    until = pl.min_horizontal(
+        pl.col("date") + timedelta(days=max_staleness),
+        next_quote - timedelta(days=1),
+        pl.lit(last_day),
+    )
+    return (
+        quotes.with_columns(pl.date_ranges("date", until, "1d").alias("day"))
+        .explode("day")
+        .select(pl.col("day").alias("date"), "item_id", "competitor", "price")
+    )
+
+
+def item_day_market(ours: pl.LazyFrame, quotes: pl.LazyFrame) -> pl.LazyFrame:
+    """Per item and day: our price, the competitors' min / median / max, how many quote it, our
+    rank among all of them (1 = cheapest) and our gap to their median in %."""
+    with_ours = quotes.join(ours.select(*ITEM_DAY, "our_price"), on=ITEM_DAY, how="inner")
+    stats = with_ours.group_by(ITEM_DAY).agg(
+        pl.col("price").min().alias("competitor_min"),
+        pl.col("price").median().alias("competitor_median"),
+        pl.col("price").max().alias("competitor_max"),
+        pl.len().cast(pl.Int32).alias("competitors"),
+        (pl.col("price") < pl.col("our_price")).sum().cast(pl.Int32).alias("_cheaper"),
+    )
+    gap = (pl.col("our_price") / pl.col("competitor_median") - 1.0) * 100.0
+    return (
+        ours.join(stats, on=ITEM_DAY, how="left")
+        .with_columns(
+            pl.col("competitors").fill_null(0),
+            gap.alias("gap_pct"),
+            pl.when(pl.col("_cheaper").is_not_null() & pl.col("our_price").is_not_null())
+            .then(pl.col("_cheaper") + 1)
+            .alias("our_rank"),
+        )
+        .drop("_cheaper")
+        .sort(ITEM_DAY)
+    )
+
+
+def price_position(market: pl.LazyFrame, day: date) -> pl.LazyFrame:
+    """Where each item's price stood on ``day``, with days since our price last changed and since
+    the gap to the competitor median last changed sign (null: it never had a sign yet)."""
+    history = market.filter(pl.col("date") <= day).sort(ITEM_DAY)
+    by_item = {"partition_by": "item_id"}
+    price_changed = pl.col("our_price") != pl.col("our_price").shift(1).over(**by_item)
+    sign = pl.col("gap_pct").sign()
+    previous_sign = sign.forward_fill().shift(1).over(**by_item)
+    sign_changed = sign.is_not_null() & previous_sign.is_not_null() & (sign != previous_sign)
+    first_sign = sign.is_not_null() & previous_sign.is_null()
+    marked = history.with_columns(
+        pl.when(price_changed.fill_null(True)).then(pl.col("date")).alias("_priced"),
+        pl.when(sign_changed | first_sign).then(pl.col("date")).alias("_signed"),
+    ).with_columns(pl.col("_priced", "_signed").forward_fill().over(**by_item))
+    return (
+        marked.filter(pl.col("date") == day)
+        .with_columns(
+            (pl.col("date") - pl.col("_priced")).dt.total_days().alias("days_since_price_change"),
+            (pl.col("date") - pl.col("_signed"))
+            .dt.total_days()
+            .alias("days_since_gap_sign_change"),
+        )
+        .select(
+            "item_id",
+            "category",
+            "date",
+            "our_price",
+            "competitor_min",
+            "competitor_median",
+            "competitor_max",
+            "gap_pct",
+            "competitors",
+            "our_rank",
+            "days_since_price_change",
+            "days_since_gap_sign_change",
+            "active",
+        )
+    )
