@@ -216,19 +216,33 @@ def train(
             "--date", "-d", help="Last day of data to use, YYYY-MM-DD (default: yesterday)."
         ),
     ] = None,
+    model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model", "-m", help="propensity or demand; repeat for both (default: both)."
+        ),
+    ] = None,
     config: ConfigOpt = None,
     data_root: DataRootOpt = None,
 ) -> None:
-    """Train the purchase-propensity model now, whatever the retrain cadence says.
+    """Train models now, whatever the retrain cadence says.
 
-    Time-split snapshots of user features, LightGBM with early stopping, two baselines.
-    Registered only if the ONNX export matches LightGBM (parity gate).
-    Promoted to champion if at least as good on the same held-out snapshot.
+    [bold]propensity[/]: time-split snapshots of user features, LightGBM with early stopping,
+    beside recency-only and RFM baselines on the held-out snapshot.
+    [bold]demand[/]: rolling-origin backtest over the last weeks (WAPE, bias, MASE per horizon,
+    item and category level) beside seasonal-naive and a 28-day moving average, then the model.
+    Each is registered only if its ONNX export matches LightGBM (parity gate), and promoted to
+    champion if at least as good as the current one.
 
     [bold]Examples[/]:
       nightowl train
-      nightowl train --date 2026-11-27 --data-root demo
+      nightowl train --model demand --date 2026-11-27 --data-root demo
     """
+    from flows.train import MODELS
+
+    unknown = sorted(set(model or []) - set(MODELS))
+    if unknown:
+        raise typer.BadParameter(f"unknown model {unknown}; expected {' or '.join(MODELS)}")
     settings = _settings(config, data_root)
     last_day = _parse_date(date_, settings)
     from flows.runtime import prepare_prefect
@@ -237,27 +251,37 @@ def train(
     from flows.train import train as train_flow
 
     try:
-        report = train_flow(
+        reports = train_flow(
             last_day=last_day, config=str(config) if config else None,
-            data_root=str(settings.data_root),
+            data_root=str(settings.data_root), models=model or None,
         )  # fmt: skip
     except Exception as exc:  # the flow's own failure message says what went wrong
         err.print(f"[red]training failed[/]: {escape(str(exc))}")
         raise typer.Exit(1) from None
-    if not report["trained"]:
-        err.print(f"[red]no model trained[/]: {escape(report['reason'])}")
+    failed = False
+    for name, report in reports.items():
+        if not report["trained"]:
+            err.print(f"[red]no {name} model trained[/]: {escape(report['reason'])}")
+            failed = True
+            continue
+        if name == "propensity":
+            console.print(_metrics_table(report))
+            parity = f"Parity max |ONNX - LightGBM| = {report['parity_max_diff']:.2g}"
+        else:
+            for level in ("item", "category"):
+                console.print(_backtest_table(report["backtest"], level))
+            parity = f"Parity max relative |ONNX - LightGBM| = {report['parity_max_diff']:.2g}"
+        verdict = "promoted to champion" if report["promoted"] else "registered (champion kept)"
+        console.print(
+            f"{name} model {report['version']}: {verdict}. {parity}. {escape(report['reason'])}"
+        )
+    if failed:
         raise typer.Exit(1)
-    console.print(_metrics_table(report))
-    verdict = "promoted to champion" if report["promoted"] else "registered (champion kept)"
-    console.print(
-        f"model {report['version']}: {verdict}. Parity max |ONNX - LightGBM| = "
-        f"{report['parity_max_diff']:.2g}. {escape(report['reason'])}"
-    )
 
 
 def _metrics_table(report: dict) -> Table:
     holdout = report["holdout"]
-    table = Table(title=f"held-out snapshot as_of {holdout}", show_edge=False)
+    table = Table(title=f"propensity: held-out snapshot as_of {holdout}", show_edge=False)
     for col in ("scorer", "ROC-AUC", "PR-AUC", "Brier", "lift@10%"):
         table.add_column(col, justify="left" if col == "scorer" else "right")
     for name, m in report["metrics"].items():
@@ -268,13 +292,33 @@ def _metrics_table(report: dict) -> Table:
     return table
 
 
+def _backtest_table(backtest: list[dict], level: str) -> Table:
+    """WAPE, bias and MASE per horizon of the model beside the two baselines."""
+    rows = [r for r in backtest if r["level"] == level]
+    table = Table(
+        title=f"demand backtest, {level} x day (model / seasonal naive / 28-day average)",
+        show_edge=False,
+    )
+    for col in ("horizon", "WAPE", "s-naive", "MA-28", "bias", "s-naive", "MA-28",
+                "MASE", "s-naive", "MA-28"):  # fmt: skip
+        table.add_column(col, justify="left" if col == "horizon" else "right")
+    horizons = dict.fromkeys(r["horizon"] for r in rows)
+    by = {(r["horizon"], r["forecaster"]): r for r in rows}
+    names = ("model", "seasonal_naive", "moving_average_28d")
+    for h in horizons:
+        cells = [_num(by[h, n][m], 3) for m in ("wape", "bias", "mase") for n in names]
+        table.add_row(h, *cells)
+    return table
+
+
 def _num(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
 @app.command()
 def models(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
-    """List registered model versions with their held-out metrics; * marks the champion.
+    """List registered model versions with their metrics (propensity: held-out snapshot; demand:
+    backtest); * marks the champion.
 
     [bold]Example[/]: nightowl models --data-root demo
     """
@@ -289,27 +333,53 @@ def models(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
         return
     for name in names:
         champion = registry.champion(name)
-        table = Table(
-            title=f"{name} models (held-out ROC-AUC of the model, recency-only and RFM)",
-            show_edge=False,
-        )
-        for col in ("", "version", "data to", "held-out", "AUC", "PR-AUC", "lift@10%",
-                    "recency", "RFM", "parity", "rounds"):  # fmt: skip
-            table.add_column(col, justify="left" if col in ("", "version") else "right")
-        for card in registry.versions(name):
-            m, base = card.metrics["model"], card.metrics
-            table.add_row(
-                "*" if champion and champion.version == card.version else "",
-                card.version, card.training["last_day"], card.training["holdout_as_of"],
-                _num(m["roc_auc"]), _num(m["pr_auc"]), _num(m["lift_top_decile"], 2),
-                _num(base["recency_only"]["roc_auc"]), _num(base["rfm"]["roc_auc"]),
-                f"{card.parity['max_abs_diff']:.1g}", str(card.best_iteration),
-            )  # fmt: skip
+        cards = registry.versions(name)
+        star = ["*" if champion and champion.version == c.version else "" for c in cards]
+        table = _demand_models(cards, star) if name == "demand" else _propensity_models(cards, star)
         console.print(table)
         if champion:
             console.print(
                 f"champion: {champion.version} since {champion.promoted_at} ({champion.reason})"
             )
+
+
+def _propensity_models(cards: list, star: list[str]) -> Table:
+    table = Table(
+        title="propensity models (held-out ROC-AUC of the model, recency-only and RFM)",
+        show_edge=False,
+    )
+    for col in ("", "version", "data to", "held-out", "AUC", "PR-AUC", "lift@10%",
+                "recency", "RFM", "parity", "rounds"):  # fmt: skip
+        table.add_column(col, justify="left" if col in ("", "version") else "right")
+    for mark, card in zip(star, cards, strict=True):
+        m, base = card.metrics["model"], card.metrics
+        table.add_row(
+            mark, card.version, card.training["last_day"], card.training["holdout_as_of"],
+            _num(m["roc_auc"]), _num(m["pr_auc"]), _num(m["lift_top_decile"], 2),
+            _num(base["recency_only"]["roc_auc"]), _num(base["rfm"]["roc_auc"]),
+            f"{card.parity['max_abs_diff']:.1g}", str(card.best_iteration),
+        )  # fmt: skip
+    return table
+
+
+def _demand_models(cards: list, star: list[str]) -> Table:
+    table = Table(
+        title="demand models (backtest WAPE, item x day: model, seasonal naive, 28-day average)",
+        show_edge=False,
+    )
+    for col in ("", "version", "data to", "weeks", "WAPE", "s-naive", "MA-28", "category WAPE",
+                "bias", "parity", "rounds"):  # fmt: skip
+        table.add_column(col, justify="left" if col in ("", "version") else "right")
+    for mark, card in zip(star, cards, strict=True):
+        m = card.metrics
+        table.add_row(
+            mark, card.version, card.training["last_day"],
+            str(len(card.training["backtest_origins"])), _num(m["model"]["wape"], 3),
+            _num(m["seasonal_naive"]["wape"], 3), _num(m["moving_average_28d"]["wape"], 3),
+            _num(m["model"]["category_wape"], 3), _num(m["model"]["bias"], 3),
+            f"{card.parity['max_rel_diff']:.1g}", str(card.best_iteration),
+        )  # fmt: skip
+    return table
 
 
 @app.command()
@@ -435,6 +505,10 @@ def demo(
         f'  {me} query{dr} "select event_type, count(*) n from events group by 1 order by n desc"\n'
         f'  {me} query{dr} "select risk_tier, count(*), avg(p_purchase_30d) from user_scores '
         'group by 1"\n'
+        f'  {me} query{dr} "select category, sum(forecast) units_7d, sum(lower), sum(upper) '
+        'from demand_forecast group by 1 order by 2 desc"\n'
+        f'  {me} query{dr} "select item_id, our_price, competitor_median, gap_pct, our_rank '
+        'from price_position order by gap_pct desc limit 5"\n'
         f"  {me} models{dr}\n"
         f'  {me} query{dr} "select source, reason, count(*) n from quarantine group by all"\n'
         f"  {me} tables{dr}"

@@ -2,12 +2,14 @@
 
 Kept free of Prefect so the command line can check step names before Prefect is configured.
 Step runs are ``<step>-<source>`` for the per-source steps (``ingest-events``) and the bare step
-name for the model steps (``features``, ``train``, ``score``).
+name for the model steps (``features``, ``train``, ``score``) and the market steps
+(``price-position``, ``train-demand``, ``forecast``).
 """
 
 from __future__ import annotations
 
 from schemas.landing import SOURCES
+from tasks.summary import MARKET_STEPS  # price position, the demand model, its forecast
 
 #: Steps that run once per source.
 PER_SOURCE = ("ingest", "clean")
@@ -15,21 +17,32 @@ PER_SOURCE = ("ingest", "clean")
 MODEL_STEPS = ("features", "train", "score")
 #: The clean tables the user features read.
 FEATURE_SOURCES = ("events", "items", "market_prices")
+#: The tables the market steps read.
+MARKET_SOURCES = ("events", "items", "market_prices", "market_indicators")
 
 
 def _downstream(run: str) -> list[str]:
     """The step runs that read the output of ``run``."""
+    if run in MODEL_STEPS or run in MARKET_STEPS:
+        return {
+            "features": ["train", "score"],
+            "train": ["score"],
+            "train-demand": ["forecast"],
+        }.get(run, [])
     step, _, source = run.partition("-")
     if step == "ingest":
         return [f"clean-{source}"]
-    if step == "clean":
-        return ["features"] if source in FEATURE_SOURCES else []
-    return {"features": ["train", "score"], "train": ["score"]}.get(run, [])
+    readers = []
+    if source in FEATURE_SOURCES:
+        readers.append("features")
+    if source in MARKET_SOURCES:
+        readers += ["price-position", "train-demand", "forecast"]
+    return readers
 
 
 def all_runs() -> list[str]:
     """Every step run of a nightly flow, in graph order."""
-    return [f"{s}-{src}" for s in PER_SOURCE for src in SOURCES] + list(MODEL_STEPS)
+    return [f"{s}-{src}" for s in PER_SOURCE for src in SOURCES] + [*MODEL_STEPS, *MARKET_STEPS]
 
 
 def forced_steps(names: list[str] | None) -> set[str]:

@@ -11,7 +11,7 @@ from prefect.settings import get_current_settings
 from prefect.utilities.annotations import allow_failure
 
 from flows.alerts import failure_alert, send_alert
-from flows.graph import FEATURE_SOURCES, forced_steps
+from flows.graph import FEATURE_SOURCES, MARKET_SOURCES, forced_steps
 from flows.settings import Settings, load_settings
 from schemas.landing import SOURCES
 from tasks.steps import (
@@ -20,9 +20,12 @@ from tasks.steps import (
     check_step,
     clean_step,
     features_step,
+    forecast_step,
     ingest_step,
+    price_position_step,
     record_run_step,
     score_step,
+    train_demand_step,
     train_step,
 )
 from warehouse.manifest import code_version
@@ -70,6 +73,7 @@ def model_context(settings: Settings) -> ModelContext:
         data_root=str(settings.data_root),
         code_version=code_version(),
         model=settings.model,
+        market=settings.market,
         timeout_seconds=step_timeout_seconds(settings),
     )
 
@@ -96,6 +100,30 @@ def model_steps(
         ctx, features, wait_for=[allow_failure(trained)]
     )
     return {"features": features, "train": trained, "score": scored}
+
+
+def market_steps(
+    settings: Settings,
+    run_date: date,
+    cleaned: list[PrefectFuture],
+    forced: set[str],
+    train_now: bool = False,
+) -> dict[str, PrefectFuture]:
+    """price position, and train-demand (when due, or ``train_now``) → forecast, as of the day
+    after ``run_date``."""
+    ctx, options = model_context(settings), step_options(settings)
+    as_of = run_date + timedelta(days=1)
+    position = price_position_step.with_options(
+        refresh_cache="price-position" in forced, **options
+    ).submit(ctx, as_of, cleaned)
+    trained = train_demand_step.with_options(**options).submit(
+        ctx, run_date, cleaned, force=train_now
+    )
+    # A failed training leaves the champion in place: tonight's forecast still comes out.
+    forecast = forecast_step.with_options(refresh_cache="forecast" in forced, **options).submit(
+        ctx, as_of, cleaned, wait_for=[allow_failure(trained)]
+    )
+    return {"price-position": position, "train-demand": trained, "forecast": forecast}
 
 
 def alert_on_failure(flow, flow_run, state) -> None:
@@ -130,7 +158,8 @@ def nightly(
     force_steps: list[str] | None = None,
 ) -> dict[str, dict]:
     """Ingest, clean and check every source for ``run_date`` (default: yesterday, business zone),
-    then featurize, train when due and score users as of the next day.
+    then as of the next day: featurize, train when due and score users; position prices, train
+    the demand model when due and forecast demand.
 
     ``force_steps`` recomputes those steps and everything downstream of them, cache or not.
     """
@@ -151,8 +180,14 @@ def nightly(
         checked = check_step.submit(ctx, source, run_date, ingested, cleaned)
         futures[source] = {"ingest": ingested, "clean": cleaned, "check": checked}
     cleaned = [futures[source]["clean"] for source in FEATURE_SOURCES]
-    train_now = bool({"train", "all"} & {n.strip() for n in force_steps or []})
-    futures["models"] = model_steps(settings, run_date, cleaned, forced, train_now)
+    named = {n.strip() for n in force_steps or []}
+    futures["models"] = model_steps(
+        settings, run_date, cleaned, forced, bool({"train", "all"} & named)
+    )
+    market_cleaned = [futures[source]["clean"] for source in MARKET_SOURCES]
+    futures["market"] = market_steps(
+        settings, run_date, market_cleaned, forced, bool({"train-demand", "all"} & named)
+    )
     summary = summary_of(futures)
     record_run_step(step_context(settings, SOURCES[0]), run_date, summary)
     return summary
@@ -173,7 +208,7 @@ def summary_of(futures: dict) -> dict[str, dict]:
                     result.model_dump(mode="json") if hasattr(result, "model_dump") else result
                 )
             elif state.name != "NotReady":  # a step whose upstream failed says nothing new
-                run = name if source == "models" else f"{name}-{source}"
+                run = name if source in ("models", "market") else f"{name}-{source}"
                 failures.append(f"{run}: {state.message or state.name}")
         summary[source] = entry
     if failures:

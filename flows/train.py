@@ -1,4 +1,5 @@
-"""The train flow: user features, then a time-split training that registers a checked model."""
+"""The train flow: the propensity model (user features, time-split snapshots) and the demand model
+(rolling-origin backtest), each registered only after its parity check."""
 
 # No `from __future__ import annotations` here: Prefect builds the flow's parameter model from the
 # real annotations.
@@ -9,17 +10,30 @@ from prefect import flow
 
 from flows.nightly import model_context
 from flows.settings import load_settings
-from tasks.steps import features_step, train_step
+from tasks.steps import features_step, train_demand_step, train_step
+
+#: What `nightowl train` can train.
+MODELS = ("propensity", "demand")
 
 
 @flow(name="nightowl-train", flow_run_name="train-{last_day}", persist_result=True)
 def train(
-    last_day: date | None = None, config: str | None = None, data_root: str | None = None
-) -> dict:
-    """Train the propensity model on data up to ``last_day`` (default: yesterday), whether or not
-    the champion is due; register it if it passes the parity gate, promote it if it is as good."""
+    last_day: date | None = None,
+    config: str | None = None,
+    data_root: str | None = None,
+    models: list[str] | None = None,
+) -> dict[str, dict]:
+    """Train ``models`` (default: all) on data up to ``last_day`` (default: yesterday), whether or
+    not their champions are due; register each that passes its parity gate, promote it if it is
+    at least as good as its champion. Returns each model's training report."""
     settings = load_settings(Path(config) if config else None, data_root=data_root)
     last_day = last_day or settings.yesterday()
     ctx = model_context(settings)
-    features = features_step.submit(ctx, last_day + timedelta(days=1), [])
-    return train_step.submit(ctx, last_day, features, force=True).result().model_dump(mode="json")
+    wanted = models or list(MODELS)
+    futures = {}
+    if "propensity" in wanted:
+        features = features_step.submit(ctx, last_day + timedelta(days=1), [])
+        futures["propensity"] = train_step.submit(ctx, last_day, features, force=True)
+    if "demand" in wanted:
+        futures["demand"] = train_demand_step.submit(ctx, last_day, [], force=True)
+    return {name: f.result().model_dump(mode="json") for name, f in futures.items()}

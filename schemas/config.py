@@ -240,13 +240,15 @@ class MarketSettings(BaseModel):
         description="Relative changes of our price tried in price_scenarios.",
     )
     retrain_every_days: int = Field(default=7, ge=1)
+    # Tweedie (compound Poisson-gamma) suits intermittent daily counts; on the demo data it beat
+    # Poisson on WAPE in every backtest week, as did smaller trees with bigger leaves.
     objective: Literal["poisson", "tweedie"] = Field(
-        default="poisson", description="LightGBM objective for daily unit counts."
+        default="tweedie", description="LightGBM objective for daily unit counts."
     )
-    tweedie_variance_power: float = Field(default=1.3, gt=1, lt=2)
+    tweedie_variance_power: float = Field(default=1.5, gt=1, lt=2)
     learning_rate: float = Field(default=0.05, gt=0)
-    num_leaves: int = Field(default=31, ge=2)
-    min_data_in_leaf: int = Field(default=100, ge=1)
+    num_leaves: int = Field(default=15, ge=2)
+    min_data_in_leaf: int = Field(default=400, ge=1)
     max_rounds: int = Field(default=1000, ge=1)
     early_stopping_rounds: int = Field(default=30, ge=1)
     seed: int = 7

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import lightgbm as lgb
 import numpy as np
@@ -26,14 +26,24 @@ ITEM_DAY = ["item_id", "date"]
 #: Features whose value depends on the price we set on the target day (price scenarios).
 PRICE_FEATURES = ("price", "price_vs_28d", "gap_to_median", "overpriced", "gap_to_min")
 TARGET = "units"
+Frame = TypeVar("Frame", pl.LazyFrame, pl.DataFrame)
 
 
 def daily_sales(events: pl.LazyFrame) -> pl.LazyFrame:
-    """Units bought per item and day (purchase events, UTC days)."""
+    """Units bought and product views per item and day (UTC days)."""
+    kind = pl.col("event_type")
     return (
-        events.filter((pl.col("event_type") == "purchase") & pl.col("item_id").is_not_null())
+        events.filter(kind.is_in(["purchase", "view"]) & pl.col("item_id").is_not_null())
         .group_by(pl.col("item_id"), pl.col("event_time").dt.date().alias("date"))
-        .agg(pl.col("quantity").fill_null(1).sum().cast(pl.Float64).alias(TARGET))
+        .agg(
+            pl.col("quantity")
+            .fill_null(1)
+            .filter(kind == "purchase")
+            .sum()
+            .cast(pl.Float64)
+            .alias(TARGET),
+            (kind == "view").sum().cast(pl.Float64).alias("views"),
+        )
     )
 
 
@@ -44,12 +54,14 @@ def item_day_panel(market: pl.LazyFrame, sales: pl.LazyFrame) -> pl.LazyFrame:
     sold_on = pl.when(units > 0).then(pl.col("date"))
     return (
         market.join(sales, on=ITEM_DAY, how="left")
-        .with_columns(units.fill_null(0.0))
+        .with_columns(units.fill_null(0.0), pl.col("views").fill_null(0.0))
         .sort(ITEM_DAY)
         .with_columns(
             units.rolling_sum(7, min_samples=1).over(**by_item).alias("units_7d"),
             units.rolling_sum(28, min_samples=1).over(**by_item).alias("units_28d"),
             units.rolling_sum(91, min_samples=1).over(**by_item).alias("units_91d"),
+            pl.col("views").rolling_sum(7, min_samples=1).over(**by_item).alias("views_7d"),
+            pl.col("views").rolling_sum(28, min_samples=1).over(**by_item).alias("views_28d"),
             (units.cum_sum().over(**by_item) / pl.int_range(1, pl.len() + 1).over(**by_item)).alias(
                 "units_per_day"
             ),
@@ -149,6 +161,7 @@ def indicator_panel(
                 by=by,
                 strategy="backward",
                 tolerance=tolerance,
+                check_sortedness=False,  # sorted just above; with ``by`` polars cannot verify it
             )
             grid = joined.drop("_at", "_seen")
         grid = grid.with_columns(
@@ -189,7 +202,8 @@ def demand_rows(
     states = [o - timedelta(days=1) for o in origins]
     state_cols = [
         "item_id", "date", "category", "our_price", "competitor_min", "competitor_median",
-        "competitors", "units_7d", "units_28d", "units_91d", "units_per_day",
+        "competitors", "units_7d", "units_28d", "units_91d", "units_per_day", "views_7d",
+        "views_28d",
         "units_per_day_above_median", "units_per_day_at_or_below_median", "_price_28d",
         "days_since_sale", "age",
     ]  # fmt: skip
@@ -244,7 +258,7 @@ def demand_rows(
     return rows.drop(drop).sort("origin", "item_id", "horizon").collect()
 
 
-def with_price_features(rows: pl.LazyFrame) -> pl.LazyFrame:
+def with_price_features(rows: Frame) -> Frame:
     """The features that follow from our price on the target day (``price``)."""
     price = pl.col("price")
     return rows.with_columns(
@@ -350,12 +364,15 @@ def baseline_forecasts(rows: pl.DataFrame) -> dict[str, np.ndarray]:
     }
 
 
-def naive_scale(panel: pl.LazyFrame, before: date) -> float:
-    """Mean |units - units a week earlier| over item-days before ``before``: MASE's yardstick."""
+def naive_scale(
+    daily: pl.LazyFrame, before: date, by: str = "item_id", value: str = TARGET
+) -> float:
+    """Mean |value - value a week earlier| per ``by`` over days before ``before``: MASE's
+    yardstick (the in-sample error of the seasonal naive forecast)."""
     diffs = (
-        panel.filter(pl.col("date") < before)
-        .sort(ITEM_DAY)
-        .select((pl.col(TARGET) - pl.col(TARGET).shift(7).over("item_id")).abs().mean())
+        daily.filter(pl.col("date") < before)
+        .sort(by, "date")
+        .select((pl.col(value) - pl.col(value).shift(7).over(by)).abs().mean())
         .collect()
         .item()
     )
@@ -371,3 +388,152 @@ def accuracy(actual: np.ndarray, predicted: np.ndarray, scale: float) -> dict[st
         "bias": float(error.sum() / sold) if sold else None,
         "mase": float(np.abs(error).mean() / scale) if scale and math.isfinite(scale) else None,
     }
+
+
+FORECASTERS = ("model", "seasonal_naive", "moving_average_28d")
+
+
+def category_sums(rows: pl.DataFrame, predictions: dict[str, np.ndarray]) -> pl.DataFrame:
+    """Units and each forecaster's forecast summed per origin, category, target day and horizon."""
+    named = rows.select("origin", "category", "target_date", "horizon", TARGET).with_columns(
+        **{name: pl.Series(values, dtype=pl.Float64) for name, values in predictions.items()}
+    )
+    return named.group_by("origin", "category", "target_date", "horizon").agg(
+        pl.col(TARGET, *predictions).sum()
+    )
+
+
+def backtest_table(
+    folds: list[tuple[pl.DataFrame, dict[str, np.ndarray], float, float]],
+) -> list[dict[str, Any]]:
+    """WAPE, bias and MASE per level (item, category), horizon and forecaster over the folds.
+
+    A fold is (its rows, each forecaster's forecast for them, the item-level MASE scale, the
+    category-level one); the scales come from the history before the fold's origin.
+    """
+    table: list[dict[str, Any]] = []
+    per_level: dict[str, list[pl.DataFrame]] = {"item": [], "category": []}
+    for rows, predictions, item_scale, category_scale in folds:
+        item = rows.select("horizon", TARGET).with_columns(
+            **{n: pl.Series(v, dtype=pl.Float64) for n, v in predictions.items()},
+            _scale=pl.lit(item_scale),
+        )
+        category = category_sums(rows, predictions).with_columns(_scale=pl.lit(category_scale))
+        per_level["item"].append(item.select("horizon", TARGET, *predictions, "_scale"))
+        per_level["category"].append(category.select("horizon", TARGET, *predictions, "_scale"))
+    for level, parts in per_level.items():
+        frame = pl.concat(parts)
+        groups = [("all", frame), *((str(h), g) for (h,), g in frame.group_by("horizon"))]
+        for horizon, group in sorted(groups, key=lambda g: (g[0] != "all", g[0].zfill(3))):
+            actual = group[TARGET].to_numpy()
+            for name in FORECASTERS:
+                predicted = group[name].to_numpy()
+                # MASE per row against its fold's scale, then averaged: folds may differ in scale.
+                mase = float(np.mean(np.abs(predicted - actual) / group["_scale"].to_numpy()))
+                scores = accuracy(actual, predicted, 1.0) | {"mase": mase}
+                table.append({"level": level, "horizon": horizon, "forecaster": name} | scores)
+    return table
+
+
+def backtest_winner(table: list[dict[str, Any]], level: str = "item") -> dict[str, bool]:
+    """Whether the model's all-horizon WAPE and MASE at ``level`` beat every baseline's."""
+    overall = {r["forecaster"]: r for r in table if r["level"] == level and r["horizon"] == "all"}
+    model = overall["model"]
+    return {
+        metric: all(model[metric] < overall[b][metric] for b in FORECASTERS[1:])
+        for metric in ("wape", "mase")
+    }
+
+
+def item_forecast(
+    rows: pl.DataFrame, mean: np.ndarray, phi: float, coverage: float, version: str
+) -> pl.DataFrame:
+    """Per item and target day: the expected units and a ``coverage`` prediction interval."""
+    lower, upper = interval(mean, phi, coverage)
+    return rows.select(
+        "item_id",
+        "category",
+        "target_date",
+        "horizon",
+        pl.Series("forecast", mean, dtype=pl.Float64),
+        pl.Series("lower", lower, dtype=pl.Float64),
+        pl.Series("upper", upper, dtype=pl.Float64),
+        (pl.col("age") + 1).cast(pl.Int32).alias("history_days"),
+        pl.lit(version).alias("model_version"),
+    )
+
+
+def category_forecast(
+    items: pl.DataFrame, phi: float, coverage: float, version: str
+) -> pl.DataFrame:
+    """Per category and target day: the summed item forecasts and the interval of that sum."""
+    sums = (
+        items.group_by("category", "target_date", "horizon")
+        .agg(pl.col("forecast").sum(), pl.len().cast(pl.Int32).alias("items"))
+        .sort("category", "target_date")
+    )
+    lower, upper = interval(sums["forecast"].to_numpy(), phi, coverage)
+    return sums.with_columns(
+        pl.Series("lower", lower, dtype=pl.Float64),
+        pl.Series("upper", upper, dtype=pl.Float64),
+        pl.lit(version).alias("model_version"),
+    )
+
+
+def price_scenarios(
+    rows: pl.DataFrame,
+    mean: np.ndarray,
+    predict: Any,
+    top_items: int,
+    changes: list[float],
+    version: str,
+) -> pl.DataFrame:
+    """For the ``top_items`` with the largest forecast: the horizon's units if our price changed
+    by each of ``changes`` (0 = as is) on every target day, competitors' prices unchanged."""
+    totals = (
+        rows.select("item_id", pl.Series("_mean", mean))
+        .group_by("item_id")
+        .agg(pl.col("_mean").sum())
+        .sort("_mean", "item_id", descending=[True, False])
+        .head(top_items)
+    )
+    top = rows.join(totals.select("item_id"), on="item_id", how="semi")
+    parts = []
+    for change in changes:
+        moved = with_price_features(top.with_columns(pl.col("price") * (1.0 + change)))
+        units = predict(moved)
+        parts.append(
+            moved.with_columns(pl.Series("_units", units, dtype=pl.Float64))
+            .group_by("item_id", "category")
+            .agg(
+                pl.col("price").filter(pl.col("horizon") == 1).first(),
+                (pl.col("gap_to_median").filter(pl.col("horizon") == 1).first() * 100).alias(
+                    "gap_pct"
+                ),
+                pl.col("_units").sum().alias("forecast_units"),
+            )
+            .with_columns(pl.lit(change * 100.0).alias("price_change_pct"))
+        )
+    scenarios = pl.concat(parts)
+    as_is = scenarios.filter(pl.col("price_change_pct") == 0.0).select(
+        "item_id", pl.col("forecast_units").alias("_as_is")
+    )
+    return (
+        scenarios.join(as_is, on="item_id", how="left")
+        .with_columns(
+            ((pl.col("forecast_units") / pl.col("_as_is") - 1.0) * 100).alias("vs_as_is_pct"),
+            pl.lit(version).alias("model_version"),
+        )
+        .drop("_as_is")
+        .sort("item_id", "price_change_pct")
+        .select(
+            "item_id",
+            "category",
+            "price_change_pct",
+            "price",
+            "gap_pct",
+            "forecast_units",
+            "vs_as_is_pct",
+            "model_version",
+        )
+    )

@@ -54,7 +54,13 @@ def our_daily_prices(history: pl.LazyFrame, last_day: date) -> pl.LazyFrame:
     )
     return (
         days.sort(ITEM_DAY)
-        .join_asof(filled.sort(ITEM_DAY), on="date", by="item_id", strategy="backward")
+        .join_asof(
+            filled.sort(ITEM_DAY),
+            on="date",
+            by="item_id",
+            strategy="backward",
+            check_sortedness=False,  # both sorted by (item, date); polars cannot verify with ``by``
+        )
         .with_columns(pl.col("active").fill_null(True))
     )
 

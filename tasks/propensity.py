@@ -77,7 +77,9 @@ class ScoreReport(BaseModel):
 # ---- reading the clean layer ---------------------------------------------------------------
 
 
-def _clean(wh: Warehouse, table: str, before: date | None) -> tuple[pl.LazyFrame | None, list]:
+def clean_before(
+    wh: Warehouse, table: str, before: date | None
+) -> tuple[pl.LazyFrame | None, list]:
     """A clean table's partitions dated before ``before`` (all when None), and their refs."""
     manifests = [
         m
@@ -110,8 +112,8 @@ def _catalogue(wh: Warehouse, as_of: date) -> tuple[pl.LazyFrame | None, list[In
 def _feature_sources(wh: Warehouse, as_of: date) -> dict[str, tuple[pl.LazyFrame | None, list]]:
     """Each clean table the user features as of ``as_of`` read: its rows and partition refs."""
     return {
-        "events": _clean(wh, "events", as_of),
-        "market_prices": _clean(wh, "market_prices", as_of),
+        "events": clean_before(wh, "events", as_of),
+        "market_prices": clean_before(wh, "market_prices", as_of),
         "items": _catalogue(wh, as_of),
     }
 
@@ -211,7 +213,7 @@ def train_propensity(
         )
     plan = train.snapshot_plan(first_day, last_day, cfg)
 
-    events, _ = _clean(wh, "events", None)  # labels filter their own days from it
+    events, _ = clean_before(wh, "events", None)  # labels filter their own days from it
     snapshots, refs = [], []
     for as_of in (*plan.train, plan.holdout):
         frame, report = user_features_table(wh, as_of)

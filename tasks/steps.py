@@ -21,7 +21,7 @@ from prefect.context import TaskRunContext
 from pydantic import BaseModel, Field
 
 from schemas.config import CheckSettings, MarketSettings, ModelSettings, SourceConfig
-from tasks import propensity, units
+from tasks import demand, propensity, units
 from tasks.deadline import time_limit
 from tasks.summary import summary_markdown, summary_rows
 from tasks.train import NotEnoughHistory
@@ -70,7 +70,13 @@ def _ledger_fingerprint(wh: Warehouse, source: str) -> str:
 def _outputs_exist(report: Any, wh: Warehouse) -> bool:
     if isinstance(report, units.IngestReport):
         return all((wh.root / f).exists() for e in report.files for f in e.raw_files)
-    if isinstance(report, propensity.FeatureReport | propensity.ScoreReport):
+    if isinstance(
+        report,
+        propensity.FeatureReport
+        | propensity.ScoreReport
+        | demand.PricePositionReport
+        | demand.ForecastReport,
+    ):
         layer = "features" if isinstance(report, propensity.FeatureReport) else "predictions"
         m = wh.manifest(layer, report.table, {"as_of": report.as_of})
         return m is not None and m.content_hash == report.content_hash
@@ -240,6 +246,7 @@ class ModelContext(_Context):
     """The settings the model steps (features, train, score) need."""
 
     model: ModelSettings = Field(default_factory=ModelSettings)
+    market: MarketSettings = Field(default_factory=MarketSettings)
 
 
 def features_key(context: TaskRunContext, params: dict[str, Any]) -> str:
@@ -348,5 +355,103 @@ def score_step(ctx: ModelContext, features: propensity.FeatureReport) -> propens
     log.info(
         "scored %s users with %s on %s (nodes: %s)",
         f"{report.rows:,}", report.model_version, report.provider, report.placement,
+    )  # fmt: skip
+    return report
+
+
+# ---- market steps ---------------------------------------------------------------------------
+
+
+def market_key(context: TaskRunContext, params: dict[str, Any]) -> str:
+    """Cache key of a market table: step, code, settings, the champion (for the forecast) and
+    the items files and clean partitions it reads."""
+    ctx: ModelContext = params["ctx"]
+    as_of: date = params["as_of"]
+    wh = ctx.warehouse()
+    champion = Registry(wh).champion(demand.MODEL) if context.task.name == "forecast" else None
+    key = combined_hash(
+        [context.task.name, ctx.data_root, as_of.isoformat(), ctx.code_version,
+         ctx.market.model_dump_json(), ctx.model.provider,
+         champion.version if champion else "none",
+         *(r.content_hash for r in demand.market_refs(wh, as_of))]
+    )  # fmt: skip
+    return _valid_key(context, key, wh)
+
+
+@task(
+    name="price-position",
+    task_run_name="price-position",
+    cache_key_fn=market_key,
+    persist_result=True,
+    retry_condition_fn=retry_on_io_error,
+)
+def price_position_step(
+    ctx: ModelContext, as_of: date, cleaned: list[Any]
+) -> demand.PricePositionReport | None:
+    """Our prices and competitor quotes before ``as_of`` → ``predictions/price_position``."""
+    with time_limit(ctx.timeout_seconds, "price-position"):
+        try:
+            report = demand.price_position_table(ctx.warehouse(), as_of, ctx.market)
+        except NotEnoughHistory as exc:
+            log.warning("no price_position yet: %s", exc)
+            return None
+    log.info("price position of %s items: %s above the competitor median", report.rows,
+             report.overpriced)  # fmt: skip
+    return report
+
+
+@task(
+    name="train-demand",
+    task_run_name="train-demand",
+    cache_policy=NO_CACHE,
+    retry_condition_fn=retry_on_io_error,
+)
+def train_demand_step(
+    ctx: ModelContext, last_day: date, cleaned: list[Any], force: bool = False
+) -> demand.DemandTrainReport:
+    """Backtest, train, export, parity-check and register a demand model when one is due.
+
+    Not cached: whether to train depends on the registry, which this step itself changes.
+    """
+    with time_limit(ctx.timeout_seconds, "train-demand"):
+        try:
+            report = demand.train_demand(
+                ctx.warehouse(), last_day, ctx.market, only_if_due=not force
+            )
+        except NotEnoughHistory as exc:
+            log.warning("no demand model trained yet: %s", exc)
+            return demand.DemandTrainReport(trained=False, reason=str(exc))
+    if report.trained:
+        model, ma = report.metrics["model"], report.metrics["moving_average_28d"]
+        log.info(
+            "trained demand %s (backtest WAPE %.3f vs 28-day average %.3f): %s",
+            report.version, model["wape"], ma["wape"], report.reason,
+        )  # fmt: skip
+    else:
+        log.info("no demand training tonight: %s", report.reason)
+    return report
+
+
+@task(
+    name="forecast",
+    task_run_name="forecast",
+    cache_key_fn=market_key,
+    persist_result=True,
+    retry_condition_fn=retry_on_io_error,
+)
+def forecast_step(
+    ctx: ModelContext, as_of: date, cleaned: list[Any]
+) -> demand.ForecastReport | None:
+    """The demand champion forecasts every active item → ``demand_forecast``,
+    ``category_forecast`` and ``price_scenarios``."""
+    wh = ctx.warehouse()
+    if Registry(wh).champion(demand.MODEL) is None:
+        log.warning("no demand_forecast yet: no demand model has been trained (see train-demand)")
+        return None
+    with time_limit(ctx.timeout_seconds, "forecast"):
+        report = demand.forecast_demand(wh, as_of, ctx.market, ctx.model.provider)
+    log.info(
+        "forecast %s item-days with %s on %s", f"{report.rows:,}", report.model_version,
+        report.provider,
     )  # fmt: skip
     return report

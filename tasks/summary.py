@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+#: The market steps' names, as the nightly flow reports them.
+MARKET_STEPS = ("price-position", "train-demand", "forecast")
+
 
 def summary_rows(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per step run: rows in and out, quarantined rows, partitions and seconds."""
@@ -11,6 +14,9 @@ def summary_rows(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     for source, reports in summary.items():
         if source == "models":
             rows += _model_rows(reports)
+            continue
+        if source == "market":
+            rows += _market_rows(reports)
             continue
         ingest, clean = reports.get("ingest"), reports.get("clean")
         if ingest is not None:
@@ -33,7 +39,7 @@ def summary_rows(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
                     "files": 0,
                     "rows_in": clean["rows_in"],
                     "rows_out": clean["rows_out"],
-                    "quarantined": clean["duplicates"] + clean["future"],
+                    "quarantined": clean["duplicates"] + clean["future"] + clean.get("outliers", 0),
                     "partitions": len(clean["partitions"]),
                     "seconds": clean.get("seconds", 0.0),
                 }
@@ -52,6 +58,20 @@ def _model_rows(reports: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(_row("train-propensity", 0, n, 0, trained.get("seconds", 0.0)))
     if scored is not None:
         rows.append(_row("score-users", scored["rows"], scored["rows"], 1, scored["seconds"]))
+    return rows
+
+
+def _market_rows(reports: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the market steps: items positioned, the demand model, item-days forecast."""
+    rows = []
+    position, trained, forecast = (reports.get(k) for k in MARKET_STEPS)
+    if position is not None:
+        rows.append(_row("price-position", 0, position["rows"], 1, position["seconds"]))
+    if trained is not None:
+        n = 1 if trained.get("trained") else 0
+        rows.append(_row("train-demand", 0, n, 0, trained.get("seconds", 0.0)))
+    if forecast is not None:
+        rows.append(_row("forecast", 0, forecast["rows"], 3, forecast["seconds"]))
     return rows
 
 

@@ -73,6 +73,7 @@ class CleanReport(BaseModel):
     duplicates: int
     future: int
     superseded: int
+    outliers: int = Field(default=0, description="competitor prices quarantined as outliers")
     seconds: float = 0.0
 
 
@@ -310,11 +311,11 @@ def _clean_source(
         inputs = [e for e in entries if set(e.dates) & set(affected)]
     report = CleanReport(
         table=source, run_date=run_date.isoformat(), partitions={},
-        rows_in=0, rows_out=0, duplicates=0, future=0, superseded=0,
+        rows_in=0, rows_out=0, duplicates=0, future=0, superseded=0, outliers=0,
     )  # fmt: skip
     if not affected:
         return report
-    raw = _raw_rows(wh, inputs)
+    raw = raw_rows(wh, inputs)
     if not snapshot:
         day = pl.col(contract.partition_column)
         if contract.column(contract.partition_column).kind != "date":
@@ -339,7 +340,8 @@ def _clean_source(
         bad = bad.with_columns(pl.lit(run_date).alias("dt"))
     duplicates = bad.filter(pl.col("reason").str.starts_with("duplicate")).height
     report.rows_in, report.rows_out, report.duplicates = rows_in, good.height, duplicates
-    report.future = bad.height - duplicates
+    report.outliers = bad.filter(pl.col("column") == "price").height
+    report.future = bad.height - duplicates - report.outliers
     report.superseded = superseded
     refs = [e.ref for e in inputs]
     good_parts = dict(good.partition_by("dt", as_dict=True, include_key=False, maintain_order=True))
@@ -371,18 +373,19 @@ def _clean_source(
             check_time()
             if digest is not None:
                 report.partitions[day_str] = digest
-    if rows_in != report.rows_out + report.duplicates + report.future + report.superseded:
+    rejected = report.duplicates + report.future + report.outliers
+    if rows_in != report.rows_out + rejected + report.superseded:
         raise AssertionError(f"clean {source}: row accounting is off: {report}")
     log.info(
         "%s: %d partition(s) republished, %d rows in → %d clean, %d duplicates, %d future, "
-        "%d superseded",
+        "%d outliers, %d superseded",
         source, len(report.partitions), rows_in, report.rows_out, duplicates, report.future,
-        report.superseded,
+        report.outliers, report.superseded,
     )  # fmt: skip
     return report
 
 
-def _raw_rows(wh: Warehouse, entries: list[LedgerEntry]) -> pl.LazyFrame:
+def raw_rows(wh: Warehouse, entries: list[LedgerEntry]) -> pl.LazyFrame:
     """Raw rows of the ledger entries with lineage: run date, landing file name, row number."""
     frames = [
         pl.scan_parquet([wh.root / f for f in e.raw_files]).select(

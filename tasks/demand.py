@@ -1,0 +1,454 @@
+"""Units of market data: price position, demand model training with its backtest, nightly forecasts.
+
+``price_position_table`` publishes ``predictions/price_position/as_of=D`` (the day before D);
+``train_demand`` backtests on rolling weekly origins, fits the model, exports it to ONNX, runs the
+parity gate, registers it and maybe promotes it; ``forecast_demand`` publishes
+``demand_forecast``, ``category_forecast`` and ``price_scenarios`` for the days from D on.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, Field
+
+from schemas.config import MarketSettings
+from tasks import export, market, score
+from tasks import forecast as fc
+from tasks.propensity import NoChampion, ParityFailed, clean_before
+from tasks.train import NotEnoughHistory
+from tasks.units import raw_rows
+from warehouse.ledger import Ledger
+from warehouse.manifest import InputRef
+from warehouse.registry import ModelCard, Registry
+from warehouse.store import Warehouse
+
+MODEL = "demand"
+log = logging.getLogger("nightowl")
+
+
+class PricePositionReport(BaseModel):
+    """What the price-position step published."""
+
+    table: str = "price_position"
+    as_of: str
+    rows: int
+    content_hash: str
+    overpriced: int = Field(description="Items priced above their competitors' median")
+    seconds: float = 0.0
+
+
+class DemandTrainReport(BaseModel):
+    """What the demand training did: trained or not, its backtest, registered, promoted, why."""
+
+    trained: bool
+    reason: str
+    version: str | None = None
+    promoted: bool = False
+    champion: str | None = None
+    backtest: list[dict[str, Any]] = Field(default_factory=list)
+    metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
+    parity_max_diff: float | None = None
+    stale_indicators: list[str] = Field(default_factory=list)
+    seconds: float = 0.0
+
+
+class ForecastReport(BaseModel):
+    """What the forecast step published, with which model, and which indicators were stale."""
+
+    table: str = "demand_forecast"
+    as_of: str
+    rows: int
+    content_hash: str
+    category_rows: int
+    scenario_rows: int
+    model_version: str
+    provider: str
+    stale_indicators: list[str] = Field(default_factory=list)
+    seconds: float = 0.0
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+
+
+@dataclass
+class DemandInputs:
+    """Everything known before ``as_of`` that price position and the forecast read."""
+
+    as_of: date
+    market: pl.DataFrame
+    panel: pl.DataFrame
+    categories: pl.DataFrame
+    indicators: pl.DataFrame | None
+    stale: list[dict[str, Any]]
+    refs: list[InputRef]
+
+    @property
+    def last_day(self) -> date:
+        return self.as_of - timedelta(days=1)
+
+
+def _items_entries(wh: Warehouse, as_of: date) -> list:
+    return [e for e in Ledger(wh).entries("items") if e.run_date < as_of.isoformat()]
+
+
+def market_refs(wh: Warehouse, as_of: date) -> list[InputRef]:
+    """What the market tables as of ``as_of`` are computed from: items files, clean partitions."""
+    refs = [e.ref for e in _items_entries(wh, as_of)]
+    for table in ("market_prices", "events", "market_indicators"):
+        refs += [
+            m.ref for m in wh.manifests("clean", table) if m.partition["dt"] < as_of.isoformat()
+        ]
+    return refs
+
+
+def market_inputs(wh: Warehouse, as_of: date, cfg: MarketSettings) -> DemandInputs:
+    """Our prices, competitor quotes, sales and indicators before ``as_of``, item by day."""
+    last_day = as_of - timedelta(days=1)
+    entries = _items_entries(wh, as_of)
+    if not entries:
+        raise NotEnoughHistory(f"no items rows arrived before {as_of}: no prices to position")
+    ours = market.our_daily_prices(market.our_price_history(raw_rows(wh, entries)), last_day)
+    prices, price_refs = clean_before(wh, "market_prices", as_of)
+    events, event_refs = clean_before(wh, "events", as_of)
+    indicators, indicator_refs = clean_before(wh, "market_indicators", as_of)
+    empty_quotes = pl.LazyFrame(
+        schema={
+            "date": pl.Date,
+            "item_id": pl.String,
+            "competitor": pl.String,
+            "price": pl.Float64,
+        }
+    )
+    quotes = market.competitor_quotes(
+        prices if prices is not None else empty_quotes, last_day, cfg.competitor_max_staleness_days
+    )
+    grid = market.item_day_market(ours, quotes).collect()
+    if grid.height == 0:
+        raise NotEnoughHistory(f"no item has a known price before {as_of}")
+    empty_events = pl.LazyFrame(
+        schema={
+            "event_type": pl.String,
+            "item_id": pl.String,
+            "event_time": pl.Datetime("us", "UTC"),
+            "quantity": pl.Int64,
+        }
+    )
+    sales = fc.daily_sales(events if events is not None else empty_events)
+    panel = fc.item_day_panel(grid.lazy(), sales).collect()
+    categories = fc.category_panel(panel.lazy()).collect()
+    ind, stale = None, []
+    if indicators is not None:
+        days = sorted(panel["date"].unique().to_list())
+        names = sorted(panel["category"].drop_nulls().unique().to_list())
+        ind, stale = fc.indicator_panel(indicators, days, names, cfg.indicator_max_staleness_days)
+    refs = [e.ref for e in entries] + price_refs + event_refs + indicator_refs
+    return DemandInputs(as_of, grid, panel, categories, ind, stale, refs)
+
+
+def _holidays(inputs: DemandInputs, cfg: MarketSettings, horizon: int) -> list[date]:
+    first = inputs.panel["date"].min()
+    return fc.holiday_days(
+        first,
+        inputs.as_of + timedelta(days=horizon),
+        cfg.holidays_country,
+        cfg.holidays_subdivision,
+    )
+
+
+def _stale_names(stale: list[dict[str, Any]]) -> list[str]:
+    return [f"{s['indicator']} (last seen {s['last_seen']})" for s in stale if s["stale"]]
+
+
+# ---- price position -------------------------------------------------------------------------
+
+
+def price_position_table(
+    wh: Warehouse, as_of: date, cfg: MarketSettings, inputs: DemandInputs | None = None
+) -> PricePositionReport:
+    """Publish where each item's price stood on the day before ``as_of``."""
+    started = time.perf_counter()
+    inputs = inputs or market_inputs(wh, as_of, cfg)
+    frame = market.price_position(inputs.market.lazy(), inputs.last_day).collect()
+    manifest = wh.write_partition(
+        "predictions", "price_position", {"as_of": as_of.isoformat()}, frame, inputs=inputs.refs
+    )
+    return PricePositionReport(
+        as_of=as_of.isoformat(),
+        rows=manifest.rows,
+        content_hash=manifest.content_hash,
+        overpriced=int((frame["gap_pct"] > 0).sum()),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+# ---- training -------------------------------------------------------------------------------
+
+
+def training_due(wh: Warehouse, last_day: date, cfg: MarketSettings) -> str | None:
+    """Why a demand model should be trained with data up to ``last_day`` (None: it is fresh)."""
+    registry = Registry(wh)
+    champion = registry.champion(MODEL)
+    if champion is None:
+        return "no champion yet"
+    card = registry.card(MODEL, champion.version)
+    if card.training["horizon_days"] != cfg.horizon_days:
+        days = card.training["horizon_days"]
+        return f"champion forecasts {days} days; horizon_days is now {cfg.horizon_days}"
+    newest = max(date.fromisoformat(c.training["last_day"]) for c in registry.versions(MODEL))
+    age = (last_day - newest).days
+    if age >= cfg.retrain_every_days:
+        every = cfg.retrain_every_days
+        return f"the newest demand model is {age} days old (retrain_every_days = {every})"
+    return None
+
+
+def _origins(inputs: DemandInputs, cfg: MarketSettings) -> tuple[list[date], list[date]]:
+    """Training origins (every ``origin_step_days`` over ``history_days``) and the backtest's
+    weekly origins, newest last."""
+    first_day = inputs.panel["date"].min()
+    earliest = max(
+        first_day + timedelta(days=cfg.min_history_days),
+        inputs.as_of - timedelta(days=cfg.history_days),
+    )
+    backtest = [inputs.as_of - timedelta(days=7 * k) for k in range(cfg.backtest_origins, 0, -1)]
+    # Each backtest fold needs two weeks of earlier targets: one to fit, one to stop early.
+    if backtest[0] - timedelta(days=14) <= earliest:
+        need = cfg.min_history_days + 14 + 7 * cfg.backtest_origins
+        raise NotEnoughHistory(
+            f"sales history from {first_day} to {inputs.last_day} is too short for "
+            f"{cfg.backtest_origins} weekly backtest origins (needs about {need} days)"
+        )
+    span = (inputs.last_day - earliest).days
+    train = [earliest + timedelta(days=d) for d in range(0, span + 1, cfg.origin_step_days)]
+    return sorted(set(train) | set(backtest)), backtest
+
+
+def train_demand(
+    wh: Warehouse, last_day: date, cfg: MarketSettings, *, only_if_due: bool = False
+) -> DemandTrainReport:
+    """Backtest, fit, export and register a demand model on data up to ``last_day``; promote it
+    when its newest backtest week is at least as good as the champion's on the same week."""
+    started = time.perf_counter()
+    if only_if_due and (due := training_due(wh, last_day, cfg)) is None:
+        champion = Registry(wh).champion(MODEL)
+        return DemandTrainReport(
+            trained=False, reason=f"champion {champion.version} is fresh", champion=champion.version
+        )
+    reason = due if only_if_due else "asked for"
+    inputs = market_inputs(wh, last_day + timedelta(days=1), cfg)
+    if inputs.panel[fc.TARGET].sum() == 0:
+        raise NotEnoughHistory(f"no purchases before {inputs.as_of}: nothing to forecast from")
+    train_origins, backtest_origins = _origins(inputs, cfg)
+    holidays = _holidays(inputs, cfg, cfg.horizon_days)
+    rows = fc.demand_rows(
+        inputs.panel.lazy(),
+        inputs.categories.lazy(),
+        inputs.indicators,
+        train_origins,
+        cfg.horizon_days,
+        holidays,
+    )
+    names = fc.feature_names(rows)
+    folds, newest_fold = [], None
+    for origin in backtest_origins:
+        booster, phi = fc.fit_demand(rows, origin, cfg)
+        test = rows.filter((pl.col("origin") == origin) & pl.col(fc.TARGET).is_not_null())
+        predictions = {"model": booster.predict(fc.matrix(test, names), num_threads=2)}
+        predictions |= fc.baseline_forecasts(test)
+        item_scale = fc.naive_scale(inputs.panel.lazy(), origin)
+        category_scale = fc.naive_scale(inputs.categories.lazy(), origin, "category", "_units")
+        folds.append((test, predictions, item_scale, category_scale))
+        newest_fold = (test, predictions["model"], phi)
+    backtest = fc.backtest_table(folds)
+    metrics = _summary_metrics(backtest, folds, cfg)
+
+    booster, phi = fc.fit_demand(rows, inputs.as_of, cfg)
+    onnx_bytes = export.onnx_from_booster(booster)
+    sess = score.session(onnx_bytes, [score.CPU])
+    probe = export.parity_rows(booster, fc.matrix(newest_fold[0], names))
+    max_diff = export.parity_max_diff(booster, sess, probe, relative=True)
+    parity = {
+        "max_rel_diff": max_diff, "rows": len(probe), "tolerance": cfg.parity_tolerance,
+        "measure": "|onnx - lightgbm| / max(1, |lightgbm|)",
+    }  # fmt: skip
+    if not max_diff <= cfg.parity_tolerance:
+        raise ParityFailed(
+            f"ONNX export differs from LightGBM by {max_diff:.3g} (relative) on {len(probe)} rows "
+            f"(tolerance {cfg.parity_tolerance:g}); the demand model was not registered"
+        )
+    registry = Registry(wh)
+    version = registry.version_name(last_day.isoformat(), onnx_bytes)
+    card = ModelCard(
+        model=MODEL,
+        version=version,
+        code_version=wh.code_version,
+        features=[{"name": n, "dtype": "float32"} for n in names],
+        training={
+            "last_day": last_day.isoformat(),
+            "horizon_days": cfg.horizon_days,
+            "first_origin": train_origins[0].isoformat(),
+            "origins": len(train_origins),
+            "rows": int(rows[fc.TARGET].is_not_null().sum()),
+            "dispersion": phi,
+            "interval": cfg.interval,
+            "backtest_origins": [o.isoformat() for o in backtest_origins],
+            "backtest": backtest,
+            "indicators": inputs.stale,
+        },
+        metrics=metrics,
+        parity=parity,
+        params=fc.lightgbm_params(cfg, 2) | {"max_rounds": cfg.max_rounds},
+        best_iteration=booster.best_iteration,
+        inputs=inputs.refs,
+    )
+    registry.register(card, onnx_bytes, booster.model_to_string())
+    promoted, why = _challenge(registry, card, newest_fold, names)
+    if promoted:
+        registry.promote(MODEL, version, why)
+    champion = registry.champion(MODEL)
+    return DemandTrainReport(
+        trained=True,
+        reason=f"{reason}; {why}",
+        version=version,
+        promoted=promoted,
+        champion=champion.version if champion else None,
+        backtest=backtest,
+        metrics=metrics,
+        parity_max_diff=max_diff,
+        stale_indicators=_stale_names(inputs.stale),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _summary_metrics(
+    backtest: list[dict[str, Any]], folds: list, cfg: MarketSettings
+) -> dict[str, dict[str, float | None]]:
+    """All-horizon scores per forecaster (item and category level) and the model's coverage."""
+    metrics: dict[str, dict[str, float | None]] = {}
+    for row in backtest:
+        if row["horizon"] != "all":
+            continue
+        prefix = "" if row["level"] == "item" else "category_"
+        entry = metrics.setdefault(row["forecaster"], {})
+        for key in ("wape", "bias", "mase"):
+            entry[prefix + key] = row[key]
+    return metrics
+
+
+def _challenge(
+    registry: Registry, card: ModelCard, newest_fold: tuple, names: list[str]
+) -> tuple[bool, str]:
+    """Whether the new model's newest backtest week is at least as good (WAPE) as the champion's
+    on the same week — judged only when the champion never saw that week's sales."""
+    champion = registry.champion(MODEL)
+    if champion is None:
+        return True, "first demand model: promoted"
+    if champion.version == card.version:
+        return True, "same model as the champion"
+    old = registry.card(MODEL, champion.version)
+    if old.training["horizon_days"] != card.training["horizon_days"]:
+        return True, f"champion {champion.version} forecasts another horizon: promoted"
+    rows, new_prediction, _ = newest_fold
+    week = rows["origin"].min()
+    if date.fromisoformat(old.training["last_day"]) >= week:
+        return True, (
+            f"champion {champion.version} saw sales of the newest backtest week: no fair "
+            "comparison, the newer model is promoted"
+        )
+    old_sess = score.session(registry.onnx_bytes(MODEL, champion.version), [score.CPU])
+    old_prediction = score.predict(old_sess, fc.matrix(rows, old.feature_names), len(rows) or 1)
+    actual = rows[fc.TARGET].to_numpy()
+    new_wape = fc.accuracy(actual, new_prediction, 1.0)["wape"]
+    old_wape = fc.accuracy(actual, old_prediction.astype(np.float64), 1.0)["wape"]
+    verdict = f"WAPE in the week from {week}: {new_wape:.4f} vs champion {old_wape:.4f}"
+    if new_wape is None or old_wape is None or new_wape <= old_wape:
+        return True, f"{verdict}: promoted"
+    return False, f"{verdict}: champion kept"
+
+
+# ---- forecasting ----------------------------------------------------------------------------
+
+
+def forecasting_model(registry: Registry, as_of: date) -> ModelCard:
+    """The champion, or for a past ``as_of`` the newest version trained on sales before it."""
+    champion = registry.champion(MODEL)
+    if champion is None:
+        raise NoChampion("no demand champion in the registry: train one first (nightowl train)")
+    card = registry.card(MODEL, champion.version)
+    if date.fromisoformat(card.training["last_day"]) < as_of:
+        return card
+    earlier = [
+        c for c in registry.versions(MODEL) if date.fromisoformat(c.training["last_day"]) < as_of
+    ]
+    if not earlier:
+        raise NoChampion(f"every demand model was trained on sales from {as_of} on or later")
+    return max(earlier, key=lambda c: (c.training["last_day"], c.created_at))
+
+
+def forecast_demand(
+    wh: Warehouse, as_of: date, cfg: MarketSettings, provider: str = "auto"
+) -> ForecastReport:
+    """Forecast every active item for the horizon from ``as_of``; publish the item and category
+    forecasts and the price scenarios of the top items."""
+    started = time.perf_counter()
+    registry = Registry(wh)
+    card = forecasting_model(registry, as_of)
+    horizon = int(card.training["horizon_days"])
+    inputs = market_inputs(wh, as_of, cfg)
+    rows = fc.demand_rows(
+        inputs.panel.lazy(),
+        inputs.categories.lazy(),
+        inputs.indicators,
+        [as_of],
+        horizon,
+        _holidays(inputs, cfg, horizon),
+    )
+    model = registry.onnx_bytes(MODEL, card.version)
+    wanted = score.providers(provider)
+    sess = score.session(model, wanted)
+    nodes = score.node_providers(model, wanted, len(card.feature_names))
+    ran = nodes.get(export.ENSEMBLE, sess.get_providers()[0])
+
+    def predict(frame: pl.DataFrame) -> np.ndarray:
+        matrix = fc.matrix(frame, card.feature_names)
+        return score.predict(sess, matrix, len(matrix) or 1).astype(np.float64)
+
+    mean = predict(rows)
+    phi, coverage = float(card.training["dispersion"]), float(card.training["interval"])
+    items = fc.item_forecast(rows, mean, phi, coverage, card.version)
+    categories = fc.category_forecast(items, phi, coverage, card.version)
+    scenarios = fc.price_scenarios(
+        rows, mean, predict, cfg.scenario_items, cfg.scenario_price_changes, card.version
+    )
+    partition = {"as_of": as_of.isoformat()}
+    refs = [
+        *inputs.refs,
+        InputRef(kind="model", name=f"models/{MODEL}/{card.version}", content_hash=card.version),
+    ]
+    stale = _stale_names(inputs.stale)
+    for name in stale:
+        log.warning("market indicator %s is stale: left out of tonight's forecast", name)
+    stats = {"model_version": card.version, "provider": ran, "stale_indicators": stale}
+    manifest = wh.write_partition(
+        "predictions", "demand_forecast", partition, items, inputs=refs, stats=stats
+    )
+    wh.write_partition("predictions", "category_forecast", partition, categories, inputs=refs)
+    wh.write_partition("predictions", "price_scenarios", partition, scenarios, inputs=refs)
+    return ForecastReport(
+        as_of=as_of.isoformat(),
+        rows=manifest.rows,
+        content_hash=manifest.content_hash,
+        category_rows=categories.height,
+        scenario_rows=scenarios.height,
+        model_version=card.version,
+        provider=ran,
+        stale_indicators=stale,
+        seconds=round(time.perf_counter() - started, 3),
+    )
