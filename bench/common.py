@@ -128,3 +128,29 @@ def verdict_cells(ratio: float | None, target: float, met: bool | None) -> list[
     if ratio is None:
         return ["", "", ""]
     return [f"{ratio:.2f}x", f">= {target:.1f}x", "yes" if met else "NO"]
+
+
+def run_worker(module: str, args: list[str], tag: str, result: Path) -> dict:
+    """Run ``python -m <module> --worker <args>`` in its own process (polars on THREADS threads)
+    and return the JSON it wrote to ``result``, with its wall seconds and the share of the CPUs
+    other processes kept busy meanwhile."""
+    result.unlink(missing_ok=True)
+    cmd = [sys.executable, "-m", module, "--worker", *args]
+    env = os.environ | {"POLARS_MAX_THREADS": "2"}
+    log(f"{tag} running…")
+    busy = cpu_busy_seconds()
+    start = datetime.now(UTC)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    wall = (datetime.now(UTC) - start).total_seconds()
+    if code != 0 or not result.exists():
+        raise SystemExit(f"{tag} failed (exit {code})")
+    found = json.loads(result.read_text())
+    result.unlink()
+    found |= {"child_wall_seconds": wall, "other_load": other_load(busy, wall, usage)}
+    log(
+        f"{tag} {found['seconds']:.1f}s, peak RSS {found['peak_rss_mib']:,.0f} MiB, other "
+        f"processes kept {found['other_load']:.0%} of the CPUs busy"
+    )
+    return found

@@ -505,8 +505,8 @@ def demo(
         f'  {me} query{dr} "select event_type, count(*) n from events group by 1 order by n desc"\n'
         f'  {me} query{dr} "select risk_tier, count(*), avg(p_purchase_30d) from user_scores '
         'group by 1"\n'
-        f'  {me} query{dr} "select category, sum(forecast) units_7d, sum(lower), sum(upper) '
-        'from demand_forecast group by 1 order by 2 desc"\n'
+        f'  {me} query{dr} "select item_id, category, sum(forecast) units_next_7d '
+        'from demand_forecast group by all order by 3 desc limit 5"\n'
         f'  {me} query{dr} "select item_id, our_price, competitor_median, gap_pct, our_rank '
         'from price_position order by gap_pct desc limit 5"\n'
         f"  {me} models{dr}\n"

@@ -226,6 +226,12 @@ class MarketSettings(BaseModel):
         default=35, ge=14, description="Days of sales history before the first training origin."
     )
     origin_step_days: int = Field(default=1, ge=1, description="Days between training origins.")
+    max_training_rows: int = Field(
+        default=4_000_000,
+        ge=1000,
+        description="Origins are spaced further apart when daily ones would make more rows "
+        "(items x horizon each) than this: memory and training time stay bounded.",
+    )
     backtest_origins: int = Field(
         default=4, ge=1, description="Weekly rolling origins of the backtest (the last weeks)."
     )

@@ -9,11 +9,13 @@ parity gate, registers it and maybe promotes it; ``forecast_demand`` publishes
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+import lightgbm as lgb
 import numpy as np
 import polars as pl
 from pydantic import BaseModel, Field
@@ -226,7 +228,12 @@ def _origins(inputs: DemandInputs, cfg: MarketSettings) -> tuple[list[date], lis
             f"{cfg.backtest_origins} weekly backtest origins (needs about {need} days)"
         )
     span = (inputs.last_day - earliest).days
-    train = [earliest + timedelta(days=d) for d in range(0, span + 1, cfg.origin_step_days)]
+    # Thin the origins out when every day's would make more rows than max_training_rows.
+    panel = inputs.panel
+    items = panel.filter((pl.col("date") == inputs.last_day) & pl.col("active")).height
+    affordable = max(1, cfg.max_training_rows // max(1, items * cfg.horizon_days))
+    step = max(cfg.origin_step_days, math.ceil((span + 1) / affordable))
+    train = [inputs.last_day - timedelta(days=d) for d in range(0, span + 1, step)]
     return sorted(set(train) | set(backtest)), backtest
 
 
@@ -243,37 +250,11 @@ def train_demand(
         )
     reason = due if only_if_due else "asked for"
     inputs = market_inputs(wh, last_day + timedelta(days=1), cfg)
-    if inputs.panel[fc.TARGET].sum() == 0:
-        raise NotEnoughHistory(f"no purchases before {inputs.as_of}: nothing to forecast from")
-    train_origins, backtest_origins = _origins(inputs, cfg)
-    holidays = _holidays(inputs, cfg, cfg.horizon_days)
-    rows = fc.demand_rows(
-        inputs.panel.lazy(),
-        inputs.categories.lazy(),
-        inputs.indicators,
-        train_origins,
-        cfg.horizon_days,
-        holidays,
-    )
-    names = fc.feature_names(rows)
-    folds, newest_fold = [], None
-    for origin in backtest_origins:
-        booster, phi = fc.fit_demand(rows, origin, cfg)
-        test = rows.filter((pl.col("origin") == origin) & pl.col(fc.TARGET).is_not_null())
-        predictions = {"model": booster.predict(fc.matrix(test, names), num_threads=2)}
-        predictions |= fc.baseline_forecasts(test)
-        item_scale = fc.naive_scale(inputs.panel.lazy(), origin)
-        category_scale = fc.naive_scale(inputs.categories.lazy(), origin, "category", "_units")
-        folds.append((test, predictions, item_scale, category_scale))
-        newest_fold = (test, predictions["model"], phi)
-    backtest = fc.backtest_table(folds)
-    metrics = _summary_metrics(backtest, folds, cfg)
-
-    booster, phi = fc.fit_demand(rows, inputs.as_of, cfg)
-    onnx_bytes = export.onnx_from_booster(booster)
+    fitted = backtested_model(inputs, cfg)
+    onnx_bytes = export.onnx_from_booster(fitted.booster)
     sess = score.session(onnx_bytes, [score.CPU])
-    probe = export.parity_rows(booster, fc.matrix(newest_fold[0], names))
-    max_diff = export.parity_max_diff(booster, sess, probe, relative=True)
+    probe = export.parity_rows(fitted.booster, fc.matrix(fitted.newest_fold[0], fitted.names))
+    max_diff = export.parity_max_diff(fitted.booster, sess, probe, relative=True)
     parity = {
         "max_rel_diff": max_diff, "rows": len(probe), "tolerance": cfg.parity_tolerance,
         "measure": "|onnx - lightgbm| / max(1, |lightgbm|)",
@@ -289,27 +270,27 @@ def train_demand(
         model=MODEL,
         version=version,
         code_version=wh.code_version,
-        features=[{"name": n, "dtype": "float32"} for n in names],
+        features=[{"name": n, "dtype": "float32"} for n in fitted.names],
         training={
             "last_day": last_day.isoformat(),
             "horizon_days": cfg.horizon_days,
-            "first_origin": train_origins[0].isoformat(),
-            "origins": len(train_origins),
-            "rows": int(rows[fc.TARGET].is_not_null().sum()),
-            "dispersion": phi,
+            "first_origin": fitted.origins[0].isoformat(),
+            "origins": len(fitted.origins),
+            "rows": fitted.rows,
+            "dispersion": fitted.phi,
             "interval": cfg.interval,
-            "backtest_origins": [o.isoformat() for o in backtest_origins],
-            "backtest": backtest,
+            "backtest_origins": [o.isoformat() for o in fitted.backtest_origins],
+            "backtest": fitted.backtest,
             "indicators": inputs.stale,
         },
-        metrics=metrics,
+        metrics=fitted.metrics,
         parity=parity,
         params=fc.lightgbm_params(cfg, 2) | {"max_rounds": cfg.max_rounds},
-        best_iteration=booster.best_iteration,
+        best_iteration=fitted.booster.best_iteration,
         inputs=inputs.refs,
     )
-    registry.register(card, onnx_bytes, booster.model_to_string())
-    promoted, why = _challenge(registry, card, newest_fold, names)
+    registry.register(card, onnx_bytes, fitted.booster.model_to_string())
+    promoted, why = _challenge(registry, card, fitted.newest_fold)
     if promoted:
         registry.promote(MODEL, version, why)
     champion = registry.champion(MODEL)
@@ -319,17 +300,70 @@ def train_demand(
         version=version,
         promoted=promoted,
         champion=champion.version if champion else None,
-        backtest=backtest,
-        metrics=metrics,
+        backtest=fitted.backtest,
+        metrics=fitted.metrics,
         parity_max_diff=max_diff,
         stale_indicators=_stale_names(inputs.stale),
         seconds=round(time.perf_counter() - started, 3),
     )
 
 
-def _summary_metrics(
-    backtest: list[dict[str, Any]], folds: list, cfg: MarketSettings
-) -> dict[str, dict[str, float | None]]:
+@dataclass
+class BacktestedModel:
+    """A demand model fitted on all known targets, and how its method fared week by week."""
+
+    booster: lgb.Booster
+    phi: float
+    names: list[str]
+    rows: int
+    origins: list[date]
+    backtest_origins: list[date]
+    backtest: list[dict[str, Any]]
+    metrics: dict[str, dict[str, float | None]]
+    newest_fold: tuple[pl.DataFrame, np.ndarray]
+
+
+def backtested_model(inputs: DemandInputs, cfg: MarketSettings) -> BacktestedModel:
+    """Backtest on weekly rolling origins (each fold fitted only on targets before it), then fit
+    the model on every target before ``inputs.as_of``."""
+    if inputs.panel[fc.TARGET].sum() == 0:
+        raise NotEnoughHistory(f"no purchases before {inputs.as_of}: nothing to forecast from")
+    origins, backtest_origins = _origins(inputs, cfg)
+    holidays = _holidays(inputs, cfg, cfg.horizon_days)
+    rows = fc.demand_rows(
+        inputs.panel.lazy(),
+        inputs.categories.lazy(),
+        inputs.indicators,
+        origins,
+        cfg.horizon_days,
+        holidays,
+    )
+    names = fc.feature_names(rows)
+    folds = []
+    for origin in backtest_origins:
+        booster, _ = fc.fit_demand(rows, origin, cfg)
+        test = rows.filter((pl.col("origin") == origin) & pl.col(fc.TARGET).is_not_null())
+        predictions = {"model": booster.predict(fc.matrix(test, names), num_threads=2)}
+        predictions |= fc.baseline_forecasts(test)
+        item_scale = fc.naive_scale(inputs.panel.lazy(), origin)
+        category_scale = fc.naive_scale(inputs.categories.lazy(), origin, "category", "_units")
+        folds.append((test, predictions, item_scale, category_scale))
+    backtest = fc.backtest_table(folds)
+    booster, phi = fc.fit_demand(rows, inputs.as_of, cfg)
+    return BacktestedModel(
+        booster=booster,
+        phi=phi,
+        names=names,
+        rows=int(rows[fc.TARGET].is_not_null().sum()),
+        origins=origins,
+        backtest_origins=backtest_origins,
+        backtest=backtest,
+        metrics=_summary_metrics(backtest),
+        newest_fold=(folds[-1][0], folds[-1][1]["model"]),
+    )
+
+
+def _summary_metrics(backtest: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:
     """All-horizon scores per forecaster (item and category level) and the model's coverage."""
     metrics: dict[str, dict[str, float | None]] = {}
     for row in backtest:
@@ -343,7 +377,7 @@ def _summary_metrics(
 
 
 def _challenge(
-    registry: Registry, card: ModelCard, newest_fold: tuple, names: list[str]
+    registry: Registry, card: ModelCard, newest_fold: tuple[pl.DataFrame, np.ndarray]
 ) -> tuple[bool, str]:
     """Whether the new model's newest backtest week is at least as good (WAPE) as the champion's
     on the same week — judged only when the champion never saw that week's sales."""
@@ -355,7 +389,7 @@ def _challenge(
     old = registry.card(MODEL, champion.version)
     if old.training["horizon_days"] != card.training["horizon_days"]:
         return True, f"champion {champion.version} forecasts another horizon: promoted"
-    rows, new_prediction, _ = newest_fold
+    rows, new_prediction = newest_fold
     week = rows["origin"].min()
     if date.fromisoformat(old.training["last_day"]) >= week:
         return True, (
@@ -374,6 +408,30 @@ def _challenge(
 
 
 # ---- forecasting ----------------------------------------------------------------------------
+
+
+def forecast_tables(
+    inputs: DemandInputs, cfg: MarketSettings, card: ModelCard, predict: Any
+) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """The item forecasts, their category sums and the price scenarios, from ``inputs.as_of``
+    on; ``predict`` maps feature rows to expected units with ``card``'s model."""
+    horizon = int(card.training["horizon_days"])
+    rows = fc.demand_rows(
+        inputs.panel.lazy(),
+        inputs.categories.lazy(),
+        inputs.indicators,
+        [inputs.as_of],
+        horizon,
+        _holidays(inputs, cfg, horizon),
+    )
+    mean = predict(rows)
+    phi, coverage = float(card.training["dispersion"]), float(card.training["interval"])
+    items = fc.item_forecast(rows, mean, phi, coverage, card.version)
+    categories = fc.category_forecast(items, phi, coverage, card.version)
+    scenarios = fc.price_scenarios(
+        rows, mean, predict, cfg.scenario_items, cfg.scenario_price_changes, card.version
+    )
+    return items, categories, scenarios
 
 
 def forecasting_model(registry: Registry, as_of: date) -> ModelCard:
@@ -400,16 +458,7 @@ def forecast_demand(
     started = time.perf_counter()
     registry = Registry(wh)
     card = forecasting_model(registry, as_of)
-    horizon = int(card.training["horizon_days"])
     inputs = market_inputs(wh, as_of, cfg)
-    rows = fc.demand_rows(
-        inputs.panel.lazy(),
-        inputs.categories.lazy(),
-        inputs.indicators,
-        [as_of],
-        horizon,
-        _holidays(inputs, cfg, horizon),
-    )
     model = registry.onnx_bytes(MODEL, card.version)
     wanted = score.providers(provider)
     sess = score.session(model, wanted)
@@ -420,13 +469,7 @@ def forecast_demand(
         matrix = fc.matrix(frame, card.feature_names)
         return score.predict(sess, matrix, len(matrix) or 1).astype(np.float64)
 
-    mean = predict(rows)
-    phi, coverage = float(card.training["dispersion"]), float(card.training["interval"])
-    items = fc.item_forecast(rows, mean, phi, coverage, card.version)
-    categories = fc.category_forecast(items, phi, coverage, card.version)
-    scenarios = fc.price_scenarios(
-        rows, mean, predict, cfg.scenario_items, cfg.scenario_price_changes, card.version
-    )
+    items, categories, scenarios = forecast_tables(inputs, cfg, card, predict)
     partition = {"as_of": as_of.isoformat()}
     refs = [
         *inputs.refs,

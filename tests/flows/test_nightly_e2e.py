@@ -325,12 +325,25 @@ def test_the_nightly_flow_trains_a_champion_scores_users_and_the_cli_shows_it(
     features = run_query(wh, "select count(*) from user_features").item()
     assert scores.row(0) == (features, 1)
 
+    # The market tables came out beside the scores, from a demand model trained the first night.
+    demand = registry.champion("demand")
+    assert demand is not None and demand.version.startswith(first_night.isoformat())
+    forecast = run_query(
+        wh, "select count(distinct item_id), min(target_date), count(distinct model_version) "
+        "from demand_forecast"
+    )  # fmt: skip
+    positioned = run_query(wh, "select count(*) from price_position").item()
+    assert forecast.row(0) == (positioned, END + timedelta(days=1), 1)
+
     result = runner.invoke(app, ["models", *dr])
     assert result.exit_code == 0 and champion.version[:12] in result.output, result.output
+    assert demand.version[:12] in result.output
     result = runner.invoke(app, ["train", "--date", END.isoformat(), *dr])
     assert result.exit_code == 0, result.output
     assert "recency_only" in result.output and "rfm" in result.output and "Parity" in result.output
+    assert "demand backtest, item x day" in result.output and "WAPE" in result.output
     assert len(registry.versions("propensity")) == 2
+    assert len(registry.versions("demand")) == 2
 
     # A deleted scores partition is recomputed; the features it reads are reused from the cache.
     from flows.nightly import nightly
@@ -355,7 +368,8 @@ def test_train_without_enough_history_says_how_much_it_needs(prefect_api, tmp_pa
     assert runner.invoke(app, ["run", "--date", END.isoformat(), *dr]).exit_code == 0
     result = runner.invoke(app, ["train", "--date", END.isoformat(), *dr])
     assert result.exit_code == 1
-    assert "no model trained" in result.output and "at least 88 days" in result.output
+    assert "no propensity model trained" in result.output and "at least 88 days" in result.output
+    assert "no demand model trained" in result.output and "too short" in result.output
 
 
 def test_a_night_without_events_warns_and_succeeds(prefect_api, tmp_path):

@@ -230,3 +230,17 @@ def test_backtest_table_scores_each_level_horizon_and_forecaster():
     assert get["item", "1", "moving_average_28d"]["wape"] == 1.0
     assert get["category", "1", "moving_average_28d"]["wape"] == 0.0  # errors cancel in the sum
     assert get["category", "all", "seasonal_naive"]["mase"] == 4.0 / 2.0
+
+
+def test_discontinued_items_are_not_forecast():
+    grid = market_grid(20, {"a": "Toys", "b": "Toys"}).with_columns(
+        active=~((pl.col("item_id") == "b") & (pl.col("date") >= day(15)))
+    )
+    panel = item_day_panel(grid.lazy(), sales_frame({("b", 3): 1.0})).collect()
+    cats = category_panel(panel.lazy()).collect()
+    rows = demand_rows(panel.lazy(), cats.lazy(), None, [day(10), day(21)], 7, [])
+    assert rows.filter(pl.col("origin") == day(10))["item_id"].unique().sort().to_list() == [
+        "a",
+        "b",
+    ]
+    assert rows.filter(pl.col("origin") == day(21))["item_id"].unique().to_list() == ["a"]
