@@ -329,7 +329,9 @@ def models(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
     registry = Registry(Warehouse(settings.data_root))
     names = registry.models()
     if not names:
-        console.print(f"no models registered under {registry.root}: run `nightowl train`")
+        console.print(
+            f"no models registered under {registry.root}: run `nightowl train`", soft_wrap=True
+        )
         return
     for name in names:
         champion = registry.champion(name)

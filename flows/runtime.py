@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,6 +34,20 @@ def prepare_prefect(data_root: Path) -> None:
     for var in ("PREFECT_HOME", "PREFECT_LOCAL_STORAGE_PATH"):
         Path(os.environ[var]).expanduser().mkdir(parents=True, exist_ok=True)
     logging.getLogger("nightowl").setLevel(logging.INFO)
+    _console_logs_to_current_stderr()
+
+
+def _console_logs_to_current_stderr() -> None:
+    """Prefect sets its console log handlers up once per process, writing to the stderr of that
+    moment; a later command in the same process (a notebook, a test runner) may have another one,
+    and the first may be closed by then."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", []):
+            if type(handler).__name__ == "PrefectConsoleHandler" and handler.stream != sys.stderr:
+                with handler.lock:  # not setStream(): it flushes the old stream, maybe closed
+                    handler.stream = sys.stderr
+                    handler.console.file = sys.stderr
 
 
 def task_runner(settings: "Settings"):  # noqa: UP037 - imported lazily

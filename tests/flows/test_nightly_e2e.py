@@ -30,7 +30,7 @@ def prefect_api():
         yield
 
 
-def _task_states(flow_run_id, expected: int = 19) -> dict[str, str]:
+def _task_states(flow_run_id, expected: int = 22) -> dict[str, str]:
     """Final state per data step run (ingest, clean), as the UI shows them; asserts that the checks
     and the run record completed. Task states reach the API a moment after the flow returns, so
     this waits until every run has a final state."""
@@ -129,8 +129,8 @@ def test_generate_run_two_dates_query_and_rerun(prefect_api, tmp_path: Path):
     assert _hashes(wh) == before
     states = _task_states(again.state_details.flow_run_id)
     # Training is never cached (it decides from the registry whether it is due); all else is.
-    assert states.pop("train-propensity") == "Completed"
-    assert len(states) == 12 and set(states.values()) == {"Cached"}, states
+    assert states.pop("train-propensity") == states.pop("train-demand") == "Completed"
+    assert len(states) == 14 and set(states.values()) == {"Cached"}, states
 
 
 def test_a_cached_step_whose_output_was_deleted_recomputes(prefect_api, tmp_path: Path):
@@ -149,6 +149,7 @@ def test_a_cached_step_whose_output_was_deleted_recomputes(prefect_api, tmp_path
     states = _task_states(state.state_details.flow_run_id)
     assert states.pop("clean-feedback") == "Completed"
     assert states.pop("train-propensity") == "Completed"  # never cached
+    assert states.pop("train-demand") == "Completed"
     assert set(states.values()) == {"Cached"}
     assert _hashes(wh) == before
 
@@ -180,6 +181,7 @@ def test_force_steps_recompute_the_named_steps_and_their_downstream(prefect_api,
     states = _task_states(state.state_details.flow_run_id)
     ran = {name for name, s in states.items() if s == "Completed"}
     model_steps = {"features-user", "train-propensity", "score-users"}  # events feed them
+    model_steps |= {"price-position", "train-demand", "forecast"}
     assert ran == {"ingest-events", "clean-events"} | model_steps
     assert {s for name, s in states.items() if name not in ran} == {"Cached"}
 
@@ -332,7 +334,7 @@ def test_the_nightly_flow_trains_a_champion_scores_users_and_the_cli_shows_it(
         wh, "select count(distinct item_id), min(target_date), count(distinct model_version) "
         "from demand_forecast"
     )  # fmt: skip
-    positioned = run_query(wh, "select count(*) from price_position").item()
+    positioned = run_query(wh, "select count(*) from price_position where active").item()
     assert forecast.row(0) == (positioned, END + timedelta(days=1), 1)
 
     result = runner.invoke(app, ["models", *dr])

@@ -95,40 +95,35 @@ def test_model_settings_from_toml_and_environment(tmp_path, monkeypatch):
     assert s.model.provider == "cpu" and s.model.snapshots == 12
 
 
-def test_the_exchange_rate_example_ingests_its_files_format_and_aligns_over_weekends(tmp_path):
-    """The example's mapping, on a few rows shaped like the Bank of England file it points at."""
+def test_the_exchange_rate_index_ingests_as_an_indicator_and_aligns_over_weekends(tmp_path):
+    """The Online Retail example's market_indicators mapping, on a few rows shaped like the Bank
+    of England file it points at (``date,value``, no rates at weekends)."""
     from datetime import date
-
-    import polars as pl
 
     from tasks import units
     from tasks.forecast import indicator_panel
     from warehouse.store import Warehouse
 
-    example = Path(__file__).parents[2] / "examples" / "uk_exchange_rate_index" / "nightowl.toml"
+    example = Path(__file__).parents[2] / "examples" / "online_retail" / "nightowl.toml"
     s = load_settings(example)
     landing = tmp_path / "landing"
     landing.mkdir()
-    # Thursday, Friday, then Monday: no rates at the weekend.
     (landing / "uk_effective_exchange_rate_index_daily_1990-2022.csv").write_text(
         "date,value\n2022-12-22,78.1\n2022-12-23,78.3\n2022-12-26,77.9\n"
-    )
+    )  # Thursday, Friday, Monday
     cfg = s.sources["market_indicators"].model_copy(update={"landing": str(landing)})
     wh = Warehouse(tmp_path / "data", "test")
     run = date(2022, 12, 27)
     units.ingest_source(wh, "market_indicators", cfg, run, tmp_path)
     units.clean_source(wh, "market_indicators", cfg, run, 24)
-    clean = wh.scan("clean", "market_indicators", [m.partition for m in wh.manifests(
-        "clean", "market_indicators")]).collect()  # fmt: skip
-    assert clean["indicator"].unique().to_list() == ["gbp_effective_index"]
+    parts = [m.partition for m in wh.manifests("clean", "market_indicators")]
+    clean = wh.scan("clean", "market_indicators", parts).collect()
     assert clean.height == 3
+    assert clean["indicator"].unique().to_list() == ["gbp_effective_exchange_rate_index"]
     days = [date(2022, 12, d) for d in range(22, 28)]
     grid, stale = indicator_panel(
         clean.lazy(), days, ["Toys"], s.market.indicator_max_staleness_days
     )
-    values = grid.sort("date")["ind_gbp_effective_index"].to_list()
+    values = grid.sort("date")["ind_gbp_effective_exchange_rate_index"].to_list()
     assert values == [78.1, 78.3, 78.3, 78.3, 77.9, 77.9]  # Friday's rate over the weekend
-    assert stale == [
-        {"indicator": "gbp_effective_index", "last_seen": "2022-12-26", "stale": False}
-    ]
-    assert isinstance(grid, pl.DataFrame)
+    assert [(x["last_seen"], x["stale"]) for x in stale] == [("2022-12-26", False)]
