@@ -43,7 +43,7 @@ COMPETITORS = 3
 
 
 def data_dir(items: int, days: int) -> Path:
-    return DATA / f"forecast-{items}i-{days}d"
+    return DATA / f"forecast-{items}i-{days}d-v2"  # v2: our prices carry a promotion flag
 
 
 def make_data(items: int, days: int) -> Path:
@@ -75,6 +75,7 @@ def make_data(items: int, days: int) -> Path:
             "date": dates.gather(day_ix),
             "our_price": np.round(market[item_ix] * markup[item_ix, day_ix], 2),
             "active": True,
+            "promotion": False,
             "category": [f"c{c:02d}" for c in category[item_ix]],
         }
     )

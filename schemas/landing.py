@@ -104,6 +104,7 @@ ITEMS = SourceContract(
         Column("price", "float", min=0),
         Column("created_at", "timestamp"),
         Column("active", "bool"),
+        Column("promotion", "bool"),
     ),
 )
 

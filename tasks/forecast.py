@@ -3,10 +3,11 @@ baselines it must beat, and prediction intervals.
 
 A forecast is made at an *origin* ``T`` (an as_of date) for the target days ``T + h - 1``,
 ``h = 1..H``. Its features come from the item-day panel up to ``T - 1`` — sales, competitors,
-market indicators — plus what is known about the target day itself: the calendar and our own price
-(the price in force then when it is already set, else today's). One LightGBM model (Poisson: daily
-unit counts) covers every horizon, with ``h`` as a feature. Training rows are past origins whose
-targets are known; nothing at or after a row's origin enters its features.
+market indicators — plus what is known about the target day itself: the calendar, our own price and
+whether the item is on promotion (as set for that day when already known, else as today). One
+LightGBM model (Tweedie or Poisson: daily unit counts) covers every horizon, with ``h`` as a
+feature. Training rows are past origins whose targets are known; nothing at or after a row's origin
+enters its features.
 """
 
 from __future__ import annotations
@@ -205,7 +206,7 @@ def demand_rows(
         "competitors", "units_7d", "units_28d", "units_91d", "units_per_day", "views_7d",
         "views_28d",
         "units_per_day_above_median", "units_per_day_at_or_below_median", "_price_28d",
-        "days_since_sale", "age",
+        "days_since_sale", "age", "promotion",
     ]  # fmt: skip
     state = panel.filter(pl.col("date").is_in(states) & pl.col("active")).select(state_cols)
     steps = pl.LazyFrame({"horizon": list(range(1, horizon + 1))}, schema={"horizon": pl.Int32})
@@ -221,6 +222,7 @@ def demand_rows(
         "item_id",
         pl.col("date").alias("target_date"),
         pl.col("our_price").alias("_price_then"),
+        pl.col("promotion").alias("_promotion_then"),
         pl.col(TARGET),
     )
     same_weekday = panel.select(
@@ -245,6 +247,7 @@ def demand_rows(
     rows = rows.with_columns(
         # Our price on the target day where it is already set, else the one in force today.
         pl.coalesce("_price_then", "our_price").alias("price"),
+        pl.coalesce("_promotion_then", "promotion").cast(pl.Int8).alias("promotion"),
         target.dt.weekday().alias("weekday"),
         (target.dt.weekday() >= 6).cast(pl.Int8).alias("weekend"),
         target.is_in(holidays).cast(pl.Int8).alias("holiday"),
@@ -254,7 +257,8 @@ def demand_rows(
         (pl.col("date") + pl.duration(days=1)).alias("origin"),
     )
     rows = with_price_features(rows)
-    drop = ["date", "_price_then", "_same_weekday", "_same_weekday_8w", "_units_56d"]
+    drop = ["date", "_price_then", "_promotion_then", "_same_weekday", "_same_weekday_8w"]
+    drop.append("_units_56d")
     return rows.drop(drop).sort("origin", "item_id", "horizon").collect()
 
 
@@ -459,6 +463,7 @@ def item_forecast(
         pl.Series("lower", lower, dtype=pl.Float64),
         pl.Series("upper", upper, dtype=pl.Float64),
         (pl.col("age") + 1).cast(pl.Int32).alias("history_days"),
+        pl.col("promotion").cast(pl.Boolean),
         pl.lit(version).alias("model_version"),
     )
 

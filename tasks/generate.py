@@ -44,6 +44,12 @@ Planted signals
   price is strictly above the median of that day's competitor prices for the item (all listed
   competitors, in stock or not, exactly as written to ``market_prices``), the item's purchase
   probability per view is multiplied by ``OVERPRICED_FACTOR = 0.5`` (``f`` above; otherwise 1).
+* Promotions. An item not on promotion starts one with probability ``PROMOTION_START_P`` = 0.4 %
+  a day (about 3 % of items are on promotion at any time); it lasts ``PROMOTION_DAYS`` = 7 days,
+  is announced in the items file of its first day (``promotion: true``) and withdrawn in that of
+  the day after its last (``promotion: false``). It leaves the price alone and multiplies the
+  purchase probability per view by ``PROMOTION_FACTOR = 1.6`` (so ``f`` is the product of both
+  factors). Promotions draw from their own random stream: the other signals are as without them.
 * Item quality. Each item has a latent quality (10 % are lemons, quality ~N(2.2, 0.5), the rest
   ~N(4.1, 0.5)). Review ratings are ``round(quality + N(0, 0.9))`` clipped to 1-5; purchases are
   returned (2-14 days later) with probability 0.03 + 0.12 for lemons and reviewed (1-10 days
@@ -346,6 +352,7 @@ EXTRA_VIEWS_MEAN = 2.0
 FAVOURITE_SHARE = 0.85
 OVERPRICED_FACTOR = 0.5
 OVERPRICED_SHARE = 0.3
+PROMOTION_START_P, PROMOTION_DAYS, PROMOTION_FACTOR = 0.004, 7, 1.6
 PRICE_CHANGE_P = 1 / 15
 COMPETITOR_CHANGE_P = 1 / 30
 COMPETITOR_LISTS_P = 0.85
@@ -433,6 +440,8 @@ class _Market:
     active: np.ndarray
     competitor_offset: np.ndarray
     listed: np.ndarray
+    #: Days left of each item's promotion (0: not on promotion).
+    promotion_days: np.ndarray
     fx: float = 1.27
     cpc_noise: float = 0.0
     trend_noise: np.ndarray = field(default_factory=lambda: np.zeros(len(CATEGORIES)))
@@ -489,6 +498,11 @@ def purchase_given_visit(
 def price_factor(our_price: np.ndarray, competitor_median: np.ndarray) -> np.ndarray:
     """Return the per-item demand multiplier: OVERPRICED_FACTOR above the competitor median."""
     return np.where(our_price > competitor_median, OVERPRICED_FACTOR, 1.0)
+
+
+def promotion_factor(on_promotion: np.ndarray) -> np.ndarray:
+    """Return the per-item demand multiplier of a running promotion."""
+    return np.where(on_promotion, PROMOTION_FACTOR, 1.0)
 
 
 def competitor_median(competitor_price: np.ndarray, listed: np.ndarray) -> np.ndarray:
@@ -678,6 +692,7 @@ def generate_landing(
     rng_static, rng_items, rng_behave, rng_detail, rng_dirt, rng_feedback, rng_ind, rng_burn = (
         np.random.Generator(root.jumped(k)) for k in range(1, 9)
     )
+    rng_promo = np.random.Generator(root.jumped(9))
 
     profile = user_profiles(rng_static, users)
     catalogue = item_catalogue(rng_static, items, days, dates[0])
@@ -690,6 +705,7 @@ def generate_landing(
         active=np.ones(items, dtype=bool),
         competitor_offset=rng_items.normal(1.0, 0.05, (items, n_comp)),
         listed=listed,
+        promotion_days=np.zeros(items, dtype=np.int64),
     )
     state = _UserState(
         purchase_heat=np.zeros(users),
@@ -713,6 +729,7 @@ def generate_landing(
         weekend = is_weekend(day)
         # ---- items and market -----------------------------------------------------------------
         changed = _advance_market(rng_items, market, catalogue, d)
+        changed |= _advance_promotions(rng_promo, market, d)
         competitor_price = np.round(
             (catalogue.base_price * market.category_level[catalogue.category])[:, None]
             * market.competitor_offset
@@ -721,6 +738,7 @@ def generate_landing(
         )
         in_stock = rng_items.random((items, n_comp)) >= OUT_OF_STOCK_P
         factor = price_factor(market.our_price, competitor_median(competitor_price, market.listed))
+        factor = factor * promotion_factor(market.promotion_days > 0)
         launched = catalogue.launch_day <= d
         available = (catalogue.launch_day < d) & market.active
         mean_factor_by_category = category_mean_factor(
@@ -861,6 +879,7 @@ def generate_landing(
         "users": users,
         "items": items,
         "overpriced_factor": OVERPRICED_FACTOR,
+        "promotion_factor": PROMOTION_FACTOR,
         "dirt_rates": DIRT_RATES,
         "dirt_counts": dirt,
         "rows": rows,
@@ -947,6 +966,17 @@ def _advance_market(
         redraw, rng.normal(1.0, 0.05, market.competitor_offset.shape), market.competitor_offset
     )
     return (market.our_price != old_price) | deactivate | reactivate
+
+
+def _advance_promotions(rng: np.random.Generator, market: _Market, d: int) -> np.ndarray:
+    """Count running promotions down a day and start new ones; return items whose flag flipped."""
+    was_on = market.promotion_days > 0
+    if d == 0:
+        return np.zeros(len(was_on), dtype=bool)
+    left = np.maximum(market.promotion_days - 1, 0)
+    start = (left == 0) & ~was_on & (rng.random(len(left)) < PROMOTION_START_P)
+    market.promotion_days = np.where(start, PROMOTION_DAYS, left)
+    return was_on != (market.promotion_days > 0)
 
 
 def _day_events(
@@ -1214,6 +1244,7 @@ def _items_frame(catalogue: _Items, market: _Market, index: np.ndarray, iw: int)
             "price": pl.Series(market.our_price[index], dtype=pl.Float64),
             "created_at": pl.Series(catalogue.created_at[index], dtype=pl.String),
             "active": pl.Series(market.active[index], dtype=pl.Boolean),
+            "promotion": pl.Series(market.promotion_days[index] > 0, dtype=pl.Boolean),
         }
     )
 

@@ -4,7 +4,9 @@ forecast both stand on.
 Our price history comes from the ``items`` source: every row ever received (the raw layer keeps
 them; the clean table keeps only the latest per item), dated by its export day — the date in the
 landing file's name, or the run that brought it when the name has none. A competitor's price is
-carried forward over gaps in its quotes for at most ``max_staleness`` days.
+carried forward over gaps in its quotes for at most ``max_staleness`` days. A promotion, like
+the price, holds from the export that announces it (``promotion: true``) to the one that withdraws
+it; an item no row has put on promotion is not on one.
 """
 
 from __future__ import annotations
@@ -23,14 +25,19 @@ def export_day(source_file: pl.Expr, run: pl.Expr) -> pl.Expr:
 
 
 def our_price_history(raw_items: pl.LazyFrame) -> pl.LazyFrame:
-    """Per item and export day, the last price, activity and category received for that day."""
+    """Per item and export day, the last price, activity, promotion flag and category received
+    for that day."""
     dated = raw_items.with_columns(export_day(pl.col("source_file"), pl.col("_run")).alias("date"))
+    if "promotion" not in dated.collect_schema():  # raw parts written before the column existed
+        dated = dated.with_columns(pl.lit(None, pl.Boolean).alias("promotion"))
+    stated = pl.any_horizontal(pl.col("price", "active", "promotion").is_not_null())
     return (
-        dated.filter(pl.col("price").is_not_null() | pl.col("active").is_not_null())
+        dated.filter(stated)
         .group_by(ITEM_DAY, maintain_order=True)
         .agg(
             pl.col("price").drop_nulls().last().alias("our_price"),
             pl.col("active").drop_nulls().last(),
+            pl.col("promotion").drop_nulls().last(),
             pl.col("category").drop_nulls().last(),
         )
         .sort(ITEM_DAY)
@@ -38,8 +45,8 @@ def our_price_history(raw_items: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def our_daily_prices(history: pl.LazyFrame, last_day: date) -> pl.LazyFrame:
-    """One row per item and day from its first known price to ``last_day``: the price, activity
-    and category in force that day (the latest export on or before it)."""
+    """One row per item and day from its first known price to ``last_day``: the price, activity,
+    promotion flag and category in force that day (the latest export on or before it)."""
     known = history.filter(pl.col("date") <= last_day)
     spans = known.group_by("item_id").agg(pl.col("date").min().alias("first"))
     days = spans.select(
@@ -48,9 +55,9 @@ def our_daily_prices(history: pl.LazyFrame, last_day: date) -> pl.LazyFrame:
     filled = (
         known.sort(ITEM_DAY)
         .with_columns(
-            pl.col("our_price", "active", "category").forward_fill().over("item_id"),
+            pl.col("our_price", "active", "promotion", "category").forward_fill().over("item_id"),
         )
-        .select(*ITEM_DAY, "our_price", "active", "category")
+        .select(*ITEM_DAY, "our_price", "active", "promotion", "category")
     )
     return (
         days.sort(ITEM_DAY)
@@ -61,7 +68,7 @@ def our_daily_prices(history: pl.LazyFrame, last_day: date) -> pl.LazyFrame:
             strategy="backward",
             check_sortedness=False,  # both sorted by (item, date); polars cannot verify with ``by``
         )
-        .with_columns(pl.col("active").fill_null(True))
+        .with_columns(pl.col("active").fill_null(True), pl.col("promotion").fill_null(False))
     )
 
 
@@ -148,5 +155,6 @@ def price_position(market: pl.LazyFrame, day: date) -> pl.LazyFrame:
             "days_since_price_change",
             "days_since_gap_sign_change",
             "active",
+            "promotion",
         )
     )

@@ -386,17 +386,30 @@ def _clean_source(
 
 
 def raw_rows(wh: Warehouse, entries: list[LedgerEntry]) -> pl.LazyFrame:
-    """Raw rows of the ledger entries with lineage: run date, landing file name, row number."""
-    frames = [
-        pl.scan_parquet([wh.root / f for f in e.raw_files]).select(
-            pl.lit(e.run_date).alias("_run"),
-            pl.lit(e.name).alias("source_file"),
-            pl.col(ingest.ROW).alias("source_row"),
-            *CONTRACTS[e.source].names,
+    """Raw rows of the ledger entries with lineage: run date, landing file name, row number.
+
+    A contract column added after a file was ingested reads as null for that file's rows."""
+
+    def contract_columns(scan: pl.LazyFrame, source: str) -> list[pl.Expr]:
+        present = scan.collect_schema()
+        return [
+            pl.col(c.name) if c.name in present else pl.lit(None, c.dtype).alias(c.name)
+            for c in CONTRACTS[source].columns
+        ]
+
+    frames = []
+    for e in entries:
+        if not all(os.path.exists(wh.root / f) for f in e.raw_files):
+            continue
+        scan = pl.scan_parquet([wh.root / f for f in e.raw_files])
+        frames.append(
+            scan.select(
+                pl.lit(e.run_date).alias("_run"),
+                pl.lit(e.name).alias("source_file"),
+                pl.col(ingest.ROW).alias("source_row"),
+                *contract_columns(scan, e.source),
+            )
         )
-        for e in entries
-        if all(os.path.exists(wh.root / f) for f in e.raw_files)
-    ]
     return pl.concat(frames, how="vertical_relaxed")
 
 

@@ -98,6 +98,7 @@ def test_forecast_writes_items_categories_and_price_scenarios(trained, tmp_path)
     assert items["target_date"].min() == AS_OF
     assert (items["forecast"] >= 0).all() and (items["lower"] <= items["upper"]).all()
     assert (items["lower"] <= items["forecast"]).all()
+    assert items["promotion"].dtype == pl.Boolean and items["promotion"].null_count() == 0
     categories = _table(wh, "category_forecast")
     per_category = items.group_by("category", "target_date").agg(pl.col("forecast").sum())
     joined = categories.join(per_category, on=["category", "target_date"], suffix="_items")

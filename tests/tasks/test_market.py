@@ -76,6 +76,29 @@ def test_daily_prices_carry_the_latest_export_forward_and_the_last_row_of_a_day_
     ]
 
 
+def test_a_promotion_holds_from_the_export_that_starts_it_to_the_one_that_ends_it():
+    raw = raw_items(
+        [
+            ("a", "2026-11-01.jsonl", 10.0, True),
+            ("b", "2026-11-01.jsonl", 5.0, True),
+            ("a", "2026-11-02.jsonl", None, None),
+            ("a", "2026-11-04.jsonl", None, None),
+        ]
+    ).with_columns(promotion=pl.Series([None, None, True, False], dtype=pl.Boolean))
+    daily = our_daily_prices(our_price_history(raw), day(5)).collect()
+    assert daily.filter(pl.col("item_id") == "a")["promotion"].to_list() == [
+        False, True, True, False, False,
+    ]  # fmt: skip
+    assert not daily.filter(pl.col("item_id") == "b")["promotion"].any()  # never said: none
+    assert daily.filter(pl.col("item_id") == "a")["our_price"].to_list() == [10.0] * 5
+
+
+def test_raw_items_without_a_promotion_column_mean_no_promotions():
+    raw = raw_items([("a", "2026-11-01.jsonl", 1.0, True)])
+    daily = our_daily_prices(our_price_history(raw), D1)
+    assert daily.collect()["promotion"].to_list() == [False]
+
+
 def test_a_competitor_quote_is_carried_over_gaps_only_up_to_the_staleness_limit():
     frame = quotes([(1, "a", "x", 10.0), (7, "a", "x", 12.0), (1, "a", "y", 9.0)])
     carried = competitor_quotes(frame, day(8), max_staleness=2).collect().sort("competitor", "date")
@@ -92,6 +115,7 @@ def _ours(rows: list[tuple[int, str, float]]) -> pl.LazyFrame:
             "date": [day(r[0]) for r in rows],
             "our_price": [r[2] for r in rows],
             "active": [True] * len(rows),
+            "promotion": [False] * len(rows),
             "category": ["Toys"] * len(rows),
         }
     )

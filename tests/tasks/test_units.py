@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from schemas.config import SourceConfig
-from tasks.units import IngestFailed, clean_source, ingest_source
+from tasks.units import IngestFailed, clean_source, ingest_source, raw_rows
 from warehouse.ledger import Ledger
 from warehouse.store import Warehouse
 
@@ -261,3 +261,18 @@ def test_items_are_a_snapshot_where_the_latest_row_wins(data_root):
         wh.partition_dir("clean", "items", {"dt": "2026-11-27"}) / "part-0.parquet"
     )
     assert snap.select("item_id", "price").rows() == [("i1", 7.0), ("i2", 6.0)]
+
+
+def test_raw_rows_of_files_ingested_before_a_contract_column_existed_read_it_as_null(data_root):
+    _drop(
+        data_root, "2026-11-27.jsonl", '{"item_id": "i1", "price": 5, "promotion": true}\n', "items"
+    )
+    wh, _ = _ingest(data_root, source="items")
+    (entry,) = Ledger(wh).entries("items")
+    fresh = raw_rows(wh, [entry]).collect()
+    assert fresh["promotion"].to_list() == [True]
+    for part in entry.raw_files:  # as an older version wrote it: no promotion column
+        pl.read_parquet(wh.root / part).drop("promotion").write_parquet(wh.root / part)
+    old = raw_rows(wh, [entry]).collect()
+    assert old.schema == fresh.schema and old["promotion"].to_list() == [None]
+    assert old.drop("promotion").equals(fresh.drop("promotion"))
