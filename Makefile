@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 	$(BIN)/python -m bench.features
 	$(BIN)/python -m bench.score
+	$(BIN)/python -m bench.forecast
 
 clean:
 	rm -rf demo .pytest_cache .ruff_cache .hypothesis

@@ -474,9 +474,9 @@ def demo(
 ) -> None:
     """Generate demo data, run the nightly flow over the last few days, show what came out.
 
-    The first run ingests all history up to its date, trains the propensity model (no champion
-    yet) and scores every user; each later run picks up that day's files (and the late events
-    they carry) and scores again with the champion.
+    The first run ingests all history up to its date, trains the propensity and demand models
+    (no champions yet), scores every user and forecasts every item; each later run picks up that
+    day's files (and the late events they carry) and scores and forecasts with the champions.
 
     [bold]Example[/]: nightowl demo --data-root demo --users 20000 --runs 3
     """

@@ -88,6 +88,13 @@ class SourceConfig(BaseModel):
     non_product_event_type: str = Field(
         default="non_product", description="Event type given to rows on non-product items."
     )
+    plans_ahead_days: int = Field(
+        default=0,
+        ge=0,
+        description="Files whose name is dated up to this many days after the run date are plans"
+        " (items: our planned prices and promotions): ingested when they arrive, in force from"
+        " their date. 0: a dated file waits for its day's run.",
+    )
     event_type_map: dict[str, str] = Field(
         default_factory=dict, description="Extra event type synonyms (lower-case) → event type."
     )

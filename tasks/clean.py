@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 
 from schemas.landing import CONTRACTS
+from tasks.market import export_day
 
 REASON = "_reason"
 SUPERSEDED = "_superseded"
@@ -110,6 +111,13 @@ def cleaned_market_prices(
         median.round(2),
     )
     return rows.with_columns(pl.when(outlier).then(reason).otherwise(pl.col(REASON)).alias(REASON))
+
+
+def items_in_force(raw_items: pl.LazyFrame, run_date: date) -> pl.LazyFrame:
+    """Items rows of exports dated on or before ``run_date``, oldest export first (arrival order
+    within one): a plan for a later day waits in the raw layer until its day."""
+    day = export_day(pl.col("source_file"), pl.col("_run"))
+    return raw_items.filter(day <= run_date).sort(day, maintain_order=True)
 
 
 def cleaned_rows(raw: pl.LazyFrame, spec: CleanSpec, cutoff: datetime) -> pl.LazyFrame:

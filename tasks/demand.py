@@ -90,6 +90,8 @@ class DemandInputs:
     indicators: pl.DataFrame | None
     stale: list[dict[str, Any]]
     refs: list[InputRef]
+    #: Our price and promotion per item on days from ``as_of`` on, where plans set them.
+    planned: pl.DataFrame | None = None
 
     @property
     def last_day(self) -> date:
@@ -116,7 +118,9 @@ def market_inputs(wh: Warehouse, as_of: date, cfg: MarketSettings) -> DemandInpu
     entries = _items_entries(wh, as_of)
     if not entries:
         raise NotEnoughHistory(f"no items rows arrived before {as_of}: no prices to position")
-    ours = market.our_daily_prices(market.our_price_history(raw_rows(wh, entries)), last_day)
+    history = market.our_price_history(raw_rows(wh, entries)).collect().lazy()
+    ours = market.our_daily_prices(history, last_day)
+    planned = market.planned_prices(history, last_day, cfg.horizon_days).collect()
     prices, price_refs = clean_before(wh, "market_prices", as_of)
     events, event_refs = clean_before(wh, "events", as_of)
     indicators, indicator_refs = clean_before(wh, "market_indicators", as_of)
@@ -151,7 +155,7 @@ def market_inputs(wh: Warehouse, as_of: date, cfg: MarketSettings) -> DemandInpu
         names = sorted(panel["category"].drop_nulls().unique().to_list())
         ind, stale = fc.indicator_panel(indicators, days, names, cfg.indicator_max_staleness_days)
     refs = [e.ref for e in entries] + price_refs + event_refs + indicator_refs
-    return DemandInputs(as_of, grid, panel, categories, ind, stale, refs)
+    return DemandInputs(as_of, grid, panel, categories, ind, stale, refs, planned)
 
 
 def _holidays(inputs: DemandInputs, cfg: MarketSettings, horizon: int) -> list[date]:
@@ -423,6 +427,7 @@ def forecast_tables(
         [inputs.as_of],
         horizon,
         _holidays(inputs, cfg, horizon),
+        inputs.planned,
     )
     mean = predict(rows)
     phi, coverage = float(card.training["dispersion"]), float(card.training["interval"])

@@ -197,9 +197,12 @@ def demand_rows(
     origins: list[date],
     horizon: int,
     holidays: list[date],
+    planned: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """One row per (origin, active item, horizon): the features known at the origin, what is
-    known of the target day, and the units sold on it (null where the target is still ahead)."""
+    known of the target day, and the units sold on it (null where the target is still ahead).
+
+    ``planned`` holds our price and promotion on days after the panel where plans set them."""
     states = [o - timedelta(days=1) for o in origins]
     state_cols = [
         "item_id", "date", "category", "our_price", "competitor_min", "competitor_median",
@@ -225,6 +228,15 @@ def demand_rows(
         pl.col("promotion").alias("_promotion_then"),
         pl.col(TARGET),
     )
+    if planned is not None and planned.height:
+        ahead = planned.lazy().select(
+            "item_id",
+            pl.col("date").alias("target_date"),
+            pl.col("our_price").alias("_price_then"),
+            pl.col("promotion").alias("_promotion_then"),
+            pl.lit(None, pl.Float64).alias(TARGET),
+        )
+        on_target = pl.concat([on_target, ahead], how="vertical_relaxed")
     same_weekday = panel.select(
         "item_id",
         pl.col("date").alias("_same_weekday"),

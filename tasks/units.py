@@ -316,6 +316,8 @@ def _clean_source(
     if not affected:
         return report
     raw = raw_rows(wh, inputs)
+    if source == "items":
+        raw = clean.items_in_force(raw, run_date)
     if not snapshot:
         day = pl.col(contract.partition_column)
         if contract.column(contract.partition_column).kind != "date":

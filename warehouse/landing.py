@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -66,7 +66,8 @@ def landing_files(
     """The source's files that have arrived as of ``run_date``, oldest first.
 
     A file whose name carries a date (``2026-11-27.csv``) belongs to that day's export and is
-    only seen by runs for that date or later; a file without a date in its name is always seen.
+    only seen by runs for that date or later — or up to ``cfg.plans_ahead_days`` earlier, when it
+    is a plan; a file without a date in its name is always seen.
     """
     if cfg.landing is None:
         folder, pattern = data_root / "landing" / source, cfg.glob
@@ -82,7 +83,7 @@ def landing_files(
             continue
         fmt, compressed, problem = _format_of(path, cfg)
         file_date = date_in_name(path.name)
-        if file_date is None or file_date <= run_date:
+        if file_date is None or file_date <= run_date + timedelta(days=cfg.plans_ahead_days):
             found.append(LandingFile(path, fmt, compressed, file_date, problem))
     return sorted(found, key=lambda f: (f.date or date.min, f.name))
 

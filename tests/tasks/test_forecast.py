@@ -189,6 +189,28 @@ def test_a_promotion_that_doubles_sales_is_learned():
     assert units(1) > 1.5 * units(0)
 
 
+def test_a_planned_price_and_promotion_are_the_target_days_own():
+    grid = market_grid(40, {"a": "Toys", "b": "Toys"})
+    panel = item_day_panel(grid.lazy(), sales_frame({("a", 1): 1.0})).collect()
+    cats = category_panel(panel.lazy()).collect()
+    planned = pl.DataFrame(
+        {
+            "item_id": ["a"] * 7,
+            "date": [day(41 + k) for k in range(7)],
+            "our_price": [10.0, 10.0, 12.0, 12.0, 12.0, 12.0, 12.0],
+            "promotion": [False, False, False, True, True, False, False],
+        }
+    )
+    rows = demand_rows(panel.lazy(), cats.lazy(), None, [day(41)], 7, [], planned)
+    a = rows.filter(pl.col("item_id") == "a").sort("horizon")
+    assert a["price"].to_list() == [10.0, 10.0, 12.0, 12.0, 12.0, 12.0, 12.0]
+    assert a["promotion"].to_list() == [0, 0, 0, 1, 1, 0, 0]
+    assert a["overpriced"].to_list() == [0, 0, 1, 1, 1, 1, 1]
+    assert a[TARGET].is_null().all()
+    b = rows.filter(pl.col("item_id") == "b")
+    assert b["price"].unique().to_list() == [10.0]  # no plan: today's price stands
+
+
 def test_price_features_follow_the_price_we_set():
     rows = pl.DataFrame(
         {

@@ -13,6 +13,7 @@ from tasks.market import (
     item_day_market,
     our_daily_prices,
     our_price_history,
+    planned_prices,
     price_position,
 )
 
@@ -97,6 +98,23 @@ def test_raw_items_without_a_promotion_column_mean_no_promotions():
     raw = raw_items([("a", "2026-11-01.jsonl", 1.0, True)])
     daily = our_daily_prices(our_price_history(raw), D1)
     assert daily.collect()["promotion"].to_list() == [False]
+
+
+def test_planned_prices_are_the_days_after_the_last_one_that_a_plan_changes():
+    raw = raw_items(
+        [
+            ("a", "2026-11-01.jsonl", 10.0, True),
+            ("b", "2026-11-01.jsonl", 5.0, True),
+            ("a", "2026-11-04.jsonl", 8.0, None),  # planned on day 1 for day 4
+        ]
+    ).with_columns(promotion=pl.Series([None, None, True], dtype=pl.Boolean))
+    history = our_price_history(raw)
+    plan = planned_prices(history, day(2), horizon=3).collect()
+    assert plan.rows() == [
+        ("a", day(3), 10.0, False), ("a", day(4), 8.0, True), ("a", day(5), 8.0, True),
+    ]  # fmt: skip
+    today = our_daily_prices(history, day(2)).collect()
+    assert today["our_price"].to_list() == [10.0, 10.0, 5.0, 5.0]  # the plan is not in force yet
 
 
 def test_a_competitor_quote_is_carried_over_gaps_only_up_to_the_staleness_limit():

@@ -276,3 +276,21 @@ def test_raw_rows_of_files_ingested_before_a_contract_column_existed_read_it_as_
     old = raw_rows(wh, [entry]).collect()
     assert old.schema == fresh.schema and old["promotion"].to_list() == [None]
     assert old.drop("promotion").equals(fresh.drop("promotion"))
+
+
+def test_a_planned_price_is_ingested_ahead_and_in_the_catalogue_from_its_day(data_root):
+    plans = SourceConfig(plans_ahead_days=7)
+    _drop(data_root, "2026-11-27.jsonl", '{"item_id": "i1", "price": 5}\n', "items")
+    _drop(
+        data_root, "2026-11-30.jsonl", '{"item_id": "i1", "price": 4, "promotion": true}\n', "items"
+    )
+    wh, report = _ingest(data_root, plans, source="items")
+    assert report.newly_ingested == ["2026-11-27.jsonl", "2026-11-30.jsonl"]
+
+    def catalogue(run: date) -> list[tuple]:
+        clean_source(wh, "items", plans, run, 24)
+        part = wh.partition_dir("clean", "items", {"dt": run.isoformat()}) / "part-0.parquet"
+        return pl.read_parquet(part).select("item_id", "price", "promotion").rows()
+
+    assert catalogue(D) == [("i1", 5.0, None)]  # the plan waits for its day
+    assert catalogue(date(2026, 11, 30)) == [("i1", 4.0, True)]

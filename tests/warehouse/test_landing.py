@@ -45,3 +45,11 @@ def test_an_unknown_extension_is_a_problem_of_that_file_only(data_root):
 
 def test_a_missing_landing_folder_is_no_files(tmp_path):
     assert landing_files("events", SourceConfig(), date(2026, 11, 27), tmp_path, tmp_path) == []
+
+
+def test_plans_dated_up_to_plans_ahead_days_have_arrived(data_root):
+    for day in ("2026-11-27", "2026-11-30", "2026-12-01"):
+        (data_root / "landing" / "items" / f"{day}.jsonl").write_text('{"item_id": "i1"}\n')
+    cfg = SourceConfig(plans_ahead_days=3)
+    found = landing_files("items", cfg, date(2026, 11, 27), data_root, data_root)
+    assert _names(found) == ["2026-11-27.jsonl", "2026-11-30.jsonl"]
