@@ -269,8 +269,8 @@ def demand_rows(
         (pl.col("date") + pl.duration(days=1)).alias("origin"),
     )
     rows = with_price_features(rows)
-    drop = ["date", "_price_then", "_promotion_then", "_same_weekday", "_same_weekday_8w"]
-    drop.append("_units_56d")
+    drop = ["date", "_price_then", "_promotion_then", "_same_weekday", "_same_weekday_8w",
+            "_units_56d"]  # fmt: skip
     return rows.drop(drop).sort("origin", "item_id", "horizon").collect()
 
 
