@@ -164,7 +164,7 @@ def run_nightowl(folder: Path) -> dict[str, Any]:
         model="demand", version="bench", code_version="bench", features=[
             {"name": n, "dtype": "float32"} for n in fitted.names],
         training={"horizon_days": cfg.horizon_days, "dispersion": fitted.phi,
-                  "interval": cfg.interval},
+                  "interval": cfg.interval, "cold_start": fitted.cold_start},
         metrics={}, parity={}, params={}, best_iteration=fitted.booster.best_iteration,
     )  # fmt: skip
 

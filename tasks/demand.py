@@ -118,12 +118,23 @@ def market_inputs(wh: Warehouse, as_of: date, cfg: MarketSettings) -> DemandInpu
     entries = _items_entries(wh, as_of)
     if not entries:
         raise NotEnoughHistory(f"no items rows arrived before {as_of}: no prices to position")
-    history = market.our_price_history(raw_rows(wh, entries)).collect().lazy()
-    ours = market.our_daily_prices(history, last_day)
-    planned = market.planned_prices(history, last_day, cfg.horizon_days).collect()
     prices, price_refs = clean_before(wh, "market_prices", as_of)
     events, event_refs = clean_before(wh, "events", as_of)
     indicators, indicator_refs = clean_before(wh, "market_indicators", as_of)
+    empty_events = pl.LazyFrame(
+        schema={
+            "event_type": pl.String,
+            "item_id": pl.String,
+            "event_time": pl.Datetime("us", "UTC"),
+            "quantity": pl.Int64,
+            "price": pl.Float64,
+        }
+    )
+    events = events if events is not None else empty_events
+    exported = market.our_price_history(raw_rows(wh, entries))
+    history = market.with_paid_prices(exported, market.paid_price_history(events)).collect().lazy()
+    ours = market.our_daily_prices(history, last_day)
+    planned = market.planned_prices(history, last_day, cfg.horizon_days).collect()
     empty_quotes = pl.LazyFrame(
         schema={
             "date": pl.Date,
@@ -138,15 +149,7 @@ def market_inputs(wh: Warehouse, as_of: date, cfg: MarketSettings) -> DemandInpu
     grid = market.item_day_market(ours, quotes).collect()
     if grid.height == 0:
         raise NotEnoughHistory(f"no item has a known price before {as_of}")
-    empty_events = pl.LazyFrame(
-        schema={
-            "event_type": pl.String,
-            "item_id": pl.String,
-            "event_time": pl.Datetime("us", "UTC"),
-            "quantity": pl.Int64,
-        }
-    )
-    sales = fc.daily_sales(events if events is not None else empty_events)
+    sales = fc.daily_sales(events)
     panel = fc.item_day_panel(grid.lazy(), sales).collect()
     categories = fc.category_panel(panel.lazy()).collect()
     ind, stale = None, []
@@ -282,6 +285,7 @@ def train_demand(
             "origins": len(fitted.origins),
             "rows": fitted.rows,
             "dispersion": fitted.phi,
+            "cold_start": fitted.cold_start,
             "interval": cfg.interval,
             "backtest_origins": [o.isoformat() for o in fitted.backtest_origins],
             "backtest": fitted.backtest,
@@ -325,6 +329,8 @@ class BacktestedModel:
     backtest: list[dict[str, Any]]
     metrics: dict[str, dict[str, float | None]]
     newest_fold: tuple[pl.DataFrame, np.ndarray]
+    #: Items that never sold are forecast by ``fc.with_cold_start``, not the model.
+    cold_start: bool
 
 
 def backtested_model(inputs: DemandInputs, cfg: MarketSettings) -> BacktestedModel:
@@ -343,11 +349,13 @@ def backtested_model(inputs: DemandInputs, cfg: MarketSettings) -> BacktestedMod
         holidays,
     )
     names = fc.feature_names(rows)
+    cold_start = fc.needs_cold_start(rows, cfg.min_data_in_leaf)
     folds = []
     for origin in backtest_origins:
         booster, _ = fc.fit_demand(rows, origin, cfg)
         test = rows.filter((pl.col("origin") == origin) & pl.col(fc.TARGET).is_not_null())
-        predictions = {"model": booster.predict(fc.matrix(test, names), num_threads=2)}
+        model = booster.predict(fc.matrix(test, names), num_threads=2)
+        predictions = {"model": fc.with_cold_start(test, model) if cold_start else model}
         predictions |= fc.baseline_forecasts(test)
         item_scale = fc.naive_scale(inputs.panel.lazy(), origin)
         category_scale = fc.naive_scale(inputs.categories.lazy(), origin, "category", "_units")
@@ -364,6 +372,7 @@ def backtested_model(inputs: DemandInputs, cfg: MarketSettings) -> BacktestedMod
         backtest=backtest,
         metrics=_summary_metrics(backtest),
         newest_fold=(folds[-1][0], folds[-1][1]["model"]),
+        cold_start=cold_start,
     )
 
 
@@ -401,10 +410,13 @@ def _challenge(
             "comparison, the newer model is promoted"
         )
     old_sess = score.session(registry.onnx_bytes(MODEL, champion.version), [score.CPU])
-    old_prediction = score.predict(old_sess, fc.matrix(rows, old.feature_names), len(rows) or 1)
+    old_units = score.predict(old_sess, fc.matrix(rows, old.feature_names), len(rows) or 1)
+    old_prediction = old_units.astype(np.float64)
+    if old.training.get("cold_start"):
+        old_prediction = fc.with_cold_start(rows, old_prediction)
     actual = rows[fc.TARGET].to_numpy()
     new_wape = fc.accuracy(actual, new_prediction, 1.0)["wape"]
-    old_wape = fc.accuracy(actual, old_prediction.astype(np.float64), 1.0)["wape"]
+    old_wape = fc.accuracy(actual, old_prediction, 1.0)["wape"]
     verdict = f"WAPE in the week from {week}: {new_wape:.4f} vs champion {old_wape:.4f}"
     if new_wape is None or old_wape is None or new_wape <= old_wape:
         return True, f"{verdict}: promoted"
@@ -429,12 +441,19 @@ def forecast_tables(
         _holidays(inputs, cfg, horizon),
         inputs.planned,
     )
-    mean = predict(rows)
+
+    cold_start = bool(card.training.get("cold_start"))
+
+    def units(frame: pl.DataFrame) -> np.ndarray:
+        predicted = predict(frame)
+        return fc.with_cold_start(frame, predicted) if cold_start else predicted
+
+    mean = units(rows)
     phi, coverage = float(card.training["dispersion"]), float(card.training["interval"])
     items = fc.item_forecast(rows, mean, phi, coverage, card.version)
     categories = fc.category_forecast(items, phi, coverage, card.version)
     scenarios = fc.price_scenarios(
-        rows, mean, predict, cfg.scenario_items, cfg.scenario_price_changes, card.version
+        rows, mean, units, cfg.scenario_items, cfg.scenario_price_changes, card.version
     )
     return items, categories, scenarios
 

@@ -372,6 +372,25 @@ def interval(mean: np.ndarray, phi: float, coverage: float) -> tuple[np.ndarray,
     return np.where(zero, 0.0, low), np.where(zero, 0.0, high)
 
 
+def needs_cold_start(rows: pl.DataFrame, min_rows: int) -> bool:
+    """Whether the training rows hold fewer than ``min_rows`` known targets of items that had
+    never sold: too few for the model to learn them (an export that lists the whole catalogue at
+    once has none), so ``with_cold_start`` should forecast those items instead."""
+    unsold = rows.filter(pl.col("days_since_sale").is_null() & pl.col(TARGET).is_not_null())
+    return unsold.height < min_rows
+
+
+def with_cold_start(rows: pl.DataFrame, units: np.ndarray) -> np.ndarray:
+    """The model's units, except for items that have never sold: their category's units per
+    item-day on the target weekday (0 where the category has sold nothing yet)."""
+    never_sold = rows["days_since_sale"].is_null().to_numpy()
+    category_rate = rows.select(
+        pl.col("category_units_per_item_28d").fill_null(0.0)
+        * pl.col("category_weekday_shape").fill_null(1.0)
+    ).to_series()
+    return np.where(never_sold, category_rate.to_numpy(), units)
+
+
 def baseline_forecasts(rows: pl.DataFrame) -> dict[str, np.ndarray]:
     """Seasonal naive (the same weekday's units a week before) and the 28-day moving average."""
     return {

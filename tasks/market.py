@@ -3,7 +3,9 @@ forecast both stand on.
 
 Our price history comes from the ``items`` source: every row ever received (the raw layer keeps
 them; the clean table keeps only the latest per item), dated by its export day — the date in the
-landing file's name, or the run that brought it when the name has none. A competitor's price is
+landing file's name, or the run that brought it when the name has none. Before an item's first
+export (a one-off historical dump is dated by the run that ingests it), its price is the median
+paid for it that day in purchase events, carried forward. A competitor's price is
 carried forward over gaps in its quotes for at most ``max_staleness`` days. A promotion, like
 the price, holds from the export that announces it (``promotion: true``) to the one that withdraws
 it; an item no row has put on promotion is not on one.
@@ -26,8 +28,11 @@ def export_day(source_file: pl.Expr, run: pl.Expr) -> pl.Expr:
 
 def our_price_history(raw_items: pl.LazyFrame) -> pl.LazyFrame:
     """Per item and export day, the last price, activity, promotion flag and category received
-    for that day."""
-    dated = raw_items.with_columns(export_day(pl.col("source_file"), pl.col("_run")).alias("date"))
+    for that day. A price of 0 states no price (a free or adjustment line): it is skipped."""
+    dated = raw_items.with_columns(
+        export_day(pl.col("source_file"), pl.col("_run")).alias("date"),
+        pl.when(pl.col("price") > 0).then(pl.col("price")).alias("price"),
+    )
     if "promotion" not in dated.collect_schema():  # raw parts written before the column existed
         dated = dated.with_columns(pl.lit(None, pl.Boolean).alias("promotion"))
     stated = pl.any_horizontal(pl.col("price", "active", "promotion").is_not_null())
@@ -44,6 +49,34 @@ def our_price_history(raw_items: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
+def paid_price_history(events: pl.LazyFrame) -> pl.LazyFrame:
+    """Per item and day with purchases: the median unit price paid, shaped like
+    ``our_price_history`` (activity, promotion and category unknown)."""
+    bought = (pl.col("event_type") == "purchase") & (pl.col("price") > 0)
+    return (
+        events.filter(bought & pl.col("item_id").is_not_null())
+        .group_by("item_id", pl.col("event_time").dt.date().alias("date"))
+        .agg(pl.col("price").median().alias("our_price"))
+        .with_columns(
+            pl.lit(None, pl.Boolean).alias("active"),
+            pl.lit(None, pl.Boolean).alias("promotion"),
+            pl.lit(None, pl.String).alias("category"),
+        )
+    )
+
+
+def with_paid_prices(history: pl.LazyFrame, paid: pl.LazyFrame) -> pl.LazyFrame:
+    """Our price history, preceded for each catalogue item by the prices paid before its first
+    export (an item no export names is not ours to position or forecast)."""
+    first = history.group_by("item_id").agg(pl.col("date").min().alias("_first"))
+    earlier = (
+        paid.join(first, on="item_id", how="inner")
+        .filter(pl.col("date") < pl.col("_first"))
+        .drop("_first")
+    )
+    return pl.concat([history, earlier.select(history.collect_schema().names())]).sort(ITEM_DAY)
+
+
 def our_daily_prices(history: pl.LazyFrame, last_day: date) -> pl.LazyFrame:
     """One row per item and day from its first known price to ``last_day``: the price, activity,
     promotion flag and category in force that day (the latest export on or before it)."""
@@ -55,7 +88,9 @@ def our_daily_prices(history: pl.LazyFrame, last_day: date) -> pl.LazyFrame:
     filled = (
         known.sort(ITEM_DAY)
         .with_columns(
-            pl.col("our_price", "active", "promotion", "category").forward_fill().over("item_id"),
+            pl.col("our_price", "active", "promotion").forward_fill().over("item_id"),
+            # Categories do not move: days before the first export that names one take it too.
+            pl.col("category").forward_fill().backward_fill().over("item_id"),
         )
         .select(*ITEM_DAY, "our_price", "active", "promotion", "category")
     )

@@ -27,6 +27,8 @@ from tasks.forecast import (
     item_day_panel,
     matrix,
     naive_scale,
+    needs_cold_start,
+    with_cold_start,
     with_price_features,
 )
 
@@ -209,6 +211,21 @@ def test_a_planned_price_and_promotion_are_the_target_days_own():
     assert a[TARGET].is_null().all()
     b = rows.filter(pl.col("item_id") == "b")
     assert b["price"].unique().to_list() == [10.0]  # no plan: today's price stands
+
+
+def test_items_that_never_sold_get_their_categorys_weekday_rate_not_the_models():
+    rows = pl.DataFrame(
+        {
+            "days_since_sale": [3, None, None],
+            "category_units_per_item_28d": [0.5, 0.5, None],
+            "category_weekday_shape": [1.2, 1.2, None],
+        }
+    )
+    units = with_cold_start(rows, np.array([2.0, 700.0, 700.0]))
+    assert units.tolist() == pytest.approx([2.0, 0.6, 0.0])
+    history = rows.with_columns(pl.Series(TARGET, [1.0, 0.0, 2.0]))
+    assert needs_cold_start(history, 3)  # two unsold rows: too few to learn from
+    assert not needs_cold_start(history, 2)
 
 
 def test_price_features_follow_the_price_we_set():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 from hypothesis import given, settings
@@ -13,8 +13,10 @@ from tasks.market import (
     item_day_market,
     our_daily_prices,
     our_price_history,
+    paid_price_history,
     planned_prices,
     price_position,
+    with_paid_prices,
 )
 
 D1 = date(2026, 11, 1)
@@ -65,6 +67,7 @@ def test_daily_prices_carry_the_latest_export_forward_and_the_last_row_of_a_day_
             ("a", "2026-11-03.jsonl", 11.0, True),
             ("a", "2026-11-03.jsonl", 12.0, None),  # a correction the same day
             ("a", "2026-11-04.jsonl", None, False),  # only the activity changed
+            ("a", "2026-11-05.jsonl", 0.0, None),  # a free line: states no price
         ]
     )
     daily = our_daily_prices(our_price_history(raw), day(5)).collect()
@@ -115,6 +118,27 @@ def test_planned_prices_are_the_days_after_the_last_one_that_a_plan_changes():
     ]  # fmt: skip
     today = our_daily_prices(history, day(2)).collect()
     assert today["our_price"].to_list() == [10.0, 10.0, 5.0, 5.0]  # the plan is not in force yet
+
+
+def test_before_an_items_first_export_its_price_is_the_median_paid_that_day():
+    t = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    events = pl.LazyFrame(
+        {
+            "event_type": ["purchase", "purchase", "purchase", "view", "purchase", "purchase"],
+            "item_id": ["a", "a", "a", "a", "a", "z"],
+            "event_time": [t, t, t, t, t + timedelta(days=3), t],
+            "price": [9.0, 10.0, 12.0, 1.0, 99.0, 5.0],
+        }
+    )
+    exported = raw_items([("a", "2026-11-03.jsonl", 11.0, True)])
+    history = with_paid_prices(our_price_history(exported), paid_price_history(events))
+    daily = our_daily_prices(history, day(4)).collect()
+    assert daily.select("item_id", "date", "our_price", "category", "active").rows() == [
+        ("a", day(1), 10.0, "Toys", True),  # median paid; the export's category
+        ("a", day(2), 10.0, "Toys", True),
+        ("a", day(3), 11.0, "Toys", True),  # from its first export on, the export's price
+        ("a", day(4), 11.0, "Toys", True),
+    ]  # z is in no export: not ours to position
 
 
 def test_a_competitor_quote_is_carried_over_gaps_only_up_to_the_staleness_limit():
