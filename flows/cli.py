@@ -513,7 +513,8 @@ def demo(
         'from price_position order by gap_pct desc limit 5"\n'
         f"  {me} models{dr}\n"
         f'  {me} query{dr} "select source, reason, count(*) n from quarantine group by all"\n'
-        f"  {me} tables{dr}"
+        f"  {me} tables{dr}",
+        soft_wrap=True,  # the commands are copied and pasted: a wrapped one breaks
     )
 
 

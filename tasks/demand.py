@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from schemas.config import MarketSettings
 from tasks import export, market, score
 from tasks import forecast as fc
-from tasks.propensity import NoChampion, ParityFailed, clean_before
+from tasks.propensity import NoChampion, ParityFailed, cadence_due, clean_before
 from tasks.train import NotEnoughHistory
 from tasks.units import raw_rows
 from warehouse.ledger import Ledger
@@ -202,20 +202,7 @@ def price_position_table(
 
 def training_due(wh: Warehouse, last_day: date, cfg: MarketSettings) -> str | None:
     """Why a demand model should be trained with data up to ``last_day`` (None: it is fresh)."""
-    registry = Registry(wh)
-    champion = registry.champion(MODEL)
-    if champion is None:
-        return "no champion yet"
-    card = registry.card(MODEL, champion.version)
-    if card.training["horizon_days"] != cfg.horizon_days:
-        days = card.training["horizon_days"]
-        return f"champion forecasts {days} days; horizon_days is now {cfg.horizon_days}"
-    newest = max(date.fromisoformat(c.training["last_day"]) for c in registry.versions(MODEL))
-    age = (last_day - newest).days
-    if age >= cfg.retrain_every_days:
-        every = cfg.retrain_every_days
-        return f"the newest demand model is {age} days old (retrain_every_days = {every})"
-    return None
+    return cadence_due(Registry(wh), MODEL, last_day, cfg.horizon_days, cfg.retrain_every_days)
 
 
 def _origins(inputs: DemandInputs, cfg: MarketSettings) -> tuple[list[date], list[date]]:

@@ -161,24 +161,36 @@ def _feature_report(m: Manifest, as_of: date, started: float, *, reused: bool) -
 # ---- training -------------------------------------------------------------------------------
 
 
+def cadence_due(
+    registry: Registry, model: str, last_day: date, horizon_days: int, every_days: int
+) -> str | None:
+    """Why ``model`` should be trained with data up to ``last_day``, by its registry alone: no
+    champion, a champion for another horizon, or a newest version ``every_days`` old."""
+    champion = registry.champion(model)
+    if champion is None:
+        return "no champion yet"
+    card = registry.card(model, champion.version)
+    if card.training["horizon_days"] != horizon_days:
+        return (
+            f"champion {champion.version} looks {card.training['horizon_days']} days ahead; "
+            f"horizon_days is now {horizon_days}"
+        )
+    # From the newest attempt, champion or not: a challenger that lost is not retried nightly.
+    newest = max(date.fromisoformat(c.training["last_day"]) for c in registry.versions(model))
+    age = (last_day - newest).days
+    if age >= every_days:
+        return f"the newest {model} model is {age} days old (retrain_every_days = {every_days})"
+    return None
+
+
 def training_due(wh: Warehouse, last_day: date, cfg: ModelSettings) -> str | None:
     """Why a model should be trained with data up to ``last_day`` (None: the champion is fresh)."""
     registry = Registry(wh)
+    due = cadence_due(registry, MODEL, last_day, cfg.horizon_days, cfg.retrain_every_days)
+    if due is not None:
+        return due
     champion = registry.champion(MODEL)
-    if champion is None:
-        return "no champion yet"
     card = registry.card(MODEL, champion.version)
-    if card.training["horizon_days"] != cfg.horizon_days:
-        return (
-            f"champion {champion.version} predicts {card.training['horizon_days']} days ahead; "
-            f"horizon_days is now {cfg.horizon_days}"
-        )
-    # From the newest attempt, champion or not: a challenger that lost is not retried nightly.
-    newest = max(date.fromisoformat(c.training["last_day"]) for c in registry.versions(MODEL))
-    age = (last_day - newest).days
-    if age >= cfg.retrain_every_days:
-        every = cfg.retrain_every_days
-        return f"the newest model is {age} days old (retrain_every_days = {every})"
     current = _current_feature_names(wh, last_day)
     if current and set(card.feature_names) - set(current):
         return f"champion {champion.version} needs features this code no longer computes"
