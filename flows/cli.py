@@ -7,6 +7,8 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
@@ -178,20 +180,54 @@ def _run_nightly(
     nightly = _nightly_flow(settings)  # first: it points Prefect at the data root
     from flows.nightly import NightlyFailed
 
-    for done, run_date in enumerate(dates):
-        where = f" ({done + 1}/{len(dates)})" if progress else ""
-        console.rule(f"nightly run for {run_date}{where}")
+    with _dates_progress(len(dates) if progress else 0) as advance:
+        for done, run_date in enumerate(dates):
+            where = f" ({done + 1}/{len(dates)})" if progress else ""
+            console.rule(f"nightly run for {run_date}{where}")
+            try:
+                summary = nightly(
+                    run_date=run_date,
+                    config=str(config) if config else None,
+                    data_root=str(settings.data_root),
+                    force_steps=force,
+                )
+            except NightlyFailed as exc:
+                err.print(f"[red]nightly run for {run_date} failed[/]: {escape(str(exc))}")
+                raise typer.Exit(1) from None
+            console.print(_summary_table(summary))
+            advance()
+
+
+@contextmanager
+def _dates_progress(total: int) -> Iterator[Callable[[], None]]:
+    """A progress bar over ``total`` dates below the runs' output (none when ``total`` is 0);
+    yields the function that marks one date done."""
+    if not total:
+        yield lambda: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from flows.runtime import console_logs_to_current_stderr
+
+    columns = (
+        TextColumn("dates"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("left"), TimeRemainingColumn(),
+    )  # fmt: skip
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("dates", total=total)
+        console_logs_to_current_stderr()  # Prefect's log lines go above the bar
         try:
-            summary = nightly(
-                run_date=run_date,
-                config=str(config) if config else None,
-                data_root=str(settings.data_root),
-                force_steps=force,
-            )
-        except NightlyFailed as exc:
-            err.print(f"[red]nightly run for {run_date} failed[/]: {escape(str(exc))}")
-            raise typer.Exit(1) from None
-        console.print(_summary_table(summary))
+            yield lambda: bar.advance(task)
+        finally:
+            bar.refresh()
+    console_logs_to_current_stderr()  # the real stderr again
 
 
 def _summary_table(summary: dict[str, dict]) -> Table:
@@ -445,7 +481,7 @@ def _run_side_by_side(
         "force_steps": force,
     }
     failed: list[str] = []
-    with ThreadPoolExecutor(max_workers=k) as pool:
+    with ThreadPoolExecutor(max_workers=k) as pool, _dates_progress(len(dates)) as advance:
         runs = {pool.submit(nightly, run_date=d, **kwargs): d for d in dates}
         for done, future in enumerate(as_completed(runs), start=1):
             run_date = runs[future]
@@ -455,6 +491,7 @@ def _run_side_by_side(
             except NightlyFailed as exc:
                 failed.append(f"{run_date}: {exc}")
                 console.print(f"[red]✗[/] {run_date} ({done}/{len(dates)})")
+            advance()
     if failed:
         err.print("[red]backfill failed for[/]:\n" + escape("\n".join(failed)))
         raise typer.Exit(1)

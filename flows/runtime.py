@@ -34,13 +34,15 @@ def prepare_prefect(data_root: Path) -> None:
     for var in ("PREFECT_HOME", "PREFECT_LOCAL_STORAGE_PATH"):
         Path(os.environ[var]).expanduser().mkdir(parents=True, exist_ok=True)
     logging.getLogger("nightowl").setLevel(logging.INFO)
-    _console_logs_to_current_stderr()
+    console_logs_to_current_stderr()
 
 
-def _console_logs_to_current_stderr() -> None:
-    """Prefect sets its console log handlers up once per process, writing to the stderr of that
-    moment; a later command in the same process (a notebook, a test runner) may have another one,
-    and the first may be closed by then."""
+def console_logs_to_current_stderr() -> None:
+    """Point Prefect's console log handlers at today's ``sys.stderr``.
+
+    Prefect sets them up once per process, writing to the stderr of that moment; a later command
+    in the same process (a notebook, a test runner) may have another one, and the first may be
+    closed by then. A live progress bar swaps stderr for a proxy that prints above the bar."""
     loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
     for logger in loggers:
         for handler in getattr(logger, "handlers", []):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from datetime import date, timedelta
@@ -193,6 +194,7 @@ def test_backfill_runs_each_date_once_and_resumes(prefect_api, tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "3 date(s) to run, 0 already complete" in result.output
+    assert re.search(r"^dates .* 3/3 ", result.output, re.M)  # the progress bar, at its end
     wh = Warehouse(root)
     assert all(wh.completed_run(f"2026-11-{d}") for d in (18, 19, 20))
     assert (
