@@ -211,7 +211,7 @@ class MarketSettings(BaseModel):
         default=3.0,
         gt=1,
         description="A competitor price this many times above (or below 1/this of) the median of "
-        "the other competitors' prices for the item that day is quarantined.",
+        "all competitors' prices for the item that day (three or more) is quarantined.",
     )
     competitor_max_staleness_days: int = Field(
         default=7, ge=0, description="A competitor price is carried forward this many days."

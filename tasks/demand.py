@@ -112,8 +112,11 @@ def market_refs(wh: Warehouse, as_of: date) -> list[InputRef]:
     return refs
 
 
-def market_inputs(wh: Warehouse, as_of: date, cfg: MarketSettings) -> DemandInputs:
-    """Our prices, competitor quotes, sales and indicators before ``as_of``, item by day."""
+def market_inputs(
+    wh: Warehouse, as_of: date, cfg: MarketSettings, plan_days: int | None = None
+) -> DemandInputs:
+    """Our prices, competitor quotes, sales and indicators before ``as_of``, item by day, and our
+    plans for the ``plan_days`` (default ``horizon_days``) from it."""
     last_day = as_of - timedelta(days=1)
     entries = _items_entries(wh, as_of)
     if not entries:
@@ -134,7 +137,8 @@ def market_inputs(wh: Warehouse, as_of: date, cfg: MarketSettings) -> DemandInpu
     exported = market.our_price_history(raw_rows(wh, entries))
     history = market.with_paid_prices(exported, market.paid_price_history(events)).collect().lazy()
     ours = market.our_daily_prices(history, last_day)
-    planned = market.planned_prices(history, last_day, cfg.horizon_days).collect()
+    plan_days = cfg.horizon_days if plan_days is None else plan_days
+    planned = market.planned_prices(history, last_day, plan_days).collect()
     empty_quotes = pl.LazyFrame(
         schema={
             "date": pl.Date,
@@ -155,7 +159,7 @@ def market_inputs(wh: Warehouse, as_of: date, cfg: MarketSettings) -> DemandInpu
     ind, stale = None, []
     if indicators is not None:
         days = sorted(panel["date"].unique().to_list())
-        names = sorted(panel["category"].drop_nulls().unique().to_list())
+        names = panel["category"].unique().sort(nulls_last=True).to_list()  # None: no category
         ind, stale = fc.indicator_panel(indicators, days, names, cfg.indicator_max_staleness_days)
     refs = [e.ref for e in entries] + price_refs + event_refs + indicator_refs
     return DemandInputs(as_of, grid, panel, categories, ind, stale, refs, planned)
@@ -469,7 +473,7 @@ def forecast_demand(
     started = time.perf_counter()
     registry = Registry(wh)
     card = forecasting_model(registry, as_of)
-    inputs = market_inputs(wh, as_of, cfg)
+    inputs = market_inputs(wh, as_of, cfg, int(card.training["horizon_days"]))
     model = registry.onnx_bytes(MODEL, card.version)
     wanted = score.providers(provider)
     sess = score.session(model, wanted)

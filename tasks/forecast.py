@@ -118,7 +118,7 @@ def category_panel(panel: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def indicator_panel(
-    indicators: pl.LazyFrame, days: list[date], categories: list[str], max_staleness: int
+    indicators: pl.LazyFrame, days: list[date], categories: list[str | None], max_staleness: int
 ) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
     """Market indicators aligned to (day, category): each series' latest value on or before the
     day (never later), carried at most ``max_staleness`` days, and its change over 7 days.
@@ -128,7 +128,7 @@ def indicator_panel(
     day and whether that is too old to use.
     """
     frame = indicators.select("date", "indicator", "value", "dimension").collect()
-    cats = set(categories)
+    cats = {c for c in categories if c is not None}  # None: items without a category
     named = frame.with_columns(
         pl.when(pl.col("dimension").is_in(list(cats))).then(pl.col("dimension")).alias("_category"),
         pl.when(pl.col("dimension").is_null() | pl.col("dimension").is_in(list(cats)))
@@ -224,7 +224,8 @@ def demand_rows(
     on_target = panel.select(
         "item_id",
         pl.col("date").alias("target_date"),
-        pl.col("our_price").alias("_price_then"),
+        # Only a price we set is known ahead; one read off the day's sales would leak them.
+        pl.when(pl.col("price_set")).then(pl.col("our_price")).alias("_price_then"),
         pl.col("promotion").alias("_promotion_then"),
         pl.col(TARGET),
     )
@@ -232,7 +233,7 @@ def demand_rows(
         ahead = planned.lazy().select(
             "item_id",
             pl.col("date").alias("target_date"),
-            pl.col("our_price").alias("_price_then"),
+            pl.when(pl.col("price_set")).then(pl.col("our_price")).alias("_price_then"),
             pl.col("promotion").alias("_promotion_then"),
             pl.lit(None, pl.Float64).alias(TARGET),
         )
@@ -250,11 +251,12 @@ def demand_rows(
     rows = (
         rows.join(on_target, on=["item_id", "target_date"], how="left")
         .join(same_weekday, on=["item_id", "_same_weekday"], how="left")
-        .join(cat_state, on=["category", "date"], how="left")
-        .join(cat_weekday, on=["category", "_same_weekday"], how="left")
+        # An item without a category is in the null category: its rows must find it too.
+        .join(cat_state, on=["category", "date"], how="left", nulls_equal=True)
+        .join(cat_weekday, on=["category", "_same_weekday"], how="left", nulls_equal=True)
     )
     if indicators is not None and indicators.width > 2:
-        rows = rows.join(indicators.lazy(), on=["date", "category"], how="left")
+        rows = rows.join(indicators.lazy(), on=["date", "category"], how="left", nulls_equal=True)
     target = pl.col("target_date")
     rows = rows.with_columns(
         # Our price on the target day where it is already set, else the one in force today.
@@ -395,7 +397,10 @@ def baseline_forecasts(rows: pl.DataFrame) -> dict[str, np.ndarray]:
     """Seasonal naive (the same weekday's units a week before) and the 28-day moving average."""
     return {
         "seasonal_naive": rows["units_same_weekday"].fill_null(0.0).to_numpy(),
-        "moving_average_28d": (rows["units_28d"].fill_null(0.0) / 28.0).to_numpy(),
+        # Over the days the item has had, when it is younger than 28 days.
+        "moving_average_28d": (
+            rows["units_28d"].fill_null(0.0) / (rows["age"] + 1).clip(upper_bound=28)
+        ).to_numpy(),
     }
 
 

@@ -45,6 +45,7 @@ def our_price_history(raw_items: pl.LazyFrame) -> pl.LazyFrame:
             pl.col("promotion").drop_nulls().last(),
             pl.col("category").drop_nulls().last(),
         )
+        .with_columns(pl.when(pl.col("our_price").is_not_null()).then(True).alias("price_set"))
         .sort(ITEM_DAY)
     )
 
@@ -61,6 +62,7 @@ def paid_price_history(events: pl.LazyFrame) -> pl.LazyFrame:
             pl.lit(None, pl.Boolean).alias("active"),
             pl.lit(None, pl.Boolean).alias("promotion"),
             pl.lit(None, pl.String).alias("category"),
+            pl.lit(False).alias("price_set"),  # read off sales: not known before the day
         )
     )
 
@@ -79,7 +81,11 @@ def with_paid_prices(history: pl.LazyFrame, paid: pl.LazyFrame) -> pl.LazyFrame:
 
 def our_daily_prices(history: pl.LazyFrame, last_day: date) -> pl.LazyFrame:
     """One row per item and day from its first known price to ``last_day``: the price, activity,
-    promotion flag and category in force that day (the latest export on or before it)."""
+    promotion flag and category in force that day (the latest export on or before it), and
+    ``price_set``: whether that price is one we set (an export), not one read off that day's
+    sales."""
+    if "price_set" not in history.collect_schema():  # a bare history: every price is an export
+        history = history.with_columns(pl.lit(True).alias("price_set"))
     known = history.filter(pl.col("date") <= last_day)
     spans = known.group_by("item_id").agg(pl.col("date").min().alias("first"))
     days = spans.select(
@@ -88,11 +94,11 @@ def our_daily_prices(history: pl.LazyFrame, last_day: date) -> pl.LazyFrame:
     filled = (
         known.sort(ITEM_DAY)
         .with_columns(
-            pl.col("our_price", "active", "promotion").forward_fill().over("item_id"),
+            pl.col("our_price", "active", "promotion", "price_set").forward_fill().over("item_id"),
             # Categories do not move: days before the first export that names one take it too.
             pl.col("category").forward_fill().backward_fill().over("item_id"),
         )
-        .select(*ITEM_DAY, "our_price", "active", "promotion", "category")
+        .select(*ITEM_DAY, "our_price", "active", "promotion", "category", "price_set")
     )
     return (
         days.sort(ITEM_DAY)
@@ -103,7 +109,11 @@ def our_daily_prices(history: pl.LazyFrame, last_day: date) -> pl.LazyFrame:
             strategy="backward",
             check_sortedness=False,  # both sorted by (item, date); polars cannot verify with ``by``
         )
-        .with_columns(pl.col("active").fill_null(True), pl.col("promotion").fill_null(False))
+        .with_columns(
+            pl.col("active").fill_null(True),
+            pl.col("promotion").fill_null(False),
+            pl.col("price_set").fill_null(False),
+        )
     )
 
 
@@ -116,7 +126,9 @@ def planned_prices(history: pl.LazyFrame, last_day: date, horizon: int) -> pl.La
     ahead = our_daily_prices(
         history.join(planned_items, on="item_id", how="semi"), last_day + timedelta(days=horizon)
     )
-    return ahead.filter(pl.col("date") > last_day).select(*ITEM_DAY, "our_price", "promotion")
+    return ahead.filter(pl.col("date") > last_day).select(
+        *ITEM_DAY, "our_price", "promotion", "price_set"
+    )
 
 
 def competitor_quotes(prices: pl.LazyFrame, last_day: date, max_staleness: int) -> pl.LazyFrame:

@@ -31,6 +31,7 @@ from tasks.forecast import (
     with_cold_start,
     with_price_features,
 )
+from tasks.market import item_day_market, our_daily_prices, paid_price_history, with_paid_prices
 
 D1 = date(2026, 10, 1)
 
@@ -73,6 +74,7 @@ def market_grid(
                 "gap_pct": (price / 10 - 1) * 100,
                 "our_rank": 1,
                 "promotion": n in promoted,
+                "price_set": True,
             }
             for item, cat in items.items()
             for n in range(1, days + 1)
@@ -201,6 +203,7 @@ def test_a_planned_price_and_promotion_are_the_target_days_own():
             "date": [day(41 + k) for k in range(7)],
             "our_price": [10.0, 10.0, 12.0, 12.0, 12.0, 12.0, 12.0],
             "promotion": [False, False, False, True, True, False, False],
+            "price_set": [True] * 7,
         }
     )
     rows = demand_rows(panel.lazy(), cats.lazy(), None, [day(41)], 7, [], planned)
@@ -226,6 +229,58 @@ def test_items_that_never_sold_get_their_categorys_weekday_rate_not_the_models()
     history = rows.with_columns(pl.Series(TARGET, [1.0, 0.0, 2.0]))
     assert needs_cold_start(history, 3)  # two unsold rows: too few to learn from
     assert not needs_cold_start(history, 2)
+
+
+def _paid_panel(sales: list[tuple[int, float, int]]) -> pl.DataFrame:
+    """The panel of item "a", listed in one catalogue export on day 40 (a one-off dump) and
+    priced before it by its (day, price, units) purchases."""
+    t0 = datetime(2026, 10, 1, 12, tzinfo=UTC)
+    events = pl.LazyFrame(
+        {
+            "event_type": ["purchase"] * len(sales),
+            "item_id": ["a"] * len(sales),
+            "event_time": [t0 + timedelta(days=n - 1) for n, _, _ in sales],
+            "quantity": [u for _, _, u in sales],
+            "price": [p for _, p, _ in sales],
+        }
+    )
+    export = pl.LazyFrame(
+        {"item_id": ["a"], "date": [day(40)], "our_price": [10.0], "active": [True],
+         "promotion": [None], "category": ["Toys"], "price_set": [True]},
+        schema_overrides={"promotion": pl.Boolean},
+    )  # fmt: skip
+    history = with_paid_prices(export, paid_price_history(events))
+    quotes = pl.LazyFrame(schema={"date": pl.Date, "item_id": pl.String, "price": pl.Float64})
+    grid = item_day_market(our_daily_prices(history, day(45)), quotes)
+    return item_day_panel(grid, daily_sales(events)).collect()
+
+
+def test_prices_read_off_sales_never_tell_the_rows_of_an_earlier_origin_about_those_sales():
+    before = [(n, 10.0, 1) for n in range(1, 30, 3)]
+    later = [(31, 7.0, 5), (33, 12.0, 2)]  # on and after the origin, at other prices
+    rows = []
+    for sales in (before, before + later):
+        panel = _paid_panel(sales)
+        cats = category_panel(panel.lazy()).collect()
+        rows.append(demand_rows(panel.lazy(), cats.lazy(), None, [day(31)], 7, []))
+    names = feature_names(rows[0])
+    assert rows[1].select(names).equals(rows[0].select(names))
+    assert rows[0]["price"].unique().to_list() == [10.0]  # the last price paid before day 31
+
+
+def test_items_without_a_category_share_one_for_category_features_and_indicators():
+    grid = market_grid(40, {"a": None, "b": None}).with_columns(pl.col("category").cast(pl.String))
+    panel = item_day_panel(grid.lazy(), sales_frame({("a", 30): 3.0, ("b", 32): 1.0})).collect()
+    cats = category_panel(panel.lazy()).collect()
+    series = pl.LazyFrame(
+        {"date": [day(20)], "indicator": ["fx"], "value": [1.2], "dimension": [None]},
+        schema_overrides={"dimension": pl.String},
+    )
+    days = sorted(panel["date"].unique().to_list())
+    indicators, _ = indicator_panel(series, days, [None], 30)
+    rows = demand_rows(panel.lazy(), cats.lazy(), indicators, [day(41)], 7, [])
+    assert rows["category_units_per_item_28d"].null_count() == 0
+    assert rows["ind_fx"].to_list() == [1.2] * rows.height
 
 
 def test_price_features_follow_the_price_we_set():
