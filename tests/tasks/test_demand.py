@@ -123,6 +123,31 @@ def test_the_planted_price_effect_shows_in_the_scenarios(trained, tmp_path):
     assert crossing["vs_as_is_pct_-10.0"].mean() > crossing["vs_as_is_pct_10.0"].mean() + 15
 
 
+def test_a_model_trained_on_less_data_does_not_unseat_the_champion(trained, tmp_path):
+    wh = _copy(trained, tmp_path)
+    champion = Registry(wh).champion(MODEL).version
+    report = train_demand(wh, END - timedelta(days=7), FAST)
+    assert report.trained and report.version != champion
+    assert not report.promoted and "champion kept" in report.reason
+    assert Registry(wh).champion(MODEL).version == champion
+
+
+def test_a_newer_model_replaces_a_champion_that_saw_its_backtest_week(built, tmp_path):
+    wh = _copy(built, tmp_path)
+    older = train_demand(wh, END - timedelta(days=3), FAST)
+    newer = train_demand(wh, END, FAST)
+    assert newer.promoted and "saw sales of the newest backtest week" in newer.reason
+    assert Registry(wh).champion(MODEL).version == newer.version != older.version
+
+
+def test_a_champion_that_never_saw_the_week_is_judged_on_it(built, tmp_path):
+    wh = _copy(built, tmp_path)
+    train_demand(wh, END - timedelta(days=7), FAST)
+    newer = train_demand(wh, END, FAST)
+    assert "WAPE in the week from" in newer.reason
+    assert newer.promoted == ("promoted" in newer.reason.rsplit(":", 1)[-1])
+
+
 def test_new_items_get_a_forecast_from_their_category(trained, tmp_path):
     wh = _copy(trained, tmp_path)
     forecast_demand(wh, AS_OF, FAST)
