@@ -354,7 +354,7 @@ def backtested_model(inputs: DemandInputs, cfg: MarketSettings) -> BacktestedMod
         booster, _ = fc.fit_demand(rows, origin, cfg)
         test = rows.filter((pl.col("origin") == origin) & pl.col(fc.TARGET).is_not_null())
         model = booster.predict(fc.matrix(test, names), num_threads=2)
-        predictions = {"model": fc.with_cold_start(test, model) if cold_start else model}
+        predictions = {"model": fc.with_cold_start(test, model, cold_start)}
         predictions |= fc.baseline_forecasts(test)
         item_scale = fc.naive_scale(inputs.panel.lazy(), origin)
         category_scale = fc.naive_scale(inputs.categories.lazy(), origin, "category", "_units")
@@ -416,9 +416,9 @@ def _challenge(
         )
     old_sess = score.session(registry.onnx_bytes(MODEL, champion.version), [score.CPU])
     old_units = score.predict(old_sess, fc.matrix(rows, old.feature_names), len(rows) or 1)
-    old_prediction = old_units.astype(np.float64)
-    if old.training.get("cold_start"):
-        old_prediction = fc.with_cold_start(rows, old_prediction)
+    old_prediction = fc.with_cold_start(
+        rows, old_units.astype(np.float64), bool(old.training.get("cold_start"))
+    )
     actual = rows[fc.TARGET].to_numpy()
     new_wape = fc.accuracy(actual, new_prediction, 1.0)["wape"]
     old_wape = fc.accuracy(actual, old_prediction, 1.0)["wape"]
@@ -451,8 +451,7 @@ def forecast_tables(
     cold_start = bool(card.training.get("cold_start"))
 
     def units(frame: pl.DataFrame) -> np.ndarray:
-        predicted = predict(frame)
-        return fc.with_cold_start(frame, predicted) if cold_start else predicted
+        return fc.with_cold_start(frame, predict(frame), cold_start)
 
     mean = units(rows)
     phi, coverage = float(card.training["dispersion"]), float(card.training["interval"])

@@ -221,7 +221,10 @@ def demand_rows(
     rows = rows.with_columns(
         (pl.col("target_date") - pl.duration(days=weeks_back * 7)).alias("_same_weekday")
     )
-    on_target = panel.select(
+    target_days = panel.select(*ITEM_DAY, "our_price", "promotion", "price_set", TARGET)
+    if planned is not None and planned.height:  # the days after the panel: no units yet
+        target_days = pl.concat([target_days, planned.lazy()], how="diagonal_relaxed")
+    on_target = target_days.select(
         "item_id",
         pl.col("date").alias("target_date"),
         # Only a price we set is known ahead; one read off the day's sales would leak them.
@@ -229,15 +232,6 @@ def demand_rows(
         pl.col("promotion").alias("_promotion_then"),
         pl.col(TARGET),
     )
-    if planned is not None and planned.height:
-        ahead = planned.lazy().select(
-            "item_id",
-            pl.col("date").alias("target_date"),
-            pl.when(pl.col("price_set")).then(pl.col("our_price")).alias("_price_then"),
-            pl.col("promotion").alias("_promotion_then"),
-            pl.lit(None, pl.Float64).alias(TARGET),
-        )
-        on_target = pl.concat([on_target, ahead], how="vertical_relaxed")
     same_weekday = panel.select(
         "item_id",
         pl.col("date").alias("_same_weekday"),
@@ -382,9 +376,12 @@ def needs_cold_start(rows: pl.DataFrame, min_rows: int) -> bool:
     return unsold.height < min_rows
 
 
-def with_cold_start(rows: pl.DataFrame, units: np.ndarray) -> np.ndarray:
-    """The model's units, except for items that have never sold: their category's units per
-    item-day on the target weekday (0 where the category has sold nothing yet)."""
+def with_cold_start(rows: pl.DataFrame, units: np.ndarray, applies: bool = True) -> np.ndarray:
+    """The model's units, except (when the rule ``applies``) for items that have never sold:
+    their category's units per item-day on the target weekday (0 where the category has sold
+    nothing yet)."""
+    if not applies:
+        return units
     never_sold = rows["days_since_sale"].is_null().to_numpy()
     category_rate = rows.select(
         pl.col("category_units_per_item_28d").fill_null(0.0)
