@@ -3,13 +3,14 @@
 Kept free of Prefect so the command line can check step names before Prefect is configured.
 Step runs are ``<step>-<source>`` for the per-source steps (``ingest-events``) and the bare step
 name for the model steps (``features``, ``train``, ``score``) and the market steps
-(``price-position``, ``train-demand``, ``forecast``).
+(``price-position``, ``train-demand``, ``forecast``) and the feedback steps (``train-sentiment``,
+``feedback``, ``product-sentiment``, ``support-queue``).
 """
 
 from __future__ import annotations
 
 from schemas.landing import SOURCES
-from tasks.summary import MARKET_STEPS  # price position, the demand model, its forecast
+from tasks.summary import FEEDBACK_STEPS, MARKET_STEPS
 
 #: Steps that run once per source.
 PER_SOURCE = ("ingest", "clean")
@@ -19,15 +20,20 @@ MODEL_STEPS = ("features", "train", "score")
 FEATURE_SOURCES = ("events", "items", "market_prices")
 #: The tables the market steps read.
 MARKET_SOURCES = ("events", "items", "market_prices", "market_indicators")
+#: The clean tables the feedback steps read (items: the categories of product_sentiment).
+FEEDBACK_SOURCES = ("feedback", "items")
 
 
 def _downstream(run: str) -> list[str]:
     """The step runs that read the output of ``run``."""
-    if run in MODEL_STEPS or run in MARKET_STEPS:
+    if run in MODEL_STEPS or run in MARKET_STEPS or run in FEEDBACK_STEPS:
         return {
             "features": ["train", "score"],
             "train": ["score"],
+            "score": ["support-queue"],  # high-value customers come from user_scores
             "train-demand": ["forecast"],
+            "train-sentiment": ["feedback"],
+            "feedback": ["product-sentiment", "support-queue"],
         }.get(run, [])
     step, _, source = run.partition("-")
     if step == "ingest":
@@ -37,12 +43,20 @@ def _downstream(run: str) -> list[str]:
         readers.append("features")
     if source in MARKET_SOURCES:
         readers += ["price-position", "train-demand", "forecast"]
+    if source == "feedback":
+        readers += ["train-sentiment", "feedback"]
+    if source == "items":
+        readers.append("product-sentiment")
     return readers
 
 
 def all_runs() -> list[str]:
     """Every step run of a nightly flow, in graph order."""
-    return [f"{s}-{src}" for s in PER_SOURCE for src in SOURCES] + [*MODEL_STEPS, *MARKET_STEPS]
+    return [f"{s}-{src}" for s in PER_SOURCE for src in SOURCES] + [
+        *MODEL_STEPS,
+        *MARKET_STEPS,
+        *FEEDBACK_STEPS,
+    ]
 
 
 def forced_steps(names: list[str] | None) -> set[str]:

@@ -11,7 +11,7 @@ from prefect.settings import get_current_settings
 from prefect.utilities.annotations import allow_failure
 
 from flows.alerts import failure_alert, send_alert
-from flows.graph import FEATURE_SOURCES, MARKET_SOURCES, forced_steps
+from flows.graph import FEATURE_SOURCES, FEEDBACK_SOURCES, MARKET_SOURCES, forced_steps
 from flows.settings import Settings, load_settings
 from schemas.landing import SOURCES
 from tasks.steps import (
@@ -20,12 +20,16 @@ from tasks.steps import (
     check_step,
     clean_step,
     features_step,
+    feedback_step,
     forecast_step,
     ingest_step,
     price_position_step,
+    product_sentiment_step,
     record_run_step,
     score_step,
+    support_queue_step,
     train_demand_step,
+    train_sentiment_step,
     train_step,
 )
 from warehouse.manifest import code_version
@@ -63,6 +67,7 @@ def step_context(settings: Settings, source: str) -> StepContext:
         source=settings.sources[source],
         checks=settings.checks,
         market=settings.market,
+        feedback=settings.feedback,
         timeout_seconds=step_timeout_seconds(settings),
     )
 
@@ -74,6 +79,8 @@ def model_context(settings: Settings) -> ModelContext:
         code_version=code_version(),
         model=settings.model,
         market=settings.market,
+        feedback=settings.feedback,
+        config_dir=str(settings.config_dir),
         timeout_seconds=step_timeout_seconds(settings),
     )
 
@@ -126,6 +133,40 @@ def market_steps(
     return {"price-position": position, "train-demand": trained, "forecast": forecast}
 
 
+def feedback_steps(
+    settings: Settings,
+    run_date: date,
+    cleaned: list[PrefectFuture],
+    user_scores: PrefectFuture,
+    forced: set[str],
+    train_now: bool = False,
+) -> dict[str, PrefectFuture]:
+    """train-sentiment (when due, or ``train_now``) → feedback scores → product sentiment and
+    the support queue (which also waits for tonight's user scores), as of the day after
+    ``run_date``."""
+    ctx, options = model_context(settings), step_options(settings)
+    as_of = run_date + timedelta(days=1)
+    trained = train_sentiment_step.with_options(**options).submit(
+        ctx, run_date, cleaned, force=train_now
+    )
+    # A failed training leaves the champion (or the lexicon) in place: scores still come out.
+    scores = feedback_step.with_options(refresh_cache="feedback" in forced, **options).submit(
+        ctx, as_of, cleaned, wait_for=[allow_failure(trained)]
+    )
+    products = product_sentiment_step.with_options(
+        refresh_cache="product-sentiment" in forced, **options
+    ).submit(ctx, as_of, scores)
+    queue = support_queue_step.with_options(
+        refresh_cache="support-queue" in forced, **options
+    ).submit(ctx, as_of, scores, wait_for=[allow_failure(user_scores)])
+    return {
+        "train-sentiment": trained,
+        "feedback": scores,
+        "product-sentiment": products,
+        "support-queue": queue,
+    }
+
+
 def alert_on_failure(flow, flow_run, state) -> None:
     """Tell the configured webhook which run failed, where, why, and where to look."""
     params = flow_run.parameters
@@ -159,7 +200,8 @@ def nightly(
 ) -> dict[str, dict]:
     """Ingest, clean and check every source for ``run_date`` (default: yesterday, business zone),
     then as of the next day: featurize, train when due and score users; position prices, train
-    the demand model when due and forecast demand.
+    the demand model when due and forecast demand; train the sentiment model when due, score
+    feedback, and build product sentiment and the support queue.
 
     ``force_steps`` recomputes those steps and everything downstream of them, cache or not.
     """
@@ -188,6 +230,15 @@ def nightly(
     futures["market"] = market_steps(
         settings, run_date, market_cleaned, forced, bool({"train-demand", "all"} & named)
     )
+    feedback_cleaned = [futures[source]["clean"] for source in FEEDBACK_SOURCES]
+    futures["feedback-models"] = feedback_steps(
+        settings,
+        run_date,
+        feedback_cleaned,
+        futures["models"]["score"],
+        forced,
+        bool({"train-sentiment", "all"} & named),
+    )
     summary = summary_of(futures)
     record_run_step(step_context(settings, SOURCES[0]), run_date, summary)
     return summary
@@ -208,7 +259,11 @@ def summary_of(futures: dict) -> dict[str, dict]:
                     result.model_dump(mode="json") if hasattr(result, "model_dump") else result
                 )
             elif state.name != "NotReady":  # a step whose upstream failed says nothing new
-                run = name if source in ("models", "market") else f"{name}-{source}"
+                run = (
+                    name
+                    if source in ("models", "market", "feedback-models")
+                    else f"{name}-{source}"
+                )
                 failures.append(f"{run}: {state.message or state.name}")
         summary[source] = entry
     if failures:

@@ -23,6 +23,7 @@ from pydantic_settings import (
 
 from schemas.config import (
     CheckSettings,
+    FeedbackSettings,
     MarketSettings,
     ModelSettings,
     SourceConfig,
@@ -127,6 +128,7 @@ class Settings(BaseSettings):
     checks: CheckSettings = Field(default_factory=CheckSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     market: MarketSettings = Field(default_factory=MarketSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     config_dir: Path = Field(default=Path("."), description="Folder of the config file (set).")

@@ -279,3 +279,80 @@ class MarketSettings(BaseModel):
         if value.upper() not in holidays.list_supported_countries():
             raise ValueError(f"holidays has no calendar for country {value!r}")
         return value.upper()
+
+
+#: What the aspect tagger looks for: whole words or phrases, case-insensitive; a trailing "*"
+#: matches any ending ("deliver*": delivery, delivered). `[feedback.aspects]` replaces it.
+DEFAULT_ASPECTS: dict[str, list[str]] = {
+    "delivery": ["deliver*", "courier*", "shipping", "shipped", "arriv*", "parcel*", "package",
+                 "dispatch*", "tracking", "late", "lost in the post", "reschedul*"],
+    "price": ["price*", "pricey", "expensive", "cheap*", "cost*", "value", "overpriced",
+              "discount*", "money", "charged", "refund*"],
+    "quality": ["quality", "broke", "broken", "fell apart", "flimsy", "sturdy", "defect*",
+                "damaged", "cracked", "durable", "finish", "stitching", "faulty"],
+    "size_fit": ["size*", "fit", "fits", "too small", "too big", "too large", "tight", "loose"],
+    "support": ["support", "customer service", "reply", "replied", "respond*", "response",
+                "helpful", "rude", "still waiting", "no answer"],
+    "app_bugs": ["app", "apps", "crash*", "bug*", "log in", "login", "logs me out", "password",
+                 "checkout", "slow", "battery", "notification*", "error*"],
+    "taste": ["taste*", "tasty", "flavor*", "flavour*", "delicious", "stale", "sweet", "bitter"],
+    "packaging": ["packaging", "packed", "box", "boxes", "wrapping", "leak*"],
+}  # fmt: skip
+
+
+class FeedbackSettings(BaseModel):
+    """Sentiment, aspects, PII redaction and support triage of customer feedback."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_labelled: int = Field(
+        default=500,
+        ge=10,
+        description="Rated feedback texts needed to train the sentiment model; with fewer, the "
+        "VADER lexicon scores feedback (and says so in sentiment_source).",
+    )
+    holdout_share: float = Field(
+        default=0.2, gt=0, lt=1, description="Newest share of rated texts held out for metrics."
+    )
+    min_df: int = Field(default=2, ge=1, description="Documents a term needs to enter the model.")
+    max_terms: int = Field(default=200_000, ge=100, description="Largest vocabulary kept.")
+    c_grid: list[float] = Field(
+        default_factory=lambda: [1.0, 3.0, 10.0, 30.0],
+        description="Inverse regularisation strengths tried by cross-validation.",
+    )
+    retrain_every_days: int = Field(default=7, ge=1)
+    parity_tolerance: float = Field(
+        default=1e-5, gt=0, description="Largest |ONNX - native| probability a model may show."
+    )
+    max_text_chars: int = Field(
+        default=5000, ge=100, description="Clean text is cut here (counted; raw keeps it all)."
+    )
+    phone_region: str = Field(
+        default="GB", description="Region (ISO 3166) of phone numbers written without +code."
+    )
+    history_days: int = Field(
+        default=365, ge=1, description="feedback_scores covers feedback of this many past days."
+    )
+    window_days: int = Field(
+        default=28, ge=1, description="Days of product_sentiment, and of each day's complaints."
+    )
+    top_complaints: int = Field(default=5, ge=1, description="Complaint phrases per product.")
+    queue_days: int = Field(
+        default=7, ge=1, description="Support tickets of this many past days are in the queue."
+    )
+    repeat_window_days: int = Field(
+        default=14, ge=1, description="Contacts within this many days count as repeated."
+    )
+    faq: str | None = Field(
+        default=None,
+        description="FAQ knowledge base (Markdown with '## Question' headings, or CSV with "
+        "question,answer), relative to the config file; none: no suggested answers.",
+    )
+    min_answer_similarity: float = Field(
+        default=0.2, ge=0, le=1, description="Below this similarity no answer is suggested."
+    )
+    aspects: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_ASPECTS.items()},
+        description="Aspect → words or phrases that mention it (case-insensitive; a trailing * "
+        "matches any ending).",
+    )

@@ -14,6 +14,7 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 
 from schemas.landing import CONTRACTS
+from tasks import redact, text
 from tasks.market import export_day
 
 REASON = "_reason"
@@ -32,12 +33,16 @@ class CleanSpec:
     keep: str
     #: Column filled with a stable row hash when the source gives no id.
     id_column: str | None = None
+    #: Columns cleaning adds that the clean table keeps, after the contract's.
+    derived: tuple[str, ...] = ()
 
 
 SPECS: dict[str, CleanSpec] = {
     "events": CleanSpec("events", ("event_id",), "first", "event_id"),
     "items": CleanSpec("items", ("item_id",), "last"),
-    "feedback": CleanSpec("feedback", ("feedback_id",), "first", "feedback_id"),
+    "feedback": CleanSpec(
+        "feedback", ("feedback_id",), "first", "feedback_id", derived=("text_chars", "pii")
+    ),
     "market_prices": CleanSpec("market_prices", ("date", "item_id", "competitor"), "last"),
     "market_indicators": CleanSpec("market_indicators", ("date", "indicator", "dimension"), "last"),
 }
@@ -80,14 +85,39 @@ def cleaned_events(raw: pl.LazyFrame, synonyms: dict[str, str], cutoff: datetime
     return cleaned_rows(normal_rows, SPECS["events"], cutoff)
 
 
-def cleaned_feedback(raw: pl.LazyFrame, cutoff: datetime) -> pl.LazyFrame:
-    """Feedback with trimmed text, lower-case channel (default review), ids, dates and verdicts."""
-    normal = raw.with_columns(
-        pl.col("text").str.strip_chars(),
-        pl.col("title").str.strip_chars(),
+def cleaned_feedback(
+    raw: pl.LazyFrame, cutoff: datetime, max_chars: int = 5000, phone_region: str = "GB"
+) -> pl.LazyFrame:
+    """Feedback as plain text (HTML tags and entities gone), cut to ``max_chars`` with its
+    length before the cut in ``text_chars``, personal data replaced by typed placeholders (the
+    kinds in ``pii``; the raw layer keeps the original), a lower-case channel (default review),
+    ids, dates and verdicts."""
+    plain = raw.with_columns(
+        text.plain_text(pl.col("text")),
+        text.plain_text(pl.col("title")),
         pl.col("channel").str.strip_chars().str.to_lowercase().fill_null("review"),
     )
-    return cleaned_rows(normal, SPECS["feedback"], cutoff)
+    redacted = plain.with_columns(
+        pl.col("text").str.len_chars().alias("text_chars"),
+        # Redact before cutting: a cut must not split a card number into two harmless halves.
+        _redacted(pl.col("text"), phone_region).alias("_text"),
+        _redacted(pl.col("title"), phone_region).alias("_title"),
+    ).with_columns(
+        text.capped_text(pl.col("_text").struct.field("text"), max_chars).alias("text"),
+        pl.col("_title").struct.field("text").alias("title"),
+        pl.concat_list(pl.col("_text").struct.field("pii"), pl.col("_title").struct.field("pii"))
+        .list.unique()
+        .list.sort()
+        .alias("pii"),
+    )
+    return cleaned_rows(redacted.drop("_text", "_title"), SPECS["feedback"], cutoff)
+
+
+def _redacted(column: pl.Expr, phone_region: str) -> pl.Expr:
+    return column.map_batches(
+        lambda s: redact.redacted_text(s, phone_region).to_struct(),
+        return_dtype=pl.Struct({"text": pl.String, "pii": pl.List(pl.String)}),
+    )
 
 
 def cleaned_market_prices(
@@ -160,7 +190,7 @@ def cleaned_rows(raw: pl.LazyFrame, spec: CleanSpec, cutoff: datetime) -> pl.Laz
 
 def accepted_clean_rows(verdicts: pl.LazyFrame, spec: CleanSpec) -> pl.LazyFrame:
     """The clean table's rows: contract columns then lineage, in arrival order."""
-    cols = [*CONTRACTS[spec.table].names, *LINEAGE]
+    cols = [*CONTRACTS[spec.table].names, *spec.derived, *LINEAGE]
     dated = ["dt"] if "dt" in verdicts.collect_schema() else []
     kept = pl.col(REASON).is_null() & pl.col(SUPERSEDED).not_()
     return verdicts.filter(kept).select(*cols, *dated)

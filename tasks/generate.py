@@ -13,6 +13,8 @@ the landing folder: one file per source per day, for the ``days`` days ending at
     out/market_indicators/YYYY-MM-DD.csv.gz  date, indicator, value, dimension
     out/_truth/purchase_probability.parquet  user_id, p_purchase  (not a landing source)
     out/_truth/feedback_labels.parquet       feedback_id, channel, topic, urgent, true_sentiment
+    out/knowledge_base/faq.md                the shop's FAQ: support_queue's suggested answers
+    out/_truth/planted_pii.parquet           feedback_id, kind, value (contact details in texts)
     out/_truth/truth.json                    evaluation window, seed, sizes, constants
 
 The first items file holds every item that exists on the first day; later items files hold only
@@ -102,12 +104,14 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from schemas.landing import CONTRACTS, SOURCES
+from warehouse.landing import KNOWLEDGE_BASE_DIR
 
 # --- vocabulary -------------------------------------------------------------------------------
 
@@ -693,6 +697,8 @@ def generate_landing(
         np.random.Generator(root.jumped(k)) for k in range(1, 9)
     )
     rng_promo = np.random.Generator(root.jumped(9))
+    rng_pii = np.random.Generator(root.jumped(10))  # its own stream: the other data stays put
+    planted: list[pl.DataFrame] = []
 
     profile = user_profiles(rng_static, users)
     catalogue = item_catalogue(rng_static, items, days, dates[0])
@@ -847,6 +853,8 @@ def generate_landing(
             iw,
             dirt,
         )
+        feedback, pii = with_contact_details(rng_pii, feedback)
+        planted.append(pii)
         path = out / "feedback" / f"{day.isoformat()}.jsonl"
         feedback.write_ndjson(path)
         files.append(path)
@@ -866,6 +874,11 @@ def generate_landing(
         }
     ).write_parquet(truth_path)
     pl.concat(label_frames).write_parquet(out / "_truth" / "feedback_labels.parquet")
+    pl.concat(planted).write_parquet(out / "_truth" / "planted_pii.parquet")
+    kb = out / KNOWLEDGE_BASE_DIR
+    kb.mkdir(exist_ok=True)
+    faq = kb / "faq.md"
+    faq.write_text(resources.files("tasks").joinpath("demo_faq.md").read_text(encoding="utf-8"))
     meta = {
         "definition": "P(user has >= 1 purchase event in [window_start, window_end]), "
         "conditional on the realised catalogue and prices",
@@ -1276,6 +1289,56 @@ def _indicators_frame(
             "dimension": pl.String,
         },
     )
+
+
+#: Share of support tickets / other feedback that give contact details or a card number.
+PII_SUPPORT_P, PII_OTHER_P = 0.08, 0.004
+PII_SENTENCES = {
+    "email": ("You can email me at {}.", "My email is {}", "Reply to {} please."),
+    "phone": ("Call me on {}.", "My number is {}", "Phone {} any time."),
+    "card": ("The card I used ends in... actually it is {}.", "Card number {} in case you need it."),
+}
+FIRST_NAMES = ("jane", "tom", "amira", "li", "olu", "sofia", "mark", "priya")
+
+
+def with_contact_details(
+    rng: np.random.Generator, feedback: pl.DataFrame
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Feedback where some texts end with an e-mail address (sometimes written out to dodge
+    filters), a phone number or a card number, and the list of what was planted where."""
+    from stdnum import luhn
+
+    support = (feedback["channel"] == "support").to_numpy()
+    chosen = rng.random(feedback.height) < np.where(support, PII_SUPPORT_P, PII_OTHER_P)
+    chosen &= (feedback["text"].fill_null("").str.len_chars() > 0).to_numpy()
+    rows, kinds, values, texts = [], [], [], feedback["text"].to_list()
+    for i in np.flatnonzero(chosen):
+        kind = ("email", "phone", "card")[rng.choice(3, p=(0.5, 0.4, 0.1))]
+        name = FIRST_NAMES[rng.integers(len(FIRST_NAMES))]
+        n = int(rng.integers(10, 99))
+        if kind == "email":
+            value = (
+                f"{name}.smith{n}@example.com"
+                if rng.random() < 0.7
+                else f"{name} dot smith{n} at example dot com"
+            )
+        elif kind == "phone":
+            digits = f"{rng.integers(0, 1000):03d}"
+            value = f"+44 7700 900{digits}" if rng.random() < 0.5 else f"07700 900{digits}"
+        else:
+            body = "4" + "".join(str(d) for d in rng.integers(0, 10, 14))
+            number = body + luhn.calc_check_digit(body)
+            value = " ".join(number[k : k + 4] for k in range(0, 16, 4))
+        sentences = PII_SENTENCES[kind]
+        texts[i] = f"{texts[i]} {sentences[rng.integers(len(sentences))].format(value)}"
+        rows.append(feedback["feedback_id"][int(i)])
+        kinds.append(kind)
+        values.append(value)
+    planted = pl.DataFrame(
+        {"feedback_id": rows, "kind": kinds, "value": values},
+        schema={"feedback_id": pl.String, "kind": pl.String, "value": pl.String},
+    )
+    return feedback.with_columns(pl.Series("text", texts, dtype=pl.String)), planted
 
 
 def _feedback_frame(

@@ -20,8 +20,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from pydantic import BaseModel, Field
 
-from schemas.config import CheckSettings, MarketSettings, ModelSettings, SourceConfig
-from tasks import demand, propensity, units
+from schemas.config import (
+    CheckSettings,
+    FeedbackSettings,
+    MarketSettings,
+    ModelSettings,
+    SourceConfig,
+)
+from tasks import demand, feedback, propensity, units
 from tasks.deadline import time_limit
 from tasks.summary import summary_markdown, summary_rows
 from tasks.train import NotEnoughHistory
@@ -53,6 +59,7 @@ class StepContext(_Context):
     source: SourceConfig
     checks: CheckSettings = Field(default_factory=CheckSettings)
     market: MarketSettings = Field(default_factory=MarketSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
 
 
 def _landing_fingerprint(ctx: StepContext, source: str, run_date: date) -> str:
@@ -75,7 +82,8 @@ def _outputs_exist(report: Any, wh: Warehouse) -> bool:
         propensity.FeatureReport
         | propensity.ScoreReport
         | demand.PricePositionReport
-        | demand.ForecastReport,
+        | demand.ForecastReport
+        | feedback.TableReport,
     ):
         layer = "features" if isinstance(report, propensity.FeatureReport) else "predictions"
         m = wh.manifest(layer, report.table, {"as_of": report.as_of})
@@ -135,6 +143,9 @@ def clean_key(context: TaskRunContext, params: dict[str, Any]) -> str:
             ctx.source.model_dump_json(),
             str(ctx.tolerance_hours),
             str(ctx.market.price_outlier_ratio) if source == "market_prices" else "",
+            f"{ctx.feedback.max_text_chars}|{ctx.feedback.phone_region}"
+            if source == "feedback"
+            else "",
             ingested.model_dump_json(exclude={"newly_ingested", "skipped", "seconds"}),
             _ledger_fingerprint(wh, source),
         ]
@@ -235,8 +246,9 @@ def clean_step(
     with time_limit(ctx.timeout_seconds, f"clean-{source}"):
         wh = ctx.warehouse()
         return units.clean_source(
-            wh, source, ctx.source, run_date, ctx.tolerance_hours, ctx.market.price_outlier_ratio
-        )
+            wh, source, ctx.source, run_date, ctx.tolerance_hours,
+            ctx.market.price_outlier_ratio, ctx.feedback,
+        )  # fmt: skip
 
 
 # ---- model steps ----------------------------------------------------------------------------
@@ -247,6 +259,8 @@ class ModelContext(_Context):
 
     model: ModelSettings = Field(default_factory=ModelSettings)
     market: MarketSettings = Field(default_factory=MarketSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    config_dir: str = "."
 
 
 def features_key(context: TaskRunContext, params: dict[str, Any]) -> str:
@@ -453,5 +467,138 @@ def forecast_step(
     log.info(
         "forecast %s item-days with %s on %s", f"{report.rows:,}", report.model_version,
         report.provider,
+    )  # fmt: skip
+    return report
+
+
+# ---- feedback steps -------------------------------------------------------------------------
+
+
+def feedback_key(context: TaskRunContext, params: dict[str, Any]) -> str:
+    """Cache key of a feedback table: step, code, settings, the sentiment champion, and what
+    it reads (clean feedback; feedback_scores, items, user_scores and the FAQ file)."""
+    ctx: ModelContext = params["ctx"]
+    as_of: date = params["as_of"]
+    wh = ctx.warehouse()
+    name = context.task.name
+    reads: list[str] = []
+    if name == "feedback":
+        champion = Registry(wh).champion(feedback.MODEL)
+        reads = [champion.version if champion else "lexicon", ctx.model.provider]
+        reads += [m.content_hash for m in feedback.feedback_partitions(wh, as_of, ctx.feedback)]
+    else:
+        scores: feedback.TableReport | None = params.get("scores")
+        reads = [scores.content_hash if scores else "none"]
+        if name == "product-sentiment":
+            reads += [m.content_hash for m in wh.manifests("clean", "items")[-1:]]
+        else:
+            reads += [m.content_hash for m in wh.manifests("predictions", "user_scores")[-1:]]
+            reads.append(feedback.faq_fingerprint(wh, ctx.config_dir, ctx.feedback.faq))
+    key = combined_hash(
+        [name, ctx.data_root, as_of.isoformat(), ctx.code_version,
+         ctx.feedback.model_dump_json(), *reads]
+    )  # fmt: skip
+    return _valid_key(context, key, wh)
+
+
+@task(
+    name="train-sentiment",
+    task_run_name="train-sentiment",
+    cache_policy=NO_CACHE,
+    retry_condition_fn=retry_on_io_error,
+)
+def train_sentiment_step(
+    ctx: ModelContext, last_day: date, cleaned: list[Any], force: bool = False
+) -> feedback.SentimentTrainReport:
+    """Train, export, parity-check and register a sentiment model when one is due.
+
+    Not cached: whether to train depends on the registry, which this step itself changes.
+    """
+    with time_limit(ctx.timeout_seconds, "train-sentiment"):
+        try:
+            report = feedback.train_sentiment(
+                ctx.warehouse(), last_day, ctx.feedback, only_if_due=not force
+            )
+        except NotEnoughHistory as exc:  # few ratings yet: the lexicon scores, not an error
+            log.warning("no sentiment model trained yet: %s", exc)
+            return feedback.SentimentTrainReport(trained=False, reason=str(exc))
+    if report.trained:
+        model, lexicon = report.metrics["model"], report.metrics["lexicon"]
+        log.info(
+            "trained sentiment %s (held-out macro-F1 %.3f vs lexicon %.3f): %s",
+            report.version, model["macro_f1"], lexicon["macro_f1"], report.reason,
+        )  # fmt: skip
+    else:
+        log.info("no sentiment training tonight: %s", report.reason)
+    return report
+
+
+@task(
+    name="feedback",
+    task_run_name="feedback-scores",
+    cache_key_fn=feedback_key,
+    persist_result=True,
+    retry_condition_fn=retry_on_io_error,
+)
+def feedback_step(
+    ctx: ModelContext, as_of: date, cleaned: list[Any]
+) -> feedback.TableReport | None:
+    """The sentiment champion (or the lexicon) scores recent feedback → ``feedback_scores``."""
+    with time_limit(ctx.timeout_seconds, "feedback-scores"):
+        try:
+            report = feedback.feedback_scores_table(
+                ctx.warehouse(), as_of, ctx.feedback, ctx.model.provider
+            )
+        except NotEnoughHistory as exc:
+            log.warning("no feedback_scores yet: %s", exc)
+            return None
+    log.info(
+        "scored %s feedback items with %s (%s)", f"{report.rows:,}", report.model_version,
+        report.notes["sentiment_source"],
+    )  # fmt: skip
+    return report
+
+
+@task(
+    name="product-sentiment",
+    task_run_name="product-sentiment",
+    cache_key_fn=feedback_key,
+    persist_result=True,
+    retry_condition_fn=retry_on_io_error,
+)
+def product_sentiment_step(
+    ctx: ModelContext, as_of: date, scores: feedback.TableReport | None
+) -> feedback.TableReport | None:
+    """Feedback scores per product and category and day → ``product_sentiment``."""
+    if scores is None:
+        log.warning("no product_sentiment: there are no feedback_scores (see the feedback step)")
+        return None
+    with time_limit(ctx.timeout_seconds, "product-sentiment"):
+        report = feedback.product_sentiment_table(ctx.warehouse(), as_of, ctx.feedback, scores)
+    log.info("product_sentiment: %s item/category-days", f"{report.rows:,}")
+    return report
+
+
+@task(
+    name="support-queue",
+    task_run_name="support-queue",
+    cache_key_fn=feedback_key,
+    persist_result=True,
+    retry_condition_fn=retry_on_io_error,
+)
+def support_queue_step(
+    ctx: ModelContext, as_of: date, scores: feedback.TableReport | None
+) -> feedback.TableReport | None:
+    """Recent support tickets with urgency and a suggested answer → ``support_queue``."""
+    if scores is None:
+        log.warning("no support_queue: there are no feedback_scores (see the feedback step)")
+        return None
+    with time_limit(ctx.timeout_seconds, "support-queue"):
+        report = feedback.support_queue_table(
+            ctx.warehouse(), as_of, ctx.feedback, scores, ctx.config_dir
+        )
+    log.info(
+        "support_queue: %s tickets, %s with a suggested answer", report.rows,
+        report.notes["with_answer"],
     )  # fmt: skip
     return report

@@ -6,6 +6,8 @@ from typing import Any
 
 #: The market steps' names, as the nightly flow reports them.
 MARKET_STEPS = ("price-position", "train-demand", "forecast")
+#: The feedback steps' names, as the nightly flow reports them.
+FEEDBACK_STEPS = ("train-sentiment", "feedback", "product-sentiment", "support-queue")
 
 
 def summary_rows(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -17,6 +19,9 @@ def summary_rows(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         if source == "market":
             rows += _market_rows(reports)
+            continue
+        if source == "feedback-models":
+            rows += _feedback_rows(reports)
             continue
         ingest, clean = reports.get("ingest"), reports.get("clean")
         if ingest is not None:
@@ -72,6 +77,20 @@ def _market_rows(reports: dict[str, Any]) -> list[dict[str, Any]]:
         rows.append(_row("train-demand", 0, n, 0, trained.get("seconds", 0.0)))
     if forecast is not None:
         rows.append(_row("forecast", 0, forecast["rows"], 3, forecast["seconds"]))
+    return rows
+
+
+def _feedback_rows(reports: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the feedback steps: the sentiment model, items scored, the tables from them."""
+    rows = []
+    trained = reports.get("train-sentiment")
+    if trained is not None:
+        n = 1 if trained.get("trained") else 0
+        rows.append(_row("train-sentiment", 0, n, 0, trained.get("seconds", 0.0)))
+    names = {"feedback": "feedback-scores"}
+    for step in FEEDBACK_STEPS[1:]:
+        if (report := reports.get(step)) is not None:
+            rows.append(_row(names.get(step, step), 0, report["rows"], 1, report["seconds"]))
     return rows
 
 

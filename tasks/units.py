@@ -18,7 +18,7 @@ from pathlib import Path
 import polars as pl
 from pydantic import BaseModel, Field
 
-from schemas.config import CheckSettings, MarketSettings, SourceConfig
+from schemas.config import CheckSettings, FeedbackSettings, MarketSettings, SourceConfig
 from schemas.landing import CONTRACTS
 from tasks import checks, clean, ingest
 from tasks.deadline import check_time
@@ -277,12 +277,22 @@ def clean_source(
     run_date: date,
     tolerance_hours: float,
     outlier_ratio: float = MarketSettings().price_outlier_ratio,
+    feedback: FeedbackSettings | None = None,
 ) -> CleanReport:
     """Republish every clean partition that this run's raw files feed (late data included);
-    ``outlier_ratio`` judges competitor prices (see ``clean.cleaned_market_prices``)."""
+    ``outlier_ratio`` judges competitor prices (see ``clean.cleaned_market_prices``),
+    ``feedback`` says how feedback text is cut and redacted (``clean.cleaned_feedback``)."""
     started = time.perf_counter()
     with wh.lock(f"source-{source}"):  # never beside another run's ingest or clean of it
-        report = _clean_source(wh, source, cfg, run_date, tolerance_hours, outlier_ratio)
+        report = _clean_source(
+            wh,
+            source,
+            cfg,
+            run_date,
+            tolerance_hours,
+            outlier_ratio,
+            feedback or FeedbackSettings(),
+        )
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
@@ -294,6 +304,7 @@ def _clean_source(
     run_date: date,
     tolerance_hours: float,
     outlier_ratio: float,
+    feedback: FeedbackSettings,
 ) -> CleanReport:
     spec = clean.SPECS[source]
     contract = CONTRACTS[source]
@@ -326,7 +337,9 @@ def _clean_source(
     if source == "events":
         verdicts = clean.cleaned_events(raw, cfg.event_types, cutoff)
     elif source == "feedback":
-        verdicts = clean.cleaned_feedback(raw, cutoff)
+        verdicts = clean.cleaned_feedback(
+            raw, cutoff, feedback.max_text_chars, feedback.phone_region
+        )
     elif source == "market_prices":
         verdicts = clean.cleaned_market_prices(raw, cutoff, outlier_ratio)
     else:

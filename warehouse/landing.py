@@ -224,3 +224,30 @@ def _to_utf8(path: Path, encoding: str, tmp_dir: Path, shown: Path) -> Path:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+#: Where a FAQ knowledge base is looked for when ``feedback.faq`` names none.
+KNOWLEDGE_BASE_DIR = "knowledge_base"
+KNOWLEDGE_BASE_NAMES = ("faq.md", "faq.csv")
+
+
+def knowledge_base(
+    data_root: str | Path, config_dir: str | Path, path: str | None
+) -> tuple[str, str] | None:
+    """The text of the FAQ knowledge base and the name to show in messages: ``path`` (relative
+    to the config folder), else ``<data_root>/landing/knowledge_base/faq.md`` (or ``faq.csv``)
+    when present, else None. A named file that is missing or not UTF-8 is a LandingError."""
+    if path is None:
+        folder = Path(data_root) / "landing" / KNOWLEDGE_BASE_DIR
+        found = [folder / n for n in KNOWLEDGE_BASE_NAMES if (folder / n).is_file()]
+        if not found:
+            return None
+        full = found[0]
+    else:
+        full = Path(config_dir) / Path(path).expanduser()
+    try:
+        return full.read_text(encoding="utf-8"), str(full)
+    except FileNotFoundError as exc:
+        raise LandingError(full, "FAQ file not found (feedback.faq in nightowl.toml)") from exc
+    except UnicodeDecodeError as exc:
+        raise LandingError(full, f"bytes that are not UTF-8 at offset {exc.start}") from exc

@@ -3,7 +3,8 @@
 Layout under the warehouse::
 
     models/<model>/<version>/model.onnx      what nightly scoring runs
-    models/<model>/<version>/model.lgb.txt   the native LightGBM model it was exported from
+    models/<model>/<version>/model.lgb.txt   the native model it was exported from (LightGBM text;
+                                             model.json for the sentiment regression)
     models/<model>/<version>/card.json       features, training window, metrics, parity, lineage
     models/<model>/champion.json             {"version": ..., "promoted_at": ..., "reason": ...}
 
@@ -82,7 +83,9 @@ class Registry:
     def version_name(train_date: str, onnx_bytes: bytes) -> str:
         return f"{train_date}-{hashlib.sha256(onnx_bytes).hexdigest()[:10]}"
 
-    def register(self, card: ModelCard, onnx_bytes: bytes, native_text: str) -> Path:
+    def register(
+        self, card: ModelCard, onnx_bytes: bytes, native_text: str, native_name: str = NATIVE_FILE
+    ) -> Path:
         """Store a version (once: an identical version already there is kept as it is)."""
         target = self.version_dir(card.model, card.version)
         if (target / CARD_FILE).exists():
@@ -92,7 +95,7 @@ class Registry:
         staging.mkdir()
         try:
             (staging / ONNX_FILE).write_bytes(onnx_bytes)
-            (staging / NATIVE_FILE).write_text(native_text)
+            (staging / native_name).write_text(native_text)
             (staging / CARD_FILE).write_text(card.model_dump_json(indent=2))
             for path in staging.iterdir():
                 with path.open("rb") as fh:

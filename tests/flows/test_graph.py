@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.graph import MARKET_STEPS, MODEL_STEPS, forced_steps
+from flows.graph import FEEDBACK_STEPS, MARKET_STEPS, MODEL_STEPS, forced_steps
 from schemas.landing import SOURCES
 
 
@@ -13,25 +13,31 @@ def test_nothing_forced_by_default():
 
 
 def test_a_step_run_forces_itself_and_its_downstream():
-    model = {"features", "train", "score"}
+    # The support queue reads tonight's user scores (high-value customers).
+    model = {"features", "train", "score", "support-queue"}
     market = {"price-position", "train-demand", "forecast"}
     assert forced_steps(["ingest-events"]) == {"ingest-events", "clean-events"} | model | market
-    assert forced_steps(["clean-items"]) == {"clean-items"} | model | market
+    items = {"clean-items", "product-sentiment"}
+    assert forced_steps(["clean-items"]) == items | model | market
     assert forced_steps(["clean-market_indicators"]) == {"clean-market_indicators"} | market
-    assert forced_steps(["clean-feedback"]) == {"clean-feedback"}  # no model reads feedback yet
+    assert forced_steps(["clean-feedback"]) == {"clean-feedback", *FEEDBACK_STEPS}
 
 
 def test_model_steps_force_only_what_reads_them():
-    assert forced_steps(["score"]) == {"score"}
+    assert forced_steps(["score"]) == {"score", "support-queue"}
     assert forced_steps(["train"]) == {"train", "score"}
     assert forced_steps(["features"]) == {"features", "train", "score"}
     assert forced_steps(["train-demand"]) == {"train-demand", "forecast"}
     assert forced_steps(["price-position"]) == {"price-position"}
+    assert forced_steps(["train-sentiment"]) == {*FEEDBACK_STEPS}
+    assert forced_steps(["feedback"]) == {"feedback", "product-sentiment", "support-queue"}
+    assert forced_steps(["support-queue"]) == {"support-queue"}
 
 
 def test_a_step_forces_every_source():
     assert {f"clean-{s}" for s in SOURCES} <= forced_steps(["clean"])
-    assert len(forced_steps(["ingest"])) == 2 * len(SOURCES) + len(MODEL_STEPS) + len(MARKET_STEPS)
+    steps = len(MODEL_STEPS) + len(MARKET_STEPS) + len(FEEDBACK_STEPS)
+    assert len(forced_steps(["ingest"])) == 2 * len(SOURCES) + steps
     assert forced_steps(["all"]) == forced_steps(["ingest"])
 
 

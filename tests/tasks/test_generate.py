@@ -120,6 +120,7 @@ def test_one_file_per_source_per_day_named_by_date(small: GenerateSummary) -> No
     assert {p.name for p in (out / "_truth").iterdir()} == {
         "purchase_probability.parquet",
         "feedback_labels.parquet",
+        "planted_pii.parquet",
         "truth.json",
     }
     assert small.truth_path == out / "_truth" / "purchase_probability.parquet"
@@ -425,9 +426,10 @@ def test_review_text_follows_rating_and_support_has_topics(medium: GenerateSumma
     labels = pl.read_parquet(medium.out / "_truth" / "feedback_labels.parquet")
     assert labels.height == feedback.height
     assert set(feedback["channel"]) == {"review", "support", "survey", "app_store"}
+    planted = pl.read_parquet(medium.out / "_truth" / "planted_pii.parquet")
     reviews = feedback.filter(
         pl.col("channel") == "review", pl.col("rating").is_between(1, 5), pl.col("text") != ""
-    )
+    ).join(planted, on="feedback_id", how="anti")  # a planted e-mail ends the text instead
     sentiment = (
         pl.when(pl.col("rating") >= 4).then(2).when(pl.col("rating") <= 2).then(0).otherwise(1)
     )
@@ -448,3 +450,15 @@ def test_review_text_follows_rating_and_support_has_topics(medium: GenerateSumma
     assert 0.15 < urgent.mean() < 0.5
     charged_twice = support.filter(pl.col("text").str.contains("charged"))
     assert set(charged_twice["topic"]) <= {"payment"}
+
+
+def test_some_texts_carry_contact_details_that_the_truth_lists(medium: GenerateSummary) -> None:
+    feedback = read_jsonl(medium.out / "feedback")
+    planted = pl.read_parquet(medium.out / "_truth" / "planted_pii.parquet")
+    assert set(planted["kind"]) == {"email", "phone", "card"}
+    joined = planted.join(feedback, on="feedback_id")
+    assert joined.height == planted.height
+    assert joined.select(pl.col("text").str.contains(pl.col("value"), literal=True).all()).item()
+    support_share = joined.filter(pl.col("channel") == "support").height / planted.height
+    assert support_share > 0.5  # people give their details mostly to support
+    assert (medium.out / "knowledge_base" / "faq.md").read_text().startswith("# ")
