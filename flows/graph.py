@@ -17,7 +17,7 @@ PER_SOURCE = ("ingest", "clean")
 #: Steps that run once per night, after the per-source ones.
 MODEL_STEPS = ("features", "train", "score")
 #: The clean tables the user features read.
-FEATURE_SOURCES = ("events", "items", "market_prices")
+FEATURE_SOURCES = ("events", "items", "market_prices", "feedback")
 #: The tables the market steps read.
 MARKET_SOURCES = ("events", "items", "market_prices", "market_indicators")
 #: The clean tables the feedback steps read (items: the categories of product_sentiment).

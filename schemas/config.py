@@ -282,21 +282,25 @@ class MarketSettings(BaseModel):
 
 
 #: What the aspect tagger looks for: whole words or phrases, case-insensitive; a trailing "*"
-#: matches any ending ("deliver*": delivery, delivered). `[feedback.aspects]` replaces it.
+#: matches any ending ("deliver*": delivery, delivered). `[feedback.aspects]` replaces it. The
+#: order is the priority of a support ticket's topic: its first aspect in this order.
 DEFAULT_ASPECTS: dict[str, list[str]] = {
+    "quality": ["quality", "broke", "broken", "fell apart", "flimsy", "sturdy", "defect*",
+                "damaged", "cracked", "crushed", "scratched", "durable", "finish", "stitching",
+                "faulty"],
+    "size_fit": ["size*", "fit", "fits", "too small", "too big", "too large", "tight", "loose"],
+    "app_bugs": ["app", "apps", "crash*", "bug*", "log in", "login", "logs me out", "password",
+                 "checkout", "notification*", "error*", "battery"],
+    "refund_payment": ["refund*", "charged", "charge", "payment*", "paid", "money back",
+                       "discount code", "invoice"],
     "delivery": ["deliver*", "courier*", "shipping", "shipped", "arriv*", "parcel*", "package",
                  "dispatch*", "tracking", "late", "lost in the post", "reschedul*"],
     "price": ["price*", "pricey", "expensive", "cheap*", "cost*", "value", "overpriced",
-              "discount*", "money", "charged", "refund*"],
-    "quality": ["quality", "broke", "broken", "fell apart", "flimsy", "sturdy", "defect*",
-                "damaged", "cracked", "durable", "finish", "stitching", "faulty"],
-    "size_fit": ["size*", "fit", "fits", "too small", "too big", "too large", "tight", "loose"],
+              "discount*", "money"],
+    "packaging": ["packaging", "packed", "box", "boxes", "wrapping", "leak*"],
+    "taste": ["taste*", "tasty", "flavor*", "flavour*", "delicious", "stale", "sweet", "bitter"],
     "support": ["support", "customer service", "reply", "replied", "respond*", "response",
                 "helpful", "rude", "still waiting", "no answer"],
-    "app_bugs": ["app", "apps", "crash*", "bug*", "log in", "login", "logs me out", "password",
-                 "checkout", "slow", "battery", "notification*", "error*"],
-    "taste": ["taste*", "tasty", "flavor*", "flavour*", "delicious", "stale", "sweet", "bitter"],
-    "packaging": ["packaging", "packed", "box", "boxes", "wrapping", "leak*"],
 }  # fmt: skip
 
 

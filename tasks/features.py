@@ -2,7 +2,8 @@
 
 Every feature of ``user_features(..., as_of)`` is computed from events dated strictly before
 ``as_of`` (midnight UTC), so appending later events changes nothing (tests/tasks/test_features.py
-proves it). Features are finite numbers or null, never infinite: a ratio over nothing is null.
+proves it), and likewise from feedback created before it. Features are finite numbers or null,
+never infinite: a ratio over nothing is null.
 """
 
 from __future__ import annotations
@@ -174,13 +175,43 @@ def price_sensitivity(history: pl.LazyFrame, market_prices: pl.LazyFrame | None)
     return bought.group_by("user_id").agg(aggs)
 
 
+#: Per-user feedback features; counts are 0 for a user who gave none, the mean rating null.
+FEEDBACK_FEATURES = {
+    "feedback_90d": pl.UInt32,
+    "negative_feedback_90d": pl.UInt32,
+    "mean_rating_90d": pl.Float64,
+    "support_tickets_30d": pl.UInt32,
+}
+
+
+def feedback_activity(feedback: pl.LazyFrame, as_of: date) -> pl.LazyFrame:
+    """Per user, the feedback they gave in the 90 days before ``as_of``: how much, how much of it
+    negative (1-2 stars), the mean rating, and support tickets in the last 30 days."""
+    cut = midnight(as_of)
+    recent = feedback.filter(
+        pl.col("user_id").is_not_null()
+        & (pl.col("created_at") < cut)
+        & (pl.col("created_at") >= cut - timedelta(days=LONGEST))
+    )
+    return recent.group_by("user_id").agg(
+        pl.len().alias("feedback_90d"),
+        (pl.col("rating") <= 2).sum().alias("negative_feedback_90d"),
+        pl.col("rating").mean().alias("mean_rating_90d"),
+        ((pl.col("channel") == "support") & (pl.col("created_at") >= cut - timedelta(days=30)))
+        .sum()
+        .alias("support_tickets_30d"),
+    )
+
+
 def user_features(
     events: pl.LazyFrame,
     as_of: date,
     items: pl.LazyFrame | None = None,
     market_prices: pl.LazyFrame | None = None,
+    feedback: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
-    """One row per user with any event before ``as_of``: behaviour, affinity and price features."""
+    """One row per user with any event before ``as_of``: behaviour, affinity, price and (from
+    their ratings and support tickets) feedback features."""
     known = events.filter((pl.col("dt") < as_of) & pl.col("user_id").is_not_null())  # no guests
     history = events_before(known, as_of)
     counted = [f"sessions_{w}d" for w in WINDOWS] + ["orders_total", "orders_90d"]
@@ -205,6 +236,12 @@ def user_features(
             paid_vs_market_90d=pl.lit(None, pl.Float64),
             bought_below_market_90d=pl.lit(None, pl.Float64),
         )
+    if feedback is not None:
+        counts = [n for n, t in FEEDBACK_FEATURES.items() if t == pl.UInt32]
+        frame = frame.join(feedback_activity(feedback, as_of), on="user_id", how="left")
+        frame = frame.with_columns(pl.col(counts).fill_null(0).cast(pl.UInt32))
+    else:
+        frame = frame.with_columns(pl.lit(None, t).alias(n) for n, t in FEEDBACK_FEATURES.items())
     return frame.with_columns(as_of=pl.lit(as_of)).sort("user_id")
 
 

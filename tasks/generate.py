@@ -1296,7 +1296,10 @@ PII_SUPPORT_P, PII_OTHER_P = 0.08, 0.004
 PII_SENTENCES = {
     "email": ("You can email me at {}.", "My email is {}", "Reply to {} please."),
     "phone": ("Call me on {}.", "My number is {}", "Phone {} any time."),
-    "card": ("The card I used ends in... actually it is {}.", "Card number {} in case you need it."),
+    "card": (
+        "The card I used ends in... actually it is {}.",
+        "Card number {} in case you need it.",
+    ),
 }
 FIRST_NAMES = ("jane", "tom", "amira", "li", "olu", "sofia", "mark", "priya")
 

@@ -115,6 +115,7 @@ def _feature_sources(wh: Warehouse, as_of: date) -> dict[str, tuple[pl.LazyFrame
         "events": clean_before(wh, "events", as_of),
         "market_prices": clean_before(wh, "market_prices", as_of),
         "items": _catalogue(wh, as_of),
+        "feedback": clean_before(wh, "feedback", as_of),
     }
 
 
@@ -138,10 +139,12 @@ def user_features_table(wh: Warehouse, as_of: date) -> tuple[pl.DataFrame, Featu
     published = wh.scan("features", "user", [partition]) if old is not None else None
     if published is not None and old.stats.get("inputs_hash") == inputs_hash:
         return published.collect(), _feature_report(old, as_of, started, reused=True)
-    events, market, items = (sources[t][0] for t in ("events", "market_prices", "items"))
+    events, market, items, feedback = (
+        sources[t][0] for t in ("events", "market_prices", "items", "feedback")
+    )
     if events is None:
         raise train.NotEnoughHistory(f"no clean events before {as_of}: nothing to featurize")
-    frame = user_features(events, as_of, items, market).collect()
+    frame = user_features(events, as_of, items, market, feedback).collect()
     manifest = wh.write_partition(
         "features", "user", partition, frame, inputs=inputs, stats={"inputs_hash": inputs_hash}
     )

@@ -34,8 +34,8 @@ PLACEHOLDERS: dict[str, str] = {
     "iban": "[IBAN]",
     "url": "[URL]",
 }
-NATIONAL = phonenumbers.PhoneNumberFormat.NATIONAL
-KINDS = sorted(PLACEHOLDERS)  # the order of the ``pii`` lists
+_NATIONAL = phonenumbers.PhoneNumberFormat.NATIONAL
+_KINDS = sorted(PLACEHOLDERS)  # the order of the ``pii`` lists
 
 # ---- URLs (Rust regex) -------------------------------------------------------------------------
 # Trailing sentence punctuation is not part of a URL ("see https://x.example/a.").
@@ -78,13 +78,13 @@ _AT = r"(?:\s*[\[({<]\s*(?:at|@)\s*[\])}>]\s*|\s*@\s*|\s+at\s+)"
 _LOCAL_WORD = r"[\p{L}\p{N}_%+-]+"
 _LABEL = r"[\p{L}\p{N}-]+"
 _LC = r"[\p{L}\p{N}-]"
-_NOT_W = r"[\p{L}\p{N}&&[^wW]]"
+_NOT_W = r"[\p{L}\p{N}\-&&[^wW]]"  # a label character other than w
 _FIRST_LABEL = (
     rf"(?:{_LC}{{1,2}}|{_LC}{{4,}}|{_NOT_W}{_LC}{{2}}|[wW]{_NOT_W}{_LC}|[wW]{{2}}{_NOT_W})"
 )
 _DOMAIN_DOT = rf"(?:\.|\s+\.\s+|{_DOT_WORD})"
 _LOOSE_EMAIL = (
-    rf"(?i){_LOCAL_WORD}(?:(?:\.|{_DOT_WORD}){_LOCAL_WORD})*{_AT}"
+    rf"(?i){_LOCAL_WORD}(?:(?:\.+|{_DOT_WORD}){_LOCAL_WORD})*{_AT}"
     rf"{_FIRST_LABEL}(?:{_DOMAIN_DOT}{_LABEL})*{_DOMAIN_DOT}(?-i:[a-z]{{2,24}}|[A-Z]{{2,24}})"
     r"(\.?(?:[^\p{L}\p{N}/.@_-]|$))"  # the tail, put back after the placeholder
 )
@@ -100,12 +100,13 @@ _DIGIT_RUN = r"[0-9](?:[\s().\-/]{0,3}[0-9]){6,}"  # >= 7 digits, separators all
 
 _IBAN_START = re.compile(r"(?<![A-Za-z0-9])[A-Za-z]{2}[0-9]{2}")
 _IBAN_BODY = re.compile(r"[A-Za-z]{2}[0-9]{2}(?: ?[A-Za-z0-9]){11,30}")
+# Not after "+": "+44 20 ..." is a phone number.
 _DIGIT_GROUPS = re.compile(r"(?<![\w+])[0-9]+(?:[ -][0-9]+)*(?!\w)")
 _GROUP = re.compile(r"[0-9]+")
 _IDD_00 = re.compile(r"(?<![\w+])(?<![0-9][ ./)-])00(?=[1-9])")  # not inside a number: "312 001"
-_DATE_SHAPE = re.compile(r"\d{1,4}[-/.]\d{1,2}[-/.]\d{1,4}")
+_DATE_SHAPE = re.compile(r"[0-9]{1,4}[-/.][0-9]{1,2}[-/.][0-9]{1,4}")
 _PHONE_PUNCT = re.compile(r"[+()\-./\s]")
-_DIGIT = re.compile(r"\d")
+_DIGIT = re.compile(r"[0-9]")
 
 
 def _iban_spans(text: str) -> list[tuple[int, int]]:
@@ -141,8 +142,6 @@ def _card_spans(text: str) -> list[tuple[int, int]]:
     """Spans of 13-19 digit numbers, grouped as cards are, that pass the Luhn check."""
     spans: list[tuple[int, int]] = []
     for run in _DIGIT_GROUPS.finditer(text):
-        if run.start() > 0 and text[run.start() - 1] == "+":
-            continue  # "+44 ..." is a phone number
         groups = [
             (run.start() + g.start(), run.start() + g.end()) for g in _GROUP.finditer(run.group())
         ]
@@ -175,7 +174,7 @@ def _national_forms(region: str) -> tuple[str, bool]:
     example = phonenumbers.example_number(region)
     if not prefix or example is None:
         return prefix, False
-    written = phonenumbers.format_number(example, NATIONAL)
+    written = phonenumbers.format_number(example, _NATIONAL)
     return prefix, "".join(_DIGIT.findall(written)).startswith(prefix)
 
 
@@ -210,7 +209,7 @@ def _phone_spans(text: str, region: str) -> list[tuple[int, int]]:
             nsn = phonenumbers.national_significant_number(m.number)
             valid = phonenumbers.is_valid_number(m.number)
             if valid:
-                national_format = phonenumbers.format_number(m.number, NATIONAL)
+                national_format = phonenumbers.format_number(m.number, _NATIONAL)
                 forms = {"".join(_DIGIT.findall(national_format)), prefix + nsn}
             else:
                 forms = {prefix + nsn} if prefix_written else {nsn, prefix + nsn}
@@ -286,7 +285,7 @@ def _redacted_urls(frame: pl.DataFrame) -> pl.DataFrame:
 
 
 def redacted_text(texts: pl.Series, phone_region: str = "US") -> pl.DataFrame:
-    """Each text with e-mails, phone numbers, card numbers, IBANs and token-bearing URLs replaced by typed placeholders, and the kinds found."""  # noqa: E501
+    """Each text with e-mails, phones, cards, IBANs and token URLs as placeholders; kinds found."""
     region = phone_region.upper()
     if region not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError(f"phone_region {phone_region!r} is not a region libphonenumber knows")
@@ -325,5 +324,5 @@ def redacted_text(texts: pl.Series, phone_region: str = "US") -> pl.DataFrame:
         pl.coalesce("_numbers", "text").alias("text"),
         *(pl.col(f"_{k}").fill_null(False) for k in ("iban", "card", "phone")),
     )
-    pii = pl.concat_list([pl.when(f"_{k}").then(pl.lit(k)) for k in KINDS]).list.drop_nulls()
+    pii = pl.concat_list([pl.when(f"_{k}").then(pl.lit(k)) for k in _KINDS]).list.drop_nulls()
     return frame.select("text", pii.alias("pii"))

@@ -300,7 +300,7 @@ def score_key(context: TaskRunContext, params: dict[str, Any]) -> str:
 def features_step(
     ctx: ModelContext, as_of: date, cleaned: list[Any]
 ) -> propensity.FeatureReport | None:
-    """Clean events, items and market prices before ``as_of`` → ``features/user/as_of=...``.
+    """Clean events, items, market prices and feedback before ``as_of`` → ``features/user``.
 
     ``cleaned`` holds the clean steps' reports, so features wait for the tables they read.
     """

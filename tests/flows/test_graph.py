@@ -20,13 +20,13 @@ def test_a_step_run_forces_itself_and_its_downstream():
     items = {"clean-items", "product-sentiment"}
     assert forced_steps(["clean-items"]) == items | model | market
     assert forced_steps(["clean-market_indicators"]) == {"clean-market_indicators"} | market
-    assert forced_steps(["clean-feedback"]) == {"clean-feedback", *FEEDBACK_STEPS}
+    assert forced_steps(["clean-feedback"]) == {"clean-feedback", *FEEDBACK_STEPS} | model
 
 
 def test_model_steps_force_only_what_reads_them():
     assert forced_steps(["score"]) == {"score", "support-queue"}
-    assert forced_steps(["train"]) == {"train", "score"}
-    assert forced_steps(["features"]) == {"features", "train", "score"}
+    assert forced_steps(["train"]) == {"train", "score", "support-queue"}
+    assert forced_steps(["features"]) == {"features", "train", "score", "support-queue"}
     assert forced_steps(["train-demand"]) == {"train-demand", "forecast"}
     assert forced_steps(["price-position"]) == {"price-position"}
     assert forced_steps(["train-sentiment"]) == {*FEEDBACK_STEPS}

@@ -68,7 +68,12 @@ def test_features_are_published_once_and_reused(wh):
     assert again.content_hash == first.content_hash and again_frame.equals(frame)
     manifest = wh.manifest("features", "user", {"as_of": as_of.isoformat()})
     assert manifest.rows == frame.height > 0
-    assert {r.name.split("/")[1] for r in manifest.inputs} == {"events", "items", "market_prices"}
+    assert {r.name.split("/")[1] for r in manifest.inputs} == {
+        "events",
+        "items",
+        "market_prices",
+        "feedback",
+    }
     assert all(r.name < f"clean/events/dt={as_of}" for r in manifest.inputs if "events" in r.name)
 
 

@@ -221,7 +221,8 @@ def _cards(draw: st.DrawFn) -> str:
     return sep.join(number[i : i + 4] for i in range(0, len(number), 4))
 
 
-_REGIONS = ["US", "GB", "DE", "FR", "IN", "BR", "JP", "AU", "ES", "IT", "NL", "MX", "ZA", "SE"]
+_REGIONS = ["US", "GB", "DE", "FR", "IN", "CN", "BR", "AR", "JP", "AU", "ES", "IT", "NL", "BY"]
+_REGIONS += ["AD", "PE", "ZA", "SE", "NG", "MX", "PL", "TR", "KR", "RU", "EG", "ID", "PH", "CH"]
 
 
 @st.composite
@@ -250,7 +251,10 @@ def _phones(draw: st.DrawFn) -> tuple[str, str]:
     for i in reversed(range(len(chars))):
         if chars[i].isdigit() and tail:
             chars[i] = tail.pop()
-    return "".join(chars), region
+    written = "".join(chars)
+    # National numbers of fewer than 7 digits are left alone on purpose (order numbers).
+    assume(written.startswith("+") or sum(c.isdigit() for c in written) >= 7)
+    return written, region
 
 
 _PII = st.one_of(

@@ -1,0 +1,177 @@
+"""Sentiment training, feedback_scores, product_sentiment and support_queue on a real (small)
+warehouse of demo data."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from schemas.config import FeedbackSettings, SourceConfig
+from schemas.landing import SOURCES
+from tasks import feedback, sentiment, units
+from tasks.generate import generate_landing
+from tasks.propensity import ParityFailed
+from tasks.train import NotEnoughHistory
+from warehouse.registry import Registry
+from warehouse.store import Warehouse
+
+END = date(2026, 11, 27)
+AS_OF = END + timedelta(days=1)
+CFG = FeedbackSettings(min_labelled=100, c_grid=[1.0, 10.0])
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("feedback") / "data"
+    generate_landing(root / "landing", users=2500, items=150, days=45, seed=3, end_date=END)
+    wh = Warehouse(root, "test")
+    for source in SOURCES:
+        units.ingest_source(wh, source, SourceConfig(), END, root)
+        units.clean_source(wh, source, SourceConfig(), END, 2.0, feedback=CFG)
+    return root
+
+
+@pytest.fixture
+def wh(built: Path, tmp_path: Path) -> Warehouse:
+    """A private copy of the built warehouse, so tests may register and promote freely."""
+    root = tmp_path / "data"
+    shutil.copytree(built, root)
+    return Warehouse(root, "test")
+
+
+@pytest.fixture
+def tables(wh: Warehouse) -> dict[str, pl.DataFrame]:
+    """The three feedback tables after one training, as the nightly flow makes them."""
+    feedback.train_sentiment(wh, END, CFG)
+    scores = feedback.feedback_scores_table(wh, AS_OF, CFG)
+    feedback.product_sentiment_table(wh, AS_OF, CFG, scores)
+    feedback.support_queue_table(wh, AS_OF, CFG, scores, str(wh.data_root))
+    part = [{"as_of": AS_OF.isoformat()}]
+    return {
+        t: wh.scan("predictions", t, part).collect()
+        for t in ("feedback_scores", "product_sentiment", "support_queue")
+    }
+
+
+def test_training_registers_a_parity_checked_model_that_beats_the_lexicon(wh):
+    report = feedback.train_sentiment(wh, END, CFG)
+    assert report.trained and report.promoted and report.parity_max_diff < 1e-5
+    model, lexicon = report.metrics["model"], report.metrics["lexicon"]
+    assert model["macro_f1"] > lexicon["macro_f1"] and model["roc_auc"] > lexicon["roc_auc"]
+    registry = Registry(wh)
+    card = registry.card(feedback.MODEL, report.version)
+    assert card.metrics == report.metrics and card.parity["max_abs_diff"] == report.parity_max_diff
+    assert card.training["fit_until"] < card.training["holdout_from"]  # a time split
+    assert (registry.version_dir(feedback.MODEL, report.version) / "model.json").exists()
+    assert feedback.training_due(wh, END, CFG) is None
+    assert "days old" in feedback.training_due(wh, END + timedelta(days=7), CFG)
+    again = feedback.train_sentiment(wh, END, CFG)  # same data and code: the same version
+    assert again.version == report.version and "same model" in again.reason
+
+
+def test_a_champion_that_saw_the_held_out_window_is_kept(wh):
+    first = feedback.train_sentiment(wh, END, CFG)
+    earlier = feedback.train_sentiment(wh, END - timedelta(days=3), CFG)
+    assert not earlier.promoted and "inside this model's held-out window" in earlier.reason
+    assert Registry(wh).champion(feedback.MODEL).version == first.version
+
+
+def test_too_few_ratings_leave_scoring_to_the_lexicon(wh):
+    few = CFG.model_copy(update={"min_labelled": 10**6})
+    with pytest.raises(NotEnoughHistory, match="VADER lexicon"):
+        feedback.train_sentiment(wh, END, few)
+    report = feedback.feedback_scores_table(wh, AS_OF, few)
+    assert (
+        report.model_version.startswith("vader-") and report.notes["sentiment_source"] == "lexicon"
+    )
+    scores = wh.scan("predictions", "feedback_scores", [{"as_of": AS_OF.isoformat()}]).collect()
+    assert set(scores["sentiment_source"]) <= {"lexicon", "rating"}
+    assert scores["sentiment_score"].null_count() == 0
+
+
+def test_a_failed_parity_gate_registers_nothing(wh, monkeypatch):
+    monkeypatch.setattr(sentiment, "max_abs_diff", lambda a, b: 1.0)
+    with pytest.raises(ParityFailed, match="not registered"):
+        feedback.train_sentiment(wh, END, CFG)
+    assert Registry(wh).versions(feedback.MODEL) == []
+
+
+def test_feedback_scores_cover_the_window_and_agree_with_ratings(wh, tables):
+    scores = tables["feedback_scores"]
+    clean = wh.scan("clean", "feedback", [m.partition for m in wh.manifests("clean", "feedback")])
+    assert scores.height == clean.collect().height  # 45 days < history_days: every item
+    assert scores["feedback_id"].is_unique().all()
+    assert scores["sentiment_score"].is_between(0, 1).all()
+    rated = scores.filter(pl.col("rating").is_not_null() & (pl.col("rating") != 3))
+    truth = rated.select(sentiment.rating_labels(pl.col("rating"))).to_series()
+    agree = (rated["sentiment_label"] == truth).mean()
+    assert agree > 0.9
+    assert set(scores["model_version"]) == {Registry(wh).champion(feedback.MODEL).version}
+    assert scores.filter(pl.col("text") == "")["sentiment_source"].to_list() == ["rating"] * (
+        scores.filter(pl.col("text") == "").height
+    )
+
+
+def test_no_planted_contact_detail_reaches_an_output_table(wh, tables):
+    planted = pl.read_parquet(wh.data_root / "landing" / "_truth" / "planted_pii.parquet")
+    assert planted.height > 5
+    for name, table in tables.items():
+        for column, dtype in table.schema.items():
+            if dtype == pl.String:
+                values = table[column].drop_nulls()
+                leaked = [v for v in planted["value"] if values.str.contains(v, literal=True).any()]
+                assert not leaked, (name, column, leaked[:3])
+    scores = tables["feedback_scores"].join(planted, on="feedback_id")
+    assert scores.height == planted.height
+    assert (scores["pii"].list.len() > 0).all()  # each says what it had
+
+
+def test_product_sentiment_reconciles_with_the_scores(tables):
+    scores, products = tables["feedback_scores"], tables["product_sentiment"]
+    day = END
+    items = products.filter((pl.col("level") == "item") & (pl.col("day") == day))
+    expected = scores.filter(
+        pl.col("item_id").is_not_null() & (pl.col("created_at").dt.date() == day)
+    )
+    assert items["feedback"].sum() == expected.height > 0
+    categories = products.filter((pl.col("level") == "category") & (pl.col("day") == day))
+    assert (
+        categories["feedback"].sum()
+        == items.filter(pl.col("category").is_not_null())["feedback"].sum()
+    )
+    assert products["negative_share"].is_between(0, 1).all()
+    assert products["day"].min() >= AS_OF - timedelta(days=CFG.window_days)
+    complained = products.filter(pl.col("top_complaints").list.len() > 0)
+    assert complained.height > 0
+    assert complained["top_complaints"].list.len().max() <= CFG.top_complaints
+
+
+def test_the_support_queue_ranks_urgent_tickets_first_with_answers(wh, tables):
+    queue = tables["support_queue"]
+    since = datetime(2026, 11, 21, tzinfo=UTC)  # AS_OF minus queue_days
+    assert queue.height > 10 and (queue["created_at"] >= since).all()
+    assert queue["rank"].to_list() == list(range(1, queue.height + 1))
+    assert queue["urgency"].is_sorted(descending=True)
+    truth = pl.read_parquet(wh.data_root / "landing" / "_truth" / "feedback_labels.parquet")
+    judged = queue.join(truth, on="feedback_id")
+    assert judged.height == queue.height
+    assert roc_auc_score(judged["urgent"].to_numpy(), judged["urgency"].to_numpy()) > 0.8
+    # The demo FAQ sits in landing/knowledge_base: most tickets get an answer.
+    assert queue["suggested_answer"].is_not_null().mean() > 0.7
+    shown = queue.filter(pl.col("suggested_answer").is_null())["answer_similarity"]
+    assert (shown < CFG.min_answer_similarity).all()
+
+
+def test_a_past_date_is_scored_by_a_model_trained_before_it(wh):
+    early = feedback.train_sentiment(wh, END - timedelta(days=10), CFG)
+    late = feedback.train_sentiment(wh, END, CFG)
+    registry = Registry(wh)
+    assert feedback.scoring_model(registry, AS_OF).version == registry.champion("sentiment").version
+    past = feedback.scoring_model(registry, END - timedelta(days=5))
+    assert past.version == early.version != late.version
+    assert feedback.scoring_model(registry, END - timedelta(days=20)) is None  # the lexicon
