@@ -146,6 +146,10 @@ def open_landing(file: LandingFile, cfg: SourceConfig, tmp_dir: Path) -> Iterato
             yield Opened(pl.LazyFrame(), lossy=False)  # JSON Lines has no header: zero rows
             return
         lossy = file.format != "parquet" and not _is_utf8(path)
+        if lossy and file.format == "jsonl":
+            # The JSON reader refuses a file with one bad byte; CSV's reader decodes lossily.
+            path = _lossy_utf8(path, tmp_dir)
+            staged.append(path)
         yield Opened(_scan(path, file, cfg), lossy=lossy)
     finally:
         for p in staged:
@@ -192,6 +196,18 @@ def _is_utf8(path: Path) -> bool:
     except UnicodeDecodeError:
         return False
     return True
+
+
+def _lossy_utf8(path: Path, tmp_dir: Path) -> Path:
+    """A copy of ``path`` with every byte sequence that is not UTF-8 replaced by U+FFFD, so the
+    rows holding one can be quarantined instead of the whole file failing."""
+    out = tmp_dir / f".tmp-{uuid.uuid4().hex}{path.suffix}"
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    with path.open("rb") as src, out.open("w", encoding="utf-8") as dst:
+        while chunk := src.read(16 << 20):
+            dst.write(decoder.decode(chunk))
+        dst.write(decoder.decode(b"", final=True))
+    return out
 
 
 def _gunzip(path: Path, tmp_dir: Path) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 
 import polars as pl
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -15,6 +16,7 @@ from tasks.clean import (
     SPECS,
     accepted_clean_rows,
     cleaned_events,
+    cleaned_feedback,
     cleaned_market_prices,
     cleaned_rows,
     future_cutoff,
@@ -144,3 +146,52 @@ def test_a_corrected_outlier_is_superseded_not_quarantined():
     spec = SPECS["market_prices"]
     assert rejected_clean_rows(verdicts, spec).collect().height == 0
     assert sorted(accepted_clean_rows(verdicts, spec).collect()["price"]) == [10.0, 11.0, 12.0]
+
+
+# ---- feedback text: odd input is cleaned and kept (scored later), never a crash --------------
+def _feedback(text: str | None, rating: int | None = 4, title: str | None = None) -> dict:
+    return {"feedback_id": "f1", "text": text, "rating": rating, "title": title,
+            "created_at": T}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("text", "clean_text", "pii"),
+    [
+        ("", "", []),  # no text but a rating: kept, scored from the rating
+        ("😍😍😍", "😍😍😍", []),  # only emojis
+        ("<p>Loved it!<br/>Really &amp; truly</p>", "Loved it! Really & truly", []),
+        ("Très bon produit, 非常好, sehr gut 👍", "Très bon produit, 非常好, sehr gut 👍", []),
+        ("Mail me: ana@example.com", "Mail me: [EMAIL]", ["email"]),
+        ("<b>call</b> +44 20 7946 0958", "call [PHONE]", ["phone"]),
+    ],
+)
+def test_feedback_text_is_plain_and_redacted(text, clean_text, pii):
+    rows = cleaned_feedback(_raw("feedback", [_feedback(text)]), CUTOFF).collect()
+    kept = accepted_clean_rows(rows.lazy(), SPECS["feedback"]).collect()
+    assert kept.height == 1 and kept["text"][0] == clean_text
+    assert kept["pii"][0].to_list() == pii
+    assert kept["text_chars"][0] == len(clean_text.replace("[EMAIL]", "ana@example.com")
+                                        .replace("[PHONE]", "+44 20 7946 0958"))  # fmt: skip
+
+
+def test_very_long_feedback_is_cut_and_its_length_kept():
+    text = "word " * 3000
+    rows = cleaned_feedback(_raw("feedback", [_feedback(text)]), CUTOFF, max_chars=500).collect()
+    kept = accepted_clean_rows(rows.lazy(), SPECS["feedback"]).collect()
+    assert kept["text"].str.len_chars()[0] == 500
+    assert kept["text_chars"][0] == len(text.strip())  # what was cut is counted
+
+
+def test_a_card_number_at_the_cut_is_redacted_whole():
+    text = "x" * 490 + " card 4111 1111 1111 1111 thanks"
+    rows = cleaned_feedback(_raw("feedback", [_feedback(text)]), CUTOFF, max_chars=500).collect()
+    kept = accepted_clean_rows(rows.lazy(), SPECS["feedback"]).collect()
+    assert "4111" not in kept["text"][0] and kept["pii"][0].to_list() == ["card"]
+
+
+def test_pii_in_a_title_is_redacted_too():
+    rows = cleaned_feedback(
+        _raw("feedback", [_feedback("fine", title="From bob@example.org")]), CUTOFF
+    ).collect()
+    kept = accepted_clean_rows(rows.lazy(), SPECS["feedback"]).collect()
+    assert kept["title"][0] == "From [EMAIL]" and kept["pii"][0].to_list() == ["email"]

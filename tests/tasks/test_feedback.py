@@ -175,3 +175,26 @@ def test_a_past_date_is_scored_by_a_model_trained_before_it(wh):
     past = feedback.scoring_model(registry, END - timedelta(days=5))
     assert past.version == early.version != late.version
     assert feedback.scoring_model(registry, END - timedelta(days=20)) is None  # the lexicon
+
+
+def test_every_odd_text_gets_a_score_and_a_label():
+    texts = ["", "😍😍", "Loved it! Really & truly", "Très bon, 非常好 👍", "word " * 1000, "ok"]
+    frame = pl.DataFrame(
+        {
+            "feedback_id": [f"f{i}" for i in range(len(texts))],
+            "created_at": [datetime(2026, 11, 27, tzinfo=UTC)] * len(texts),
+            "user_id": None, "item_id": None, "channel": "review",
+            "rating": [2, None, 5, 4, None, 3], "title": None, "text": texts,
+            "pii": [[]] * len(texts), "text_chars": [len(t) for t in texts],
+        },
+        schema_overrides={"user_id": pl.String, "item_id": pl.String, "title": pl.String,
+                          "pii": pl.List(pl.String)},
+    )  # fmt: skip
+    scores = sentiment.lexicon_scores(frame["text"])
+    out = feedback.scored_feedback(
+        frame, scores, sentiment.LEXICON_BAND, "lexicon", "vader-test", {"x": ["word"]}
+    )
+    assert out["sentiment_score"].null_count() == 0 and out["sentiment_label"].null_count() == 0
+    assert out["sentiment_source"].to_list() == ["rating", *["lexicon"] * 5]
+    assert out.row(0, named=True)["sentiment_label"] == "negative"  # 2 stars, no text
+    assert out["aspects"].to_list()[4] == ["x"]

@@ -208,7 +208,16 @@ def _emails(draw: st.DrawFn) -> str:
     labels = draw(st.lists(_LABEL, min_size=1, max_size=3))
     tld = draw(st.from_regex(r"[a-z]{2,6}", fullmatch=True))
     at, dot = draw(
-        st.sampled_from([("@", "."), (" at ", " dot "), ("[at]", "[dot]"), (" (at) ", " (dot) ")])
+        st.sampled_from(
+            [
+                ("@", "."),
+                (" at ", " dot "),
+                (" at ", "."),
+                ("[at]", "[dot]"),
+                (" (at) ", " (dot) "),
+                (" @ ", " . "),
+            ]
+        )
     )
     return local + at + dot.join([*labels, tld])
 

@@ -107,6 +107,23 @@ def test_non_utf8_bytes_quarantine_the_row_not_the_file(data_root):
     assert "not UTF-8" in _quarantine(wh)["reason"][0]
 
 
+def test_a_json_lines_row_with_non_utf8_bytes_is_quarantined_not_the_file(data_root):
+    rows = [
+        b'{"feedback_id": "f1", "text": "Great caf\xc3\xa9", "created_at": "2026-11-27T10:00:00Z"}',
+        b'{"feedback_id": "f2", "text": "Bad caf\xe9", "created_at": "2026-11-27T11:00:00Z"}',
+    ]
+    _drop(data_root, "2026-11-27.jsonl", b"\n".join(rows) + b"\n", source="feedback")
+    wh, report = _ingest(data_root, source="feedback")
+    entry = report.files[0]
+    assert (entry.rows_read, entry.rows_accepted, entry.rows_quarantined) == (2, 1, 1)
+    files = sorted((wh.root / "quarantine").glob("source=feedback/stage=ingest/*/*.parquet"))
+    bad = pl.read_parquet(files[0])
+    assert bad.select("row", "column").row(0) == (2, "text")
+    assert "bytes that are not UTF-8" in bad["reason"][0]
+    raw = pl.read_parquet([wh.root / f for f in entry.raw_files])
+    assert raw["text"].to_list() == ["Great café"]
+
+
 def test_latin1_files_read_when_the_encoding_is_configured(data_root):
     _drop(data_root, "a.csv", HEADER.encode() + b"e2,caf\xe9,2026-11-27,view,i1,1,1\n")
     wh, report = _ingest(data_root, SourceConfig(encoding="latin-1"))
