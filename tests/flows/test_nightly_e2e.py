@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from flows.cli import app
+from schemas.landing import SOURCES
 from tasks.generate import generate_landing
 from warehouse.manifest import file_sha256
 from warehouse.query import run_query
@@ -31,7 +32,7 @@ def prefect_api():
         yield
 
 
-def _task_states(flow_run_id, expected: int = 22) -> dict[str, str]:
+def _task_states(flow_run_id, expected: int = 26) -> dict[str, str]:
     """Final state per data step run (ingest, clean), as the UI shows them; asserts that the checks
     and the run record completed. Task states reach the API a moment after the flow returns, so
     this waits until every run has a final state."""
@@ -112,7 +113,9 @@ def test_generate_run_two_dates_query_and_rerun(prefect_api, tmp_path: Path):
         wh, "select count(*) files, sum(rows_read) r, sum(rows_accepted) a, "
         "sum(rows_quarantined) q from ingest_ledger"
     ).row(0)  # fmt: skip
-    distinct_files = {file_sha256(p) for p in (root / "landing").glob("[!_]*/*") if p.is_file()}
+    distinct_files = {
+        file_sha256(p) for s in SOURCES for p in (root / "landing" / s).iterdir() if p.is_file()
+    }
     assert ledger[0] == len(distinct_files)  # identical files (same hash) are ingested once
     assert ledger[1] == ledger[2] + ledger[3]
     rejected = run_query(wh, "select count(*) from quarantine where stage = 'ingest'").item()
@@ -130,8 +133,9 @@ def test_generate_run_two_dates_query_and_rerun(prefect_api, tmp_path: Path):
     assert _hashes(wh) == before
     states = _task_states(again.state_details.flow_run_id)
     # Training is never cached (it decides from the registry whether it is due); all else is.
-    assert states.pop("train-propensity") == states.pop("train-demand") == "Completed"
-    assert len(states) == 14 and set(states.values()) == {"Cached"}, states
+    trained = ("train-propensity", "train-demand", "train-sentiment")
+    assert {states.pop(name) for name in trained} == {"Completed"}
+    assert len(states) == 17 and set(states.values()) == {"Cached"}, states
 
 
 def test_a_cached_step_whose_output_was_deleted_recomputes(prefect_api, tmp_path: Path):
@@ -150,7 +154,7 @@ def test_a_cached_step_whose_output_was_deleted_recomputes(prefect_api, tmp_path
     states = _task_states(state.state_details.flow_run_id)
     assert states.pop("clean-feedback") == "Completed"
     assert states.pop("train-propensity") == "Completed"  # never cached
-    assert states.pop("train-demand") == "Completed"
+    assert states.pop("train-demand") == states.pop("train-sentiment") == "Completed"
     assert set(states.values()) == {"Cached"}
     assert _hashes(wh) == before
 
@@ -183,6 +187,7 @@ def test_force_steps_recompute_the_named_steps_and_their_downstream(prefect_api,
     ran = {name for name, s in states.items() if s == "Completed"}
     model_steps = {"features-user", "train-propensity", "score-users"}  # events feed them
     model_steps |= {"price-position", "train-demand", "forecast"}
+    model_steps |= {"train-sentiment", "support-queue"}  # never cached; reads user_scores
     assert ran == {"ingest-events", "clean-events"} | model_steps
     assert {s for name, s in states.items() if name not in ran} == {"Cached"}
 
@@ -339,6 +344,16 @@ def test_the_nightly_flow_trains_a_champion_scores_users_and_the_cli_shows_it(
     positioned = run_query(wh, "select count(*) from price_position where active").item()
     assert forecast.row(0) == (positioned, END + timedelta(days=1), 1)
 
+    # And the feedback tables, scored by the lexicon: this small shop has too few ratings.
+    lexicon = run_query(
+        wh, "select count(*), count(distinct sentiment_source), min(model_version) "
+        "from feedback_scores where sentiment_source <> 'rating'"
+    ).row(0)  # fmt: skip
+    assert lexicon[0] > 0 and lexicon[1] == 1 and lexicon[2].startswith("vader-")
+    queue = run_query(wh, "select count(*), count(suggested_answer) from support_queue").row(0)
+    assert queue[0] > 0 and queue[1] > 0
+    assert run_query(wh, "select count(*) from product_sentiment").item() > 0
+
     result = runner.invoke(app, ["models", *dr])
     assert result.exit_code == 0 and champion.version[:12] in result.output, result.output
     assert demand.version[:12] in result.output
@@ -346,6 +361,7 @@ def test_the_nightly_flow_trains_a_champion_scores_users_and_the_cli_shows_it(
     assert result.exit_code == 0, result.output
     assert "recency_only" in result.output and "rfm" in result.output and "Parity" in result.output
     assert "demand backtest, item x day" in result.output and "WAPE" in result.output
+    assert "no sentiment model trained" in result.output and "VADER" in result.output
     assert len(registry.versions("propensity")) == 2
     assert len(registry.versions("demand")) == 2
 

@@ -273,7 +273,7 @@ _PII = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(prefix=_PROSE, pii=_PII, suffix=_PROSE)
 def test_planted_pii_never_survives_and_the_prose_is_kept(
     prefix: str, pii: tuple[str, str, str], suffix: str
