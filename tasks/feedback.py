@@ -295,9 +295,7 @@ def scored_feedback(
     )
 
 
-def feedback_scores_table(
-    wh: Warehouse, as_of: date, cfg: FeedbackSettings, provider: str = "auto"
-) -> TableReport:
+def feedback_scores_table(wh: Warehouse, as_of: date, cfg: FeedbackSettings) -> TableReport:
     """Score the feedback of the ``history_days`` before ``as_of``; publish feedback_scores."""
     started = time.perf_counter()
     parts = feedback_partitions(wh, as_of, cfg)
@@ -305,34 +303,28 @@ def feedback_scores_table(
         raise NotEnoughHistory(f"no clean feedback in the {cfg.history_days} days before {as_of}")
     frame = wh.scan("clean", "feedback", [m.partition for m in parts])
     feedback = frame.sort("created_at", "feedback_id").collect()
+    registry = Registry(wh)
+    card = scoring_model(registry, as_of)
     texts = feedback["text"].fill_null("")
-    card = scoring_model(Registry(wh), as_of)
+    inputs = [m.ref for m in parts]
     if card is None:
         scores = sentiment.lexicon_scores(texts)
-        band, source, version, ran = sentiment.LEXICON_BAND, "lexicon", lexicon_version(), "python"
+        band, source, version = sentiment.LEXICON_BAND, "lexicon", lexicon_version()
     else:
-        sess = score.session(
-            Registry(wh).onnx_bytes(MODEL, card.version), score.providers(provider)
-        )
+        # CPU on purpose: the vocabulary lookup takes strings, which no GPU provider holds, and
+        # what follows is a gather and a sum per text, too little to pay for a copy to a GPU.
+        sess = score.session(registry.onnx_bytes(MODEL, card.version), [score.CPU])
         scores = sentiment.onnx_scores(sess, texts).astype(np.float64)
-        params = card.params
-        band, source, version = (
-            (params["negative_below"], params["positive_from"]),
-            "model",
-            card.version,
-        )
-        ran = sess.get_providers()[0]
-    table = scored_feedback(feedback, scores, band, source, version, cfg.aspects)
-    inputs = [m.ref for m in parts]
-    if card is not None:
+        band = (card.params["negative_below"], card.params["positive_from"])
+        source, version = "model", card.version
         inputs.append(
-            InputRef(kind="model", name=f"models/{MODEL}/{card.version}", content_hash=card.version)
+            InputRef(kind="model", name=f"models/{MODEL}/{version}", content_hash=version)
         )
-    truncated = int((feedback["text_chars"] > cfg.max_text_chars).sum())
+    table = scored_feedback(feedback, scores, band, source, version, cfg.aspects)
     notes = {
         "sentiment_source": source,
-        "provider": ran,
-        "truncated_texts": truncated,
+        "provider": score.CPU if card is not None else "python",
+        "truncated_texts": int((feedback["text_chars"] > cfg.max_text_chars).sum()),
         "texts_with_pii": int((feedback["pii"].list.len() > 0).sum()),
     }
     m = wh.write_partition(

@@ -484,7 +484,7 @@ def feedback_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     reads: list[str] = []
     if name == "feedback":
         champion = Registry(wh).champion(feedback.MODEL)
-        reads = [champion.version if champion else "lexicon", ctx.model.provider]
+        reads = [champion.version if champion else "lexicon"]
         reads += [m.content_hash for m in feedback.feedback_partitions(wh, as_of, ctx.feedback)]
     else:
         scores: feedback.TableReport | None = params.get("scores")
@@ -546,9 +546,7 @@ def feedback_step(
     """The sentiment champion (or the lexicon) scores recent feedback → ``feedback_scores``."""
     with time_limit(ctx.timeout_seconds, "feedback-scores"):
         try:
-            report = feedback.feedback_scores_table(
-                ctx.warehouse(), as_of, ctx.feedback, ctx.model.provider
-            )
+            report = feedback.feedback_scores_table(ctx.warehouse(), as_of, ctx.feedback)
         except NotEnoughHistory as exc:
             log.warning("no feedback_scores yet: %s", exc)
             return None
