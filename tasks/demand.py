@@ -296,17 +296,16 @@ def train_demand(
         best_iteration=fitted.booster.best_iteration,
         inputs=inputs.refs,
     )
-    registry.register(card, onnx_bytes, fitted.booster.model_to_string())
     promoted, why = _challenge(registry, card, fitted.newest_fold)
-    if promoted:
-        registry.promote(MODEL, version, why)
-    champion = registry.champion(MODEL)
+    champion = registry.admit(
+        card, onnx_bytes, fitted.booster.model_to_string(), promote=promoted, reason=why
+    )
     return DemandTrainReport(
         trained=True,
         reason=f"{reason}; {why}",
         version=version,
         promoted=promoted,
-        champion=champion.version if champion else None,
+        champion=champion,
         backtest=fitted.backtest,
         metrics=fitted.metrics,
         parity_max_diff=max_diff,

@@ -179,17 +179,16 @@ def train_sentiment(
         {"terms": model.vocab.terms, "idf": model.vocab.idf.tolist(),
          "coef": model.coef.tolist(), "intercept": model.intercept, "band": band}
     )  # fmt: skip
-    registry.register(card, onnx_bytes, native, native_name=NATIVE_FILE)
     promoted, why = _challenge(registry, card, holdout)
-    if promoted:
-        registry.promote(MODEL, version, why)
-    champion = registry.champion(MODEL)
+    champion = registry.admit(
+        card, onnx_bytes, native, promote=promoted, reason=why, native_name=NATIVE_FILE
+    )
     return SentimentTrainReport(
         trained=True,
         reason=f"{reason}; {why}",
         version=version,
         promoted=promoted,
-        champion=champion.version if champion else None,
+        champion=champion,
         labelled=rated.height,
         metrics=metrics,
         parity_max_diff=max_diff,

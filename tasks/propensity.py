@@ -289,17 +289,16 @@ def train_propensity(
         best_iteration=booster.best_iteration,
         inputs=refs,
     )
-    registry.register(card, onnx_bytes, booster.model_to_string())
     promoted, why = _challenge(registry, card, holdout, x_holdout, y_holdout)
-    if promoted:
-        registry.promote(MODEL, version, why)
-    champion = registry.champion(MODEL)
+    champion = registry.admit(
+        card, onnx_bytes, booster.model_to_string(), promote=promoted, reason=why
+    )
     return TrainReport(
         trained=True,
         reason=f"{reason}; {why}",
         version=version,
         promoted=promoted,
-        champion=champion.version if champion else None,
+        champion=champion,
         holdout=plan.holdout.isoformat(),
         snapshots=[d.isoformat() for d in plan.train],
         metrics=metrics,

@@ -109,6 +109,23 @@ class Registry:
             shutil.rmtree(staging, ignore_errors=True)
         return target
 
+    def admit(
+        self,
+        card: ModelCard,
+        onnx_bytes: bytes,
+        native_text: str,
+        *,
+        promote: bool,
+        reason: str,
+        native_name: str = NATIVE_FILE,
+    ) -> str | None:
+        """Register a version, promote it when ``promote``, and return the champion's version."""
+        self.register(card, onnx_bytes, native_text, native_name)
+        if promote:
+            self.promote(card.model, card.version, reason)
+        champion = self.champion(card.model)
+        return champion.version if champion else None
+
     def versions(self, model: str) -> list[ModelCard]:
         """Every registered version of ``model``, oldest first."""
         base = self.model_dir(model)
