@@ -394,8 +394,8 @@ def models(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
         champion = registry.champion(name)
         cards = registry.versions(name)
         star = ["*" if champion and champion.version == c.version else "" for c in cards]
-        table = _demand_models(cards, star) if name == "demand" else _propensity_models(cards, star)
-        console.print(table)
+        tables = {"demand": _demand_models, "sentiment": _sentiment_models}
+        console.print(tables.get(name, _propensity_models)(cards, star))
         if champion:
             console.print(
                 f"champion: {champion.version} since {champion.promoted_at} ({champion.reason})"
@@ -417,6 +417,25 @@ def _propensity_models(cards: list, star: list[str]) -> Table:
             _num(m["roc_auc"]), _num(m["pr_auc"]), _num(m["lift_top_decile"], 2),
             _num(base["recency_only"]["roc_auc"]), _num(base["rfm"]["roc_auc"]),
             f"{card.parity['max_abs_diff']:.1g}", str(card.best_iteration),
+        )  # fmt: skip
+    return table
+
+
+def _sentiment_models(cards: list, star: list[str]) -> Table:
+    table = Table(
+        title="sentiment models (newest rated texts held out: model and the VADER lexicon)",
+        show_edge=False,
+    )
+    for col in ("", "version", "data to", "held-out", "macro-F1", "accuracy", "AUC",
+                "lexicon F1", "lexicon AUC", "terms", "parity"):  # fmt: skip
+        table.add_column(col, justify="left" if col in ("", "version") else "right")
+    for mark, card in zip(star, cards, strict=True):
+        m, lex = card.metrics["model"], card.metrics["lexicon"]
+        table.add_row(
+            mark, card.version, card.training["last_day"], str(card.training["holdout_rows"]),
+            _num(m["macro_f1"], 3), _num(m["accuracy"], 3), _num(m["roc_auc"]),
+            _num(lex["macro_f1"], 3), _num(lex["roc_auc"]), str(card.params["terms"]),
+            f"{card.parity['max_abs_diff']:.1g}",
         )  # fmt: skip
     return table
 

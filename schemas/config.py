@@ -286,7 +286,7 @@ class MarketSettings(BaseModel):
 #: order is the priority of a support ticket's topic: its first aspect in this order.
 DEFAULT_ASPECTS: dict[str, list[str]] = {
     "quality": ["quality", "broke", "broken", "fell apart", "flimsy", "sturdy", "defect*",
-                "damaged", "cracked", "crushed", "scratched", "durable", "finish", "stitching",
+                "damaged", "crack*", "crushed", "scratched", "durable", "finish", "stitching",
                 "faulty"],
     "size_fit": ["size*", "fit", "fits", "too small", "too big", "too large", "tight", "loose"],
     "app_bugs": ["app", "apps", "crash*", "bug*", "log in", "login", "logs me out", "password",

@@ -198,3 +198,15 @@ def test_every_odd_text_gets_a_score_and_a_label():
     assert out["sentiment_source"].to_list() == ["rating", *["lexicon"] * 5]
     assert out.row(0, named=True)["sentiment_label"] == "negative"  # 2 stars, no text
     assert out["aspects"].to_list()[4] == ["x"]
+
+
+def test_nightowl_models_lists_sentiment_versions_beside_the_lexicon(wh):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    report = feedback.train_sentiment(wh, END, CFG)
+    result = CliRunner().invoke(app, ["models", "--data-root", str(wh.data_root)])
+    assert result.exit_code == 0, result.output
+    assert "sentiment models" in result.output and "lexicon F1" in result.output
+    assert f"champion: {report.version}" in result.output
