@@ -120,3 +120,39 @@ def test_events_on_or_after_as_of_change_no_feature(later):
         events(EVENTS + extra), AS_OF, ITEMS, pl.concat([MARKET, market_later])
     ).collect()
     assert_frame_equal(before, after)
+
+
+def feedback(rows: list[tuple]) -> pl.LazyFrame:
+    """Feedback from (user, created_at, rating, channel) tuples."""
+    schema = {"user_id": pl.String, "created_at": pl.Datetime("us", "UTC"),
+              "rating": pl.Int64, "channel": pl.String}  # fmt: skip
+    return pl.DataFrame(rows, schema=schema, orient="row").lazy()
+
+
+FEEDBACK = [
+    ("u1", at(20), 1, "review"),
+    ("u1", at(25), 5, "survey"),
+    ("u1", at(26), None, "support"),
+    ("u2", datetime(2026, 8, 1, tzinfo=UTC), 2, "review"),  # more than 90 days before
+    (None, at(21), 1, "app_store"),  # no user: counts for nobody
+]
+
+
+def test_feedback_features_count_the_last_90_days_per_user():
+    f = user_features(events(EVENTS), AS_OF, feedback=feedback(FEEDBACK)).collect()
+    u1, u2 = (f.filter(pl.col("user_id") == u).row(0, named=True) for u in ("u1", "u2"))
+    assert (u1["feedback_90d"], u1["negative_feedback_90d"], u1["support_tickets_30d"]) == (3, 1, 1)
+    assert u1["mean_rating_90d"] == 3.0
+    assert (u2["feedback_90d"], u2["support_tickets_30d"], u2["mean_rating_90d"]) == (0, 0, None)
+    without = user_features(events(EVENTS), AS_OF).collect()
+    assert feature_names(without) == feature_names(f) and without["feedback_90d"].null_count() == 2
+
+
+@settings(max_examples=30, deadline=None)
+@given(minutes=st.lists(st.integers(min_value=0, max_value=60 * 24 * 30), max_size=10))
+def test_feedback_from_as_of_on_changes_no_feature(minutes):
+    start = datetime(AS_OF.year, AS_OF.month, AS_OF.day, tzinfo=UTC)
+    later = [("u1", start + timedelta(minutes=m), 1, "support") for m in minutes]
+    before = user_features(events(EVENTS), AS_OF, feedback=feedback(FEEDBACK)).collect()
+    after = user_features(events(EVENTS), AS_OF, feedback=feedback(FEEDBACK + later)).collect()
+    assert_frame_equal(before, after)
