@@ -35,6 +35,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.features
 	$(BIN)/python -m bench.score
 	$(BIN)/python -m bench.forecast
+	$(BIN)/python -m bench.feedback
 
 clean:
 	rm -rf demo .pytest_cache .ruff_cache .hypothesis

@@ -743,11 +743,15 @@ def query(
     """Run read-only SQL over the warehouse; tables are views named after them.
 
     Views: events, items, feedback, market_prices, market_indicators, quarantine, ingest_ledger,
-    raw_<source>, items_history. Statements that write or reach outside the warehouse are refused.
+    raw_<source>, items_history; the prediction tables (user_scores, price_position,
+    demand_forecast, category_forecast, price_scenarios, feedback_scores, product_sentiment,
+    support_queue) at their latest as_of, <table>_history for every night's; user_features.
+    Statements that write or reach outside the warehouse are refused.
 
     [bold]Examples[/]:
       nightowl query "select event_type, count(*) from events group by 1"
       nightowl query "select * from quarantine" --output rejects.csv
+      nightowl query "select rank, topic, urgency, suggested_answer from support_queue limit 10"
     """
     from warehouse.query import QueryRefused, run_query
     from warehouse.store import Warehouse
