@@ -503,6 +503,20 @@ def support_queue(
     )
 
 
+def queue_top(wh: Warehouse, report: TableReport, n: int) -> list[dict[str, Any]]:
+    """The ``n`` most urgent tickets of a published support_queue, as short rows for people."""
+    frame = wh.scan("predictions", "support_queue", [{"as_of": report.as_of}])
+    if frame is None:
+        return []
+    top = frame.sort("rank").head(n).select(
+        "rank", "topic", pl.col("urgency").round(2),
+        pl.col("urgency_reasons").list.join("; ").alias("why"),
+        pl.col("text").str.slice(0, 140).alias("ticket"),
+        pl.col("faq_question").alias("suggested answer"),
+    )  # fmt: skip
+    return top.collect().to_dicts()
+
+
 def high_value_users(wh: Warehouse, as_of: date) -> tuple[pl.DataFrame | None, list[InputRef]]:
     """Users whose latest user_scores segment (before or on ``as_of``) is a high-value one."""
     parts = [

@@ -599,4 +599,8 @@ def support_queue_step(
         "support_queue: %s tickets, %s with a suggested answer", report.rows,
         report.notes["with_answer"],
     )  # fmt: skip
+    # The morning's first look, in the UI beside the run: the ten most urgent tickets.
+    top = feedback.queue_top(ctx.warehouse(), report, 10)
+    if top:
+        create_table_artifact(top, key="support-queue", description=f"as of {report.as_of}")
     return report

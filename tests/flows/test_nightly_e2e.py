@@ -352,6 +352,7 @@ def test_the_nightly_flow_trains_a_champion_scores_users_and_the_cli_shows_it(
     assert lexicon[0] > 0 and lexicon[1] == 1 and lexicon[2].startswith("vader-")
     queue = run_query(wh, "select count(*), count(suggested_answer) from support_queue").row(0)
     assert queue[0] > 0 and queue[1] > 0
+    assert "urgency" in str(_artifacts("support-queue")[0].data)  # the UI shows the top tickets
     assert run_query(wh, "select count(*) from product_sentiment").item() > 0
 
     result = runner.invoke(app, ["models", *dr])
