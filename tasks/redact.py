@@ -68,14 +68,25 @@ _SWITCH = r"[A-Za-z][0-9]|[0-9][A-Za-z]"
 # ---- E-mails (Rust regex) ----------------------------------------------------------------------
 _EMAIL = r"(?i)[\p{L}\p{N}._%+-]+@(?:[\p{L}\p{N}-]+\.)+[a-z]{2,24}(?-u:\b)"
 # Obfuscated forms: "jane dot doe at example dot com", "jane[at]example[dot]com",
-# "jane (at) example (dot) com", "jane @ example . com", "jane at example.com". Prose uses "at"
-# and dots too, so the domain must look like one: labels joined by "." (tight, or spaced on both
-# sides) or a spelled-out dot, ending in a 2-24 letter TLD; the first label is not "www" and the
-# tail is not followed by "/" or by more domain ("details at www.example.com/returns" is a site);
-# the TLD is in one case ("at home.Thanks" is a missing space).
+# "jane (at) example (dot) com", "jane @ example . com", "j.doe at example.com". Prose uses "at"
+# and dots too ("find it at amazon.com", "cheaper @ vitacost.com", "amazed at how.easy"), so a
+# plain "at" or a spaced "@" counts only when something else says "address": a bracketed at, a
+# spelled-out or spaced dot in the domain, or a local part with a dot, "_", "+" or a digit.
+# The domain must look like one: labels joined by dots ending in a 2-24 letter TLD in one case
+# ("at home.Thanks" is a missing space); the first label is not "www" and the tail is not
+# followed by "/" or by more domain ("details at www.example.com/returns" is a site).
 _DOT_WORD = r"(?:\s*[\[({<]\s*(?:dot|\.)\s*[\])}>]\s*|\s+dot\s+)"
-_AT = r"(?:\s*[\[({<]\s*(?:at|@)\s*[\])}>]\s*|\s*@\s*|\s+at\s+)"
+_STRONG_AT = r"\s*[\[({<]\s*(?:at|@)\s*[\])}>]\s*"
+_WEAK_AT = r"(?:\s*@\s*|\s+at\s+)"
 _LOCAL_WORD = r"[\p{L}\p{N}_%+-]+"
+_JOIN = rf"(?:\.+|{_DOT_WORD})"
+_LOCAL = rf"{_LOCAL_WORD}(?:{_JOIN}{_LOCAL_WORD})*"
+# Joined words, or one word holding "_", "+" or a digit; starting with a letter either way, so
+# that "3.99 at amazon.com" and "bought 2 at shop.com" stay prose.
+_ADDRESS_LOCAL = (
+    rf"(?:\p{{L}}[\p{{L}}\p{{N}}_%+-]*(?:{_JOIN}{_LOCAL_WORD})+"
+    rf"|\p{{L}}[\p{{L}}\p{{N}}%-]*[_+0-9][\p{{L}}\p{{N}}_%+-]*)"
+)
 _LABEL = r"[\p{L}\p{N}-]+"
 _LC = r"[\p{L}\p{N}-]"
 _NOT_W = r"[\p{L}\p{N}\-&&[^wW]]"  # a label character other than w
@@ -83,9 +94,15 @@ _FIRST_LABEL = (
     rf"(?:{_LC}{{1,2}}|{_LC}{{4,}}|{_NOT_W}{_LC}{{2}}|[wW]{_NOT_W}{_LC}|[wW]{{2}}{_NOT_W})"
 )
 _DOMAIN_DOT = rf"(?:\.|\s+\.\s+|{_DOT_WORD})"
+_STRONG_DOT = rf"(?:\s+\.\s+|{_DOT_WORD})"
+_TLD = r"(?-i:[a-z]{2,24}|[A-Z]{2,24})"
+_DOMAIN = rf"{_FIRST_LABEL}(?:{_DOMAIN_DOT}{_LABEL})*{_DOMAIN_DOT}{_TLD}"
+_OBFUSCATED_DOMAIN = (
+    rf"{_FIRST_LABEL}(?:{_DOMAIN_DOT}{_LABEL})*{_STRONG_DOT}(?:{_LABEL}{_DOMAIN_DOT})*{_TLD}"
+)
 _LOOSE_EMAIL = (
-    rf"(?i){_LOCAL_WORD}(?:(?:\.+|{_DOT_WORD}){_LOCAL_WORD})*{_AT}"
-    rf"{_FIRST_LABEL}(?:{_DOMAIN_DOT}{_LABEL})*{_DOMAIN_DOT}(?-i:[a-z]{{2,24}}|[A-Z]{{2,24}})"
+    rf"(?i)(?:{_LOCAL}{_STRONG_AT}{_DOMAIN}|{_LOCAL}{_WEAK_AT}{_OBFUSCATED_DOMAIN}"
+    rf"|{_ADDRESS_LOCAL}{_WEAK_AT}{_DOMAIN})"
     r"(\.?(?:[^\p{L}\p{N}/.@_-]|$))"  # the tail, put back after the placeholder
 )
 

@@ -27,7 +27,8 @@ EMAILS = [
     ("jane[at]example[dot]com", "[EMAIL]"),
     ("reach jane (at) example (dot) com today", "reach [EMAIL] today"),
     ("jane @ example . com", "[EMAIL]"),
-    ("it is jane at example.com, thanks", "it is [EMAIL], thanks"),
+    ("it is j.doe at example.com, thanks", "it is [EMAIL], thanks"),
+    ("it is jane_doe at example.com", "it is [EMAIL]"),
     ("JANE AT EXAMPLE DOT COM", "[EMAIL]"),
     ("josé@exämple.de", "[EMAIL]"),
     ("me@x.io or j@y.co.uk", "[EMAIL] or [EMAIL]"),
@@ -77,6 +78,12 @@ URLS = [
     ("https://x.com/unsub?email=jane@x.com&sig=abc123", "[URL]"),
 ]
 NOT_PII = [
+    # Prose that names a shop's site: an address needs more than "at" and a domain.
+    "find these at amazon.com",
+    "here at Amazon.com, cheaper @ vitacost.com",
+    "£3.99 at amazon.com",
+    "bought 2 at shop.com",
+    "it is jane at example.com",  # could be either: prose wins, the raw layer keeps it
     "I looked at the box",
     "meet at noon",
     "I am at home.Thanks",
@@ -219,6 +226,8 @@ def _emails(draw: st.DrawFn) -> str:
             ]
         )
     )
+    if (at, dot) == (" at ", "."):  # prose writes that too: only an address-like name counts
+        local = f"j.{local}"
     return local + at + dot.join([*labels, tld])
 
 
