@@ -210,3 +210,21 @@ def test_nightowl_models_lists_sentiment_versions_beside_the_lexicon(wh):
     assert result.exit_code == 0, result.output
     assert "sentiment models" in result.output and "lexicon F1" in result.output
     assert f"champion: {report.version}" in result.output
+
+
+def test_the_faq_comes_from_the_config_or_the_landing_knowledge_base(tmp_path):
+    from warehouse.landing import LandingError
+
+    wh = Warehouse(tmp_path / "data", "test")
+    assert feedback.faq_frame(wh, str(tmp_path), None).height == 0  # none anywhere: no answers
+    assert feedback.faq_fingerprint(wh, str(tmp_path), None) == "none"
+    (tmp_path / "kb.csv").write_text("Question,Answer\nWhere is my parcel?,Track it online.\n")
+    faq = feedback.faq_frame(wh, str(tmp_path), "kb.csv")  # relative to the config's folder
+    assert faq.select("question", "answer").row(0) == ("Where is my parcel?", "Track it online.")
+    landing = tmp_path / "data" / "landing" / "knowledge_base"
+    landing.mkdir(parents=True)
+    (landing / "faq.md").write_text("# Help\n\n## How do I return?\n\nUse the returns page.\n")
+    assert feedback.faq_frame(wh, str(tmp_path), None)["question"].to_list() == ["How do I return?"]
+    with pytest.raises(LandingError, match=r"missing\.md: FAQ file not found"):
+        feedback.faq_frame(wh, str(tmp_path), "missing.md")
+    assert feedback.faq_fingerprint(wh, str(tmp_path), "missing.md") == "missing"
