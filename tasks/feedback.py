@@ -157,7 +157,7 @@ def train_sentiment(
         version=version,
         code_version=wh.code_version,
         features=[
-            {"name": sentiment.TERMS, "dtype": "string"},
+            {"name": sentiment.TERMS, "dtype": "int64"},
             {"name": sentiment.COUNTS, "dtype": "float32"},
         ],
         training={
@@ -310,8 +310,8 @@ def feedback_scores_table(wh: Warehouse, as_of: date, cfg: FeedbackSettings) -> 
         scores = sentiment.lexicon_scores(texts)
         band, source, version = sentiment.LEXICON_BAND, "lexicon", lexicon_version()
     else:
-        # CPU on purpose: the vocabulary lookup takes strings, which no GPU provider holds, and
-        # what follows is a gather and a sum per text, too little to pay for a copy to a GPU.
+        # CPU on purpose: per text the graph does a gather and a sum, too little to pay for
+        # copying the batch to a GPU and back (the tokenising, in Polars, is the real work).
         sess = score.session(registry.onnx_bytes(MODEL, card.version), [score.CPU])
         scores = sentiment.onnx_scores(sess, texts).astype(np.float64)
         band = (card.params["negative_below"], card.params["positive_from"])

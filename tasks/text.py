@@ -50,7 +50,7 @@ def tokens(text: pl.Expr) -> pl.Expr:
 
 def term_counts(docs: pl.DataFrame, doc: str = "doc", text: str = "text") -> pl.DataFrame:
     """How often each term (word or two-word phrase) occurs in each document: ``doc``, ``term``,
-    ``count``; documents without a term have no row."""
+    ``count``, in no particular order; documents without a term have no row."""
     words = (
         docs.lazy()
         .select(pl.col(doc), tokens(pl.col(text)).alias("term"))
@@ -66,7 +66,6 @@ def term_counts(docs: pl.DataFrame, doc: str = "doc", text: str = "text") -> pl.
         pl.concat([words, pairs])
         .group_by(doc, "term")
         .agg(pl.len().cast(pl.Float32).alias("count"))
-        .sort(doc, "term")
         .collect()
     )
 

@@ -76,14 +76,19 @@ def test_one_sentiment_only_is_refused():
         sentiment.fit_sentiment(pl.Series(["good", "fine"] * 5), pl.Series([1.0, 1.0] * 5))
 
 
-def test_padded_terms_put_each_document_on_its_row():
-    counts = pl.DataFrame(
-        {"doc": [0, 0, 2], "term": ["a", "b", "c"], "count": [1.0, 2.0, 3.0]},
+def test_padded_terms_put_each_document_on_its_row_in_index_order():
+    known = pl.DataFrame(
+        {"doc": [0, 2, 0], "col": [5, 1, 3], "count": [1.0, 3.0, 2.0]},
         schema_overrides={"count": pl.Float32},
     )
-    terms, values = sentiment.padded_terms(counts, 3)
-    assert terms.tolist() == [["a", "b"], ["", ""], ["c", ""]]
-    assert values.tolist() == [[1.0, 2.0], [1.0, 1.0], [3.0, 1.0]]
+    index, values = sentiment.padded_terms(known, 3, pad=9)
+    assert index.tolist() == [[3, 5], [9, 9], [1, 9]]
+    assert values.tolist() == [[2.0, 1.0], [1.0, 1.0], [3.0, 1.0]]
+
+
+def test_the_onnx_file_carries_its_vocabulary(model, sess):
+    vocab = sentiment.vocabulary_index(sess)
+    assert vocab["term"].to_list() == model.vocab.terms and vocab["col"][0] == 0
 
 
 def test_metrics_on_a_tiny_known_case():
