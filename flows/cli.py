@@ -114,8 +114,10 @@ ForceOpt = Annotated[
     typer.Option(
         "--force-steps",
         help="Recompute these steps and everything downstream, cached or not: comma-separated "
-        "steps (ingest, clean, features, train, score), step runs (ingest-events, clean-items) "
-        "or all. Naming train trains now, whatever the cadence says.",
+        "steps (ingest, clean, features, train, score, price-position, train-demand, forecast, "
+        "train-sentiment, feedback, product-sentiment, support-queue), step runs "
+        "(ingest-events, clean-items) or all. Naming a train step trains now, whatever the "
+        "cadence says.",
     ),
 ]
 
@@ -127,8 +129,9 @@ def run(
     config: ConfigOpt = None,
     data_root: DataRootOpt = None,
 ) -> None:
-    """Run the nightly flow for one date: ingest, clean and check every source, then user
-    features, training when due, and user_scores.
+    """Run the nightly flow for one date: ingest, clean and check every source; then user
+    features, training when due and user_scores; price position and the demand forecast; and
+    feedback scores, product sentiment and the support queue.
 
     Steps whose inputs did not change are reused from the cache (shown as Cached). Works with no
     Prefect server started: without PREFECT_API_URL a temporary local one is used.
@@ -136,6 +139,7 @@ def run(
     [bold]Examples[/]:
       nightowl run --date 2026-11-27
       nightowl run --date 2026-11-27 --force-steps ingest-events
+      nightowl run --date 2026-11-27 --force-steps train-sentiment
     """
     settings = _settings(config, data_root)
     run_date = _parse_date(date_, settings)
