@@ -24,7 +24,7 @@ from schemas.config import MarketSettings
 from tasks import export, market, score
 from tasks import forecast as fc
 from tasks.propensity import NoChampion, ParityFailed, cadence_due, clean_before
-from tasks.train import NotEnoughHistory
+from tasks.train import NotEnoughHistory, TrainOutcome
 from tasks.units import raw_rows
 from warehouse.landing import date_in_name
 from warehouse.ledger import Ledger, LedgerEntry
@@ -47,19 +47,11 @@ class PricePositionReport(BaseModel):
     seconds: float = 0.0
 
 
-class DemandTrainReport(BaseModel):
-    """What the demand training did: trained or not, its backtest, registered, promoted, why."""
+class DemandTrainReport(TrainOutcome):
+    """What the demand training did, with its backtest and the indicators that were stale."""
 
-    trained: bool
-    reason: str
-    version: str | None = None
-    promoted: bool = False
-    champion: str | None = None
     backtest: list[dict[str, Any]] = Field(default_factory=list)
-    metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
-    parity_max_diff: float | None = None
     stale_indicators: list[str] = Field(default_factory=list)
-    seconds: float = 0.0
 
 
 class ForecastReport(BaseModel):

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from schemas.config import FeedbackSettings
 from tasks import score, sentiment, support, text
 from tasks.propensity import ParityFailed, cadence_due, clean_before
-from tasks.train import NotEnoughHistory
+from tasks.train import NotEnoughHistory, TrainOutcome
 from warehouse.landing import LandingError, knowledge_base
 from warehouse.manifest import InputRef, Manifest
 from warehouse.registry import ModelCard, Registry
@@ -39,18 +39,10 @@ EDGE_TEXTS = ["", "😍😍😍", "qwzx vbnm", "great " * 400, "très bien, 非�
 HIGH_VALUE_SEGMENTS = ("champions", "loyal", "cannot_lose")
 
 
-class SentimentTrainReport(BaseModel):
-    """What one sentiment training did."""
+class SentimentTrainReport(TrainOutcome):
+    """What one sentiment training did, and how many rated texts it had."""
 
-    trained: bool
-    reason: str
-    version: str | None = None
-    promoted: bool = False
-    champion: str | None = None
     labelled: int = 0
-    metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
-    parity_max_diff: float | None = None
-    seconds: float = 0.0
 
 
 class TableReport(BaseModel):

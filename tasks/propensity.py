@@ -46,19 +46,11 @@ class FeatureReport(BaseModel):
     seconds: float = 0.0
 
 
-class TrainReport(BaseModel):
-    """What the train step did: trained or not, registered, promoted, and why."""
+class TrainReport(train.TrainOutcome):
+    """What the propensity training did: its held-out snapshot and training snapshots too."""
 
-    trained: bool
-    reason: str
-    version: str | None = None
-    promoted: bool = False
-    champion: str | None = None
     holdout: str | None = None
     snapshots: list[str] = Field(default_factory=list)
-    metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
-    parity_max_diff: float | None = None
-    seconds: float = 0.0
 
 
 class ScoreReport(BaseModel):
