@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ from schemas.config import (
 from tasks import demand, feedback, propensity, units
 from tasks.deadline import time_limit
 from tasks.summary import summary_markdown, summary_rows
-from tasks.train import NotEnoughHistory
+from tasks.train import NotEnoughHistory, TrainOutcome
 from warehouse.landing import landing_files
 from warehouse.ledger import Ledger
 from warehouse.manifest import combined_hash
@@ -328,23 +329,39 @@ def train_step(
 
     Not cached: whether to train depends on the registry, which this step itself changes.
     """
-    with time_limit(ctx.timeout_seconds, "train-propensity"):
+
+    def summary(r: propensity.TrainReport) -> str:
+        auc = r.metrics.get("model", {}).get("roc_auc", float("nan"))
+        return f"held-out AUC {auc:.4f}, parity {r.parity_max_diff:.2g}"
+
+    return _train_when_due(
+        ctx, "propensity",
+        lambda: propensity.train_propensity(
+            ctx.warehouse(), last_day, ctx.model, only_if_due=not force
+        ),
+        propensity.TrainReport, summary,
+    )  # fmt: skip
+
+
+def _train_when_due(
+    ctx: ModelContext,
+    model: str,
+    train: Callable[[], TrainOutcome],
+    outcome: type[TrainOutcome],
+    summary: Callable[[Any], str],
+) -> TrainOutcome:
+    """Run ``train`` within the step's time limit and log what came of it; a young warehouse
+    (NotEnoughHistory) is a warning and an untrained outcome, not a failure."""
+    with time_limit(ctx.timeout_seconds, f"train-{model}"):
         try:
-            report = propensity.train_propensity(
-                ctx.warehouse(), last_day, ctx.model, only_if_due=not force
-            )
-        except NotEnoughHistory as exc:  # a young warehouse: not an error, just not yet
-            log.warning("no model trained yet: %s", exc)
-            return propensity.TrainReport(trained=False, reason=str(exc))
+            report = train()
+        except NotEnoughHistory as exc:
+            log.warning("no %s model trained yet: %s", model, exc)
+            return outcome(trained=False, reason=str(exc))
     if report.trained:
-        model = report.metrics.get("model", {})
-        log.info(
-            "trained %s (held-out AUC %.4f, parity %.2g): %s",
-            report.version, model.get("roc_auc", float("nan")), report.parity_max_diff,
-            report.reason,
-        )  # fmt: skip
+        log.info("trained %s %s (%s): %s", model, report.version, summary(report), report.reason)
     else:
-        log.info("no training tonight: %s", report.reason)
+        log.info("no %s training tonight: %s", model, report.reason)
     return report
 
 
@@ -427,23 +444,16 @@ def train_demand_step(
 
     Not cached: whether to train depends on the registry, which this step itself changes.
     """
-    with time_limit(ctx.timeout_seconds, "train-demand"):
-        try:
-            report = demand.train_demand(
-                ctx.warehouse(), last_day, ctx.market, only_if_due=not force
-            )
-        except NotEnoughHistory as exc:
-            log.warning("no demand model trained yet: %s", exc)
-            return demand.DemandTrainReport(trained=False, reason=str(exc))
-    if report.trained:
-        model, ma = report.metrics["model"], report.metrics["moving_average_28d"]
-        log.info(
-            "trained demand %s (backtest WAPE %.3f vs 28-day average %.3f): %s",
-            report.version, model["wape"], ma["wape"], report.reason,
-        )  # fmt: skip
-    else:
-        log.info("no demand training tonight: %s", report.reason)
-    return report
+
+    def summary(r: demand.DemandTrainReport) -> str:
+        model, ma = r.metrics["model"], r.metrics["moving_average_28d"]
+        return f"backtest WAPE {model['wape']:.3f} vs 28-day average {ma['wape']:.3f}"
+
+    return _train_when_due(
+        ctx, "demand",
+        lambda: demand.train_demand(ctx.warehouse(), last_day, ctx.market, only_if_due=not force),
+        demand.DemandTrainReport, summary,
+    )  # fmt: skip
 
 
 @task(
@@ -514,23 +524,18 @@ def train_sentiment_step(
 
     Not cached: whether to train depends on the registry, which this step itself changes.
     """
-    with time_limit(ctx.timeout_seconds, "train-sentiment"):
-        try:
-            report = feedback.train_sentiment(
-                ctx.warehouse(), last_day, ctx.feedback, only_if_due=not force
-            )
-        except NotEnoughHistory as exc:  # few ratings yet: the lexicon scores, not an error
-            log.warning("no sentiment model trained yet: %s", exc)
-            return feedback.SentimentTrainReport(trained=False, reason=str(exc))
-    if report.trained:
-        model, lexicon = report.metrics["model"], report.metrics["lexicon"]
-        log.info(
-            "trained sentiment %s (held-out macro-F1 %.3f vs lexicon %.3f): %s",
-            report.version, model["macro_f1"], lexicon["macro_f1"], report.reason,
-        )  # fmt: skip
-    else:
-        log.info("no sentiment training tonight: %s", report.reason)
-    return report
+
+    def summary(r: feedback.SentimentTrainReport) -> str:
+        model, lexicon = r.metrics["model"], r.metrics["lexicon"]
+        return f"held-out macro-F1 {model['macro_f1']:.3f} vs lexicon {lexicon['macro_f1']:.3f}"
+
+    return _train_when_due(
+        ctx, "sentiment",
+        lambda: feedback.train_sentiment(
+            ctx.warehouse(), last_day, ctx.feedback, only_if_due=not force
+        ),
+        feedback.SentimentTrainReport, summary,
+    )  # fmt: skip
 
 
 @task(
