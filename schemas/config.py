@@ -322,6 +322,7 @@ class FeedbackSettings(BaseModel):
     max_terms: int = Field(default=200_000, ge=100, description="Largest vocabulary kept.")
     c_grid: list[float] = Field(
         default_factory=lambda: [1.0, 3.0, 10.0, 30.0],
+        min_length=1,
         description="Inverse regularisation strengths tried by cross-validation.",
     )
     retrain_every_days: int = Field(default=7, ge=1)

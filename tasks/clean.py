@@ -92,7 +92,9 @@ def cleaned_feedback(
     length before the cut in ``text_chars``, personal data replaced by typed placeholders (the
     kinds in ``pii``; the raw layer keeps the original), a lower-case channel (default review),
     ids, dates and verdicts."""
-    plain = raw.with_columns(
+    # Ids from the content as written: two tickets differing only in a phone number must not
+    # become duplicates once both say [PHONE], nor get new ids when the cap or redaction change.
+    plain = with_row_ids(raw, SPECS["feedback"]).with_columns(
         text.plain_text(pl.col("text")),
         text.plain_text(pl.col("title")),
         pl.col("channel").str.strip_chars().str.to_lowercase().fill_null("review"),
@@ -110,7 +112,17 @@ def cleaned_feedback(
         .list.sort()
         .alias("pii"),
     )
-    return cleaned_rows(redacted.drop("_text", "_title"), SPECS["feedback"], cutoff)
+    verdicts = cleaned_rows(redacted.drop("_text", "_title"), SPECS["feedback"], cutoff)
+    nothing = (pl.col("text").fill_null("") == "") & pl.col("rating").is_null()
+    emptied = pl.lit("text: nothing left once the HTML is removed, and no rating to score")
+    return verdicts.with_columns(
+        pl.coalesce(pl.col(REASON), pl.when(nothing).then(emptied)).alias(REASON)
+    )
+
+
+def redacted_values(column: pl.Expr, phone_region: str = "GB") -> pl.Expr:
+    """``column`` with personal data replaced by typed placeholders (quarantined feedback)."""
+    return _redacted(column, phone_region).struct.field("text")
 
 
 def _redacted(column: pl.Expr, phone_region: str) -> pl.Expr:

@@ -240,8 +240,11 @@ def user_features(
         counts = [n for n, t in FEEDBACK_FEATURES.items() if t == pl.UInt32]
         frame = frame.join(feedback_activity(feedback, as_of), on="user_id", how="left")
         frame = frame.with_columns(pl.col(counts).fill_null(0).cast(pl.UInt32))
-    else:
-        frame = frame.with_columns(pl.lit(None, t).alias(n) for n, t in FEEDBACK_FEATURES.items())
+    else:  # no feedback at all: nobody gave any (0), not unknown, as in later snapshots
+        frame = frame.with_columns(
+            (pl.lit(0, t) if t == pl.UInt32 else pl.lit(None, t)).alias(n)
+            for n, t in FEEDBACK_FEATURES.items()
+        )
     return frame.with_columns(as_of=pl.lit(as_of)).sort("user_id")
 
 

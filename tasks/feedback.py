@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from schemas.config import FeedbackSettings
 from tasks import score, sentiment, support, text
-from tasks.propensity import ParityFailed, cadence_due, clean_before
+from tasks.propensity import ParityFailed, cadence_due, catalogue_before, clean_before
 from tasks.train import NotEnoughHistory, TrainOutcome
 from warehouse.landing import LandingError, knowledge_base
 from warehouse.manifest import InputRef, Manifest
@@ -35,6 +35,8 @@ MODEL = "sentiment"
 NATIVE_FILE = "model.json"
 #: Texts every parity check also scores: nothing, only emojis, unseen words, one long text.
 EDGE_TEXTS = ["", "😍😍😍", "qwzx vbnm", "great " * 400, "très bien, 非常好", "not not not bad"]
+#: Rated texts of each polarity training needs (cross-validation splits them three ways).
+MIN_PER_SIDE = 10
 #: Segments of user_scores whose tickets count as from high-value customers.
 HIGH_VALUE_SEGMENTS = ("champions", "loyal", "cannot_lose")
 
@@ -117,6 +119,13 @@ def train_sentiment(
         )
     split = int(rated.height * (1 - cfg.holdout_share))
     fit_rows, holdout = rated.head(split), rated.slice(split)
+    by_label = dict(fit_rows["truth"].value_counts().iter_rows())
+    if min(by_label.get("positive", 0), by_label.get("negative", 0)) < MIN_PER_SIDE:
+        raise NotEnoughHistory(
+            f"the rated feedback up to {last_day} has {by_label.get('positive', 0)} positive "
+            f"(4-5 stars) and {by_label.get('negative', 0)} negative (1-2 stars) texts to learn "
+            f"from; at least {MIN_PER_SIDE} of each are needed: the VADER lexicon scores sentiment"
+        )
     model = sentiment.fit_sentiment(
         fit_rows["text"],
         training_labels(fit_rows["truth"]),
@@ -158,7 +167,7 @@ def train_sentiment(
             "fit_until": str(fit_rows["created_at"].max()),
             "holdout_from": str(holdout["created_at"].min()),
             "rows": fit_rows.height,
-            "by_label": dict(fit_rows["truth"].value_counts().iter_rows()),
+            "by_label": by_label,
             "holdout_rows": holdout.height,
         },
         metrics=metrics,
@@ -369,7 +378,8 @@ def product_sentiment(
         .with_columns(pl.col("created_at").dt.date().alias("day"))
         .join(catalogue, on="item_id", how="left")
     )
-    levels = {"item": ["item_id", "category"], "category": ["category"]}
+    # One key per level: a null category must not hide an item's rows from a join.
+    levels = {"item": ["item_id"], "category": ["category"]}
     frames = []
     for level, keys in levels.items():
         keyed = rows.filter(pl.col("category").is_not_null()) if level == "category" else rows
@@ -379,19 +389,21 @@ def product_sentiment(
             .agg(
                 pl.len().alias("feedback"),
                 pl.col("rating").mean().alias("mean_rating"),
-                pl.col("sentiment_score").mean().alias("mean_sentiment"),
+                # Rounded: a float sum's last bits depend on the threads' order, the bytes must not.
+                pl.col("sentiment_score").mean().round(9).alias("mean_sentiment"),
                 (pl.col("sentiment_label") == "negative").mean().alias("negative_share"),
             )
         )
         complaints = _window_complaints(keyed, keys, days, top, window)
+        joined = daily.join(complaints, on=[*keys, "day"], how="left")
+        if level == "item":
+            joined = joined.join(catalogue, on="item_id", how="left")
         frames.append(
-            daily.join(complaints, on=[*keys, "day"], how="left")
-            .with_columns(
+            joined.with_columns(
                 pl.lit(level).alias("level"),
                 pl.col("top_complaints").fill_null(pl.lit([], dtype=pl.List(pl.String))),
                 *([pl.lit(None, pl.String).alias("item_id")] if level == "category" else []),
-            )
-            .select(
+            ).select(
                 "level",
                 "item_id",
                 "category",
@@ -433,15 +445,12 @@ def product_sentiment_table(
     """Publish product_sentiment for the ``window_days`` before ``as_of``."""
     started = time.perf_counter()
     frame = wh.scan("predictions", "feedback_scores", [{"as_of": scores.as_of}])
-    items_parts = [
-        m for m in wh.manifests("clean", "items") if m.partition["dt"] < as_of.isoformat()
-    ]
-    items = wh.scan("clean", "items", [items_parts[-1].partition]) if items_parts else None
+    items, items_refs = catalogue_before(wh, as_of)
     days = [as_of - timedelta(days=d) for d in range(cfg.window_days, 0, -1)]
     table = product_sentiment(frame, items, days, cfg.top_complaints, cfg.window_days).collect()
     inputs = [InputRef(kind="partition", name=f"predictions/feedback_scores/as_of={scores.as_of}",
                        content_hash=scores.content_hash)]  # fmt: skip
-    inputs += [items_parts[-1].ref] if items_parts else []
+    inputs += items_refs
     m = wh.write_partition(
         "predictions", "product_sentiment", {"as_of": as_of.isoformat()},
         table.with_columns(pl.lit(scores.model_version).alias("model_version")), inputs=inputs,

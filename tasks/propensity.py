@@ -90,7 +90,7 @@ def event_days(wh: Warehouse) -> tuple[date, date]:
     return days[0], days[-1]
 
 
-def _catalogue(wh: Warehouse, as_of: date) -> tuple[pl.LazyFrame | None, list[InputRef]]:
+def catalogue_before(wh: Warehouse, as_of: date) -> tuple[pl.LazyFrame | None, list[InputRef]]:
     """The newest items snapshot dated before ``as_of``; for dates before the first snapshot, the
     first one (an item's category does not change, and a backfilled history has no older one)."""
     snapshots = sorted(wh.manifests("clean", "items"), key=lambda m: m.partition["dt"])
@@ -106,7 +106,7 @@ def _feature_sources(wh: Warehouse, as_of: date) -> dict[str, tuple[pl.LazyFrame
     return {
         "events": clean_before(wh, "events", as_of),
         "market_prices": clean_before(wh, "market_prices", as_of),
-        "items": _catalogue(wh, as_of),
+        "items": catalogue_before(wh, as_of),
         "feedback": clean_before(wh, "feedback", as_of),
     }
 

@@ -247,7 +247,13 @@ def onnx_from_model(model: SentimentModel) -> bytes:
 
 def vocabulary_index(sess: Any) -> pl.DataFrame:
     """The vocabulary an ONNX Runtime session's model carries: ``term`` and its ``col``."""
-    terms = json.loads(sess.get_modelmeta().custom_metadata_map[VOCABULARY])
+    meta = sess.get_modelmeta().custom_metadata_map
+    if VOCABULARY not in meta:
+        raise ValueError(
+            "this sentiment model.onnx carries no 'vocabulary' metadata (it predates the "
+            "vocabulary-index graph): train a new one with `nightowl train --model sentiment`"
+        )
+    terms = json.loads(meta[VOCABULARY])
     return pl.DataFrame(
         {"term": terms, "col": np.arange(len(terms), dtype=np.int64)},
         schema={"term": pl.String, "col": pl.Int64},

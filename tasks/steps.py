@@ -127,6 +127,7 @@ def ingest_key(context: TaskRunContext, params: dict[str, Any]) -> str:
         [
             "ingest", ctx.data_root, source, run_date.isoformat(), ctx.code_version,
             ctx.source.model_dump_json(), _landing_fingerprint(ctx, source, run_date),
+            ctx.feedback.phone_region if source == "feedback" else "",
         ]
     )  # fmt: skip
     return _valid_key(context, key, ctx.warehouse())
@@ -181,8 +182,9 @@ def ingest_step(
     """
     with time_limit(ctx.timeout_seconds, f"ingest-{source}"):
         return units.ingest_source(
-            ctx.warehouse(), source, ctx.source, run_date, Path(ctx.config_dir), force=force
-        )
+            ctx.warehouse(), source, ctx.source, run_date, Path(ctx.config_dir), force=force,
+            phone_region=ctx.feedback.phone_region,
+        )  # fmt: skip
 
 
 @task(
@@ -500,7 +502,7 @@ def feedback_key(context: TaskRunContext, params: dict[str, Any]) -> str:
         scores: feedback.TableReport | None = params.get("scores")
         reads = [scores.content_hash if scores else "none"]
         if name == "product-sentiment":
-            reads += [m.content_hash for m in wh.manifests("clean", "items")[-1:]]
+            reads += [r.content_hash for r in propensity.catalogue_before(wh, as_of)[1]]
         else:
             reads += [m.content_hash for m in wh.manifests("predictions", "user_scores")[-1:]]
             reads.append(feedback.faq_fingerprint(wh, ctx.config_dir, ctx.feedback.faq))

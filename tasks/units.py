@@ -90,15 +90,19 @@ def ingest_source(
     config_dir: Path,
     *,
     force: bool = False,
+    phone_region: str = "GB",
 ) -> IngestReport:
     """Ingest every new landing file of a source into raw dt=run_date; fail if any is unreadable.
+    Quarantined feedback has its personal data redacted (``phone_region``: see the settings).
 
     ``force`` reads again the files already ingested for this run date (their raw rows and
     quarantine are replaced); files ingested for other dates stay as they are.
     """
     started = time.perf_counter()
     with wh.lock(f"source-{source}"):  # runs for other dates may be ingesting this source
-        report = _ingest_source(wh, source, cfg, run_date, config_dir, force=force)
+        report = _ingest_source(
+            wh, source, cfg, run_date, config_dir, force=force, phone_region=phone_region
+        )
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
@@ -111,6 +115,7 @@ def _ingest_source(
     config_dir: Path,
     *,
     force: bool,
+    phone_region: str,
 ) -> IngestReport:
     ledger = Ledger(wh)
     wh.sweep_temporaries()  # what a crashed run left behind an hour or more ago
@@ -137,7 +142,9 @@ def _ingest_source(
             continue
         if entry is None or force:
             try:
-                entry = ingest_file(wh, source, file, sha, cfg, run_date, stat=stat)
+                entry = ingest_file(
+                    wh, source, file, sha, cfg, run_date, stat=stat, phone_region=phone_region
+                )
             except (LandingError, ingest.MappingError) as exc:
                 failures.append(
                     str(exc) if isinstance(exc, LandingError) else f"{file.path}: {exc}"
@@ -178,6 +185,7 @@ def ingest_file(
     run_date: date,
     *,
     stat: os.stat_result | None = None,
+    phone_region: str = "GB",
 ) -> LedgerEntry:
     """Stream one landing file into raw Parquet parts and a quarantine file; return its entry.
 
@@ -238,7 +246,13 @@ def ingest_file(
         raw_paths = [wh.add_file("raw", source, part, p.name, p) for p in parts]
         if rejected:
             bad = staging / f"{stem}.parquet"
-            pl.concat(rejected).write_parquet(bad, **PARQUET_OPTIONS)
+            rows = pl.concat(rejected)
+            if source == "feedback":  # the raw text stays in raw/ alone, not in quarantine too
+                rows = rows.with_columns(
+                    clean.redacted_values(pl.col(c), phone_region).alias(c)
+                    for c in ("raw_value", "record")
+                )
+            rows.write_parquet(bad, **PARQUET_OPTIONS)
             wh.add_file("quarantine", quarantine_table(source, "ingest"), part, bad.name, bad)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -195,3 +195,23 @@ def test_pii_in_a_title_is_redacted_too():
     ).collect()
     kept = accepted_clean_rows(rows.lazy(), SPECS["feedback"]).collect()
     assert kept["title"][0] == "From [EMAIL]" and kept["pii"][0].to_list() == ["email"]
+
+
+def test_ids_come_from_the_text_as_written_not_the_redacted_one():
+    rows = [
+        {**_feedback("Call me on 07700 900123"), "feedback_id": None},
+        {**_feedback("Call me on 07700 900456"), "feedback_id": None},
+    ]
+    short = cleaned_feedback(_raw("feedback", rows), CUTOFF, max_chars=100).collect()
+    kept = accepted_clean_rows(short.lazy(), SPECS["feedback"]).collect()
+    assert kept.height == 2 and kept["feedback_id"].n_unique() == 2  # not duplicates
+    assert kept["text"].to_list() == ["Call me on [PHONE]"] * 2
+    longer = cleaned_feedback(_raw("feedback", rows), CUTOFF, max_chars=5000).collect()
+    assert longer["feedback_id"].to_list() == short["feedback_id"].to_list()
+
+
+def test_text_that_is_only_html_and_no_rating_is_quarantined_with_a_reason():
+    rows = cleaned_feedback(_raw("feedback", [_feedback("<br/><br/>", rating=None)]), CUTOFF)
+    bad = rejected_clean_rows(rows, SPECS["feedback"]).collect()
+    assert bad.height == 1 and bad["column"][0] == "text"
+    assert "nothing left once the HTML is removed" in bad["reason"][0]

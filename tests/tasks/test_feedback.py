@@ -228,3 +228,34 @@ def test_the_faq_comes_from_the_config_or_the_landing_knowledge_base(tmp_path):
     with pytest.raises(LandingError, match=r"missing\.md: FAQ file not found"):
         feedback.faq_frame(wh, str(tmp_path), "missing.md")
     assert feedback.faq_fingerprint(wh, str(tmp_path), "missing.md") == "missing"
+
+
+def test_complaints_reach_items_missing_from_the_catalogue():
+    day = date(2026, 11, 26)
+    scores = pl.LazyFrame(
+        {
+            "item_id": ["a", "a", "b", "b"],
+            "created_at": [datetime(2026, 11, 26, 9, tzinfo=UTC)] * 4,
+            "rating": [1, 1, 1, 1],
+            "sentiment_score": [0.1, 0.2, 0.1, 0.2],
+            "sentiment_label": ["negative"] * 4,
+            "text": ["Arrived broken, awful"] * 4,
+        }
+    )
+    items = pl.LazyFrame({"item_id": ["a"], "category": ["toys"]})
+    out = feedback.product_sentiment(scores, items, [day], 3, 28).collect()
+    by_item = {r["item_id"]: r for r in out.filter(pl.col("level") == "item").to_dicts()}
+    assert by_item["a"]["category"] == "toys" and by_item["b"]["category"] is None
+    assert "arrived broken" in by_item["b"]["top_complaints"]  # a null category hides nothing
+    assert out.filter(pl.col("level") == "category")["feedback"].to_list() == [2]
+    assert feedback.product_sentiment(scores, None, [day], 3, 28).collect().height == 2
+
+
+def test_one_sided_ratings_leave_scoring_to_the_lexicon(wh):
+    from tasks.propensity import clean_before
+
+    frame, _ = clean_before(wh, "feedback", None)
+    assert frame is not None
+    cfg = CFG.model_copy(update={"holdout_share": 0.99})  # almost nothing left to learn from
+    with pytest.raises(NotEnoughHistory, match=r"positive .* negative .* at least 10 of each"):
+        feedback.train_sentiment(wh, END, cfg)

@@ -311,3 +311,19 @@ def test_a_planned_price_is_ingested_ahead_and_in_the_catalogue_from_its_day(dat
 
     assert catalogue(D) == [("i1", 5.0, None)]  # the plan waits for its day
     assert catalogue(date(2026, 11, 30)) == [("i1", 4.0, True)]
+
+
+def test_quarantined_feedback_keeps_no_personal_data(data_root):
+    row = (
+        b'{"feedback_id": "f1", "text": "Mail me at jane.doe@example.com", "rating": 7, '
+        b'"created_at": "2026-11-27T10:00:00Z"}\n'
+    )
+    _drop(data_root, "2026-11-27.jsonl", row, source="feedback")
+    wh, report = _ingest(data_root, source="feedback")
+    assert report.files[0].rows_quarantined == 1
+    files = sorted((wh.root / "quarantine").glob("source=feedback/stage=ingest/*/*.parquet"))
+    bad = pl.read_parquet(files[0])
+    assert "rating" in bad["reason"][0]
+    assert "jane.doe@example.com" not in bad["record"][0] and "[EMAIL]" in bad["record"][0]
+    raw = sorted((wh.root / "raw" / "feedback").glob("*/*.parquet"))
+    assert all(pl.read_parquet(f).height == 0 for f in raw)  # the raw row itself was rejected
