@@ -495,8 +495,9 @@ def feedback_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     name = context.task.name
     reads: list[str] = []
     if name == "feedback":
-        champion = Registry(wh).champion(feedback.MODEL)
-        reads = [champion.version if champion else "lexicon"]
+        # The version that will score this date (a past one may not be the champion's).
+        scorer = feedback.scoring_model(Registry(wh), as_of)
+        reads = [scorer.version if scorer else feedback.lexicon_version()]
         reads += [m.content_hash for m in feedback.feedback_partitions(wh, as_of, ctx.feedback)]
     else:
         scores: feedback.TableReport | None = params.get("scores")
