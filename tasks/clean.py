@@ -8,7 +8,7 @@ rows that go to quarantine. Clean tables keep arrival order: deterministic, and 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
@@ -112,7 +112,9 @@ def cleaned_feedback(
         .list.sort()
         .alias("pii"),
     )
-    verdicts = cleaned_rows(redacted.drop("_text", "_title"), SPECS["feedback"], cutoff)
+    # Ids are filled above, from the raw text: cleaned_rows need not hash every row again.
+    spec = replace(SPECS["feedback"], id_column=None)
+    verdicts = cleaned_rows(redacted.drop("_text", "_title"), spec, cutoff)
     nothing = (pl.col("text").fill_null("") == "") & pl.col("rating").is_null()
     emptied = pl.lit("text: nothing left once the HTML is removed, and no rating to score")
     return verdicts.with_columns(

@@ -456,18 +456,12 @@ def forecast_tables(
 
 def forecasting_model(registry: Registry, as_of: date) -> ModelCard:
     """The champion, or for a past ``as_of`` the newest version trained on sales before it."""
-    champion = registry.champion(MODEL)
-    if champion is None:
+    if registry.champion(MODEL) is None:
         raise NoChampion("no demand champion in the registry: train one first (nightowl train)")
-    card = registry.card(MODEL, champion.version)
-    if date.fromisoformat(card.training["last_day"]) < as_of:
-        return card
-    earlier = [
-        c for c in registry.versions(MODEL) if date.fromisoformat(c.training["last_day"]) < as_of
-    ]
-    if not earlier:
+    card = registry.trained_before(MODEL, as_of)
+    if card is None:
         raise NoChampion(f"every demand model was trained on sales from {as_of} on or later")
-    return max(earlier, key=lambda c: (c.training["last_day"], c.created_at))
+    return card
 
 
 def forecast_demand(

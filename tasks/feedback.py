@@ -232,16 +232,7 @@ def _challenge(registry: Registry, card: ModelCard, holdout: pl.DataFrame) -> tu
 def scoring_model(registry: Registry, as_of: date) -> ModelCard | None:
     """The champion, or for a past ``as_of`` the newest version trained on data before it;
     None when there is none (the lexicon scores)."""
-    champion = registry.champion(MODEL)
-    if champion is None:
-        return None
-    card = registry.card(MODEL, champion.version)
-    if date.fromisoformat(card.training["last_day"]) < as_of:
-        return card
-    earlier = [
-        c for c in registry.versions(MODEL) if date.fromisoformat(c.training["last_day"]) < as_of
-    ]
-    return max(earlier, key=lambda c: (c.training["last_day"], c.created_at), default=None)
+    return registry.trained_before(MODEL, as_of)
 
 
 # ---- feedback_scores ------------------------------------------------------------------------

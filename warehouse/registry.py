@@ -19,7 +19,7 @@ import hashlib
 import os
 import shutil
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +125,20 @@ class Registry:
             self.promote(card.model, card.version, reason)
         champion = self.champion(card.model)
         return champion.version if champion else None
+
+    def trained_before(self, model: str, as_of: date) -> ModelCard | None:
+        """The champion if its data ends before ``as_of``, else the newest version whose data
+        does (a past date is never served by a model that saw it); None if there is none."""
+        champion = self.champion(model)
+        if champion is None:
+            return None
+        card = self.card(model, champion.version)
+        if date.fromisoformat(card.training["last_day"]) < as_of:
+            return card
+        earlier = [
+            c for c in self.versions(model) if date.fromisoformat(c.training["last_day"]) < as_of
+        ]
+        return max(earlier, key=lambda c: (c.training["last_day"], c.created_at), default=None)
 
     def versions(self, model: str) -> list[ModelCard]:
         """Every registered version of ``model``, oldest first."""
