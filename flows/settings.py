@@ -26,6 +26,7 @@ from schemas.config import (
     FeedbackSettings,
     MarketSettings,
     ModelSettings,
+    RecommendSettings,
     SourceConfig,
     known_zone,
 )
@@ -129,6 +130,7 @@ class Settings(BaseSettings):
     model: ModelSettings = Field(default_factory=ModelSettings)
     market: MarketSettings = Field(default_factory=MarketSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    recommend: RecommendSettings = Field(default_factory=RecommendSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     config_dir: Path = Field(default=Path("."), description="Folder of the config file (set).")

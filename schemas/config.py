@@ -361,3 +361,75 @@ class FeedbackSettings(BaseModel):
         description="Aspect → words or phrases that mention it (case-insensitive; a trailing * "
         "matches any ending).",
     )
+
+
+class RecommendSettings(BaseModel):
+    """Candidates, the LightGBM ranker and the nightly top-K lists of ``recommendations``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int = Field(default=10, ge=1, le=100, description="Items per user in the output.")
+    max_candidates: int = Field(
+        default=200, ge=10, description="Candidates per user the ranker scores (the cap)."
+    )
+    active_days: int = Field(
+        default=90, ge=1, description="Users with any event in this many past days get a list."
+    )
+    history_days: int = Field(
+        default=365, ge=28, description="Days of purchases candidates and features read."
+    )
+    half_life_days: float = Field(
+        default=30, gt=0, description="Co-occurrence and popularity weigh a basket half as much "
+        "after this many days."
+    )
+    neighbours: int = Field(default=30, ge=1, description="Co-purchased items kept per item.")
+    max_basket_items: int = Field(
+        default=100, ge=2, description="Baskets with more distinct items do not count as pairs."
+    )
+    favourite_categories: int = Field(
+        default=3, ge=1, description="A user's categories whose best sellers are candidates."
+    )
+    category_items: int = Field(default=30, ge=1, description="Best sellers per category.")
+    trending_items: int = Field(default=30, ge=0, description="Globally trending candidates.")
+    popular_items: int = Field(default=50, ge=1, description="Global best-seller candidates.")
+    viewed_days: int = Field(
+        default=30, ge=1, description="Items viewed or carted this recently are candidates."
+    )
+    exclude_bought: bool = Field(
+        default=True,
+        description="Leave out items the user already bought, unless they are repurchase items.",
+    )
+    repurchase_min_share: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="An item is a repurchase item when at least this share of its buyers bought "
+        "it on two or more days (or the user did).",
+    )
+    bucket_users: int = Field(
+        default=25_000, ge=100, description="Users per hash bucket: bounds memory per step."
+    )
+    horizon_days: int = Field(
+        default=14, ge=1, description="Purchases in this many days after as_of are the labels."
+    )
+    snapshots: int = Field(default=2, ge=1, description="Training snapshots before the held-out.")
+    snapshot_step_days: int = Field(default=7, ge=1, description="Days between snapshots.")
+    min_history_days: int = Field(
+        default=28, ge=1, description="Events needed before the first training snapshot."
+    )
+    max_training_users: int = Field(
+        default=20_000, ge=100, description="Users (with a purchase to learn from) per snapshot."
+    )
+    retrain_every_days: int = Field(default=7, ge=1)
+    learning_rate: float = Field(default=0.05, gt=0)
+    num_leaves: int = Field(default=31, ge=2)
+    min_data_in_leaf: int = Field(default=50, ge=1)
+    max_rounds: int = Field(default=500, ge=1)
+    early_stopping_rounds: int = Field(default=30, ge=1)
+    validation_share: float = Field(
+        default=0.2, gt=0, lt=1, description="Training users early stopping watches."
+    )
+    seed: int = 7
+    parity_tolerance: float = Field(
+        default=1e-5, gt=0, description="Largest |ONNX - LightGBM| score (relative above 1)."
+    )

@@ -139,6 +139,8 @@ LINKS = {
     "regression_l1": "identity",
     "huber": "identity",
     "quantile": "identity",
+    "lambdarank": "identity",
+    "rank_xendcg": "identity",
 }
 
 

@@ -1,0 +1,512 @@
+"""Units of the recommender: training the LightGBM ranker and writing ``recommendations``.
+
+``train_recommender`` builds candidate snapshots a horizon apart, learns a lambdarank model on the
+purchases that followed each, judges it on the latest fully observed window beside three
+baselines (global popularity, co-occurrence alone, repeat-buy) under two protocols, exports it to
+ONNX through the parity gate and registers it. ``recommendations_table`` scores every active
+user's candidates with the version allowed to see that date, bucket by bucket (a stable hash of
+the user id) so memory stays bounded, and publishes ``predictions/recommendations/as_of=D``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from schemas.config import RecommendSettings
+from tasks import export, score, train
+from tasks import recommend as rec
+from tasks.feedback import TableReport, _report
+from tasks.propensity import ParityFailed, cadence_due, catalogue_before, clean_before, event_days
+from warehouse.manifest import InputRef
+from warehouse.registry import ModelCard, Registry
+from warehouse.store import Warehouse
+
+MODEL = "recommender"
+TABLE = "recommendations"
+#: The model_version of lists ranked before any ranker is registered.
+HEURISTIC = "heuristic-rrf"
+log = logging.getLogger("nightowl")
+
+
+class RecommenderTrainReport(train.TrainOutcome):
+    """What a recommender training did: its held-out window and training snapshots."""
+
+    holdout: str | None = None
+    snapshots: list[str] = Field(default_factory=list)
+    top_k: int = 10
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The clean tables a recommendation as of ``as_of`` reads, and their partition refs."""
+
+    events: pl.LazyFrame
+    items: pl.LazyFrame | None
+    market_prices: pl.LazyFrame | None
+    refs: list[InputRef]
+
+
+def inputs_before(wh: Warehouse, as_of: date, cfg: RecommendSettings) -> Inputs:
+    """Clean events and market prices of the ``history_days`` before ``as_of``, and the items
+    snapshot known then."""
+    since = as_of - timedelta(days=cfg.history_days + 1)
+    frames, refs = {}, []
+    for table in ("events", "market_prices"):
+        manifests = [
+            m
+            for m in wh.manifests("clean", table)
+            if since.isoformat() <= m.partition["dt"] < as_of.isoformat()
+        ]
+        frames[table] = wh.scan("clean", table, [m.partition for m in manifests])
+        refs += [m.ref for m in manifests] if frames[table] is not None else []
+    items, item_refs = catalogue_before(wh, as_of)
+    if frames["events"] is None:
+        raise train.NotEnoughHistory(f"no clean events before {as_of}: nothing to recommend from")
+    return Inputs(frames["events"], items, frames["market_prices"], refs + item_refs)
+
+
+def input_refs(wh: Warehouse, as_of: date, cfg: RecommendSettings) -> list[InputRef]:
+    """What recommendations as of ``as_of`` are computed from (empty before any events)."""
+    try:
+        return inputs_before(wh, as_of, cfg).refs
+    except train.NotEnoughHistory:
+        return []
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Candidates with features for a set of users as of one date, and what they then bought."""
+
+    as_of: date
+    frame: pl.DataFrame  # ranker features (+ label when truth is known)
+    users: rec.UserTables
+    items: rec.ItemTables
+    truth: pl.DataFrame | None
+
+
+def snapshot(
+    inputs: Inputs,
+    as_of: date,
+    cfg: RecommendSettings,
+    *,
+    events: pl.LazyFrame | None = None,
+    users: pl.DataFrame | None = None,
+) -> Snapshot:
+    """Candidates and features as of ``as_of`` for ``users`` (default: the active ones); when
+    ``events`` (all of them, later ones too) are given, ``label`` marks what was bought in the
+    ``horizon_days`` that followed."""
+    history = rec.history_as_of(inputs.events, inputs.items, inputs.market_prices, as_of, cfg)
+    items = rec.item_tables(history, cfg)
+    if users is None:
+        users = rec.active_users(inputs.events, as_of, cfg.active_days)
+    ut = rec.user_tables(history, users)
+    frame = rec.ranker_features(rec.candidates(ut, items, cfg), ut, items, history)
+    truth = None
+    if events is not None:
+        truth = rec.purchased_in_window(events, as_of, cfg.horizon_days)
+        frame = frame.join(
+            truth.with_columns(label=pl.lit(1, pl.Int32)), on=["user_id", "item_id"], how="left"
+        ).with_columns(pl.col("label").fill_null(0))
+    return Snapshot(as_of, frame, ut, items, truth)
+
+
+# ---- training -------------------------------------------------------------------------------
+
+
+def snapshot_dates(first_day: date, last_day: date, cfg: RecommendSettings) -> train.SnapshotPlan:
+    """Training as_of dates (their windows end before the held-out one starts) and the held-out
+    as_of whose window ends with ``last_day``."""
+    horizon = timedelta(days=cfg.horizon_days)
+    holdout = last_day + timedelta(days=1) - horizon
+    earliest = first_day + timedelta(days=cfg.min_history_days)
+    steps = (
+        holdout - horizon - timedelta(days=cfg.snapshot_step_days * k) for k in range(cfg.snapshots)
+    )
+    chosen = tuple(sorted(d for d in steps if d >= earliest))
+    if not chosen:
+        needed = cfg.min_history_days + 2 * cfg.horizon_days
+        have = (last_day - first_day).days + 1
+        raise train.NotEnoughHistory(
+            f"the recommender needs at least {needed} days of events ({cfg.min_history_days} of "
+            f"history, then a {cfg.horizon_days}-day window of purchases to learn from and "
+            f"another to be judged on); the warehouse has {have} ({first_day} to {last_day})"
+        )
+    return train.SnapshotPlan(train=chosen, holdout=holdout)
+
+
+def ranker_params(cfg: RecommendSettings, threads: int) -> dict:
+    """LightGBM lambdarank parameters: NDCG at top_k, deterministic for a seed and thread count."""
+    return {
+        "objective": "lambdarank",
+        "metric": "ndcg",
+        "eval_at": [cfg.top_k],
+        "lambdarank_truncation_level": 2 * cfg.top_k,
+        "learning_rate": cfg.learning_rate,
+        "num_leaves": cfg.num_leaves,
+        "min_data_in_leaf": cfg.min_data_in_leaf,
+        "feature_fraction": 0.8,
+        "lambda_l2": 1.0,
+        "seed": cfg.seed,
+        "deterministic": True,
+        "force_row_wise": True,
+        "num_threads": threads,
+        "verbose": -1,
+    }
+
+
+def learning_rows(snapshots: list[Snapshot], cfg: RecommendSettings) -> pl.DataFrame:
+    """Training candidates: users with at least one bought candidate (the others teach a ranker
+    nothing), at most ``max_training_users`` per snapshot, grouped by (as_of, user)."""
+    parts = []
+    for snap in snapshots:
+        useful = snap.frame.filter(pl.col("label").max().over("user_id") > 0)
+        keep = useful.select("user_id").unique().sort("user_id")
+        if keep.height > cfg.max_training_users:
+            keep = keep.sort(pl.col("user_id").hash(seed=1)).head(cfg.max_training_users)
+        parts.append(
+            useful.join(keep, on="user_id", how="semi").with_columns(
+                group=pl.lit(snap.as_of.isoformat()) + "|" + pl.col("user_id")
+            )
+        )
+    return pl.concat(parts).sort("group", "item_id")
+
+
+def fit_ranker(rows: pl.DataFrame, cfg: RecommendSettings, threads: int = 2) -> lgb.Booster:
+    """A lambdarank booster on ``rows`` (features, ``label``, ``group``), early-stopped on a
+    stable share of the groups."""
+    names = list(rec.FEATURES)
+    held = train.validation_users(rows["group"], cfg.validation_share)
+    if held.all() or not held.any():
+        held = np.zeros(len(rows), dtype=bool)
+    fit, watch = rows.filter(~held), rows.filter(held)
+
+    def dataset(frame: pl.DataFrame, reference: lgb.Dataset | None = None) -> lgb.Dataset:
+        sizes = frame.group_by("group", maintain_order=True).len()["len"].to_numpy()
+        return lgb.Dataset(
+            train.feature_matrix(frame, names), frame["label"].to_numpy(), group=sizes,
+            feature_name=names, reference=reference, free_raw_data=True,
+        )  # fmt: skip
+
+    fit_set = dataset(fit)
+    params = ranker_params(cfg, threads)
+    if watch.height == 0:
+        return lgb.train(params, fit_set, num_boost_round=min(cfg.max_rounds, 100))
+    return lgb.train(
+        params,
+        fit_set,
+        num_boost_round=cfg.max_rounds,
+        valid_sets=[dataset(watch, fit_set)],
+        callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
+    )
+
+
+def training_due(wh: Warehouse, last_day: date, cfg: RecommendSettings) -> str | None:
+    """Why the ranker should be trained with data up to ``last_day`` (None: it is fresh)."""
+    registry = Registry(wh)
+    due = cadence_due(registry, MODEL, last_day, cfg.horizon_days, cfg.retrain_every_days)
+    if due is not None:
+        return due
+    card = registry.card(MODEL, registry.champion(MODEL).version)
+    if card.feature_names != list(rec.FEATURES):
+        return f"champion {card.version} was trained on other features than this code computes"
+    return None
+
+
+def train_recommender(
+    wh: Warehouse, last_day: date, cfg: RecommendSettings, *, only_if_due: bool = False
+) -> RecommenderTrainReport:
+    """Train on candidate snapshots up to ``last_day``; register the ranker if its ONNX export
+    passes the parity gate, and promote it if its held-out NDCG is at least the champion's."""
+    started = time.perf_counter()
+    registry = Registry(wh)
+    if only_if_due and (due := training_due(wh, last_day, cfg)) is None:
+        champion = registry.champion(MODEL)
+        return RecommenderTrainReport(
+            trained=False, reason=f"champion {champion.version} is fresh", top_k=cfg.top_k,
+            champion=champion.version,
+        )  # fmt: skip
+    reason = due if only_if_due else "asked for"
+    first_day, events_end = event_days(wh)
+    if last_day > events_end:
+        raise train.NotEnoughHistory(
+            f"events end on {events_end}, before {last_day}: the held-out purchases would be "
+            f"cut short; train with --date {events_end}"
+        )
+    plan = snapshot_dates(first_day, last_day, cfg)
+    everything, _ = clean_before(wh, "events", last_day + timedelta(days=1))
+    snaps = []
+    for as_of in plan.train:
+        inputs = inputs_before(wh, as_of, cfg)
+        buyers = rec.purchased_in_window(everything, as_of, cfg.horizon_days).select("user_id")
+        users = rec.active_users(inputs.events, as_of, cfg.active_days).join(
+            buyers.unique(), on="user_id", how="semi"
+        )
+        snaps.append(snapshot(inputs, as_of, cfg, events=everything, users=users))
+    rows = learning_rows(snaps, cfg)
+    if rows.height == 0:
+        raise train.NotEnoughHistory(
+            f"no candidate in the snapshots {[d.isoformat() for d in plan.train]} was bought in "
+            "the window after it: nothing for a ranker to learn"
+        )
+    booster = fit_ranker(rows, cfg)
+    holdout_inputs = inputs_before(wh, plan.holdout, cfg)
+    held = snapshot(holdout_inputs, plan.holdout, cfg, events=everything)
+    metrics = _held_out_metrics(held, _scores(held.frame, booster=booster), cfg)
+
+    onnx_bytes = export.onnx_from_booster(booster)
+    sess = score.session(onnx_bytes, [score.CPU])
+    sample = held.frame.sample(min(held.frame.height, 50_000), seed=cfg.seed)
+    probe = export.parity_rows(booster, train.feature_matrix(sample, list(rec.FEATURES)))
+    max_diff = export.parity_max_diff(booster, sess, probe, relative=True)
+    parity = {"max_rel_diff": max_diff, "rows": len(probe), "tolerance": cfg.parity_tolerance}
+    if not max_diff <= cfg.parity_tolerance:
+        raise ParityFailed(
+            f"ONNX export differs from LightGBM by {max_diff:.3g} (relative) on {len(probe)} "
+            f"rows (tolerance {cfg.parity_tolerance:g}); the ranker was not registered"
+        )
+    version = registry.version_name(last_day.isoformat(), onnx_bytes)
+    card = ModelCard(
+        model=MODEL,
+        version=version,
+        code_version=wh.code_version,
+        features=[{"name": n, "dtype": "float32"} for n in rec.FEATURES],
+        training={
+            "last_day": last_day.isoformat(),
+            "train_as_of": [d.isoformat() for d in plan.train],
+            "holdout_as_of": plan.holdout.isoformat(),
+            "horizon_days": cfg.horizon_days,
+            "top_k": cfg.top_k,
+            "rows": rows.height,
+            "groups": rows["group"].n_unique(),
+            "positives": int(rows["label"].sum()),
+            "holdout_users": int(metrics["model"]["all_users"] or 0),
+        },
+        metrics=metrics,
+        parity=parity,
+        params=ranker_params(cfg, 2) | {"max_rounds": cfg.max_rounds},
+        best_iteration=booster.best_iteration or booster.current_iteration(),
+        inputs=holdout_inputs.refs[-1:],
+    )
+    promoted, why = _challenge(registry, card, held, cfg)
+    champion = registry.admit(
+        card, onnx_bytes, booster.model_to_string(), promote=promoted, reason=why
+    )
+    return RecommenderTrainReport(
+        trained=True,
+        reason=f"{reason}; {why}",
+        version=version,
+        promoted=promoted,
+        champion=champion,
+        holdout=plan.holdout.isoformat(),
+        snapshots=[d.isoformat() for d in plan.train],
+        top_k=cfg.top_k,
+        metrics=metrics,
+        parity_max_diff=max_diff,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _held_out_metrics(
+    held: Snapshot, scores: np.ndarray, cfg: RecommendSettings
+) -> dict[str, dict[str, float | None]]:
+    scored = held.frame.select("user_id", "item_id").with_columns(score=pl.Series(scores))
+    assert held.truth is not None
+    return rec.evaluation(scored, held.users, held.items, held.truth, cfg.top_k, cfg.half_life_days)
+
+
+def _challenge(
+    registry: Registry, card: ModelCard, held: Snapshot, cfg: RecommendSettings
+) -> tuple[bool, str]:
+    """Whether the new version's held-out NDCG (repurchases count) ties or beats the
+    champion's on the same window."""
+    champion = registry.champion(MODEL)
+    if champion is None:
+        return True, "first model: promoted"
+    if champion.version == card.version:
+        return True, "same model as the champion"
+    old = registry.card(MODEL, champion.version)
+    if old.feature_names != list(rec.FEATURES):
+        return True, f"champion {champion.version} uses features no longer computed: promoted"
+    if old.training["holdout_as_of"] > card.training["holdout_as_of"]:
+        return False, f"champion {champion.version} was judged on a later window: champion kept"
+    onnx_bytes = registry.onnx_bytes(MODEL, champion.version)
+    old_scores = _scores(held.frame, onnx_bytes=onnx_bytes)
+    old_ndcg = _held_out_metrics(held, old_scores, cfg)["model"]["all_ndcg"] or 0.0
+    new_ndcg = card.metrics["model"]["all_ndcg"] or 0.0
+    verdict = (
+        f"held-out NDCG@{cfg.top_k} {new_ndcg:.4f} vs champion {champion.version} {old_ndcg:.4f}"
+    )
+    if new_ndcg >= old_ndcg:
+        return True, f"{verdict}: promoted"
+    return False, f"{verdict}: champion kept"
+
+
+def _scores(
+    frame: pl.DataFrame,
+    *,
+    booster: lgb.Booster | None = None,
+    onnx_bytes: bytes | None = None,
+    providers: list[str] | None = None,
+    batch_rows: int = 262_144,
+) -> np.ndarray:
+    """Ranker scores of the candidates in ``frame``: native LightGBM, or an ONNX session."""
+    matrix = train.feature_matrix(frame, list(rec.FEATURES))
+    if booster is not None:
+        return booster.predict(matrix, num_threads=2)
+    sess = score.session(onnx_bytes, providers or [score.CPU])
+    return score.predict(sess, matrix, batch_rows).astype(np.float64)
+
+
+# ---- nightly lists --------------------------------------------------------------------------
+
+
+def scoring_model(registry: Registry, as_of: date) -> ModelCard | None:
+    """The champion, or for a past ``as_of`` the newest version whose data ends before it; None
+    when there is none (the lists are then ranked by the heuristic)."""
+    card = registry.trained_before(MODEL, as_of)
+    if card is not None and card.feature_names != list(rec.FEATURES):
+        log.warning("recommender %s needs other features than this code computes; retrain it "
+                    "(nightowl train --model recommender)", card.version)  # fmt: skip
+        return None
+    return card
+
+
+def heuristic_scores(frame: pl.DataFrame) -> np.ndarray:
+    """Reciprocal-rank fusion of the candidate sources: what ranks lists before a model exists."""
+    fused = pl.sum_horizontal(
+        [(1.0 / (60 + pl.col(f"{s}_rank"))).fill_null(0.0) for s in rec.SOURCES]
+    )
+    return frame.select(fused.alias("s"))["s"].to_numpy()
+
+
+def reason_text() -> pl.Expr:
+    """The reason a marketer reads, from the candidate's first source."""
+    days = pl.col("ui_recency_days").round(0).cast(pl.Int64).cast(pl.String)
+    viewed = pl.col("ui_viewed_recency_days").round(0).cast(pl.Int64).cast(pl.String)
+    times = pl.col("ui_purchase_days").cast(pl.Int64).cast(pl.String)
+    anchor = pl.coalesce(pl.col("anchor_title"), pl.col("anchor"))
+    return (
+        pl.when(pl.col("source") == "repeat")
+        .then(pl.format("buy again: bought on {} days, last {} days ago", times, days))
+        .when(pl.col("source") == "viewed")
+        .then(pl.format("viewed {} days ago, not bought yet", viewed))
+        .when(pl.col("source") == "cooc")
+        .then(pl.format("bought with {}", anchor))
+        .when(pl.col("source") == "category")
+        .then(pl.format("best seller in {}", pl.col("category")))
+        .when(pl.col("source") == "trending")
+        .then(
+            pl.format(
+                "trending: {} sold in the last 7 days", pl.col("item_sales_7d").cast(pl.Int64)
+            )
+        )
+        .otherwise(pl.lit("a best seller"))
+        .alias("reason")
+    )
+
+
+def ranked_lists(
+    frame: pl.DataFrame, scores: np.ndarray, items: rec.ItemTables, k: int, model_version: str
+) -> pl.DataFrame:
+    """The top ``k`` candidates per user: user_id, rank, item_id, title, category, score,
+    source, reason, model_version."""
+    titles = items.stats.select(
+        pl.col("item_id").alias("anchor"), pl.col("title").alias("anchor_title")
+    )
+    scored = frame.with_columns(score=pl.Series(scores, dtype=pl.Float64))
+    top = rec.top_lists(scored, k).join(titles, on="anchor", how="left", maintain_order="left")
+    return top.select(
+        "user_id", "rank", "item_id", "title", "category", "score", "source", reason_text(),
+        pl.lit(model_version).alias("model_version"),
+    )  # fmt: skip
+
+
+def _no_lists(version: str) -> pl.DataFrame:
+    """An empty ``recommendations`` partition (nobody was active), with the table's columns."""
+    schema = {
+        "user_id": pl.String, "rank": pl.Int32, "item_id": pl.String, "title": pl.String,
+        "category": pl.String, "score": pl.Float64, "source": pl.String, "reason": pl.String,
+        "model_version": pl.String,
+    }  # fmt: skip
+    return pl.DataFrame(schema=schema)
+
+
+def buckets(users: pl.DataFrame, per_bucket: int) -> Iterator[pl.DataFrame]:
+    """``users`` split by a stable hash of the id into buckets of about ``per_bucket``."""
+    n = max(1, math.ceil(users.height / per_bucket))
+    if n == 1:
+        yield users
+        return
+    keyed = users.with_columns(bucket=rec.user_bucket(pl.col("user_id"), n))
+    for (_,), part in keyed.sort("bucket", "user_id").group_by("bucket", maintain_order=True):
+        yield part.drop("bucket")
+
+
+def recommendations_table(
+    wh: Warehouse, as_of: date, cfg: RecommendSettings, provider: str = "auto"
+) -> TableReport:
+    """Top-K lists for every user active in the look-back before ``as_of``, ranked by the
+    recommender allowed to see that date (else the heuristic) → ``recommendations``."""
+    started = time.perf_counter()
+    inputs = inputs_before(wh, as_of, cfg)
+    history = rec.history_as_of(inputs.events, inputs.items, inputs.market_prices, as_of, cfg)
+    items = rec.item_tables(history, cfg)
+    users = rec.active_users(inputs.events, as_of, cfg.active_days)
+    card = scoring_model(Registry(wh), as_of)
+    version = card.version if card else HEURISTIC
+    sess, ran = None, "none"
+    if card is not None:
+        model = Registry(wh).onnx_bytes(MODEL, card.version)
+        wanted = score.providers(provider)
+        sess = score.session(model, wanted)
+        ran = score.node_providers(model, wanted, len(rec.FEATURES)).get(
+            export.ENSEMBLE, sess.get_providers()[0]
+        )
+    parts, candidates, n_buckets = [], 0, 0
+    for bucket in buckets(users, cfg.bucket_users):
+        ut = rec.user_tables(history, bucket)
+        frame = rec.ranker_features(rec.candidates(ut, items, cfg), ut, items, history)
+        if sess is None:
+            scores = heuristic_scores(frame)
+        else:
+            matrix = train.feature_matrix(frame, list(rec.FEATURES))
+            scores = score.predict(sess, matrix, 262_144).astype(np.float64)
+        parts.append(ranked_lists(frame, scores, items, cfg.top_k, version))
+        candidates += frame.height
+        n_buckets += 1
+    lists = pl.concat(parts).sort("user_id", "rank") if parts else _no_lists(version)
+    short = lists.group_by("user_id").len().filter(pl.col("len") < cfg.top_k).height
+    notes = {
+        "users": users.height,
+        "short_lists": short,
+        "candidates": candidates,
+        "buckets": n_buckets,
+        "provider": ran,
+        "catalogue_items": items.eligible.height,
+    }
+    if short:
+        log.warning(
+            "%s of %s users got fewer than %s recommendations: only %s items are eligible",
+            short, users.height, cfg.top_k, items.eligible.height,
+        )  # fmt: skip
+    refs = list(inputs.refs)
+    if card is not None:
+        refs.append(InputRef(kind="model", name=f"models/{MODEL}/{version}", content_hash=version))
+    manifest = wh.write_partition(
+        "predictions", TABLE, {"as_of": as_of.isoformat()}, lists, inputs=refs,
+        stats={"model_version": version, **notes},
+    )  # fmt: skip
+    return _report(manifest, started, model_version=version, notes=notes)
