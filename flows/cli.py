@@ -115,7 +115,8 @@ ForceOpt = Annotated[
         "--force-steps",
         help="Recompute these steps and everything downstream, cached or not: comma-separated "
         "steps (ingest, clean, features, train, score, price-position, train-demand, forecast, "
-        "train-sentiment, feedback, product-sentiment, support-queue), step runs "
+        "train-sentiment, feedback, product-sentiment, support-queue, train-recommender, "
+        "recommend), step runs "
         "(ingest-events, clean-items) or all. Naming a train step trains now, whatever the "
         "cadence says.",
     ),
@@ -261,7 +262,8 @@ def train(
         typer.Option(
             "--model",
             "-m",
-            help="propensity, demand or sentiment; repeat for several (default: all three).",
+            help="propensity, demand, sentiment or recommender; repeat for several (default: "
+            "all four).",
         ),
     ] = None,
     config: ConfigOpt = None,
@@ -275,6 +277,10 @@ def train(
     item and category level) beside seasonal-naive and a 28-day moving average, then the model.
     [bold]sentiment[/]: TF-IDF logistic regression on the rated feedback, the newest 20 % held
     out (accuracy, macro-F1, ROC-AUC) beside the VADER lexicon.
+    [bold]recommender[/]: LightGBM lambdarank on candidates (repeat, viewed, co-purchased,
+    category best sellers, trending, popular), trained on later windows' purchases; Recall,
+    NDCG and MAP at 10, coverage and full lists on the newest 14 days beside global popularity,
+    co-occurrence alone and repeat-buy, with repurchases counted and with new items only.
     Each is registered only if its ONNX export matches LightGBM (parity gate), and promoted to
     champion if at least as good as the current one.
 
@@ -282,6 +288,8 @@ def train(
       nightowl train
       nightowl train --model demand --date 2026-11-27 --data-root demo
       nightowl train --model sentiment --data-root demo
+      nightowl train --model recommender --config examples/online_retail/nightowl.toml \
+        --date 2010-12-09
     """
     from flows.train import MODELS
 
@@ -317,6 +325,9 @@ def train(
         elif name == "sentiment":
             console.print(_sentiment_table(report))
             parity = f"Parity max |ONNX - scikit-learn| = {report['parity_max_diff']:.2g}"
+        elif name == "recommender":
+            console.print(_ranking_table(report))
+            parity = f"Parity max relative |ONNX - LightGBM| = {report['parity_max_diff']:.2g}"
         else:
             for level in ("item", "category"):
                 console.print(_backtest_table(report["backtest"], level))
@@ -350,6 +361,29 @@ def _sentiment_table(report: dict) -> Table:
         table.add_column(col, justify="left" if col == "scorer" else "right")
     for name, m in report["metrics"].items():
         table.add_row(name, _num(m["accuracy"], 3), _num(m["macro_f1"], 3), _num(m["roc_auc"]))
+    return table
+
+
+def _ranking_table(report: dict) -> Table:
+    """Recall, NDCG, MAP at K, coverage and full lists of the ranker and the three baselines,
+    under both protocols."""
+    k, metrics = report["top_k"], report["metrics"]
+    users = int(metrics["model"]["all_users"] or 0)
+    table = Table(
+        title=f"recommender: purchases of the {users:,} buyers after as_of {report['holdout']} "
+        "(all: repurchases count; new: items not bought before)",
+        show_edge=False,
+    )
+    for col in ("scorer", "protocol", f"Recall@{k}", f"NDCG@{k}", f"MAP@{k}", "coverage",
+                "full lists"):  # fmt: skip
+        table.add_column(col, justify="left" if col in ("scorer", "protocol") else "right")
+    for protocol in ("all", "new"):
+        for name, m in metrics.items():
+            table.add_row(
+                name, protocol,
+                *(_num(m[f"{protocol}_{key}"]) for key in ("recall", "ndcg", "map")),
+                _num(m[f"{protocol}_coverage"], 3), _num(m[f"{protocol}_full_lists"], 3),
+            )  # fmt: skip
     return table
 
 
@@ -398,7 +432,11 @@ def models(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
         champion = registry.champion(name)
         cards = registry.versions(name)
         star = ["*" if champion and champion.version == c.version else "" for c in cards]
-        tables = {"demand": _demand_models, "sentiment": _sentiment_models}
+        tables = {
+            "demand": _demand_models,
+            "sentiment": _sentiment_models,
+            "recommender": _recommender_models,
+        }
         console.print(tables.get(name, _propensity_models)(cards, star))
         if champion:
             console.print(
@@ -440,6 +478,28 @@ def _sentiment_models(cards: list, star: list[str]) -> Table:
             _num(m["macro_f1"], 3), _num(m["accuracy"], 3), _num(m["roc_auc"]),
             _num(lex["macro_f1"], 3), _num(lex["roc_auc"]), str(card.params["terms"]),
             f"{card.parity['max_abs_diff']:.1g}",
+        )  # fmt: skip
+    return table
+
+
+def _recommender_models(cards: list, star: list[str]) -> Table:
+    table = Table(
+        title="recommender models (held-out NDCG@K of the ranker and the best baseline, "
+        "with repurchases and new items only)",
+        show_edge=False,
+    )
+    for col in ("", "version", "data to", "held-out", "users", "NDCG all", "baseline",
+                "NDCG new", "baseline", "parity", "rounds"):  # fmt: skip
+        table.add_column(col, justify="left" if col in ("", "version") else "right")
+    baselines = ("popularity", "cooccurrence", "repeat_buy")
+    for mark, card in zip(star, cards, strict=True):
+        m = card.metrics
+        best = {key: max(m[b][key] or 0.0 for b in baselines) for key in ("all_ndcg", "new_ndcg")}
+        table.add_row(
+            mark, card.version, card.training["last_day"], card.training["holdout_as_of"],
+            str(card.training["holdout_users"]), _num(m["model"]["all_ndcg"]),
+            _num(best["all_ndcg"]), _num(m["model"]["new_ndcg"]), _num(best["new_ndcg"]),
+            f"{card.parity['max_rel_diff']:.1g}", str(card.best_iteration),
         )  # fmt: skip
     return table
 
@@ -597,6 +657,8 @@ def demo(
         'from support_queue order by rank limit 5"\n'
         f'  {me} query{dr} "select sentiment_label, count(*), avg(rating) from feedback_scores '
         'group by 1"\n'
+        f'  {me} query{dr} "select rank, title, category, reason from recommendations '
+        "where user_id = 'u000042' order by rank\"\n"
         f"  {me} models{dr}\n"
         f'  {me} query{dr} "select source, reason, count(*) n from quarantine group by all"\n'
         f"  {me} tables{dr}",
@@ -749,13 +811,16 @@ def query(
     Views: events, items, feedback, market_prices, market_indicators, quarantine, ingest_ledger,
     raw_<source>, items_history; the prediction tables (user_scores, price_position,
     demand_forecast, category_forecast, price_scenarios, feedback_scores, product_sentiment,
-    support_queue) at their latest as_of, <table>_history for every night's; user_features.
+    support_queue, recommendations) at their latest as_of, <table>_history for every night's;
+    user_features.
     Statements that write or reach outside the warehouse are refused.
 
     [bold]Examples[/]:
       nightowl query "select event_type, count(*) from events group by 1"
       nightowl query "select * from quarantine" --output rejects.csv
       nightowl query "select rank, topic, urgency, suggested_answer from support_queue limit 10"
+      nightowl query "select rank, title, reason from recommendations where user_id = 'u000042'
+        order by rank"
     """
     from warehouse.query import QueryRefused, run_query
     from warehouse.store import Warehouse

@@ -3,14 +3,15 @@
 Kept free of Prefect so the command line can check step names before Prefect is configured.
 Step runs are ``<step>-<source>`` for the per-source steps (``ingest-events``) and the bare step
 name for the model steps (``features``, ``train``, ``score``) and the market steps
-(``price-position``, ``train-demand``, ``forecast``) and the feedback steps (``train-sentiment``,
-``feedback``, ``product-sentiment``, ``support-queue``).
+(``price-position``, ``train-demand``, ``forecast``), the feedback steps (``train-sentiment``,
+``feedback``, ``product-sentiment``, ``support-queue``) and the recommendation steps
+(``train-recommender``, ``recommend``).
 """
 
 from __future__ import annotations
 
 from schemas.landing import SOURCES
-from tasks.summary import FEEDBACK_STEPS, MARKET_STEPS
+from tasks.summary import FEEDBACK_STEPS, MARKET_STEPS, RECOMMEND_STEPS
 
 #: Steps that run once per source.
 PER_SOURCE = ("ingest", "clean")
@@ -22,11 +23,13 @@ FEATURE_SOURCES = ("events", "items", "market_prices", "feedback")
 MARKET_SOURCES = ("events", "items", "market_prices", "market_indicators")
 #: The clean tables the feedback steps read (items: the categories of product_sentiment).
 FEEDBACK_SOURCES = ("feedback", "items")
+#: The clean tables the recommendation steps read.
+RECOMMEND_SOURCES = ("events", "items", "market_prices")
 
 
 def _downstream(run: str) -> list[str]:
     """The step runs that read the output of ``run``."""
-    if run in MODEL_STEPS or run in MARKET_STEPS or run in FEEDBACK_STEPS:
+    if run in (*MODEL_STEPS, *MARKET_STEPS, *FEEDBACK_STEPS, *RECOMMEND_STEPS):
         return {
             "features": ["train", "score"],
             "train": ["score"],
@@ -34,6 +37,7 @@ def _downstream(run: str) -> list[str]:
             "train-demand": ["forecast"],
             "train-sentiment": ["feedback"],
             "feedback": ["product-sentiment", "support-queue"],
+            "train-recommender": ["recommend"],
         }.get(run, [])
     step, _, source = run.partition("-")
     if step == "ingest":
@@ -47,6 +51,8 @@ def _downstream(run: str) -> list[str]:
         readers += ["train-sentiment", "feedback"]
     if source == "items":
         readers.append("product-sentiment")
+    if source in RECOMMEND_SOURCES:
+        readers += ["train-recommender", "recommend"]
     return readers
 
 
@@ -56,6 +62,7 @@ def all_runs() -> list[str]:
         *MODEL_STEPS,
         *MARKET_STEPS,
         *FEEDBACK_STEPS,
+        *RECOMMEND_STEPS,
     ]
 
 

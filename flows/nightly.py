@@ -11,7 +11,13 @@ from prefect.settings import get_current_settings
 from prefect.utilities.annotations import allow_failure
 
 from flows.alerts import failure_alert, send_alert
-from flows.graph import FEATURE_SOURCES, FEEDBACK_SOURCES, MARKET_SOURCES, forced_steps
+from flows.graph import (
+    FEATURE_SOURCES,
+    FEEDBACK_SOURCES,
+    MARKET_SOURCES,
+    RECOMMEND_SOURCES,
+    forced_steps,
+)
 from flows.settings import Settings, load_settings
 from schemas.landing import SOURCES
 from tasks.steps import (
@@ -25,10 +31,12 @@ from tasks.steps import (
     ingest_step,
     price_position_step,
     product_sentiment_step,
+    recommend_step,
     record_run_step,
     score_step,
     support_queue_step,
     train_demand_step,
+    train_recommender_step,
     train_sentiment_step,
     train_step,
 )
@@ -80,6 +88,7 @@ def model_context(settings: Settings) -> ModelContext:
         model=settings.model,
         market=settings.market,
         feedback=settings.feedback,
+        recommend=settings.recommend,
         config_dir=str(settings.config_dir),
         timeout_seconds=step_timeout_seconds(settings),
     )
@@ -167,6 +176,27 @@ def feedback_steps(
     }
 
 
+def recommend_steps(
+    settings: Settings,
+    run_date: date,
+    cleaned: list[PrefectFuture],
+    forced: set[str],
+    train_now: bool = False,
+) -> dict[str, PrefectFuture]:
+    """train-recommender (when due, or ``train_now``) → recommend, as of the day after
+    ``run_date``."""
+    ctx, options = model_context(settings), step_options(settings)
+    as_of = run_date + timedelta(days=1)
+    trained = train_recommender_step.with_options(**options).submit(
+        ctx, run_date, cleaned, force=train_now
+    )
+    # A failed training leaves the champion (or the heuristic) in place: lists still come out.
+    lists = recommend_step.with_options(refresh_cache="recommend" in forced, **options).submit(
+        ctx, as_of, cleaned, wait_for=[allow_failure(trained)]
+    )
+    return {"train-recommender": trained, "recommend": lists}
+
+
 def alert_on_failure(flow, flow_run, state) -> None:
     """Tell the configured webhook which run failed, where, why, and where to look."""
     params = flow_run.parameters
@@ -201,7 +231,8 @@ def nightly(
     """Ingest, clean and check every source for ``run_date`` (default: yesterday, business zone),
     then as of the next day: featurize, train when due and score users; position prices, train
     the demand model when due and forecast demand; train the sentiment model when due, score
-    feedback, and build product sentiment and the support queue.
+    feedback, and build product sentiment and the support queue; train the recommender when due
+    and write every active user's recommendations.
 
     ``force_steps`` recomputes those steps and everything downstream of them, cache or not.
     """
@@ -239,6 +270,10 @@ def nightly(
         forced,
         bool({"train-sentiment", "all"} & named),
     )
+    recommend_cleaned = [futures[source]["clean"] for source in RECOMMEND_SOURCES]
+    futures["recommendations"] = recommend_steps(
+        settings, run_date, recommend_cleaned, forced, bool({"train-recommender", "all"} & named)
+    )
     summary = summary_of(futures)
     record_run_step(step_context(settings, SOURCES[0]), run_date, summary)
     return summary
@@ -261,7 +296,7 @@ def summary_of(futures: dict) -> dict[str, dict]:
             elif state.name != "NotReady":  # a step whose upstream failed says nothing new
                 run = (
                     name
-                    if source in ("models", "market", "feedback-models")
+                    if source in ("models", "market", "feedback-models", "recommendations")
                     else f"{name}-{source}"
                 )
                 failures.append(f"{run}: {state.message or state.name}")

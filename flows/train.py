@@ -1,6 +1,6 @@
 """The train flow: the propensity model (user features, time-split snapshots), the demand model
-(rolling-origin backtest) and the sentiment model (newest ratings held out), each registered only
-after its parity check."""
+(rolling-origin backtest), the sentiment model (newest ratings held out) and the recommender (a
+later window's purchases held out), each registered only after its parity check."""
 
 # No `from __future__ import annotations` here: Prefect builds the flow's parameter model from the
 # real annotations.
@@ -11,10 +11,16 @@ from prefect import flow
 
 from flows.nightly import model_context
 from flows.settings import load_settings
-from tasks.steps import features_step, train_demand_step, train_sentiment_step, train_step
+from tasks.steps import (
+    features_step,
+    train_demand_step,
+    train_recommender_step,
+    train_sentiment_step,
+    train_step,
+)
 
 #: What `nightowl train` can train.
-MODELS = ("propensity", "demand", "sentiment")
+MODELS = ("propensity", "demand", "sentiment", "recommender")
 
 
 @flow(name="nightowl-train", flow_run_name="train-{last_day}", persist_result=True)
@@ -39,4 +45,6 @@ def train(
         futures["demand"] = train_demand_step.submit(ctx, last_day, [], force=True)
     if "sentiment" in wanted:
         futures["sentiment"] = train_sentiment_step.submit(ctx, last_day, [], force=True)
+    if "recommender" in wanted:
+        futures["recommender"] = train_recommender_step.submit(ctx, last_day, [], force=True)
     return {name: f.result().model_dump(mode="json") for name, f in futures.items()}

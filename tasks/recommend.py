@@ -64,7 +64,7 @@ class History:
 
     as_of: date
     purchases: pl.DataFrame  # user_id, item_id, basket, day, days_ago, units, unit_price
-    browsing: pl.DataFrame  # user_id, item_id, event_type, days_ago
+    browsing: pl.DataFrame  # user_id, item_id, event_type, days_ago (views and carts)
     catalogue: pl.DataFrame  # item_id, title, category, price, active, created_at
     competitor: pl.DataFrame | None  # item_id, competitor_median
 
@@ -81,8 +81,9 @@ def history_as_of(
     as_of: date,
     cfg: RecommendSettings,
 ) -> History:
-    """Purchases of the last ``history_days``, browsing of the last ``viewed_days`` and the
-    catalogue and competitor prices, all from before ``as_of``."""
+    """Purchases of the last ``history_days``, views and carts of the last ``active_days`` (or
+    ``viewed_days`` if longer) and the catalogue and competitor prices, all from before
+    ``as_of``."""
     before = events_before(
         events.filter(pl.col("user_id").is_not_null() & pl.col("item_id").is_not_null()), as_of
     ).filter(pl.col("days_ago") < cfg.history_days)
@@ -99,8 +100,10 @@ def history_as_of(
         pl.col("quantity").fill_null(1).alias("units"),
         pl.col("price").alias("unit_price"),
     )
+    # Views of the whole active window tell a user's categories; the recent ones are candidates.
     browsing = before.filter(
-        pl.col("event_type").is_in(BROWSE_EVENTS) & (pl.col("days_ago") < cfg.viewed_days)
+        pl.col("event_type").is_in(BROWSE_EVENTS)
+        & (pl.col("days_ago") < max(cfg.viewed_days, cfg.active_days))
     ).select("user_id", "item_id", "event_type", "days_ago")
     if catalogue is None:
         items = purchases.select("item_id").unique()
@@ -366,8 +369,10 @@ def candidates(ut: UserTables, items: ItemTables, cfg: RecommendSettings) -> pl.
     they are repurchase items (when ``exclude_bought``)."""
     again = repurchasable(ut.owned, items.stats, cfg.repurchase_min_share)
     repeat = ut.owned.filter(again).select("user_id", "item_id", _frequency_then_recency())
-    viewed = ut.browsed.join(ut.owned, on=["user_id", "item_id"], how="anti").select(
-        "user_id", "item_id", pl.col("viewed_score").alias("score")
+    viewed = (
+        ut.browsed.filter(pl.col("ui_viewed_recency_days") < cfg.viewed_days)
+        .join(ut.owned, on=["user_id", "item_id"], how="anti")
+        .select("user_id", "item_id", pl.col("viewed_score").alias("score"))
     )
     cooc = cooccurring(ut.owned, items.neighbours, cfg.half_life_days)
     favourite = (

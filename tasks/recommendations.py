@@ -499,8 +499,10 @@ def recommendations_table(
     }
     if short:
         log.warning(
-            "%s of %s users got fewer than %s recommendations: only %s items are eligible",
-            short, users.height, cfg.top_k, items.eligible.height,
+            "%s of %s users got fewer than %s recommendations: %s items are eligible and "
+            "sold or viewed, less what each user bought once%s",
+            short, users.height, cfg.top_k, items.stats.join(items.eligible, on="item_id",
+            how="semi").height, " (exclude_bought)" if cfg.exclude_bought else "",
         )  # fmt: skip
     refs = list(inputs.refs)
     if card is not None:

@@ -26,9 +26,10 @@ from schemas.config import (
     FeedbackSettings,
     MarketSettings,
     ModelSettings,
+    RecommendSettings,
     SourceConfig,
 )
-from tasks import demand, feedback, propensity, units
+from tasks import demand, feedback, propensity, recommendations, units
 from tasks.deadline import time_limit
 from tasks.summary import summary_markdown, summary_rows
 from tasks.train import NotEnoughHistory, TrainOutcome
@@ -263,6 +264,7 @@ class ModelContext(_Context):
     model: ModelSettings = Field(default_factory=ModelSettings)
     market: MarketSettings = Field(default_factory=MarketSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    recommend: RecommendSettings = Field(default_factory=RecommendSettings)
     config_dir: str = "."
 
 
@@ -611,4 +613,77 @@ def support_queue_step(
     top = feedback.queue_top(ctx.warehouse(), report, 10)
     if top:
         create_table_artifact(top, key="support-queue", description=f"as of {report.as_of}")
+    return report
+
+
+# ---- recommendation steps -------------------------------------------------------------------
+
+
+def recommend_key(context: TaskRunContext, params: dict[str, Any]) -> str:
+    """Cache key of the recommendations: code, settings, the ranker allowed to see the date, and
+    the clean partitions they read."""
+    ctx: ModelContext = params["ctx"]
+    as_of: date = params["as_of"]
+    wh = ctx.warehouse()
+    ranker = recommendations.scoring_model(Registry(wh), as_of)
+    key = combined_hash(
+        ["recommend", ctx.data_root, as_of.isoformat(), ctx.code_version,
+         ctx.recommend.model_dump_json(), ctx.model.provider,
+         ranker.version if ranker else recommendations.HEURISTIC,
+         *(r.content_hash for r in recommendations.input_refs(wh, as_of, ctx.recommend))]
+    )  # fmt: skip
+    return _valid_key(context, key, wh)
+
+
+@task(
+    name="train-recommender",
+    task_run_name="train-recommender",
+    cache_policy=NO_CACHE,
+    retry_condition_fn=retry_on_io_error,
+)
+def train_recommender_step(
+    ctx: ModelContext, last_day: date, cleaned: list[Any], force: bool = False
+) -> recommendations.RecommenderTrainReport:
+    """Train, export, parity-check and register the ranker when one is due.
+
+    Not cached: whether to train depends on the registry, which this step itself changes.
+    """
+
+    def summary(r: recommendations.RecommenderTrainReport) -> str:
+        k, m = r.top_k, r.metrics
+        best = max(m[b]["all_ndcg"] or 0.0 for b in ("popularity", "cooccurrence", "repeat_buy"))
+        return f"held-out NDCG@{k} {m['model']['all_ndcg']:.4f} vs best baseline {best:.4f}"
+
+    return _train_when_due(
+        ctx, "recommender",
+        lambda: recommendations.train_recommender(
+            ctx.warehouse(), last_day, ctx.recommend, only_if_due=not force
+        ),
+        recommendations.RecommenderTrainReport, summary,
+    )  # fmt: skip
+
+
+@task(
+    name="recommend",
+    task_run_name="recommend",
+    cache_key_fn=recommend_key,
+    persist_result=True,
+    retry_condition_fn=retry_on_io_error,
+)
+def recommend_step(
+    ctx: ModelContext, as_of: date, cleaned: list[Any]
+) -> feedback.TableReport | None:
+    """Top-K items per active user, ranked by the recommender → ``recommendations``."""
+    with time_limit(ctx.timeout_seconds, "recommend"):
+        try:
+            report = recommendations.recommendations_table(
+                ctx.warehouse(), as_of, ctx.recommend, ctx.model.provider
+            )
+        except NotEnoughHistory as exc:
+            log.warning("no recommendations yet: %s", exc)
+            return None
+    log.info(
+        "recommended %s items to %s users with %s", f"{report.rows:,}",
+        f"{report.notes['users']:,}", report.model_version,
+    )  # fmt: skip
     return report

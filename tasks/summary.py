@@ -8,6 +8,8 @@ from typing import Any
 MARKET_STEPS = ("price-position", "train-demand", "forecast")
 #: The feedback steps' names, as the nightly flow reports them.
 FEEDBACK_STEPS = ("train-sentiment", "feedback", "product-sentiment", "support-queue")
+#: The recommendation steps' names, as the nightly flow reports them.
+RECOMMEND_STEPS = ("train-recommender", "recommend")
 
 
 def summary_rows(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -22,6 +24,9 @@ def summary_rows(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         if source == "feedback-models":
             rows += _feedback_rows(reports)
+            continue
+        if source == "recommendations":
+            rows += _recommend_rows(reports)
             continue
         ingest, clean = reports.get("ingest"), reports.get("clean")
         if ingest is not None:
@@ -91,6 +96,19 @@ def _feedback_rows(reports: dict[str, Any]) -> list[dict[str, Any]]:
     for step in FEEDBACK_STEPS[1:]:
         if (report := reports.get(step)) is not None:
             rows.append(_row(names.get(step, step), 0, report["rows"], 1, report["seconds"]))
+    return rows
+
+
+def _recommend_rows(reports: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of the recommendation steps: the ranker, then candidates in and list rows out."""
+    rows = []
+    trained, lists = (reports.get(k) for k in RECOMMEND_STEPS)
+    if trained is not None:
+        n = 1 if trained.get("trained") else 0
+        rows.append(_row("train-recommender", 0, n, 0, trained.get("seconds", 0.0)))
+    if lists is not None:
+        candidates = lists.get("notes", {}).get("candidates", 0)
+        rows.append(_row("recommend", candidates, lists["rows"], 1, lists["seconds"]))
     return rows
 
 

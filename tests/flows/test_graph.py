@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flows.graph import FEEDBACK_STEPS, MARKET_STEPS, MODEL_STEPS, forced_steps
+from flows.graph import FEEDBACK_STEPS, MARKET_STEPS, MODEL_STEPS, RECOMMEND_STEPS, forced_steps
 from schemas.landing import SOURCES
 
 
@@ -16,9 +16,14 @@ def test_a_step_run_forces_itself_and_its_downstream():
     # The support queue reads tonight's user scores (high-value customers).
     model = {"features", "train", "score", "support-queue"}
     market = {"price-position", "train-demand", "forecast"}
-    assert forced_steps(["ingest-events"]) == {"ingest-events", "clean-events"} | model | market
+    recommend = {"train-recommender", "recommend"}
+    events = {"ingest-events", "clean-events"}
+    assert forced_steps(["ingest-events"]) == events | model | market | recommend
     items = {"clean-items", "product-sentiment"}
-    assert forced_steps(["clean-items"]) == items | model | market
+    assert forced_steps(["clean-items"]) == items | model | market | recommend
+    assert forced_steps(["clean-market_prices"]) == {"clean-market_prices"} | model | market | (
+        recommend
+    )
     assert forced_steps(["clean-market_indicators"]) == {"clean-market_indicators"} | market
     assert forced_steps(["clean-feedback"]) == {"clean-feedback", *FEEDBACK_STEPS} | model
 
@@ -32,11 +37,13 @@ def test_model_steps_force_only_what_reads_them():
     assert forced_steps(["train-sentiment"]) == {*FEEDBACK_STEPS}
     assert forced_steps(["feedback"]) == {"feedback", "product-sentiment", "support-queue"}
     assert forced_steps(["support-queue"]) == {"support-queue"}
+    assert forced_steps(["train-recommender"]) == {"train-recommender", "recommend"}
+    assert forced_steps(["recommend"]) == {"recommend"}
 
 
 def test_a_step_forces_every_source():
     assert {f"clean-{s}" for s in SOURCES} <= forced_steps(["clean"])
-    steps = len(MODEL_STEPS) + len(MARKET_STEPS) + len(FEEDBACK_STEPS)
+    steps = len(MODEL_STEPS) + len(MARKET_STEPS) + len(FEEDBACK_STEPS) + len(RECOMMEND_STEPS)
     assert len(forced_steps(["ingest"])) == 2 * len(SOURCES) + steps
     assert forced_steps(["all"]) == forced_steps(["ingest"])
 
