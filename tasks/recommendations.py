@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
@@ -363,11 +364,19 @@ def _scores(
     batch_rows: int = 262_144,
 ) -> np.ndarray:
     """Ranker scores of the candidates in ``frame``: native LightGBM, or an ONNX session."""
-    matrix = train.feature_matrix(frame, list(rec.FEATURES))
     if booster is not None:
-        return booster.predict(matrix, num_threads=2)
-    sess = score.session(onnx_bytes, providers or [score.CPU])
-    return score.predict(sess, matrix, batch_rows).astype(np.float64)
+        return booster.predict(train.feature_matrix(frame, list(rec.FEATURES)), num_threads=2)
+    return onnx_scorer(score.session(onnx_bytes, providers or [score.CPU]), batch_rows)(frame)
+
+
+def onnx_scorer(sess: Any, batch_rows: int = 262_144) -> Callable[[pl.DataFrame], np.ndarray]:
+    """A function that scores candidates' features with the ONNX Runtime session ``sess``."""
+
+    def scorer(frame: pl.DataFrame) -> np.ndarray:
+        matrix = train.feature_matrix(frame, list(rec.FEATURES))
+        return score.predict(sess, matrix, batch_rows).astype(np.float64)
+
+    return scorer
 
 
 # ---- nightly lists --------------------------------------------------------------------------
@@ -455,6 +464,27 @@ def buckets(users: pl.DataFrame, per_bucket: int) -> Iterator[pl.DataFrame]:
         yield part.drop("bucket")
 
 
+def bucketed_lists(
+    history: rec.History,
+    items: rec.ItemTables,
+    users: pl.DataFrame,
+    cfg: RecommendSettings,
+    scorer: Callable[[pl.DataFrame], np.ndarray],
+    version: str,
+) -> tuple[pl.DataFrame, int, int]:
+    """Top-K lists for ``users``, one hash bucket at a time (candidates, features, ``scorer``,
+    top K), so only one bucket's candidates are in memory; also the candidates and buckets."""
+    parts, candidates, n_buckets = [], 0, 0
+    for bucket in buckets(users, cfg.bucket_users):
+        ut = rec.user_tables(history, bucket)
+        frame = rec.ranker_features(rec.candidates(ut, items, cfg), ut, items, history)
+        parts.append(ranked_lists(frame, scorer(frame), items, cfg.top_k, version))
+        candidates += frame.height
+        n_buckets += 1
+    lists = pl.concat(parts).sort("user_id", "rank") if parts else _no_lists(version)
+    return lists, candidates, n_buckets
+
+
 def recommendations_table(
     wh: Warehouse, as_of: date, cfg: RecommendSettings, provider: str = "auto"
 ) -> TableReport:
@@ -475,19 +505,8 @@ def recommendations_table(
         ran = score.node_providers(model, wanted, len(rec.FEATURES)).get(
             export.ENSEMBLE, sess.get_providers()[0]
         )
-    parts, candidates, n_buckets = [], 0, 0
-    for bucket in buckets(users, cfg.bucket_users):
-        ut = rec.user_tables(history, bucket)
-        frame = rec.ranker_features(rec.candidates(ut, items, cfg), ut, items, history)
-        if sess is None:
-            scores = heuristic_scores(frame)
-        else:
-            matrix = train.feature_matrix(frame, list(rec.FEATURES))
-            scores = score.predict(sess, matrix, 262_144).astype(np.float64)
-        parts.append(ranked_lists(frame, scores, items, cfg.top_k, version))
-        candidates += frame.height
-        n_buckets += 1
-    lists = pl.concat(parts).sort("user_id", "rank") if parts else _no_lists(version)
+    scorer = heuristic_scores if sess is None else onnx_scorer(sess)
+    lists, candidates, n_buckets = bucketed_lists(history, items, users, cfg, scorer, version)
     short = lists.group_by("user_id").len().filter(pl.col("len") < cfg.top_k).height
     notes = {
         "users": users.height,

@@ -32,7 +32,7 @@ def prefect_api():
         yield
 
 
-def _task_states(flow_run_id, expected: int = 26) -> dict[str, str]:
+def _task_states(flow_run_id, expected: int = 28) -> dict[str, str]:
     """Final state per data step run (ingest, clean), as the UI shows them; asserts that the checks
     and the run record completed. Task states reach the API a moment after the flow returns, so
     this waits until every run has a final state."""
@@ -133,9 +133,9 @@ def test_generate_run_two_dates_query_and_rerun(prefect_api, tmp_path: Path):
     assert _hashes(wh) == before
     states = _task_states(again.state_details.flow_run_id)
     # Training is never cached (it decides from the registry whether it is due); all else is.
-    trained = ("train-propensity", "train-demand", "train-sentiment")
+    trained = ("train-propensity", "train-demand", "train-sentiment", "train-recommender")
     assert {states.pop(name) for name in trained} == {"Completed"}
-    assert len(states) == 17 and set(states.values()) == {"Cached"}, states
+    assert len(states) == 18 and set(states.values()) == {"Cached"}, states
 
 
 def test_a_cached_step_whose_output_was_deleted_recomputes(prefect_api, tmp_path: Path):
@@ -155,7 +155,8 @@ def test_a_cached_step_whose_output_was_deleted_recomputes(prefect_api, tmp_path
     assert states.pop("clean-feedback") == "Completed"
     assert states.pop("train-propensity") == "Completed"  # never cached
     assert states.pop("train-demand") == states.pop("train-sentiment") == "Completed"
-    assert set(states.values()) == {"Cached"}
+    assert states.pop("train-recommender") == "Completed"
+    assert set(states.values()) == {"Cached"}  # recommend among them: it reads no feedback
     assert _hashes(wh) == before
 
 
@@ -188,6 +189,7 @@ def test_force_steps_recompute_the_named_steps_and_their_downstream(prefect_api,
     model_steps = {"features-user", "train-propensity", "score-users"}  # events feed them
     model_steps |= {"price-position", "train-demand", "forecast"}
     model_steps |= {"train-sentiment", "support-queue"}  # never cached; reads user_scores
+    model_steps |= {"train-recommender", "recommend"}
     assert ran == {"ingest-events", "clean-events"} | model_steps
     assert {s for name, s in states.items() if name not in ran} == {"Cached"}
 
