@@ -379,8 +379,10 @@ class RecommendSettings(BaseModel):
         default=365, ge=28, description="Days of purchases candidates and features read."
     )
     half_life_days: float = Field(
-        default=30, gt=0, description="Co-occurrence and popularity weigh a basket half as much "
-        "after this many days."
+        default=30,
+        gt=0,
+        description="Co-occurrence and popularity weigh a basket half as much "
+        "after this many days.",
     )
     neighbours: int = Field(default=30, ge=1, description="Co-purchased items kept per item.")
     max_basket_items: int = Field(

@@ -48,7 +48,8 @@ class SentimentTrainReport(TrainOutcome):
 
 
 class TableReport(BaseModel):
-    """A published feedback table partition: what the next steps and the cache check read."""
+    """A published prediction table partition (feedback tables, recommendations): what the next
+    steps and the cache check read."""
 
     table: str
     as_of: str
@@ -59,7 +60,8 @@ class TableReport(BaseModel):
     seconds: float = 0.0
 
 
-def _report(m: Manifest, started: float, **extra: Any) -> TableReport:
+def table_report(m: Manifest, started: float, **extra: Any) -> TableReport:
+    """The report of a published prediction table partition, timed from ``started``."""
     return TableReport(
         table=m.table,
         as_of=m.partition["as_of"],
@@ -322,7 +324,7 @@ def feedback_scores_table(wh: Warehouse, as_of: date, cfg: FeedbackSettings) -> 
         "predictions", "feedback_scores", {"as_of": as_of.isoformat()}, table, inputs=inputs,
         stats=notes | {"model_version": version},
     )  # fmt: skip
-    return _report(m, started, model_version=version, notes=notes)
+    return table_report(m, started, model_version=version, notes=notes)
 
 
 def faq_fingerprint(wh: Warehouse, config_dir: str, faq: str | None) -> str:
@@ -446,7 +448,7 @@ def product_sentiment_table(
         "predictions", "product_sentiment", {"as_of": as_of.isoformat()},
         table.with_columns(pl.lit(scores.model_version).alias("model_version")), inputs=inputs,
     )  # fmt: skip
-    return _report(m, started, model_version=scores.model_version)
+    return table_report(m, started, model_version=scores.model_version)
 
 
 # ---- support_queue --------------------------------------------------------------------------
@@ -541,5 +543,5 @@ def support_queue_table(
         stats={"faq_entries": faq.height},
     )  # fmt: skip
     suggested = int(table["faq_id"].is_not_null().sum()) if table.height else 0
-    return _report(m, started, model_version=scores.model_version,
+    return table_report(m, started, model_version=scores.model_version,
                    notes={"faq_entries": faq.height, "with_answer": suggested})  # fmt: skip

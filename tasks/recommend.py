@@ -411,8 +411,11 @@ def candidates(ut: UserTables, items: ItemTables, cfg: RecommendSettings) -> pl.
         source=reason,
     )
     # The cap keeps each source's best first, round robin: no single source crowds out the rest.
+    # (An item ranked below the cap in some source loses to that source's top ``max_candidates``,
+    # so it can be dropped before sorting.)
     capped = (
-        merged.sort(
+        merged.filter(pl.col("best_rank") <= cfg.max_candidates)
+        .sort(
             ["user_id", "best_rank", "n_sources", "item_id"], descending=[False, False, True, False]
         )
         .group_by("user_id", maintain_order=True)

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
@@ -26,7 +26,7 @@ from pydantic import Field
 from schemas.config import RecommendSettings
 from tasks import export, score, train
 from tasks import recommend as rec
-from tasks.feedback import TableReport, _report
+from tasks.feedback import TableReport, table_report
 from tasks.propensity import ParityFailed, cadence_due, catalogue_before, clean_before, event_days
 from warehouse.manifest import InputRef
 from warehouse.registry import ModelCard, Registry
@@ -127,27 +127,6 @@ def snapshot(
 # ---- training -------------------------------------------------------------------------------
 
 
-def snapshot_dates(first_day: date, last_day: date, cfg: RecommendSettings) -> train.SnapshotPlan:
-    """Training as_of dates (their windows end before the held-out one starts) and the held-out
-    as_of whose window ends with ``last_day``."""
-    horizon = timedelta(days=cfg.horizon_days)
-    holdout = last_day + timedelta(days=1) - horizon
-    earliest = first_day + timedelta(days=cfg.min_history_days)
-    steps = (
-        holdout - horizon - timedelta(days=cfg.snapshot_step_days * k) for k in range(cfg.snapshots)
-    )
-    chosen = tuple(sorted(d for d in steps if d >= earliest))
-    if not chosen:
-        needed = cfg.min_history_days + 2 * cfg.horizon_days
-        have = (last_day - first_day).days + 1
-        raise train.NotEnoughHistory(
-            f"the recommender needs at least {needed} days of events ({cfg.min_history_days} of "
-            f"history, then a {cfg.horizon_days}-day window of purchases to learn from and "
-            f"another to be judged on); the warehouse has {have} ({first_day} to {last_day})"
-        )
-    return train.SnapshotPlan(train=chosen, holdout=holdout)
-
-
 def ranker_params(cfg: RecommendSettings, threads: int) -> dict:
     """LightGBM lambdarank parameters: NDCG at top_k, deterministic for a seed and thread count."""
     return {
@@ -185,9 +164,12 @@ def learning_rows(snapshots: list[Snapshot], cfg: RecommendSettings) -> pl.DataF
     return pl.concat(parts).sort("group", "item_id")
 
 
-def fit_ranker(rows: pl.DataFrame, cfg: RecommendSettings, threads: int = 2) -> lgb.Booster:
+def fit_ranker(
+    rows: pl.DataFrame, cfg: RecommendSettings, threads: int = 2, rounds: int | None = None
+) -> lgb.Booster:
     """A lambdarank booster on ``rows`` (features, ``label``, ``group``), early-stopped on a
-    stable share of the groups."""
+    stable share of the groups; or, given ``rounds``, exactly that many trees on all of them
+    (a model of a known size, for benchmarks)."""
     names = list(rec.FEATURES)
     held = train.validation_users(rows["group"], cfg.validation_share)
     if held.all() or not held.any():
@@ -201,8 +183,10 @@ def fit_ranker(rows: pl.DataFrame, cfg: RecommendSettings, threads: int = 2) -> 
             feature_name=names, reference=reference, free_raw_data=True,
         )  # fmt: skip
 
-    fit_set = dataset(fit)
     params = ranker_params(cfg, threads)
+    if rounds is not None:
+        return lgb.train(params, dataset(rows), num_boost_round=rounds)
+    fit_set = dataset(fit)
     if watch.height == 0:
         return lgb.train(params, fit_set, num_boost_round=min(cfg.max_rounds, 100))
     return lgb.train(
@@ -246,7 +230,7 @@ def train_recommender(
             f"events end on {events_end}, before {last_day}: the held-out purchases would be "
             f"cut short; train with --date {events_end}"
         )
-    plan = snapshot_dates(first_day, last_day, cfg)
+    plan = train.snapshot_plan(first_day, last_day, cfg)
     everything, _ = clean_before(wh, "events", last_day + timedelta(days=1))
     snaps = []
     for as_of in plan.train:
@@ -464,6 +448,20 @@ def buckets(users: pl.DataFrame, per_bucket: int) -> Iterator[pl.DataFrame]:
         yield part.drop("bucket")
 
 
+@dataclass
+class BucketStats:
+    """What ranking bucket by bucket took: candidates, buckets and seconds per phase."""
+
+    candidates: int = 0
+    buckets: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, phase: str, started: float) -> float:
+        now = time.perf_counter()
+        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - started, 3)
+        return now
+
+
 def bucketed_lists(
     history: rec.History,
     items: rec.ItemTables,
@@ -471,18 +469,31 @@ def bucketed_lists(
     cfg: RecommendSettings,
     scorer: Callable[[pl.DataFrame], np.ndarray],
     version: str,
-) -> tuple[pl.DataFrame, int, int]:
+) -> tuple[pl.DataFrame, BucketStats]:
     """Top-K lists for ``users``, one hash bucket at a time (candidates, features, ``scorer``,
-    top K), so only one bucket's candidates are in memory; also the candidates and buckets."""
-    parts, candidates, n_buckets = [], 0, 0
+    top K), so only one bucket's candidates are in memory; with what each phase took."""
+    parts, stats = [], BucketStats()
+    total = max(1, math.ceil(users.height / cfg.bucket_users))
     for bucket in buckets(users, cfg.bucket_users):
+        began = clock = time.perf_counter()
         ut = rec.user_tables(history, bucket)
-        frame = rec.ranker_features(rec.candidates(ut, items, cfg), ut, items, history)
-        parts.append(ranked_lists(frame, scorer(frame), items, cfg.top_k, version))
-        candidates += frame.height
-        n_buckets += 1
+        cands = rec.candidates(ut, items, cfg)
+        clock = stats.add("candidates", clock)
+        frame = rec.ranker_features(cands, ut, items, history)
+        clock = stats.add("features", clock)
+        scores = scorer(frame)
+        clock = stats.add("scoring", clock)
+        parts.append(ranked_lists(frame, scores, items, cfg.top_k, version))
+        stats.add("top_k", clock)
+        stats.candidates += frame.height
+        stats.buckets += 1
+        if total > 1:
+            log.info(
+                "recommendations: bucket %s/%s, %s users, %s candidates, %.1f s", stats.buckets,
+                total, f"{bucket.height:,}", f"{frame.height:,}", time.perf_counter() - began,
+            )  # fmt: skip
     lists = pl.concat(parts).sort("user_id", "rank") if parts else _no_lists(version)
-    return lists, candidates, n_buckets
+    return lists, stats
 
 
 def recommendations_table(
@@ -506,13 +517,14 @@ def recommendations_table(
             export.ENSEMBLE, sess.get_providers()[0]
         )
     scorer = heuristic_scores if sess is None else onnx_scorer(sess)
-    lists, candidates, n_buckets = bucketed_lists(history, items, users, cfg, scorer, version)
+    lists, stats = bucketed_lists(history, items, users, cfg, scorer, version)
     short = lists.group_by("user_id").len().filter(pl.col("len") < cfg.top_k).height
     notes = {
         "users": users.height,
         "short_lists": short,
-        "candidates": candidates,
-        "buckets": n_buckets,
+        "candidates": stats.candidates,
+        "buckets": stats.buckets,
+        "seconds_by_phase": stats.seconds,
         "provider": ran,
         "catalogue_items": items.eligible.height,
     }
@@ -530,4 +542,4 @@ def recommendations_table(
         "predictions", TABLE, {"as_of": as_of.isoformat()}, lists, inputs=refs,
         stats={"model_version": version, **notes},
     )  # fmt: skip
-    return _report(manifest, started, model_version=version, notes=notes)
+    return table_report(manifest, started, model_version=version, notes=notes)

@@ -19,7 +19,7 @@ import polars as pl
 from pydantic import BaseModel, Field
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from schemas.config import ModelSettings
+from schemas.config import ModelSettings, RecommendSettings
 
 
 class NotEnoughHistory(ValueError):
@@ -47,8 +47,11 @@ class SnapshotPlan:
     holdout: date
 
 
-def snapshot_plan(first_day: date, last_day: date, cfg: ModelSettings) -> SnapshotPlan:
-    """Training and held-out as_of dates for events from ``first_day`` to ``last_day``."""
+def snapshot_plan(
+    first_day: date, last_day: date, cfg: ModelSettings | RecommendSettings
+) -> SnapshotPlan:
+    """Training and held-out as_of dates for events from ``first_day`` to ``last_day``, for any
+    model labelled by a horizon (the propensity model, the recommender)."""
     horizon = timedelta(days=cfg.horizon_days)
     holdout = last_day + timedelta(days=1) - horizon  # its labels end with last_day
     latest_train = holdout - horizon  # its labels end the day before the holdout starts

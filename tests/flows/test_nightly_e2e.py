@@ -357,14 +357,25 @@ def test_the_nightly_flow_trains_a_champion_scores_users_and_the_cli_shows_it(
     assert "urgency" in str(_artifacts("support-queue")[0].data)  # the UI shows the top tickets
     assert run_query(wh, "select count(*) from product_sentiment").item() > 0
 
+    # And every active user's recommendations, ranked by a ranker trained the first night.
+    ranker = registry.champion("recommender")
+    assert ranker is not None and ranker.version.startswith(first_night.isoformat())
+    lists = run_query(
+        wh, "select count(distinct user_id), count(*), min(model_version), max(rank) "
+        "from recommendations"
+    ).row(0)  # fmt: skip
+    assert lists[1] == 10 * lists[0] > 0 and lists[2] == ranker.version and lists[3] == 10
+
     result = runner.invoke(app, ["models", *dr])
     assert result.exit_code == 0 and champion.version[:12] in result.output, result.output
     assert demand.version[:12] in result.output
+    assert "recommender models" in result.output
     result = runner.invoke(app, ["train", "--date", END.isoformat(), *dr])
     assert result.exit_code == 0, result.output
     assert "recency_only" in result.output and "rfm" in result.output and "Parity" in result.output
     assert "demand backtest, item x day" in result.output and "WAPE" in result.output
     assert "no sentiment model trained" in result.output and "VADER" in result.output
+    assert "recommender: purchases of the" in result.output and "repeat_buy" in result.output
     assert len(registry.versions("propensity")) == 2
     assert len(registry.versions("demand")) == 2
 
