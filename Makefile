@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.score
 	$(BIN)/python -m bench.forecast
 	$(BIN)/python -m bench.feedback
+	$(BIN)/python -m bench.recommend
 
 clean:
 	rm -rf demo .pytest_cache .ruff_cache .hypothesis

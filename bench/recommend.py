@@ -182,7 +182,7 @@ def train_model(users: int, items: int) -> dict[str, Any]:
     return found
 
 
-def worker(side: str, users: int, items: int, result: Path) -> None:
+def worker(side: str, users: int, items: int, bucket_users: int, result: Path) -> None:
     """One side's timed run, in this process; writes its measurements to ``result``."""
     import polars as pl
 
@@ -192,7 +192,7 @@ def worker(side: str, users: int, items: int, result: Path) -> None:
     from tasks import score
 
     events_path, items_path = dataset_paths(users, items)
-    cfg = RecommendSettings()
+    cfg = RecommendSettings(bucket_users=bucket_users)
     as_of = END + timedelta(days=1)
     started = time.perf_counter()
     events, catalogue = pl.scan_parquet(events_path), pl.scan_parquet(items_path)
@@ -241,12 +241,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=200_000)
     parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument(
+        "--bucket-users", type=int, default=25_000, help="users per bucket (recommend.bucket_users)"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--side", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.side, args.users, args.items, args.result)
+        worker(args.side, args.users, args.items, args.bucket_users, args.result)
         return
     OUT.mkdir(parents=True, exist_ok=True)
     generate(args.users, args.items)
@@ -255,7 +258,8 @@ def main() -> None:
     results = {}
     for side in ("nightowl", "popularity"):
         result = OUT / f"recommend-{side}.json"
-        sized = ["--users", str(args.users), "--items", str(args.items)]
+        sized = ["--users", str(args.users), "--items", str(args.items),
+                 "--bucket-users", str(args.bucket_users)]  # fmt: skip
         results[side] = run_worker(
             "bench.recommend", ["--side", side, *sized, "--result", str(result)], side, result
         )
@@ -271,14 +275,15 @@ def main() -> None:
     head = ["side", "users", "candidates", "buckets", "seconds", "users/s", "candidates/s",
             "peak RSS MiB", "time vs popularity"]  # fmt: skip
     print(f"\nrecommendations for {args.users:,} users x {args.items:,} items, top 10, "
-          f"{THREADS} threads\n")  # fmt: skip
+          f"buckets of {args.bucket_users:,} users, {THREADS} threads\n")  # fmt: skip
     print(text_table(head, lines, right=set(range(1, 9))))
     phases = results["nightowl"]["phases"]
     print("\nnightowl by phase (s): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
     for warning in disturbed(list(results.values())):
         print(warning)
     write_results(
-        RESULTS, "recommend", THREADS, users=args.users, items=args.items, training=trained,
+        RESULTS, "recommend", THREADS, users=args.users, items=args.items,
+        bucket_users=args.bucket_users, training=trained,
         results=results, code=code_version("tasks/recommend.py", "tasks/recommendations.py"),
     )  # fmt: skip
 
