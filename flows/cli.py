@@ -131,8 +131,8 @@ def run(
     data_root: DataRootOpt = None,
 ) -> None:
     """Run the nightly flow for one date: ingest, clean and check every source; then user
-    features, training when due and user_scores; price position and the demand forecast; and
-    feedback scores, product sentiment and the support queue.
+    features, training when due and user_scores; price position and the demand forecast;
+    feedback scores, product sentiment and the support queue; and recommendations.
 
     Steps whose inputs did not change are reused from the cache (shown as Cached). Works with no
     Prefect server started: without PREFECT_API_URL a temporary local one is used.
@@ -141,6 +141,7 @@ def run(
       nightowl run --date 2026-11-27
       nightowl run --date 2026-11-27 --force-steps ingest-events
       nightowl run --date 2026-11-27 --force-steps train-sentiment
+      nightowl run --date 2026-11-27 --force-steps train-recommender
     """
     settings = _settings(config, data_root)
     run_date = _parse_date(date_, settings)
@@ -288,8 +289,7 @@ def train(
       nightowl train
       nightowl train --model demand --date 2026-11-27 --data-root demo
       nightowl train --model sentiment --data-root demo
-      nightowl train --model recommender --config examples/online_retail/nightowl.toml \
-        --date 2010-12-09
+      nightowl train -m recommender --config examples/online_retail/nightowl.toml --date 2010-12-09
     """
     from flows.train import MODELS
 
@@ -615,10 +615,11 @@ def demo(
 ) -> None:
     """Generate demo data, run the nightly flow over the last few days, show what came out.
 
-    The first run ingests all history up to its date, trains the propensity, demand and
-    sentiment models (no champions yet), scores every user, forecasts every item, scores every
-    feedback item and triages the support tickets; each later run picks up that day's files (and
-    the late events they carry) and scores and forecasts with the champions.
+    The first run ingests all history up to its date, trains the propensity, demand, sentiment
+    and recommender models (no champions yet), scores every user, forecasts every item, scores
+    every feedback item, triages the support tickets and recommends 10 items to every active
+    user; each later run picks up that day's files (and the late events they carry) and scores,
+    forecasts and recommends with the champions.
 
     [bold]Example[/]: nightowl demo --data-root demo --users 20000 --runs 3
     """
@@ -819,8 +820,7 @@ def query(
       nightowl query "select event_type, count(*) from events group by 1"
       nightowl query "select * from quarantine" --output rejects.csv
       nightowl query "select rank, topic, urgency, suggested_answer from support_queue limit 10"
-      nightowl query "select rank, title, reason from recommendations where user_id = 'u000042'
-        order by rank"
+      nightowl query "select * from recommendations where user_id = 'u000042' order by rank"
     """
     from warehouse.query import QueryRefused, run_query
     from warehouse.store import Warehouse
