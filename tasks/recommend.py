@@ -388,17 +388,20 @@ def candidates(ut: UserTables, items: ItemTables, cfg: RecommendSettings) -> pl.
         for lst in (items.trending, items.popular)
     ]
     per_source = dict(zip(SOURCES, [repeat, viewed, cooc, category, *shared], strict=True))
+    # Ranks count only what may be offered: eligible items, less those bought once (when
+    # ``exclude_bought``), so a source's top ``max_candidates`` are all real candidates.
+    once = ut.owned.filter(~again).select("user_id", "item_id")
     merged: pl.DataFrame | None = None
     for source, frame in per_source.items():
-        ranked = _ranked(frame.join(items.eligible, on="item_id", how="semi"), source)
+        offered = frame.join(items.eligible, on="item_id", how="semi")
+        if cfg.exclude_bought:
+            offered = offered.join(once, on=["user_id", "item_id"], how="anti")
+        ranked = _ranked(offered, source)
         if merged is None:
             merged = ranked
         else:
             merged = merged.join(ranked, on=["user_id", "item_id"], how="full", coalesce=True)
     assert merged is not None
-    if cfg.exclude_bought:
-        once = ut.owned.filter(~again).select("user_id", "item_id")
-        merged = merged.join(once, on=["user_id", "item_id"], how="anti")
     rank_cols = [f"{s}_rank" for s in SOURCES]
     reason = pl.lit(None, pl.String)
     for source in reversed(SOURCES):
