@@ -543,3 +543,17 @@ def recommendations_table(
         stats={"model_version": version, **notes},
     )  # fmt: skip
     return table_report(manifest, started, model_version=version, notes=notes)
+
+
+def source_mix(wh: Warehouse, report: TableReport) -> list[dict]:
+    """Per candidate source of a published ``recommendations`` partition: the recommendations it
+    explains, to how many users, and at what mean rank (what the run's artifact shows)."""
+    lists = wh.scan("predictions", TABLE, [{"as_of": report.as_of}])
+    if lists is None:
+        return []
+    mix = lists.group_by("source").agg(
+        pl.len().alias("recommendations"),
+        pl.col("user_id").n_unique().alias("users"),
+        pl.col("rank").mean().round(2).alias("mean_rank"),
+    )
+    return mix.sort(["recommendations", "source"], descending=[True, False]).collect().to_dicts()

@@ -686,4 +686,12 @@ def recommend_step(
         "recommended %s items to %s users with %s", f"{report.rows:,}",
         f"{report.notes['users']:,}", report.model_version,
     )  # fmt: skip
+    # Beside the run in the UI: which sources tonight's lists came from.
+    mix = recommendations.source_mix(ctx.warehouse(), report)
+    if mix:
+        create_table_artifact(
+            mix, key="recommendations",
+            description=f"as of {report.as_of}: {report.notes['users']:,} users, "
+            f"ranked by {report.model_version}",
+        )  # fmt: skip
     return report

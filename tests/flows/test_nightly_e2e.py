@@ -365,6 +365,8 @@ def test_the_nightly_flow_trains_a_champion_scores_users_and_the_cli_shows_it(
         "from recommendations"
     ).row(0)  # fmt: skip
     assert lists[1] == 10 * lists[0] > 0 and lists[2] == ranker.version and lists[3] == 10
+    mix = _artifacts("recommendations")[0]  # the UI shows which sources the lists came from
+    assert ranker.version in mix.description and "mean_rank" in str(mix.data)
 
     result = runner.invoke(app, ["models", *dr])
     assert result.exit_code == 0 and champion.version[:12] in result.output, result.output
