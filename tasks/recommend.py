@@ -141,13 +141,20 @@ def history_as_of(
 # ---- item-level tables (once per night) -----------------------------------------------------
 
 
+def fixed_order_sum(values: pl.Expr) -> pl.Expr:
+    """The sum of ``values`` added smallest first: the same bits whatever order a join or a
+    parallel group-by delivered the rows in (float addition is not associative)."""
+    return values.sort().sum()
+
+
 def item_stats(history: History, cfg: RecommendSettings) -> pl.DataFrame:
-    """Per item bought in the history: sales of the last 7 and 28 days, decayed popularity,
-    trend, buyers, the share of buyers who came back for it, its repurchase cycle and age."""
+    """Per catalogue or sold item: sales of the last 7 and 28 days, decayed popularity, trend,
+    buyers, the share of buyers who came back for it, its repurchase cycle and age (0 sales and
+    null cycle for an item nobody bought)."""
     p = history.purchases
     per_user = p.group_by("item_id", "user_id").agg(
         pl.col("day").n_unique().alias("days"),
-        pl.col("day").sort().diff().dt.total_days().median().alias("gap"),
+        pl.col("day").unique().sort().diff().dt.total_days().median().alias("gap"),
     )
     buyers = per_user.group_by("item_id").agg(
         pl.len().alias("buyers"),
@@ -157,7 +164,7 @@ def item_stats(history: History, cfg: RecommendSettings) -> pl.DataFrame:
     sales = p.group_by("item_id").agg(
         (pl.col("days_ago") < 7).sum().alias("item_sales_7d"),
         (pl.col("days_ago") < 28).sum().alias("item_sales_28d"),
-        decay(pl.col("days_ago"), cfg.half_life_days).sum().alias("item_popularity"),
+        fixed_order_sum(decay(pl.col("days_ago"), cfg.half_life_days)).alias("item_popularity"),
         pl.col("user_id").filter(pl.col("days_ago") < 90).n_unique().alias("item_buyers_90d"),
         pl.col("days_ago").max().alias("first_sold_days_ago"),
         pl.col("unit_price").median().alias("paid_price"),
@@ -166,9 +173,12 @@ def item_stats(history: History, cfg: RecommendSettings) -> pl.DataFrame:
     age_from_catalogue = (pl.lit(midnight(history.as_of)) - pl.col("created_at")).dt.total_seconds(
         fractional=True
     ) / 86400.0
+    unsold = {"item_sales_7d": 0, "item_sales_28d": 0, "item_popularity": 0.0, "item_buyers_90d": 0}
     stats = (
-        sales.join(buyers, on="item_id", how="left")
-        .join(cat, on="item_id", how="left")
+        cat.join(
+            sales.join(buyers, on="item_id", how="left"), on="item_id", how="full", coalesce=True
+        )
+        .with_columns(pl.col(name).fill_null(value) for name, value in unsold.items())
         .with_columns(
             item_trend=(pl.col("item_sales_7d") + 1) / (pl.col("item_sales_28d") / 4 + 1),
             item_age_days=pl.coalesce(age_from_catalogue, pl.col("first_sold_days_ago")),
@@ -199,12 +209,12 @@ def neighbours(history: History, cfg: RecommendSettings) -> pl.DataFrame:
         .filter((pl.col("size") >= 2) & (pl.col("size") <= cfg.max_basket_items))
         .select("basket", "item_id", "w")
     )
-    totals = baskets.group_by("item_id").agg(pl.col("w").sum().alias("total"))
+    totals = baskets.group_by("item_id").agg(fixed_order_sum(pl.col("w")).alias("total"))
     pairs = (
         baskets.join(baskets.select("basket", pl.col("item_id").alias("other_id")), on="basket")
         .filter(pl.col("item_id") != pl.col("other_id"))
         .group_by("item_id", "other_id")
-        .agg(pl.col("w").sum().alias("shared"))
+        .agg(fixed_order_sum(pl.col("w")).alias("shared"))
         .join(totals, on="item_id")
         .join(totals.rename({"item_id": "other_id", "total": "other_total"}), on="other_id")
         .with_columns(sim=pl.col("shared") / (pl.col("total") * pl.col("other_total")).sqrt())
@@ -219,7 +229,7 @@ def neighbours(history: History, cfg: RecommendSettings) -> pl.DataFrame:
 
 def global_lists(stats: pl.DataFrame, eligible: pl.DataFrame, cfg: RecommendSettings):
     """The trending and popular candidate lists shared by every user: item_id, score."""
-    ok = stats.join(eligible, on="item_id", how="semi")
+    ok = stats.join(eligible, on="item_id", how="semi").filter(pl.col("item_popularity") > 0)
     popular = ok.sort(["item_popularity", "item_id"], descending=[True, False]).head(
         cfg.popular_items
     )
@@ -238,10 +248,13 @@ def global_lists(stats: pl.DataFrame, eligible: pl.DataFrame, cfg: RecommendSett
 
 def category_bestsellers(stats: pl.DataFrame, eligible: pl.DataFrame, n: int) -> pl.DataFrame:
     """category, item_id, share: each category's ``n`` best sellers and their share of its sales."""
-    ok = stats.join(eligible, on="item_id", how="semi").filter(pl.col("category").is_not_null())
+    ok = stats.join(eligible, on="item_id", how="semi").filter(
+        pl.col("category").is_not_null() & (pl.col("item_popularity") > 0)
+    )
     return (
         ok.with_columns(
-            share=pl.col("item_popularity") / pl.col("item_popularity").sum().over("category")
+            share=pl.col("item_popularity")
+            / fixed_order_sum(pl.col("item_popularity")).over("category")
         )
         .sort(["category", "share", "item_id"], descending=[False, True, False])
         .group_by("category", maintain_order=True)
@@ -307,7 +320,7 @@ def user_tables(history: History, users: pl.DataFrame) -> UserTables:
         .group_by("user_id", "item_id")
         .agg(
             pl.col("days_ago").min().alias("ui_viewed_recency_days"),
-            (decay(pl.col("days_ago"), 7.0) * cart).sum().alias("viewed_score"),
+            fixed_order_sum(decay(pl.col("days_ago"), 7.0) * cart).alias("viewed_score"),
         )
     )
     profile = bought.group_by("user_id").agg(
@@ -338,12 +351,12 @@ def category_preferences(history: History, users: pl.DataFrame) -> pl.DataFrame:
         events.join(cats, on="item_id")
         .group_by("user_id", "category")
         .agg(
-            (pl.col("w") * decay(pl.col("days_ago"), 30.0)).sum().alias("weight"),
+            fixed_order_sum(pl.col("w") * decay(pl.col("days_ago"), 30.0)).alias("weight"),
             pl.col("days_ago").min().alias("category_recency_days"),
         )
     )
     return per.with_columns(
-        category_affinity=pl.col("weight") / pl.col("weight").sum().over("user_id")
+        category_affinity=pl.col("weight") / fixed_order_sum(pl.col("weight")).over("user_id")
     ).drop("weight")
 
 
@@ -357,9 +370,10 @@ def _ranked(frame: pl.DataFrame, source: str) -> pl.DataFrame:
 
 def repurchasable(owned: pl.DataFrame, stats: pl.DataFrame, min_share: float) -> pl.Series:
     """Per row of ``owned``: whether the user bought it on two days or its buyers come back."""
-    share = owned.join(stats.select("item_id", "item_repurchase_share"), on="item_id", how="left")[
-        "item_repurchase_share"
-    ]
+    share = owned.join(
+        stats.select("item_id", "item_repurchase_share"), on="item_id", how="left",
+        maintain_order="left",
+    )["item_repurchase_share"]  # fmt: skip
     return (owned["ui_purchase_days"] >= 2) | (share.fill_null(0) >= min_share)
 
 
@@ -570,6 +584,7 @@ def ranking_metrics(
 ) -> dict[str, float | None]:
     """Recall, NDCG and MAP at ``k`` over the users in ``truth`` (user_id, item_id), catalogue
     coverage of their lists and the share of them with a full list of ``k``."""
+    truth = truth.select("user_id", "item_id").unique()
     users = truth.select("user_id").unique()
     n_users = users.height
     if n_users == 0:
@@ -627,6 +642,7 @@ def evaluation(
     users = truth.select("user_id").unique().sort("user_id")
     padding = (
         items.stats.join(items.eligible, on="item_id", how="semi")
+        .filter(pl.col("item_popularity") > 0)
         .sort(["item_popularity", "item_id"], descending=[True, False])
         .head(k + 500)
         .select("item_id", pl.col("item_popularity").alias("score"))

@@ -74,6 +74,12 @@ def inputs_before(wh: Warehouse, as_of: date, cfg: RecommendSettings) -> Inputs:
         frames[table] = wh.scan("clean", table, [m.partition for m in manifests])
         refs += [m.ref for m in manifests] if frames[table] is not None else []
     items, item_refs = catalogue_before(wh, as_of)
+    if items is not None and not any(
+        m.partition["dt"] < as_of.isoformat() for m in wh.manifests("clean", "items")
+    ):
+        # Only a later snapshot exists (a first run that brought history): its titles and
+        # categories hold for earlier days, its prices and active flags are not known yet then.
+        items = items.with_columns(price=pl.lit(None, pl.Float64), active=pl.lit(None, pl.Boolean))
     if frames["events"] is None:
         raise train.NotEnoughHistory(f"no clean events before {as_of}: nothing to recommend from")
     return Inputs(frames["events"], items, frames["market_prices"], refs + item_refs)
@@ -250,6 +256,11 @@ def train_recommender(
     holdout_inputs = inputs_before(wh, plan.holdout, cfg)
     held = snapshot(holdout_inputs, plan.holdout, cfg, events=everything)
     metrics = _held_out_metrics(held, _scores(held.frame, booster=booster), cfg)
+    if not metrics["model"]["all_users"]:
+        raise train.NotEnoughHistory(
+            f"no user active before {plan.holdout} bought anything in the {cfg.horizon_days} "
+            "days after it: the ranker cannot be judged, so it was not registered"
+        )
 
     onnx_bytes = export.onnx_from_booster(booster)
     sess = score.session(onnx_bytes, [score.CPU])
@@ -530,10 +541,10 @@ def recommendations_table(
     }
     if short:
         log.warning(
-            "%s of %s users got fewer than %s recommendations: %s items are eligible and "
-            "sold or viewed, less what each user bought once%s",
-            short, users.height, cfg.top_k, items.stats.join(items.eligible, on="item_id",
-            how="semi").height, " (exclude_bought)" if cfg.exclude_bought else "",
+            "%s of %s users got fewer than %s recommendations: the sources found too few of "
+            "the %s eligible items for them (only sold or viewed items are proposed%s)",
+            short, users.height, cfg.top_k, items.eligible.height,
+            ", less what each user bought once" if cfg.exclude_bought else "",
         )  # fmt: skip
     refs = list(inputs.refs)
     if card is not None:

@@ -40,6 +40,19 @@ def events(rows: list[tuple]) -> pl.LazyFrame:
     ).lazy()
 
 
+def market(rows: list[tuple]) -> pl.LazyFrame:
+    """(date, item, price) competitor quotes as clean market prices."""
+    return pl.DataFrame(
+        {
+            "date": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "competitor": ["rival"] * len(rows),
+            "price": [r[2] for r in rows],
+        },
+        schema_overrides={"date": pl.Date},
+    ).lazy()
+
+
 CATALOGUE = pl.DataFrame(
     {
         "item_id": ["a", "b", "c", "d", "e", "off"],
@@ -132,18 +145,28 @@ def test_the_features_and_reasons_are_those_of_the_candidate():
 def test_metrics_match_a_hand_computed_list():
     lists = pl.DataFrame(
         {
-            "user_id": ["u"] * 3 + ["v"] * 2,
-            "item_id": ["a", "x", "b", "y", "z"],
-            "rank": [1, 2, 3, 1, 2],
+            "user_id": ["u"] * 3 + ["v"] * 2 + ["w"] * 3,
+            "item_id": ["a", "x", "b", "y", "z", "p", "q", "r"],
+            "rank": [1, 2, 3, 1, 2, 1, 2, 3],
         }
     )
-    truth = pl.DataFrame({"user_id": ["u", "u", "v"], "item_id": ["a", "b", "q"]})
-    m = rec.ranking_metrics(lists, truth, 3, catalogue_items=10)
-    ndcg_u = (1 + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
-    assert m["recall"] == pytest.approx((1.0 + 0.0) / 2)
-    assert m["ndcg"] == pytest.approx(ndcg_u / 2)
-    assert m["map"] == pytest.approx((1 + 2 / 3) / 2 / 2)
-    assert m["coverage"] == pytest.approx(5 / 10) and m["full_lists"] == pytest.approx(0.5)
+    # w bought five items, more than k = 3: its ideal list is three hits, and MAP divides by 3.
+    truth = pl.DataFrame(
+        {
+            "user_id": ["u", "u", "v", "w", "w", "w", "w", "w"],
+            "item_id": ["a", "b", "q", "p", "r", "s1", "s2", "s3"],
+        }
+    )
+    m = rec.ranking_metrics(lists, truth, 3, catalogue_items=16)
+    idcg2, idcg3 = 1 + 1 / math.log2(3), 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    ndcg_u = (1 + 1 / math.log2(4)) / idcg2
+    ndcg_w = (1 + 1 / math.log2(4)) / idcg3
+    assert m["recall"] == pytest.approx((1.0 + 0.0 + 2 / 5) / 3)
+    assert m["ndcg"] == pytest.approx((ndcg_u + ndcg_w) / 3)
+    assert m["map"] == pytest.approx(((1 + 2 / 3) / 2 + (1 + 2 / 3) / 3) / 3)
+    assert m["coverage"] == pytest.approx(8 / 16) and m["full_lists"] == pytest.approx(2 / 3)
+    # A repeated truth row is the same purchase, not a second one.
+    assert rec.ranking_metrics(lists, pl.concat([truth, truth]), 3, 16) == m
 
 
 def test_padded_lists_fill_with_popular_items_and_respect_exclusions():
@@ -201,17 +224,22 @@ def test_later_events_change_no_candidate_or_feature(past, future, cap):
     cfg = CFG.model_copy(update={"max_candidates": cap})
     later = [(u, i, -d, t, o) for u, i, d, t, o in future]
 
-    def features(rows):
-        history = rec.history_as_of(events(rows), CATALOGUE, None, AS_OF, cfg)
+    def features(rows, prices):
+        history = rec.history_as_of(events(rows), CATALOGUE, prices, AS_OF, cfg)
         items = rec.item_tables(history, cfg)
-        users = rec.active_users(events(past), AS_OF, cfg.active_days)
+        users = rec.active_users(events(rows), AS_OF, cfg.active_days)
         ut = rec.user_tables(history, users)
         cands = rec.candidates(ut, items, cfg)
         return rec.ranker_features(cands, ut, items, history), items
 
-    before, items = features(past)
-    after, _ = features(past + later)
+    quotes = [(AS_OF - timedelta(days=3), "a", 0.5), (AS_OF - timedelta(days=1), "b", 3.0)]
+    news = [(AS_OF, "a", 99.0), (AS_OF + timedelta(days=2), "c", 0.1)]
+    before, items = features(past, market(quotes))
+    after, _ = features(past + later, market(quotes + news))
     assert_frame_equal(before, after)
+    # The same rows in another order give the same bits (sums are added in a fixed order).
+    shuffled, _ = features(past[::-1], market(quotes[::-1]))
+    assert_frame_equal(before, shuffled, check_exact=True)
     # And the invariants of any candidate set: unique pairs, the cap, eligible items only.
     assert before.select("user_id", "item_id").is_duplicated().sum() == 0
     assert (before.group_by("user_id").len()["len"].max() or 0) <= cap

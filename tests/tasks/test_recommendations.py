@@ -97,9 +97,8 @@ def test_the_nightly_lists_are_full_ranked_and_follow_the_rules(trained, tmp_pat
     active = rec.active_users(inputs_before(wh, as_of, FAST).events, as_of, FAST.active_days)
     assert report.model_version == champion and set(lists["model_version"]) == {champion}
     assert set(lists["user_id"]) == set(active["user_id"]) and report.notes["short_lists"] == 0
-    assert lists.group_by("user_id").agg(pl.col("rank").sort())["rank"].to_list()[0] == list(
-        range(1, FAST.top_k + 1)
-    )
+    ranks = lists.group_by("user_id").agg(pl.col("rank").sort())["rank"].to_list()
+    assert all(r == list(range(1, FAST.top_k + 1)) for r in ranks)
     assert lists.select("user_id", "item_id").is_duplicated().sum() == 0
     assert lists["reason"].null_count() == 0 and lists["title"].null_count() == 0
     ranked = lists.sort("user_id", "rank")
@@ -153,13 +152,19 @@ def test_too_short_a_history_says_what_it_needs(built, tmp_path):
 AS_OF = date(2026, 3, 1)
 
 
-def handmade(root: Path, rows: list[tuple], catalogue: pl.LazyFrame = CATALOGUE) -> Warehouse:
-    """A warehouse whose clean events are ``rows`` and whose items snapshot is ``catalogue``."""
+def handmade(
+    root: Path,
+    rows: list[tuple],
+    catalogue: pl.LazyFrame = CATALOGUE,
+    items_day: str = "2026-01-01",
+) -> Warehouse:
+    """A warehouse whose clean events are ``rows`` and whose items snapshot (of ``items_day``)
+    is ``catalogue``."""
     wh = Warehouse(root, "test")
     frame = events(rows).collect().with_columns(dt=pl.col("event_time").dt.date())
     for (day,), part in frame.group_by("dt"):
         wh.write_partition("clean", "events", {"dt": day.isoformat()}, part.drop("dt"))
-    wh.write_partition("clean", "items", {"dt": "2026-01-01"}, catalogue.collect())
+    wh.write_partition("clean", "items", {"dt": items_day}, catalogue.collect())
     return wh
 
 
@@ -192,7 +197,9 @@ def test_a_brand_new_item_reaches_only_those_who_looked_at_it(tmp_path):
     wh = handmade(tmp_path, [*SHOP, ("u1", "new", 1, "view", None)], catalogue)
     recommendations_table(wh, AS_OF, CFG)
     lists = _lists(wh, AS_OF)
-    assert set(lists.filter(pl.col("item_id") == "new")["user_id"]) == {"u1"}
+    offered = lists.filter(pl.col("item_id") == "new")
+    assert set(offered["user_id"]) == {"u1"}
+    assert offered["title"].to_list() == ["Apple"] and offered["category"].to_list() == ["fruit"]
 
 
 def test_an_item_that_became_inactive_is_offered_to_nobody(tmp_path):
@@ -225,7 +232,9 @@ def test_a_catalogue_smaller_than_k_gives_short_lists_and_says_so(tmp_path, capl
     with caplog.at_level(logging.WARNING, logger="nightowl"):
         report = recommendations_table(wh, AS_OF, RecommendSettings(top_k=10))
     assert report.notes["short_lists"] == report.notes["users"] == 3
-    assert "fewer than 10 recommendations: 4 items are eligible and sold or viewed" in caplog.text
+    assert "fewer than 10 recommendations: the sources found too few of the 5 eligible" in (
+        caplog.text
+    )
 
 
 def test_nobody_active_gives_an_empty_table_with_its_columns(tmp_path):
@@ -233,3 +242,30 @@ def test_nobody_active_gives_an_empty_table_with_its_columns(tmp_path):
     report = recommendations_table(wh, AS_OF + timedelta(days=200), CFG)
     assert report.rows == 0
     assert "reason" in _lists(wh, AS_OF + timedelta(days=200)).columns
+
+
+def test_a_catalogue_known_only_later_lends_its_categories_but_not_its_prices(tmp_path):
+    wh = handmade(tmp_path, SHOP, items_day="2026-02-20")  # events start on 2026-01-20
+    before = inputs_before(wh, date(2026, 2, 10), CFG).items.collect()
+    after = inputs_before(wh, AS_OF, CFG).items.collect()
+    assert before["category"].to_list() == after["category"].to_list()
+    assert before["price"].null_count() == before["active"].null_count() == before.height
+    assert after["active"].to_list() == CATALOGUE.collect()["active"].to_list()
+
+
+def test_a_held_out_window_without_buyers_registers_nothing(tmp_path):
+    # Buyers come back in the training window (15-27 days before AS_OF) but only look in the
+    # held-out one (the last 14 days): there is nothing to judge a ranker on.
+    rows = [(u, i, d, "purchase", f"o{u}{d}") for u in ("u1", "u2", "u3") for i, d in
+            (("a", 60), ("b", 50))]  # fmt: skip
+    rows += [("u1", "c", 55, "purchase", "o9"), ("u2", "c", 20, "purchase", "o10"),
+             ("u3", "c", 25, "purchase", "o11")]  # fmt: skip
+    rows += [
+        ("u1", "b", 5, "view", None),
+        ("u2", "c", 3, "view", None),
+        ("u3", "a", 1, "view", None),
+    ]
+    wh = handmade(tmp_path, rows)
+    with pytest.raises(train.NotEnoughHistory, match="cannot be judged"):
+        train_recommender(wh, AS_OF - timedelta(days=1), CFG)
+    assert Registry(wh).versions(MODEL) == []
