@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from schemas.config import MarketSettings
 from tasks import export, market, score
 from tasks import forecast as fc
-from tasks.propensity import NoChampion, ParityFailed, cadence_due, clean_before
+from tasks.propensity import NoChampion, cadence_due, clean_before
 from tasks.train import NotEnoughHistory, TrainOutcome
 from tasks.units import raw_rows
 from warehouse.landing import date_in_name
@@ -251,17 +251,11 @@ def train_demand(
     fitted = backtested_model(inputs, cfg)
     onnx_bytes = export.onnx_from_booster(fitted.booster)
     sess = score.session(onnx_bytes, [score.CPU])
-    probe = export.parity_rows(fitted.booster, fc.matrix(fitted.newest_fold[0], fitted.names))
-    max_diff = export.parity_max_diff(fitted.booster, sess, probe, relative=True)
-    parity = {
-        "max_rel_diff": max_diff, "rows": len(probe), "tolerance": cfg.parity_tolerance,
-        "measure": "|onnx - lightgbm| / max(1, |lightgbm|)",
-    }  # fmt: skip
-    if not max_diff <= cfg.parity_tolerance:
-        raise ParityFailed(
-            f"ONNX export differs from LightGBM by {max_diff:.3g} (relative) on {len(probe)} rows "
-            f"(tolerance {cfg.parity_tolerance:g}); the demand model was not registered"
-        )
+    parity = export.parity_gate(
+        fitted.booster, sess, fc.matrix(fitted.newest_fold[0], fitted.names),
+        cfg.parity_tolerance, relative=True, what="the demand model",
+    )  # fmt: skip
+    max_diff = parity["max_rel_diff"]
     registry = Registry(wh)
     version = registry.version_name(last_day.isoformat(), onnx_bytes)
     card = ModelCard(

@@ -35,6 +35,10 @@ class UnsupportedModel(ValueError):
     """A booster this converter would not reproduce exactly."""
 
 
+class ParityFailed(RuntimeError):
+    """The ONNX export does not reproduce the native model closely enough to be registered."""
+
+
 #: LightGBM reads any feature value within this distance of 0 as exactly 0 (its kZeroThreshold).
 ZERO_THRESHOLD = float(np.float32(1e-35))
 
@@ -290,3 +294,30 @@ def parity_max_diff(
     if relative:
         diff = diff / np.maximum(1.0, np.abs(native))
     return float(diff.max(initial=0.0))
+
+
+def parity_gate(
+    booster: lgb.Booster,
+    session: Any,
+    rows: np.ndarray,
+    tolerance: float,
+    *,
+    relative: bool = False,
+    what: str = "the model",
+) -> dict[str, Any]:
+    """The parity record of ``session`` against ``booster`` on ``rows`` and the edge rows
+    ``parity_rows`` adds; raises ParityFailed (``what`` was not registered) above ``tolerance``."""
+    probe = parity_rows(booster, rows)
+    max_diff = parity_max_diff(booster, session, probe, relative=relative)
+    if not max_diff <= tolerance:
+        raise ParityFailed(
+            f"ONNX export differs from LightGBM by {max_diff:.3g}"
+            f"{' (relative)' if relative else ''} on {len(probe)} held-out and edge rows "
+            f"(tolerance {tolerance:g}); {what} was not registered"
+        )
+    if not relative:
+        return {"max_abs_diff": max_diff, "rows": len(probe), "tolerance": tolerance}
+    return {
+        "max_rel_diff": max_diff, "rows": len(probe), "tolerance": tolerance,
+        "measure": "|onnx - lightgbm| / max(1, |lightgbm|)",
+    }  # fmt: skip

@@ -22,7 +22,8 @@ from pydantic import BaseModel, Field
 
 from schemas.config import FeedbackSettings
 from tasks import score, sentiment, support, text
-from tasks.propensity import ParityFailed, cadence_due, catalogue_before, clean_before
+from tasks.export import ParityFailed
+from tasks.propensity import cadence_due, catalogue_before, clean_before
 from tasks.train import NotEnoughHistory, TrainOutcome
 from warehouse.landing import LandingError, knowledge_base
 from warehouse.manifest import InputRef, Manifest

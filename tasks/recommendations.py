@@ -27,7 +27,7 @@ from schemas.config import RecommendSettings
 from tasks import export, score, train
 from tasks import recommend as rec
 from tasks.feedback import TableReport, table_report
-from tasks.propensity import ParityFailed, cadence_due, catalogue_before, clean_before, event_days
+from tasks.propensity import cadence_due, catalogue_before, clean_before, event_days
 from warehouse.manifest import InputRef
 from warehouse.registry import ModelCard, Registry
 from warehouse.store import Warehouse
@@ -204,6 +204,11 @@ def fit_ranker(
     )
 
 
+def computes_features_of(card: ModelCard) -> bool:
+    """Whether this code computes exactly the features, in order, that ``card``'s ranker reads."""
+    return card.feature_names == list(rec.FEATURES)
+
+
 def training_due(wh: Warehouse, last_day: date, cfg: RecommendSettings) -> str | None:
     """Why the ranker should be trained with data up to ``last_day`` (None: it is fresh)."""
     registry = Registry(wh)
@@ -211,7 +216,7 @@ def training_due(wh: Warehouse, last_day: date, cfg: RecommendSettings) -> str |
     if due is not None:
         return due
     card = registry.card(MODEL, registry.champion(MODEL).version)
-    if card.feature_names != list(rec.FEATURES):
+    if not computes_features_of(card):
         return f"champion {card.version} was trained on other features than this code computes"
     return None
 
@@ -265,14 +270,11 @@ def train_recommender(
     onnx_bytes = export.onnx_from_booster(booster)
     sess = score.session(onnx_bytes, [score.CPU])
     sample = held.frame.sample(min(held.frame.height, 50_000), seed=cfg.seed)
-    probe = export.parity_rows(booster, train.feature_matrix(sample, list(rec.FEATURES)))
-    max_diff = export.parity_max_diff(booster, sess, probe, relative=True)
-    parity = {"max_rel_diff": max_diff, "rows": len(probe), "tolerance": cfg.parity_tolerance}
-    if not max_diff <= cfg.parity_tolerance:
-        raise ParityFailed(
-            f"ONNX export differs from LightGBM by {max_diff:.3g} (relative) on {len(probe)} "
-            f"rows (tolerance {cfg.parity_tolerance:g}); the ranker was not registered"
-        )
+    parity = export.parity_gate(
+        booster, sess, train.feature_matrix(sample, list(rec.FEATURES)), cfg.parity_tolerance,
+        relative=True, what="the ranker",
+    )  # fmt: skip
+    max_diff = parity["max_rel_diff"]
     version = registry.version_name(last_day.isoformat(), onnx_bytes)
     card = ModelCard(
         model=MODEL,
@@ -334,7 +336,7 @@ def _challenge(
     if champion.version == card.version:
         return True, "same model as the champion"
     old = registry.card(MODEL, champion.version)
-    if old.feature_names != list(rec.FEATURES):
+    if not computes_features_of(old):
         return True, f"champion {champion.version} uses features no longer computed: promoted"
     if old.training["holdout_as_of"] > card.training["holdout_as_of"]:
         return False, f"champion {champion.version} was judged on a later window: champion kept"
@@ -381,7 +383,7 @@ def scoring_model(registry: Registry, as_of: date) -> ModelCard | None:
     """The champion, or for a past ``as_of`` the newest version whose data ends before it; None
     when there is none (the lists are then ranked by the heuristic)."""
     card = registry.trained_before(MODEL, as_of)
-    if card is not None and card.feature_names != list(rec.FEATURES):
+    if card is not None and not computes_features_of(card):
         log.warning("recommender %s needs other features than this code computes; retrain it "
                     "(nightowl train --model recommender)", card.version)  # fmt: skip
         return None
@@ -517,11 +519,12 @@ def recommendations_table(
     history = rec.history_as_of(inputs.events, inputs.items, inputs.market_prices, as_of, cfg)
     items = rec.item_tables(history, cfg)
     users = rec.active_users(inputs.events, as_of, cfg.active_days)
-    card = scoring_model(Registry(wh), as_of)
+    registry = Registry(wh)
+    card = scoring_model(registry, as_of)
     version = card.version if card else HEURISTIC
     sess, ran = None, "none"
     if card is not None:
-        model = Registry(wh).onnx_bytes(MODEL, card.version)
+        model = registry.onnx_bytes(MODEL, card.version)
         wanted = score.providers(provider)
         sess = score.session(model, wanted)
         ran = score.node_providers(model, wanted, len(rec.FEATURES)).get(
