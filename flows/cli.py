@@ -848,7 +848,9 @@ def query(
         raise typer.Exit(2)
     target = output if output is not None else sys.stdout
     if fmt == "csv":
-        frame.write_csv(target)
+        from tasks.page import csv_ready
+
+        csv_ready(frame).write_csv(target)  # lists and structs have no CSV form of their own
     elif fmt == "json":
         frame.write_ndjson(target)
     else:
@@ -866,6 +868,64 @@ def _print_frame(frame, limit: int) -> None:
     console.print(table)
     more = f" (showing {limit})" if frame.height > limit else ""
     console.print(f"{frame.height:,} rows{more}")
+
+
+@app.command()
+def report(
+    date_: DateOpt = None,
+    config: ConfigOpt = None,
+    data_root: DataRootOpt = None,
+) -> None:
+    """Write the report tables (kpi_daily, segments, at_risk_customers, product_health,
+    campaign_briefs) as of the day after the run date, and the report page
+    <data root>/reports/<date>/index.html, with every table beside it as CSV.
+
+    The nightly flow does the same as its last step; this rebuilds it from what the warehouse
+    holds now, without Prefect. The page is one self-contained file: it opens with no network.
+
+    [bold]Examples[/]:
+      nightowl report --data-root demo
+      nightowl report --date 2026-11-27
+      nightowl query "select day, revenue, revenue_wow from kpi_daily order by day desc limit 7"
+    """
+    from tasks.report import build_report
+    from tasks.train import NotEnoughHistory
+    from warehouse.manifest import code_version
+    from warehouse.store import Warehouse
+
+    settings = _settings(config, data_root)
+    run_date = _parse_date(date_, settings)
+    wh = Warehouse(settings.data_root, code_version())
+    try:
+        with console.status(f"building the report for {run_date}…"):
+            built = build_report(wh, run_date, settings.report, settings.timezone)
+    except NotEnoughHistory as exc:
+        err.print(f"[red]no report for {run_date}:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    except ValueError as exc:  # a brief writer that cannot be loaded names the setting
+        err.print(f"[red]report failed:[/] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    console.print(f"[bold]What changed on {run_date}[/]")
+    for line in built.summary:
+        console.print(f"  • {escape(line)}")
+    table = Table(show_edge=False)
+    table.add_column("table (as_of " + built.as_of + ")")
+    table.add_column("rows", justify="right")
+    for name, part in built.tables.items():
+        table.add_row(name, f"{part['rows']:,}")
+    console.print(table)
+    for line in built.missing:
+        console.print(f"[yellow]not in this report:[/] {escape(line)}")
+    console.print(
+        f"Report: {built.page}\nOpen it in a browser (file://), or query its tables: "
+        f'{_command()} query{_root_flag(settings)} "select * from segments"',
+        soft_wrap=True,
+    )
+
+
+def _root_flag(settings: Settings) -> str:
+    root = settings.data_root
+    return "" if root == Path("data").absolute() else f" --data-root {_shown(root)}"
 
 
 @app.command()

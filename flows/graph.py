@@ -5,13 +5,13 @@ Step runs are ``<step>-<source>`` for the per-source steps (``ingest-events``) a
 name for the model steps (``features``, ``train``, ``score``) and the market steps
 (``price-position``, ``train-demand``, ``forecast``), the feedback steps (``train-sentiment``,
 ``feedback``, ``product-sentiment``, ``support-queue``) and the recommendation steps
-(``train-recommender``, ``recommend``).
+(``train-recommender``, ``recommend``) and the report (``report``).
 """
 
 from __future__ import annotations
 
 from schemas.landing import SOURCES
-from tasks.summary import FEEDBACK_STEPS, MARKET_STEPS, RECOMMEND_STEPS
+from tasks.summary import FEEDBACK_STEPS, MARKET_STEPS, RECOMMEND_STEPS, REPORT_STEPS
 
 #: Steps that run once per source.
 PER_SOURCE = ("ingest", "clean")
@@ -25,19 +25,26 @@ MARKET_SOURCES = ("events", "items", "market_prices", "market_indicators")
 FEEDBACK_SOURCES = ("feedback", "items")
 #: The clean tables the recommendation steps read.
 RECOMMEND_SOURCES = ("events", "items", "market_prices")
+#: The clean tables the report reads itself (the rest it reads through the prediction tables).
+REPORT_SOURCES = ("events", "items")
 
 
 def _downstream(run: str) -> list[str]:
     """The step runs that read the output of ``run``."""
-    if run in (*MODEL_STEPS, *MARKET_STEPS, *FEEDBACK_STEPS, *RECOMMEND_STEPS):
+    if run in (*MODEL_STEPS, *MARKET_STEPS, *FEEDBACK_STEPS, *RECOMMEND_STEPS, *REPORT_STEPS):
         return {
             "features": ["train", "score"],
             "train": ["score"],
-            "score": ["support-queue"],  # high-value customers come from user_scores
+            # support-queue: high-value customers come from user_scores
+            "score": ["support-queue", "report"],
+            "price-position": ["report"],
             "train-demand": ["forecast"],
+            "forecast": ["report"],
             "train-sentiment": ["feedback"],
-            "feedback": ["product-sentiment", "support-queue"],
+            "feedback": ["product-sentiment", "support-queue", "report"],
+            "product-sentiment": ["report"],
             "train-recommender": ["recommend"],
+            "recommend": ["report"],
         }.get(run, [])
     step, _, source = run.partition("-")
     if step == "ingest":
@@ -53,6 +60,8 @@ def _downstream(run: str) -> list[str]:
         readers.append("product-sentiment")
     if source in RECOMMEND_SOURCES:
         readers += ["train-recommender", "recommend"]
+    if source in REPORT_SOURCES:
+        readers.append("report")
     return readers
 
 
@@ -63,6 +72,7 @@ def all_runs() -> list[str]:
         *MARKET_STEPS,
         *FEEDBACK_STEPS,
         *RECOMMEND_STEPS,
+        *REPORT_STEPS,
     ]
 
 

@@ -33,6 +33,7 @@ from tasks.steps import (
     product_sentiment_step,
     recommend_step,
     record_run_step,
+    report_step,
     score_step,
     support_queue_step,
     train_demand_step,
@@ -89,6 +90,8 @@ def model_context(settings: Settings) -> ModelContext:
         market=settings.market,
         feedback=settings.feedback,
         recommend=settings.recommend,
+        report=settings.report,
+        timezone=settings.timezone,
         config_dir=str(settings.config_dir),
         timeout_seconds=step_timeout_seconds(settings),
     )
@@ -197,6 +200,22 @@ def recommend_steps(
     return {"train-recommender": trained, "recommend": lists}
 
 
+def report_steps(
+    settings: Settings, run_date: date, futures: dict[str, dict], forced: set[str]
+) -> dict[str, PrefectFuture]:
+    """report, after every model step: the report tables and page as of the day after
+    ``run_date``, with whatever tonight produced (a failed step leaves its part out)."""
+    upstream = [
+        allow_failure(f)
+        for group in ("models", "market", "feedback-models", "recommendations")
+        for f in futures[group].values()
+    ]
+    built = report_step.with_options(
+        refresh_cache="report" in forced, **step_options(settings)
+    ).submit(model_context(settings), run_date, wait_for=upstream)
+    return {"report": built}
+
+
 def alert_on_failure(flow, flow_run, state) -> None:
     """Tell the configured webhook which run failed, where, why, and where to look."""
     params = flow_run.parameters
@@ -232,7 +251,7 @@ def nightly(
     then as of the next day: featurize, train when due and score users; position prices, train
     the demand model when due and forecast demand; train the sentiment model when due, score
     feedback, and build product sentiment and the support queue; train the recommender when due
-    and write every active user's recommendations.
+    and write every active user's recommendations; then the report tables and the report page.
 
     ``force_steps`` recomputes those steps and everything downstream of them, cache or not.
     """
@@ -274,8 +293,10 @@ def nightly(
     futures["recommendations"] = recommend_steps(
         settings, run_date, recommend_cleaned, forced, bool({"train-recommender", "all"} & named)
     )
+    futures["report"] = report_steps(settings, run_date, futures, forced)
     summary = summary_of(futures)
-    record_run_step(step_context(settings, SOURCES[0]), run_date, summary)
+    page = (summary["report"].get("report") or {}).get("page")
+    record_run_step(step_context(settings, SOURCES[0]), run_date, summary, page)
     return summary
 
 
@@ -296,7 +317,8 @@ def summary_of(futures: dict) -> dict[str, dict]:
             elif state.name != "NotReady":  # a step whose upstream failed says nothing new
                 run = (
                     name
-                    if source in ("models", "market", "feedback-models", "recommendations")
+                    if source
+                    in ("models", "market", "feedback-models", "recommendations", "report")
                     else f"{name}-{source}"
                 )
                 failures.append(f"{run}: {state.message or state.name}")

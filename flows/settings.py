@@ -27,6 +27,7 @@ from schemas.config import (
     MarketSettings,
     ModelSettings,
     RecommendSettings,
+    ReportSettings,
     SourceConfig,
     known_zone,
 )
@@ -131,6 +132,7 @@ class Settings(BaseSettings):
     market: MarketSettings = Field(default_factory=MarketSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     recommend: RecommendSettings = Field(default_factory=RecommendSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
     config_dir: Path = Field(default=Path("."), description="Folder of the config file (set).")

@@ -435,3 +435,48 @@ class RecommendSettings(BaseModel):
     parity_tolerance: float = Field(
         default=1e-5, gt=0, description="Largest |ONNX - LightGBM| score (relative above 1)."
     )
+
+
+class ReportSettings(BaseModel):
+    """The report tables (``kpi_daily``, ``segments``, ``at_risk_customers``,
+    ``product_health``, ``campaign_briefs``) and the HTML page built from them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kpi_days: int = Field(
+        default=56, ge=8, description="Days of kpi_daily per as_of (the trend charts' span)."
+    )
+    value_days: int = Field(
+        default=365, ge=7, description="Days of purchases a customer's value is summed over."
+    )
+    at_risk_customers: int = Field(
+        default=100, ge=1, description="Customers in at_risk_customers (top by value x risk)."
+    )
+    product_days: int = Field(
+        default=28, ge=7, description="Days of sales and feedback product_health reads."
+    )
+    price_gap_pct: float = Field(
+        default=15, gt=0, description="product_health flags prices this much above the median."
+    )
+    demand_change_pct: float = Field(
+        default=30, gt=0, description="product_health flags forecasts this much below last week."
+    )
+    min_units: float = Field(
+        default=10, ge=0, description="Units sold in 7 days before a falling forecast is flagged."
+    )
+    negative_share: float = Field(
+        default=0.4, gt=0, le=1, description="product_health flags this share of negative feedback."
+    )
+    min_feedback: int = Field(
+        default=3, ge=1, description="Feedback an item needs before its sentiment is flagged."
+    )
+    brief_items: int = Field(default=5, ge=1, description="Recommended items per campaign brief.")
+    brief_words: int = Field(default=6, ge=1, description="Customer phrases per campaign brief.")
+    send_time_days: int = Field(
+        default=90, ge=7, description="Days of activity the suggested send time is read from."
+    )
+    brief_writer: str = Field(
+        default="template",
+        description="Writes the briefs' copy: 'template' (no network), or 'package.module:Class' "
+        "for your own (a text model), constructed with no arguments.",
+    )

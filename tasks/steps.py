@@ -11,12 +11,16 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 from prefect import task
-from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
 from prefect.cache_policies import NO_CACHE
 from prefect.context import TaskRunContext
 from pydantic import BaseModel, Field
@@ -27,9 +31,11 @@ from schemas.config import (
     MarketSettings,
     ModelSettings,
     RecommendSettings,
+    ReportSettings,
     SourceConfig,
 )
 from tasks import demand, feedback, propensity, recommendations, units
+from tasks import report as _report
 from tasks.deadline import time_limit
 from tasks.summary import summary_markdown, summary_rows
 from tasks.train import NotEnoughHistory, TrainOutcome
@@ -90,6 +96,12 @@ def _outputs_exist(report: Any, wh: Warehouse) -> bool:
         layer = "features" if isinstance(report, propensity.FeatureReport) else "predictions"
         m = wh.manifest(layer, report.table, {"as_of": report.as_of})
         return m is not None and m.content_hash == report.content_hash
+    if isinstance(report, _report.ReportReport):
+        return Path(report.page).exists() and all(
+            (m := wh.manifest("reports", t, {"as_of": report.as_of})) is not None
+            and m.content_hash == built["content_hash"]
+            for t, built in report.tables.items()
+        )
     if isinstance(report, units.CleanReport):
         return all(
             (m := wh.manifest("clean", report.table, {"dt": dt})) is not None
@@ -220,7 +232,9 @@ def check_step(
 
 
 @task(name="record-run", cache_policy=NO_CACHE)
-def record_run_step(ctx: StepContext, run_date: date, summary: dict) -> None:
+def record_run_step(
+    ctx: StepContext, run_date: date, summary: dict, report_page: str | None = None
+) -> None:
     """Mark the run date complete (what `nightowl backfill` skips) and publish its summary.
 
     The table artifact's key stays the same every night, so the UI shows its history.
@@ -229,7 +243,7 @@ def record_run_step(ctx: StepContext, run_date: date, summary: dict) -> None:
     rows = summary_rows(summary)
     create_table_artifact(rows, key="nightly-steps", description=f"steps of {run_date}")
     create_markdown_artifact(
-        summary_markdown(run_date.isoformat(), rows, str(wh.root)),
+        summary_markdown(run_date.isoformat(), rows, str(wh.root), report_page),
         key="nightly-summary",
         description=f"nightly run for {run_date}",
     )
@@ -265,6 +279,8 @@ class ModelContext(_Context):
     market: MarketSettings = Field(default_factory=MarketSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     recommend: RecommendSettings = Field(default_factory=RecommendSettings)
+    report: ReportSettings = Field(default_factory=ReportSettings)
+    timezone: str = "UTC"
     config_dir: str = "."
 
 
@@ -695,3 +711,59 @@ def recommend_step(
             f"ranked by {report.model_version}",
         )  # fmt: skip
     return report
+
+
+# ---- the report -----------------------------------------------------------------------------
+
+
+def report_key(context: TaskRunContext, params: dict[str, Any]) -> str:
+    """Cache key of the report: code, settings, and every partition it reads."""
+    ctx: ModelContext = params["ctx"]
+    run_date: date = params["run_date"]
+    wh = ctx.warehouse()
+    key = combined_hash(
+        ["report", ctx.data_root, run_date.isoformat(), ctx.code_version,
+         ctx.report.model_dump_json(), ctx.timezone,
+         _report.report_fingerprint(wh, run_date + timedelta(days=1))]
+    )  # fmt: skip
+    return _valid_key(context, key, wh)
+
+
+@task(
+    name="report",
+    task_run_name="report",
+    cache_key_fn=report_key,
+    persist_result=True,
+    retry_condition_fn=retry_on_io_error,
+)
+def report_step(ctx: ModelContext, run_date: date) -> _report.ReportReport | None:
+    """The report tables as of the day after ``run_date``, and the page people read, linked
+    from the run in the UI. Runs after every other step, with what they produced."""
+    with time_limit(ctx.timeout_seconds, "report"):
+        try:
+            built = _report.build_report(ctx.warehouse(), run_date, ctx.report, ctx.timezone)
+        except NotEnoughHistory as exc:
+            log.warning("no report yet: %s", exc)
+            return None
+    for line in built.missing:
+        log.warning("report: %s", line)
+    log.info("report for %s: %s", run_date, built.page)
+    create_link_artifact(
+        Path(built.page).as_uri(), link_text=f"nightowl report {run_date}", key="nightly-report",
+        description=f"the morning report for {run_date} (open it from this machine)",
+    )  # fmt: skip
+    create_markdown_artifact(
+        report_markdown(built), key="report-summary", description=f"what changed on {run_date}"
+    )
+    return built
+
+
+def report_markdown(built: _report.ReportReport) -> str:
+    """What changed, in the words of the report page, with the tables it wrote."""
+    lines = [f"# What changed on {built.run_date}", "", *(f"- {s}" for s in built.summary)]
+    lines += ["", "| table | rows |", "|---|---:|"]
+    lines += [f"| `{t}` | {b['rows']:,} |" for t, b in built.tables.items()]
+    lines += ["", f"The page: [{built.page}]({Path(built.page).as_uri()})"]
+    if built.missing:
+        lines += ["", "Not in this report:", *(f"- {m}" for m in built.missing)]
+    return "\n".join(lines)

@@ -10,6 +10,8 @@ MARKET_STEPS = ("price-position", "train-demand", "forecast")
 FEEDBACK_STEPS = ("train-sentiment", "feedback", "product-sentiment", "support-queue")
 #: The recommendation steps' names, as the nightly flow reports them.
 RECOMMEND_STEPS = ("train-recommender", "recommend")
+#: The report step's name: the report tables and the page, after every other step.
+REPORT_STEPS = ("report",)
 
 
 def summary_rows(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
@@ -27,6 +29,11 @@ def summary_rows(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         if source == "recommendations":
             rows += _recommend_rows(reports)
+            continue
+        if source == "report":
+            if (built := reports.get("report")) is not None:
+                out = sum(t["rows"] for t in built["tables"].values())
+                rows.append(_row("report", 0, out, len(built["tables"]), built["seconds"]))
             continue
         ingest, clean = reports.get("ingest"), reports.get("clean")
         if ingest is not None:
@@ -119,7 +126,15 @@ def _row(step: str, rows_in: int, rows_out: int, partitions: int, seconds: float
     }  # fmt: skip
 
 
-def summary_markdown(run_date: str, rows: list[dict[str, Any]], warehouse: str) -> str:
+def _file_uri(path: str) -> str:
+    from pathlib import Path
+
+    return Path(path).as_uri()
+
+
+def summary_markdown(
+    run_date: str, rows: list[dict[str, Any]], warehouse: str, report_page: str | None = None
+) -> str:
     """A short page: what each step did, where the outputs are and how to query them."""
     head = "| step | new files | rows in | rows out | quarantined | partitions | seconds |"
     lines = [
@@ -143,6 +158,8 @@ def summary_markdown(run_date: str, rows: list[dict[str, Any]], warehouse: str) 
         'group by all"',
         "```",
     ]
+    if report_page:
+        lines += ["", f"The morning report: [{report_page}]({_file_uri(report_page)})."]
     if any(r["step"] == "score-users" for r in rows):
         lines += [
             "",

@@ -73,6 +73,16 @@ class Warehouse:
     def ledger_dir(self, source: str) -> Path:
         return self.root / "_ledger" / source
 
+    @property
+    def pages_root(self) -> Path:
+        """Where the readable reports live: ``<data_root>/reports/<run date>/index.html``."""
+        return self.data_root / "reports"
+
+    def page_dir(self, name: str) -> Path:
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"not a report folder name: {name!r}")
+        return self.pages_root / name
+
     # ---- writing ----------------------------------------------------------------------------
     def write_partition(
         self,
@@ -109,6 +119,23 @@ class Warehouse:
         final = folder / name
         os.replace(staged, final)
         return final
+
+    def publish_page(self, name: str, files: dict[str, bytes]) -> Path:
+        """Publish a report folder (``index.html`` and its downloads) in one rename, replacing
+        the old one: a reader opens the old page or the new, never half of one."""
+        target = self.page_dir(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.tmp_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            for file, content in files.items():
+                if "/" in file or file.startswith("."):
+                    raise ValueError(f"not a file name: {file!r}")
+                (staging / file).write_bytes(content)
+            _swap_in(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
 
     def seal_partition(
         self,

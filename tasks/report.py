@@ -1,0 +1,192 @@
+"""The morning report: the report tables in the warehouse, and the page people read.
+
+``build_report`` reads the clean and prediction tables as of a date, writes ``kpi_daily``,
+``segments``, ``at_risk_customers``, ``product_health`` and ``campaign_briefs`` to the
+``reports`` layer, and publishes ``reports/<run date>/index.html`` (one self-contained page)
+with every table beside it as CSV. A table whose inputs do not exist yet (no user scores before
+the first model, no feedback in a shop without any) is left out and the page says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import polars as pl
+from pydantic import BaseModel, Field
+
+from schemas.config import ReportSettings
+from tasks import briefs, kpis, page
+from tasks.propensity import catalogue_before, clean_before
+from tasks.train import NotEnoughHistory
+from warehouse.manifest import InputRef, Manifest, combined_hash
+from warehouse.store import Warehouse
+
+log = logging.getLogger("nightowl")
+
+TABLES = ("kpi_daily", "segments", "at_risk_customers", "product_health", "campaign_briefs")
+#: Prediction tables the report reads, at the report's as_of.
+READS = (
+    "user_scores", "recommendations", "feedback_scores", "product_sentiment", "demand_forecast",
+    "category_forecast", "price_position",
+)  # fmt: skip
+
+
+class ReportReport(BaseModel):
+    """What one report build wrote: each table's partition, the page, and what was missing."""
+
+    run_date: str
+    as_of: str
+    tables: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    page: str = ""
+    missing: list[str] = Field(default_factory=list)
+    summary: list[str] = Field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class ReportInputs:
+    """The frames a report reads, and the partitions they came from (its lineage)."""
+
+    as_of: date
+    events: pl.LazyFrame
+    items: pl.LazyFrame | None
+    predictions: dict[str, pl.DataFrame] = field(default_factory=dict)
+    #: Earlier nights' forecasts for the days shown, for forecast-vs-actual.
+    past_forecasts: pl.DataFrame | None = None
+    #: User scores a week before, for the change in customers at risk.
+    week_ago_scores: pl.DataFrame | None = None
+    refs: list[InputRef] = field(default_factory=list)
+
+
+def _partition(wh: Warehouse, table: str, as_of: date) -> Manifest | None:
+    return wh.manifest("predictions", table, {"as_of": as_of.isoformat()})
+
+
+def input_refs(wh: Warehouse, as_of: date) -> list[InputRef]:
+    """Every partition a report as of ``as_of`` reads (the report step's cache key)."""
+    refs = clean_before(wh, "events", as_of)[1] + catalogue_before(wh, as_of)[1]
+    refs += [m.ref for t in READS if (m := _partition(wh, t, as_of)) is not None]
+    week_ago = _partition(wh, "user_scores", as_of - timedelta(days=7))
+    refs += [week_ago.ref] if week_ago is not None else []
+    return refs + [m.ref for m in _past_forecasts(wh, as_of)]
+
+
+def _past_forecasts(wh: Warehouse, as_of: date) -> list[Manifest]:
+    return [
+        m
+        for m in wh.manifests("predictions", "category_forecast")
+        if as_of - timedelta(days=28) <= date.fromisoformat(m.partition["as_of"]) < as_of
+    ]
+
+
+def report_inputs(wh: Warehouse, as_of: date) -> ReportInputs:
+    """What a report as of ``as_of`` reads: clean events and items before it, the prediction
+    tables of that as_of, and the earlier forecasts and scores it compares with."""
+    events, event_refs = clean_before(wh, "events", as_of)
+    if events is None:
+        raise NotEnoughHistory("the clean events table is empty: run the nightly flow first")
+    items, item_refs = catalogue_before(wh, as_of)
+    inputs = ReportInputs(as_of=as_of, events=events, items=items, refs=event_refs + item_refs)
+    for table in READS:
+        manifest = _partition(wh, table, as_of)
+        if manifest is not None and manifest.rows:
+            frame = wh.scan("predictions", table, [manifest.partition])
+            inputs.predictions[table] = frame.collect() if frame is not None else None
+            inputs.refs.append(manifest.ref)
+    inputs.predictions = {k: v for k, v in inputs.predictions.items() if v is not None}
+    past = _past_forecasts(wh, as_of)
+    if past:
+        frame = wh.scan(
+            "predictions", "category_forecast", [m.partition for m in past], partition_columns=True
+        )
+        inputs.past_forecasts = frame.collect() if frame is not None else None
+        inputs.refs += [m.ref for m in past]
+    week_ago = _partition(wh, "user_scores", as_of - timedelta(days=7))
+    if week_ago is not None:
+        frame = wh.scan("predictions", "user_scores", [week_ago.partition])
+        inputs.week_ago_scores = frame.collect() if frame is not None else None
+        inputs.refs.append(week_ago.ref)
+    return inputs
+
+
+def report_frames(
+    inputs: ReportInputs,
+    cfg: ReportSettings,
+    timezone: str,
+    writer: briefs.BriefWriter,
+) -> tuple[dict[str, pl.DataFrame], list[str]]:
+    """The report tables from ``inputs`` (those whose inputs exist), and a line per table left
+    out saying why."""
+    as_of, p = inputs.as_of, inputs.predictions
+    frames: dict[str, pl.DataFrame] = {}
+    missing: list[str] = []
+    feedback = p["feedback_scores"].lazy() if "feedback_scores" in p else None
+    firsts = kpis.first_purchase_days(inputs.events, as_of)
+    frames["kpi_daily"] = kpis.kpi_daily(inputs.events, firsts, feedback, as_of, cfg.kpi_days)
+    scores = p.get("user_scores")
+    value = kpis.customer_value(inputs.events, inputs.items, as_of, cfg.value_days)
+    if scores is None:
+        why = "no user_scores for this date yet (the propensity model trains once history allows)"
+        missing += [f"segments: {why}", f"at_risk_customers: {why}", f"campaign_briefs: {why}"]
+    else:
+        frames["segments"] = kpis.segments(scores, value)
+        frames["at_risk_customers"] = kpis.at_risk_customers(
+            scores, value, p.get("recommendations"), as_of, cfg.at_risk_customers
+        )
+    if inputs.items is None:
+        missing.append("product_health: there is no items snapshot")
+    else:
+        frames["product_health"] = kpis.product_health(
+            inputs.items, inputs.events, p.get("demand_forecast"), p.get("price_position"),
+            feedback, kpis.item_complaints(p.get("product_sentiment")), as_of,
+            cfg.product_days, cfg.model_dump(),
+        )  # fmt: skip
+    recommendations = p.get("recommendations")
+    if scores is not None and recommendations is None:
+        missing.append("campaign_briefs: no recommendations for this date")
+    elif scores is not None:
+        picked = briefs.segment_items(scores, recommendations, cfg.brief_items)
+        frames["campaign_briefs"] = briefs.campaign_briefs(
+            frames["segments"], picked,
+            briefs.segment_words(picked, feedback, cfg.brief_words),
+            briefs.send_times(inputs.events, scores, as_of, cfg.send_time_days, timezone),
+            writer, timezone, recommendations["model_version"].first(),
+        )  # fmt: skip
+    return frames, missing
+
+
+def build_report(wh: Warehouse, run_date: date, cfg: ReportSettings, timezone: str) -> ReportReport:
+    """Write the report tables as of the day after ``run_date`` and publish its page."""
+    started = time.perf_counter()
+    as_of = run_date + timedelta(days=1)
+    inputs = report_inputs(wh, as_of)
+    writer = briefs.brief_writer(cfg.brief_writer)
+    frames, missing = report_frames(inputs, cfg, timezone, writer)
+    report = ReportReport(run_date=run_date.isoformat(), as_of=as_of.isoformat(), missing=missing)
+    for table in TABLES:
+        partition = {"as_of": as_of.isoformat()}
+        if table not in frames:
+            wh.drop_partition("reports", table, partition)  # a stale one would mislead
+            continue
+        manifest = wh.write_partition(
+            "reports", table, partition, frames[table], inputs=inputs.refs,
+            stats={"writer": writer.name} if table == "campaign_briefs" else None,
+        )  # fmt: skip
+        report.tables[table] = {"rows": manifest.rows, "content_hash": manifest.content_hash}
+    story = page.what_changed(frames, inputs)
+    html = page.render(frames, inputs, story, missing, run_date, timezone)
+    files = {"index.html": html.encode()}
+    files |= {f"{t}.csv": page.csv_bytes(f) for t, f in frames.items()}
+    report.page = str(wh.publish_page(run_date.isoformat(), files) / "index.html")
+    report.summary = story
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def report_fingerprint(wh: Warehouse, as_of: date) -> str:
+    """The content hashes of every partition the report as of ``as_of`` reads, combined."""
+    return combined_hash([r.content_hash for r in input_refs(wh, as_of)])
