@@ -929,6 +929,36 @@ def _root_flag(settings: Settings) -> str:
 
 
 @app.command()
+def catalog(
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output", "-o", help="DuckDB file to write (default: <data root>/nightowl.duckdb)."
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    data_root: DataRootOpt = None,
+) -> None:
+    """Write a DuckDB database file whose views are the warehouse's tables, for BI tools
+    (Metabase, Superset, Tableau, DBeaver… through their DuckDB drivers) and notebooks.
+
+    The file holds no data: its views read the Parquet files in place and follow each night's
+    new partitions. Open it read-only; run this again when new tables appear.
+
+    [bold]Examples[/]:
+      nightowl catalog --data-root demo
+      duckdb -readonly demo/nightowl.duckdb "select * from kpi_daily order by day desc limit 7"
+    """
+    from warehouse.query import write_catalog
+    from warehouse.store import Warehouse
+
+    settings = _settings(config, data_root)
+    target = (output or settings.data_root / "nightowl.duckdb").absolute()
+    names = write_catalog(Warehouse(settings.data_root), target)
+    console.print(f"wrote {len(names)} views to {target}: {', '.join(names)}", soft_wrap=True)
+
+
+@app.command()
 def tables(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
     """List every table with its partitions, rows, bytes and last update.
 

@@ -142,7 +142,7 @@ def brief_writer(spec: str) -> BriefWriter:
         )
     try:
         writer = getattr(importlib.import_module(module), attr)()
-    except (ImportError, AttributeError) as exc:
+    except (ImportError, AttributeError, TypeError) as exc:  # TypeError: not a class
         raise ValueError(f"report.brief_writer: cannot load {spec!r}: {exc}") from exc
     if not isinstance(writer, BriefWriter):
         raise ValueError(f"report.brief_writer: {spec!r} has no name and write(facts) method")

@@ -178,6 +178,9 @@ def _figure(width: float, height: float) -> tuple[Any, Any]:
     return plt, plt.figure(figsize=(width, height))
 
 
+CHARTS = ("kpi", "segments", "risk", "sentiment", "forecast")
+
+
 def charts(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> dict[str, str]:
     """Chart name → inline SVG, for the charts whose data exist."""
     out: dict[str, str] = {}
@@ -476,7 +479,8 @@ def render(
             .drop("_o")
         )
     limits = {"kpi_daily": 14, "at_risk_customers": 25, "product_health": 30}
-    tables = {}
+    # Every section asks for its table and chart by name: a missing one is None, not an error.
+    tables: dict[str, Any] = dict.fromkeys(columns)
     for name, frame in frames.items():
         shown = health if name == "product_health" else frame
         if name == "kpi_daily":
@@ -488,7 +492,7 @@ def render(
         timezone=timezone,
         story=story,
         tiles=tiles,
-        charts=charts(frames, inputs),
+        charts=dict.fromkeys(CHARTS) | charts(frames, inputs),
         tables=tables,
         missing=missing,
         models={

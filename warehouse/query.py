@@ -31,8 +31,12 @@ def _sql_str(path: Path | str) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def view_definitions(wh: Warehouse) -> dict[str, str]:
-    """View name → SELECT over the Parquet files of that table (only tables with files)."""
+def view_definitions(wh: Warehouse, *, follow_latest: bool = False) -> dict[str, str]:
+    """View name → SELECT over the Parquet files of that table (only tables with files).
+
+    A table's plain view reads its latest partition: the one there now, or with
+    ``follow_latest`` whichever is latest when the view is read (for a database file that
+    outlives tonight's partitions)."""
     views: dict[str, str] = {}
 
     def parquet(pattern: str) -> str:
@@ -55,7 +59,8 @@ def view_definitions(wh: Warehouse) -> dict[str, str]:
         latest = parts[-1].name.split("=", 1)[1]
         name = f"{table}_features" if layer == "features" else table
         views[f"{name}_history"] = every
-        views[name] = f"(select * from {every} where {key} = {_sql_str(latest)})"
+        newest = f"(select max({key}) from {every})" if follow_latest else _sql_str(latest)
+        views[name] = f"(select * from {every} where {key} = {newest})"
     quarantine = wh.root / "quarantine"
     if any(quarantine.glob("*/*/*/*.parquet")):
         views["quarantine"] = parquet(f"{quarantine}/*/*/*/*.parquet")
@@ -108,3 +113,24 @@ def run_query(wh: Warehouse, sql: str) -> pl.DataFrame:
         raise QueryRefused(f"refused: only files inside the warehouse can be read ({exc})") from exc
     finally:
         con.close()
+
+
+def write_catalog(wh: Warehouse, target: Path) -> list[str]:
+    """A DuckDB database file at ``target`` holding the warehouse's views (no data: they read
+    the Parquet files where they are), for BI tools and notebooks; returns the view names.
+
+    The views follow new partitions as they are published; run it again for new tables.
+    """
+    views = view_definitions(wh, follow_latest=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = target.with_name(f".{target.name}.tmp")
+    staging.unlink(missing_ok=True)
+    con = duckdb.connect(str(staging))
+    try:
+        for name, select in views.items():
+            source = select if select.startswith("(") else f"select * from {select}"
+            con.execute(f'create view "{name}" as {source}')
+    finally:
+        con.close()
+    staging.replace(target)  # a BI tool that has it open keeps the old file until it reopens
+    return sorted(views)

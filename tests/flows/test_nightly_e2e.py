@@ -32,7 +32,7 @@ def prefect_api():
         yield
 
 
-def _task_states(flow_run_id, expected: int = 28) -> dict[str, str]:
+def _task_states(flow_run_id, expected: int = 29) -> dict[str, str]:
     """Final state per data step run (ingest, clean), as the UI shows them; asserts that the checks
     and the run record completed. Task states reach the API a moment after the flow returns, so
     this waits until every run has a final state."""
@@ -135,7 +135,7 @@ def test_generate_run_two_dates_query_and_rerun(prefect_api, tmp_path: Path):
     # Training is never cached (it decides from the registry whether it is due); all else is.
     trained = ("train-propensity", "train-demand", "train-sentiment", "train-recommender")
     assert {states.pop(name) for name in trained} == {"Completed"}
-    assert len(states) == 18 and set(states.values()) == {"Cached"}, states
+    assert len(states) == 19 and set(states.values()) == {"Cached"}, states
 
 
 def test_a_cached_step_whose_output_was_deleted_recomputes(prefect_api, tmp_path: Path):
@@ -189,7 +189,7 @@ def test_force_steps_recompute_the_named_steps_and_their_downstream(prefect_api,
     model_steps = {"features-user", "train-propensity", "score-users"}  # events feed them
     model_steps |= {"price-position", "train-demand", "forecast"}
     model_steps |= {"train-sentiment", "support-queue"}  # never cached; reads user_scores
-    model_steps |= {"train-recommender", "recommend"}
+    model_steps |= {"train-recommender", "recommend", "report"}
     assert ran == {"ingest-events", "clean-events"} | model_steps
     assert {s for name, s in states.items() if name not in ran} == {"Cached"}
 
@@ -368,6 +368,9 @@ def test_the_nightly_flow_trains_a_champion_scores_users_and_the_cli_shows_it(
     mix = _artifacts("recommendations")[0]  # the UI shows which sources the lists came from
     assert ranker.version in mix.description and "mean_rank" in str(mix.data)
 
+    # And the report: its tables, its page (linked from the run in the UI) and what it says.
+    _assert_the_report(wh, runner, dr, tmp_path)
+
     result = runner.invoke(app, ["models", *dr])
     assert result.exit_code == 0 and champion.version[:12] in result.output, result.output
     assert demand.version[:12] in result.output
@@ -419,3 +422,54 @@ def test_a_night_without_events_warns_and_succeeds(prefect_api, tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert not Warehouse(root).manifests("predictions", "user_scores")
+
+
+def _assert_the_report(wh: Warehouse, runner: CliRunner, dr: list[str], tmp_path: Path) -> None:
+    """The report tables reconcile with what they read, and the page renders in Chromium with
+    every chart, offline, with no console errors."""
+    from tests.browser import coloured_share, visit
+
+    as_of = END + timedelta(days=1)
+    for table in (
+        "kpi_daily",
+        "segments",
+        "at_risk_customers",
+        "product_health",
+        "campaign_briefs",
+    ):
+        assert wh.manifest("reports", table, {"as_of": as_of.isoformat()}).rows > 0, table
+    users = run_query(wh, "select sum(users) from segments").item()
+    assert users == run_query(wh, "select count(*) from user_scores").item()
+    briefs = run_query(wh, "select count(*), min(writer), count(send_time) from campaign_briefs")
+    assert briefs.row(0)[:2] == (
+        run_query(wh, "select count(*) from segments").item(),
+        "template-v1",
+    )
+    top = run_query(wh, "select user_id, top_recommendation from at_risk_customers where rank = 1")
+    who = top["user_id"][0]
+    first = run_query(
+        wh, f"select item_id from recommendations where rank = 1 and user_id = '{who}'"
+    )
+    assert top["top_recommendation"].to_list() == first["item_id"].to_list()
+
+    link = _artifacts("nightly-report")[0]
+    page = wh.data_root / "reports" / END.isoformat() / "index.html"
+    assert link.data == page.as_uri() and page.exists()
+    assert "What changed on" in str(_artifacts("report-summary")[0].data)
+    assert "report" in str(_artifacts("nightly-summary")[0].data)
+    seen = visit(page, tmp_path / "report.png", sort_table="table-at_risk_customers")
+    assert seen.errors == [] and [m for m in seen.console if m[0] == "error"] == []
+    assert all(url.startswith(("file:", "data:")) for url in seen.requests), seen.requests
+    ids = ("kpi", "segments", "risk", "sentiment", "forecast")
+    html = page.read_text()
+    assert seen.charts == len(ids) and all(f'id="chart-{i}"' in html for i in ids)
+    assert "What changed" in seen.text and "Campaign briefs" in seen.text
+    assert coloured_share(tmp_path / "report.png", (0, 114, 178)) > 0.002  # the charts' blue
+    assert seen.sorted_column == sorted(seen.sorted_column, key=int)  # rank, ascending
+
+    result = runner.invoke(app, ["report", "--date", END.isoformat(), *dr])
+    assert result.exit_code == 0, result.output
+    assert "What changed on" in result.output and str(page) in result.output
+    out = tmp_path / "briefs.csv"
+    result = runner.invoke(app, ["query", "select * from campaign_briefs", "-o", str(out), *dr])
+    assert result.exit_code == 0 and "; " in out.read_text()  # lists joined for spreadsheets

@@ -82,3 +82,26 @@ def test_reading_warehouse_files_directly_is_allowed(wh):
 def test_read_only_statement_kinds_pass():
     for sql in ("select 1", "with a as (select 1) select * from a", "explain select 1"):
         assert checked_statement(sql) == sql
+
+
+def test_the_catalog_file_follows_partitions_published_after_it(tmp_path):
+    import duckdb
+    import polars as pl
+
+    from warehouse.query import write_catalog
+    from warehouse.store import Warehouse
+
+    wh = Warehouse(tmp_path / "data")
+    frame = pl.DataFrame({"segment": ["loyal"], "users": [3]})
+    wh.write_partition("reports", "segments", {"as_of": "2026-11-27"}, frame)
+    target = tmp_path / "bi" / "nightowl.duckdb"
+    assert write_catalog(wh, target) == ["segments", "segments_history"]
+    wh.write_partition("reports", "segments", {"as_of": "2026-11-28"}, frame.with_columns(users=5))
+    con = duckdb.connect(str(target), read_only=True)
+    try:
+        assert con.sql("select users, as_of::varchar from segments").fetchall() == [
+            (5, "2026-11-28")
+        ]
+        assert con.sql("select count(*) from segments_history").fetchall() == [(2,)]
+    finally:
+        con.close()

@@ -1,0 +1,88 @@
+"""A real headless Chromium (Debian's package) for the report page's tests, driven by Playwright.
+
+CI installs the browser (.ci/run) and sets NIGHTOWL_REQUIRE_BROWSER=1, so there a missing browser
+fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+#: The flags that keep Chromium off the (closed) network and quiet in a sandbox.
+FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+]  # fmt: skip
+
+
+def chromium() -> str:
+    """The Chromium binary, or skip (fail in CI) saying how to install it."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found:
+        return found
+    message = "Chromium is not installed: apt-get install chromium (Debian's package)"
+    if os.environ.get("NIGHTOWL_REQUIRE_BROWSER"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@dataclass
+class Visit:
+    """What a page did when Chromium opened it."""
+
+    console: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    requests: list[str] = field(default_factory=list)
+    charts: int = 0
+    svg_sizes: list[tuple[float, float]] = field(default_factory=list)
+    text: str = ""
+    sorted_column: list[str] = field(default_factory=list)
+
+
+def visit(page_file: Path, screenshot: Path, sort_table: str | None = None) -> Visit:
+    """Open ``page_file`` in headless Chromium, record its console, errors and requests, count
+    its rendered charts, save a full-page screenshot, and (given a table id) click that table's
+    first header and read the first column back."""
+    from playwright.sync_api import sync_playwright
+
+    seen = Visit()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("console", lambda m: seen.console.append((m.type, m.text)))
+            page.on("pageerror", lambda e: seen.errors.append(str(e)))
+            page.on("request", lambda r: seen.requests.append(r.url))
+            page.goto(page_file.absolute().as_uri(), wait_until="load")
+            charts = page.locator("figure.chart svg")
+            seen.charts = charts.count()
+            for i in range(seen.charts):
+                box = charts.nth(i).bounding_box()
+                seen.svg_sizes.append((box["width"], box["height"]) if box else (0, 0))
+            seen.text = page.inner_text("body")
+            page.screenshot(path=str(screenshot), full_page=True)
+            if sort_table:
+                page.click(f"#{sort_table} th >> nth=0")
+                cells = page.locator(f"#{sort_table} tbody tr td:first-child")
+                seen.sorted_column = cells.all_inner_texts()
+        finally:
+            browser.close()
+    return seen
+
+
+def coloured_share(screenshot: Path, colour: tuple[int, int, int], tolerance: int = 24) -> float:
+    """The share of the screenshot's pixels within ``tolerance`` of ``colour``."""
+    from PIL import Image
+
+    with Image.open(screenshot) as image:
+        pixels = image.convert("RGB").resize((300, max(1, image.height * 300 // image.width)))
+    import numpy as np
+
+    data = np.asarray(pixels, dtype=np.int16).reshape(-1, 3)
+    close = (np.abs(data - np.array(colour, dtype=np.int16)) <= tolerance).all(axis=1)
+    return float(close.mean())

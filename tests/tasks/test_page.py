@@ -1,0 +1,66 @@
+"""The report page: words from numbers, CSV downloads, and the page in a real Chromium."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import polars as pl
+
+from tasks import page
+from tasks.kpis import first_purchase_days, kpi_daily, segments
+from tasks.report import ReportInputs
+from tests.browser import coloured_share, visit
+from tests.tasks.test_kpis import AS_OF, FEEDBACK, ROWS, SCORES, VALUE, events
+
+
+def _frames() -> tuple[dict[str, pl.DataFrame], ReportInputs]:
+    ev = events(ROWS)
+    kpi = kpi_daily(ev, first_purchase_days(ev, AS_OF), FEEDBACK, AS_OF, 14)
+    inputs = ReportInputs(as_of=AS_OF, events=ev, items=None, predictions={"user_scores": SCORES})
+    return {"kpi_daily": kpi, "segments": segments(SCORES, VALUE)}, inputs
+
+
+def test_what_changed_says_the_numbers_in_words():
+    frames, inputs = _frames()
+    story = page.what_changed(frames, inputs)
+    assert story[0] == (
+        "Revenue on Fri 27 Nov was 21: up 110 % on the day before, up 110 % on the same day "
+        "last week."
+    )
+    assert story[1].startswith("2 orders from 1 buyers (0 of them first-time); 33.3% of 3")
+    assert "1 customers are at high churn risk" in story[-1]
+
+
+def test_changes_read_as_people_say_them():
+    assert page._change(0.123) == "up 12 %" and page._change(-0.03) == "down 3 %"
+    assert page._change(0.001) == "flat" and page._change(None) == "no comparison"
+    assert page._change(0.004, relative=False) == "up 0.4 points"
+
+
+def test_csv_joins_lists_so_a_spreadsheet_opens_them():
+    frame = pl.DataFrame({"a": [1], "flags": [["x", "y"]], "s": [{"k": 1}]})
+    assert page.csv_bytes(frame).decode().splitlines() == ["a,flags,s", '1,x; y,"{""k"":1}"']
+
+
+def test_the_page_renders_in_chromium_offline_with_its_charts(tmp_path):
+    frames, inputs = _frames()
+    html = page.render(frames, inputs, ["one line"], ["x: not yet"], AS_OF - timedelta(1), "UTC")
+    assert "<script src" not in html and "<link" not in html and "<img" not in html
+    target = tmp_path / "index.html"
+    target.write_text(html)
+    seen = visit(target, tmp_path / "shot.png", sort_table="table-segments")
+    assert seen.errors == [] and [m for m in seen.console if m[0] == "error"] == []
+    assert all(url.startswith(("file:", "data:")) for url in seen.requests), seen.requests
+    assert seen.charts == 3  # KPIs, segments, churn risk
+    assert all(w > 400 and h > 100 for w, h in seen.svg_sizes), seen.svg_sizes
+    assert "What changed" in seen.text and "x: not yet" in seen.text
+    # A click on a header sorts the table by that column (ascending).
+    assert seen.sorted_column == sorted(seen.sorted_column) and len(seen.sorted_column) == 3
+    assert coloured_share(tmp_path / "shot.png", (0, 114, 178)) > 0.002  # the charts' blue
+
+
+def test_the_page_is_the_same_bytes_for_the_same_numbers():
+    frames, inputs = _frames()
+    day = date(2026, 11, 27)
+    first = page.render(frames, inputs, [], [], day, "UTC")
+    assert page.render(frames, inputs, [], [], day, "UTC") == first
