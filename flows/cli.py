@@ -132,7 +132,8 @@ def run(
 ) -> None:
     """Run the nightly flow for one date: ingest, clean and check every source; then user
     features, training when due and user_scores; price position and the demand forecast;
-    feedback scores, product sentiment and the support queue; and recommendations.
+    feedback scores, product sentiment and the support queue; recommendations; and the report
+    tables and page (<data root>/reports/<date>/index.html).
 
     Steps whose inputs did not change are reused from the cache (shown as Cached). Works with no
     Prefect server started: without PREFECT_API_URL a temporary local one is used.
@@ -617,9 +618,9 @@ def demo(
 
     The first run ingests all history up to its date, trains the propensity, demand, sentiment
     and recommender models (no champions yet), scores every user, forecasts every item, scores
-    every feedback item, triages the support tickets and recommends 10 items to every active
-    user; each later run picks up that day's files (and the late events they carry) and scores,
-    forecasts and recommends with the champions.
+    every feedback item, triages the support tickets, recommends 10 items to every active
+    user and writes the report; each later run picks up that day's files (and the late events
+    they carry) and scores, forecasts and recommends with the champions.
 
     [bold]Example[/]: nightowl demo --data-root demo --users 20000 --runs 3
     """
@@ -644,8 +645,10 @@ def demo(
     me = _command()
     console.print(
         f"\n[bold]Done in {time.perf_counter() - started:.0f} s.[/] Outputs: Parquet under "
-        f"{root}/warehouse (clean/, raw/, quarantine/, features/, predictions/), one folder per "
-        "table and date; models under models/.\n"
+        f"{root}/warehouse (clean/, raw/, quarantine/, features/, predictions/, reports/), one "
+        "folder per table and date; models under models/.\n"
+        f"The morning report: {root / 'reports' / end.isoformat() / 'index.html'} "
+        "(open it in a browser).\n"
         "Try:\n"
         f'  {me} query{dr} "select event_type, count(*) n from events group by 1 order by n desc"\n'
         f'  {me} query{dr} "select risk_tier, count(*), avg(p_purchase_30d) from user_scores '
@@ -660,6 +663,9 @@ def demo(
         'group by 1"\n'
         f'  {me} query{dr} "select rank, title, category, reason from recommendations '
         "where user_id = 'u000042' order by rank\"\n"
+        f'  {me} query{dr} "select day, revenue, revenue_wow, conversion from kpi_daily '
+        'order by day desc limit 7"\n'
+        f'  {me} query{dr} "select segment, audience, headline, send_time from campaign_briefs"\n'
         f"  {me} models{dr}\n"
         f'  {me} query{dr} "select source, reason, count(*) n from quarantine group by all"\n'
         f"  {me} tables{dr}",
@@ -812,8 +818,9 @@ def query(
     Views: events, items, feedback, market_prices, market_indicators, quarantine, ingest_ledger,
     raw_<source>, items_history; the prediction tables (user_scores, price_position,
     demand_forecast, category_forecast, price_scenarios, feedback_scores, product_sentiment,
-    support_queue, recommendations) at their latest as_of, <table>_history for every night's;
-    user_features.
+    support_queue, recommendations) and the report tables (kpi_daily, segments,
+    at_risk_customers, product_health, campaign_briefs) at their latest as_of, <table>_history
+    for every night's; user_features. In CSV output, lists are joined with "; ".
     Statements that write or reach outside the warehouse are refused.
 
     [bold]Examples[/]:
@@ -881,7 +888,8 @@ def report(
     <data root>/reports/<date>/index.html, with every table beside it as CSV.
 
     The nightly flow does the same as its last step; this rebuilds it from what the warehouse
-    holds now, without Prefect. The page is one self-contained file: it opens with no network.
+    holds now, without Prefect. The page is one self-contained file: it opens with no
+    network.
 
     [bold]Examples[/]:
       nightowl report --data-root demo
