@@ -11,7 +11,7 @@ import io
 import json
 from datetime import date, timedelta
 from importlib import resources
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import polars as pl
 
@@ -41,27 +41,40 @@ def _money(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[str]:
-    """A few sentences on what changed, written from the report tables' numbers."""
-    lines: list[str] = []
+class Finding(NamedTuple):
+    """One line of "what changed", and the query that gives its numbers."""
+
+    text: str
+    query: str
+
+
+def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[Finding]:
+    """A few sentences on what changed, written from the report tables' numbers, each with
+    the ``nightowl query`` that shows them (pinned to this report's as_of)."""
+    at = f"as_of = '{inputs.as_of}'"
+    lines: list[Finding] = []
     kpi = frames.get("kpi_daily")
     if kpi is not None and kpi.height:
         last = kpi.row(-1, named=True)
-        lines.append(
+        lines.append(Finding(
             f"Revenue on {last['day']:%a %d %b} was {_money(last['revenue'])}: "
             f"{_change(last['revenue_dod'])} on the day before, "
-            f"{_change(last['revenue_wow'])} on the same day last week."
-        )
+            f"{_change(last['revenue_wow'])} on the same day last week.",
+            f"select day, revenue, revenue_dod, revenue_wow from kpi_daily_history where {at} "
+            "order by day desc limit 8",
+        ))  # fmt: skip
         conversion = (
             f"{last['conversion']:.1%} of {last['active_users']:,} active users bought"
             if last["conversion"] is not None
             else "nobody was active"
         )
-        lines.append(
+        lines.append(Finding(
             f"{last['orders']:,} orders from {last['buyers']:,} buyers "
             f"({last['new_buyers']:,} of them first-time); {conversion} "
-            f"({_change(last['conversion_wow'], relative=False)} week over week)."
-        )
+            f"({_change(last['conversion_wow'], relative=False)} week over week).",
+            "select orders, buyers, new_buyers, active_users, conversion, conversion_wow "
+            f"from kpi_daily_history where {at} order by day desc limit 1",
+        ))  # fmt: skip
         if kpi.height >= 14:
             week, before = kpi.tail(7), kpi.slice(kpi.height - 14, 7)
             parts = []
@@ -70,29 +83,42 @@ def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[
             for name, label in labels.items():
                 now, then = week[name].sum(), before[name].sum()
                 parts.append(f"{label} {_change((now - then) / then if then else None)}")
-            lines.append("The last 7 days against the 7 before: " + ", ".join(parts) + ".")
+            lines.append(Finding(
+                "The last 7 days against the 7 before: " + ", ".join(parts) + ".",
+                "select day > (select max(day) - 7 from kpi_daily_history where " + at + ") "
+                "last_7_days, sum(revenue), sum(orders), sum(active_users), sum(returns) from "
+                f"kpi_daily_history where {at} and day > (select max(day) - 14 from "
+                f"kpi_daily_history where {at}) group by 1",
+            ))  # fmt: skip
         if last["negative_feedback_share"] is not None and last["feedback"]:
-            lines.append(
+            lines.append(Finding(
                 f"{last['feedback']:,} feedback items; {last['negative_feedback_share']:.0%} "
                 f"negative ({_change(last['negative_feedback_share_wow'], relative=False)} "
-                "on the same day last week)."
-            )
+                "on the same day last week).",
+                "select feedback, negative_feedback_share, negative_feedback_share_wow from "
+                f"kpi_daily_history where {at} order by day desc limit 1",
+            ))  # fmt: skip
     risk = frames.get("at_risk_customers")
     scores = inputs.predictions.get("user_scores")
     if scores is not None:
         high = scores.filter(pl.col("risk_tier") == "high").height
         sentence = f"{high:,} customers are at high churn risk"
+        query = f"select count(*) from user_scores_history where {at} and risk_tier = 'high'"
         if inputs.week_ago_scores is not None:
             before = inputs.week_ago_scores.filter(pl.col("risk_tier") == "high").height
             delta = high - before
             sentence += f" ({'+' if delta >= 0 else ''}{delta:,} on a week ago)"
+            query = (
+                "select as_of, count(*) from user_scores_history where risk_tier = 'high' and "
+                f"as_of in ('{inputs.as_of}', '{inputs.as_of - timedelta(days=7)}') group by 1"
+            )
         if risk is not None and risk.height:
             top = risk.row(0, named=True)
             sentence += (
                 f"; the most value at risk is {top['user_id']}'s ({top['segment']}, "
                 f"{top['risk_tier']} risk), who spent {_money(top['value'])} in the value window"
             )
-        lines.append(sentence + ".")
+        lines.append(Finding(sentence + ".", query))
     health = frames.get("product_health")
     if health is not None and health.height:
         act = health.filter(pl.col("health") == "act")
@@ -102,23 +128,29 @@ def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[
             first = act.row(0, named=True)
             sentence += f"; the biggest seller among them, {first['title'] or first['item_id']}: "
             sentence += "; ".join(first["flags"])
-        lines.append(sentence + ".")
-        ahead = health["forecast_units"].sum()
+        lines.append(Finding(
+            sentence + ".",
+            f"select health, count(*) from product_health_history where {at} group by 1",
+        ))  # fmt: skip
         if health["forecast_units"].is_not_null().any():
-            sold = health["units_7d"].sum()
-            days = health["forecast_days"].max()
-            lines.append(
-                f"The next {days} days are forecast at {ahead:,.0f} units, against {sold:,.0f} "
-                "sold in the last 7."
-            )
+            ahead, sold = health["forecast_units"].sum(), health["units_7d"].sum()
+            lines.append(Finding(
+                f"The next {health['forecast_days'].max()} days are forecast at {ahead:,.0f} "
+                f"units, against {sold:,.0f} sold in the last 7.",
+                "select sum(forecast_units), sum(units_7d) from product_health_history "
+                f"where {at}",
+            ))  # fmt: skip
     sentiment = category_sentiment(inputs.predictions.get("product_sentiment"))
     if sentiment is not None and sentiment.height:
         worst = sentiment.row(0, named=True)
         complaint = f", most often about “{worst['complaint']}”" if worst["complaint"] else ""
-        lines.append(
+        lines.append(Finding(
             f"Most negative category over the last weeks: {worst['category']} "
-            f"({worst['negative_share']:.0%} of {worst['feedback']:,} items negative{complaint})."
-        )
+            f"({worst['negative_share']:.0%} of {worst['feedback']:,} items negative{complaint}).",
+            "select category, sum(feedback), sum(feedback * negative_share) / sum(feedback) "
+            f"from product_sentiment_history where {at} and level = 'category' group by 1 "
+            "order by 3 desc",
+        ))  # fmt: skip
     return lines
 
 
@@ -402,7 +434,7 @@ def _sort_key(value: Any) -> str:
 def render(
     frames: dict[str, pl.DataFrame],
     inputs: ReportInputs,
-    story: list[str],
+    story: list[Finding],
     missing: list[str],
     run_date: date,
     timezone: str,

@@ -182,7 +182,7 @@ def build_report(wh: Warehouse, run_date: date, cfg: ReportSettings, timezone: s
     files = {"index.html": html.encode()}
     files |= {f"{t}.csv": page.csv_bytes(f) for t, f in frames.items()}
     report.page = str(wh.publish_page(run_date.isoformat(), files) / "index.html")
-    report.summary = story
+    report.summary = [finding.text for finding in story]
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 

@@ -22,7 +22,7 @@ def _frames() -> tuple[dict[str, pl.DataFrame], ReportInputs]:
 
 def test_what_changed_says_the_numbers_in_words():
     frames, inputs = _frames()
-    story = page.what_changed(frames, inputs)
+    story = [finding.text for finding in page.what_changed(frames, inputs)]
     assert story[0] == (
         "Revenue on Fri 27 Nov was 21: up 110 % on the day before, up 110 % on the same day "
         "last week."
@@ -44,7 +44,8 @@ def test_csv_joins_lists_so_a_spreadsheet_opens_them():
 
 def test_the_page_renders_in_chromium_offline_with_its_charts(tmp_path):
     frames, inputs = _frames()
-    html = page.render(frames, inputs, ["one line"], ["x: not yet"], AS_OF - timedelta(1), "UTC")
+    story = [page.Finding("one line", "select 1")]
+    html = page.render(frames, inputs, story, ["x: not yet"], AS_OF - timedelta(1), "UTC")
     assert "<script src" not in html and "<link" not in html and "<img" not in html
     target = tmp_path / "index.html"
     target.write_text(html)

@@ -6,6 +6,7 @@ import csv
 from datetime import timedelta
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from schemas.config import ReportSettings
@@ -67,3 +68,36 @@ def test_a_rerun_gives_the_same_tables_and_page(wh):
 def test_a_warehouse_without_events_says_so(tmp_path):
     with pytest.raises(NotEnoughHistory, match="clean events table is empty"):
         build_report(Warehouse(tmp_path / "empty"), END, ReportSettings(), "UTC")
+
+
+def test_every_line_of_what_changed_names_a_query_that_gives_its_numbers(wh):
+    import re
+
+    from tasks import page
+    from tasks.briefs import TemplateWriter
+    from tasks.report import report_frames, report_inputs
+
+    cfg = ReportSettings(kpi_days=14)
+    build_report(wh, END, cfg, "UTC")
+    inputs = report_inputs(wh, END + timedelta(days=1))
+    frames, _ = report_frames(inputs, cfg, "UTC", TemplateWriter())
+    findings = page.what_changed(frames, inputs)
+    assert len(findings) >= 4
+    for finding in findings:
+        result = run_query(wh, finding.query)
+        if "last_7_days" in result.columns:  # changes: recomputed from the sums it gives
+            now = result.filter(pl.col("last_7_days")).drop("last_7_days").row(0)
+            then = result.filter(~pl.col("last_7_days")).drop("last_7_days").row(0)
+            changes = [
+                page._change((a - b) / b if b else None) for a, b in zip(now, then, strict=True)
+            ]
+            assert all(c in finding.text for c in changes), (finding.text, changes)
+            continue
+        shown = {
+            f"{v:,.0f}" if isinstance(v, float) else f"{v:,}"
+            for row in result.iter_rows()
+            for v in row
+            if isinstance(v, int | float) and not isinstance(v, bool)
+        }
+        numbers = set(re.findall(r"\b\d[\d,]*\b", finding.text))
+        assert numbers & shown, (finding.text, finding.query, result)
