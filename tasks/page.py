@@ -182,9 +182,12 @@ def category_sentiment(product_sentiment: pl.DataFrame | None) -> pl.DataFrame |
     )  # fmt: skip
 
 
-def _svg(fig: Any) -> str:
+def _finish(plt: Any, fig: Any) -> str:
+    """The figure laid out as inline SVG; the figure is closed (pyplot keeps it otherwise)."""
+    fig.tight_layout()
     buffer = io.StringIO()
     fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(fig)
     svg = buffer.getvalue()
     return svg[svg.index("<svg") :]  # the XML prolog and doctype do not belong inside HTML
 
@@ -253,10 +256,7 @@ def _kpi_chart(kpi: pl.DataFrame) -> str:
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
         if i == 1:
             ax.legend(frameon=False, fontsize=7)
-    fig.tight_layout()
-    svg = _svg(fig)
-    plt.close(fig)
-    return svg
+    return _finish(plt, fig)
 
 
 def _segment_chart(segments: pl.DataFrame) -> str:
@@ -271,10 +271,7 @@ def _segment_chart(segments: pl.DataFrame) -> str:
     ax2.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _p: f"{v:.0%}"))
     ax2.set_title("Share of revenue (value window)")
     ax2.set_yticklabels([])
-    fig.tight_layout()
-    svg = _svg(fig)
-    plt.close(fig)
-    return svg
+    return _finish(plt, fig)
 
 
 def _risk_chart(scores: pl.DataFrame) -> str:
@@ -295,10 +292,7 @@ def _risk_chart(scores: pl.DataFrame) -> str:
     ax.set_title(f"Churn risk of {rated.height:,} recent customers")
     ax.set_xlabel("churn risk (1 - probability of a purchase in the horizon)")
     ax.legend(frameon=False, title="risk tier")
-    fig.tight_layout()
-    svg = _svg(fig)
-    plt.close(fig)
-    return svg
+    return _finish(plt, fig)
 
 
 def _sentiment_chart(sentiment: pl.DataFrame) -> str:
@@ -311,10 +305,7 @@ def _sentiment_chart(sentiment: pl.DataFrame) -> str:
         ax.text(share, y, f" {share:.0%} of {n:,}", va="center", fontsize=8, color=INK)
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _p: f"{v:.0%}"))
     ax.set_title("Negative feedback by category")
-    fig.tight_layout()
-    svg = _svg(fig)
-    plt.close(fig)
-    return svg
+    return _finish(plt, fig)
 
 
 def forecast_frame(inputs: ReportInputs, forecast: pl.DataFrame) -> pl.DataFrame:
@@ -368,10 +359,7 @@ def _forecast_chart(inputs: ReportInputs, forecast: pl.DataFrame) -> str:
     ax.set_title("Units per day: sold, and forecast")
     ax.tick_params(axis="x", labelrotation=30, labelsize=7)
     ax.legend(frameon=False, fontsize=7, ncols=2)
-    fig.tight_layout()
-    svg = _svg(fig)
-    plt.close(fig)
-    return svg
+    return _finish(plt, fig)
 
 
 # ---- tables and the page ---------------------------------------------------------------------
