@@ -399,6 +399,10 @@ def _cell(value: Any, column: str) -> str:
     if isinstance(value, float):
         if column in PERCENTS or column.endswith(("_dod", "_wow")):
             return f"{value:.1%}"
+        if column == "gap_pct":  # already in percent
+            return f"{value:+.1f}%"
+        if column.startswith(("units_", "forecast_units")):
+            return f"{value:,.0f}" if value.is_integer() else f"{value:,.1f}"
         return f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
     if isinstance(value, int):
         return f"{value:,}"

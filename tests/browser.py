@@ -42,6 +42,8 @@ class Visit:
     svg_sizes: list[tuple[float, float]] = field(default_factory=list)
     text: str = ""
     sorted_column: list[str] = field(default_factory=list)
+    #: A screenshot of each chart as the browser drew it, by the chart figure's id.
+    chart_shots: dict[str, Path] = field(default_factory=dict)
 
 
 def visit(page_file: Path, screenshot: Path, sort_table: str | None = None) -> Visit:
@@ -66,6 +68,11 @@ def visit(page_file: Path, screenshot: Path, sort_table: str | None = None) -> V
                 seen.svg_sizes.append((box["width"], box["height"]) if box else (0, 0))
             seen.text = page.inner_text("body")
             page.screenshot(path=str(screenshot), full_page=True)
+            for figure in page.locator("figure.chart").all():
+                name = figure.get_attribute("id") or f"chart-{len(seen.chart_shots)}"
+                shot = screenshot.with_name(f"{screenshot.stem}-{name}.png")
+                figure.screenshot(path=str(shot))
+                seen.chart_shots[name] = shot
             if sort_table:
                 page.click(f"#{sort_table} th >> nth=0")
                 cells = page.locator(f"#{sort_table} tbody tr td:first-child")
@@ -75,14 +82,17 @@ def visit(page_file: Path, screenshot: Path, sort_table: str | None = None) -> V
     return seen
 
 
-def coloured_share(screenshot: Path, colour: tuple[int, int, int], tolerance: int = 24) -> float:
-    """The share of the screenshot's pixels within ``tolerance`` of ``colour``."""
+def coloured_share(
+    screenshot: Path, colour: tuple[int, int, int] | None, tolerance: int = 40
+) -> float:
+    """The share of the screenshot's pixels within ``tolerance`` of ``colour`` (None: of any
+    ink, a pixel that is not near white)."""
+    import numpy as np
     from PIL import Image
 
     with Image.open(screenshot) as image:
-        pixels = image.convert("RGB").resize((300, max(1, image.height * 300 // image.width)))
-    import numpy as np
-
-    data = np.asarray(pixels, dtype=np.int16).reshape(-1, 3)
+        data = np.asarray(image.convert("RGB"), dtype=np.int16).reshape(-1, 3)
+    if colour is None:
+        return float((data.min(axis=1) < 200).mean())
     close = (np.abs(data - np.array(colour, dtype=np.int16)) <= tolerance).all(axis=1)
     return float(close.mean())
