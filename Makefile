@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.forecast
 	$(BIN)/python -m bench.feedback
 	$(BIN)/python -m bench.recommend
+	$(BIN)/python -m bench.report
 
 clean:
 	rm -rf demo .pytest_cache .ruff_cache .hypothesis

@@ -1,7 +1,7 @@
 """The report tables: daily KPIs, RFM segments, customers at risk and product health.
 
 Pure functions over frames read by ``tasks.report``. Days are UTC days, like the warehouse's
-``dt`` partitions; amounts are ``quantity * price`` in the shop's currency.
+``dt`` partitions; amounts are ``quantity * price`` in the shop's currency, rounded to cents.
 """
 
 from __future__ import annotations
@@ -135,8 +135,8 @@ def kpi_daily(
     counts = ["active", "buyers", "orders", "returns", "new_buyers"]
     daily = daily.with_columns(
         *(pl.col(c).fill_null(0).cast(pl.Int64) for c in counts),
-        pl.col("revenue").fill_null(0.0).round(2),
-        pl.col("return_value").fill_null(0.0).round(2),
+        pl.col("revenue").fill_null(0.0).pipe(cents),
+        pl.col("return_value").fill_null(0.0).pipe(cents),
     ).rename({"active": "active_users"})
     if feedback is None:
         daily = daily.with_columns(
@@ -150,7 +150,7 @@ def kpi_daily(
         (pl.col("buyers") - pl.col("new_buyers")).alias("returning_buyers"),
         _share(pl.col("buyers"), pl.col("active_users")).round(6).alias("conversion"),
         _share(pl.col("revenue"), pl.col("orders").cast(pl.Float64))
-        .round(2)
+        .pipe(cents)
         .alias("average_order_value"),
     )
     changes = []
@@ -167,7 +167,13 @@ def kpi_daily(
     return daily.with_columns(changes).select(ordered).collect().tail(days)
 
 
+def cents(amount: pl.Expr) -> pl.Expr:
+    """``amount`` rounded to 2 decimals, ties away from zero, as money is rounded."""
+    return amount.round(2, mode="half_away_from_zero")
+
+
 def _share(num: pl.Expr, den: pl.Expr) -> pl.Expr:
+    """``num / den``, null where ``den`` is 0."""
     return pl.when(den != 0).then(num / den)
 
 
@@ -201,7 +207,7 @@ def customer_value(
     bought = signed.filter(pl.col("kind") == "purchase")
     per_user = (
         signed.group_by("user_id")
-        .agg(fixed_order_sum(pl.col("amount")).round(2).alias("value"))
+        .agg(fixed_order_sum(pl.col("amount")).pipe(cents).alias("value"))
         .join(
             bought.group_by("user_id").agg(
                 pl.col("order_key").n_unique().alias("orders"),
@@ -247,17 +253,17 @@ def segments(user_scores: pl.DataFrame, value: pl.LazyFrame) -> pl.DataFrame:
         .agg(
             pl.len().alias("users"),
             pl.col("value").is_not_null().sum().alias("customers"),
-            fixed_order_sum(pl.col("value").fill_null(0.0)).round(2).alias("revenue"),
+            fixed_order_sum(pl.col("value").fill_null(0.0)).pipe(cents).alias("revenue"),
             pl.col("churn_risk").mean().round(6).alias("mean_churn_risk"),
             pl.col(p).mean().round(6).alias("mean_propensity"),
-            fixed_order_sum(pl.col(p)).round(2).alias("expected_buyers"),
+            fixed_order_sum(pl.col(p)).pipe(cents).alias("expected_buyers"),
             (pl.col("risk_tier") == "high").sum().alias("high_risk_users"),
             pl.col("model_version").first().alias("model_version"),
         )
         .with_columns(
             (pl.col("users") / pl.col("users").sum()).round(6).alias("user_share"),
             _share(pl.col("revenue"), pl.col("revenue").sum()).round(6).alias("revenue_share"),
-            (pl.col("revenue") / pl.col("users")).round(2).alias("revenue_per_user"),
+            (pl.col("revenue") / pl.col("users")).pipe(cents).alias("revenue_per_user"),
             pl.col("segment").replace_strict(SEGMENT_GOALS, default=None).alias("goal"),
         )
         .sort(["revenue", "users", "segment"], descending=[True, True, False])
@@ -285,7 +291,7 @@ def at_risk_customers(
         .filter(pl.col("churn_risk").is_not_null())
         .join(value, on="user_id", how="inner")
         .filter(pl.col("value") > 0)
-        .with_columns((pl.col("value") * pl.col("churn_risk")).round(2).alias("value_at_risk"))
+        .with_columns((pl.col("value") * pl.col("churn_risk")).pipe(cents).alias("value_at_risk"))
         .sort(["value_at_risk", "value", "user_id"], descending=[True, True, False])
         .head(top)
         .with_row_index("rank", offset=1)
@@ -346,11 +352,11 @@ def product_health(
     sales = lines.group_by("item_id").agg(
         pl.col("quantity").filter(pl.col("day") >= recent).sum().alias("units_7d"),
         fixed_order_sum(pl.col("amount").fill_null(0.0).filter(pl.col("day") >= recent))
-        .round(2)
+        .pipe(cents)
         .alias("revenue_7d"),
         pl.col("quantity").filter(pl.col("day") >= window).sum().alias(f"units_{days}d"),
         fixed_order_sum(pl.col("amount").fill_null(0.0).filter(pl.col("day") >= window))
-        .round(2)
+        .pipe(cents)
         .alias(f"revenue_{days}d"),
         pl.col("quantity")
         .filter(pl.col("day").is_between(prior, recent, closed="left"))
@@ -377,7 +383,7 @@ def product_health(
             forecast.lazy()
             .group_by("item_id")
             .agg(
-                fixed_order_sum(pl.col("forecast")).round(2).alias("forecast_units"),
+                fixed_order_sum(pl.col("forecast")).pipe(cents).alias("forecast_units"),
                 pl.col("horizon").max().alias("forecast_days"),
             )
         )
