@@ -33,6 +33,7 @@ from tasks.steps import (
     product_sentiment_step,
     recommend_step,
     record_run_step,
+    report_artifacts_step,
     report_step,
     score_step,
     support_queue_step,
@@ -213,7 +214,7 @@ def report_steps(
     built = report_step.with_options(
         refresh_cache="report" in forced, **step_options(settings)
     ).submit(model_context(settings), run_date, wait_for=upstream)
-    return {"report": built}
+    return {"report": built, "report-artifacts": report_artifacts_step.submit(built)}
 
 
 def alert_on_failure(flow, flow_run, state) -> None:

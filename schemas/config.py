@@ -453,7 +453,7 @@ class ReportSettings(BaseModel):
         default=100, ge=1, description="Customers in at_risk_customers (top by value x risk)."
     )
     product_days: int = Field(
-        default=28, ge=7, description="Days of sales and feedback product_health reads."
+        default=28, ge=8, description="Days of sales and feedback product_health reads."
     )
     price_gap_pct: float = Field(
         default=15, gt=0, description="product_health flags prices this much above the median."

@@ -194,8 +194,8 @@ def customer_value(
     events: pl.LazyFrame, items: pl.LazyFrame | None, as_of: date, days: int
 ) -> pl.LazyFrame:
     """Per user who bought in the ``days`` before ``as_of``: ``value`` (what they spent net of
-    returns), ``orders``, ``last_purchase`` and ``favourite_category`` (most spent; ties: by
-    name)."""
+    returns, at least 0), ``orders``, ``last_purchase`` and ``favourite_category`` (most spent;
+    ties: by name)."""
     lines = purchase_lines(events, as_of, days).filter(pl.col("user_id").is_not_null())
     signed = lines.with_columns(
         pl.when(pl.col("kind") == "return")
@@ -207,7 +207,9 @@ def customer_value(
     bought = signed.filter(pl.col("kind") == "purchase")
     per_user = (
         signed.group_by("user_id")
-        .agg(fixed_order_sum(pl.col("amount")).pipe(cents).alias("value"))
+        # A return of something bought before the window must not make a customer worth less
+        # than nothing.
+        .agg(fixed_order_sum(pl.col("amount")).clip(lower_bound=0.0).pipe(cents).alias("value"))
         .join(
             bought.group_by("user_id").agg(
                 pl.col("order_key").n_unique().alias("orders"),
@@ -415,7 +417,9 @@ def product_health(
     if feedback is not None:
         said = (
             feedback.filter(
-                pl.col("item_id").is_not_null() & (pl.col("created_at") >= midnight(window))
+                pl.col("item_id").is_not_null()
+                & (pl.col("created_at") >= midnight(window))
+                & (pl.col("created_at") < midnight(as_of))
             )
             .group_by("item_id")
             .agg(
@@ -440,8 +444,14 @@ def product_health(
     else:
         table = table.with_columns(pl.lit(None, pl.String).alias("top_complaint"))
     flags = pl.concat_list(
-        pl.when(pl.col("gap_pct") >= limits["price_gap_pct"]).then(
-            pl.format("priced {}% above competitors", pl.col("gap_pct").round(0).cast(pl.Int64))
+        # A competitor quote of 0 makes the gap infinite: no number to flag.
+        pl.when(
+            pl.col("gap_pct").is_finite() & (pl.col("gap_pct") >= limits["price_gap_pct"])
+        ).then(
+            pl.format(
+                "priced {}% above competitors",
+                pl.col("gap_pct").round(0).cast(pl.Int64, strict=False),
+            )
         ),
         pl.when(
             (pl.col("forecast_change") <= -limits["demand_change_pct"] / 100)
@@ -449,7 +459,7 @@ def product_health(
         ).then(
             pl.format(
                 "forecast {}% below last week",
-                (-pl.col("forecast_change") * 100).round(0).cast(pl.Int64),
+                (-pl.col("forecast_change") * 100).round(0).cast(pl.Int64, strict=False),
             )
         ),
         pl.when(
@@ -458,7 +468,7 @@ def product_health(
         ).then(
             pl.format(
                 "{}% of {} reviews negative",
-                (pl.col("negative_share") * 100).round(0).cast(pl.Int64),
+                (pl.col("negative_share") * 100).round(0).cast(pl.Int64, strict=False),
                 pl.col("feedback"),
             )
         ),

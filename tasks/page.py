@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 from datetime import date, timedelta
 from importlib import resources
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -202,6 +203,7 @@ def _figure(width: float, height: float) -> tuple[Any, Any]:
         {
             "svg.fonttype": "none",  # text stays text: smaller, selectable, the page's font
             "svg.hashsalt": "nightowl",  # the same ids every run: the same page bytes
+            "text.parse_math": False,  # "$5 & $10" in a category name is text, not TeX
             "font.size": 9,
             "axes.spines.top": False,
             "axes.spines.right": False,
@@ -383,6 +385,8 @@ def csv_ready(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(out)
 
 
+#: KPIs for which a rise is bad news.
+WORSE_WHEN_UP = frozenset({"returns", "return_value", "negative_feedback_share"})
 #: Columns holding fractions, shown as percentages.
 PERCENTS = frozenset(
     {"user_share", "revenue_share", "mean_churn_risk", "mean_propensity", "churn_risk",
@@ -420,6 +424,8 @@ def table_html(frame: pl.DataFrame, columns: list[str], limit: int) -> dict[str,
 
 
 def _sort_key(value: Any) -> str:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "null"  # JSON has no NaN or Infinity
     return json.dumps(value if isinstance(value, int | float) else str(value or ""))
 
 
@@ -470,8 +476,9 @@ def render(
                     "value": shown,
                     "wow": _change(wow, relative=relative) if name != "mean_rating"
                     else ("no comparison" if wow is None else f"{wow:+.2f}"),
+                    # Green when it went the good way: more returns or complaints is red.
                     "direction": "" if wow is None or abs(wow) < 1e-9
-                    else "up" if wow > 0 else "down",
+                    else "good" if (wow > 0) != (name in WORSE_WHEN_UP) else "bad",
                     "column": name,
                 }
             )  # fmt: skip

@@ -748,14 +748,25 @@ def report_step(ctx: ModelContext, run_date: date) -> _report.ReportReport | Non
     for line in built.missing:
         log.warning("report: %s", line)
     log.info("report for %s: %s", run_date, built.page)
+    return built
+
+
+@task(name="report-artifacts", task_run_name="report-artifacts", cache_policy=NO_CACHE)
+def report_artifacts_step(built: _report.ReportReport | None) -> None:
+    """Link tonight's report page from the run in the UI, with what changed. Not cached, so a
+    run whose report came from the cache links it too."""
+    if built is None:
+        return
     create_link_artifact(
-        Path(built.page).as_uri(), link_text=f"nightowl report {run_date}", key="nightly-report",
-        description=f"the morning report for {run_date} (open it from this machine)",
+        Path(built.page).as_uri(), link_text=f"nightowl report {built.run_date}",
+        key="nightly-report",
+        description=f"the morning report for {built.run_date}: {built.page} (a file on the "
+        "machine that ran the flow)",
     )  # fmt: skip
     create_markdown_artifact(
-        report_markdown(built), key="report-summary", description=f"what changed on {run_date}"
-    )
-    return built
+        report_markdown(built), key="report-summary",
+        description=f"what changed on {built.run_date}",
+    )  # fmt: skip
 
 
 def report_markdown(built: _report.ReportReport) -> str:

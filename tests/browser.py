@@ -6,6 +6,7 @@ fails the test instead of skipping it.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -41,15 +42,16 @@ class Visit:
     charts: int = 0
     svg_sizes: list[tuple[float, float]] = field(default_factory=list)
     text: str = ""
-    sorted_column: list[str] = field(default_factory=list)
+    #: The raw values of the clicked column, top to bottom, after one click on its header.
+    sorted_values: list = field(default_factory=list)
     #: A screenshot of each chart as the browser drew it, by the chart figure's id.
     chart_shots: dict[str, Path] = field(default_factory=dict)
 
 
-def visit(page_file: Path, screenshot: Path, sort_table: str | None = None) -> Visit:
+def visit(page_file: Path, screenshot: Path, sort: tuple[str, int] | None = None) -> Visit:
     """Open ``page_file`` in headless Chromium, record its console, errors and requests, count
-    its rendered charts, save a full-page screenshot, and (given a table id) click that table's
-    first header and read the first column back."""
+    its rendered charts, save a full-page screenshot and one of each chart, and (given a table
+    id and a column index) click that column's header and read its values back."""
     from playwright.sync_api import sync_playwright
 
     seen = Visit()
@@ -73,10 +75,13 @@ def visit(page_file: Path, screenshot: Path, sort_table: str | None = None) -> V
                 shot = screenshot.with_name(f"{screenshot.stem}-{name}.png")
                 figure.screenshot(path=str(shot))
                 seen.chart_shots[name] = shot
-            if sort_table:
-                page.click(f"#{sort_table} th >> nth=0")
-                cells = page.locator(f"#{sort_table} tbody tr td:first-child")
-                seen.sorted_column = cells.all_inner_texts()
+            if sort:
+                table, column = sort
+                page.click(f"#{table} th >> nth={column}")
+                cells = page.locator(f"#{table} tbody tr td:nth-child({column + 1})")
+                seen.sorted_values = [json.loads(v) for v in cells.evaluate_all(
+                    "cells => cells.map(c => c.dataset.v)"
+                )]  # fmt: skip
         finally:
             browser.close()
     return seen

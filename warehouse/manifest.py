@@ -75,8 +75,12 @@ def code_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     root = Path(__file__).resolve().parent.parent
+    # Templates and bundled files shape outputs too (the report page, the demo's FAQ).
     sources = sorted(
-        p for pkg in ("schemas", "tasks", "warehouse") for p in (root / pkg).glob("*.py")
+        p
+        for pkg in ("schemas", "tasks", "warehouse")
+        for pattern in ("*.py", "*.j2", "*.md")
+        for p in (root / pkg).glob(pattern)
     )
     digest = combined_hash([hashlib.sha256(p.read_bytes()).hexdigest() for p in sources])
     try:

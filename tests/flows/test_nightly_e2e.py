@@ -32,7 +32,7 @@ def prefect_api():
         yield
 
 
-def _task_states(flow_run_id, expected: int = 29) -> dict[str, str]:
+def _task_states(flow_run_id, expected: int = 30) -> dict[str, str]:
     """Final state per data step run (ingest, clean), as the UI shows them; asserts that the checks
     and the run record completed. Task states reach the API a moment after the flow returns, so
     this waits until every run has a final state."""
@@ -48,10 +48,13 @@ def _task_states(flow_run_id, expected: int = 29) -> dict[str, str]:
             done = [r for r in runs if r.state is not None and r.state.is_final()]
             if len(done) == expected or time.monotonic() > deadline:
                 states = {run.name: run.state.name for run in runs if run.state is not None}
-                # Checks and the run record run every time (they read, and write no data).
-                always = [n for n in states if n.startswith(("record-run", "check-"))]
+                # Checks, the run record and the report's artifacts run every time (they read,
+                # and write no data).
+                always = [
+                    n for n in states if n.startswith(("record-run", "check-", "report-artifacts"))
+                ]
                 assert {states.pop(n) for n in always} == {"Completed"}
-                assert len(always) == 6
+                assert len(always) == 7
                 return states
             time.sleep(0.2)
 
@@ -427,7 +430,11 @@ def test_a_night_without_events_warns_and_succeeds(prefect_api, tmp_path):
 def _assert_the_report(wh: Warehouse, runner: CliRunner, dr: list[str], tmp_path: Path) -> None:
     """The report tables reconcile with what they read, and the page renders in Chromium with
     every chart, offline, with no console errors."""
+    import html
+    import re
+
     from tests.browser import coloured_share, visit
+    from tests.tasks.test_report import assert_findings_traceable
 
     as_of = END + timedelta(days=1)
     for table in (
@@ -457,19 +464,31 @@ def _assert_the_report(wh: Warehouse, runner: CliRunner, dr: list[str], tmp_path
     assert f"({page.as_uri()})" in link.data and page.exists()
     assert "What changed on" in str(_artifacts("report-summary")[0].data)
     assert "report" in str(_artifacts("nightly-summary")[0].data)
-    seen = visit(page, tmp_path / "report.png", sort_table="table-at_risk_customers")
+    seen = visit(page, tmp_path / "report.png", sort=("table-at_risk_customers", 6))
     assert seen.errors == [] and [m for m in seen.console if m[0] == "error"] == []
     assert all(url.startswith(("file:", "data:")) for url in seen.requests), seen.requests
     ids = ("kpi", "segments", "risk", "sentiment", "forecast")
-    html = page.read_text()
-    assert seen.charts == len(ids) and all(f'id="chart-{i}"' in html for i in ids)
+    text = page.read_text()
+    assert seen.charts == len(ids) and all(f'id="chart-{i}"' in text for i in ids)
     assert "What changed" in seen.text and "Campaign briefs" in seen.text
     # The screenshot check: each chart, as drawn, is mostly picture, not a blank box.
     assert sorted(seen.chart_shots) == sorted(f"chart-{i}" for i in ids)
     for name, shot in seen.chart_shots.items():
         assert coloured_share(shot, None) > 0.02, name
     assert coloured_share(seen.chart_shots["chart-kpi"], (0, 114, 178)) > 0.002  # its blue
-    assert seen.sorted_column == sorted(seen.sorted_column, key=int)  # rank, ascending
+    # The table comes by value at risk, most first; a click on its header turns it around.
+    values = seen.sorted_values
+    assert len(values) > 2 and values == sorted(values) and values[0] < values[-1]
+    # Every line of "what changed" names a query that gives its numbers, on a full warehouse,
+    # and every query the page names runs.
+    assert_findings_traceable(wh, END)
+    queries = {html.unescape(q) for q in re.findall(r'nightowl query "(.*?)"', page.read_text())}
+    queries |= {
+        html.unescape(q) for q in re.findall(r"nightowl query &#34;(.*?)&#34;", page.read_text())
+    }
+    assert len(queries) > 12
+    for sql in queries - {q for q in queries if "<table>" in q}:
+        assert run_query(wh, sql).height > 0, sql
 
     result = runner.invoke(app, ["report", "--date", END.isoformat(), *dr])
     assert result.exit_code == 0, result.output

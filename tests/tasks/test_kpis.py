@@ -238,3 +238,32 @@ def test_item_complaints_take_each_items_newest_top_phrase():
     )
     table = kpis.item_complaints(sentiment)
     assert table.rows() == [("a", "new")]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(later, min_size=1, max_size=12))
+def test_events_on_or_after_as_of_change_no_value_product_or_send_time(extra):
+    from tasks.briefs import send_times
+
+    items = pl.DataFrame(
+        {"item_id": ["a", "b", "c", "z"], "title": ["A", "B", "C", "Z"],
+         "category": ["x", "y", "y", "x"], "price": [1.0] * 4, "active": [True] * 4}
+    ).lazy()  # fmt: skip
+    limits = {"price_gap_pct": 15, "demand_change_pct": 30, "negative_share": 0.4,
+              "min_feedback": 1, "min_units": 1}  # fmt: skip
+    late_feedback = pl.DataFrame(
+        {"created_at": [at(AS_OF)], "rating": [1], "sentiment_label": ["negative"],
+         "item_id": ["a"], "sentiment_score": [0.0]}
+    ).lazy()  # fmt: skip
+
+    def outputs(rows, feedback):
+        ev = events(rows)
+        return (
+            kpis.customer_value(ev, items, AS_OF, 30).collect().sort("user_id"),
+            kpis.product_health(items, ev, None, None, feedback, None, AS_OF, 28, limits),
+            send_times(ev, SCORES, AS_OF, 30, "Europe/Berlin").sort("segment"),
+        )
+
+    before = outputs(ROWS, FEEDBACK)
+    after = outputs(ROWS + extra, pl.concat([FEEDBACK, late_feedback]))
+    assert all(a.equals(b) for a, b in zip(after, before, strict=True))

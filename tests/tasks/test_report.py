@@ -61,8 +61,16 @@ def test_a_rerun_gives_the_same_tables_and_page(wh):
     page = Path(first.page).read_bytes()
     again = build_report(wh, END, cfg, "UTC")
     assert again.tables == first.tables and Path(again.page).read_bytes() == page
-    stale = wh.manifest("reports", "segments", {"as_of": first.as_of})
-    assert stale is None and set(TABLES) > set(first.tables)
+
+
+def test_a_table_left_out_tonight_does_not_keep_an_older_partition(wh):
+    import polars as pl
+
+    as_of = {"as_of": (END + timedelta(days=1)).isoformat()}
+    wh.write_partition("reports", "segments", as_of, pl.DataFrame({"segment": ["stale"]}))
+    built = build_report(wh, END, ReportSettings(kpi_days=14), "UTC")
+    assert "segments" not in built.tables and set(TABLES) > set(built.tables)
+    assert wh.manifest("reports", "segments", as_of) is None
 
 
 def test_a_warehouse_without_events_says_so(tmp_path):
@@ -71,21 +79,26 @@ def test_a_warehouse_without_events_says_so(tmp_path):
 
 
 def test_every_line_of_what_changed_names_a_query_that_gives_its_numbers(wh):
+    build_report(wh, END, ReportSettings(kpi_days=14), "UTC")
+    assert assert_findings_traceable(wh, END, ReportSettings(kpi_days=14)) >= 4
+
+
+def assert_findings_traceable(wh: Warehouse, run_date, cfg: ReportSettings | None = None) -> int:
+    """Each "what changed" line of the report for ``run_date``: its query runs, and gives every
+    number the line states (changes: recomputed from the sums it gives); returns how many."""
     import re
 
     from tasks import page
     from tasks.briefs import TemplateWriter
     from tasks.report import report_frames, report_inputs
 
-    cfg = ReportSettings(kpi_days=14)
-    build_report(wh, END, cfg, "UTC")
-    inputs = report_inputs(wh, END + timedelta(days=1))
+    cfg = cfg or ReportSettings()
+    inputs = report_inputs(wh, run_date + timedelta(days=1))
     frames, _ = report_frames(inputs, cfg, "UTC", TemplateWriter())
     findings = page.what_changed(frames, inputs)
-    assert len(findings) >= 4
     for finding in findings:
         result = run_query(wh, finding.query)
-        if "last_7_days" in result.columns:  # changes: recomputed from the sums it gives
+        if "last_7_days" in result.columns:
             now = result.filter(pl.col("last_7_days")).drop("last_7_days").row(0)
             then = result.filter(~pl.col("last_7_days")).drop("last_7_days").row(0)
             changes = [
@@ -94,10 +107,26 @@ def test_every_line_of_what_changed_names_a_query_that_gives_its_numbers(wh):
             assert all(c in finding.text for c in changes), (finding.text, changes)
             continue
         shown = {
-            f"{v:,.0f}" if isinstance(v, float) else f"{v:,}"
+            form
             for row in result.iter_rows()
             for v in row
             if isinstance(v, int | float) and not isinstance(v, bool)
+            # As a count or amount, a share, or a change in % or points ("up 12 %").
+            for form in (
+                f"{v:,.0f}",
+                f"{v:,}",
+                f"{v:.0%}",
+                f"{v:.1%}",
+                f"{abs(v) * 100:.0f}",
+                f"{abs(v) * 100:.1f}",
+            )
         }
-        numbers = set(re.findall(r"\b\d[\d,]*\b", finding.text))
-        assert numbers & shown, (finding.text, finding.query, result)
+        # The counts and amounts a line states (not dates, not the "7" of "7 days").
+        stated = {
+            n
+            for n in re.findall(r"(?<![\w.])\d[\d,]*(?:\.\d)?%?", finding.text)
+            if n not in {"7", "7 days"} and not re.fullmatch(r"\d{1,2}", n)
+        }
+        missing = stated - shown
+        assert not missing, (finding.text, finding.query, missing, result)
+    return len(findings)
