@@ -104,20 +104,29 @@ def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[
     if scores is not None:
         high = scores.filter(pl.col("risk_tier") == "high").height
         sentence = f"{high:,} customers are at high churn risk"
-        query = f"select count(*) from user_scores_history where {at} and risk_tier = 'high'"
+        counts = [
+            f"(select count(*) from user_scores_history where {at} and risk_tier = 'high') "
+            "high_risk"
+        ]
         if inputs.week_ago_scores is not None:
             before = inputs.week_ago_scores.filter(pl.col("risk_tier") == "high").height
             delta = high - before
             sentence += f" ({'+' if delta >= 0 else ''}{delta:,} on a week ago)"
-            query = (
-                "select as_of, count(*) from user_scores_history where risk_tier = 'high' and "
-                f"as_of in ('{inputs.as_of}', '{inputs.as_of - timedelta(days=7)}') group by 1"
+            week_ago = inputs.as_of - timedelta(days=7)
+            counts.append(
+                "(select count(*) from user_scores_history where "
+                f"as_of = '{week_ago}' and risk_tier = 'high') high_risk_week_ago"
             )
+        query = "select " + ", ".join(counts)
         if risk is not None and risk.height:
             top = risk.row(0, named=True)
             sentence += (
                 f"; the most value at risk is {top['user_id']}'s ({top['segment']}, "
                 f"{top['risk_tier']} risk), who spent {_money(top['value'])} in the value window"
+            )
+            query += (
+                ", user_id, segment, risk_tier, value from at_risk_customers_history "
+                f"where {at} and rank = 1"
             )
         lines.append(Finding(sentence + ".", query))
     health = frames.get("product_health")
@@ -125,14 +134,24 @@ def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[
         act = health.filter(pl.col("health") == "act")
         watch = health.filter(pl.col("health") == "watch").height
         sentence = f"{act.height:,} products need action and {watch:,} a look"
+        table = f"product_health_history where {at}"
+        query = ", ".join(
+            f"select (select count(*) from {table} and health = '{h}') {h}"
+            if i == 0 else f"(select count(*) from {table} and health = '{h}') {h}"
+            for i, h in enumerate(("act", "watch"))
+        )  # fmt: skip
         if act.height:
             first = act.row(0, named=True)
             sentence += f"; the biggest seller among them, {first['title'] or first['item_id']}: "
             sentence += "; ".join(first["flags"])
-        lines.append(Finding(
-            sentence + ".",
-            f"select health, count(*) from product_health_history where {at} group by 1",
-        ))  # fmt: skip
+            window = next(
+                c for c in health.columns if c.startswith("revenue_") and c != "revenue_7d"
+            )
+            query += (
+                ", title, flags, gap_pct, forecast_change, negative_share, feedback from "
+                f"{table} and health = 'act' order by {window} desc, item_id limit 1"
+            )
+        lines.append(Finding(sentence + ".", query))
         if health["forecast_units"].is_not_null().any():
             ahead, sold = health["forecast_units"].sum(), health["units_7d"].sum()
             lines.append(Finding(

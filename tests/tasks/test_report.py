@@ -87,6 +87,7 @@ def assert_findings_traceable(wh: Warehouse, run_date, cfg: ReportSettings | Non
     """Each "what changed" line of the report for ``run_date``: its query runs, and gives every
     number the line states (changes: recomputed from the sums it gives); returns how many."""
     import re
+    from decimal import Decimal
 
     from tasks import page
     from tasks.briefs import TemplateWriter
@@ -109,8 +110,8 @@ def assert_findings_traceable(wh: Warehouse, run_date, cfg: ReportSettings | Non
         shown = {
             form
             for row in result.iter_rows()
-            for v in row
-            if isinstance(v, int | float) and not isinstance(v, bool)
+            for v in (int(x) if isinstance(x, Decimal) and x == int(x) else x for x in row)
+            if isinstance(v, int | float | Decimal) and not isinstance(v, bool)
             # As a count or amount, a share, or a change in % or points ("up 12 %").
             for form in (
                 f"{v:,.0f}",
@@ -118,7 +119,9 @@ def assert_findings_traceable(wh: Warehouse, run_date, cfg: ReportSettings | Non
                 f"{v:.0%}",
                 f"{v:.1%}",
                 f"{abs(v) * 100:.0f}",
+                f"{abs(v) * 100:.0f}%",
                 f"{abs(v) * 100:.1f}",
+                f"{v:.0f}%",
             )
         }
         # The counts and amounts a line states (not dates, not the "7" of "7 days").
@@ -127,6 +130,7 @@ def assert_findings_traceable(wh: Warehouse, run_date, cfg: ReportSettings | Non
             for n in re.findall(r"(?<![\w.])\d[\d,]*(?:\.\d)?%?", finding.text)
             if n not in {"7", "7 days"} and not re.fullmatch(r"\d{1,2}", n)
         }
+        shown |= {str(v) for row in result.iter_rows() for v in row}  # ids like 18102
         missing = stated - shown
         assert not missing, (finding.text, finding.query, missing, result)
     return len(findings)
