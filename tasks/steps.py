@@ -36,6 +36,7 @@ from schemas.config import (
 )
 from tasks import demand, feedback, propensity, recommendations, units
 from tasks import report as _report
+from tasks.briefs import brief_writer
 from tasks.deadline import time_limit
 from tasks.summary import summary_markdown, summary_rows
 from tasks.train import NotEnoughHistory, TrainOutcome
@@ -721,9 +722,13 @@ def report_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     ctx: ModelContext = params["ctx"]
     run_date: date = params["run_date"]
     wh = ctx.warehouse()
+    try:  # a plugged-in writer says by its name when its copy changed
+        writer = brief_writer(ctx.report.brief_writer).name
+    except ValueError:  # the step itself will say why it cannot be loaded
+        writer = "unloadable"
     key = combined_hash(
         ["report", ctx.data_root, run_date.isoformat(), ctx.code_version,
-         ctx.report.model_dump_json(), ctx.timezone,
+         ctx.report.model_dump_json(), writer, ctx.timezone,
          _report.report_fingerprint(wh, run_date + timedelta(days=1))]
     )  # fmt: skip
     return _valid_key(context, key, wh)
