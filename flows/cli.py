@@ -641,7 +641,7 @@ def demo(
     _run_nightly(settings, config, dates)
     tables(config=config, data_root=settings.data_root)
     root = settings.data_root
-    dr = "" if root == Path("data").absolute() else f" --data-root {_shown(root)}"
+    dr = _root_flag(settings)
     me = _command()
     console.print(
         f"\n[bold]Done in {time.perf_counter() - started:.0f} s.[/] Outputs: Parquet under "

@@ -37,13 +37,16 @@ SEGMENT_GOALS = {
 }
 
 
-def purchase_lines(events: pl.LazyFrame, as_of: date, days: int) -> pl.LazyFrame:
-    """Purchase and return events of the ``days`` before ``as_of``: ``day``, ``kind``, the user,
-    item, an order key (order, else session, else user and day) and the line's ``amount``."""
+def purchase_lines(
+    events: pl.LazyFrame, as_of: date, days: int, kinds: tuple[str, ...] = ("purchase", "return")
+) -> pl.LazyFrame:
+    """Purchase and return events (or only ``kinds``) of the ``days`` before ``as_of``: ``day``,
+    ``kind``, the user, item, an order key (order, else session, else user and day) and the
+    line's ``amount``."""
     start = as_of - timedelta(days=days)
     return (
         events.filter(
-            pl.col("event_type").is_in(["purchase", "return"])
+            pl.col("event_type").is_in(list(kinds))
             & (pl.col("event_time") >= midnight(start))
             & (pl.col("event_time") < midnight(as_of))
         )
@@ -347,7 +350,7 @@ def product_health(
     ``limits``: ``price_gap_pct``, ``demand_change_pct`` (with at least ``min_units`` sold in
     the last 7 days), ``negative_share`` (of at least ``min_feedback`` items).
     """
-    lines = purchase_lines(events, as_of, max(days, 14)).filter(pl.col("kind") == "purchase")
+    lines = purchase_lines(events, as_of, max(days, 14), kinds=("purchase",))
     recent = as_of - timedelta(days=7)
     prior = as_of - timedelta(days=14)
     window = as_of - timedelta(days=days)

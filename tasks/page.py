@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import polars as pl
 
+from tasks.kpis import purchase_lines
+
 if TYPE_CHECKING:
     from tasks.report import ReportInputs
 
@@ -332,12 +334,9 @@ def _sentiment_chart(sentiment: pl.DataFrame) -> str:
 def forecast_frame(inputs: ReportInputs, forecast: pl.DataFrame) -> pl.DataFrame:
     """Units per day: ``actual`` for the last 28 days, what the earlier nights forecast for
     those days one day ahead (``forecast_then``), and tonight's ``forecast`` with its band."""
-    from tasks.kpis import purchase_lines
-
     as_of = inputs.as_of
     actual = (
-        purchase_lines(inputs.events, as_of, 28)
-        .filter(pl.col("kind") == "purchase")
+        purchase_lines(inputs.events, as_of, 28, kinds=("purchase",))
         .group_by("day")
         .agg(pl.col("quantity").sum().alias("actual"))
         .collect()

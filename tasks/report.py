@@ -66,21 +66,26 @@ def _partition(wh: Warehouse, table: str, as_of: date) -> Manifest | None:
     return wh.manifest("predictions", table, {"as_of": as_of.isoformat()})
 
 
-def input_refs(wh: Warehouse, as_of: date) -> list[InputRef]:
-    """Every partition a report as of ``as_of`` reads (the report step's cache key)."""
-    refs = clean_before(wh, "events", as_of)[1] + catalogue_before(wh, as_of)[1]
-    refs += [m.ref for t in READS if (m := _partition(wh, t, as_of)) is not None]
+def _partitions(
+    wh: Warehouse, as_of: date
+) -> tuple[dict[str, Manifest], Manifest | None, list[Manifest]]:
+    """The prediction partitions a report as of ``as_of`` reads: tonight's per table, the
+    user scores a week before, and the earlier nights' forecasts for the days it shows."""
+    tonight = {t: m for t in READS if (m := _partition(wh, t, as_of)) is not None}
     week_ago = _partition(wh, "user_scores", as_of - timedelta(days=7))
-    refs += [week_ago.ref] if week_ago is not None else []
-    return refs + [m.ref for m in _past_forecasts(wh, as_of)]
-
-
-def _past_forecasts(wh: Warehouse, as_of: date) -> list[Manifest]:
-    return [
+    past = [
         m
         for m in wh.manifests("predictions", "category_forecast")
         if as_of - timedelta(days=28) <= date.fromisoformat(m.partition["as_of"]) < as_of
     ]
+    return tonight, week_ago, past
+
+
+def input_refs(wh: Warehouse, as_of: date) -> list[InputRef]:
+    """Every partition a report as of ``as_of`` reads (the report step's cache key)."""
+    tonight, week_ago, past = _partitions(wh, as_of)
+    refs = clean_before(wh, "events", as_of)[1] + catalogue_before(wh, as_of)[1]
+    return refs + [m.ref for m in (*tonight.values(), *([week_ago] if week_ago else []), *past)]
 
 
 def report_inputs(wh: Warehouse, as_of: date) -> ReportInputs:
@@ -91,25 +96,23 @@ def report_inputs(wh: Warehouse, as_of: date) -> ReportInputs:
         raise NotEnoughHistory("the clean events table is empty: run the nightly flow first")
     items, item_refs = catalogue_before(wh, as_of)
     inputs = ReportInputs(as_of=as_of, events=events, items=items, refs=event_refs + item_refs)
-    for table in READS:
-        manifest = _partition(wh, table, as_of)
-        if manifest is not None and manifest.rows:
-            frame = wh.scan("predictions", table, [manifest.partition])
-            inputs.predictions[table] = frame.collect() if frame is not None else None
-            inputs.refs.append(manifest.ref)
-    inputs.predictions = {k: v for k, v in inputs.predictions.items() if v is not None}
-    past = _past_forecasts(wh, as_of)
-    if past:
-        frame = wh.scan(
-            "predictions", "category_forecast", [m.partition for m in past], partition_columns=True
-        )
-        inputs.past_forecasts = frame.collect() if frame is not None else None
-        inputs.refs += [m.ref for m in past]
-    week_ago = _partition(wh, "user_scores", as_of - timedelta(days=7))
-    if week_ago is not None:
-        frame = wh.scan("predictions", "user_scores", [week_ago.partition])
-        inputs.week_ago_scores = frame.collect() if frame is not None else None
-        inputs.refs.append(week_ago.ref)
+
+    def read(
+        table: str, manifests: list[Manifest], with_as_of: bool = False
+    ) -> pl.DataFrame | None:
+        partitions = [m.partition for m in manifests]
+        frame = wh.scan("predictions", table, partitions, partition_columns=with_as_of)
+        if frame is None:
+            return None
+        inputs.refs += [m.ref for m in manifests]
+        return frame.collect()
+
+    tonight, week_ago, past = _partitions(wh, as_of)
+    for table, manifest in tonight.items():
+        if manifest.rows and (frame := read(table, [manifest])) is not None:
+            inputs.predictions[table] = frame
+    inputs.past_forecasts = read("category_forecast", past, with_as_of=True) if past else None
+    inputs.week_ago_scores = read("user_scores", [week_ago]) if week_ago else None
     return inputs
 
 
@@ -128,11 +131,11 @@ def report_frames(
     firsts = kpis.first_purchase_days(inputs.events, as_of)
     frames["kpi_daily"] = kpis.kpi_daily(inputs.events, firsts, feedback, as_of, cfg.kpi_days)
     scores = p.get("user_scores")
-    value = kpis.customer_value(inputs.events, inputs.items, as_of, cfg.value_days)
     if scores is None:
         why = "no user_scores for this date yet (the propensity model trains once history allows)"
         missing += [f"segments: {why}", f"at_risk_customers: {why}", f"campaign_briefs: {why}"]
     else:
+        value = kpis.customer_value(inputs.events, inputs.items, as_of, cfg.value_days)
         frames["segments"] = kpis.segments(scores, value)
         frames["at_risk_customers"] = kpis.at_risk_customers(
             scores, value, p.get("recommendations"), as_of, cfg.at_risk_customers

@@ -95,20 +95,25 @@ class Warehouse:
         stats: dict | None = None,
     ) -> Manifest:
         """Publish ``frame`` as the whole partition, replacing what was there in one rename."""
-        target = self.partition_dir(layer, table, partition)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = self.tmp_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
-        staging.mkdir()
-        try:
+        with self._publishing(self.partition_dir(layer, table, partition)) as staging:
             frame.write_parquet(staging / "part-0.parquet", **PARQUET_OPTIONS)
             manifest = self._manifest_for(
                 staging, layer, table, partition, frame.schema, inputs, stats
             )
             write_json_atomic(staging / MANIFEST, manifest.model_dump_json(indent=2))
+        return manifest
+
+    @contextlib.contextmanager
+    def _publishing(self, target: Path) -> Iterator[Path]:
+        """A staging folder to fill; on success it replaces ``target`` in one rename."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.tmp_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            yield staging
             _swap_in(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        return manifest
 
     def add_file(
         self, layer: str, table: str, partition: dict[str, str], name: str, staged: Path
@@ -124,17 +129,11 @@ class Warehouse:
         """Publish a report folder (``index.html`` and its downloads) in one rename, replacing
         the old one: a reader opens the old page or the new, never half of one."""
         target = self.page_dir(name)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = self.tmp_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
-        staging.mkdir()
-        try:
+        with self._publishing(target) as staging:
             for file, content in files.items():
                 if "/" in file or file.startswith("."):
                     raise ValueError(f"not a file name: {file!r}")
                 (staging / file).write_bytes(content)
-            _swap_in(staging, target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return target
 
     def seal_partition(
