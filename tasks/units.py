@@ -22,6 +22,7 @@ from schemas.config import CheckSettings, FeedbackSettings, MarketSettings, Sour
 from schemas.landing import CONTRACTS
 from tasks import checks, clean, ingest
 from tasks.deadline import check_time
+from warehouse.crash import crash_point
 from warehouse.landing import (
     LandingError,
     LandingFile,
@@ -217,6 +218,7 @@ def ingest_file(
                     if good.height or not parts:  # the first part keeps the schema if all is bad
                         parts.append(staging / f"{stem}-{len(parts):05d}.parquet")
                         good.write_parquet(parts[-1], **PARQUET_OPTIONS)
+                        crash_point("ingest-part", f"{source}/{file.name}")
                     rows_read += batch.height
                     accepted += good.height
                     if checked[ingest.BAD].any():

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import polars as pl
 
+from warehouse.crash import crash_point
 from warehouse.manifest import MANIFEST, FileEntry, InputRef, Manifest, combined_hash, file_sha256
 
 LAYERS = ("raw", "quarantine", "clean", "features", "predictions", "reports")
@@ -97,10 +98,14 @@ class Warehouse:
         """Publish ``frame`` as the whole partition, replacing what was there in one rename."""
         with self._publishing(self.partition_dir(layer, table, partition)) as staging:
             frame.write_parquet(staging / "part-0.parquet", **PARQUET_OPTIONS)
+            crash_point("partition-staged", f"{layer}/{table}/{partition_name(partition)}")
             manifest = self._manifest_for(
                 staging, layer, table, partition, frame.schema, inputs, stats
             )
-            write_json_atomic(staging / MANIFEST, manifest.model_dump_json(indent=2))
+            final = self.partition_dir(layer, table, partition) / MANIFEST
+            write_json_atomic(
+                staging / MANIFEST, manifest.model_dump_json(indent=2), where=str(final)
+            )
         return manifest
 
     @contextlib.contextmanager
@@ -109,9 +114,12 @@ class Warehouse:
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = self.tmp_dir / f"{TMP_PREFIX}{uuid.uuid4().hex}"
         staging.mkdir()
+        where = str(target.relative_to(self.data_root))
         try:
             yield staging
+            crash_point("publish-staged", where)
             _swap_in(staging, target)
+            crash_point("publish-swapped", where)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -123,6 +131,7 @@ class Warehouse:
         folder.mkdir(parents=True, exist_ok=True)
         final = folder / name
         os.replace(staged, final)
+        crash_point("file-added", str(final.relative_to(self.root)))
         return final
 
     def publish_page(self, name: str, files: dict[str, bytes]) -> Path:
@@ -302,9 +311,18 @@ def _read_manifest(manifest_path: Path) -> Manifest | None:
         return None
 
 
-def write_json_atomic(path: Path, text: str) -> None:
+def write_json_atomic(path: Path, text: str, *, where: str | None = None) -> None:
+    """Write ``text`` beside ``path`` and rename it into place (``where``: the file's final
+    place, for crash points, when ``path`` is in a staging folder)."""
+    where = where or str(path)
     tmp = path.with_name(f"{TMP_PREFIX}{path.name}.{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
+    with tmp.open("w") as fh:
+        half = len(text) // 2
+        fh.write(text[:half])
+        fh.flush()
+        crash_point("json-half", where)
+        fh.write(text[half:])
+    crash_point("json-staged", where)
     os.replace(tmp, path)
 
 
