@@ -33,6 +33,21 @@ def events_before(events: pl.LazyFrame, as_of: date) -> pl.LazyFrame:
     )
 
 
+#: Float sums are added as whole multiples of 2**-32: integer addition gives the same total in
+#: whatever order Polars' threads meet the rows, so the same events give byte-identical features.
+FIXED_POINT = 2.0**32
+
+
+def exact_sum(values: pl.Expr) -> pl.Expr:
+    """The sum of ``values`` to within 2**-32 each, the same whatever order rows are added in."""
+    return (values * FIXED_POINT).round().cast(pl.Int64).sum() / FIXED_POINT
+
+
+def exact_mean(values: pl.Expr) -> pl.Expr:
+    """The mean of the non-null ``values``, as :func:`exact_sum` adds them (null if none)."""
+    return _ratio(exact_sum(values), values.count())
+
+
 def _ratio(num: pl.Expr, den: pl.Expr) -> pl.Expr:
     """``num / den`` where ``den`` is positive, else null (never inf or NaN)."""
     return pl.when(den > 0).then(num / den).otherwise(None)
@@ -56,9 +71,9 @@ def _behaviour_aggregations() -> list[pl.Expr]:
         aggs += [_is(kind, w).sum().alias(f"{kind}_n_{w}d") for w in WINDOWS]
     spend = pl.col("quantity").fill_null(1) * pl.col("price")
     aggs += [
-        spend.filter(_is("purchase")).sum().alias("spend_total"),
-        spend.filter(_is("purchase", 28)).sum().alias("spend_28d"),
-        spend.filter(_is("purchase", LONGEST)).sum().alias("spend_90d"),
+        exact_sum(spend.filter(_is("purchase"))).alias("spend_total"),
+        exact_sum(spend.filter(_is("purchase", 28))).alias("spend_28d"),
+        exact_sum(spend.filter(_is("purchase", LONGEST))).alias("spend_90d"),
         pl.col("quantity").fill_null(1).filter(_is("purchase", LONGEST)).sum().alias("units_90d"),
     ]
     return aggs
@@ -127,8 +142,8 @@ def decayed_activity(history: pl.LazyFrame) -> pl.LazyFrame:
     for half_life in HALF_LIVES:
         weight = 0.5 ** (pl.col("age") / half_life)
         aggs += [
-            weight.sum().alias(f"active_days_hl{half_life}"),
-            weight.filter(pl.col("bought")).sum().alias(f"buying_days_hl{half_life}"),
+            exact_sum(weight).alias(f"active_days_hl{half_life}"),
+            exact_sum(weight.filter(pl.col("bought"))).alias(f"buying_days_hl{half_life}"),
         ]
     return days.group_by("user_id").agg(
         pl.len().alias("active_days_total"),
@@ -159,7 +174,7 @@ def price_sensitivity(history: pl.LazyFrame, market_prices: pl.LazyFrame | None)
     # The item's median paid price across everyone in the same window: a list price known then.
     usual = paid.group_by("item_id").agg(pl.col("price").median().alias("usual_price"))
     bought = paid.join(usual, on="item_id", how="left")
-    aggs = [_ratio(pl.col("price"), pl.col("usual_price")).mean().alias("paid_vs_usual_90d")]
+    aggs = [exact_mean(_ratio(pl.col("price"), pl.col("usual_price"))).alias("paid_vs_usual_90d")]
     if market_prices is not None:
         market = market_prices.group_by("date", "item_id").agg(
             pl.col("price").median().alias("market_price")
@@ -169,7 +184,7 @@ def price_sensitivity(history: pl.LazyFrame, market_prices: pl.LazyFrame | None)
         )
         vs_market = _ratio(pl.col("price"), pl.col("market_price"))
         aggs += [
-            vs_market.mean().alias("paid_vs_market_90d"),
+            exact_mean(vs_market).alias("paid_vs_market_90d"),
             (vs_market < 1.0).mean().alias("bought_below_market_90d"),
         ]
     return bought.group_by("user_id").agg(aggs)

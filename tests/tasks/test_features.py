@@ -159,3 +159,25 @@ def test_feedback_from_as_of_on_changes_no_feature(minutes):
     before = user_features(events(EVENTS), AS_OF, feedback=feedback(FEEDBACK)).collect()
     after = user_features(events(EVENTS), AS_OF, feedback=feedback(FEEDBACK + later)).collect()
     assert_frame_equal(before, after)
+
+
+def test_the_same_events_in_any_order_give_identical_features():
+    # Float addition is not associative: features must not depend on the order rows arrive in.
+    n = 60_000
+    frame = pl.DataFrame(
+        {
+            "user_id": [f"u{i % 500}" for i in range(n)],
+            "session_id": [f"s{i % 4000}" for i in range(n)],
+            "event_time": [at(1 + i % 27, i % 24) for i in range(n)],
+            "event_type": ["purchase" if i % 3 else "view" for i in range(n)],
+            "item_id": [f"i{i % 2}" for i in range(n)],
+            "order_id": [f"o{i % 9000}" for i in range(n)],
+            "quantity": [1 + i % 4 for i in range(n)],
+            "price": [0.1 + (i * 7919 % 1000) / 7.0 for i in range(n)],
+        },
+        schema=SCHEMA,
+    ).with_columns(dt=pl.col("event_time").dt.date())
+    first = user_features(frame.lazy(), AS_OF, ITEMS, MARKET).collect()
+    for seed in (1, 2):
+        shuffled = frame.sample(fraction=1.0, shuffle=True, seed=seed).lazy()
+        assert first.equals(user_features(shuffled, AS_OF, ITEMS, MARKET).collect())
