@@ -17,6 +17,10 @@ from schemas.landing import EXPECTED, Column, SourceContract
 ROW = "_row"
 BAD = "_bad"
 
+#: Longer text than this is not data but an accident or an attack (a whole file in one field).
+MAX_VALUE_BYTES = 100_000
+_DUPLICATE = "_duplicated_"  # how Polars' CSV reader renames a repeated header
+
 _TRUE = ["true", "t", "yes", "y", "1"]
 _FALSE = ["false", "f", "no", "n", "0"]
 
@@ -36,6 +40,12 @@ class ColumnPlan:
 
 def column_plan(file_columns: list[str], contract: SourceContract, cfg: SourceConfig) -> ColumnPlan:
     """Which file column feeds each contract column; raises MappingError naming what is missing."""
+    repeated = sorted({c.split(_DUPLICATE)[0] for c in file_columns if _DUPLICATE in c})
+    if repeated:
+        raise MappingError(
+            f"the header names {_quoted(repeated)} more than once; expected each column once, "
+            "since which of them holds the value cannot be told"
+        )
     missing_mapped = [src for src in cfg.columns if src not in file_columns]
     if missing_mapped:
         raise MappingError(
@@ -114,8 +124,16 @@ def _checks(
     checks: list[tuple[str, pl.Expr, str]] = []
     for col in contract.columns:
         raw, value = pl.col(_raw(col.name)), pl.col(col.name)
-        if lossy_text and raw_schema[col.name] == pl.String:
-            checks.append((col.name, raw.str.contains("\ufffd", literal=True), _bad_bytes(col)))
+        if raw_schema[col.name] == pl.String:
+            if lossy_text:
+                bad_bytes = raw.str.contains("\ufffd", literal=True)
+                checks.append((col.name, bad_bytes, _bad_bytes(col)))
+            nul = raw.str.contains("\x00", literal=True)
+            checks.append((col.name, nul, f"{col.name}: contains a NUL character"))
+            too_long = raw.str.len_bytes() > MAX_VALUE_BYTES  # O(1) a value: offsets only
+            checks.append(
+                (col.name, too_long, f"{col.name}: longer than {MAX_VALUE_BYTES:,} bytes")
+            )
         checks.append((col.name, raw.is_not_null() & value.is_null(), _unparseable(col, cfg)))
         if col.required and not _guest_user(col, contract, cfg):
             checks.append((col.name, raw.is_null(), f"{col.name}: required value is missing"))
@@ -327,5 +345,7 @@ def _bad_bytes(col: Column) -> str:
     )
 
 
-def _quoted(names: list[str]) -> str:
-    return ", ".join(f"'{n}'" for n in names)
+def _quoted(names: list[str], most: int = 20) -> str:
+    """Names for a message; a header of garbage stays readable (at most ``most``, each cut)."""
+    shown = [f"'{n}'" if len(n) <= 60 else f"'{n[:57]}...'" for n in names[:most]]
+    return ", ".join(shown) + (f" and {len(names) - most} more" if len(names) > most else "")

@@ -29,6 +29,7 @@ from warehouse.landing import (
     date_in_name,
     landing_files,
     open_landing,
+    reader_problem,
 )
 from warehouse.ledger import Ledger, LedgerEntry
 from warehouse.manifest import file_sha256
@@ -228,7 +229,8 @@ def ingest_file(
                             )
                         )
             except pl.exceptions.PolarsError as exc:
-                raise LandingError(file.path, f"could not be read to the end ({exc})") from exc
+                problem = f"could not be read to the end ({reader_problem(exc)})"
+                raise LandingError(file.path, problem) from exc
             if not parts:  # no batch at all: a header-only file
                 empty = ingest.validated_rows(
                     mapped.head(0).collect(), contract, cfg, lossy_text=lossy

@@ -34,6 +34,16 @@ EXTENSIONS = {
     ".pq": "parquet",
 }
 _DATE_IN_NAME = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+#: A gzip file that inflates more than this many times over, past GZIP_BOMB_FLOOR bytes, is
+#: refused: real exports compress 3-20 times, a decompression bomb thousands of times.
+GZIP_MAX_RATIO = 200
+GZIP_BOMB_FLOOR = 64 << 20
+_UNICODE_BOMS = {
+    codecs.BOM_UTF32_LE: "utf-32",
+    codecs.BOM_UTF32_BE: "utf-32",
+    codecs.BOM_UTF16_LE: "utf-16",
+    codecs.BOM_UTF16_BE: "utf-16",
+}
 
 
 class LandingError(Exception):
@@ -145,6 +155,8 @@ def open_landing(file: LandingFile, cfg: SourceConfig, tmp_dir: Path) -> Iterato
                 raise LandingError(file.path, "the file is empty; expected at least a header row")
             yield Opened(pl.LazyFrame(), lossy=False)  # JSON Lines has no header: zero rows
             return
+        if file.format != "parquet" and codecs.lookup(cfg.encoding).name == "utf-8":
+            _refuse_other_unicode(path, shown=file.path)
         lossy = file.format != "parquet" and not _is_utf8(path)
         if lossy and file.format == "jsonl":
             # The JSON reader refuses a file with one bad byte; CSV's reader decodes lossily.
@@ -159,10 +171,14 @@ def open_landing(file: LandingFile, cfg: SourceConfig, tmp_dir: Path) -> Iterato
 def _scan(path: Path, file: LandingFile, cfg: SourceConfig) -> pl.LazyFrame:
     try:
         if file.format == "csv":
+            tab = file.path.name.lower().removesuffix(".gz").endswith(".tsv")
             lf = pl.scan_csv(
                 path,
                 infer_schema=False,
-                separator=cfg.delimiter,
+                # A .tsv file is tab-separated unless the config says otherwise.
+                separator="\t"
+                if tab and "delimiter" not in cfg.model_fields_set
+                else cfg.delimiter,
                 null_values=cfg.null_values,
                 encoding="utf8-lossy",  # bad bytes become U+FFFD; validation quarantines those rows
                 raise_if_empty=True,
@@ -182,7 +198,15 @@ def _scan(path: Path, file: LandingFile, cfg: SourceConfig) -> pl.LazyFrame:
         raise LandingError(file.path, "the file is empty; expected at least a header row") from exc
     except (pl.exceptions.PolarsError, OSError) as exc:
         what = {"csv": "CSV", "jsonl": "JSON Lines", "parquet": "Parquet"}[file.format]
-        raise LandingError(file.path, f"not a readable {what} file ({_first_line(exc)})") from exc
+        problem = f"not a readable {what} file ({_first_line(exc)})"
+        if file.format == "jsonl" and _starts_with(path, b"["):
+            problem += "; it holds a JSON array, expected one JSON object per line"
+        raise LandingError(file.path, problem) from exc
+
+
+def _starts_with(path: Path, prefix: bytes) -> bool:
+    with path.open("rb") as fh:
+        return fh.read(64).lstrip().startswith(prefix)
 
 
 def _is_utf8(path: Path) -> bool:
@@ -210,17 +234,47 @@ def _lossy_utf8(path: Path, tmp_dir: Path) -> Path:
     return out
 
 
+def _refuse_other_unicode(path: Path, shown: Path) -> None:
+    """A LandingError when the text starts with a UTF-16 or UTF-32 byte order mark."""
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    for bom, name in _UNICODE_BOMS.items():
+        if head.startswith(bom):
+            raise LandingError(
+                shown,
+                f"the text is {name.upper()} (it starts with its byte order mark), not UTF-8; "
+                f'set encoding = "{name}" for this source in nightowl.toml',
+            )
+
+
 def _gunzip(path: Path, tmp_dir: Path) -> Path:
     out = tmp_dir / f".tmp-{uuid.uuid4().hex}{''.join(path.suffixes[:-1])}"
+    limit = max(GZIP_BOMB_FLOOR, GZIP_MAX_RATIO * path.stat().st_size)
     try:
         with gzip.open(path, "rb") as src, out.open("wb") as dst:
-            shutil.copyfileobj(src, dst, length=4 << 20)
+            while chunk := src.read(4 << 20):
+                dst.write(chunk)
+                if dst.tell() > limit:
+                    raise _GzipBomb(dst.tell())
+    except _GzipBomb as bomb:
+        out.unlink(missing_ok=True)
+        raise LandingError(
+            path,
+            f"inflates to more than {bomb.size:,} bytes from {path.stat().st_size:,} "
+            f"(over {GZIP_MAX_RATIO} times its size): refused as a decompression bomb; "
+            "expected a gzip file of ordinary text",
+        ) from None
     except (EOFError, OSError, zlib.error) as exc:
         out.unlink(missing_ok=True)
         raise LandingError(
             path, f"truncated or corrupt gzip ({_first_line(exc)}); expected a complete gzip file"
         ) from exc
     return out
+
+
+class _GzipBomb(Exception):
+    def __init__(self, size: int) -> None:
+        self.size = size
 
 
 def _to_utf8(path: Path, encoding: str, tmp_dir: Path, shown: Path) -> Path:
@@ -240,6 +294,18 @@ def _to_utf8(path: Path, encoding: str, tmp_dir: Path, shown: Path) -> Path:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
+
+
+def reader_problem(exc: BaseException) -> str:
+    """What a reader's error says went wrong, in one line without its advice on reader options
+    (Polars suggests settings such as ``ignore_errors``, which would drop rows silently)."""
+    text = str(exc)
+    if "Original error:" in text:
+        text = text.split("Original error:", 1)[1].strip().strip("`")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    kept = [line for line in lines if not line.lower().startswith(("consider", "- ", "you might"))]
+    shown = " ".join(kept) or type(exc).__name__
+    return shown if len(shown) <= 300 else shown[:297] + "..."
 
 
 #: Where a FAQ knowledge base is looked for when ``feedback.faq`` names none.
