@@ -171,7 +171,7 @@ def _nightly_flow(settings: Settings):
     prepare_prefect(settings.data_root)  # before Prefect is imported: it reads settings then
     from flows.nightly import nightly
 
-    if settings.runner.kind != "threads":  # a served runner runs this object, options and all
+    if settings.runner.kind != "threads" or settings.runner.threads:  # served: options and all
         return nightly.with_options(task_runner=task_runner(settings))
     return nightly
 

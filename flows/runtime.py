@@ -57,7 +57,7 @@ def task_runner(settings: "Settings"):  # noqa: UP037 - imported lazily
     if settings.runner.kind == "threads":
         from prefect.task_runners import ThreadPoolTaskRunner
 
-        return ThreadPoolTaskRunner()
+        return ThreadPoolTaskRunner(max_workers=settings.runner.threads)
     from prefect_dask import DaskTaskRunner
 
     if settings.runner.dask_address:

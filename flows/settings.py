@@ -105,6 +105,12 @@ class RunnerSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["threads", "dask"] = "threads"
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Steps run at once in threads (none: as many as are ready); 1 runs them one "
+        "at a time, in the flow's order, for the least memory.",
+    )
     dask_address: str | None = Field(
         default=None, description="Scheduler address (tcp://host:8786); none: a local cluster."
     )

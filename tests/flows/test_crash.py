@@ -1,0 +1,233 @@
+"""Crash anywhere: SIGKILL the nightly run at named points and at random moments, then rerun.
+
+After every kill the published warehouse must still be whole (every partition agrees with its
+manifest), a reader polling it throughout must never see a partition that is not, and the rerun
+must end with exactly the tables a run that never crashed writes (content hashes compared).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import random
+import shutil
+import signal
+import threading
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from tasks.generate import generate_landing
+from tests.integrity import published_problems, published_state
+from warehouse.crash import ENV, POINTS
+from warehouse.store import Warehouse
+
+pytestmark = pytest.mark.e2e
+END = date(2026, 11, 20)
+NIGHT = END  # the night that is killed; the one before it ran cleanly
+# Small enough that the night before trains a propensity champion, so tonight scores users.
+CONFIG = """
+[model]
+horizon_days = 3
+min_history_days = 4
+snapshots = 2
+snapshot_step_days = 2
+min_data_in_leaf = 5
+"""
+
+# Named kills, in the order tonight's run reaches them, so each rerun gets further than the last.
+NAMED = [
+    "ingest-part:events/",  # a landing file half ingested
+    "file-added:raw/events",  # its raw part in place, the ledger entry not yet
+    "json-half:_ledger/events",  # mid-write of a ledger entry
+    "json-half:warehouse/raw/events",  # mid-manifest of the raw partition
+    "partition-staged:clean/events",  # mid-write of a clean partition: data, no manifest yet
+    "json-half:warehouse/clean/events",  # mid-manifest of a clean partition
+    "json-staged:_ledger/items",  # a whole ledger entry beside its final name
+    "publish-swapped:clean/items",  # swapped in, the old one not yet deleted
+    "file-added:raw/feedback",
+    "publish-staged:clean/feedback",  # whole, not yet swapped in
+    "publish-swapped:clean/market_prices",
+    "partition-staged:features/user",
+    "json-half:features/user",
+    "publish-staged:predictions/user_scores",
+    "json-half:predictions/feedback_scores",
+    "partition-staged:predictions/recommendations",
+    "partition-staged:reports/kpi_daily",
+    "json-half:warehouse/reports/",
+    "publish-staged:reports/20",  # the report page, whole, not yet swapped in
+    "json-half:_state/runs",  # mid-write of the run record, everything else done
+]
+# One step at a time, so tonight's writes come in the order above whatever the threads do.
+ONE_STEP_AT_A_TIME = {"NIGHTOWL_RUNNER__THREADS": "1"}
+RANDOM_KILLS = 4
+PRELOAD = ["polars", "lightgbm", "sklearn.feature_extraction.text", "onnx", "onnxruntime", "duckdb"]
+
+
+def _night(root: str, env: dict[str, str], log: str) -> None:
+    """`nightowl run` for tonight, in a process forked from one that imported nightowl already
+    (its output to ``log``)."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.environ.update(env)
+    from flows.cli import app
+
+    args = ["run", "--date", NIGHT.isoformat(), "--data-root", root]
+    app([*args, "--config", str(Path(root) / "nightowl.toml")])
+
+
+class Night:
+    """One nightly run in its own process, which may be killed; ``out`` is what it printed."""
+
+    def __init__(self, forks, root: Path, **env: str) -> None:
+        self.log = root.parent / f"{root.name}-{time.monotonic_ns()}.log"
+        self.proc = forks.Process(target=_night, args=(str(root), env, str(self.log)))
+        self.proc.start()
+
+    def wait(self, timeout: float = 600) -> int:
+        self.proc.join(timeout)
+        if self.proc.exitcode is None:
+            self.proc.kill()
+            raise AssertionError(f"the run did not end in {timeout} s:\n{self.out[-3000:]}")
+        return self.proc.exitcode
+
+    @property
+    def out(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+class Reader(threading.Thread):
+    """Polls the warehouse while runs are killed; remembers anything unwhole it saw."""
+
+    def __init__(self, wh: Warehouse) -> None:
+        super().__init__(daemon=True)
+        self.wh, self.seen, self.polls = wh, [], 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            # A partition swapped in while it is being read looks changed, not broken: only what
+            # is still wrong on a second look counts.
+            first = published_problems(self.wh, deep=False)
+            if first and (again := set(first) & set(published_problems(self.wh, deep=False))):
+                self.seen.extend(sorted(again))
+            self.polls += 1
+            time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def forks():
+    """Processes forked from a server that imported the heavy libraries once (pointed at a real
+    temporary Prefect API): a run starts in a moment instead of importing them all again.
+
+    Prefect is not among them: each run imports it after pointing it at its data root, as the
+    command line does."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()  # the fork server inherits it
+        try:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(PRELOAD)
+            yield context
+        finally:
+            os.environ.pop("PREFECT_API_URL")
+
+
+@pytest.fixture(scope="module")
+def last_night(forks, tmp_path_factory) -> Path:
+    """A data root where the night before ran cleanly, with tonight's files just landed."""
+    from flows.nightly import nightly
+
+    root = tmp_path_factory.mktemp("crash") / "base"
+    landing = root / "landing"
+    generate_landing(landing, users=300, items=40, days=14, seed=5, end_date=END)
+    (root / "nightowl.toml").write_text(CONFIG)
+    tonight = [p for p in landing.glob(f"*/{END.isoformat()}*") if p.is_file()]
+    aside = root.parent / "tonight"
+    for path in tonight:
+        (aside / path.parent.name).mkdir(parents=True, exist_ok=True)
+        path.rename(aside / path.parent.name / path.name)
+    night = nightly(
+        run_date=NIGHT - timedelta(days=1),
+        data_root=str(root),
+        config=str(root / "nightowl.toml"),
+        return_state=True,
+    )
+    assert night.is_completed()
+    assert (root / "warehouse/predictions/user_scores").exists()
+    for path in aside.glob("*/*"):
+        path.rename(landing / path.parent.name / path.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def clean_run(last_night, forks) -> tuple[dict[str, str], float]:
+    """What tonight's run publishes when nothing goes wrong, and how long it takes."""
+    root = last_night.parent / "clean"
+    shutil.copytree(last_night, root)
+    started = time.monotonic()
+    night = Night(forks, root)
+    assert night.wait() == 0, night.out
+    return published_state(Warehouse(root)), time.monotonic() - started
+
+
+def _rerun_matches(root: Path, forks, expected: dict[str, str]) -> None:
+    night = Night(forks, root)
+    assert night.wait() == 0, night.out[-5000:]
+    assert "Traceback" not in night.out
+    state = published_state(Warehouse(root))
+    differs = sorted(k for k in expected.keys() | state.keys() if expected.get(k) != state.get(k))
+    assert not differs, f"after the crashes these differ from a clean run: {differs}"
+
+
+def test_named_crash_points_are_all_real():
+    assert {spec.split(":")[0] for spec in NAMED} == set(POINTS)
+
+
+def test_kills_at_every_named_point_leave_a_whole_warehouse_and_reruns_converge(
+    last_night, clean_run, forks
+):
+    expected, _ = clean_run
+    root = last_night.parent / "named"
+    shutil.copytree(last_night, root)
+    wh = Warehouse(root)
+    reader = Reader(wh)
+    reader.start()
+    try:
+        for spec in NAMED:
+            night = Night(forks, root, **ONE_STEP_AT_A_TIME, **{ENV: spec})
+            assert night.wait() == -signal.SIGKILL, f"not killed at {spec}:\n{night.out[-3000:]}"
+            assert published_problems(wh) == [], f"after a kill at {spec}"
+    finally:
+        reader.stop.set()
+        reader.join()
+    assert reader.polls > len(NAMED)
+    assert reader.seen == []
+    _rerun_matches(root, forks, expected)
+
+
+def test_kills_at_random_moments_leave_a_whole_warehouse_and_reruns_converge(
+    last_night, clean_run, forks
+):
+    expected, seconds = clean_run
+    root = last_night.parent / "random"
+    shutil.copytree(last_night, root)
+    wh = Warehouse(root)
+    rng = random.Random(20261202)
+    kills = 0
+    for _ in range(RANDOM_KILLS):
+        night = Night(forks, root)
+        # Anywhere from start-up to the end of a clean run; a rerun is quicker (cached steps),
+        # so a late moment may find it finished, which is a rerun converging.
+        night.proc.join(rng.uniform(0.2, 1.0) * seconds)
+        if night.proc.exitcode is None:
+            night.proc.kill()
+        kills += night.wait() == -signal.SIGKILL
+        assert published_problems(wh) == []
+    assert kills >= RANDOM_KILLS - 1
+    _rerun_matches(root, forks, expected)
