@@ -710,7 +710,10 @@ def server(
     settings = _settings(config, data_root)
     host = host or settings.server.host
     port = port or settings.server.port
+    quiet = "PREFECT_SERVER_LOGGING_LEVEL" not in os.environ
     prepare_prefect(settings.data_root)
+    if quiet:  # this server is the one people look at: its warnings and errors are shown
+        os.environ["PREFECT_SERVER_LOGGING_LEVEL"] = "WARNING"
     console.print(
         f"Prefect UI and API on http://{host}:{port} "
         f"(database under {os.environ['PREFECT_HOME']}).\n"

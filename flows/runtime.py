@@ -28,6 +28,10 @@ def prepare_prefect(data_root: Path) -> None:
         "PREFECT_LOGGING_EXTRA_LOGGERS": "nightowl",
         "DO_NOT_TRACK": "1",
     }
+    if not os.environ.get("PREFECT_API_URL"):
+        # No server named: Prefect starts a temporary one for this command, whose shutdown can
+        # log errors about events it no longer needs to flush. Only its own log is quietened.
+        defaults["PREFECT_SERVER_LOGGING_LEVEL"] = "CRITICAL"
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
     os.environ["PREFECT_LOCAL_STORAGE_PATH"] = str(state / "results")
