@@ -92,7 +92,7 @@ def data_dir(events: int, users: int) -> Path:
 
 
 def event_files(root: Path) -> list[Path]:
-    return sorted((root / "events").glob("dt=*/part-0.parquet"))
+    return sorted((root / "events").glob("dt=*/part-*.parquet"))
 
 
 def generate(events: int, users: int) -> Path:

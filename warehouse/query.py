@@ -13,6 +13,7 @@ attach databases, copy data out, or install or load extensions.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import duckdb
@@ -103,16 +104,38 @@ def checked_statement(sql: str) -> str:
     return sql
 
 
+#: Times a query is tried again when a partition it was reading was replaced under it.
+REPUBLISHED_RETRIES = 5
+
+
 def run_query(wh: Warehouse, sql: str) -> pl.DataFrame:
-    """The result of one read-only statement over the warehouse views."""
+    """The result of one read-only statement over the warehouse views.
+
+    A partition published while the query runs can take the files it listed away (the old
+    version is deleted after the swap): then it runs again, on the new version."""
     checked_statement(sql)
-    con = connect(wh)
-    try:
-        return con.sql(sql).pl()
-    except duckdb.PermissionException as exc:
-        raise QueryRefused(f"refused: only files inside the warehouse can be read ({exc})") from exc
-    finally:
-        con.close()
+    for attempt in range(REPUBLISHED_RETRIES + 1):
+        con = None
+        try:
+            con = connect(wh)  # binding the views lists and opens the files too
+            return con.sql(sql).pl()
+        except duckdb.PermissionException as exc:
+            raise QueryRefused(
+                f"refused: only files inside the warehouse can be read ({exc})"
+            ) from exc
+        except duckdb.IOException as exc:
+            if attempt == REPUBLISHED_RETRIES or not _vanished(exc):
+                raise
+            time.sleep(0.05 * attempt)
+        finally:
+            if con is not None:
+                con.close()
+    raise AssertionError("unreachable")
+
+
+def _vanished(exc: duckdb.Error) -> bool:
+    text = str(exc)
+    return any(sign in text for sign in ("Cannot open file", "No such file", "No files found"))
 
 
 def write_catalog(wh: Warehouse, target: Path) -> list[str]:

@@ -4,13 +4,15 @@ Layout under ``<data_root>/warehouse``::
 
     raw/<source>/dt=<run date>/<file hash>.parquet       one file per ingested landing file
     quarantine/source=<s>/stage=<ingest|clean>/dt=<d>/   rejected rows with a reason
-    clean/<table>/dt=<date>/part-0.parquet               cleaned rows by their own date
+    clean/<table>/dt=<date>/part-<sha>.parquet           cleaned rows by their own date
     _ledger/<source>/<sha256>.json                       the ingest ledger, one entry per file
 
 Every partition folder carries ``_manifest.json``. Writers build a partition in ``warehouse/.tmp``
 (same file system) and swap it in with one rename, so a table folder only ever holds published
 partitions: readers (who glob ``<table>/*/*.parquet``) see the old or the new partition, never half
-of one, and a crash leaves nothing that looks finished.
+of one, and a crash leaves nothing that looks finished. A partition's file is named after its
+content, so a reader that listed the old files just before a swap finds them gone (and reads
+again) rather than opening a new file of the same name with the old one's row offsets.
 """
 
 from __future__ import annotations
@@ -97,11 +99,19 @@ class Warehouse:
     ) -> Manifest:
         """Publish ``frame`` as the whole partition, replacing what was there in one rename."""
         with self._publishing(self.partition_dir(layer, table, partition)) as staging:
-            frame.write_parquet(staging / "part-0.parquet", **PARQUET_OPTIONS)
+            written = staging / "part.parquet"
+            frame.write_parquet(written, **PARQUET_OPTIONS)
             crash_point("partition-staged", f"{layer}/{table}/{partition_name(partition)}")
+            sha = file_sha256(written)
+            entry = FileEntry(
+                name=f"part-{sha[:16]}.parquet", rows=frame.height, bytes=written.stat().st_size,
+                sha256=sha,
+            )  # fmt: skip
+            written.rename(staging / entry.name)
             manifest = self._manifest_for(
-                staging, layer, table, partition, frame.schema, inputs, stats
-            )
+                staging, layer, table, partition, frame.schema, inputs, stats,
+                known={entry.name: entry},
+            )  # fmt: skip
             final = self.partition_dir(layer, table, partition) / MANIFEST
             write_json_atomic(
                 staging / MANIFEST, manifest.model_dump_json(indent=2), where=str(final)

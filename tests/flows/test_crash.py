@@ -66,25 +66,26 @@ RANDOM_KILLS = 4
 PRELOAD = ["polars", "lightgbm", "sklearn.feature_extraction.text", "onnx", "onnxruntime", "duckdb"]
 
 
-def _night(root: str, env: dict[str, str], log: str) -> None:
-    """`nightowl run` for tonight, in a process forked from one that imported nightowl already
-    (its output to ``log``)."""
+def _night(root: str, env: dict[str, str], log: str, command: list[str]) -> None:
+    """A `nightowl` command (default: run tonight), in a process forked from one that imported
+    the heavy libraries already (its output to ``log``)."""
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.environ.update(env)
     from flows.cli import app
 
-    args = ["run", "--date", NIGHT.isoformat(), "--data-root", root]
-    app([*args, "--config", str(Path(root) / "nightowl.toml")])
+    args = command or ["run", "--date", NIGHT.isoformat()]
+    app([*args, "--data-root", root, "--config", str(Path(root) / "nightowl.toml")])
 
 
 class Night:
     """One nightly run in its own process, which may be killed; ``out`` is what it printed."""
 
-    def __init__(self, forks, root: Path, **env: str) -> None:
+    def __init__(self, forks, root: Path, *command: str, **env: str) -> None:
         self.log = root.parent / f"{root.name}-{time.monotonic_ns()}.log"
-        self.proc = forks.Process(target=_night, args=(str(root), env, str(self.log)))
+        args = (str(root), env, str(self.log), list(command))
+        self.proc = forks.Process(target=_night, args=args)
         self.proc.start()
 
     def wait(self, timeout: float = 600) -> int:
@@ -231,3 +232,42 @@ def test_kills_at_random_moments_leave_a_whole_warehouse_and_reruns_converge(
         assert published_problems(wh) == []
     assert kills >= RANDOM_KILLS - 1
     _rerun_matches(root, forks, expected)
+
+
+def _converged(root: Path, expected: dict[str, str]) -> None:
+    state = published_state(Warehouse(root))
+    differs = sorted(k for k in expected.keys() | state.keys() if expected.get(k) != state.get(k))
+    assert not differs, f"these differ from a clean run: {differs}"
+    assert published_problems(Warehouse(root)) == []
+
+
+def test_two_runs_for_the_same_date_at_once_write_one_set_of_tables(last_night, clean_run, forks):
+    expected, _ = clean_run
+    root = last_night.parent / "twice"
+    shutil.copytree(last_night, root)
+    nights = [Night(forks, root), Night(forks, root)]
+    codes = [night.wait() for night in nights]
+    assert codes == [0, 0], "\n".join(night.out[-3000:] for night in nights)
+    for night in nights:
+        assert "Traceback" not in night.out
+    _converged(root, expected)
+    ledger = Warehouse(root).root / "_ledger"
+    names = [p.name for p in ledger.glob("*/*.json")]
+    assert len(names) == len(set(names))  # each landing file ingested once
+
+
+def test_a_run_beside_a_backfill_of_the_nights_before_it(last_night, clean_run, forks):
+    expected, _ = clean_run
+    root = last_night.parent / "beside"
+    shutil.copytree(last_night, root)
+    first = (NIGHT - timedelta(days=3)).isoformat()
+    before = (NIGHT - timedelta(days=1)).isoformat()
+    backfill = Night(forks, root, "backfill", "--start", first, "--end", before, "--force")
+    run = Night(forks, root)
+    assert [run.wait(), backfill.wait()] == [0, 0], backfill.out[-3000:] + run.out[-3000:]
+    # The backfill recomputed the nights before (forced); tonight's tables are as a lone run's.
+    tonight = {NIGHT.isoformat(), (NIGHT + timedelta(days=1)).isoformat()}
+    tonight_only = {k: v for k, v in expected.items() if k.rsplit("/", 1)[-1] in tonight}
+    state = published_state(Warehouse(root))
+    assert {k: state.get(k) for k in tonight_only} == tonight_only
+    assert published_problems(Warehouse(root)) == []

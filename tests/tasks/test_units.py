@@ -235,7 +235,7 @@ def _two_nights_with_a_late_event(data_root: Path):
 
 
 def _event_ids_of(wh: Warehouse, day: str) -> list[str]:
-    part = wh.partition_dir("clean", "events", {"dt": day}) / "part-0.parquet"
+    part = wh.partition_dir("clean", "events", {"dt": day}) / "*.parquet"
     return sorted(pl.read_parquet(part)["event_id"])
 
 
@@ -274,9 +274,7 @@ def test_items_are_a_snapshot_where_the_latest_row_wins(data_root):
     _drop(data_root, "2026-11-27.jsonl", '{"item_id": "i1", "price": 7}\n', "items")
     _ingest(data_root, source="items")
     clean_source(wh, "items", SourceConfig(), D, 24)
-    snap = pl.read_parquet(
-        wh.partition_dir("clean", "items", {"dt": "2026-11-27"}) / "part-0.parquet"
-    )
+    snap = pl.read_parquet(wh.partition_dir("clean", "items", {"dt": "2026-11-27"}) / "*.parquet")
     assert snap.select("item_id", "price").rows() == [("i1", 7.0), ("i2", 6.0)]
 
 
@@ -306,7 +304,7 @@ def test_a_planned_price_is_ingested_ahead_and_in_the_catalogue_from_its_day(dat
 
     def catalogue(run: date) -> list[tuple]:
         clean_source(wh, "items", plans, run, 24)
-        part = wh.partition_dir("clean", "items", {"dt": run.isoformat()}) / "part-0.parquet"
+        part = wh.partition_dir("clean", "items", {"dt": run.isoformat()}) / "*.parquet"
         return pl.read_parquet(part).select("item_id", "price", "promotion").rows()
 
     assert catalogue(D) == [("i1", 5.0, None)]  # the plan waits for its day
