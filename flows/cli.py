@@ -164,11 +164,24 @@ def _parse_steps(value: str | None) -> list[str] | None:
     return names
 
 
+def _prepare_prefect(settings: Settings) -> None:
+    """Point Prefect at the data root, once it is known to take a run's writes (else exit 1
+    with the reason): before Prefect is imported, as it reads its settings then."""
+    from flows.runtime import prepare_prefect
+    from warehouse.store import Warehouse
+
+    problem = Warehouse(settings.data_root).storage_problem(settings.run.min_free_bytes)
+    if problem:
+        err.print(f"[red]data root:[/] {escape(problem)}")
+        raise typer.Exit(1)
+    prepare_prefect(settings.data_root)
+
+
 def _nightly_flow(settings: Settings):
     """The nightly flow with the configured task runner, Prefect set up for the data root first."""
-    from flows.runtime import prepare_prefect, task_runner
+    from flows.runtime import task_runner
 
-    prepare_prefect(settings.data_root)  # before Prefect is imported: it reads settings then
+    _prepare_prefect(settings)
     from flows.nightly import nightly
 
     if settings.runner.kind != "threads" or settings.runner.threads:  # served: options and all
@@ -299,9 +312,7 @@ def train(
         raise typer.BadParameter(f"unknown model {unknown}; expected {' or '.join(MODELS)}")
     settings = _settings(config, data_root)
     last_day = _parse_date(date_, settings)
-    from flows.runtime import prepare_prefect
-
-    prepare_prefect(settings.data_root)
+    _prepare_prefect(settings)
     from flows.train import train as train_flow
 
     try:
@@ -705,13 +716,11 @@ def server(
     """
     import subprocess
 
-    from flows.runtime import prepare_prefect
-
     settings = _settings(config, data_root)
     host = host or settings.server.host
     port = port or settings.server.port
     quiet = "PREFECT_SERVER_LOGGING_LEVEL" not in os.environ
-    prepare_prefect(settings.data_root)
+    _prepare_prefect(settings)
     if quiet:  # this server is the one people look at: its warnings and errors are shown
         os.environ["PREFECT_SERVER_LOGGING_LEVEL"] = "WARNING"
     console.print(
@@ -976,7 +985,7 @@ def tables(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
     [bold]Example[/]: nightowl tables --data-root demo
     """
     from warehouse.catalog import table_summaries
-    from warehouse.store import Warehouse
+    from warehouse.store import Warehouse, human_bytes
 
     settings = _settings(config, data_root)
     frame = table_summaries(Warehouse(settings.data_root))
@@ -987,17 +996,9 @@ def tables(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
     for name in frame.columns:
         table.add_column(name, justify="right" if frame[name].dtype.is_integer() else "left")
     for row in frame.iter_rows(named=True):
-        row["bytes"] = _human(row["bytes"])
+        row["bytes"] = human_bytes(row["bytes"])
         table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
     console.print(table)
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TB"
 
 
 def main() -> None:

@@ -43,6 +43,7 @@ from tasks.steps import (
     train_step,
 )
 from warehouse.manifest import code_version
+from warehouse.store import Warehouse
 
 
 class NightlyFailed(Exception):
@@ -259,6 +260,10 @@ def nightly(
     settings = load_settings(Path(config) if config else None, data_root=data_root)
     run_date = run_date or settings.yesterday()
     forced = forced_steps(force_steps)
+    # A served run starts here, not at the command line: a read-only or full data root fails it
+    # at once, with the reason, before any step writes.
+    if problem := Warehouse(settings.data_root).storage_problem(settings.run.min_free_bytes):
+        raise NightlyFailed(f"data root: {problem}", [])
     futures = {}
     for source in SOURCES:
         ctx = step_context(settings, source)

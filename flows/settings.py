@@ -86,6 +86,13 @@ class RunSettings(BaseModel):
     step_timeout_minutes: float | None = Field(
         default=180, gt=0, description="A step still working after this stops (none: no limit)."
     )
+    min_free_mb: float = Field(
+        default=100, ge=0, description="A run does not start with less free disk on the data root."
+    )
+
+    @property
+    def min_free_bytes(self) -> int:
+        return int(self.min_free_mb * 2**20)
 
 
 class AlertSettings(BaseModel):

@@ -8,6 +8,7 @@ the step recomputes instead of returning a manifest that points at nothing.
 
 from __future__ import annotations
 
+import errno
 import logging
 import uuid
 from collections.abc import Callable
@@ -170,11 +171,12 @@ def clean_key(context: TaskRunContext, params: dict[str, Any]) -> str:
 
 
 def retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry a step only when it failed on I/O (a full disk, a flaky mount), not on bad data."""
+    """Retry a step only when it failed on I/O (a full disk, a flaky mount), not on bad data,
+    nor on a file it may not write (no retry grants the permission)."""
     try:
         state.result()
-    except OSError:
-        return True
+    except OSError as exc:
+        return not isinstance(exc, PermissionError) and exc.errno != errno.EROFS
     except Exception:
         return False
     return False

@@ -33,7 +33,7 @@ from warehouse.landing import (
 )
 from warehouse.ledger import Ledger, LedgerEntry
 from warehouse.manifest import file_sha256
-from warehouse.store import PARQUET_OPTIONS, Warehouse
+from warehouse.store import Warehouse, write_parquet
 
 log = logging.getLogger("nightowl")
 #: Rows per batch streamed through validation: bounded memory whatever the file size.
@@ -218,7 +218,7 @@ def ingest_file(
                     good = ingest.accepted_rows(checked, contract)
                     if good.height or not parts:  # the first part keeps the schema if all is bad
                         parts.append(staging / f"{stem}-{len(parts):05d}.parquet")
-                        good.write_parquet(parts[-1], **PARQUET_OPTIONS)
+                        write_parquet(good, parts[-1])
                         crash_point("ingest-part", f"{source}/{file.name}")
                     rows_read += batch.height
                     accepted += good.height
@@ -236,7 +236,7 @@ def ingest_file(
                     mapped.head(0).collect(), contract, cfg, lossy_text=lossy
                 )
                 parts.append(staging / f"{stem}-00000.parquet")
-                ingest.accepted_rows(empty, contract).write_parquet(parts[-1], **PARQUET_OPTIONS)
+                write_parquet(ingest.accepted_rows(empty, contract), parts[-1])
         quarantined = sum(r.height for r in rejected)
         if rows_read != accepted + quarantined:
             raise AssertionError(
@@ -256,7 +256,7 @@ def ingest_file(
                     clean.redacted_values(pl.col(c), phone_region).alias(c)
                     for c in ("raw_value", "record")
                 )
-            rows.write_parquet(bad, **PARQUET_OPTIONS)
+            write_parquet(rows, bad)
             wh.add_file("quarantine", quarantine_table(source, "ingest"), part, bad.name, bad)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -13,7 +13,10 @@ attach databases, copy data out, or install or load extensions.
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -71,19 +74,26 @@ def view_definitions(wh: Warehouse, *, follow_latest: bool = False) -> dict[str,
     return views
 
 
-def connect(wh: Warehouse) -> duckdb.DuckDBPyConnection:
+@contextlib.contextmanager
+def connection(wh: Warehouse) -> Iterator[duckdb.DuckDBPyConnection]:
     """An in-memory DuckDB with the warehouse views, locked down to reading the warehouse."""
-    con = duckdb.connect(":memory:", config={"threads": 2})
-    for name, select in view_definitions(wh).items():
-        source = select if select.startswith("(") else f"select * from {select}"
-        con.execute(f'create view "{name}" as {source}')
-    root = str(wh.root).rstrip("/") + "/"
-    con.execute(f"SET allowed_directories=[{_sql_str(root)}]")
-    con.execute("SET enable_external_access=false")
-    con.execute("SET autoinstall_known_extensions=false")
-    con.execute("SET autoload_known_extensions=false")
-    con.execute("SET lock_configuration=true")
-    return con
+    # DuckDB may read its spill folder whatever allowed_directories says, and by default that is
+    # ./.tmp of wherever the command runs: a private, empty one instead.
+    with tempfile.TemporaryDirectory(prefix="nightowl-query-") as spill:
+        con = duckdb.connect(":memory:", config={"threads": 2, "temp_directory": spill})
+        try:
+            for name, select in view_definitions(wh).items():
+                source = select if select.startswith("(") else f"select * from {select}"
+                con.execute(f'create view "{name}" as {source}')
+            root = str(wh.root).rstrip("/") + "/"
+            con.execute(f"SET allowed_directories=[{_sql_str(root)}]")
+            con.execute("SET enable_external_access=false")
+            con.execute("SET autoinstall_known_extensions=false")
+            con.execute("SET autoload_known_extensions=false")
+            con.execute("SET lock_configuration=true")
+            yield con
+        finally:
+            con.close()
 
 
 def checked_statement(sql: str) -> str:
@@ -115,10 +125,9 @@ def run_query(wh: Warehouse, sql: str) -> pl.DataFrame:
     version is deleted after the swap): then it runs again, on the new version."""
     checked_statement(sql)
     for attempt in range(REPUBLISHED_RETRIES + 1):
-        con = None
         try:
-            con = connect(wh)  # binding the views lists and opens the files too
-            return con.sql(sql).pl()
+            with connection(wh) as con:  # binding the views lists and opens the files too
+                return con.sql(sql).pl()
         except duckdb.PermissionException as exc:
             raise QueryRefused(
                 f"refused: only files inside the warehouse can be read ({exc})"
@@ -127,9 +136,6 @@ def run_query(wh: Warehouse, sql: str) -> pl.DataFrame:
             if attempt == REPUBLISHED_RETRIES or not _vanished(exc):
                 raise
             time.sleep(0.05 * attempt)
-        finally:
-            if con is not None:
-                con.close()
     raise AssertionError("unreachable")
 
 

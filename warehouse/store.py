@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import fcntl
 import json
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,11 +38,41 @@ from warehouse.manifest import MANIFEST, FileEntry, InputRef, Manifest, combined
 LAYERS = ("raw", "quarantine", "clean", "features", "predictions", "reports")
 TMP_PREFIX = ".tmp-"
 PARQUET_OPTIONS = {"compression": "snappy", "statistics": True}
+#: A Parquet write that fails with less than this left free beside it failed for a full disk.
+FULL_DISK_BYTES = 1 << 20
 
 
 def partition_name(partition: dict[str, str]) -> str:
-    """Hive path fragment for a partition, e.g. ``dt=2026-11-27``."""
+    """Hive path fragment for a partition, e.g. ``dt=2026-11-27``.
+
+    Keys and values may come from input data (a source name, a date): one that could leave the
+    table's folder or hide in it (a separator, ``..``, a leading dot) is refused, not written."""
+    for part in (str(x) for kv in partition.items() for x in kv):
+        if not part or part.startswith(".") or any(c in part for c in "/\\=\0"):
+            raise ValueError(f"not a partition key or value: {part!r} (in {partition})")
     return "/".join(f"{k}={v}" for k, v in partition.items())
+
+
+def write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    """Write ``frame`` as one Parquet file, saying "No space left on device" when that is why it
+    failed: Polars reports a full disk as a broken stream ("Invalid thrift: transport error")."""
+    try:
+        frame.write_parquet(path, **PARQUET_OPTIONS)
+    except pl.exceptions.PolarsError as exc:
+        free = shutil.disk_usage(path.parent).free
+        if free < FULL_DISK_BYTES:
+            message = f"No space left on device ({human_bytes(free)} free; Polars: {exc})"
+            raise OSError(errno.ENOSPC, message, str(path)) from exc
+        raise
+
+
+def human_bytes(n: float) -> str:
+    """``n`` bytes the way a person reads them: 512 B, 3 MB, 1.2 TB."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
 
 
 class Warehouse:
@@ -81,6 +113,35 @@ class Warehouse:
         """Where the readable reports live: ``<data_root>/reports/<run date>/index.html``."""
         return self.data_root / "reports"
 
+    def storage_problem(self, min_free_bytes: int) -> str | None:
+        """Why a run could not write under the data root, in one sentence (None: it can).
+
+        Asked before a run starts, so a read-only data root or a full disk stops it at once with
+        this sentence, instead of failing inside a step (or inside Prefect's database, which
+        lives here too)."""
+        existing = self.data_root
+        while not existing.exists():
+            existing = existing.parent
+        written = [self.data_root, self.root, self.state_dir, self.pages_root]
+        for folder in [f for f in written if f.is_dir()] or [existing]:
+            try:
+                with tempfile.NamedTemporaryFile(prefix=".nightowl-probe-", dir=folder):
+                    pass
+            except OSError as exc:
+                return (
+                    f"cannot write to {folder}: {(exc.strerror or str(exc)).lower()} (running as "
+                    f"uid {os.geteuid()}); give this user write access to the data root, "
+                    "or choose another with --data-root"
+                )
+        free = shutil.disk_usage(existing).free
+        if free < min_free_bytes:
+            return (
+                f"only {human_bytes(free)} free on the disk of {self.data_root} (a run needs "
+                f"{human_bytes(min_free_bytes)}: [run] min_free_mb); free some space, "
+                "or choose another data root with --data-root"
+            )
+        return None
+
     def page_dir(self, name: str) -> Path:
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"not a report folder name: {name!r}")
@@ -100,7 +161,7 @@ class Warehouse:
         """Publish ``frame`` as the whole partition, replacing what was there in one rename."""
         with self._publishing(self.partition_dir(layer, table, partition)) as staging:
             written = staging / "part.parquet"
-            frame.write_parquet(written, **PARQUET_OPTIONS)
+            write_parquet(frame, written)
             crash_point("partition-staged", f"{layer}/{table}/{partition_name(partition)}")
             sha = file_sha256(written)
             entry = FileEntry(

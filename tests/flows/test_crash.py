@@ -3,17 +3,23 @@
 After every kill the published warehouse must still be whole (every partition agrees with its
 manifest), a reader polling it throughout must never see a partition that is not, and the rerun
 must end with exactly the tables a run that never crashed writes (content hashes compared).
+The same holds when the disk fills up or a folder may not be written, and the run says so.
+Two runs at once, or a run beside a backfill, write one set of tables.
 """
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import random
 import shutil
 import signal
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -66,25 +72,43 @@ RANDOM_KILLS = 4
 PRELOAD = ["polars", "lightgbm", "sklearn.feature_extraction.text", "onnx", "onnxruntime", "duckdb"]
 
 
-def _night(root: str, env: dict[str, str], log: str, command: list[str]) -> None:
+def _night(root: str, env: dict[str, str], log: str, command: list[str], bound: bool) -> None:
     """A `nightowl` command (default: run tonight), in a process forked from one that imported
-    the heavy libraries already (its output to ``log``)."""
+    the heavy libraries already (its output to ``log``); ``bound``: held to file permissions."""
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.environ.update(env)
+    if bound:
+        _bound_by_file_permissions()
     from flows.cli import app
 
     args = command or ["run", "--date", NIGHT.isoformat()]
     app([*args, "--data-root", root, "--config", str(Path(root) / "nightowl.toml")])
 
 
+def _bound_by_file_permissions() -> None:
+    """Make this process obey file modes, as any user but root does: root's effective
+    capabilities to override them are dropped (before any thread starts; threads inherit)."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this process
+    sets = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable; capabilities 0-31, 32-63
+    assert libc.capget(header, sets) == 0, os.strerror(ctypes.get_errno())
+    dac_override, dac_read_search, fowner = 1, 2, 3
+    sets[0] &= ~(1 << dac_override | 1 << dac_read_search | 1 << fowner)
+    assert libc.capset(header, sets) == 0, os.strerror(ctypes.get_errno())
+
+
 class Night:
     """One nightly run in its own process, which may be killed; ``out`` is what it printed."""
 
-    def __init__(self, forks, root: Path, *command: str, **env: str) -> None:
-        self.log = root.parent / f"{root.name}-{time.monotonic_ns()}.log"
-        args = (str(root), env, str(self.log), list(command))
+    def __init__(
+        self, forks, root: Path, *command: str, bound: bool = False, logs: Path | None = None, **env
+    ) -> None:
+        self.log = (logs or root.parent) / f"{root.name}-{time.monotonic_ns()}.log"
+        args = (str(root), env, str(self.log), list(command), bound)
         self.proc = forks.Process(target=_night, args=args)
         self.proc.start()
 
@@ -271,3 +295,115 @@ def test_a_run_beside_a_backfill_of_the_nights_before_it(last_night, clean_run, 
     state = published_state(Warehouse(root))
     assert {k: state.get(k) for k in tonight_only} == tonight_only
     assert published_problems(Warehouse(root)) == []
+
+
+# ---- resource faults --------------------------------------------------------------------------
+# Nothing retried (a full disk stays full here), and no free-space floor unless a test sets one.
+NO_RETRIES = {"NIGHTOWL_RUN__IO_RETRIES": "0", "NIGHTOWL_RUN__MIN_FREE_MB": "0"}
+PAGE = 4096
+
+
+def _disk_bytes(root: Path) -> int:
+    """What the files under ``root`` take on a tmpfs: whole pages."""
+    return sum(-(-p.stat().st_size // PAGE) * PAGE for p in root.rglob("*") if p.is_file())
+
+
+def _files(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file under ``root`` with its size and modification time."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in root.rglob("*")
+        if p.is_file()
+    }
+
+
+@contextmanager
+def _small_disk(where: Path, size: int) -> Iterator[Path]:
+    """A tmpfs of ``size`` bytes mounted at ``where``: a disk that fills up (mounting needs root;
+    CI runs as root and sets NIGHTOWL_REQUIRE_MOUNT=1, so there it cannot be skipped)."""
+    where.mkdir()
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "nightowl-test", str(where)]
+    done = subprocess.run(mount, capture_output=True, text=True) if os.geteuid() == 0 else None
+    if done is None or done.returncode:
+        reason = f"cannot mount a tmpfs here: {done.stderr.strip() if done else 'not root'}"
+        if os.environ.get("NIGHTOWL_REQUIRE_MOUNT"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "--lazy", str(where)], check=False)
+
+
+def test_a_full_disk_stops_the_run_clearly_publishes_nothing_partial_and_a_rerun_converges(
+    last_night, clean_run, forks
+):
+    expected, _ = clean_run
+    had = _disk_bytes(last_night)
+    writes = _disk_bytes(last_night.parent / "clean") - had
+    disk = last_night.parent / "small-disk"
+    with _small_disk(disk, had + writes // 2) as mounted:
+        root = mounted / "data"
+        shutil.copytree(last_night, root)
+        before = _files(root)
+
+        # Below the free-space floor, a run does not start.
+        refused = Night(forks, root, logs=last_night.parent)
+        assert refused.wait() == 1, refused.out[-3000:]
+        assert "data root: only" in refused.out and "free on the disk of" in refused.out
+        assert "Traceback" not in refused.out
+        assert _files(root) == before
+
+        # Without the floor it starts, and the disk fills up under it.
+        full = Night(forks, root, logs=last_night.parent, **NO_RETRIES)
+        assert full.wait() == 1, full.out[-3000:]
+        said = full.out.rpartition(f"nightly run for {NIGHT} failed: ")[2]
+        assert "No space left on device" in said, full.out[-3000:]
+        assert published_problems(Warehouse(root)) == []
+
+        subprocess.run(["mount", "-o", "remount,size=1g", str(mounted)], check=True)  # room made
+        _rerun_matches(root, forks, expected)
+
+
+def test_a_read_only_data_root_stops_the_run_before_it_writes_anything(last_night, forks):
+    root = last_night.parent / "read-only"
+    shutil.copytree(last_night, root)
+    folders = [p for p in [root, *root.rglob("*")] if p.is_dir()]
+    for folder in folders:
+        folder.chmod(0o555)
+    before = _files(root)
+    try:
+        night = Night(forks, root, bound=True)
+        assert night.wait() == 1, night.out[-3000:]
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)
+    assert f"data root: cannot write to {root}: permission denied" in night.out
+    assert "Traceback" not in night.out
+    assert _files(root) == before
+
+
+def test_a_table_folder_it_may_not_write_fails_that_step_only_and_a_rerun_converges(
+    last_night, clean_run, forks
+):
+    expected, _ = clean_run
+    root = last_night.parent / "one-folder-read-only"
+    shutil.copytree(last_night, root)
+    scores = Warehouse(root).table_dir("predictions", "user_scores")
+    scores.chmod(0o555)
+    try:
+        night = Night(forks, root, bound=True, **NO_RETRIES)
+        assert night.wait() == 1, night.out[-3000:]
+    finally:
+        scores.chmod(0o755)
+    assert "score: " in night.out and "Permission denied" in night.out
+    assert str(scores) in night.out  # the folder is named
+    wh = Warehouse(root)
+    assert published_problems(wh) == []
+    published = published_state(wh)
+    # What does not depend on the scores was written as a clean run writes it.
+    assert (
+        published["features/user/" + (NIGHT + timedelta(days=1)).isoformat()]
+        == expected["features/user/" + (NIGHT + timedelta(days=1)).isoformat()]
+    )
+    _rerun_matches(root, forks, expected)

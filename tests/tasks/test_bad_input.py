@@ -154,3 +154,26 @@ def test_generated_files_are_accounted_for_row_by_row(rows, as_json, tmp_path_fa
     assert entry.rows_read == len(rows)
     assert entry.rows_read == entry.rows_accepted + entry.rows_quarantined
     assert _quarantine(Warehouse(root), "events").height == entry.rows_quarantined
+
+
+HOSTILE_NAMES = [
+    "a..b.csv", "-rf.csv", "$(touch pwned).csv", "a b;rm -rf ~.csv", "x'--\".csv",
+    "new\nline.csv", "ü ñ 漢字.csv", "%2e%2e%2fescape.csv", "\\..\\..\\win.csv",
+]  # fmt: skip
+
+
+def test_landing_file_names_cannot_reach_outside_the_data_root(tmp_path):
+    root = tmp_path / "data"
+    folder = root / "landing" / "events"
+    folder.mkdir(parents=True)
+    for n, name in enumerate(HOSTILE_NAMES):
+        (folder / name).write_text(f"{GOOD['events']}u{n},not a time,view\n")
+    outside = {p for p in tmp_path.rglob("*")}
+    assert _ingest(root, "events") is None
+    created = {p for p in tmp_path.rglob("*")} - outside
+    assert created and all(p.is_relative_to(root) for p in created)
+    assert not (tmp_path / "pwned").exists() and not list(tmp_path.glob("*win*"))
+    entries = Ledger(Warehouse(root)).entries("events")
+    assert sorted(Path(e.file).name for e in entries) == sorted(HOSTILE_NAMES)
+    # The bad row of each is quarantined under the file's own name, unchanged.
+    assert sorted(_quarantine(Warehouse(root), "events")["file"]) == sorted(HOSTILE_NAMES)

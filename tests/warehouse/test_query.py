@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import duckdb
 import polars as pl
 import pytest
 
@@ -52,7 +53,29 @@ def test_quarantine_carries_source_stage_and_date(wh):
         ("install httpfs", "statements are refused"),
         ("load httpfs", "statements are refused"),
         ("set enable_external_access = true", "SET statements are refused"),
+        ("set allowed_directories = ['/']", "SET statements are refused"),
+        ("reset allowed_directories", "SET statements are refused"),
+        ("use system", "SET statements are refused"),
+        ("update events set user_id = 'x'", "UPDATE statements are refused"),
+        ("delete from events", "DELETE statements are refused"),
+        ("drop view events", "DROP statements are refused"),
+        ("alter view events rename to e", "ALTER statements are refused"),
+        ("with x as (select 1) insert into events select 'a', 'b'", "INSERT statements"),
+        ("create temp table t as select 1", "CREATE statements are refused"),
+        ("create macro m(a) as a", "CREATE statements are refused"),
+        ("create secret (type s3, key_id 'x', secret 'y')", "CREATE statements are refused"),
+        ("export database '/tmp/nightowl-export'", "EXPORT statements are refused"),
+        ("import database '/tmp/nightowl-export'", "statements are refused"),
+        ("detach memory", "DETACH statements are refused"),
+        ("pragma database_list", "PRAGMA statements are refused"),
+        ("call pragma_database_list()", "CALL statements are refused"),
+        ("checkpoint", "statements are refused"),
+        ("vacuum", "VACUUM statements are refused"),
+        ("begin transaction", "TRANSACTION statements are refused"),
+        ("force install httpfs", "statements are refused"),
+        ("load '/tmp/evil.duckdb_extension'", "LOAD statements are refused"),
         ("select 1; select 2", "exactly one statement"),
+        ("select 1; copy events to '/tmp/out.csv'", "exactly one statement"),
         ("selec nothing", "not valid SQL"),
     ],
 )
@@ -67,11 +90,43 @@ def test_statements_that_write_or_escape_are_refused(wh, sql, message):
         "select * from read_csv('/etc/passwd')",
         "select * from read_text('/etc/hostname')",
         "select * from read_parquet('/tmp/../etc/*.parquet')",
+        "select * from glob('/etc/*')",
+        "select * from read_blob('/etc/hostname')",
+        "select * from read_json('/etc/os-release')",
+        "select * from read_json_auto('/etc/os-release')",
+        "select * from read_ndjson_objects('/etc/passwd')",
+        "select * from read_text('/proc/self/environ')",
+        "select * from sniff_csv('/etc/passwd')",
+        "select * from parquet_metadata('/etc/passwd')",
+        "select * from read_csv('file:///etc/passwd')",
+        "select * from read_parquet('https://example.com/x.parquet')",
+        "select * from read_csv('s3://bucket/x.csv')",
+        "select * from duckdb_secrets()",
+        "summarize select * from read_csv('/etc/passwd')",
+        "describe select * from read_csv('/etc/passwd')",
+        "explain analyze select * from read_csv('/etc/passwd')",
+        "select * from read_csv('{root}/../outside.csv')",  # up and out of the warehouse
+        "select * from '{root}/../outside.csv'",
     ],
 )
 def test_reading_files_outside_the_warehouse_is_refused(wh, sql):
+    (wh.data_root / "outside.csv").write_text("secret\n42\n")
     with pytest.raises(QueryRefused, match="only files inside the warehouse"):
-        run_query(wh, sql)
+        run_query(wh, sql.format(root=wh.root))
+
+
+def test_a_path_that_is_not_a_table_reads_nothing(wh):
+    with pytest.raises(duckdb.CatalogException):
+        run_query(wh, "select * from '/etc/passwd'")
+
+
+def test_the_folder_the_command_runs_in_is_not_readable(wh, tmp_path, monkeypatch):
+    # DuckDB lets a query read its spill folder, ./.tmp by default: it must not be that one.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".tmp").mkdir()
+    (tmp_path / ".tmp" / "notes.csv").write_text("secret\n42\n")
+    with pytest.raises(QueryRefused, match="only files inside the warehouse"):
+        run_query(wh, f"select * from read_csv('{tmp_path}/.tmp/notes.csv')")
 
 
 def test_reading_warehouse_files_directly_is_allowed(wh):

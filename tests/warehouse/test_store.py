@@ -106,3 +106,31 @@ def test_tables_lists_quarantine_by_source_and_stage(wh):
         ("quarantine", "source=events/stage=clean"),
         ("clean", "events"),
     ]
+
+
+@pytest.mark.parametrize(
+    "partition",
+    [{"dt": "../../etc"}, {"dt": "a/b"}, {"dt": ".hidden"}, {"dt": ""}, {"d/t": "x"},
+     {"dt": "x=y"}, {"dt": "a\\b"}, {"dt": "a\0b"}, {"..": "x"}],
+)  # fmt: skip
+def test_a_partition_value_that_could_leave_its_table_is_refused(wh, partition):
+    with pytest.raises(ValueError, match="not a partition key or value"):
+        wh.write_partition("clean", "events", partition, pl.DataFrame({"a": [1]}))
+    assert not list(wh.data_root.rglob("*.parquet"))
+
+
+def test_a_writable_data_root_with_room_has_no_storage_problem(wh):
+    assert wh.storage_problem(min_free_bytes=1) is None
+    assert not list(wh.data_root.rglob(".nightowl-probe-*"))  # the probe cleans up
+
+
+def test_too_little_free_disk_is_a_storage_problem_naming_the_figures(wh):
+    problem = wh.storage_problem(min_free_bytes=1 << 50)
+    assert problem.startswith("only ") and "free on the disk of" in problem
+    assert "1024.0 TB" in problem and "[run] min_free_mb" in problem
+
+
+def test_a_data_root_not_made_yet_is_checked_where_it_would_be_made(tmp_path):
+    wh = Warehouse(tmp_path / "new" / "data")
+    assert wh.storage_problem(min_free_bytes=1) is None
+    assert not (tmp_path / "new").exists()
