@@ -3,6 +3,7 @@
 import logging
 
 import httpx
+from pydantic import SecretStr
 
 log = logging.getLogger("nightowl")
 
@@ -23,11 +24,24 @@ def failure_alert(
     }
 
 
-def send_alert(url: str, payload: dict, timeout: float) -> bool:
-    """POST the alert; a webhook that cannot be reached is logged, never raised."""
+def send_alert(url: SecretStr, payload: dict, timeout: float) -> bool:
+    """POST the alert; a webhook that cannot be reached is logged (by its host, the rest of its
+    address is a secret), never raised."""
     try:
-        httpx.post(url, json=payload, timeout=timeout).raise_for_status()
-    except httpx.HTTPError as exc:
-        log.warning("could not deliver the failure alert to %s: %s", url, exc)
+        httpx.post(url.get_secret_value(), json=payload, timeout=timeout).raise_for_status()
+    except httpx.HTTPStatusError as exc:
+        log.warning(
+            "the failure alert to %s was refused: HTTP %d", _host(url), exc.response.status_code
+        )
+        return False
+    except httpx.HTTPError as exc:  # its message may quote the address
+        said = str(exc).replace(url.get_secret_value(), _host(url)) or type(exc).__name__
+        log.warning("could not deliver the failure alert to %s: %s", _host(url), said)
         return False
     return True
+
+
+def _host(url: SecretStr) -> str:
+    """What of a webhook address can be shown: scheme and host (``https://hooks.slack.com/…``)."""
+    parts = httpx.URL(url.get_secret_value())
+    return f"{parts.scheme}://{parts.host}{f':{parts.port}' if parts.port else ''}/…"

@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -100,8 +108,10 @@ class AlertSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    webhook_url: str | None = Field(
-        default=None, description="POSTed a JSON body when a nightly run fails (Slack, Teams…)."
+    webhook_url: SecretStr | None = Field(
+        default=None,
+        description="POSTed a JSON body when a nightly run fails (Slack, Teams…). A secret: its "
+        "path often holds the token, so it is never printed or logged, only its host.",
     )
     timeout_seconds: float = Field(default=10, gt=0)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+from pydantic import SecretStr
+
 from flows.alerts import failure_alert, send_alert
 
 
@@ -22,5 +24,30 @@ def test_an_unreachable_webhook_is_logged_not_raised(caplog):
     with socket.socket() as sock:  # a port nobody listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    assert send_alert(f"http://127.0.0.1:{port}/hook", {"text": "x"}, timeout=2) is False
-    assert "could not deliver the failure alert" in caplog.text
+    url = SecretStr(f"http://127.0.0.1:{port}/hook/T0/s3cr3t")
+    assert send_alert(url, {"text": "x"}, timeout=2) is False
+    assert f"could not deliver the failure alert to http://127.0.0.1:{port}/…" in caplog.text
+    assert "s3cr3t" not in caplog.text
+
+
+def test_a_refusing_webhook_is_logged_by_its_status_without_its_address(caplog):
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Refuses(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.send_response(403)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Refuses)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = SecretStr(f"http://127.0.0.1:{server.server_port}/services/T0/s3cr3t")
+        assert send_alert(url, {"text": "x"}, timeout=5) is False
+    finally:
+        server.shutdown()
+    assert "was refused: HTTP 403" in caplog.text
+    assert "s3cr3t" not in caplog.text and "services" not in caplog.text

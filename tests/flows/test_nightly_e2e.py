@@ -293,6 +293,65 @@ def test_a_failed_run_alerts_the_configured_webhook(prefect_api, tmp_path, monke
     assert alert["text"] == "nightowl: nightowl-nightly for 2026-11-20 failed in ingest-events"
 
 
+def _everything_prefect_holds() -> str:
+    """Every log line, artifact, flow and task run (names, parameters, state messages) the API
+    holds, as text."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        held = [*client.read_flow_runs(limit=200), *client.read_task_runs(limit=200)]
+        held += client.read_artifacts(limit=200)
+        offset = 0
+        while page := client.read_logs(limit=200, offset=offset):
+            held += page
+            offset += len(page)
+    return "\n".join(item.model_dump_json() for item in held)
+
+
+def test_secrets_from_config_or_environment_reach_no_log_artifact_or_file(
+    prefect_api, tmp_path, monkeypatch, caplog
+):
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    class Refuses(BaseHTTPRequestHandler):  # so the run logs its failure to deliver, too
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(403)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Refuses)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{server.server_port}/services"
+    secrets = ["T0-from-config-5e3c", "T0-from-environment-77ab"]
+    root = tmp_path / "data"
+    generate_landing(root / "landing", users=60, items=16, days=2, seed=3, end_date=END)
+    (root / "landing/events/2026-11-20-broken.csv").write_text("user_id\nu1\n")
+    config = tmp_path / "nightowl.toml"
+    config.write_text(f'[alerts]\nwebhook_url = "{hook}/{secrets[0]}"\n')
+    args = ["run", "--date", END.isoformat(), "--data-root", str(root), "--config", str(config)]
+    outputs = []
+    try:
+        outputs.append(CliRunner().invoke(app, args))
+        monkeypatch.setenv("NIGHTOWL_ALERTS__WEBHOOK_URL", f"{hook}/{secrets[1]}")
+        outputs.append(CliRunner().invoke(app, args))
+    finally:
+        server.shutdown()
+    assert [r.exit_code for r in outputs] == [1, 1]
+    said = "\n".join(r.output for r in outputs) + caplog.text
+    assert said.count("the failure alert to http://127.0.0.1") == 2  # the alerts were tried
+    held = _everything_prefect_holds()
+    assert "ingest-events" in held
+    for secret in secrets:
+        assert secret not in said
+        assert secret not in held
+        leaks = [p for p in root.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+        assert leaks == []
+
+
 def test_a_dask_cluster_produces_the_same_tables_as_threads(prefect_api, tmp_path):
     from flows.nightly import nightly
     from flows.runtime import task_runner
