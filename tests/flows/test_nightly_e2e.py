@@ -342,7 +342,7 @@ def test_secrets_from_config_or_environment_reach_no_log_artifact_or_file(
         server.shutdown()
     assert [r.exit_code for r in outputs] == [1, 1]
     said = "\n".join(r.output for r in outputs) + caplog.text
-    assert said.count("the failure alert to http://127.0.0.1") == 2  # the alerts were tried
+    assert said.count("the failure alert to http://127.0.0.1") >= 2  # both were tried
     held = _everything_prefect_holds()
     assert "ingest-events" in held
     for secret in secrets:
