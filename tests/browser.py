@@ -101,3 +101,17 @@ def coloured_share(
         return float((data.min(axis=1) < 200).mean())
     close = (np.abs(data - np.array(colour, dtype=np.int16)) <= tolerance).all(axis=1)
     return float(close.mean())
+
+
+def start_tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
+    """Every element a browser would build from ``html``: tag name and attributes, in order."""
+    from html.parser import HTMLParser
+
+    tags: list[tuple[str, dict[str, str | None]]] = []
+
+    class Tags(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            tags.append((tag, dict(attrs)))
+
+    Tags().feed(html)
+    return tags

@@ -10,6 +10,7 @@ Two runs at once, or a run beside a backfill, write one set of tables.
 from __future__ import annotations
 
 import ctypes
+import json
 import multiprocessing
 import os
 import random
@@ -23,11 +24,18 @@ from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from tasks.generate import generate_landing
-from tests.integrity import published_problems, published_state
+from tests.integrity import (
+    contact_details_found,
+    prefect_records,
+    published_problems,
+    published_state,
+)
 from warehouse.crash import ENV, POINTS
+from warehouse.query import run_query
 from warehouse.store import Warehouse
 
 pytestmark = pytest.mark.e2e
@@ -69,6 +77,15 @@ NAMED = [
 # One step at a time, so tonight's writes come in the order above whatever the threads do.
 ONE_STEP_AT_A_TIME = {"NIGHTOWL_RUNNER__THREADS": "1"}
 RANDOM_KILLS = 4
+# Contact details people write into feedback, in the forms the redaction must catch; they land
+# tonight beside the generator's own (it plants few at this size).
+CONTACT_DETAILS = [
+    "jane.doe+orders@example.co.uk", "TOM_SMITH99@Example.COM", "li.wei@mail.example.org",
+    "amira dot k at example dot com", "olu (at) example (dot) io", "+44 7700 900123",
+    "07700 900456", "+1 (415) 555-0134", "+49 30 12345678", "(020) 7946 0018",
+    "+33 6 12 34 56 78", "+447700900789", "4111 1111 1111 1111", "5500-0000-0000-0004",
+    "378282246310005", "GB82 WEST 1234 5698 7654 32",
+]  # fmt: skip
 PRELOAD = ["polars", "lightgbm", "sklearn.feature_extraction.text", "onnx", "onnxruntime", "duckdb"]
 
 
@@ -187,7 +204,24 @@ def last_night(forks, tmp_path_factory) -> Path:
     assert (root / "warehouse/predictions/user_scores").exists()
     for path in aside.glob("*/*"):
         path.rename(landing / path.parent.name / path.name)
+    _land_contact_details(landing / "feedback" / f"{END.isoformat()}-contact.jsonl")
     return root
+
+
+def _land_contact_details(path: Path) -> None:
+    """Feedback of every channel whose text (and sometimes title) gives a contact detail."""
+    channels = ["support", "review", "app_store", "survey"]
+    rows = [
+        {
+            "feedback_id": f"contact-{n:02d}", "user_id": f"u{n + 1:06d}", "item_id": None,
+            "rating": [None, 2, 4, 5][n % 4], "channel": channels[n % 4],
+            "title": f"Reach me at {detail}" if n % 3 == 0 else "Order question",
+            "text": f"My parcel never came, please help. Contact me on {detail} today.",
+            "created_at": f"{END.isoformat()}T{8 + n % 12:02d}:15:00+00:00",
+        }
+        for n, detail in enumerate(CONTACT_DETAILS)
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
 
 @pytest.fixture(scope="module")
@@ -407,3 +441,19 @@ def test_a_table_folder_it_may_not_write_fails_that_step_only_and_a_rerun_conver
         == expected["features/user/" + (NIGHT + timedelta(days=1)).isoformat()]
     )
     _rerun_matches(root, forks, expected)
+
+
+# ---- what no output may hold --------------------------------------------------------------------
+def test_no_contact_detail_from_feedback_reaches_any_output(last_night, clean_run):
+    planted = pl.read_parquet(last_night / "landing/_truth/planted_pii.parquet")["value"]
+    details = [*planted, *CONTACT_DETAILS]
+    wh = Warehouse(last_night.parent / "clean")
+    raw = pl.concat(pl.read_parquet(p) for p in wh.table_dir("raw", "feedback").rglob("*.parquet"))
+    kept = "\n".join(raw["text"].drop_nulls())
+    assert all(d in kept for d in CONTACT_DETAILS)  # raw keeps what was given; the rest may not
+    scored = "select count(*) from feedback_scores where feedback_id like 'contact-%'"
+    assert run_query(wh, scored).item() == len(CONTACT_DETAILS)
+    assert contact_details_found(wh, details) == []
+    held = prefect_records()  # logs and artifacts: the support queue shows its top tickets
+    assert "support-queue" in held
+    assert [d for d in details if d in held] == []

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from flows.cli import app
 from schemas.landing import SOURCES
 from tasks.generate import generate_landing
+from tests.integrity import prefect_records
 from warehouse.manifest import file_sha256
 from warehouse.query import run_query
 from warehouse.registry import Registry
@@ -293,21 +294,6 @@ def test_a_failed_run_alerts_the_configured_webhook(prefect_api, tmp_path, monke
     assert alert["text"] == "nightowl: nightowl-nightly for 2026-11-20 failed in ingest-events"
 
 
-def _everything_prefect_holds() -> str:
-    """Every log line, artifact, flow and task run (names, parameters, state messages) the API
-    holds, as text."""
-    from prefect.client.orchestration import get_client
-
-    with get_client(sync_client=True) as client:
-        held = [*client.read_flow_runs(limit=200), *client.read_task_runs(limit=200)]
-        held += client.read_artifacts(limit=200)
-        offset = 0
-        while page := client.read_logs(limit=200, offset=offset):
-            held += page
-            offset += len(page)
-    return "\n".join(item.model_dump_json() for item in held)
-
-
 def test_secrets_from_config_or_environment_reach_no_log_artifact_or_file(
     prefect_api, tmp_path, monkeypatch, caplog
 ):
@@ -343,7 +329,7 @@ def test_secrets_from_config_or_environment_reach_no_log_artifact_or_file(
     assert [r.exit_code for r in outputs] == [1, 1]
     said = "\n".join(r.output for r in outputs) + caplog.text
     assert said.count("the failure alert to http://127.0.0.1") >= 2  # both were tried
-    held = _everything_prefect_holds()
+    held = prefect_records()
     assert "ingest-events" in held
     for secret in secrets:
         assert secret not in said

@@ -9,7 +9,7 @@ import polars as pl
 from tasks import page
 from tasks.kpis import first_purchase_days, kpi_daily, segments
 from tasks.report import ReportInputs
-from tests.browser import coloured_share, visit
+from tests.browser import coloured_share, start_tags, visit
 from tests.tasks.test_kpis import AS_OF, FEEDBACK, ROWS, SCORES, VALUE, events
 
 
@@ -66,3 +66,33 @@ def test_the_page_is_the_same_bytes_for_the_same_numbers():
     day = date(2026, 11, 27)
     first = page.render(frames, inputs, [], [], day, "UTC")
     assert page.render(frames, inputs, [], [], day, "UTC") == first
+
+
+HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>&amp;\"' <b onclick=x>"
+
+
+def test_text_from_the_data_is_shown_as_text_never_run_as_markup():
+    frames, inputs = _frames()
+    health = {
+        "item_id": "i1", "title": HOSTILE, "category": HOSTILE, "health": "act", "flags": [HOSTILE],
+        "units_7d": 3, "units_7d_change": 0.5, "forecast_units": 2.0, "gap_pct": 0.1,
+        "feedback": 4, "negative_share": 0.5, "top_complaint": HOSTILE, "revenue_7d": 10.0,
+    }  # fmt: skip
+    brief = {
+        "segment": HOSTILE, "audience": 3, "goal": "win back", "headline": HOSTILE,
+        "message": HOSTILE, "top_items": [HOSTILE], "customer_words": [HOSTILE], "send_time": "9",
+    }  # fmt: skip
+    sentiment = pl.DataFrame({
+        "level": ["category"], "category": [HOSTILE], "day": [AS_OF - timedelta(1)],
+        "feedback": [4], "negative_share": [0.5], "top_complaints": [[HOSTILE]],
+    })  # fmt: skip
+    frames |= {"product_health": pl.DataFrame([health]), "campaign_briefs": pl.DataFrame([brief])}
+    inputs.predictions["product_sentiment"] = sentiment
+    story = [page.Finding(HOSTILE, f"select '{HOSTILE}'")]
+    html = page.render(frames, inputs, story, [HOSTILE], AS_OF - timedelta(1), "UTC")
+    assert html.count("&lt;script&gt;alert(1)") >= 6  # it is on the page, as text
+    tags = start_tags(html)
+    assert [t for t, _ in tags].count("script") == 1  # the page's own (sortable tables)
+    assert not [t for t, _ in tags if t in ("img", "b", "iframe", "object", "embed")]
+    assert not [(t, a) for t, attrs in tags for a in attrs if a.startswith("on")]
+    assert 'id="chart-sentiment"' in html  # the chart with the category in its labels
