@@ -7,6 +7,7 @@ task and its downstream step may run again; every other task must end as Cached.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import signal
 import socket
@@ -25,6 +26,7 @@ from tasks.generate import generate_landing
 pytestmark = pytest.mark.e2e
 END = date(2026, 11, 20)
 NIGHTOWL = [sys.executable, "-m", "flows"]
+AUTH = "owl:night-watch-7c1f"  # PREFECT_SERVER_API_AUTH_STRING on the server, _API_ on clients
 
 
 def _free_port() -> int:
@@ -45,12 +47,14 @@ def _wait(check, what: str, timeout: float = 120, every: float = 0.5):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """`nightowl server` on a free loopback port, with its own Prefect home."""
+    """`nightowl server` on a free loopback port, with its own Prefect home, behind Prefect's
+    basic auth as the README says to set it up: every client below passes the auth string."""
     base = tmp_path_factory.mktemp("ops")
     port = _free_port()
     env = os.environ | {
         "PREFECT_HOME": str(base / "prefect-home"),
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",  # schedule runs quickly
+        "PREFECT_SERVER_API_AUTH_STRING": AUTH,
     }
     env.pop("PREFECT_LOCAL_STORAGE_PATH", None)
     args = [*NIGHTOWL, "server", "--port", str(port), "--data-root", str(base / "data")]
@@ -66,7 +70,7 @@ def server(tmp_path_factory):
 
     try:
         _wait(healthy, "the Prefect server", timeout=180)
-        yield {"url": url, "env": env, "base": base}
+        yield {"url": url, "env": env, "base": base, "port": port}
     finally:
         proc.send_signal(signal.SIGTERM)  # as a service manager stops it
         try:
@@ -78,7 +82,11 @@ def server(tmp_path_factory):
 
 def _client_env(server: dict) -> dict:
     """Environment of a process that talks to the test server (and polls it every 2 s)."""
-    return server["env"] | {"PREFECT_API_URL": server["url"], "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    return server["env"] | {
+        "PREFECT_API_URL": server["url"],
+        "PREFECT_API_AUTH_STRING": AUTH,
+        "PREFECT_RUNNER_POLL_FREQUENCY": "2",
+    }
 
 
 def _serve(env: dict, log: Path, *args: str) -> subprocess.Popen:
@@ -92,9 +100,9 @@ def _serve(env: dict, log: Path, *args: str) -> subprocess.Popen:
 
 def _client(url: str):
     from prefect.client.orchestration import get_client
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: url}):
+    with temporary_settings({PREFECT_API_URL: url, PREFECT_API_AUTH_STRING: AUTH}):
         return get_client(sync_client=True)
 
 
@@ -114,9 +122,9 @@ def _served_deployment(url: str, name: str):
 def _start_run(url: str, name: str):
     """A flow run of the deployment for END, as a custom run from the UI would start it."""
     from prefect.deployments import run_deployment
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with temporary_settings({PREFECT_API_URL: url}):
+    with temporary_settings({PREFECT_API_URL: url, PREFECT_API_AUTH_STRING: AUTH}):
         return run_deployment(name, parameters={"run_date": END.isoformat()}, timeout=0)
 
 
@@ -162,6 +170,32 @@ def _task_states_since(url: str, run_id, since) -> dict[str, str]:
         return _wait(settled, "the task runs to settle", timeout=120)
     except AssertionError as exc:
         raise AssertionError(f"{exc}; last seen: {seen}") from None
+
+
+def _listening(port: int) -> set[str]:
+    """The addresses a TCP socket of this machine listens on at ``port`` (from /proc)."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(address)
+                words = [raw[i : i + 4][::-1] for i in range(0, len(raw), 4)]  # host order
+                found.add(str(ipaddress.ip_address(b"".join(words))))
+    return found
+
+
+def test_the_server_listens_on_loopback_only_and_refuses_a_caller_without_the_auth_string(
+    server,
+):
+    assert _listening(server["port"]) == {"127.0.0.1"}
+    flows = f"{server['url']}/flows/filter"
+    assert httpx.post(flows, json={}, timeout=10).status_code == 401
+    wrong = httpx.post(flows, json={}, auth=("owl", "guess"), timeout=10)
+    assert wrong.status_code == 401
+    user, password = AUTH.split(":")
+    assert httpx.post(flows, json={}, auth=(user, password), timeout=10).status_code == 200
 
 
 def test_retry_after_a_fix_reruns_only_the_failed_task_and_its_downstream(server, tmp_path):
