@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import signal
@@ -164,16 +165,22 @@ def _parse_steps(value: str | None) -> list[str] | None:
     return names
 
 
-def _prepare_prefect(settings: Settings) -> None:
-    """Point Prefect at the data root, once it is known to take a run's writes (else exit 1
-    with the reason): before Prefect is imported, as it reads its settings then."""
-    from flows.runtime import prepare_prefect
+def _require_storage(settings: Settings) -> None:
+    """Exit 1 with the reason unless the data root can take a run's writes."""
     from warehouse.store import Warehouse
 
     problem = Warehouse(settings.data_root).storage_problem(settings.run.min_free_bytes)
     if problem:
         err.print(f"[red]data root:[/] {escape(problem)}")
         raise typer.Exit(1)
+
+
+def _prepare_prefect(settings: Settings) -> None:
+    """Point Prefect at the data root, once it is known to take a run's writes: before Prefect
+    is imported, as it reads its settings then."""
+    from flows.runtime import prepare_prefect
+
+    _require_storage(settings)
     prepare_prefect(settings.data_root)
 
 
@@ -638,6 +645,7 @@ def demo(
     from tasks.generate import generate_landing
 
     settings = _settings(config, data_root)
+    _require_storage(settings)  # before generating into it
     end = settings.yesterday()
     started = time.perf_counter()
     with console.status("generating demo landing files…") as status:
@@ -1001,6 +1009,17 @@ def tables(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
     console.print(table)
 
 
-def main() -> None:
+#: Errors of the machine, not of nightowl: said in one line, without a traceback.
+MACHINE_ERRORS = (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.EDQUOT)
+
+
+def main(args: list[str] | None = None) -> None:
     """Entry point of the ``nightowl`` command."""
-    app()
+    try:
+        app(args)
+    except OSError as exc:  # a folder it may not write, a full disk
+        if exc.errno not in MACHINE_ERRORS:
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        err.print(f"[red]nightowl:[/] {escape((exc.strerror or str(exc)) + where)}")
+        raise SystemExit(1) from None

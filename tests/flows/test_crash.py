@@ -98,10 +98,10 @@ def _night(root: str, env: dict[str, str], log: str, command: list[str], bound: 
     os.environ.update(env)
     if bound:
         _bound_by_file_permissions()
-    from flows.cli import app
+    from flows.cli import main
 
     args = command or ["run", "--date", NIGHT.isoformat()]
-    app([*args, "--data-root", root, "--config", str(Path(root) / "nightowl.toml")])
+    main([*args, "--data-root", root, "--config", str(Path(root) / "nightowl.toml")])
 
 
 def _bound_by_file_permissions() -> None:
@@ -406,14 +406,19 @@ def test_a_read_only_data_root_stops_the_run_before_it_writes_anything(last_nigh
     for folder in folders:
         folder.chmod(0o555)
     before = _files(root)
+    landing = root / "landing" / "events"
     try:
         night = Night(forks, root, bound=True)
         assert night.wait() == 1, night.out[-3000:]
+        generate = Night(forks, root, "generate", "--out", str(landing), "--days", "2", bound=True)
+        assert generate.wait() == 1, generate.out[-3000:]
     finally:
         for folder in folders:
             folder.chmod(0o755)
     assert f"data root: cannot write to {root}: permission denied" in night.out
-    assert "Traceback" not in night.out
+    assert f"nightowl: Permission denied: {landing}" in generate.out  # any command: one line
+    for out in (night.out, generate.out):
+        assert "Traceback" not in out and len(out.strip().splitlines()) <= 3, out
     assert _files(root) == before
 
 
