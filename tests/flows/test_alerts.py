@@ -7,6 +7,7 @@ import socket
 from pydantic import SecretStr
 
 from flows.alerts import failure_alert, send_alert
+from tests.webhook import webhook
 
 
 def test_the_alert_names_flow_date_steps_message_and_link():
@@ -31,23 +32,8 @@ def test_an_unreachable_webhook_is_logged_not_raised(caplog):
 
 
 def test_a_refusing_webhook_is_logged_by_its_status_without_its_address(caplog):
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    class Refuses(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.send_response(403)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Refuses)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = SecretStr(f"http://127.0.0.1:{server.server_port}/services/T0/s3cr3t")
+    with webhook(status=403) as hook:
+        url = SecretStr(f"{hook.url}/services/T0/s3cr3t")
         assert send_alert(url, {"text": "x"}, timeout=5) is False
-    finally:
-        server.shutdown()
     assert "was refused: HTTP 403" in caplog.text
     assert "s3cr3t" not in caplog.text and "services" not in caplog.text

@@ -15,6 +15,7 @@ from flows.cli import app
 from schemas.landing import SOURCES
 from tasks.generate import generate_landing
 from tests.integrity import prefect_records
+from tests.webhook import webhook
 from warehouse.manifest import file_sha256
 from warehouse.query import run_query
 from warehouse.registry import Registry
@@ -258,36 +259,14 @@ def test_a_failing_check_blocks_the_run_and_says_which_check_table_and_numbers(
 
 
 def test_a_failed_run_alerts_the_configured_webhook(prefect_api, tmp_path, monkeypatch):
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    received: list[dict] = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append(json.loads(body))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        monkeypatch.setenv(
-            "NIGHTOWL_ALERTS__WEBHOOK_URL", f"http://127.0.0.1:{server.server_port}/hook"
-        )
+    with webhook() as hook:
+        monkeypatch.setenv("NIGHTOWL_ALERTS__WEBHOOK_URL", f"{hook.url}/hook")
         root = tmp_path / "data"
         (root / "landing/events").mkdir(parents=True)
         (root / "landing/events/2026-11-20.csv").write_text("user_id\nu1\n")
         args = ["run", "--date", "2026-11-20", "--data-root", str(root)]
         assert CliRunner().invoke(app, args).exit_code == 1
-    finally:
-        server.shutdown()
-    [alert] = received
+    [alert] = hook.received
     assert alert["flow"] == "nightowl-nightly" and alert["date"] == "2026-11-20"
     assert alert["failed_task"] == "ingest-events"
     assert "2026-11-20.csv" in alert["message"] and "event_time" in alert["message"]
@@ -297,35 +276,19 @@ def test_a_failed_run_alerts_the_configured_webhook(prefect_api, tmp_path, monke
 def test_secrets_from_config_or_environment_reach_no_log_artifact_or_file(
     prefect_api, tmp_path, monkeypatch, caplog
 ):
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    class Refuses(BaseHTTPRequestHandler):  # so the run logs its failure to deliver, too
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            self.send_response(403)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Refuses)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    hook = f"http://127.0.0.1:{server.server_port}/services"
     secrets = ["T0-from-config-5e3c", "T0-from-environment-77ab"]
     root = tmp_path / "data"
     generate_landing(root / "landing", users=60, items=16, days=2, seed=3, end_date=END)
     (root / "landing/events/2026-11-20-broken.csv").write_text("user_id\nu1\n")
     config = tmp_path / "nightowl.toml"
-    config.write_text(f'[alerts]\nwebhook_url = "{hook}/{secrets[0]}"\n')
     args = ["run", "--date", END.isoformat(), "--data-root", str(root), "--config", str(config)]
     outputs = []
-    try:
+    with webhook(status=403) as hook:  # refused: so the run logs its failure to deliver, too
+        config.write_text(f'[alerts]\nwebhook_url = "{hook.url}/services/{secrets[0]}"\n')
         outputs.append(CliRunner().invoke(app, args))
-        monkeypatch.setenv("NIGHTOWL_ALERTS__WEBHOOK_URL", f"{hook}/{secrets[1]}")
+        monkeypatch.setenv("NIGHTOWL_ALERTS__WEBHOOK_URL", f"{hook.url}/services/{secrets[1]}")
         outputs.append(CliRunner().invoke(app, args))
-    finally:
-        server.shutdown()
+    assert len(hook.received) == 2
     assert [r.exit_code for r in outputs] == [1, 1]
     said = "\n".join(r.output for r in outputs) + caplog.text
     assert said.count("the failure alert to http://127.0.0.1") >= 2  # both were tried
