@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import date, timedelta
 
 import lightgbm as lgb
@@ -154,10 +155,17 @@ def _feature_report(m: Manifest, as_of: date, started: float, *, reused: bool) -
 
 
 def cadence_due(
-    registry: Registry, model: str, last_day: date, horizon_days: int, every_days: int
+    registry: Registry,
+    model: str,
+    last_day: date,
+    horizon_days: int,
+    every_days: int,
+    serves: Callable[[ModelCard], bool] | None = None,
 ) -> str | None:
     """Why ``model`` should be trained with data up to ``last_day``, by its registry alone: no
-    champion, a champion for another horizon, or a newest version ``every_days`` old."""
+    champion, a champion for another horizon, no version that ``serves`` the night after
+    ``last_day`` (a backfill of days before the first model; default: trained on data up to
+    ``last_day`` only), or a newest such version ``every_days`` old."""
     champion = registry.champion(model)
     if champion is None:
         return "no champion yet"
@@ -168,7 +176,11 @@ def cadence_due(
             f"horizon_days is now {horizon_days}"
         )
     # From the newest attempt, champion or not: a challenger that lost is not retried nightly.
-    newest = max(date.fromisoformat(c.training["last_day"]) for c in registry.versions(model))
+    serves = serves or (lambda c: date.fromisoformat(c.training["last_day"]) <= last_day)
+    usable = [c for c in registry.versions(model) if serves(c)]
+    if not usable:
+        return f"every {model} model saw data after {last_day}: none may serve the night after it"
+    newest = max(date.fromisoformat(c.training["last_day"]) for c in usable)
     age = (last_day - newest).days
     if age >= every_days:
         return f"the newest {model} model is {age} days old (retrain_every_days = {every_days})"
@@ -178,7 +190,11 @@ def cadence_due(
 def training_due(wh: Warehouse, last_day: date, cfg: ModelSettings) -> str | None:
     """Why a model should be trained with data up to ``last_day`` (None: the champion is fresh)."""
     registry = Registry(wh)
-    due = cadence_due(registry, MODEL, last_day, cfg.horizon_days, cfg.retrain_every_days)
+    as_of = last_day + timedelta(days=1)
+    due = cadence_due(
+        registry, MODEL, last_day, cfg.horizon_days, cfg.retrain_every_days,
+        serves=lambda card: outcomes_seen_until(card) <= as_of,  # as scoring_model chooses
+    )  # fmt: skip
     if due is not None:
         return due
     champion = registry.champion(MODEL)

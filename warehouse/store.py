@@ -66,6 +66,35 @@ def write_parquet(frame: pl.DataFrame, path: Path) -> None:
         raise
 
 
+#: Object-store mounts whose rename is a copy then a delete (or is refused), found in a mount's
+#: type or source: atomic publish cannot work on them.
+COPYING_RENAME = ("s3fs", "goofys", "mountpoint-s3", "gcsfuse", "rclone", "blobfuse")
+
+
+def _mountinfo() -> str:
+    try:
+        return Path("/proc/self/mountinfo").read_text()
+    except OSError:  # not Linux: nothing known about the mounts
+        return ""
+
+
+def file_system_of(path: Path, mountinfo: str) -> tuple[str, str]:
+    """(type, source) of the mount that holds ``path``, from the text of /proc/self/mountinfo
+    (("", "") when it says nothing about it)."""
+    path = Path(os.path.realpath(path))
+    best, found = -1, ("", "")
+    for line in mountinfo.splitlines():
+        fields, _, tail = line.partition(" - ")
+        parts, rest = fields.split(), tail.split()
+        if len(parts) < 5 or len(rest) < 2:
+            continue
+        point = Path(parts[4].replace("\\040", " ").replace("\\011", "\t"))
+        depth = len(point.parts)
+        if depth >= best and (path == point or point in path.parents):
+            best, found = depth, (rest[0], rest[1])
+    return found
+
+
 def human_bytes(n: float) -> str:
     """``n`` bytes the way a person reads them: 512 B, 3 MB, 1.2 TB."""
     for unit in ("B", "KB", "MB", "GB"):
@@ -133,6 +162,14 @@ class Warehouse:
                     f"uid {os.geteuid()}); give this user write access to the data root, "
                     "or choose another with --data-root"
                 )
+        kind, source = file_system_of(existing, _mountinfo())
+        if any(name in f"{kind} {source}" for name in COPYING_RENAME):
+            return (
+                f"{self.data_root} is on {source} ({kind}), an object-store mount whose rename "
+                "copies and deletes: a partition could be read half-published there, and a crash "
+                "could leave it so; put the data root on a file system with atomic rename (a local "
+                "disk, NFS, or JuiceFS over the object store: see the README)"
+            )
         free = shutil.disk_usage(existing).free
         if free < min_free_bytes:
             return (

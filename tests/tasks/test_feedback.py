@@ -74,6 +74,19 @@ def test_training_registers_a_parity_checked_model_that_beats_the_lexicon(wh):
     assert again.version == report.version and "same model" in again.reason
 
 
+def test_a_date_before_every_model_s_data_makes_training_due_for_it(wh):
+    # A backfill of days before the first model: none may serve them, so one is trained.
+    newer = feedback.train_sentiment(wh, END, CFG)
+    earlier = END - timedelta(days=3)
+    assert "every sentiment model saw data after" in feedback.training_due(wh, earlier, CFG)
+    older = feedback.train_sentiment(wh, earlier, CFG)
+    assert older.trained and not older.promoted  # the newer champion stays
+    assert Registry(wh).champion(feedback.MODEL).version == newer.version
+    assert feedback.training_due(wh, earlier, CFG) is None
+    serving = feedback.scoring_model(Registry(wh), earlier + timedelta(days=1))
+    assert serving.version == older.version
+
+
 def test_a_champion_that_saw_the_held_out_window_is_kept(wh):
     first = feedback.train_sentiment(wh, END, CFG)
     earlier = feedback.train_sentiment(wh, END - timedelta(days=3), CFG)

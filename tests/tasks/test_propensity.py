@@ -143,6 +143,12 @@ def test_training_is_due_without_a_champion_and_when_it_is_old(wh):
     assert not skipped.trained and "fresh" in skipped.reason
 
 
+def test_a_past_date_the_champion_may_score_does_not_make_training_due(wh):
+    # Its training outcomes end a horizon before its held-out window: it serves earlier nights.
+    train_propensity(wh, END, FAST)
+    assert training_due(wh, END - timedelta(days=3), FAST) is None
+
+
 def test_a_young_warehouse_explains_how_much_history_training_needs(wh):
     with pytest.raises(NotEnoughHistory, match="needs at least 88 days"):
         train_propensity(wh, END - timedelta(days=40), FAST)

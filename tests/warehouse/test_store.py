@@ -134,3 +134,41 @@ def test_a_data_root_not_made_yet_is_checked_where_it_would_be_made(tmp_path):
     wh = Warehouse(tmp_path / "new" / "data")
     assert wh.storage_problem(min_free_bytes=1) is None
     assert not (tmp_path / "new").exists()
+
+
+MOUNTINFO = """\
+22 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw
+40 22 0:50 / /data rw,nosuid - fuse.s3fs s3fs rw,user_id=0
+41 40 0:51 / /data/shared rw - nfs4 fs-1.efs.example:/ rw
+42 22 0:52 / /mnt/my\\040disk rw - fuse mountpoint-s3 rw
+43 22 0:53 / /data2 rw - xfs /dev/sdb1 rw
+"""
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        ("/data/warehouse", ("fuse.s3fs", "s3fs")),
+        ("/data/shared/night", ("nfs4", "fs-1.efs.example:/")),
+        ("/data2/night", ("xfs", "/dev/sdb1")),  # not /data's: a name that merely starts alike
+        ("/mnt/my disk/night", ("fuse", "mountpoint-s3")),
+        ("/home/owl", ("ext4", "/dev/sda1")),
+    ],
+)
+def test_the_file_system_holding_a_path_is_its_deepest_mount(path, expected):
+    from warehouse.store import file_system_of
+
+    assert file_system_of(Path(path), MOUNTINFO) == expected
+
+
+def test_a_data_root_on_an_object_store_mount_is_refused_naming_it(wh, monkeypatch):
+    import warehouse.store as store
+
+    # No s3fs here: the mount table says the data root is on one, as it would on such a machine.
+    line = f"40 22 0:50 / {wh.data_root} rw - fuse.s3fs s3fs rw\n"
+    monkeypatch.setattr(store, "_mountinfo", lambda: MOUNTINFO + line)
+    problem = wh.storage_problem(min_free_bytes=1)
+    assert problem.startswith(f"{wh.data_root} is on s3fs (fuse.s3fs), an object-store mount")
+    assert "atomic rename" in problem
+    monkeypatch.setattr(store, "_mountinfo", lambda: MOUNTINFO)
+    assert wh.storage_problem(min_free_bytes=1) is None
