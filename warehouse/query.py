@@ -74,6 +74,12 @@ def view_definitions(wh: Warehouse, *, follow_latest: bool = False) -> dict[str,
     return views
 
 
+def _create_views(con: duckdb.DuckDBPyConnection, views: dict[str, str]) -> None:
+    for name, select in views.items():
+        source = select if select.startswith("(") else f"select * from {select}"
+        con.execute(f'create view "{name}" as {source}')
+
+
 @contextlib.contextmanager
 def connection(wh: Warehouse) -> Iterator[duckdb.DuckDBPyConnection]:
     """An in-memory DuckDB with the warehouse views, locked down to reading the warehouse."""
@@ -82,9 +88,7 @@ def connection(wh: Warehouse) -> Iterator[duckdb.DuckDBPyConnection]:
     with tempfile.TemporaryDirectory(prefix="nightowl-query-") as spill:
         con = duckdb.connect(":memory:", config={"threads": 2, "temp_directory": spill})
         try:
-            for name, select in view_definitions(wh).items():
-                source = select if select.startswith("(") else f"select * from {select}"
-                con.execute(f'create view "{name}" as {source}')
+            _create_views(con, view_definitions(wh))
             root = str(wh.root).rstrip("/") + "/"
             con.execute(f"SET allowed_directories=[{_sql_str(root)}]")
             con.execute("SET enable_external_access=false")
@@ -156,9 +160,7 @@ def write_catalog(wh: Warehouse, target: Path) -> list[str]:
     staging.unlink(missing_ok=True)
     con = duckdb.connect(str(staging))
     try:
-        for name, select in views.items():
-            source = select if select.startswith("(") else f"select * from {select}"
-            con.execute(f'create view "{name}" as {source}')
+        _create_views(con, views)
     finally:
         con.close()
     staging.replace(target)  # a BI tool that has it open keeps the old file until it reopens

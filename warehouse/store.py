@@ -48,9 +48,15 @@ def partition_name(partition: dict[str, str]) -> str:
     Keys and values may come from input data (a source name, a date): one that could leave the
     table's folder or hide in it (a separator, ``..``, a leading dot) is refused, not written."""
     for part in (str(x) for kv in partition.items() for x in kv):
-        if not part or part.startswith(".") or any(c in part for c in "/\\=\0"):
-            raise ValueError(f"not a partition key or value: {part!r} (in {partition})")
+        _plain_name(part, f"a partition key or value (in {partition})", "/\\=\0")
     return "/".join(f"{k}={v}" for k, v in partition.items())
+
+
+def _plain_name(name: str, what: str, forbidden: str = "/") -> None:
+    """Refuse a name that could leave its folder or hide in it: empty, a leading dot, or holding
+    one of ``forbidden``."""
+    if not name or name.startswith(".") or any(c in name for c in forbidden):
+        raise ValueError(f"not {what}: {name!r}")
 
 
 def write_parquet(frame: pl.DataFrame, path: Path) -> None:
@@ -180,8 +186,7 @@ class Warehouse:
         return None
 
     def page_dir(self, name: str) -> Path:
-        if not name or "/" in name or name.startswith("."):
-            raise ValueError(f"not a report folder name: {name!r}")
+        _plain_name(name, "a report folder name")
         return self.pages_root / name
 
     # ---- writing ----------------------------------------------------------------------------
@@ -248,8 +253,7 @@ class Warehouse:
         target = self.page_dir(name)
         with self._publishing(target) as staging:
             for file, content in files.items():
-                if "/" in file or file.startswith("."):
-                    raise ValueError(f"not a file name: {file!r}")
+                _plain_name(file, "a file name")
                 (staging / file).write_bytes(content)
         return target
 
