@@ -221,7 +221,7 @@ def _run_nightly(
             except NightlyFailed as exc:
                 err.print(f"[red]nightly run for {run_date} failed[/]: {escape(str(exc))}")
                 raise typer.Exit(1) from None
-            console.print(_summary_table(summary))
+            _print_summary(summary)
             advance()
 
 
@@ -255,6 +255,15 @@ def _dates_progress(total: int) -> Iterator[Callable[[], None]]:
         finally:
             bar.refresh()
     console_logs_to_current_stderr()  # the real stderr again
+
+
+def _print_summary(summary: dict[str, dict]) -> None:
+    """The run's steps table, then which graph and provider each scoring step ran."""
+    from tasks.summary import scoring_paths
+
+    console.print(_summary_table(summary))
+    for step, path in scoring_paths(summary).items():
+        console.print(f"[dim]{step}: scored with the {path.replace(' on ', ' graph on ')}[/]")
 
 
 def _summary_table(summary: dict[str, dict]) -> Table:

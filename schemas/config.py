@@ -200,6 +200,14 @@ class ModelSettings(BaseModel):
     provider: Literal["auto", "cpu", "cuda"] = Field(
         default="auto", description="auto: CUDA when its libraries really load, else CPU."
     )
+    graph: Literal["auto", "tree_ensemble", "tensorised"] = Field(
+        default="auto",
+        description="Which of a model's two ONNX graphs scores: auto runs the tensorised graph "
+        "(plain tensor operators) on CUDA and the tree-ensemble graph on the CPU.",
+    )
+    gpu_batch_rows: int = Field(
+        default=1_048_576, ge=1, description="Rows per ONNX run call on a GPU (IOBinding)."
+    )
 
 
 class MarketSettings(BaseModel):

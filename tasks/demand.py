@@ -20,9 +20,9 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, Field
 
-from schemas.config import MarketSettings
-from tasks import export, market, score
+from schemas.config import MarketSettings, ModelSettings
 from tasks import forecast as fc
+from tasks import market, score, tensorised
 from tasks.propensity import NoChampion, cadence_due, clean_before
 from tasks.train import NotEnoughHistory, TrainOutcome
 from tasks.units import raw_rows
@@ -65,6 +65,7 @@ class ForecastReport(BaseModel):
     scenario_rows: int
     model_version: str
     provider: str
+    graph: str = Field(default="tree_ensemble", description="tree_ensemble or tensorised")
     stale_indicators: list[str] = Field(default_factory=list)
     seconds: float = 0.0
 
@@ -249,12 +250,11 @@ def train_demand(
     reason = due if only_if_due else "asked for"
     inputs = market_inputs(wh, last_day + timedelta(days=1), cfg)
     fitted = backtested_model(inputs, cfg)
-    onnx_bytes = export.onnx_from_booster(fitted.booster)
-    sess = score.session(onnx_bytes, [score.CPU])
-    parity = export.parity_gate(
-        fitted.booster, sess, fc.matrix(fitted.newest_fold[0], fitted.names),
+    exports = tensorised.gated_exports(
+        fitted.booster, fc.matrix(fitted.newest_fold[0], fitted.names),
         cfg.parity_tolerance, relative=True, what="the demand model",
     )  # fmt: skip
+    onnx_bytes, parity = exports.tree_ensemble, exports.parity
     max_diff = parity["max_rel_diff"]
     registry = Registry(wh)
     version = registry.version_name(last_day.isoformat(), onnx_bytes)
@@ -284,8 +284,9 @@ def train_demand(
     )
     promoted, why = _challenge(registry, card, fitted.newest_fold)
     champion = registry.admit(
-        card, onnx_bytes, fitted.booster.model_to_string(), promote=promoted, reason=why
-    )
+        card, onnx_bytes, fitted.booster.model_to_string(), promote=promoted, reason=why,
+        tensor_bytes=exports.tensorised,
+    )  # fmt: skip
     return DemandTrainReport(
         trained=True,
         reason=f"{reason}; {why}",
@@ -459,7 +460,7 @@ def forecasting_model(registry: Registry, as_of: date) -> ModelCard:
 
 
 def forecast_demand(
-    wh: Warehouse, as_of: date, cfg: MarketSettings, provider: str = "auto"
+    wh: Warehouse, as_of: date, cfg: MarketSettings, scoring: ModelSettings | None = None
 ) -> ForecastReport:
     """Forecast every active item for the horizon from ``as_of``; publish the item and category
     forecasts and the price scenarios of the top items."""
@@ -467,15 +468,10 @@ def forecast_demand(
     registry = Registry(wh)
     card = forecasting_model(registry, as_of)
     inputs = market_inputs(wh, as_of, cfg, int(card.training["horizon_days"]))
-    model = registry.onnx_bytes(MODEL, card.version)
-    wanted = score.providers(provider)
-    sess = score.session(model, wanted)
-    nodes = score.node_providers(model, wanted, len(card.feature_names))
-    ran = nodes.get(export.ENSEMBLE, sess.get_providers()[0])
+    scorer = score.scorer_for(registry, card, scoring or ModelSettings())
 
     def predict(frame: pl.DataFrame) -> np.ndarray:
-        matrix = fc.matrix(frame, card.feature_names)
-        return score.predict(sess, matrix, len(matrix) or 1).astype(np.float64)
+        return scorer.predict(fc.matrix(frame, card.feature_names))
 
     items, categories, scenarios = forecast_tables(inputs, cfg, card, predict)
     partition = {"as_of": as_of.isoformat()}
@@ -486,7 +482,8 @@ def forecast_demand(
     stale = _stale_names(inputs.stale)
     for name in stale:
         log.warning("market indicator %s is stale: left out of tonight's forecast", name)
-    stats = {"model_version": card.version, "provider": ran, "stale_indicators": stale}
+    stats = {"model_version": card.version, "provider": scorer.provider, "graph": scorer.graph,
+             "stale_indicators": stale}  # fmt: skip
     manifest = wh.write_partition(
         "predictions", "demand_forecast", partition, items, inputs=refs, stats=stats
     )
@@ -499,7 +496,8 @@ def forecast_demand(
         category_rows=categories.height,
         scenario_rows=scenarios.height,
         model_version=card.version,
-        provider=ran,
+        provider=scorer.provider,
+        graph=scorer.graph,
         stale_indicators=stale,
         seconds=round(time.perf_counter() - started, 3),
     )

@@ -18,7 +18,7 @@ import polars as pl
 from pydantic import BaseModel, Field
 
 from schemas.config import ModelSettings
-from tasks import export, score, train
+from tasks import score, tensorised, train
 from tasks.export import ParityFailed as ParityFailed  # where callers have long imported it from
 from tasks.features import feature_names, labelled, purchase_labels, user_features
 from warehouse.manifest import InputRef, Manifest, combined_hash
@@ -60,6 +60,7 @@ class ScoreReport(BaseModel):
     content_hash: str
     model_version: str
     provider: str
+    graph: str = Field(default=score.TREE_ENSEMBLE, description="tree_ensemble or tensorised")
     placement: dict[str, int]
     seconds: float = 0.0
 
@@ -262,9 +263,8 @@ def train_propensity(
     for name, baseline in train.baseline_scores(holdout).items():
         metrics[name] = train.classification_metrics(y_holdout, baseline, probabilities=False)
 
-    onnx_bytes = export.onnx_from_booster(booster)
-    sess = score.session(onnx_bytes, [score.CPU])
-    parity = export.parity_gate(booster, sess, x_holdout, cfg.parity_tolerance)
+    exports = tensorised.gated_exports(booster, x_holdout, cfg.parity_tolerance)
+    onnx_bytes, parity = exports.tree_ensemble, exports.parity
     max_diff = parity["max_abs_diff"]
     registry = Registry(wh)
     version = registry.version_name(last_day.isoformat(), onnx_bytes)
@@ -290,8 +290,9 @@ def train_propensity(
     )
     promoted, why = _challenge(registry, card, holdout, x_holdout, y_holdout)
     champion = registry.admit(
-        card, onnx_bytes, booster.model_to_string(), promote=promoted, reason=why
-    )
+        card, onnx_bytes, booster.model_to_string(), promote=promoted, reason=why,
+        tensor_bytes=exports.tensorised,
+    )  # fmt: skip
     return TrainReport(
         trained=True,
         reason=f"{reason}; {why}",
@@ -354,14 +355,8 @@ def score_users(wh: Warehouse, as_of: date, cfg: ModelSettings) -> ScoreReport:
             f"model {card.version} needs features {sorted(missing)} that "
             "features/user does not have; retrain (nightowl train)"
         )
-    model = registry.onnx_bytes(MODEL, card.version)
-    wanted = score.providers(cfg.provider)
-    sess = score.session(model, wanted)
-    nodes = score.node_providers(model, wanted, len(card.feature_names))
-    placement = score.provider_counts(nodes)
-    ran = nodes.get(export.ENSEMBLE, sess.get_providers()[0])  # where the trees really ran
-    matrix = train.feature_matrix(features, card.feature_names)
-    probability = score.predict(sess, matrix, cfg.score_batch_rows)
+    scorer = score.scorer_for(registry, card, cfg)
+    probability = scorer.predict(train.feature_matrix(features, card.feature_names))
     scores = score.user_scores(
         features,
         probability,
@@ -369,7 +364,8 @@ def score_users(wh: Warehouse, as_of: date, cfg: ModelSettings) -> ScoreReport:
         churn_lookback_days=cfg.churn_lookback_days,
         risk_tiers=cfg.risk_tiers,
         model_version=card.version,
-        provider=ran,
+        provider=scorer.provider,
+        graph=scorer.graph,
         as_of=as_of,
     )
     inputs = [
@@ -386,15 +382,21 @@ def score_users(wh: Warehouse, as_of: date, cfg: ModelSettings) -> ScoreReport:
         {"as_of": as_of.isoformat()},
         scores.drop("as_of"),
         inputs=inputs,
-        stats={"provider": ran, "placement": placement, "model_version": card.version},
+        stats={
+            "provider": scorer.provider,
+            "graph": scorer.graph,
+            "placement": scorer.placement,
+            "model_version": card.version,
+        },
     )
     return ScoreReport(
         as_of=as_of.isoformat(),
         rows=manifest.rows,
         content_hash=manifest.content_hash,
         model_version=card.version,
-        provider=ran,
-        placement=placement,
+        provider=scorer.provider,
+        graph=scorer.graph,
+        placement=scorer.placement,
         seconds=round(time.perf_counter() - started, 3),
     )
 

@@ -16,16 +16,15 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 import polars as pl
 from pydantic import Field
 
-from schemas.config import RecommendSettings
-from tasks import export, score, train
+from schemas.config import ModelSettings, RecommendSettings
 from tasks import recommend as rec
+from tasks import score, tensorised, train
 from tasks.feedback import TableReport, table_report
 from tasks.propensity import cadence_due, catalogue_before, clean_before, event_days
 from warehouse.manifest import InputRef
@@ -267,13 +266,12 @@ def train_recommender(
             "days after it: the ranker cannot be judged, so it was not registered"
         )
 
-    onnx_bytes = export.onnx_from_booster(booster)
-    sess = score.session(onnx_bytes, [score.CPU])
     sample = held.frame.sample(min(held.frame.height, 50_000), seed=cfg.seed)
-    parity = export.parity_gate(
-        booster, sess, train.feature_matrix(sample, list(rec.FEATURES)), cfg.parity_tolerance,
+    exports = tensorised.gated_exports(
+        booster, train.feature_matrix(sample, list(rec.FEATURES)), cfg.parity_tolerance,
         relative=True, what="the ranker",
     )  # fmt: skip
+    onnx_bytes, parity = exports.tree_ensemble, exports.parity
     max_diff = parity["max_rel_diff"]
     version = registry.version_name(last_day.isoformat(), onnx_bytes)
     card = ModelCard(
@@ -300,8 +298,9 @@ def train_recommender(
     )
     promoted, why = _challenge(registry, card, held, cfg)
     champion = registry.admit(
-        card, onnx_bytes, booster.model_to_string(), promote=promoted, reason=why
-    )
+        card, onnx_bytes, booster.model_to_string(), promote=promoted, reason=why,
+        tensor_bytes=exports.tensorised,
+    )  # fmt: skip
     return RecommenderTrainReport(
         trained=True,
         reason=f"{reason}; {why}",
@@ -366,14 +365,13 @@ def _scores(
     return onnx_scorer(score.session(onnx_bytes, providers or [score.CPU]), batch_rows)(frame)
 
 
-def onnx_scorer(sess: Any, batch_rows: int = 262_144) -> Callable[[pl.DataFrame], np.ndarray]:
-    """A function that scores candidates' features with the ONNX Runtime session ``sess``."""
+def onnx_scorer(scorer: score.Scorer) -> Callable[[pl.DataFrame], np.ndarray]:
+    """A function that scores candidates' features with a registered ranker's ``scorer``."""
 
-    def scorer(frame: pl.DataFrame) -> np.ndarray:
-        matrix = train.feature_matrix(frame, list(rec.FEATURES))
-        return score.predict(sess, matrix, batch_rows).astype(np.float64)
+    def scores(frame: pl.DataFrame) -> np.ndarray:
+        return scorer.predict(train.feature_matrix(frame, list(rec.FEATURES)))
 
-    return scorer
+    return scores
 
 
 # ---- nightly lists --------------------------------------------------------------------------
@@ -510,7 +508,7 @@ def bucketed_lists(
 
 
 def recommendations_table(
-    wh: Warehouse, as_of: date, cfg: RecommendSettings, provider: str = "auto"
+    wh: Warehouse, as_of: date, cfg: RecommendSettings, scoring: ModelSettings | None = None
 ) -> TableReport:
     """Top-K lists for every user active in the look-back before ``as_of``, ranked by the
     recommender allowed to see that date (else the heuristic) → ``recommendations``."""
@@ -522,16 +520,9 @@ def recommendations_table(
     registry = Registry(wh)
     card = scoring_model(registry, as_of)
     version = card.version if card else HEURISTIC
-    sess, ran = None, "none"
-    if card is not None:
-        model = registry.onnx_bytes(MODEL, card.version)
-        wanted = score.providers(provider)
-        sess = score.session(model, wanted)
-        ran = score.node_providers(model, wanted, len(rec.FEATURES)).get(
-            export.ENSEMBLE, sess.get_providers()[0]
-        )
-    scorer = heuristic_scores if sess is None else onnx_scorer(sess)
-    lists, stats = bucketed_lists(history, items, users, cfg, scorer, version)
+    ranker = None if card is None else score.scorer_for(registry, card, scoring or ModelSettings())
+    scores = heuristic_scores if ranker is None else onnx_scorer(ranker)
+    lists, stats = bucketed_lists(history, items, users, cfg, scores, version)
     short = lists.group_by("user_id").len().filter(pl.col("len") < cfg.top_k).height
     notes = {
         "users": users.height,
@@ -539,7 +530,8 @@ def recommendations_table(
         "candidates": stats.candidates,
         "buckets": stats.buckets,
         "seconds_by_phase": stats.seconds,
-        "provider": ran,
+        "provider": ranker.provider if ranker else "none",
+        "graph": ranker.graph if ranker else "none",
         "catalogue_items": items.eligible.height,
     }
     if short:

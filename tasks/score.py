@@ -1,11 +1,16 @@
-"""Scoring with ONNX Runtime: CUDA only when it really loads, large float32 batches, and a record
-of which execution provider ran each node.
+"""Scoring with ONNX Runtime: CUDA only when it really loads, the graph that suits the provider,
+large float32 batches, and a record of which execution provider ran each node.
 
 onnxruntime-gpu lists the CUDA provider on every machine, and asking for it where the CUDA
 libraries are missing logs an ERROR before falling back. So we ask only after the driver answers
 with at least one device and the provider's own library (with cuBLAS, cuDNN, the runtime) loads.
-Note that ONNX Runtime has no CUDA kernel for tree ensembles: inside a CUDA session those nodes
-run on the CPU, which ``node_placement`` makes visible instead of hiding.
+
+Every registered LightGBM version has two graphs with the same predictions (both parity-gated
+against LightGBM): ``model.onnx`` with the tree-ensemble operator, fastest on the CPU, and
+``model.tensor.onnx`` in plain tensor operators (``tasks.tensorised``). ONNX Runtime has no CUDA
+kernel for tree ensembles: inside a CUDA session those nodes would run on the CPU. So on a GPU the
+scorer runs the tensorised graph, checks from a profiled run that every node ran on CUDA, and
+feeds it through IOBinding in large batches; on a CPU it runs the tree-ensemble graph.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import logging
 import tempfile
 import warnings
 from collections import Counter
+from dataclasses import dataclass
 from datetime import date
 from functools import cache
 from pathlib import Path
@@ -26,13 +32,18 @@ import numpy as np
 import onnxruntime as ort
 import polars as pl
 
-from tasks.export import INPUT
+from schemas.config import ModelSettings
+from tasks.export import ENSEMBLE, INPUT, OUTPUT
+from tasks.tensorised import GRAPH as TENSORISED
 from tasks.train import rfm_segment, rfm_table
+from warehouse.registry import ModelCard, Registry
 
 log = logging.getLogger("nightowl")
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+#: The graph of ``model.onnx``: ONNX-ML's TreeEnsembleRegressor (``tasks.export``).
+TREE_ENSEMBLE = "tree_ensemble"
 
 
 def _gpu_count() -> int:
@@ -119,13 +130,91 @@ def node_placement(model: bytes, wanted: list[str], n_features: int) -> dict[str
     return provider_counts(node_providers(model, wanted, n_features))
 
 
-def predict(sess: ort.InferenceSession, matrix: np.ndarray, batch_rows: int) -> np.ndarray:
-    """Probabilities for every row of a float32 matrix, scored in contiguous batches."""
-    out = np.empty(len(matrix), dtype=np.float32)
+@dataclass(frozen=True)
+class Scorer:
+    """One model version ready to score: its session, which graph it runs and where it ran."""
+
+    session: ort.InferenceSession
+    graph: str
+    provider: str
+    placement: dict[str, int]
+    batch_rows: int
+
+    @property
+    def path(self) -> str:
+        """The scoring path in words, e.g. ``tensorised on CUDAExecutionProvider``."""
+        return f"{self.graph} on {self.provider}"
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        """The model's prediction for every row of a float32 matrix, in float64."""
+        return predict(self.session, matrix, self.batch_rows, _device(self.provider))
+
+
+def _device(provider: str) -> str:
+    return "cuda" if provider == CUDA else "cpu"
+
+
+def predict(
+    sess: ort.InferenceSession, matrix: np.ndarray, batch_rows: int, device: str = "cpu"
+) -> np.ndarray:
+    """Predictions for every row, each batch bound to ``device`` memory with IOBinding, so a GPU
+    session copies a batch in and its predictions out once, with no copies between nodes."""
+    out = np.empty(len(matrix), dtype=np.float64)
+    binding = sess.io_binding()
     for start in range(0, len(matrix), batch_rows):
-        batch = np.ascontiguousarray(matrix[start : start + batch_rows])
-        out[start : start + len(batch)] = sess.run(None, {INPUT: batch})[0][:, 0]
+        batch = np.ascontiguousarray(matrix[start : start + batch_rows], dtype=np.float32)
+        binding.bind_ortvalue_input(INPUT, ort.OrtValue.ortvalue_from_numpy(batch, device, 0))
+        binding.bind_output(OUTPUT, device, 0)
+        sess.run_with_iobinding(binding)
+        out[start : start + len(batch)] = binding.copy_outputs_to_cpu()[0][:, 0]
+        binding.clear_binding_outputs()
     return out
+
+
+def scorer_for(registry: Registry, card: ModelCard, cfg: ModelSettings) -> Scorer:
+    """The scorer of a registered version: on a GPU its tensorised graph on CUDA (all nodes
+    checked to have run there), on a CPU its tree-ensemble graph (``cfg.graph`` may insist)."""
+    wanted = providers(cfg.provider)
+    graph = cfg.graph
+    tensor = registry.tensor_bytes(card.model, card.version)
+    if graph == "auto":
+        graph = TENSORISED if CUDA in wanted and tensor is not None else TREE_ENSEMBLE
+        if CUDA in wanted and tensor is None:
+            log.warning(
+                "%s %s has no tensorised graph (registered before there was one): its trees run "
+                "on the CPU; retrain it (nightowl train) to score on the GPU",
+                card.model, card.version,
+            )  # fmt: skip
+    if graph == TENSORISED and tensor is None:
+        raise RuntimeError(
+            f"graph = 'tensorised' was asked for, but {card.model} {card.version} has no "
+            f"tensorised graph; retrain it (nightowl train) or use graph = 'auto'"
+        )
+    model = tensor if graph == TENSORISED else registry.onnx_bytes(card.model, card.version)
+    nodes = node_providers(model, wanted, len(card.feature_names))
+    if graph == TENSORISED and CUDA in wanted:
+        on_cpu = sorted(name for name, ran in nodes.items() if ran != CUDA)
+        if on_cpu:
+            log.warning(
+                "%s %s: %s of the tensorised graph's %s nodes fell back to the CPU (%s); "
+                "scoring with the tree-ensemble graph on the CPU instead",
+                card.model, card.version, len(on_cpu), len(nodes), ", ".join(on_cpu[:5]),
+            )  # fmt: skip
+            wanted, graph = [CPU], TREE_ENSEMBLE
+            model = registry.onnx_bytes(card.model, card.version)
+            nodes = node_providers(model, wanted, len(card.feature_names))
+    if graph == TREE_ENSEMBLE:
+        ran = nodes.get(ENSEMBLE, wanted[0])  # where the trees really ran
+    else:
+        ran = Counter(nodes.values()).most_common(1)[0][0]
+    batch_rows = cfg.gpu_batch_rows if ran == CUDA else cfg.score_batch_rows
+    return Scorer(
+        session=session(model, wanted),
+        graph=graph,
+        provider=ran,
+        placement=provider_counts(nodes),
+        batch_rows=batch_rows,
+    )
 
 
 def user_scores(
@@ -138,9 +227,10 @@ def user_scores(
     model_version: str,
     provider: str,
     as_of: date,
+    graph: str = TREE_ENSEMBLE,
 ) -> pl.DataFrame:
     """One row per user: p(purchase within H days), churn risk and tier for active customers,
-    RFM segment, and the model version and provider that produced the score."""
+    RFM segment, and the model version, provider and graph that produced the score."""
     p = pl.Series(f"p_purchase_{horizon_days}d", probability, dtype=pl.Float64)
     active = pl.col("purchase_recency_days") < churn_lookback_days
     churn = pl.when(active).then(1.0 - p).otherwise(None)
@@ -157,5 +247,6 @@ def user_scores(
         rfm_segment(pl.col("r"), pl.col("f")).alias("segment"),
         pl.lit(model_version).alias("model_version"),
         pl.lit(provider).alias("provider"),
+        pl.lit(graph).alias("scoring_graph"),
         pl.lit(as_of).alias("as_of"),
     )

@@ -39,7 +39,7 @@ from tasks import demand, feedback, propensity, recommendations, units
 from tasks import report as _report
 from tasks.briefs import brief_writer
 from tasks.deadline import time_limit
-from tasks.summary import summary_markdown, summary_rows
+from tasks.summary import scoring_paths, summary_markdown, summary_rows
 from tasks.train import NotEnoughHistory, TrainOutcome
 from warehouse.landing import landing_files
 from warehouse.ledger import Ledger
@@ -246,7 +246,9 @@ def record_run_step(
     rows = summary_rows(summary)
     create_table_artifact(rows, key="nightly-steps", description=f"steps of {run_date}")
     create_markdown_artifact(
-        summary_markdown(run_date.isoformat(), rows, str(wh.root), report_page),
+        summary_markdown(
+            run_date.isoformat(), rows, str(wh.root), report_page, scoring_paths(summary)
+        ),
         key="nightly-summary",
         description=f"nightly run for {run_date}",
     )
@@ -407,8 +409,8 @@ def score_step(ctx: ModelContext, features: propensity.FeatureReport) -> propens
     with time_limit(ctx.timeout_seconds, "score-users"):
         report = propensity.score_users(wh, date.fromisoformat(features.as_of), ctx.model)
     log.info(
-        "scored %s users with %s on %s (nodes: %s)",
-        f"{report.rows:,}", report.model_version, report.provider, report.placement,
+        "scored %s users with %s, %s graph on %s (nodes: %s)", f"{report.rows:,}",
+        report.model_version, report.graph, report.provider, report.placement,
     )  # fmt: skip
     return report
 
@@ -425,7 +427,7 @@ def market_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     champion = Registry(wh).champion(demand.MODEL) if context.task.name == "forecast" else None
     key = combined_hash(
         [context.task.name, ctx.data_root, as_of.isoformat(), ctx.code_version,
-         ctx.market.model_dump_json(), ctx.model.provider,
+         ctx.market.model_dump_json(), ctx.model.provider, ctx.model.graph,
          champion.version if champion else "none",
          *(r.content_hash for r in demand.market_refs(wh, as_of))]
     )  # fmt: skip
@@ -496,10 +498,10 @@ def forecast_step(
         log.warning("no demand_forecast yet: no demand model has been trained (see train-demand)")
         return None
     with time_limit(ctx.timeout_seconds, "forecast"):
-        report = demand.forecast_demand(wh, as_of, ctx.market, ctx.model.provider)
+        report = demand.forecast_demand(wh, as_of, ctx.market, ctx.model)
     log.info(
-        "forecast %s item-days with %s on %s", f"{report.rows:,}", report.model_version,
-        report.provider,
+        "forecast %s item-days with %s, %s graph on %s", f"{report.rows:,}",
+        report.model_version, report.graph, report.provider,
     )  # fmt: skip
     return report
 
@@ -647,7 +649,7 @@ def recommend_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     ranker = recommendations.scoring_model(Registry(wh), as_of)
     key = combined_hash(
         ["recommend", ctx.data_root, as_of.isoformat(), ctx.code_version,
-         ctx.recommend.model_dump_json(), ctx.model.provider,
+         ctx.recommend.model_dump_json(), ctx.model.provider, ctx.model.graph,
          ranker.version if ranker else recommendations.HEURISTIC,
          *(r.content_hash for r in recommendations.input_refs(wh, as_of, ctx.recommend))]
     )  # fmt: skip
@@ -696,7 +698,7 @@ def recommend_step(
     with time_limit(ctx.timeout_seconds, "recommend"):
         try:
             report = recommendations.recommendations_table(
-                ctx.warehouse(), as_of, ctx.recommend, ctx.model.provider
+                ctx.warehouse(), as_of, ctx.recommend, ctx.model
             )
         except NotEnoughHistory as exc:
             log.warning("no recommendations yet: %s", exc)

@@ -119,6 +119,20 @@ def _recommend_rows(reports: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def scoring_paths(summary: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Scoring step → the graph and execution provider that ran its model tonight."""
+    reports = {
+        "score-users": summary.get("models", {}).get("score"),
+        "forecast": summary.get("market", {}).get("forecast"),
+        "recommend": (summary.get("recommendations", {}).get("recommend") or {}).get("notes"),
+    }
+    return {
+        step: f"{r.get('graph', 'tree_ensemble')} on {r['provider']}"
+        for step, r in reports.items()
+        if r and r.get("provider") not in (None, "none")
+    }
+
+
 def _row(step: str, rows_in: int, rows_out: int, partitions: int, seconds: float) -> dict:
     return {
         "step": step, "files": 0, "rows_in": rows_in, "rows_out": rows_out,
@@ -133,9 +147,14 @@ def _file_uri(path: str) -> str:
 
 
 def summary_markdown(
-    run_date: str, rows: list[dict[str, Any]], warehouse: str, report_page: str | None = None
+    run_date: str,
+    rows: list[dict[str, Any]],
+    warehouse: str,
+    report_page: str | None = None,
+    scoring: dict[str, str] | None = None,
 ) -> str:
-    """A short page: what each step did, where the outputs are and how to query them."""
+    """A short page: what each step did, which graph and provider scored, where the outputs are
+    and how to query them."""
     head = "| step | new files | rows in | rows out | quarantined | partitions | seconds |"
     lines = [
         f"# nightowl nightly run for {run_date}",
@@ -150,6 +169,11 @@ def summary_markdown(
         "",
         f"Quarantined rows in total: **{sum(r['quarantined'] for r in rows):,}**.",
         "",
+        *(
+            [f"Scoring: {'; '.join(f'{s} {p}' for s, p in scoring.items())}.", ""]
+            if scoring
+            else []
+        ),
         f"Outputs: `{warehouse}/clean/<table>/dt=<date>/` (rejected rows under "
         f"`{warehouse}/quarantine/`). Query them with",
         "",

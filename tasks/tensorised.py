@@ -37,6 +37,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import onnx
+import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from tasks.export import (
@@ -47,6 +48,8 @@ from tasks.export import (
     UnsupportedModel,
     float32_threshold,
     link_of,
+    onnx_from_booster,
+    parity_gate,
     sigmoid_scale,
 )
 
@@ -54,6 +57,8 @@ from tasks.export import (
 GRAPH = "tensorised"
 
 
+#: Held-out rows (before the edge rows) the tensorised graph's parity gate scores at most.
+TENSOR_GATE_ROWS = 20_000
 #: Which copy of the input a split node reads: the features with NaN (and, for missing type Zero,
 #: zero) replaced by -inf, so that it goes left, or by +inf, so that it goes right.
 NAN_LEFT, NAN_RIGHT, MISSING_LEFT, MISSING_RIGHT = range(4)
@@ -230,3 +235,42 @@ def tensorised_onnx_from_booster(booster: lgb.Booster) -> bytes:
         meta.key, meta.value = key, value
     onnx.checker.check_model(model)
     return model.SerializeToString()
+
+
+@dataclass(frozen=True)
+class Exports:
+    """Both graphs of a booster, each parity-gated against it: what the registry stores."""
+
+    tree_ensemble: bytes
+    tensorised: bytes
+    parity: dict[str, Any]
+
+
+def gated_exports(
+    booster: lgb.Booster,
+    rows: np.ndarray,
+    tolerance: float,
+    *,
+    relative: bool = False,
+    what: str = "the model",
+) -> Exports:
+    """The tree-ensemble and tensorised graphs of ``booster`` with their parity records; raises
+    ``ParityFailed`` (``what`` is not registered) if either differs from LightGBM by more than
+    ``tolerance`` on ``rows`` and the edge rows. The tensorised graph's float64 output is held to
+    ``tolerance`` in absolute terms even where the float32 tree ensemble is judged ``relative``
+    (on at most ``TENSOR_GATE_ROWS`` of ``rows``: on a CPU it is the slower graph)."""
+
+    def cpu_session(model: bytes) -> ort.InferenceSession:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+    ensemble = onnx_from_booster(booster)
+    parity = parity_gate(
+        booster, cpu_session(ensemble), rows, tolerance, relative=relative, what=what
+    )
+    tensor = tensorised_onnx_from_booster(booster)
+    if len(rows) > TENSOR_GATE_ROWS:
+        rows = rows[np.random.default_rng(0).choice(len(rows), TENSOR_GATE_ROWS, replace=False)]
+    parity[GRAPH] = parity_gate(booster, cpu_session(tensor), rows, tolerance, what=what)
+    return Exports(tree_ensemble=ensemble, tensorised=tensor, parity=parity)

@@ -2,7 +2,9 @@
 
 Layout under the warehouse::
 
-    models/<model>/<version>/model.onnx      what nightly scoring runs
+    models/<model>/<version>/model.onnx      what nightly scoring runs on a CPU (tree ensemble)
+    models/<model>/<version>/model.tensor.onnx  the same model in plain tensor operators, what
+                                             scoring runs on a GPU (LightGBM models since #9)
     models/<model>/<version>/model.lgb.txt   the native model it was exported from (LightGBM text;
                                              model.json for the sentiment regression)
     models/<model>/<version>/card.json       features, training window, metrics, parity, lineage
@@ -29,6 +31,7 @@ from warehouse.manifest import InputRef
 from warehouse.store import Warehouse, write_json_atomic
 
 ONNX_FILE = "model.onnx"
+TENSOR_FILE = "model.tensor.onnx"
 NATIVE_FILE = "model.lgb.txt"
 CARD_FILE = "card.json"
 CHAMPION_FILE = "champion.json"
@@ -84,7 +87,12 @@ class Registry:
         return f"{train_date}-{hashlib.sha256(onnx_bytes).hexdigest()[:10]}"
 
     def register(
-        self, card: ModelCard, onnx_bytes: bytes, native_text: str, native_name: str = NATIVE_FILE
+        self,
+        card: ModelCard,
+        onnx_bytes: bytes,
+        native_text: str,
+        native_name: str = NATIVE_FILE,
+        tensor_bytes: bytes | None = None,
     ) -> Path:
         """Store a version (once: an identical version already there is kept as it is)."""
         target = self.version_dir(card.model, card.version)
@@ -95,6 +103,8 @@ class Registry:
         staging.mkdir()
         try:
             (staging / ONNX_FILE).write_bytes(onnx_bytes)
+            if tensor_bytes is not None:
+                (staging / TENSOR_FILE).write_bytes(tensor_bytes)
             (staging / native_name).write_text(native_text)
             (staging / CARD_FILE).write_text(card.model_dump_json(indent=2))
             for path in staging.iterdir():
@@ -118,9 +128,10 @@ class Registry:
         promote: bool,
         reason: str,
         native_name: str = NATIVE_FILE,
+        tensor_bytes: bytes | None = None,
     ) -> str | None:
         """Register a version, promote it when ``promote``, and return the champion's version."""
-        self.register(card, onnx_bytes, native_text, native_name)
+        self.register(card, onnx_bytes, native_text, native_name, tensor_bytes)
         if promote:
             self.promote(card.model, card.version, reason)
         champion = self.champion(card.model)
@@ -163,6 +174,11 @@ class Registry:
 
     def onnx_bytes(self, model: str, version: str) -> bytes:
         return (self.version_dir(model, version) / ONNX_FILE).read_bytes()
+
+    def tensor_bytes(self, model: str, version: str) -> bytes | None:
+        """The version's tensorised graph; None for versions registered without one."""
+        path = self.version_dir(model, version) / TENSOR_FILE
+        return path.read_bytes() if path.exists() else None
 
     def champion(self, model: str) -> Champion | None:
         path = self.model_dir(model) / CHAMPION_FILE

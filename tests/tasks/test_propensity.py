@@ -93,7 +93,10 @@ def test_train_registers_a_parity_checked_champion_and_scores(wh):
         for d in card.training["train_as_of"]
     )
     folder = registry.version_dir(MODEL, report.version)
-    assert {p.name for p in folder.iterdir()} == {"model.onnx", "model.lgb.txt", "card.json"}
+    assert {p.name for p in folder.iterdir()} == {
+        "model.onnx", "model.tensor.onnx", "model.lgb.txt", "card.json",
+    }  # fmt: skip
+    assert card.parity["tensorised"]["max_abs_diff"] <= 1e-6
 
     as_of = END + timedelta(days=1)
     scored = score_users(wh, as_of, FAST)
@@ -104,6 +107,7 @@ def test_train_registers_a_parity_checked_champion_and_scores(wh):
     assert table.height == scored.rows == features.height
     assert table["model_version"].unique().to_list() == [report.version]
     assert table["provider"].unique().to_list() == [scored.provider]
+    assert table["scoring_graph"].unique().to_list() == [scored.graph] == ["tree_ensemble"]
     assert table["p_purchase_30d"].is_between(0, 1).all()
     stats = wh.manifest("predictions", "user_scores", {"as_of": str(as_of)}).stats
     assert stats["placement"] == scored.placement and sum(scored.placement.values()) == 2

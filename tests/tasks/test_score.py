@@ -12,8 +12,12 @@ import onnxruntime as ort
 import polars as pl
 import pytest
 
+from schemas.config import ModelSettings
 from tasks import score
 from tasks.export import onnx_from_booster
+from tasks.tensorised import gated_exports
+from warehouse.registry import ModelCard, Registry
+from warehouse.store import Warehouse
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +83,7 @@ def test_user_scores_columns_tiers_and_segments():
     )
     assert out.columns == [
         "user_id", "p_purchase_30d", "churn_risk", "risk_tier", "segment", "model_version",
-        "provider", "as_of",
+        "provider", "scoring_graph", "as_of",
     ]  # fmt: skip
     rows = {r["user_id"]: r for r in out.iter_rows(named=True)}
     assert (
@@ -96,3 +100,96 @@ def test_a_session_asks_for_what_it_is_given(model):
     sess = score.session(onnx_bytes, [score.CPU])
     assert sess.get_providers() == [score.CPU]
     assert isinstance(sess, ort.InferenceSession)
+
+
+def registered(tmp_path, booster: lgb.Booster, x: np.ndarray, *, tensor: bool = True) -> tuple:
+    """A registry holding ``booster`` as version v1 (with or without its tensorised graph)."""
+    exports = gated_exports(booster, x, 1e-6)
+    card = ModelCard(
+        model="m", version="v1", code_version="test",
+        features=[{"name": f"f{i}", "dtype": "float32"} for i in range(x.shape[1])],
+        training={"last_day": "2026-11-01"}, metrics={}, parity=exports.parity, params={},
+        best_iteration=0,
+    )  # fmt: skip
+    registry = Registry(Warehouse(tmp_path))
+    registry.admit(
+        card, exports.tree_ensemble, booster.model_to_string(), promote=True, reason="test",
+        tensor_bytes=exports.tensorised if tensor else None,
+    )  # fmt: skip
+    return registry, card
+
+
+def test_registration_gates_both_graphs(model):
+    booster, _ = model
+    x = np.random.default_rng(2).normal(size=(500, 4)).astype(np.float32)
+    parity = gated_exports(booster, x, 1e-6).parity
+    assert parity["max_abs_diff"] <= 1e-6
+    assert parity["tensorised"]["max_abs_diff"] <= 1e-6 and parity["tensorised"]["rows"] > 500
+
+
+def test_a_cpu_scores_with_the_tree_ensemble_graph(tmp_path, model):
+    if score.cuda_really_loads():
+        pytest.skip("this machine has a working CUDA provider")
+    booster, _ = model
+    x = np.random.default_rng(3).normal(size=(2003, 4)).astype(np.float32)
+    registry, card = registered(tmp_path, booster, x)
+    scorer = score.scorer_for(registry, card, ModelSettings(score_batch_rows=500))
+    assert (scorer.graph, scorer.provider) == (score.TREE_ENSEMBLE, score.CPU)
+    assert scorer.path == "tree_ensemble on CPUExecutionProvider"
+    assert scorer.placement == {score.CPU: 2}  # the tree ensemble and the sigmoid
+    assert np.abs(scorer.predict(x) - booster.predict(x)).max() <= 1e-6
+
+
+def test_the_tensorised_graph_can_be_asked_for_and_scores_the_same(tmp_path, model):
+    booster, _ = model
+    x = np.random.default_rng(4).normal(size=(2003, 4)).astype(np.float32)
+    x[::7, 1] = np.nan
+    registry, card = registered(tmp_path, booster, x)
+    scorer = score.scorer_for(registry, card, ModelSettings(provider="cpu", graph="tensorised"))
+    assert (scorer.graph, scorer.provider) == (score.TENSORISED, score.CPU)
+    assert set(scorer.placement) == {score.CPU} and scorer.placement[score.CPU] > 10
+    assert np.abs(scorer.predict(x) - booster.predict(x)).max() <= 1e-12
+
+
+def test_a_version_without_a_tensorised_graph_says_what_to_do(tmp_path, model):
+    booster, _ = model
+    x = np.random.default_rng(5).normal(size=(200, 4)).astype(np.float32)
+    registry, card = registered(tmp_path, booster, x, tensor=False)
+    assert registry.tensor_bytes("m", "v1") is None
+    with pytest.raises(RuntimeError, match="no tensorised graph; retrain"):
+        score.scorer_for(registry, card, ModelSettings(provider="cpu", graph="tensorised"))
+    assert score.scorer_for(registry, card, ModelSettings()).graph == score.TREE_ENSEMBLE
+
+
+def test_nodes_that_fall_back_to_the_cpu_send_scoring_to_the_tree_ensemble(
+    tmp_path, model, monkeypatch, caplog
+):
+    """A CUDA session whose tensorised nodes ran on the CPU is not taken for GPU scoring."""
+    booster, _ = model
+    x = np.random.default_rng(6).normal(size=(300, 4)).astype(np.float32)
+    registry, card = registered(tmp_path, booster, x)
+    monkeypatch.setattr(score, "providers", lambda preference: [score.CUDA, score.CPU])
+    placed = {"gather_1": score.CUDA, "greatercast_2": score.CPU}
+    monkeypatch.setattr(score, "node_providers", lambda model, wanted, n: dict(placed))
+    monkeypatch.setattr(score, "session", lambda model, wanted: ort.InferenceSession(model))
+    scorer = score.scorer_for(registry, card, ModelSettings())
+    assert scorer.graph == score.TREE_ENSEMBLE
+    assert "1 of the tensorised graph's 2 nodes fell back to the CPU (greatercast_2)" in caplog.text
+    assert np.abs(scorer.predict(x) - booster.predict(x)).max() <= 1e-6
+
+
+def test_a_gpu_scores_with_the_tensorised_graph_when_every_node_ran_there(
+    tmp_path, model, monkeypatch
+):
+    booster, _ = model
+    x = np.random.default_rng(7).normal(size=(300, 4)).astype(np.float32)
+    registry, card = registered(tmp_path, booster, x)
+    monkeypatch.setattr(score, "providers", lambda preference: [score.CUDA, score.CPU])
+    monkeypatch.setattr(score, "node_providers", lambda model, wanted, n: {"a": score.CUDA})
+    made = {}
+    monkeypatch.setattr(score, "session", lambda model, wanted: made.setdefault("model", model))
+    scorer = score.scorer_for(registry, card, ModelSettings(gpu_batch_rows=123))
+    assert (scorer.graph, scorer.provider, scorer.batch_rows) == (
+        score.TENSORISED, score.CUDA, 123,
+    )  # fmt: skip
+    assert made["model"] == registry.tensor_bytes("m", "v1")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.summary import summary_markdown, summary_rows
+from tasks.summary import scoring_paths, summary_markdown, summary_rows
 
 SUMMARY = {
     "events": {
@@ -60,3 +60,23 @@ def test_model_steps_get_rows_and_the_page_says_how_to_read_the_scores():
 def test_a_night_without_scores_has_no_score_row():
     rows = summary_rows(SUMMARY | {"models": {"features": None, "train": None, "score": None}})
     assert [r["step"] for r in rows] == ["ingest-events", "clean-events"]
+
+
+def test_the_page_says_which_graph_and_provider_scored():
+    gpu = {"rows": 40, "seconds": 0.1, "provider": "CUDAExecutionProvider", "graph": "tensorised"}
+    summary = SUMMARY | {
+        "models": MODELS | {"score": gpu},
+        "market": {"forecast": {"rows": 7, "seconds": 0.1, "provider": "CPUExecutionProvider"}},
+        "recommendations": {"recommend": {"rows": 3, "seconds": 0.1,
+                                          "notes": {"provider": "none", "graph": "none"}}},
+    }  # fmt: skip
+    paths = scoring_paths(summary)
+    assert paths == {
+        "score-users": "tensorised on CUDAExecutionProvider",
+        "forecast": "tree_ensemble on CPUExecutionProvider",  # a report from before #9
+    }  # the heuristic recommender ran no model
+    page = summary_markdown("2026-11-27", summary_rows(summary), "/w", scoring=paths)
+    assert (
+        "Scoring: score-users tensorised on CUDAExecutionProvider; forecast tree_ensemble" in page
+    )
+    assert "Scoring:" not in summary_markdown("2026-11-27", summary_rows(SUMMARY), "/w")
