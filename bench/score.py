@@ -143,28 +143,42 @@ def train_model() -> Path:
     return path
 
 
-# ---- the two sides (each runs in a child process) ------------------------------------------------
+# ---- the sides (each runs in a child process) ---------------------------------------------------
+
+#: Engine key → what the table calls it. ``nightowl`` is the CPU production path.
+ENGINES = {
+    "nightowl": "ORT tree-ensemble (CPU)",
+    "tensorised-cpu": "ORT tensorised (CPU)",
+    "tensorised-cuda": "ORT tensorised (CUDA)",
+    "lightgbm": "LightGBM predict",
+}
+#: Speed ratio (LightGBM seconds / ORT tensorised CUDA seconds) the GPU path must reach at 10M rows.
+GPU_TARGET = 50.0
 
 
-def run_nightowl(booster: Any, x: Any, batch_rows: int) -> tuple[dict, Any]:
-    """nightowl's path: our ONNX export, a CPU session with 2 threads, batched predict."""
+def run_onnx(booster: Any, x: Any, batch_rows: int, engine: str) -> tuple[dict, Any]:
+    """An ONNX Runtime path: the export, a session with 2 threads, batched IOBinding predict."""
     from tasks import score
     from tasks.export import onnx_from_booster
+    from tasks.tensorised import tensorised_onnx_from_booster
 
+    wanted = [score.CUDA, score.CPU] if engine == "tensorised-cuda" else [score.CPU]
+    export = onnx_from_booster if engine == "nightowl" else tensorised_onnx_from_booster
+    device = "cuda" if engine == "tensorised-cuda" else "cpu"
     t0 = time.perf_counter()
-    model = onnx_from_booster(booster)
+    model = export(booster)
     t1 = time.perf_counter()
-    sess = score.session(model, [score.CPU], threads=THREADS)
+    sess = score.session(model, wanted, threads=THREADS)
+    score.predict(sess, x[:1024], batch_rows, device)  # CUDA kernels load on the first run
     t2 = time.perf_counter()
-    p = score.predict(sess, x, batch_rows)
+    p = score.predict(sess, x, batch_rows, device)
     t3 = time.perf_counter()
-    wanted = score.providers("auto")
     found = {
         "seconds": t3 - t2,
         "export_seconds": t1 - t0,
         "session_seconds": t2 - t1,
         "model_bytes": len(model),
-        "providers_auto": wanted,
+        "providers_auto": score.providers("auto"),
         "node_placement": score.node_placement(model, wanted, x.shape[1]),
         "session_providers": sess.get_providers(),
     }
@@ -185,10 +199,10 @@ def worker(engine: str, n: int, batch_rows: int, work: Path, result: Path) -> No
     work.mkdir(parents=True)
     x = np.load(rows_path(n))
     booster = lgb.Booster(model_file=str(model_path()))
-    if engine == "nightowl":
-        found, p = run_nightowl(booster, x, batch_rows)
-    else:
+    if engine == "lightgbm":
         found, p = run_lightgbm(booster, x)
+    else:
+        found, p = run_onnx(booster, x, batch_rows, engine)
     np.save(work / "p.npy", p)  # for the parity check, after the clock stops
     found["peak_rss_mib"] = peak_rss_mib()
     result.write_text(json.dumps(found))
@@ -198,13 +212,13 @@ def worker(engine: str, n: int, batch_rows: int, work: Path, result: Path) -> No
 
 
 def run_child(engine: str, n: int, batch_rows: int) -> dict:
-    tag = f"{engine}-{batch_rows}" if engine == "nightowl" else engine
+    tag = f"{engine}-{n}-{batch_rows}"
     work = OUT / f"run-score-{tag}"
     result = OUT / f".result-score-{tag}.json"
     result.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "bench.score", "--worker", engine, str(n), str(batch_rows)]
     cmd += [str(work), str(result)]
-    log(f"{tag:16} running…")
+    log(f"{tag:32} running…")
     busy = cpu_busy_seconds()
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=Path(__file__).resolve().parent.parent)
@@ -218,10 +232,15 @@ def run_child(engine: str, n: int, batch_rows: int) -> dict:
     found |= {"child_wall_seconds": wall, "work": work}
     found["other_load"] = other_load(busy, wall, usage)
     log(
-        f"{tag:16} {found['seconds']:7.2f}s, peak RSS {found['peak_rss_mib']:,.0f} MiB, "
+        f"{tag:32} {found['seconds']:7.2f}s, peak RSS {found['peak_rss_mib']:,.0f} MiB, "
         f"other processes kept {found['other_load']:.0%} of the CPUs busy"
     )
     return found
+
+
+def target_of(engine: str) -> float | None:
+    """The speed ratio over LightGBM an engine must reach (None: no target)."""
+    return {"nightowl": TARGET, "tensorised-cuda": GPU_TARGET}.get(engine)
 
 
 def table(results: list[dict]) -> str:
@@ -229,14 +248,18 @@ def table(results: list[dict]) -> str:
     head += ["target", "met"]
     lines = []
     for r in results:
-        ratio = r.get("ratio")
+        target = target_of(r["engine"])
         lines.append(
             [
-                r["engine"],
+                ENGINES[r["engine"]],
                 "" if r["batch_rows"] is None else f"{r['batch_rows']:,}",
                 f"{r['rows']:,}",
                 *measured_cells(r),
-                *verdict_cells(ratio, TARGET, r.get("met")),
+                *(
+                    verdict_cells(r.get("ratio"), target, r.get("met"))
+                    if target is not None
+                    else [f"{r['ratio']:.2f}x" if "ratio" in r else "", "", ""]
+                ),
             ]
         )
     return text_table(head, lines, right={1, 2, 3, 4, 5, 6})
@@ -247,28 +270,48 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.score",
         description=(
-            f"Scoring of 1M rows x {N_FEATURES} float32 features with a LightGBM binary model "
-            f"({TREES} trees, {LEAVES} leaves): nightowl's path (tasks.export.onnx_from_booster, "
-            "an ONNX Runtime CPU session with 2 threads, tasks.score.predict in batches) beside "
-            "LightGBM's own booster.predict with 2 threads, each run in its own process. Prints "
-            "one table (seconds, rows/s, peak RSS, speed ratio LightGBM s / nightowl s, target "
-            "met), the largest probability difference, the providers and node placement, and "
-            "writes bench/out/score-results.json.\n\n"
+            f"Scoring float32 rows of {N_FEATURES} features with a LightGBM binary model "
+            f"({TREES} trees, {LEAVES} leaves), each engine in its own process: ONNX Runtime on "
+            "the tree-ensemble graph (nightowl's CPU path), ONNX Runtime on the tensorised graph "
+            "(tasks.tensorised) on the CPU and, where a GPU answers, on CUDA with IOBinding, "
+            "beside LightGBM's own booster.predict with 2 threads. Prints one table (seconds, "
+            "rows/s, peak RSS, speed ratio LightGBM s / engine s, target met), the largest "
+            "difference from LightGBM, the providers and node placement, and writes "
+            "bench/out/score-results.json.\n\n"
             "examples:\n"
             "  python -m bench.score                                   # 1M rows, default batch\n"
+            "  python -m bench.score --rows 1000000 10000000           # the #9 table\n"
             "  python -m bench.score --rows 100000                     # quick smoke run\n"
             "  python -m bench.score --batch-rows 65536 262144 1048576 # compare batch sizes"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--rows", type=int, default=1_000_000, help="rows scored (default 1M)")
+    parser.add_argument(
+        "--rows", type=int, nargs="+", default=[1_000_000], help="rows scored (default 1M)"
+    )
     parser.add_argument(
         "--batch-rows",
         type=int,
         nargs="+",
         default=[batch_default],
-        help=f"rows per ONNX Runtime call; several values: one run each (default {batch_default:,}"
-        ", ModelSettings().score_batch_rows)",
+        help=f"rows per ONNX Runtime call on the CPU; several values: one tree-ensemble run "
+        f"each (default {batch_default:,}, ModelSettings().score_batch_rows)",
+    )
+    parser.add_argument(
+        "--gpu-batch-rows", type=int, default=1_048_576, help="rows per call on CUDA (1,048,576)"
+    )
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        choices=sorted(ENGINES),
+        default=sorted(ENGINES),
+        help="engines to run (default: all; tensorised-cuda only where CUDA really loads)",
+    )
+    parser.add_argument(
+        "--tensorised-cpu-max-rows",
+        type=int,
+        default=1_000_000,
+        help="the tensorised graph on the CPU is slow (a GPU graph): run it up to this many rows",
     )
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -279,47 +322,64 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
+    from tasks.score import cuda_really_loads
+
     train_model()
-    score_rows(args.rows)
-    runs = [("nightowl", b, run_child("nightowl", args.rows, b)) for b in args.batch_rows]
-    reference = run_child("lightgbm", args.rows, 0)
-    native = np.load(reference["work"] / "p.npy")
-    results = []
-    for engine, batch, r in [*runs, ("lightgbm", None, reference)]:
-        r |= {"engine": engine, "batch_rows": batch, "rows": args.rows}
-        r["rows_per_s"] = args.rows / r["seconds"]
-        if engine == "nightowl":
-            ours = np.load(r["work"] / "p.npy")
-            r["parity_max_abs_diff"] = float(np.abs(ours.astype(np.float64) - native).max())
-            r["ratio"] = reference["seconds"] / r["seconds"]
-            r["met"] = r["ratio"] >= TARGET
-        shutil.rmtree(r.pop("work"), ignore_errors=True)
-        results.append(r)
+    gpu = cuda_really_loads()
+    results, notes = [], []
+    for n in args.rows:
+        score_rows(n)
+        runs: list[tuple[str, int | None]] = []
+        if "nightowl" in args.engines:
+            runs += [("nightowl", b) for b in args.batch_rows]
+        if "tensorised-cpu" in args.engines:
+            if n <= args.tensorised_cpu_max_rows:
+                runs.append(("tensorised-cpu", args.batch_rows[0]))
+            else:
+                cap = args.tensorised_cpu_max_rows
+                notes.append(f"ORT tensorised (CPU) not run at {n:,} rows (above {cap:,})")
+        if "tensorised-cuda" in args.engines:
+            if gpu:
+                runs.append(("tensorised-cuda", args.gpu_batch_rows))
+            else:
+                notes.append(f"ORT tensorised (CUDA) not run at {n:,} rows: no GPU answered here")
+        reference = run_child("lightgbm", n, 0) if "lightgbm" in args.engines else None
+        native = np.load(reference["work"] / "p.npy") if reference else None
+        done = [(engine, batch, run_child(engine, n, batch)) for engine, batch in runs]
+        for engine, batch, r in [*done, *([("lightgbm", None, reference)] if reference else [])]:
+            r |= {"engine": engine, "batch_rows": batch, "rows": n}
+            r["rows_per_s"] = n / r["seconds"]
+            if engine != "lightgbm" and native is not None:
+                ours = np.load(r["work"] / "p.npy")
+                r["parity_max_abs_diff"] = float(np.abs(ours.astype(np.float64) - native).max())
+                r["ratio"] = reference["seconds"] / r["seconds"]
+                target = target_of(engine)
+                r["met"] = None if target is None else r["ratio"] >= target
+            shutil.rmtree(r.pop("work"), ignore_errors=True)
+            results.append(r)
     print(table(results))
-    print("ratio: LightGBM seconds / nightowl seconds (more than 1: nightowl is faster)")
-    for line in disturbed(results):
+    print("ratio: LightGBM seconds / engine seconds (more than 1: faster than LightGBM)")
+    for line in [*notes, *disturbed(results)]:
         print(line)
-    first = results[0]
-    for r in results[: len(runs)]:
-        print(
-            f"nightowl batch {r['batch_rows']:,}: parity max |dp| {r['parity_max_abs_diff']:.2e} "
-            f"over {args.rows:,} rows; export {r['export_seconds']:.2f}s + session "
-            f"{r['session_seconds']:.2f}s before scoring"
-        )
-    print(
-        f"providers('auto'): {first['providers_auto']}; session ran on "
-        f"{first['session_providers']}; node placement {first['node_placement']}"
-    )
-    if len(runs) > 1:
-        best = max(results[: len(runs)], key=lambda r: r["rows_per_s"])
-        print(f"fastest batch: {best['batch_rows']:,} rows ({best['seconds']:.2f}s)")
+    for r in results:
+        if "parity_max_abs_diff" in r:
+            print(
+                f"{ENGINES[r['engine']]} at {r['rows']:,} rows, batch {r['batch_rows']:,}: parity "
+                f"max |dp| {r['parity_max_abs_diff']:.2e}; export {r['export_seconds']:.2f}s + "
+                f"session {r['session_seconds']:.2f}s before scoring; nodes {r['node_placement']}"
+            )
+    onnx_runs = [r for r in results if r["engine"] != "lightgbm"]
+    if onnx_runs:
+        print(f"providers('auto'): {onnx_runs[0]['providers_auto']}")
     model = {
         "trees": TREES, "leaves": LEAVES, "features": N_FEATURES, "train_rows": TRAIN_ROWS,
         "path": str(model_path()),
     }  # fmt: skip
     write_results(
-        RESULTS, "score", THREADS, code=code_version("tasks/export.py", "tasks/score.py"),
-        model=model, target=TARGET, results=results,
+        RESULTS, "score", THREADS,
+        code=code_version("tasks/export.py", "tasks/tensorised.py", "tasks/score.py"),
+        model=model, target=TARGET, gpu_target=GPU_TARGET, gpu=gpu, notes=notes,
+        results=results,
     )  # fmt: skip
     return 0
 
