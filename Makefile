@@ -4,9 +4,11 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
+#: make bench SIZE=S|M|L (see bench/suite.py)
+SIZE   ?= S
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format bench clean
+.PHONY: demo test lint format bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,13 +33,10 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.ingest
-	$(BIN)/python -m bench.features
-	$(BIN)/python -m bench.score
-	$(BIN)/python -m bench.forecast
-	$(BIN)/python -m bench.feedback
-	$(BIN)/python -m bench.recommend
-	$(BIN)/python -m bench.report
+	$(BIN)/python -m bench.suite --size $(SIZE)
+
+gpu-check:
+	bench/gpu_check.sh
 
 clean:
 	rm -rf demo .pytest_cache .ruff_cache .hypothesis

@@ -430,6 +430,11 @@ class RecommendSettings(BaseModel):
     max_training_users: int = Field(
         default=20_000, ge=100, description="Users (with a purchase to learn from) per snapshot."
     )
+    max_holdout_users: int = Field(
+        default=50_000,
+        ge=100,
+        description="Active users (a stable sample) the held-out snapshot judges a ranker on.",
+    )
     retrain_every_days: int = Field(default=7, ge=1)
     learning_rate: float = Field(default=0.05, gt=0)
     num_leaves: int = Field(default=31, ge=2)

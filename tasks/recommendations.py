@@ -152,15 +152,20 @@ def ranker_params(cfg: RecommendSettings, threads: int) -> dict:
     }
 
 
+def sampled_users(users: pl.DataFrame, limit: int) -> pl.DataFrame:
+    """At most ``limit`` of ``users``, the same ones for the same ids (a stable hash order)."""
+    if users.height <= limit:
+        return users
+    return users.sort(pl.col("user_id").hash(seed=1)).head(limit).sort("user_id")
+
+
 def learning_rows(snapshots: list[Snapshot], cfg: RecommendSettings) -> pl.DataFrame:
     """Training candidates: users with at least one bought candidate (the others teach a ranker
     nothing), at most ``max_training_users`` per snapshot, grouped by (as_of, user)."""
     parts = []
     for snap in snapshots:
         useful = snap.frame.filter(pl.col("label").max().over("user_id") > 0)
-        keep = useful.select("user_id").unique().sort("user_id")
-        if keep.height > cfg.max_training_users:
-            keep = keep.sort(pl.col("user_id").hash(seed=1)).head(cfg.max_training_users)
+        keep = sampled_users(useful.select("user_id").unique(), cfg.max_training_users)
         parts.append(
             useful.join(keep, on="user_id", how="semi").with_columns(
                 group=pl.lit(snap.as_of.isoformat()) + "|" + pl.col("user_id")
@@ -249,6 +254,8 @@ def train_recommender(
         users = rec.active_users(inputs.events, as_of, cfg.active_days).join(
             buyers.unique(), on="user_id", how="semi"
         )
+        # Candidates for every buyer would grow with the shop; a ranker needs a sample of them.
+        users = sampled_users(users, cfg.max_training_users)
         snaps.append(snapshot(inputs, as_of, cfg, events=everything, users=users))
     rows = learning_rows(snaps, cfg)
     if rows.height == 0:
@@ -258,7 +265,11 @@ def train_recommender(
         )
     booster = fit_ranker(rows, cfg)
     holdout_inputs = inputs_before(wh, plan.holdout, cfg)
-    held = snapshot(holdout_inputs, plan.holdout, cfg, events=everything)
+    held_users = rec.active_users(holdout_inputs.events, plan.holdout, cfg.active_days)
+    held = snapshot(
+        holdout_inputs, plan.holdout, cfg, events=everything,
+        users=sampled_users(held_users, cfg.max_holdout_users),
+    )  # fmt: skip
     metrics = _held_out_metrics(held, _scores(held.frame, booster=booster), cfg)
     if not metrics["model"]["all_users"]:
         raise train.NotEnoughHistory(

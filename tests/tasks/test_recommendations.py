@@ -269,3 +269,25 @@ def test_a_held_out_window_without_buyers_registers_nothing(tmp_path):
     with pytest.raises(train.NotEnoughHistory, match="cannot be judged"):
         train_recommender(wh, AS_OF - timedelta(days=1), CFG)
     assert Registry(wh).versions(MODEL) == []
+
+
+def test_training_samples_are_stable_and_bounded():
+    from tasks.recommendations import sampled_users
+
+    users = pl.DataFrame({"user_id": [f"u{i:05d}" for i in range(5000)]})
+    few = sampled_users(users, 300)
+    assert few.height == 300 and few["user_id"].is_sorted()
+    assert few.equals(sampled_users(users.sample(fraction=1.0, shuffle=True, seed=3), 300))
+    assert sampled_users(few, 1000).equals(few)  # under the limit: all of them
+    # a larger sample contains the smaller one: raising the limit only adds users
+    assert set(few["user_id"]) <= set(sampled_users(users, 600)["user_id"])
+
+
+def test_training_builds_candidates_for_the_capped_samples_only(built, tmp_path):
+    wh = _copy(built, tmp_path)
+    small = FAST.model_copy(update={"max_training_users": 100, "max_holdout_users": 150})
+    report = train_recommender(wh, END, small)
+    card = Registry(wh).card(MODEL, report.version)
+    assert 0 < card.training["groups"] <= 100 * small.snapshots
+    assert 0 < card.training["holdout_users"] <= 150
+    assert card.parity["tensorised"]["max_abs_diff"] <= small.parity_tolerance
