@@ -41,9 +41,9 @@ SEED = 7
 SAMPLE_SECONDS = 0.2
 
 
-def landing(users: int, items: int, days: int) -> tuple[Path, dict]:
+def landing(users: int, items: int, days: int, activity: float) -> tuple[Path, dict]:
     """The cached landing folder of that size, generated on first use, and how long that took."""
-    base = DATA / f"nightly-{users}u-{items}i-{days}d"
+    base = DATA / f"nightly-{users}u-{items}i-{days}d-{activity:g}a"
     meta_path = base / "generated.json"
     if meta_path.exists():
         return base / "landing", json.loads(meta_path.read_text())
@@ -55,11 +55,14 @@ def landing(users: int, items: int, days: int) -> tuple[Path, dict]:
     started = time.perf_counter()
     summary = generate_landing(
         base / "landing", users=users, items=items, days=days, seed=SEED, end_date=END,
-        progress=lambda msg: log(msg),
+        activity=activity, progress=lambda msg: log(msg),
     )  # fmt: skip
     seconds = time.perf_counter() - started
     events = summary.rows["events"]
-    meta = {"users": users, "items": items, "days": days, "events": events, "seconds": seconds}
+    meta = {
+        "users": users, "items": items, "days": days, "activity": activity, "events": events,
+        "seconds": seconds,
+    }  # fmt: skip
     meta_path.write_text(json.dumps(meta))
     return base / "landing", meta
 
@@ -175,18 +178,24 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0] + "\n\nexamples:\n"
         "  python -m bench.nightly --users 20000 --days 60           # size S\n"
         "  python -m bench.nightly --users 200000 --days 90 --nights 2\n"
-        "  python -m bench.nightly --users 1000000 --days 90 --max-rss-gib 8   # size L",
+        "  python -m bench.nightly --users 1000000 --days 90 --activity 3.5 --max-rss-gib 8",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--users", type=int, default=200_000, help="users (default 200k)")
     parser.add_argument("--items", type=int, default=1_000, help="items (default 1,000)")
     parser.add_argument("--days", type=int, default=90, help="days of history (default 90)")
     parser.add_argument("--nights", type=int, default=1, help="nights to run (default 1)")
+    parser.add_argument(
+        "--activity",
+        type=float,
+        default=1.0,
+        help="the generator's activity (3.5: 100 events/user)",
+    )
     parser.add_argument("--max-rss-gib", type=float, help="memory bound the nights must keep")
     parser.add_argument("--keep", action="store_true", help="keep the data root afterwards")
     args = parser.parse_args(argv)
 
-    source, generated = landing(args.users, args.items, args.days)
+    source, generated = landing(args.users, args.items, args.days, args.activity)
     root = OUT / "run-nightly"
     shutil.rmtree(root, ignore_errors=True)
     shutil.copytree(source, root / "landing", copy_function=os.link)  # no bytes copied

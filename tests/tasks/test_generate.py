@@ -209,6 +209,28 @@ def test_invalid_arguments_are_rejected(tmp_path: Path) -> None:
         generate_landing(tmp_path, users=10, items=20, days=5, eval_days=5, end_date=END)
     with pytest.raises(ValueError, match="items"):
         generate_landing(tmp_path, users=10, items=5, days=5, eval_days=2, end_date=END)
+    with pytest.raises(ValueError, match="activity=0"):
+        generate_landing(tmp_path, users=10, items=20, days=5, end_date=END, activity=0)
+
+
+def test_activity_multiplies_events_and_the_truth_follows(tmp_path: Path) -> None:
+    """More activity: more events per user, and the true probabilities still match buyers."""
+    kwargs = {"users": 1500, "items": 40, "days": 30, "end_date": END}
+    base = generate_landing(tmp_path / "base", **kwargs)
+    busy = generate_landing(tmp_path / "busy", **kwargs, activity=3.5)
+    assert busy.rows["events"] > 3 * base.rows["events"]
+    meta = json.loads((busy.out / "_truth" / "truth.json").read_text())
+    assert meta["activity"] == 3.5
+    truth = pl.read_parquet(busy.truth_path)
+    events = clean_events(read_events(busy.out))
+    buyers = events.filter(pl.col("event_type") == "purchase", pl.col("day") >= busy.window_start)[
+        "user_id"
+    ].unique()
+    p = truth["p_purchase"].to_numpy()
+    bought = truth["user_id"].is_in(buyers.implode()).to_numpy()
+    sd = float(np.sqrt((p * (1 - p)).sum()))
+    assert abs(bought.sum() - p.sum()) < 4 * sd + 0.005 * p.sum()
+    assert p.mean() > pl.read_parquet(base.truth_path)["p_purchase"].mean()
 
 
 def test_progress_is_reported_once_per_day(tmp_path: Path) -> None:
