@@ -90,10 +90,13 @@ def tree_rss_kib(root: int) -> int:
     return total
 
 
-def run_night(root: Path, night: date) -> dict[str, Any]:
-    """One ``nightowl run`` in a child process, its tree RSS sampled meanwhile."""
+def run_night(root: Path, night: date, threads: int | None = None) -> dict[str, Any]:
+    """One ``nightowl run`` in a child process, its tree RSS sampled meanwhile (``threads``:
+    ``[runner] threads``, how many steps run at once)."""
     cmd = [sys.executable, "-m", "flows", "run", "--data-root", str(root), "--date", str(night)]
     env = os.environ | {"POLARS_MAX_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+    if threads is not None:
+        env["NIGHTOWL_RUNNER__THREADS"] = str(threads)
     log_path = root / f"run-{night}.log"
     samples: list[tuple[float, int]] = []
     with log_path.open("w") as out:
@@ -192,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         help="the generator's activity (3.5: 100 events/user)",
     )
     parser.add_argument("--max-rss-gib", type=float, help="memory bound the nights must keep")
+    parser.add_argument(
+        "--steps-at-once",
+        type=int,
+        help="[runner] threads: steps run at once (1: one at a time, the least memory)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the data root afterwards")
     args = parser.parse_args(argv)
 
@@ -203,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     for k in reversed(range(args.nights)):
         night = END - timedelta(days=k)
         log(f"night {night}: running…")
-        done = run_night(root, night)
+        done = run_night(root, night, args.steps_at_once)
         nights.append(done)
         log(f"night {night}: {done['seconds']:.0f}s, peak {done['peak_rss_mib']:,.0f} MiB")
     bound = None if args.max_rss_gib is None else args.max_rss_gib * 1024
@@ -216,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     met = None if bound is None else all(n["peak_rss_mib"] <= bound for n in nights)
     write_results(
         RESULTS, "nightly", 2, code=code_version(), input=generated, nights=nights,
-        bound_mib=bound, met=met,
+        bound_mib=bound, met=met, steps_at_once=args.steps_at_once,
     )  # fmt: skip
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)

@@ -56,20 +56,13 @@ SIZES: dict[str, dict[str, list[str]]] = {
         "nightly": ["--users", "200000", "--items", "1000", "--days", "90", "--nights", "2"],
     },
 }
+#: L: M's components and the nightly at 1M users and about 100M events, one step at a time.
 SIZES["L"] = SIZES["M"] | {
     "nightly": [
-        "--users",
-        "1000000",
-        "--items",
-        "2000",
-        "--days",
-        "90",
-        "--activity",
-        "3.5",
-        "--max-rss-gib",
-        "8",
-    ],  # 1M users, about 100M events
-}
+        "--users", "1000000", "--items", "2000", "--days", "90", "--activity", "3.5",
+        "--steps-at-once", "1", "--max-rss-gib", "8",
+    ],
+}  # fmt: skip
 __doc__ += "\n".join(
     f"\n{size}:\n" + "\n".join(f"  {name:10} {' '.join(args)}" for name, args in runs.items())
     for size, runs in SIZES.items()
