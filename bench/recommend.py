@@ -186,7 +186,7 @@ def worker(side: str, users: int, items: int, bucket_users: int, result: Path) -
     """One side's timed run, in this process; writes its measurements to ``result``."""
     import polars as pl
 
-    from schemas.config import RecommendSettings
+    from schemas.config import ModelSettings, RecommendSettings
     from tasks import recommend as rec
     from tasks import recommendations as recs
     from tasks import score
@@ -201,9 +201,13 @@ def worker(side: str, users: int, items: int, bucket_users: int, result: Path) -
         history = rec.history_as_of(events, catalogue, None, as_of, cfg)
         tables = rec.item_tables(history, cfg)
         sess = score.session(model_path(users, items).read_bytes(), [score.CPU])
+        scorer = score.Scorer(
+            session=sess, graph=score.TREE_ENSEMBLE, provider=score.CPU, placement={},
+            batch_rows=ModelSettings().score_batch_rows,
+        )  # fmt: skip
         prepared = time.perf_counter() - started
         lists, stats = recs.bucketed_lists(
-            history, tables, active, cfg, recs.onnx_scorer(sess), "bench"
+            history, tables, active, cfg, recs.onnx_scorer(scorer), "bench"
         )
         candidates, n_buckets = stats.candidates, stats.buckets
         phases = {"history_and_item_tables": round(prepared, 3), **stats.seconds}

@@ -185,6 +185,12 @@ class ModelSettings(BaseModel):
         description="churn_risk at or above which a customer is in the tier (else low).",
     )
     score_batch_rows: int = Field(default=262_144, ge=1, description="Rows per ONNX run call.")
+    features_bucket_events: int = Field(
+        default=10_000_000,
+        ge=1_000,
+        description="User features are computed a user-hash bucket of about this many events at "
+        "a time: it bounds the features step's memory (same values).",
+    )
 
     @field_validator("risk_tiers")
     @classmethod

@@ -168,12 +168,24 @@ def category_affinity(history: pl.LazyFrame, items: pl.LazyFrame) -> pl.LazyFram
     )
 
 
-def price_sensitivity(history: pl.LazyFrame, market_prices: pl.LazyFrame | None) -> pl.LazyFrame:
-    """Per user, what they paid in the last 90 days against the item's usual and market price."""
-    paid = history.filter(_is("purchase", LONGEST) & (pl.col("price") > 0))
-    # The item's median paid price across everyone in the same window: a list price known then.
-    usual = paid.group_by("item_id").agg(pl.col("price").median().alias("usual_price"))
-    bought = paid.join(usual, on="item_id", how="left")
+def _paid(history: pl.LazyFrame) -> pl.LazyFrame:
+    return history.filter(_is("purchase", LONGEST) & (pl.col("price") > 0))
+
+
+def usual_prices(history: pl.LazyFrame) -> pl.LazyFrame:
+    """Per item, the median price everyone paid in the last 90 days: a list price known then."""
+    return _paid(history).group_by("item_id").agg(pl.col("price").median().alias("usual_price"))
+
+
+def price_sensitivity(
+    history: pl.LazyFrame,
+    market_prices: pl.LazyFrame | None,
+    usual: pl.LazyFrame | None = None,
+) -> pl.LazyFrame:
+    """Per user, what they paid in the last 90 days against the item's usual and market price
+    (``usual``: ``usual_prices`` of everyone's history, when ``history`` is some users')."""
+    usual = usual_prices(history) if usual is None else usual
+    bought = _paid(history).join(usual, on="item_id", how="left")
     aggs = [exact_mean(_ratio(pl.col("price"), pl.col("usual_price"))).alias("paid_vs_usual_90d")]
     if market_prices is not None:
         market = market_prices.group_by("date", "item_id").agg(
@@ -218,17 +230,24 @@ def feedback_activity(feedback: pl.LazyFrame, as_of: date) -> pl.LazyFrame:
     )
 
 
+def known_history(events: pl.LazyFrame, as_of: date) -> pl.LazyFrame:
+    """The events of known users (no guests) before ``as_of``: what features are made of."""
+    known = events.filter((pl.col("dt") < as_of) & pl.col("user_id").is_not_null())
+    return events_before(known, as_of)
+
+
 def user_features(
     events: pl.LazyFrame,
     as_of: date,
     items: pl.LazyFrame | None = None,
     market_prices: pl.LazyFrame | None = None,
     feedback: pl.LazyFrame | None = None,
+    usual: pl.LazyFrame | None = None,
 ) -> pl.LazyFrame:
     """One row per user with any event before ``as_of``: behaviour, affinity, price and (from
-    their ratings and support tickets) feedback features."""
-    known = events.filter((pl.col("dt") < as_of) & pl.col("user_id").is_not_null())  # no guests
-    history = events_before(known, as_of)
+    their ratings and support tickets) feedback features (``usual``: the items' usual prices,
+    from everyone's ``known_history``, when ``events`` are some users')."""
+    history = known_history(events, as_of)
     counted = [f"sessions_{w}d" for w in WINDOWS] + ["orders_total", "orders_90d"]
     frame = (
         history.group_by("user_id")
@@ -244,7 +263,7 @@ def user_features(
         frame = frame.with_columns(
             categories_90d=pl.lit(None, pl.UInt32), top_category_share_90d=pl.lit(None, pl.Float64)
         )
-    sensitivity = price_sensitivity(history, market_prices)
+    sensitivity = price_sensitivity(history, market_prices, usual)
     frame = frame.join(sensitivity, on="user_id", how="left")
     if market_prices is None:
         frame = frame.with_columns(
@@ -261,6 +280,35 @@ def user_features(
             for n, t in FEEDBACK_FEATURES.items()
         )
     return frame.with_columns(as_of=pl.lit(as_of)).sort("user_id")
+
+
+def user_bucket(user_id: pl.Expr, buckets: int) -> pl.Expr:
+    """A user's bucket: a stable hash of the id modulo ``buckets`` (same on every machine)."""
+    return user_id.hash(seed=0) % buckets
+
+
+def bucketed_user_features(
+    events: pl.LazyFrame,
+    as_of: date,
+    items: pl.LazyFrame | None = None,
+    market_prices: pl.LazyFrame | None = None,
+    feedback: pl.LazyFrame | None = None,
+    *,
+    buckets: int = 1,
+) -> pl.DataFrame:
+    """``user_features``, the same rows, computed for one hash bucket of users at a time, so that
+    only one bucket's history is in memory (every feature but the items' usual prices, computed
+    first, is a user's own aggregate)."""
+    if buckets <= 1:
+        return user_features(events, as_of, items, market_prices, feedback).collect()
+    usual = usual_prices(known_history(events, as_of)).collect().lazy()  # the one shared figure
+    parts = []
+    for k in range(buckets):
+        mine = user_bucket(pl.col("user_id"), buckets) == k
+        theirs = None if feedback is None else feedback.filter(mine)
+        some = user_features(events.filter(mine), as_of, items, market_prices, theirs, usual)
+        parts.append(some.collect())
+    return pl.concat(parts).sort("user_id")
 
 
 def feature_names(features: pl.DataFrame | pl.LazyFrame) -> list[str]:

@@ -8,6 +8,7 @@ time-split snapshots, exports to ONNX, runs the parity gate, registers and maybe
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from datetime import date, timedelta
@@ -20,7 +21,7 @@ from pydantic import BaseModel, Field
 from schemas.config import ModelSettings
 from tasks import score, tensorised, train
 from tasks.export import ParityFailed as ParityFailed  # where callers have long imported it from
-from tasks.features import feature_names, labelled, purchase_labels, user_features
+from tasks.features import bucketed_user_features, feature_names, labelled, purchase_labels
 from warehouse.manifest import InputRef, Manifest, combined_hash
 from warehouse.registry import ModelCard, Registry
 from warehouse.store import Warehouse
@@ -118,9 +119,12 @@ def feature_inputs(wh: Warehouse, as_of: date) -> list[InputRef]:
 # ---- features -------------------------------------------------------------------------------
 
 
-def user_features_table(wh: Warehouse, as_of: date) -> tuple[pl.DataFrame, FeatureReport]:
+def user_features_table(
+    wh: Warehouse, as_of: date, bucket_events: int = ModelSettings().features_bucket_events
+) -> tuple[pl.DataFrame, FeatureReport]:
     """The user features as of ``as_of``: read back when their inputs are unchanged, else built
-    and published to ``features/user/as_of=...``."""
+    (a user-hash bucket of about ``bucket_events`` events at a time) and published to
+    ``features/user/as_of=...``."""
     started = time.perf_counter()
     partition = {"as_of": as_of.isoformat()}
     sources = _feature_sources(wh, as_of)
@@ -135,7 +139,8 @@ def user_features_table(wh: Warehouse, as_of: date) -> tuple[pl.DataFrame, Featu
     )
     if events is None:
         raise train.NotEnoughHistory(f"no clean events before {as_of}: nothing to featurize")
-    frame = user_features(events, as_of, items, market, feedback).collect()
+    buckets = math.ceil(events.select(pl.len()).collect().item() / bucket_events)
+    frame = bucketed_user_features(events, as_of, items, market, feedback, buckets=buckets)
     manifest = wh.write_partition(
         "features", "user", partition, frame, inputs=inputs, stats={"inputs_hash": inputs_hash}
     )
@@ -237,7 +242,7 @@ def train_propensity(
     events, _ = clean_before(wh, "events", None)  # labels filter their own days from it
     snapshots, refs = [], []
     for as_of in (*plan.train, plan.holdout):
-        frame, report = user_features_table(wh, as_of)
+        frame, report = user_features_table(wh, as_of, cfg.features_bucket_events)
         labels = purchase_labels(events, as_of, cfg.horizon_days)
         snapshots.append(labelled(frame.lazy(), labels).collect())
         refs.append(
@@ -348,7 +353,7 @@ def score_users(wh: Warehouse, as_of: date, cfg: ModelSettings) -> ScoreReport:
     started = time.perf_counter()
     registry = Registry(wh)
     card = scoring_model(registry, as_of)
-    features, feature_report = user_features_table(wh, as_of)
+    features, feature_report = user_features_table(wh, as_of, cfg.features_bucket_events)
     missing = set(card.feature_names) - set(features.columns)
     if missing:
         raise NoChampion(

@@ -531,11 +531,6 @@ def active_users(events: pl.LazyFrame, as_of: date, days: int) -> pl.DataFrame:
     return active.collect().sort("user_id")
 
 
-def user_bucket(user_id: pl.Expr, buckets: int) -> pl.Expr:
-    """A user's bucket: a stable hash of the id modulo ``buckets`` (same on every machine)."""
-    return user_id.hash(seed=0) % buckets
-
-
 def top_lists(scored: pl.DataFrame, k: int) -> pl.DataFrame:
     """The ``k`` best items per user by ``score`` (ties: item id), with ``rank`` 1..k."""
     return (

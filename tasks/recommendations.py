@@ -25,6 +25,7 @@ from pydantic import Field
 from schemas.config import ModelSettings, RecommendSettings
 from tasks import recommend as rec
 from tasks import score, tensorised, train
+from tasks.features import user_bucket
 from tasks.feedback import TableReport, table_report
 from tasks.propensity import cadence_due, catalogue_before, clean_before, event_days
 from warehouse.manifest import InputRef
@@ -465,7 +466,7 @@ def buckets(users: pl.DataFrame, per_bucket: int) -> Iterator[pl.DataFrame]:
     if n == 1:
         yield users
         return
-    keyed = users.with_columns(bucket=rec.user_bucket(pl.col("user_id"), n))
+    keyed = users.with_columns(bucket=user_bucket(pl.col("user_id"), n))
     for (_,), part in keyed.sort("bucket", "user_id").group_by("bucket", maintain_order=True):
         yield part.drop("bucket")
 

@@ -332,7 +332,8 @@ def features_step(
     """
     with time_limit(ctx.timeout_seconds, "features-user"):
         try:
-            return propensity.user_features_table(ctx.warehouse(), as_of)[1]
+            wh, per_bucket = ctx.warehouse(), ctx.model.features_bucket_events
+            return propensity.user_features_table(wh, as_of, per_bucket)[1]
         except NotEnoughHistory as exc:  # no events yet: nothing to featurize, not an error
             log.warning("no user features yet: %s", exc)
             return None

@@ -10,7 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from tasks.features import feature_names, labelled, purchase_labels, user_features
+from tasks.features import (
+    bucketed_user_features,
+    feature_names,
+    labelled,
+    purchase_labels,
+    user_features,
+)
 
 AS_OF = date(2026, 11, 28)
 SCHEMA = {
@@ -181,3 +187,28 @@ def test_the_same_events_in_any_order_give_identical_features():
     for seed in (1, 2):
         shuffled = frame.sample(fraction=1.0, shuffle=True, seed=seed).lazy()
         assert first.equals(user_features(shuffled, AS_OF, ITEMS, MARKET).collect())
+
+
+past_event = st.tuples(
+    st.sampled_from([f"u{i}" for i in range(12)] + [None]),
+    st.sampled_from(["s1", "s2", "s3"]),
+    st.integers(min_value=1, max_value=120 * 24 * 60),  # minutes before as_of
+    st.sampled_from(["view", "add_to_cart", "purchase", "return", "remove_from_cart", "share"]),
+    st.sampled_from(["i1", "i2", None]),
+    st.sampled_from(["o1", "o2", None]),
+    st.integers(min_value=1, max_value=5),
+    st.floats(min_value=0.01, max_value=500),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(past_event, min_size=1, max_size=60), buckets=st.integers(2, 5))
+def test_bucketed_features_are_the_same_rows(rows, buckets):
+    """Computing the features a hash bucket of users at a time changes no value."""
+    start = datetime(AS_OF.year, AS_OF.month, AS_OF.day, tzinfo=UTC)
+    history = events([(u, s, start - timedelta(minutes=m), *rest) for u, s, m, *rest in rows])
+    given_feedback = feedback([*FEEDBACK, ("u3", at(22), 4, "review")])
+    whole = bucketed_user_features(history, AS_OF, ITEMS, MARKET, given_feedback)
+    split = bucketed_user_features(history, AS_OF, ITEMS, MARKET, given_feedback, buckets=buckets)
+    assert_frame_equal(whole, split)
+    assert whole.equals(user_features(history, AS_OF, ITEMS, MARKET, given_feedback).collect())

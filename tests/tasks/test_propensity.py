@@ -18,6 +18,7 @@ from tasks.propensity import (
     NoChampion,
     ParityFailed,
     booster_of,
+    clean_before,
     outcomes_seen_until,
     score_users,
     train_propensity,
@@ -58,6 +59,19 @@ def wh(built: Path, tmp_path: Path) -> Warehouse:
     root = tmp_path / "data"
     shutil.copytree(built, root)
     return Warehouse(root, "test")
+
+
+def test_features_made_a_bucket_of_users_at_a_time_are_the_same(wh, tmp_path):
+    as_of = END + timedelta(days=1)
+    whole, report = user_features_table(wh, as_of)
+    other = Warehouse(tmp_path / "other", "test")
+    shutil.copytree(wh.data_root, other.data_root)
+    shutil.rmtree(other.table_dir("features", "user"), ignore_errors=True)
+    events = clean_before(other, "events", as_of)[0].select(pl.len()).collect().item()
+    assert events > 3 * 5_000  # so the features below take several buckets
+    split, again = user_features_table(other, as_of, bucket_events=5_000)
+    assert not again.reused and split.equals(whole)
+    assert again.content_hash == report.content_hash
 
 
 def test_features_are_published_once_and_reused(wh):
