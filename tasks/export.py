@@ -68,6 +68,17 @@ def float32_threshold(threshold: float) -> float:
     return float32_at_or_below(threshold)
 
 
+def numerical_split(tree_id: int, node: dict[str, Any]) -> tuple[float, str]:
+    """The float32 threshold (``float32_threshold``) and missing type of a split node of
+    ``Booster.dump_model``; raises UnsupportedModel for a categorical split."""
+    if node["decision_type"] != "<=":
+        raise UnsupportedModel(
+            f"tree {tree_id}: categorical split on feature {node['split_feature']}; "
+            "encode categories as numbers before training"
+        )
+    return float32_threshold(float(node["threshold"])), node["missing_type"]
+
+
 @dataclass
 class _Nodes:
     """The flat node and leaf attribute lists of a TreeEnsembleRegressor, filled tree by tree."""
@@ -103,13 +114,7 @@ class _Nodes:
                 self.leaf_node_ids.append(node_id)
                 self.leaf_weights.append(float(node["leaf_value"]))
                 return node_id
-            if node["decision_type"] != "<=":
-                raise UnsupportedModel(
-                    f"tree {tree_id}: categorical split on feature {node['split_feature']}; "
-                    "encode categories as numbers before training"
-                )
-            threshold = float32_threshold(float(node["threshold"]))
-            missing = node["missing_type"]
+            threshold, missing = numerical_split(tree_id, node)
             if missing == "NaN":
                 nan_goes_left = bool(node["default_left"])
             elif missing == "None":

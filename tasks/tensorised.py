@@ -46,8 +46,8 @@ from tasks.export import (
     OUTPUT,
     ZERO_THRESHOLD,
     UnsupportedModel,
-    float32_threshold,
     link_of,
+    numerical_split,
     onnx_from_booster,
     parity_gate,
     sigmoid_scale,
@@ -101,13 +101,7 @@ class NodeTables:
                 self.leaf_value[at] = float(node["leaf_value"])
                 self.depth = max(self.depth, level)
                 continue
-            if node["decision_type"] != "<=":
-                raise UnsupportedModel(
-                    f"tree {tree_id}: categorical split on feature {node['split_feature']}; "
-                    "encode categories as numbers before training"
-                )
-            threshold = float32_threshold(float(node["threshold"]))
-            missing = node["missing_type"]
+            threshold, missing = numerical_split(tree_id, node)
             if missing == "NaN":
                 variant = NAN_LEFT if node["default_left"] else NAN_RIGHT
             elif missing == "None":  # LightGBM reads NaN as 0
