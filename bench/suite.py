@@ -10,8 +10,8 @@ pandas, LightGBM's predict, a lexicon, a moving average), with the target where 
 The same table, the sizes and the machine go to ``bench/RESULTS.md`` (``--markdown``), which the
 README links.
 
-A benchmark that fails is a row saying so; the others still run. Sizes (S: minutes, a smoke run;
-M: the sizes the issues set their targets at, about an hour; L: M's components and the
+A benchmark that fails is a row saying so; the others still run. Sizes (S: a smoke run, about 20
+minutes; M: the sizes the issues set their targets at, about an hour; L: M's components and the
 nightly at 1M users and about 100M events over 90 days, held to 8 GiB):
 """
 
