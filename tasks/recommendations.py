@@ -368,13 +368,14 @@ def _scores(
     *,
     booster: lgb.Booster | None = None,
     onnx_bytes: bytes | None = None,
-    providers: list[str] | None = None,
     batch_rows: int = 262_144,
 ) -> np.ndarray:
-    """Ranker scores of the candidates in ``frame``: native LightGBM, or an ONNX session."""
+    """Ranker scores of the candidates in ``frame``: native LightGBM, or an ONNX graph on the
+    CPU."""
+    matrix = train.feature_matrix(frame, list(rec.FEATURES))
     if booster is not None:
-        return booster.predict(train.feature_matrix(frame, list(rec.FEATURES)), num_threads=2)
-    return onnx_scorer(score.session(onnx_bytes, providers or [score.CPU]), batch_rows)(frame)
+        return booster.predict(matrix, num_threads=2)
+    return score.predict(score.session(onnx_bytes, [score.CPU]), matrix, batch_rows)
 
 
 def onnx_scorer(scorer: score.Scorer) -> Callable[[pl.DataFrame], np.ndarray]:

@@ -283,10 +283,11 @@ def test_training_samples_are_stable_and_bounded():
     assert set(few["user_id"]) <= set(sampled_users(users, 600)["user_id"])
 
 
-def test_training_builds_candidates_for_the_capped_samples_only(built, tmp_path):
-    wh = _copy(built, tmp_path)
+def test_training_builds_candidates_for_the_capped_samples_only(trained, tmp_path):
+    wh = _copy(trained, tmp_path)  # a champion is there: the new version is judged against it
     small = FAST.model_copy(update={"max_training_users": 100, "max_holdout_users": 150})
     report = train_recommender(wh, END, small)
+    assert "vs champion" in report.reason  # the champion's ONNX graph scored the same window
     card = Registry(wh).card(MODEL, report.version)
     assert 0 < card.training["groups"] <= 100 * small.snapshots
     assert 0 < card.training["holdout_users"] <= 150
