@@ -133,7 +133,8 @@ def score_rows(doc: dict) -> list[dict]:
 
 
 def recommend_rows(doc: dict) -> list[dict]:
-    results = {r["engine"]: r for r in doc["results"]}
+    given = doc["results"]  # side → result
+    results = given if isinstance(given, dict) else {r["engine"]: r for r in given}
     rows = []
     for side, r in results.items():
         what = f"{r['users']:,} users, {r['candidates']:,} candidates"
@@ -231,7 +232,10 @@ def run_one(name: str, args: list[str]) -> tuple[list[dict], float, str | None]:
     wall = time.perf_counter() - started
     if done.returncode != 0 or not results.exists():
         return [], wall, f"exit {done.returncode}"
-    return READERS[name][1](json.loads(results.read_text())), wall, None
+    try:
+        return READERS[name][1](json.loads(results.read_text())), wall, None
+    except (KeyError, TypeError, ValueError) as exc:  # a results file in a shape not known here
+        return [], wall, f"unreadable {results.name}: {exc!r}"
 
 
 def fmt(row: dict[str, Any]) -> list[str]:
