@@ -34,7 +34,6 @@ import polars as pl
 
 from schemas.config import ModelSettings
 from tasks.export import ENSEMBLE, INPUT, OUTPUT
-from tasks.tensorised import GRAPH as TENSORISED
 from tasks.train import rfm_segment, rfm_table
 from warehouse.registry import ModelCard, Registry
 
@@ -44,6 +43,8 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 #: The graph of ``model.onnx``: ONNX-ML's TreeEnsembleRegressor (``tasks.export``).
 TREE_ENSEMBLE = "tree_ensemble"
+#: The graph of ``model.tensor.onnx``: plain tensor operators (``tasks.tensorised``).
+TENSORISED = "tensorised"
 
 
 def _gpu_count() -> int:

@@ -37,7 +37,6 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import onnx
-import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from tasks.export import (
@@ -52,9 +51,10 @@ from tasks.export import (
     parity_gate,
     sigmoid_scale,
 )
+from tasks.score import CPU, TENSORISED, session
 
 #: ``graph`` metadata value of these models, beside ``tree_ensemble`` for ``tasks.export``'s.
-GRAPH = "tensorised"
+GRAPH = TENSORISED
 
 
 #: Held-out rows (before the edge rows) the tensorised graph's parity gate scores at most.
@@ -253,18 +253,12 @@ def gated_exports(
     ``tolerance`` on ``rows`` and the edge rows. The tensorised graph's float64 output is held to
     ``tolerance`` in absolute terms even where the float32 tree ensemble is judged ``relative``
     (on at most ``TENSOR_GATE_ROWS`` of ``rows``: on a CPU it is the slower graph)."""
-
-    def cpu_session(model: bytes) -> ort.InferenceSession:
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
     ensemble = onnx_from_booster(booster)
     parity = parity_gate(
-        booster, cpu_session(ensemble), rows, tolerance, relative=relative, what=what
+        booster, session(ensemble, [CPU]), rows, tolerance, relative=relative, what=what
     )
     tensor = tensorised_onnx_from_booster(booster)
     if len(rows) > TENSOR_GATE_ROWS:
         rows = rows[np.random.default_rng(0).choice(len(rows), TENSOR_GATE_ROWS, replace=False)]
-    parity[GRAPH] = parity_gate(booster, cpu_session(tensor), rows, tolerance, what=what)
+    parity[GRAPH] = parity_gate(booster, session(tensor, [CPU]), rows, tolerance, what=what)
     return Exports(tree_ensemble=ensemble, tensorised=tensor, parity=parity)
