@@ -115,16 +115,18 @@ def run_night(root: Path, night: date, threads: int | None = None) -> dict[str, 
         done.set()
         sampler.join()
     wall = time.time() - started
+    # A failed night still has its steps' figures: they say which step failed, and how big it got.
+    failure = None
     if code != 0:
         tail = log_path.read_text().splitlines()[-15:]
-        raise SystemExit(f"nightowl run --date {night} failed (exit {code}):\n" + "\n".join(tail))
-    steps = step_windows(root, samples)
+        failure = f"nightowl run --date {night} failed (exit {code}):\n" + "\n".join(tail)
     return {
         "night": str(night),
         "seconds": wall,
         "peak_rss_mib": max((kib for _, kib in samples), default=0) / 1024,
-        "steps": steps,
+        "steps": step_windows(root, samples),
         "log": str(log_path),
+        "failure": failure,
     }
 
 
@@ -181,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0] + "\n\nexamples:\n"
         "  python -m bench.nightly --users 20000 --days 60           # size S\n"
         "  python -m bench.nightly --users 200000 --days 90 --nights 2\n"
-        "  python -m bench.nightly --users 1000000 --days 90 --activity 3.5 --max-rss-gib 8",
+        "  python -m bench.nightly --users 1000000 --activity 3.5 --max-rss-gib 8 --keep  # L\n"
+        "  python -m bench.nightly --users 1000000 --activity 3.5 --resume  # after a failure",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--users", type=int, default=200_000, help="users (default 200k)")
@@ -201,12 +204,18 @@ def main(argv: list[str] | None = None) -> int:
         help="[runner] threads: steps run at once (1: one at a time, the least memory)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the data root afterwards")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="run again in the data root a failed --keep run left: only what failed reruns",
+    )
     args = parser.parse_args(argv)
 
     source, generated = landing(args.users, args.items, args.days, args.activity)
     root = OUT / "run-nightly"
-    shutil.rmtree(root, ignore_errors=True)
-    shutil.copytree(source, root / "landing", copy_function=os.link)  # no bytes copied
+    if not (args.resume and root.exists()):
+        shutil.rmtree(root, ignore_errors=True)
+        shutil.copytree(source, root / "landing", copy_function=os.link)  # no bytes copied
     nights = []
     for k in reversed(range(args.nights)):
         night = END - timedelta(days=k)
@@ -214,6 +223,8 @@ def main(argv: list[str] | None = None) -> int:
         done = run_night(root, night, args.steps_at_once)
         nights.append(done)
         log(f"night {night}: {done['seconds']:.0f}s, peak {done['peak_rss_mib']:,.0f} MiB")
+        if done["failure"]:
+            break
     bound = None if args.max_rss_gib is None else args.max_rss_gib * 1024
     print(
         f"input: {generated['users']:,} users, {generated['items']:,} items, {generated['days']} "
@@ -221,14 +232,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(table(nights, bound))
     print("peak RSS: the run's whole process tree (it and the Prefect server it starts)")
-    met = None if bound is None else all(n["peak_rss_mib"] <= bound for n in nights)
+    failure = nights[-1]["failure"]
+    if failure:
+        print(failure, file=sys.stderr)
+    met = None if bound is None or failure else all(n["peak_rss_mib"] <= bound for n in nights)
     write_results(
         RESULTS, "nightly", 2, code=code_version(), input=generated, nights=nights,
         bound_mib=bound, met=met, steps_at_once=args.steps_at_once,
     )  # fmt: skip
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)
-    return 0
+    return 1 if failure else 0
 
 
 if __name__ == "__main__":

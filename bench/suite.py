@@ -203,6 +203,8 @@ def nightly_rows(doc: dict) -> list[dict]:
         )
         bound = doc.get("bound_mib")
         met = None if bound is None else night["peak_rss_mib"] <= bound
+        if night.get("failure"):  # a night that did not finish meets no bound
+            met = False
         rows.append(cells("nightly", "whole night", total, night | {"rows_per_s": None}, "",
                           met=met))  # fmt: skip
     return rows

@@ -75,6 +75,7 @@ def step_context(settings: Settings, source: str) -> StepContext:
         config_dir=str(settings.config_dir),
         code_version=code_version(),
         tolerance_hours=settings.future_tolerance_hours,
+        chunk_rows=settings.clean_chunk_rows,
         source=settings.sources[source],
         checks=settings.checks,
         market=settings.market,

@@ -146,6 +146,12 @@ class Settings(BaseSettings):
     future_tolerance_hours: float = Field(
         default=24, ge=0, description="Rows dated later than the run date plus this are rejected."
     )
+    clean_chunk_rows: int = Field(
+        default=4_000_000,
+        ge=1,
+        description="Raw rows the clean step holds at once: its days are cleaned in slices of "
+        "about this many rows (the first night's 90 days as well as one late day).",
+    )
     sources: dict[str, SourceConfig] = Field(default_factory=dict)
     schedule: ScheduleSettings = Field(default_factory=ScheduleSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)

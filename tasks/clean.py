@@ -1,7 +1,8 @@
 """Clean: deduplicate, normalise and date raw rows; reject what cannot be true as of the run date.
 
 Each function takes the raw rows of one source in arrival order (run date, landing file, row
-number; lineage columns ``_run``, ``source_file`` and ``source_row``) and returns them with a
+number; lineage columns ``_run``, ``source_file`` and ``source_row``, and ``_entry``, the landing
+file's place in the ledger) and returns them with a
 ``dt`` partition date and a ``_reason``: null for rows that go to the clean table, a sentence for
 rows that go to quarantine. Clean tables keep arrival order: deterministic, and it costs nothing.
 """
@@ -13,13 +14,16 @@ from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
 
-from schemas.landing import CONTRACTS
+from schemas.landing import CONTRACTS, SourceContract
 from tasks import redact, text
 from tasks.market import export_day
 
 REASON = "_reason"
 SUPERSEDED = "_superseded"
+ENTRY = "_entry"
 LINEAGE = ["source_file", "source_row"]
+#: Rows per bucket when looking for shared key hashes: bounds the hash table's memory.
+_HASH_BUCKET_ROWS = 8_000_000
 
 
 @dataclass(frozen=True)
@@ -72,8 +76,49 @@ def with_row_ids(raw: pl.LazyFrame, spec: CleanSpec) -> pl.LazyFrame:
     return raw.with_columns(filled.alias(spec.id_column))
 
 
-def cleaned_events(raw: pl.LazyFrame, synonyms: dict[str, str], cutoff: datetime) -> pl.LazyFrame:
-    """Events with normalised types, quantity 1 when unset, ids, dates and a verdict per row."""
+def arrival_key() -> pl.Expr:
+    """A raw row's identity: its landing file's ledger place and its row number, as one integer."""
+    return pl.col(ENTRY).cast(pl.UInt64) * (1 << 40) + pl.col("source_row").cast(pl.UInt64)
+
+
+def later_duplicates(raw: pl.LazyFrame, spec: CleanSpec) -> pl.Series:
+    """Arrival keys of the rows whose key an earlier row (in arrival order) already has.
+
+    Memory stays near 16 bytes a row however many rows there are: one streaming pass keeps each
+    row's key hash, rows sharing a hash (the duplicates, and the rare hash collision) are found
+    a bucket of hashes at a time, and only those rows are read again to compare the keys exactly.
+    """
+    keyed = with_row_ids(raw, spec)
+    key = pl.struct(list(spec.key)) if len(spec.key) > 1 else pl.col(spec.key[0])
+    hashes = keyed.select(arrival_key().alias("k"), key.hash(seed=0).alias("h")).collect(
+        engine="streaming"
+    )
+    buckets = max(1, hashes.height // _HASH_BUCKET_ROWS)
+    shared = [
+        part.filter(pl.col("h").is_duplicated())["k"]
+        for part in (
+            hashes.filter(pl.col("h") % buckets == b) if buckets > 1 else hashes
+            for b in range(buckets)
+        )
+    ]
+    candidates = pl.concat(shared)
+    del hashes
+    if candidates.is_empty():
+        return candidates
+    exact = keyed.filter(arrival_key().is_in(candidates.implode())).select(
+        arrival_key().alias("k"), key.alias("key")
+    )
+    return exact.filter(pl.col("key").is_first_distinct().not_()).collect()["k"]
+
+
+def cleaned_events(
+    raw: pl.LazyFrame,
+    synonyms: dict[str, str],
+    cutoff: datetime,
+    duplicates: pl.Series | None = None,
+) -> pl.LazyFrame:
+    """Events with normalised types, quantity 1 when unset, ids, dates and a verdict per row
+    (``duplicates``: see ``cleaned_rows``)."""
     # Normalise the few distinct spellings, not every row: a lookup is far cheaper than a regex.
     spellings = raw.select(pl.col("event_type").unique()).collect().to_series()
     normal = pl.DataFrame({"t": spellings}).select(normalised_event_types(pl.col("t"), synonyms))
@@ -82,11 +127,15 @@ def cleaned_events(raw: pl.LazyFrame, synonyms: dict[str, str], cutoff: datetime
         pl.col("event_type").replace_strict(mapping, return_dtype=pl.String),
         pl.col("quantity").fill_null(1),
     )
-    return cleaned_rows(normal_rows, SPECS["events"], cutoff)
+    return cleaned_rows(normal_rows, SPECS["events"], cutoff, duplicates)
 
 
 def cleaned_feedback(
-    raw: pl.LazyFrame, cutoff: datetime, max_chars: int = 5000, phone_region: str = "GB"
+    raw: pl.LazyFrame,
+    cutoff: datetime,
+    max_chars: int = 5000,
+    phone_region: str = "GB",
+    duplicates: pl.Series | None = None,
 ) -> pl.LazyFrame:
     """Feedback as plain text (HTML tags and entities gone), cut to ``max_chars`` with its
     length before the cut in ``text_chars``, personal data replaced by typed placeholders (the
@@ -114,7 +163,7 @@ def cleaned_feedback(
     )
     # Ids are filled above, from the raw text: cleaned_rows need not hash every row again.
     spec = replace(SPECS["feedback"], id_column=None)
-    verdicts = cleaned_rows(redacted.drop("_text", "_title"), spec, cutoff)
+    verdicts = cleaned_rows(redacted.drop("_text", "_title"), spec, cutoff, duplicates)
     nothing = (pl.col("text").fill_null("") == "") & pl.col("rating").is_null()
     emptied = pl.lit("text: nothing left once the HTML is removed, and no rating to score")
     return verdicts.with_columns(
@@ -164,16 +213,22 @@ def items_in_force(raw_items: pl.LazyFrame, run_date: date) -> pl.LazyFrame:
     return raw_items.filter(day <= run_date).sort(day, maintain_order=True)
 
 
-def cleaned_rows(raw: pl.LazyFrame, spec: CleanSpec, cutoff: datetime) -> pl.LazyFrame:
-    """Rows with ``dt``, ``_reason`` (duplicate, dated after ``cutoff``) and ``_superseded``."""
+def cleaned_rows(
+    raw: pl.LazyFrame, spec: CleanSpec, cutoff: datetime, duplicates: pl.Series | None = None
+) -> pl.LazyFrame:
+    """Rows with ``dt``, ``_reason`` (duplicate, dated after ``cutoff``) and ``_superseded``.
+
+    ``duplicates`` are the arrival keys of later duplicates (``later_duplicates``) when ``raw``
+    is one slice of a larger set of rows; by default they are found in ``raw`` itself."""
     contract = CONTRACTS[spec.table]
     ordered = with_row_ids(raw, spec)
     time_col = contract.partition_column
     checks = []
     if spec.keep == "first":
-        key = pl.struct(list(spec.key)) if len(spec.key) > 1 else pl.col(spec.key[0])
+        if duplicates is None:
+            duplicates = later_duplicates(raw, spec)
         checks.append(
-            pl.when(key.is_first_distinct().not_()).then(
+            pl.when(arrival_key().is_in(duplicates.implode())).then(
                 pl.lit(f"duplicate of an earlier row with the same {', '.join(spec.key)}")
             )
         )
@@ -195,10 +250,7 @@ def cleaned_rows(raw: pl.LazyFrame, spec: CleanSpec, cutoff: datetime) -> pl.Laz
     )
     out = ordered.with_columns(reason.alias(REASON), superseded.alias(SUPERSEDED))
     if time_col is not None:
-        day = pl.col(time_col)
-        out = out.with_columns(
-            (day if contract.column(time_col).kind == "date" else day.dt.date()).alias("dt")
-        )
+        out = out.with_columns(partition_day(contract).alias("dt"))
     return out
 
 
@@ -237,6 +289,46 @@ def rejected_clean_rows(verdicts: pl.LazyFrame, spec: CleanSpec) -> pl.LazyFrame
         pl.struct(contract.names).struct.json_encode().alias("record"),
         *dated,
     )
+
+
+def partition_day(contract: SourceContract) -> pl.Expr:
+    """The clean partition date (``dt``) of a raw row of a dated source."""
+    day = pl.col(contract.partition_column)
+    return day if contract.column(contract.partition_column).kind == "date" else day.dt.date()
+
+
+def on_days(contract: SourceContract, days: list[str]) -> pl.Expr:
+    """Rows dated on one of ``days``; the range around them lets Parquet skip other row groups."""
+    dates = sorted(date.fromisoformat(d) for d in days)
+    column = pl.col(contract.partition_column)
+    if contract.column(contract.partition_column).kind == "date":
+        around = column.is_between(dates[0], dates[-1])
+    else:
+        first = datetime.combine(dates[0], datetime.min.time(), UTC)
+        end = datetime.combine(dates[-1] + timedelta(days=1), datetime.min.time(), UTC)
+        around = (column >= first) & (column < end)
+    return around & partition_day(contract).is_in(dates)
+
+
+def rows_per_day(raw: pl.LazyFrame, contract: SourceContract) -> dict[str, int]:
+    """Raw rows per partition date (one streaming pass over the date column)."""
+    counts = raw.group_by(partition_day(contract).alias("dt")).len().collect(engine="streaming")
+    return {d.isoformat(): n for d, n in counts.iter_rows()}
+
+
+def day_slices(days: list[str], rows: dict[str, int], max_rows: int) -> list[list[str]]:
+    """``days`` in order, cut into runs of at most ``max_rows`` rows (a bigger day alone)."""
+    slices: list[list[str]] = []
+    held = 0
+    for day in days:
+        n = rows.get(day, 0)
+        if slices and held + n <= max_rows:
+            slices[-1].append(day)
+            held += n
+        else:
+            slices.append([day])
+            held = n
+    return slices
 
 
 def future_cutoff(run_date: date, tolerance_hours: float) -> datetime:

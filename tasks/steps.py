@@ -66,6 +66,8 @@ class StepContext(_Context):
 
     config_dir: str
     tolerance_hours: float
+    #: Raw rows cleaned at once (bounds memory; does not change what is written).
+    chunk_rows: int = units.CLEAN_CHUNK_ROWS
     source: SourceConfig
     checks: CheckSettings = Field(default_factory=CheckSettings)
     market: MarketSettings = Field(default_factory=MarketSettings)
@@ -270,7 +272,7 @@ def clean_step(
         wh = ctx.warehouse()
         return units.clean_source(
             wh, source, ctx.source, run_date, ctx.tolerance_hours,
-            ctx.market.price_outlier_ratio, ctx.feedback,
+            ctx.market.price_outlier_ratio, ctx.feedback, ctx.chunk_rows,
         )  # fmt: skip
 
 

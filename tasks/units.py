@@ -12,7 +12,7 @@ import shutil
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import polars as pl
@@ -32,12 +32,14 @@ from warehouse.landing import (
     reader_problem,
 )
 from warehouse.ledger import Ledger, LedgerEntry
-from warehouse.manifest import file_sha256
+from warehouse.manifest import InputRef, file_sha256
 from warehouse.store import Warehouse, write_parquet
 
 log = logging.getLogger("nightowl")
 #: Rows per batch streamed through validation: bounded memory whatever the file size.
 BATCH_ROWS = 500_000
+#: Raw rows cleaned at once (the days of one slice): about 1.5 GiB of events at the peak.
+CLEAN_CHUNK_ROWS = 4_000_000  # Settings.clean_chunk_rows
 
 
 class IngestFailed(Exception):
@@ -296,10 +298,12 @@ def clean_source(
     tolerance_hours: float,
     outlier_ratio: float = MarketSettings().price_outlier_ratio,
     feedback: FeedbackSettings | None = None,
+    chunk_rows: int = CLEAN_CHUNK_ROWS,
 ) -> CleanReport:
     """Republish every clean partition that this run's raw files feed (late data included);
     ``outlier_ratio`` judges competitor prices (see ``clean.cleaned_market_prices``),
-    ``feedback`` says how feedback text is cut and redacted (``clean.cleaned_feedback``)."""
+    ``feedback`` says how feedback text is cut and redacted (``clean.cleaned_feedback``).
+    Days are cleaned in slices of about ``chunk_rows`` raw rows, so memory stays bounded."""
     started = time.perf_counter()
     with wh.lock(f"source-{source}"):  # never beside another run's ingest or clean of it
         report = _clean_source(
@@ -310,6 +314,7 @@ def clean_source(
             tolerance_hours,
             outlier_ratio,
             feedback or FeedbackSettings(),
+            chunk_rows,
         )
     report.seconds = round(time.perf_counter() - started, 3)
     return report
@@ -323,6 +328,7 @@ def _clean_source(
     tolerance_hours: float,
     outlier_ratio: float,
     feedback: FeedbackSettings,
+    chunk_rows: int,
 ) -> CleanReport:
     spec = clean.SPECS[source]
     contract = CONTRACTS[source]
@@ -347,36 +353,77 @@ def _clean_source(
     raw = raw_rows(wh, inputs)
     if source == "items":
         raw = clean.items_in_force(raw, run_date)
-    if not snapshot:
-        day = pl.col(contract.partition_column)
-        if contract.column(contract.partition_column).kind != "date":
-            day = day.dt.date()
-        raw = raw.filter(day.is_in([date.fromisoformat(d) for d in affected]))
-    if source == "events":
-        verdicts = clean.cleaned_events(raw, cfg.event_types, cutoff)
-    elif source == "feedback":
-        verdicts = clean.cleaned_feedback(
-            raw, cutoff, feedback.max_text_chars, feedback.phone_region
-        )
-    elif source == "market_prices":
-        verdicts = clean.cleaned_market_prices(raw, cutoff, outlier_ratio)
+    if snapshot:
+        slices: list[list[str]] = [affected]
     else:
-        verdicts = clean.cleaned_rows(raw, spec, cutoff)
-    judged = verdicts.collect()
-    rows_in = judged.height
-    superseded = int(judged[clean.SUPERSEDED].sum())
-    good = clean.accepted_clean_rows(judged.lazy(), spec).collect()
-    bad = clean.rejected_clean_rows(judged.lazy(), spec).collect()
-    del judged
-    if snapshot:  # a small dimension table: ordered by its key, for people reading it
-        good = good.sort(list(spec.key)).with_columns(pl.lit(run_date).alias("dt"))
-        bad = bad.with_columns(pl.lit(run_date).alias("dt"))
-    duplicates = bad.filter(pl.col("reason").str.starts_with("duplicate")).height
-    report.rows_in, report.rows_out, report.duplicates = rows_in, good.height, duplicates
-    report.outliers = bad.filter(pl.col("column") == "price").height
-    report.future = bad.height - duplicates - report.outliers
-    report.superseded = superseded
+        raw = raw.filter(clean.on_days(contract, affected))
+        per_day = clean.rows_per_day(raw, contract)
+        slices = clean.day_slices(affected, per_day, chunk_rows)
+    # Duplicates are found over every affected day at once, so slicing changes no verdict.
+    duplicates = clean.later_duplicates(raw, spec) if spec.keep == "first" else None
     refs = [e.ref for e in inputs]
+    for days in slices:
+        rows = raw if snapshot else raw.filter(clean.on_days(contract, days))
+        if len(slices) > 1:
+            log.info("%s: cleaning %s … %s (%d day(s))", source, days[0], days[-1], len(days))
+        judged = _verdicts(source, rows, cfg, cutoff, outlier_ratio, feedback, duplicates).collect()
+        good = clean.accepted_clean_rows(judged.lazy(), spec).collect()
+        bad = clean.rejected_clean_rows(judged.lazy(), spec).collect()
+        report.rows_in += judged.height
+        report.superseded += int(judged[clean.SUPERSEDED].sum())
+        del judged
+        if snapshot:  # a small dimension table: ordered by its key, for people reading it
+            good = good.sort(list(spec.key)).with_columns(pl.lit(run_date).alias("dt"))
+            bad = bad.with_columns(pl.lit(run_date).alias("dt"))
+        duplicated = bad.filter(pl.col("reason").str.starts_with("duplicate")).height
+        outliers = bad.filter(pl.col("column") == "price").height
+        report.rows_out += good.height
+        report.duplicates += duplicated
+        report.outliers += outliers
+        report.future += bad.height - duplicated - outliers
+        report.partitions.update(_published(wh, source, days, good, bad, refs))
+        del good, bad
+    rejected = report.duplicates + report.future + report.outliers
+    if report.rows_in != report.rows_out + rejected + report.superseded:
+        raise AssertionError(f"clean {source}: row accounting is off: {report}")
+    log.info(
+        "%s: %d partition(s) republished, %d rows in → %d clean, %d duplicates, %d future, "
+        "%d outliers, %d superseded",
+        source, len(report.partitions), report.rows_in, report.rows_out, report.duplicates,
+        report.future, report.outliers, report.superseded,
+    )  # fmt: skip
+    return report
+
+
+def _verdicts(
+    source: str,
+    raw: pl.LazyFrame,
+    cfg: SourceConfig,
+    cutoff: datetime,
+    outlier_ratio: float,
+    feedback: FeedbackSettings,
+    duplicates: pl.Series | None,
+) -> pl.LazyFrame:
+    if source == "events":
+        return clean.cleaned_events(raw, cfg.event_types, cutoff, duplicates)
+    if source == "feedback":
+        return clean.cleaned_feedback(
+            raw, cutoff, feedback.max_text_chars, feedback.phone_region, duplicates
+        )
+    if source == "market_prices":
+        return clean.cleaned_market_prices(raw, cutoff, outlier_ratio)
+    return clean.cleaned_rows(raw, clean.SPECS[source], cutoff, duplicates)
+
+
+def _published(
+    wh: Warehouse,
+    source: str,
+    days: list[str],
+    good: pl.DataFrame,
+    bad: pl.DataFrame,
+    refs: list[InputRef],
+) -> dict[str, str]:
+    """Each day's clean partition (dropped when empty) and clean quarantine written; hashes."""
     good_parts = dict(good.partition_by("dt", as_dict=True, include_key=False, maintain_order=True))
     bad_parts = dict(bad.partition_by("dt", as_dict=True, include_key=False, maintain_order=True))
 
@@ -400,26 +447,19 @@ def _clean_source(
             "clean", source, part, rows, inputs=refs, stats=stats
         ).content_hash
 
+    published = {}
     # Partitions are independent: write two at a time (Parquet encoding is mostly one thread).
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for day_str, digest in zip(affected, pool.map(publish, affected), strict=True):
+        for day_str, digest in zip(days, pool.map(publish, days), strict=True):
             check_time()
             if digest is not None:
-                report.partitions[day_str] = digest
-    rejected = report.duplicates + report.future + report.outliers
-    if rows_in != report.rows_out + rejected + report.superseded:
-        raise AssertionError(f"clean {source}: row accounting is off: {report}")
-    log.info(
-        "%s: %d partition(s) republished, %d rows in → %d clean, %d duplicates, %d future, "
-        "%d outliers, %d superseded",
-        source, len(report.partitions), rows_in, report.rows_out, duplicates, report.future,
-        report.outliers, report.superseded,
-    )  # fmt: skip
-    return report
+                published[day_str] = digest
+    return published
 
 
 def raw_rows(wh: Warehouse, entries: list[LedgerEntry]) -> pl.LazyFrame:
-    """Raw rows of the ledger entries with lineage: run date, landing file name, row number.
+    """Raw rows of the ledger entries with lineage: run date, the entry's place in ``entries``,
+    landing file name, row number.
 
     A contract column added after a file was ingested reads as null for that file's rows."""
 
@@ -431,13 +471,14 @@ def raw_rows(wh: Warehouse, entries: list[LedgerEntry]) -> pl.LazyFrame:
         ]
 
     frames = []
-    for e in entries:
+    for place, e in enumerate(entries):
         if not all(os.path.exists(wh.root / f) for f in e.raw_files):
             continue
         scan = pl.scan_parquet([wh.root / f for f in e.raw_files])
         frames.append(
             scan.select(
                 pl.lit(e.run_date).alias("_run"),
+                pl.lit(place, pl.UInt32).alias(clean.ENTRY),
                 pl.lit(e.name).alias("source_file"),
                 pl.col(ingest.ROW).alias("source_row"),
                 *contract_columns(scan, e.source),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, date, datetime
 
 import polars as pl
@@ -19,9 +20,12 @@ from tasks.clean import (
     cleaned_feedback,
     cleaned_market_prices,
     cleaned_rows,
+    day_slices,
     future_cutoff,
+    later_duplicates,
     normalised_event_types,
     rejected_clean_rows,
+    with_row_ids,
 )
 
 CUTOFF = future_cutoff(date(2026, 11, 27), 24)
@@ -32,6 +36,7 @@ def _raw(source: str, rows: list[dict]) -> pl.LazyFrame:
     frame = pl.DataFrame([{c: r.get(c) for c in schema.names()} for r in rows], schema=schema)
     return frame.with_columns(
         pl.lit("2026-11-27").alias("_run"),
+        pl.lit(0, pl.UInt32).alias("_entry"),
         pl.lit("f.csv").alias("source_file"),
         pl.int_range(1, frame.height + 1, dtype=pl.Int64).alias("source_row"),
     ).lazy()
@@ -215,3 +220,36 @@ def test_text_that_is_only_html_and_no_rating_is_quarantined_with_a_reason():
     bad = rejected_clean_rows(rows, SPECS["feedback"]).collect()
     assert bad.height == 1 and bad["column"][0] == "text"
     assert "nothing left once the HTML is removed" in bad["reason"][0]
+
+
+@given(st.lists(st.integers(0, 9), max_size=20), st.integers(1, 12))
+def test_day_slices_keep_every_day_in_order_within_the_row_budget(counts, max_rows):
+    days = [f"2026-11-{d:02d}" for d in range(1, len(counts) + 1)]
+    rows = dict(zip(days, counts, strict=True))
+    slices = day_slices(days, rows, max_rows)
+    assert [d for s in slices for d in s] == days
+    for s in slices:
+        assert len(s) == 1 or sum(rows[d] for d in s) <= max_rows
+    for s, after in itertools.pairwise(slices):  # greedy: the next day did not fit
+        assert sum(rows[d] for d in s) + rows[after[0]] > max_rows
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "c", None]), max_size=25), st.integers(1, 4))
+def test_later_duplicates_are_the_rows_whose_id_came_earlier(ids, bucket_rows):
+    """Whatever the hash buckets, the duplicates are exactly the repeats, in arrival order."""
+    raw = _raw("events", [_event(i, T, user_id=f"u{n % 2}") for n, i in enumerate(ids)])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr("tasks.clean._HASH_BUCKET_ROWS", bucket_rows)
+        found = later_duplicates(raw, SPECS["events"]).to_list()
+    filled = with_row_ids(raw, SPECS["events"]).collect()["event_id"]
+    expected = [n + 1 for n in range(len(ids)) if filled[n] in filled[:n].to_list()]
+    assert sorted(found) == expected  # arrival keys of entry 0 are the row numbers
+
+
+def test_corrections_are_only_sliced_by_day_when_their_key_holds_the_day():
+    """A "last" key without the partition date could supersede across two slices of days."""
+    for spec in SPECS.values():
+        partition = CONTRACTS[spec.table].partition_column
+        if spec.keep == "last" and partition is not None:
+            assert partition in spec.key, spec.table

@@ -325,3 +325,33 @@ def test_quarantined_feedback_keeps_no_personal_data(data_root):
     assert "jane.doe@example.com" not in bad["record"][0] and "[EMAIL]" in bad["record"][0]
     raw = sorted((wh.root / "raw" / "feedback").glob("*/*.parquet"))
     assert all(pl.read_parquet(f).height == 0 for f in raw)  # the raw row itself was rejected
+
+
+def test_cleaning_a_day_at_a_time_writes_what_cleaning_all_days_at_once_does(tmp_path):
+    """The first night's slices: a duplicate of the 25th's event on the 27th is still found."""
+
+    def event(event_id: str, user: str, ts: str, kind: str = "view") -> str:
+        return f"{event_id},{user},2026-11-{ts}Z,{kind},i1,1,1"
+
+    rows = {
+        "2026-11-25.csv": [event("e1", "u1", "25T10:00:00"), event("e2", "u1", "25T11:00:00")],
+        "2026-11-26.csv": [event("e3", "u2", "26T09:00:00"), event("e3", "u2", "26T09:00:00")],
+        "2026-11-27.csv": [
+            event("e1", "u1", "27T10:00:00"),  # the 25th's e1 again, two slices later
+            event("e4", "u2", "26T23:00:00", "buy"),  # late
+            "e5,u3,2099-01-01T00:00:00Z,view,i1,1,1",
+        ],
+    }
+    results = []
+    for chunk_rows in (1_000, 1):
+        root = tmp_path / str(chunk_rows)
+        (root / "landing" / "events").mkdir(parents=True)
+        for name, lines in rows.items():
+            _drop(root, name, HEADER + "\n".join(lines) + "\n")
+        wh, _ = _ingest(root)
+        report = clean_source(wh, "events", SourceConfig(), D, 24, chunk_rows=chunk_rows)
+        results.append((report.model_dump(exclude={"seconds"}), _quarantine(wh, "clean")))
+    (whole, whole_bad), (sliced, sliced_bad) = results
+    assert sliced == whole
+    assert (whole["rows_in"], whole["duplicates"], whole["future"]) == (7, 2, 1)
+    assert sliced_bad.sort("file", "row").equals(whole_bad.sort("file", "row"))
