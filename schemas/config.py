@@ -425,6 +425,12 @@ class RecommendSettings(BaseModel):
     bucket_users: int = Field(
         default=25_000, ge=100, description="Users per hash bucket: bounds memory per step."
     )
+    group_events: int = Field(
+        default=10_000_000,
+        ge=1,
+        description="Events (of the history window) per hash group of users whose views and "
+        "carts are in memory at once while ranking: bounds memory on big shops.",
+    )
     horizon_days: int = Field(
         default=14, ge=1, description="Purchases in this many days after as_of are the labels."
     )

@@ -74,19 +74,41 @@ def decay(days_ago: pl.Expr, half_life: float) -> pl.Expr:
     return (days_ago * (-math.log(2) / half_life)).exp()
 
 
+def _known_before(events: pl.LazyFrame, as_of: date, cfg: RecommendSettings) -> pl.LazyFrame:
+    return events_before(
+        events.filter(pl.col("user_id").is_not_null() & pl.col("item_id").is_not_null()), as_of
+    ).filter(pl.col("days_ago") < cfg.history_days)
+
+
+def browsing_before(
+    events: pl.LazyFrame, as_of: date, cfg: RecommendSettings, whose: pl.Expr | None = None
+) -> pl.LazyFrame:
+    """Views and carts of the last ``active_days`` (or ``viewed_days`` if longer) before
+    ``as_of``: user_id, item_id, event_type, days_ago; only of the users ``whose`` selects."""
+    # Views of the whole active window tell a user's categories; the recent ones are candidates.
+    browsing = _known_before(events, as_of, cfg).filter(
+        pl.col("event_type").is_in(BROWSE_EVENTS)
+        & (pl.col("days_ago") < max(cfg.viewed_days, cfg.active_days))
+        & (pl.lit(True) if whose is None else whose)
+    )
+    return browsing.select("user_id", "item_id", "event_type", "days_ago")
+
+
 def history_as_of(
     events: pl.LazyFrame,
     catalogue: pl.LazyFrame | None,
     market_prices: pl.LazyFrame | None,
     as_of: date,
     cfg: RecommendSettings,
+    browsing_of: pl.Expr | None = None,
 ) -> History:
-    """Purchases of the last ``history_days``, views and carts of the last ``active_days`` (or
-    ``viewed_days`` if longer) and the catalogue and competitor prices, all from before
-    ``as_of``."""
-    before = events_before(
-        events.filter(pl.col("user_id").is_not_null() & pl.col("item_id").is_not_null()), as_of
-    ).filter(pl.col("days_ago") < cfg.history_days)
+    """Purchases of the last ``history_days``, views and carts (``browsing_before``) and the
+    catalogue and competitor prices, all from before ``as_of``.
+
+    Item tables need every purchase, but a user's views matter to that user's list only:
+    ``browsing_of`` (a predicate on ``user_id``) keeps the views of the users being ranked,
+    the largest part of the events, out of memory for the others."""
+    before = _known_before(events, as_of, cfg)
     purchases = before.filter(pl.col("event_type").is_in(BUY_EVENTS)).select(
         "user_id",
         "item_id",
@@ -100,11 +122,7 @@ def history_as_of(
         pl.col("quantity").fill_null(1).alias("units"),
         pl.col("price").alias("unit_price"),
     )
-    # Views of the whole active window tell a user's categories; the recent ones are candidates.
-    browsing = before.filter(
-        pl.col("event_type").is_in(BROWSE_EVENTS)
-        & (pl.col("days_ago") < max(cfg.viewed_days, cfg.active_days))
-    ).select("user_id", "item_id", "event_type", "days_ago")
+    browsing = browsing_before(events, as_of, cfg, browsing_of)
     if catalogue is None:
         items = purchases.select("item_id").unique()
         cat = items.with_columns(
@@ -528,7 +546,7 @@ def active_users(events: pl.LazyFrame, as_of: date, days: int) -> pl.DataFrame:
     """user_id of everyone with any event in the ``days`` before ``as_of``."""
     recent = events_before(events.filter(pl.col("user_id").is_not_null()), as_of)
     active = recent.filter(pl.col("days_ago") < days).select("user_id").unique()
-    return active.collect().sort("user_id")
+    return active.collect(engine="streaming").sort("user_id")  # not every event's id at once
 
 
 def top_lists(scored: pl.DataFrame, k: int) -> pl.DataFrame:

@@ -14,7 +14,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
 import lightgbm as lgb
@@ -115,7 +115,10 @@ def snapshot(
     """Candidates and features as of ``as_of`` for ``users`` (default: the active ones); when
     ``events`` (all of them, later ones too) are given, ``label`` marks what was bought in the
     ``horizon_days`` that followed."""
-    history = rec.history_as_of(inputs.events, inputs.items, inputs.market_prices, as_of, cfg)
+    theirs = None if users is None else pl.col("user_id").is_in(users["user_id"].implode())
+    history = rec.history_as_of(
+        inputs.events, inputs.items, inputs.market_prices, as_of, cfg, browsing_of=theirs
+    )
     items = rec.item_tables(history, cfg)
     if users is None:
         users = rec.active_users(inputs.events, as_of, cfg.active_days)
@@ -493,11 +496,43 @@ def bucketed_lists(
     cfg: RecommendSettings,
     scorer: Callable[[pl.DataFrame], np.ndarray],
     version: str,
+    browsing: Callable[[pl.Expr], pl.DataFrame] | None = None,
+    groups: int = 1,
 ) -> tuple[pl.DataFrame, BucketStats]:
     """Top-K lists for ``users``, one hash bucket at a time (candidates, features, ``scorer``,
-    top K), so only one bucket's candidates are in memory; with what each phase took."""
+    top K), so only one bucket's candidates are in memory; with what each phase took.
+
+    With ``groups`` > 1 the users are first split into that many hash groups, and ``browsing``
+    loads one group's views and carts (given a predicate on ``user_id``) in place of
+    ``history.browsing``: then only one group's browsing is in memory. A user's list is the
+    same either way: it reads that user's own rows and the shared item tables."""
     parts, stats = [], BucketStats()
-    total = max(1, math.ceil(users.height / cfg.bucket_users))
+    group_of = user_bucket(pl.col("user_id"), groups)
+    sizes = users.group_by(group_of.alias("g")).len()["len"] if groups > 1 else [users.height]
+    total = sum(max(1, math.ceil(n / cfg.bucket_users)) for n in sizes)
+    for g in range(groups):
+        mine = group_of == g
+        if browsing is not None:
+            began = time.perf_counter()
+            history = replace(history, browsing=browsing(mine))
+            stats.add("browsing", began)
+        part = users.filter(mine) if groups > 1 else users
+        parts += _lists_of(history, items, part, cfg, scorer, version, stats, total)
+    lists = pl.concat(parts).sort("user_id", "rank") if parts else _no_lists(version)
+    return lists, stats
+
+
+def _lists_of(
+    history: rec.History,
+    items: rec.ItemTables,
+    users: pl.DataFrame,
+    cfg: RecommendSettings,
+    scorer: Callable[[pl.DataFrame], np.ndarray],
+    version: str,
+    stats: BucketStats,
+    total: int,
+) -> list[pl.DataFrame]:
+    parts = []
     for bucket in buckets(users, cfg.bucket_users):
         began = clock = time.perf_counter()
         ut = rec.user_tables(history, bucket)
@@ -516,8 +551,7 @@ def bucketed_lists(
                 "recommendations: bucket %s/%s, %s users, %s candidates, %.1f s", stats.buckets,
                 total, f"{bucket.height:,}", f"{frame.height:,}", time.perf_counter() - began,
             )  # fmt: skip
-    lists = pl.concat(parts).sort("user_id", "rank") if parts else _no_lists(version)
-    return lists, stats
+    return parts
 
 
 def recommendations_table(
@@ -527,7 +561,11 @@ def recommendations_table(
     recommender allowed to see that date (else the heuristic) → ``recommendations``."""
     started = time.perf_counter()
     inputs = inputs_before(wh, as_of, cfg)
-    history = rec.history_as_of(inputs.events, inputs.items, inputs.market_prices, as_of, cfg)
+    # Views and carts are most of the events: they are loaded a hash group of users at a time.
+    history = rec.history_as_of(
+        inputs.events, inputs.items, inputs.market_prices, as_of, cfg, browsing_of=pl.lit(False)
+    )
+    groups = max(1, math.ceil(inputs.events.select(pl.len()).collect().item() / cfg.group_events))
     items = rec.item_tables(history, cfg)
     users = rec.active_users(inputs.events, as_of, cfg.active_days)
     registry = Registry(wh)
@@ -535,13 +573,18 @@ def recommendations_table(
     version = card.version if card else HEURISTIC
     ranker = None if card is None else score.scorer_for(registry, card, scoring or ModelSettings())
     scores = heuristic_scores if ranker is None else onnx_scorer(ranker)
-    lists, stats = bucketed_lists(history, items, users, cfg, scores, version)
+
+    def browsing(whose: pl.Expr) -> pl.DataFrame:
+        return rec.browsing_before(inputs.events, as_of, cfg, whose).collect()
+
+    lists, stats = bucketed_lists(history, items, users, cfg, scores, version, browsing, groups)
     short = lists.group_by("user_id").len().filter(pl.col("len") < cfg.top_k).height
     notes = {
         "users": users.height,
         "short_lists": short,
         "candidates": stats.candidates,
         "buckets": stats.buckets,
+        "groups": groups,
         "seconds_by_phase": stats.seconds,
         "provider": ranker.provider if ranker else "none",
         "graph": ranker.graph if ranker else "none",

@@ -110,8 +110,11 @@ def test_the_nightly_lists_are_full_ranked_and_follow_the_rules(trained, tmp_pat
     ut = rec.user_tables(history, active)
     once = ut.owned.filter(~rec.repurchasable(ut.owned, items.stats, FAST.repurchase_min_share))
     assert lists.join(once, on=["user_id", "item_id"], how="semi").height == 0
-    # The same inputs give the same bytes.
+    # The same inputs give the same bytes, also with the users' views loaded in hash groups.
     assert recommendations_table(wh, as_of, FAST).content_hash == report.content_hash
+    grouped = FAST.model_copy(update={"group_events": 2_000, "bucket_users": 100})
+    again = recommendations_table(wh, as_of, grouped)
+    assert again.notes["groups"] > 2 and again.content_hash == report.content_hash
 
 
 def _inputs(wh: Warehouse, as_of: date):
