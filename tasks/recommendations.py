@@ -516,42 +516,27 @@ def bucketed_lists(
             began = time.perf_counter()
             history = replace(history, browsing=browsing(mine))
             stats.add("browsing", began)
-        part = users.filter(mine) if groups > 1 else users
-        parts += _lists_of(history, items, part, cfg, scorer, version, stats, total)
+        for bucket in buckets(users.filter(mine) if groups > 1 else users, cfg.bucket_users):
+            began = clock = time.perf_counter()
+            ut = rec.user_tables(history, bucket)
+            cands = rec.candidates(ut, items, cfg)
+            clock = stats.add("candidates", clock)
+            frame = rec.ranker_features(cands, ut, items, history)
+            clock = stats.add("features", clock)
+            scores = scorer(frame)
+            clock = stats.add("scoring", clock)
+            parts.append(ranked_lists(frame, scores, items, cfg.top_k, version))
+            stats.add("top_k", clock)
+            stats.candidates += frame.height
+            stats.buckets += 1
+            if total > 1:
+                log.info(
+                    "recommendations: bucket %s/%s, %s users, %s candidates, %.1f s",
+                    stats.buckets, total, f"{bucket.height:,}", f"{frame.height:,}",
+                    time.perf_counter() - began,
+                )  # fmt: skip
     lists = pl.concat(parts).sort("user_id", "rank") if parts else _no_lists(version)
     return lists, stats
-
-
-def _lists_of(
-    history: rec.History,
-    items: rec.ItemTables,
-    users: pl.DataFrame,
-    cfg: RecommendSettings,
-    scorer: Callable[[pl.DataFrame], np.ndarray],
-    version: str,
-    stats: BucketStats,
-    total: int,
-) -> list[pl.DataFrame]:
-    parts = []
-    for bucket in buckets(users, cfg.bucket_users):
-        began = clock = time.perf_counter()
-        ut = rec.user_tables(history, bucket)
-        cands = rec.candidates(ut, items, cfg)
-        clock = stats.add("candidates", clock)
-        frame = rec.ranker_features(cands, ut, items, history)
-        clock = stats.add("features", clock)
-        scores = scorer(frame)
-        clock = stats.add("scoring", clock)
-        parts.append(ranked_lists(frame, scores, items, cfg.top_k, version))
-        stats.add("top_k", clock)
-        stats.candidates += frame.height
-        stats.buckets += 1
-        if total > 1:
-            log.info(
-                "recommendations: bucket %s/%s, %s users, %s candidates, %.1f s", stats.buckets,
-                total, f"{bucket.height:,}", f"{frame.height:,}", time.perf_counter() - began,
-            )  # fmt: skip
-    return parts
 
 
 def recommendations_table(
