@@ -234,10 +234,21 @@ def run_one(name: str, args: list[str]) -> tuple[list[dict], float, str | None]:
     wall = time.perf_counter() - started
     if done.returncode != 0 or not results.exists():
         return [], wall, f"exit {done.returncode}"
+    rows, _, why = read_one(name)
+    return rows, wall, why
+
+
+def read_one(name: str) -> tuple[list[dict], str, str | None]:
+    """The rows of the results file a benchmark's last run left, when it ran, and what is wrong
+    with the file if it cannot be read."""
+    results = OUT / READERS[name][0]
+    if not results.exists():
+        return [], "none", f"no {results.name}: run it first"
     try:
-        return READERS[name][1](json.loads(results.read_text())), wall, None
+        doc = json.loads(results.read_text())
+        return READERS[name][1](doc), f"{doc['when']} (code {doc.get('code', '?')})", None
     except (KeyError, TypeError, ValueError) as exc:  # a results file in a shape not known here
-        return [], wall, f"unreadable {results.name}: {exc!r}"
+        return [], "unreadable", f"unreadable {results.name}: {exc!r}"
 
 
 def fmt(row: dict[str, Any]) -> list[str]:
@@ -256,11 +267,25 @@ def fmt(row: dict[str, Any]) -> list[str]:
 HEAD = ["step", "engine", "input", "seconds", "rate", "peak RSS MiB", "ratio", "target", "met"]
 
 
-def markdown(size: str, rows: list[dict], walls: dict[str, float], failed: dict[str, str]) -> str:
+def markdown(
+    size: str,
+    rows: list[dict],
+    walls: dict[str, float],
+    failed: dict[str, str],
+    ran: dict[str, str] | None = None,
+) -> str:
+    made = f"Made by `make bench SIZE={size}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+    if ran is not None:  # --tabulate: the runs happened before, perhaps at other sizes
+        made = (
+            f"Tabulated by `python -m bench.suite --tabulate` on {datetime.now(UTC):%Y-%m-%d %H:%M}"
+            " UTC from the results files of the benchmarks' last runs ("
+            + "; ".join(f"{k}: {v}" for k, v in ran.items())
+            + "; each row's input says its size)"
+        )
     lines = [
-        f"# Benchmark results, size {size}",
+        f"# Benchmark results, size {size}" if ran is None else "# Benchmark results",
         "",
-        f"Made by `make bench SIZE={size}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
+        f"{made}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, {platform.platform()}. "
         "One run; each benchmark's own section of [bench/README.md](README.md) says what it "
         "measures and against which reference. ratio: the speed of nightowl over the "
@@ -270,11 +295,14 @@ def markdown(size: str, rows: list[dict], walls: dict[str, float], failed: dict[
         "| " + " | ".join(HEAD) + " |",
         "|" + "|".join(["---"] * 3 + ["---:"] * 4 + ["---"] * 2) + "|",
         *("| " + " | ".join(fmt(r)) + " |" for r in rows),
-        "",
-        "Wall time per benchmark (input generation included): "
-        + ", ".join(f"{k} {v / 60:.1f} min" for k, v in walls.items())
-        + ".",
     ]
+    if walls:
+        lines += [
+            "",
+            "Wall time per benchmark (input generation included): "
+            + ", ".join(f"{k} {v / 60:.1f} min" for k, v in walls.items())
+            + ".",
+        ]
     if failed:
         lines += ["", "Failed: " + ", ".join(f"{k} ({v})" for k, v in failed.items()) + "."]
     return "\n".join(lines) + "\n"
@@ -286,26 +314,37 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n  make bench SIZE=S\n  python -m bench.suite --size M\n"
-        "  python -m bench.suite --size S --only score nightly",
+        "  python -m bench.suite --size S --only score nightly\n"
+        "  python -m bench.suite --tabulate --only nightly --markdown bench/RESULTS-L.md",
     )
     parser.add_argument("--size", choices=sorted(SIZES), default="S", help="default S")
     parser.add_argument("--only", nargs="+", choices=list(READERS), help="run these alone")
     parser.add_argument("--markdown", type=Path, default=MARKDOWN, help=f"default {MARKDOWN}")
+    parser.add_argument(
+        "--tabulate",
+        action="store_true",
+        help="run nothing: make the table from the results files the benchmarks' last runs "
+        "left in bench/out/ (e.g. a long bench.nightly run at size L)",
+    )
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     walls: dict[str, float] = {}
     failed: dict[str, str] = {}
+    ran: dict[str, str] | None = {} if args.tabulate else None
     for name, bench_args in SIZES[args.size].items():
         if args.only and name not in args.only:
             continue
-        found, walls[name], why = run_one(name, bench_args)
+        if ran is not None:
+            found, ran[name], why = read_one(name)
+        else:
+            found, walls[name], why = run_one(name, bench_args)
         rows += found
         if why:
             failed[name] = why
             rows.append(cells(name, "FAILED", why, {}, ""))
     print(text_table(HEAD, [fmt(r) for r in rows], right={3, 4, 5, 6}))
-    args.markdown.write_text(markdown(args.size, rows, walls, failed))
+    args.markdown.write_text(markdown(args.size, rows, walls, failed, ran))
     log(f"wrote {args.markdown}")
     return 1 if failed else 0
 
