@@ -445,7 +445,8 @@ class RecommendSettings(BaseModel):
     max_holdout_users: int = Field(
         default=50_000,
         ge=100,
-        description="Active users (a stable sample) the held-out snapshot judges a ranker on.",
+        description="Active users (a stable sample) the held-out snapshot judges a ranker on: "
+        "those of them who bought in the window are the ones judged.",
     )
     retrain_every_days: int = Field(default=7, ge=1)
     learning_rate: float = Field(default=0.05, gt=0)

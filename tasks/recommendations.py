@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 
@@ -163,18 +163,25 @@ def sampled_users(users: pl.DataFrame, limit: int) -> pl.DataFrame:
     return users.sort(pl.col("user_id").hash(seed=1)).head(limit).sort("user_id")
 
 
-def learning_rows(snapshots: list[Snapshot], cfg: RecommendSettings) -> pl.DataFrame:
+def learning_rows(snapshots: Iterable[Snapshot], cfg: RecommendSettings) -> pl.DataFrame:
     """Training candidates: users with at least one bought candidate (the others teach a ranker
-    nothing), at most ``max_training_users`` per snapshot, grouped by (as_of, user)."""
+    nothing), at most ``max_training_users`` per snapshot, grouped by (as_of, user): ``group``,
+    ``item_id``, the features and ``label``.
+
+    Only what the ranker reads is kept, and each snapshot is let go once its rows are taken
+    (``snapshots`` may be a generator): the candidates' titles and reasons would be most of the
+    memory."""
     parts = []
     for snap in snapshots:
         useful = snap.frame.filter(pl.col("label").max().over("user_id") > 0)
         keep = sampled_users(useful.select("user_id").unique(), cfg.max_training_users)
+        group = pl.lit(snap.as_of.isoformat()) + "|" + pl.col("user_id")
         parts.append(
-            useful.join(keep, on="user_id", how="semi").with_columns(
-                group=pl.lit(snap.as_of.isoformat()) + "|" + pl.col("user_id")
+            useful.join(keep, on="user_id", how="semi").select(
+                group.alias("group"), "item_id", *rec.FEATURES, "label"
             )
         )
+        del snap, useful
     return pl.concat(parts).sort("group", "item_id")
 
 
@@ -251,29 +258,37 @@ def train_recommender(
         )
     plan = train.snapshot_plan(first_day, last_day, cfg)
     everything, _ = clean_before(wh, "events", last_day + timedelta(days=1))
-    snaps = []
-    for as_of in plan.train:
-        inputs = inputs_before(wh, as_of, cfg)
-        buyers = rec.purchased_in_window(everything, as_of, cfg.horizon_days).select("user_id")
-        users = rec.active_users(inputs.events, as_of, cfg.active_days).join(
-            buyers.unique(), on="user_id", how="semi"
-        )
-        # Candidates for every buyer would grow with the shop; a ranker needs a sample of them.
-        users = sampled_users(users, cfg.max_training_users)
-        snaps.append(snapshot(inputs, as_of, cfg, events=everything, users=users))
-    rows = learning_rows(snaps, cfg)
+
+    def snapshots() -> Iterator[Snapshot]:
+        for as_of in plan.train:
+            inputs = inputs_before(wh, as_of, cfg)
+            bought = rec.purchased_in_window(everything, as_of, cfg.horizon_days)
+            users = rec.active_users(inputs.events, as_of, cfg.active_days).join(
+                bought.select("user_id").unique(), on="user_id", how="semi"
+            )
+            # Candidates for every buyer would grow with the shop; a ranker needs a sample.
+            users = sampled_users(users, cfg.max_training_users)
+            yield snapshot(inputs, as_of, cfg, events=everything, users=users)
+
+    rows = learning_rows(snapshots(), cfg)
     if rows.height == 0:
         raise train.NotEnoughHistory(
             f"no candidate in the snapshots {[d.isoformat() for d in plan.train]} was bought in "
             "the window after it: nothing for a ranker to learn"
         )
     booster = fit_ranker(rows, cfg)
+    learned = {"rows": rows.height, "groups": rows["group"].n_unique()}
+    learned["positives"] = int(rows["label"].sum())
+    del rows  # before the held-out candidates are built
     holdout_inputs = inputs_before(wh, plan.holdout, cfg)
-    held_users = rec.active_users(holdout_inputs.events, plan.holdout, cfg.active_days)
-    held = snapshot(
-        holdout_inputs, plan.holdout, cfg, events=everything,
-        users=sampled_users(held_users, cfg.max_holdout_users),
-    )  # fmt: skip
+    held_users = sampled_users(
+        rec.active_users(holdout_inputs.events, plan.holdout, cfg.active_days),
+        cfg.max_holdout_users,
+    )
+    # Metrics are over the sampled users who bought in the window: only theirs need candidates.
+    buyers = rec.purchased_in_window(everything, plan.holdout, cfg.horizon_days)
+    held_users = held_users.join(buyers.select("user_id").unique(), on="user_id", how="semi")
+    held = snapshot(holdout_inputs, plan.holdout, cfg, events=everything, users=held_users)
     metrics = _held_out_metrics(held, _scores(held.frame, booster=booster), cfg)
     if not metrics["model"]["all_users"]:
         raise train.NotEnoughHistory(
@@ -300,9 +315,7 @@ def train_recommender(
             "holdout_as_of": plan.holdout.isoformat(),
             "horizon_days": cfg.horizon_days,
             "top_k": cfg.top_k,
-            "rows": rows.height,
-            "groups": rows["group"].n_unique(),
-            "positives": int(rows["label"].sum()),
+            **learned,
             "holdout_users": int(metrics["model"]["all_users"] or 0),
         },
         metrics=metrics,
