@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    code = code_version()  # now: the code may change while a long run goes on
     source, generated = landing(args.users, args.items, args.days, args.activity)
     root = OUT / "run-nightly"
     if not (args.resume and root.exists()):
@@ -237,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         print(failure, file=sys.stderr)
     met = None if bound is None or failure else all(n["peak_rss_mib"] <= bound for n in nights)
     write_results(
-        RESULTS, "nightly", 2, code=code_version(), input=generated, nights=nights,
+        RESULTS, "nightly", 2, code=code, input=generated, nights=nights,
         bound_mib=bound, met=met, steps_at_once=args.steps_at_once,
     )  # fmt: skip
     if not args.keep:

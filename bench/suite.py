@@ -246,7 +246,9 @@ def read_one(name: str) -> tuple[list[dict], str, str | None]:
         return [], "none", f"no {results.name}: run it first"
     try:
         doc = json.loads(results.read_text())
-        return READERS[name][1](doc), f"{doc['when']} (code {doc.get('code', '?')})", None
+        code = doc.get("code")
+        commit = (code.get("commit") if isinstance(code, dict) else code) or "?"
+        return READERS[name][1](doc), f"{doc['when']}, commit {commit[:7]}", None
     except (KeyError, TypeError, ValueError) as exc:  # a results file in a shape not known here
         return [], "unreadable", f"unreadable {results.name}: {exc!r}"
 
