@@ -183,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0] + "\n\nexamples:\n"
         "  python -m bench.nightly --users 20000 --days 60           # size S\n"
         "  python -m bench.nightly --users 200000 --days 90 --nights 2\n"
-        "  python -m bench.nightly --users 1000000 --activity 3.5 --max-rss-gib 8 --keep  # L\n"
-        "  python -m bench.nightly --users 1000000 --activity 3.5 --resume  # after a failure",
+        "  python -m bench.nightly --users 1000000 --items 2000 --activity 3.5 \\\n"
+        "      --steps-at-once 1 --max-rss-gib 8 --keep                   # size L\n"
+        "  python -m bench.nightly --users 1000000 --items 2000 --activity 3.5 --resume",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--users", type=int, default=200_000, help="users (default 200k)")
@@ -207,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="run again in the data root a failed --keep run left: only what failed reruns",
+        help="run again in the data root a failed --keep run left: only what failed reruns "
+        "(while the code is unchanged: cache keys hold its version)",
     )
     args = parser.parse_args(argv)
 
