@@ -219,7 +219,7 @@ def quality_table(found: dict[str, Any]) -> str:
 
 
 def input_path(n: int) -> Path:
-    return DATA / f"feedback-texts-{n}-v1.parquet"
+    return DATA / f"feedback-texts-{n}-v2.parquet"  # v2: raw rows carry their ledger place
 
 
 def luhn_completed(body: str) -> str:
@@ -301,6 +301,7 @@ def make_input(n: int, dataset: Path) -> Path:
     frame = pl.DataFrame(
         {
             "_run": pl.Series([RUN_DATE]).new_from_index(0, n),
+            "_entry": pl.Series([0], dtype=pl.UInt32).new_from_index(0, n),
             "source_file": f"feedback-{RUN_DATE.isoformat()}.parquet",
             "source_row": pl.int_range(1, n + 1, eager=True).cast(pl.Int64),
             "feedback_id": [f"fb{i:08d}" for i in range(n)],
