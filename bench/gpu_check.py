@@ -12,7 +12,9 @@ Run by ``bench/gpu_check.sh`` on a machine with a GPU (it installs the project f
 3. The scoring benchmark (``bench.score``) at 1M and 10M rows: LightGBM predict, ONNX Runtime's
    tree ensemble on the CPU and the tensorised graph on CUDA, with the 50x target at 10M rows.
 
-Prints PASS or FAIL per check; exits 1 if any check failed.
+Prints PASS or FAIL per check; exits 1 if any check failed. ``--rehearse-on-cpu`` runs the same
+steps with the CPU provider in place of CUDA (no GPU needed, no target): a check of the script
+itself, run by the tests, so that a session lent a GPU does not spend it on a broken script.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ TOLERANCE = 1e-6
 OBJECTIVES = ("binary", "regression", "poisson", "tweedie", "lambdarank")
 
 
-def parity_on_cuda(objective: str) -> tuple[bool, str]:
-    """Train a small model for ``objective``; check its tensorised graph on CUDA."""
+def parity_on_device(
+    objective: str, provider: str, rows: int = 20_000, rounds: int = 200
+) -> tuple[bool, str]:
+    """Train a small model for ``objective``; check its tensorised graph on ``provider``."""
     import lightgbm as lgb
     import numpy as np
 
@@ -37,7 +41,7 @@ def parity_on_cuda(objective: str) -> tuple[bool, str]:
     from tasks.tensorised import tensorised_onnx_from_booster
 
     rng = np.random.default_rng(9)
-    x = rng.normal(size=(20_000, 12)).astype(np.float32)
+    x = rng.normal(size=(rows, 12)).astype(np.float32)
     x[rng.random(x.shape) < 0.08] = np.nan
     x[rng.random(x.shape) < 0.08] = 0.0
     s = np.nan_to_num(x[:, 0]) + np.nan_to_num(x[:, 1]) * np.nan_to_num(x[:, 2])
@@ -48,22 +52,24 @@ def parity_on_cuda(objective: str) -> tuple[bool, str]:
         "tweedie": rng.poisson(np.exp(np.clip(s, -3, 3))),
         "lambdarank": np.clip(np.round(s + 2), 0, 4).astype(int),
     }[objective]
-    group = [50] * (len(x) // 50) if objective == "lambdarank" else None
+    train = rows * 3 // 4 // 50 * 50  # whole lambdarank groups of 50
+    group = [50] * (train // 50) if objective == "lambdarank" else None
     params = {"objective": objective, "num_leaves": 63, "verbose": -1, "num_threads": 2}
-    booster = lgb.train(params, lgb.Dataset(x[:15_000], y[:15_000],
-                                            group=group and group[:300]), 200)  # fmt: skip
+    booster = lgb.train(params, lgb.Dataset(x[:train], y[:train], group=group), rounds)
     model = tensorised_onnx_from_booster(booster)
-    wanted = [score.CUDA, score.CPU]
+    wanted = [provider, score.CPU] if provider != score.CPU else [score.CPU]
     nodes = score.node_providers(model, wanted, x.shape[1])
-    on_cpu = sorted(n for n, p in nodes.items() if p != score.CUDA)
-    rows = parity_rows(booster, x[15_000:])
+    elsewhere = sorted(n for n, p in nodes.items() if p != provider)
+    probe = parity_rows(booster, x[train:])
     sess = score.session(model, wanted)
-    diff = float(np.abs(score.predict(sess, rows, 1 << 20, "cuda") - booster.predict(rows)).max())
-    ok = not on_cpu and diff <= TOLERANCE
+    device = "cuda" if provider == score.CUDA else "cpu"
+    diff = float(np.abs(score.predict(sess, probe, 1 << 20, device) - booster.predict(probe)).max())
+    ok = not elsewhere and diff <= TOLERANCE
+    where = provider.removesuffix("ExecutionProvider")
     return ok, (
-        f"{objective:10} {len(nodes)} nodes, {len(nodes) - len(on_cpu)} on CUDA"
-        f"{' (on the CPU: ' + ', '.join(on_cpu[:5]) + ')' if on_cpu else ''}; max |d| {diff:.2e} "
-        f"over {len(rows):,} held-out and edge rows (tolerance {TOLERANCE:g})"
+        f"{objective:10} {len(nodes)} nodes, {len(nodes) - len(elsewhere)} on {where}"
+        f"{' (elsewhere: ' + ', '.join(elsewhere[:5]) + ')' if elsewhere else ''}; "
+        f"max |d| {diff:.2e} over {len(probe):,} held-out and edge rows (tolerance {TOLERANCE:g})"
     )
 
 
@@ -71,30 +77,39 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.gpu_check",
         description=__doc__.split("\n\n")[0] + "\n\nexamples:\n  bench/gpu_check.sh\n"
-        "  python -m bench.gpu_check --rows 1000000          # a shorter table",
+        "  python -m bench.gpu_check --rows 1000000          # a shorter table\n"
+        "  python -m bench.gpu_check --rehearse-on-cpu --rows 20000   # check the script, no GPU",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
         "--rows", type=int, nargs="+", default=[1_000_000, 10_000_000], help="table sizes"
     )
+    parser.add_argument(
+        "--rehearse-on-cpu",
+        action="store_true",
+        help="run every step on the CPU provider instead of CUDA (checks the script; no target)",
+    )
     args = parser.parse_args(argv)
     from tasks import score
 
     started = time.perf_counter()
-    if not score.cuda_really_loads():
+    provider = score.CPU if args.rehearse_on_cpu else score.CUDA
+    if provider == score.CUDA and not score.cuda_really_loads():
         print("FAIL no usable GPU: the CUDA driver did not answer or ONNX Runtime's CUDA provider "
               "could not load its libraries (see the log above)")  # fmt: skip
         return 2
     failed = 0
     for objective in OBJECTIVES:
-        ok, line = parity_on_cuda(objective)
+        ok, line = parity_on_device(objective, provider, min(20_000, max(args.rows[0], 2_000)))
         failed += not ok
         print(f"{'PASS' if ok else 'FAIL'} parity and placement: {line}", flush=True)
     log(f"parity checks took {time.perf_counter() - started:.0f}s; now the scoring table")
     from bench import score as bench_score
 
-    engines = ["lightgbm", "nightowl", "tensorised-cuda"]
-    bench_score.main(["--rows", *map(str, args.rows), "--engines", *engines])
+    tensorised = "tensorised-cpu" if args.rehearse_on_cpu else "tensorised-cuda"
+    engines = ["lightgbm", "nightowl", tensorised]
+    table = bench_score.main(["--rows", *map(str, args.rows), "--engines", *engines])
+    failed += table != 0
     print(f"gpu check done in {time.perf_counter() - started:.0f}s; {failed} check(s) failed")
     return 1 if failed else 0
 
