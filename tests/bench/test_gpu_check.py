@@ -8,7 +8,7 @@ from tasks import score
 
 @pytest.mark.parametrize("objective", OBJECTIVES)
 def test_rehearsal_passes_parity_and_placement_for_every_objective(objective):
-    ok, line = parity_on_device(objective, score.CPU, rows=2_000, rounds=40)
+    ok, line = parity_on_device(objective, "cpu", rows=2_000, rounds=40)
     assert ok, line
     assert line.split()[0] == objective
     assert "on CPU" in line and "elsewhere" not in line
