@@ -95,11 +95,8 @@ def later_duplicates(raw: pl.LazyFrame, spec: CleanSpec) -> pl.Series:
     )
     buckets = max(1, hashes.height // _HASH_BUCKET_ROWS)
     shared = [
-        part.filter(pl.col("h").is_duplicated())["k"]
-        for part in (
-            hashes.filter(pl.col("h") % buckets == b) if buckets > 1 else hashes
-            for b in range(buckets)
-        )
+        keys_sharing_a_hash(hashes.filter(pl.col("h") % buckets == b) if buckets > 1 else hashes)
+        for b in range(buckets)
     ]
     candidates = pl.concat(shared)
     del hashes
@@ -111,14 +108,23 @@ def later_duplicates(raw: pl.LazyFrame, spec: CleanSpec) -> pl.Series:
     return exact.filter(pl.col("key").is_first_distinct().not_()).collect()["k"]
 
 
+def keys_sharing_a_hash(hashes: pl.DataFrame) -> pl.Series:
+    """Keys (``k``) of the rows whose hash (``h``) another row has too."""
+    # Sorting and comparing neighbours is about 3x faster than a hash table (is_duplicated).
+    by_hash = hashes.sort("h")
+    h = by_hash["h"]
+    return by_hash.filter((h == h.shift(1)) | (h == h.shift(-1)))["k"]
+
+
 def cleaned_events(
     raw: pl.LazyFrame,
     synonyms: dict[str, str],
     cutoff: datetime,
     duplicates: pl.Series | None = None,
+    spec: CleanSpec = SPECS["events"],
 ) -> pl.LazyFrame:
     """Events with normalised types, quantity 1 when unset, ids, dates and a verdict per row
-    (``duplicates``: see ``cleaned_rows``)."""
+    (``duplicates``: see ``cleaned_rows``; ``spec``: see ``ids_given``)."""
     # Normalise the few distinct spellings, not every row: a lookup is far cheaper than a regex.
     spellings = raw.select(pl.col("event_type").unique()).collect().to_series()
     normal = pl.DataFrame({"t": spellings}).select(normalised_event_types(pl.col("t"), synonyms))
@@ -127,7 +133,7 @@ def cleaned_events(
         pl.col("event_type").replace_strict(mapping, return_dtype=pl.String),
         pl.col("quantity").fill_null(1),
     )
-    return cleaned_rows(normal_rows, SPECS["events"], cutoff, duplicates)
+    return cleaned_rows(normal_rows, spec, cutoff, duplicates)
 
 
 def cleaned_feedback(
@@ -136,6 +142,7 @@ def cleaned_feedback(
     max_chars: int = 5000,
     phone_region: str = "GB",
     duplicates: pl.Series | None = None,
+    spec: CleanSpec = SPECS["feedback"],
 ) -> pl.LazyFrame:
     """Feedback as plain text (HTML tags and entities gone), cut to ``max_chars`` with its
     length before the cut in ``text_chars``, personal data replaced by typed placeholders (the
@@ -143,7 +150,7 @@ def cleaned_feedback(
     ids, dates and verdicts."""
     # Ids from the content as written: two tickets differing only in a phone number must not
     # become duplicates once both say [PHONE], nor get new ids when the cap or redaction change.
-    plain = with_row_ids(raw, SPECS["feedback"]).with_columns(
+    plain = with_row_ids(raw, spec).with_columns(
         text.plain_text(pl.col("text")),
         text.plain_text(pl.col("title")),
         pl.col("channel").str.strip_chars().str.to_lowercase().fill_null("review"),
@@ -162,8 +169,9 @@ def cleaned_feedback(
         .alias("pii"),
     )
     # Ids are filled above, from the raw text: cleaned_rows need not hash every row again.
-    spec = replace(SPECS["feedback"], id_column=None)
-    verdicts = cleaned_rows(redacted.drop("_text", "_title"), spec, cutoff, duplicates)
+    verdicts = cleaned_rows(
+        redacted.drop("_text", "_title"), replace(spec, id_column=None), cutoff, duplicates
+    )
     nothing = (pl.col("text").fill_null("") == "") & pl.col("rating").is_null()
     emptied = pl.lit("text: nothing left once the HTML is removed, and no rating to score")
     return verdicts.with_columns(
@@ -310,10 +318,30 @@ def on_days(contract: SourceContract, days: list[str]) -> pl.Expr:
     return around & partition_day(contract).is_in(dates)
 
 
-def rows_per_day(raw: pl.LazyFrame, contract: SourceContract) -> dict[str, int]:
-    """Raw rows per partition date (one streaming pass over the date column)."""
-    counts = raw.group_by(partition_day(contract).alias("dt")).len().collect(engine="streaming")
-    return {d.isoformat(): n for d, n in counts.iter_rows()}
+@dataclass(frozen=True)
+class RawCounts:
+    """Raw rows per partition date of a dated source, and how many of them lack an id."""
+
+    per_day: dict[str, int]
+    missing_ids: int
+
+
+def raw_counts(raw: pl.LazyFrame, spec: CleanSpec) -> RawCounts:
+    """Raw rows per partition date and rows without an id (one streaming pass, two columns)."""
+    contract = CONTRACTS[spec.table]
+    missing = pl.col(spec.id_column).null_count() if spec.id_column else pl.lit(0, pl.UInt32)
+    counts = (
+        raw.group_by(partition_day(contract).alias("dt"))
+        .agg(pl.len(), missing.alias("missing"))
+        .collect(engine="streaming")
+    )
+    per_day = {d.isoformat(): n for d, n in counts.select("dt", "len").iter_rows()}
+    return RawCounts(per_day, int(counts["missing"].sum()))
+
+
+def ids_given(spec: CleanSpec, counts: RawCounts) -> CleanSpec:
+    """``spec`` with nothing to fill when every row has its id (no row needs a content hash)."""
+    return replace(spec, id_column=None) if counts.missing_ids == 0 else spec
 
 
 def day_slices(days: list[str], rows: dict[str, int], max_rows: int) -> list[list[str]]:

@@ -206,7 +206,9 @@ def non_product_item(cfg: SourceConfig) -> pl.Expr:
 
 def accepted_rows(validated: pl.DataFrame, contract: SourceContract) -> pl.DataFrame:
     """The rows that meet the contract, typed, with their row number in the file."""
-    return validated.filter(pl.col(BAD).not_()).select(ROW, *contract.names)
+    # Columns first: filtering would otherwise copy the raw values beside the typed ones too.
+    kept = validated.select(ROW, *contract.names, BAD)
+    return kept.filter(pl.col(BAD).not_()).drop(BAD)
 
 
 def quarantined_rows(

@@ -357,8 +357,9 @@ def _clean_source(
         slices: list[list[str]] = [affected]
     else:
         raw = raw.filter(clean.on_days(contract, affected))
-        per_day = clean.rows_per_day(raw, contract)
-        slices = clean.day_slices(affected, per_day, chunk_rows)
+        counts = clean.raw_counts(raw, spec)
+        spec = clean.ids_given(spec, counts)
+        slices = clean.day_slices(affected, counts.per_day, chunk_rows)
     # Duplicates are found over every affected day at once, so slicing changes no verdict.
     duplicates = clean.later_duplicates(raw, spec) if spec.keep == "first" else None
     refs = [e.ref for e in inputs]
@@ -366,23 +367,26 @@ def _clean_source(
         rows = raw if snapshot else raw.filter(clean.on_days(contract, days))
         if len(slices) > 1:
             log.info("%s: cleaning %s … %s (%d day(s))", source, days[0], days[-1], len(days))
-        judged = _verdicts(source, rows, cfg, cutoff, outlier_ratio, feedback, duplicates).collect()
-        good = clean.accepted_clean_rows(judged.lazy(), spec).collect()
+        judged = _verdicts(spec, rows, cfg, cutoff, outlier_ratio, feedback, duplicates).collect()
+        # Each day's rows are taken from the verdicts as its partition is written (a filter per
+        # day, two days at a time): no copy of all the clean rows, and none split by day.
+        good = clean.accepted_clean_rows(judged.lazy(), spec)
         bad = clean.rejected_clean_rows(judged.lazy(), spec).collect()
         report.rows_in += judged.height
         report.superseded += int(judged[clean.SUPERSEDED].sum())
-        del judged
         if snapshot:  # a small dimension table: ordered by its key, for people reading it
             good = good.sort(list(spec.key)).with_columns(pl.lit(run_date).alias("dt"))
             bad = bad.with_columns(pl.lit(run_date).alias("dt"))
         duplicated = bad.filter(pl.col("reason").str.starts_with("duplicate")).height
         outliers = bad.filter(pl.col("column") == "price").height
-        report.rows_out += good.height
         report.duplicates += duplicated
         report.outliers += outliers
         report.future += bad.height - duplicated - outliers
-        report.partitions.update(_published(wh, source, days, good, bad, refs))
-        del good, bad
+        for day, (digest, rows_out) in _published(wh, source, days, good, bad, refs).items():
+            report.rows_out += rows_out
+            if digest is not None:
+                report.partitions[day] = digest
+        del judged, good, bad
     rejected = report.duplicates + report.future + report.outliers
     if report.rows_in != report.rows_out + rejected + report.superseded:
         raise AssertionError(f"clean {source}: row accounting is off: {report}")
@@ -396,7 +400,7 @@ def _clean_source(
 
 
 def _verdicts(
-    source: str,
+    spec: clean.CleanSpec,
     raw: pl.LazyFrame,
     cfg: SourceConfig,
     cutoff: datetime,
@@ -404,56 +408,52 @@ def _verdicts(
     feedback: FeedbackSettings,
     duplicates: pl.Series | None,
 ) -> pl.LazyFrame:
-    if source == "events":
-        return clean.cleaned_events(raw, cfg.event_types, cutoff, duplicates)
-    if source == "feedback":
+    if spec.table == "events":
+        return clean.cleaned_events(raw, cfg.event_types, cutoff, duplicates, spec)
+    if spec.table == "feedback":
         return clean.cleaned_feedback(
-            raw, cutoff, feedback.max_text_chars, feedback.phone_region, duplicates
+            raw, cutoff, feedback.max_text_chars, feedback.phone_region, duplicates, spec
         )
-    if source == "market_prices":
+    if spec.table == "market_prices":
         return clean.cleaned_market_prices(raw, cutoff, outlier_ratio)
-    return clean.cleaned_rows(raw, clean.SPECS[source], cutoff, duplicates)
+    return clean.cleaned_rows(raw, spec, cutoff, duplicates)
 
 
 def _published(
     wh: Warehouse,
     source: str,
     days: list[str],
-    good: pl.DataFrame,
+    good: pl.LazyFrame,
     bad: pl.DataFrame,
     refs: list[InputRef],
-) -> dict[str, str]:
-    """Each day's clean partition (dropped when empty) and clean quarantine written; hashes."""
-    good_parts = dict(good.partition_by("dt", as_dict=True, include_key=False, maintain_order=True))
+) -> dict[str, tuple[str | None, int]]:
+    """Each day's clean partition (dropped when empty) and clean quarantine written: its content
+    hash (None when dropped) and rows, by day."""
     bad_parts = dict(bad.partition_by("dt", as_dict=True, include_key=False, maintain_order=True))
 
-    def publish(day_str: str) -> str | None:
-        key = (date.fromisoformat(day_str),)
+    def publish(day_str: str) -> tuple[str | None, int]:
+        day = date.fromisoformat(day_str)
         part = {"dt": day_str}
-        rows, rejected = good_parts.get(key), bad_parts.get(key)
-        stats = {
-            "rows": 0 if rows is None else rows.height,
-            "rejected": 0 if rejected is None else rejected.height,
-        }
+        rows = good.filter(pl.col("dt") == day).drop("dt").collect()
+        rejected = bad_parts.get((day,))
+        stats = {"rows": rows.height, "rejected": 0 if rejected is None else rejected.height}
         qtable = quarantine_table(source, "clean")
         if rejected is not None and rejected.height:
             wh.write_partition("quarantine", qtable, part, rejected, inputs=refs, stats=stats)
         else:
             wh.drop_partition("quarantine", qtable, part)
-        if rows is None or rows.height == 0:
+        if rows.height == 0:
             wh.drop_partition("clean", source, part)
-            return None
-        return wh.write_partition(
-            "clean", source, part, rows, inputs=refs, stats=stats
-        ).content_hash
+            return None, 0
+        written = wh.write_partition("clean", source, part, rows, inputs=refs, stats=stats)
+        return written.content_hash, rows.height
 
     published = {}
     # Partitions are independent: write two at a time (Parquet encoding is mostly one thread).
     with ThreadPoolExecutor(max_workers=2) as pool:
-        for day_str, digest in zip(days, pool.map(publish, days), strict=True):
+        for day_str, outcome in zip(days, pool.map(publish, days), strict=True):
             check_time()
-            if digest is not None:
-                published[day_str] = digest
+            published[day_str] = outcome
     return published
 
 

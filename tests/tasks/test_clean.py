@@ -22,8 +22,11 @@ from tasks.clean import (
     cleaned_rows,
     day_slices,
     future_cutoff,
+    ids_given,
+    keys_sharing_a_hash,
     later_duplicates,
     normalised_event_types,
+    raw_counts,
     rejected_clean_rows,
     with_row_ids,
 )
@@ -253,3 +256,41 @@ def test_corrections_are_only_sliced_by_day_when_their_key_holds_the_day():
         partition = CONTRACTS[spec.table].partition_column
         if spec.keep == "last" and partition is not None:
             assert partition in spec.key, spec.table
+
+
+def test_raw_counts_give_the_rows_of_each_day_and_the_rows_without_an_id():
+    late = datetime(2026, 11, 26, 23, 59, tzinfo=UTC)
+    raw = _raw("events", [_event("a", T), _event(None, T), _event(None, late)])
+    counts = raw_counts(raw, SPECS["events"])
+    assert counts.per_day == {"2026-11-27": 2, "2026-11-26": 1}
+    assert counts.missing_ids == 2
+    prices = [{"date": date(2026, 11, 27), "item_id": "i", "competitor": "c", "price": 1.0}]
+    assert raw_counts(_raw("market_prices", prices), SPECS["market_prices"]).missing_ids == 0
+
+
+def test_ids_are_only_left_unfilled_when_every_row_has_one():
+    given_all = raw_counts(_raw("events", [_event("a", T)]), SPECS["events"])
+    one_missing = raw_counts(_raw("events", [_event("a", T), _event(None, T)]), SPECS["events"])
+    assert ids_given(SPECS["events"], given_all).id_column is None
+    assert ids_given(SPECS["events"], one_missing) == SPECS["events"]
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "c", None]), max_size=25))
+def test_verdicts_are_the_same_whether_or_not_the_ids_are_known_to_be_given(ids):
+    """Skipping the content hash (every row has an id) changes no row and no verdict."""
+    raw = _raw("events", [_event(i, T, user_id=f"u{n % 3}") for n, i in enumerate(ids)])
+    spec = ids_given(SPECS["events"], raw_counts(raw, SPECS["events"]))
+    duplicates = later_duplicates(raw, spec)
+    fast = cleaned_events(raw, {}, CUTOFF, duplicates, spec).collect()
+    assert fast.equals(cleaned_events(raw, {}, CUTOFF).collect())
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 6), max_size=40))
+def test_keys_sharing_a_hash_are_found_by_sorting(hashes):
+    frame = pl.DataFrame(
+        {"k": list(range(len(hashes))), "h": hashes}, schema={"k": pl.UInt64, "h": pl.UInt64}
+    )
+    found = keys_sharing_a_hash(frame).sort().to_list()
+    assert found == frame.filter(pl.col("h").is_duplicated())["k"].to_list()

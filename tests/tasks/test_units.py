@@ -355,3 +355,14 @@ def test_cleaning_a_day_at_a_time_writes_what_cleaning_all_days_at_once_does(tmp
     assert sliced == whole
     assert (whole["rows_in"], whole["duplicates"], whole["future"]) == (7, 2, 1)
     assert sliced_bad.sort("file", "row").equals(whole_bad.sort("file", "row"))
+
+
+def test_events_without_an_id_get_content_ids_and_their_repeats_are_duplicates(tmp_path):
+    (tmp_path / "landing" / "events").mkdir(parents=True)
+    no_id = ",u1,2026-11-27T10:00:00Z,view,i1,1,9.99\n"
+    _drop(tmp_path, "2026-11-27.csv", HEADER + GOOD + no_id + no_id)
+    wh, _ = _ingest(tmp_path)
+    report = clean_source(wh, "events", SourceConfig(), D, 24)
+    assert (report.rows_out, report.duplicates) == (2, 1)
+    ids = wh.scan("clean", "events", [{"dt": "2026-11-27"}]).collect()["event_id"].to_list()
+    assert ids[0] == "e1" and ids[1].startswith("rh-")
