@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from datetime import date
 
+import pytest
+
 from schemas.config import SourceConfig
-from warehouse.landing import landing_files
+from warehouse.landing import is_utf8, landing_files
 
 
 def _names(files):
@@ -53,3 +55,22 @@ def test_plans_dated_up_to_plans_ahead_days_have_arrived(data_root):
     cfg = SourceConfig(plans_ahead_days=3)
     found = landing_files("items", cfg, date(2026, 11, 27), data_root, data_root)
     assert _names(found) == ["2026-11-27.jsonl", "2026-11-30.jsonl"]
+
+
+MIB = 1 << 20
+
+
+@pytest.mark.parametrize(
+    ("content", "utf8"),
+    [
+        (b"a" * (MIB - 1) + "é".encode() + b"b" * 10, True),  # é split between two chunks
+        (b"a" * (MIB - 1) + b"\xc3" + b"b" * 10, False),  # é cut short, ASCII after it
+        (b"a" * (3 * MIB) + b"\xff", False),  # a bad byte after ASCII-only chunks
+        (b"a" * (2 * MIB) + b"\xe2\x82", False),  # the file ends inside a character
+        ("£5 ".encode() * MIB, True),
+    ],
+)
+def test_utf8_is_told_across_chunks_whatever_the_ascii_around_it(tmp_path, content, utf8):
+    path = tmp_path / "f.csv"
+    path.write_bytes(content)
+    assert is_utf8(path) is utf8
