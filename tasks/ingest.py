@@ -166,13 +166,14 @@ def _with_slow_parses(
         if not missed.any():
             continue
         rows = missed.arg_true()
-        slow = typed[rows].select(typed_value(pl.col(_raw(col.name)), pl.String, col, cfg))
-        if not slow.to_series().is_not_null().any():
+        parsed = typed[rows].select(typed_value(pl.col(_raw(col.name)), pl.String, col, cfg))
+        slow = parsed.to_series()
+        if not slow.is_not_null().any():
             # Nothing more parses (the usual case: the values are bad). Leave the column as it
             # is: a scattered column is one chunk, and beside the others' many chunks it would
             # make every later step of the batch copy all of its columns into one chunk.
             continue
-        typed = typed.with_columns(typed[col.name].scatter(rows, slow.to_series()))
+        typed = typed.with_columns(typed[col.name].scatter(rows, slow))
     return typed
 
 
