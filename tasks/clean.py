@@ -110,10 +110,12 @@ def later_duplicates(raw: pl.LazyFrame, spec: CleanSpec) -> pl.Series:
 
 def keys_sharing_a_hash(hashes: pl.DataFrame) -> pl.Series:
     """Keys (``k``) of the rows whose hash (``h``) another row has too."""
-    # Sorting and comparing neighbours is about 3x faster than a hash table (is_duplicated).
-    by_hash = hashes.sort("h")
-    h = by_hash["h"]
-    return by_hash.filter((h == h.shift(1)) | (h == h.shift(-1)))["k"]
+    # Sorting the hashes alone and comparing neighbours finds the few shared ones; a lookup then
+    # picks their rows. About 4x faster than a hash table over all rows (is_duplicated), and
+    # 2.5x faster than sorting the rows by hash (which moves the keys too).
+    h = hashes["h"].sort()
+    shared = h.filter(h == h.shift(1)).unique()
+    return hashes.filter(pl.col("h").is_in(shared.implode()))["k"]
 
 
 def cleaned_events(
