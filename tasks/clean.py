@@ -341,6 +341,15 @@ def raw_counts(raw: pl.LazyFrame, spec: CleanSpec) -> RawCounts:
     return RawCounts(per_day, int(counts["missing"].sum()))
 
 
+def summed_counts(counts: list[RawCounts]) -> RawCounts:
+    """The counts of several sets of raw rows taken together."""
+    per_day: dict[str, int] = {}
+    for c in counts:
+        for day, n in c.per_day.items():
+            per_day[day] = per_day.get(day, 0) + n
+    return RawCounts(dict(sorted(per_day.items())), sum(c.missing_ids for c in counts))
+
+
 def ids_given(spec: CleanSpec, counts: RawCounts) -> CleanSpec:
     """``spec`` with nothing to fill when every row has its id (no row needs a content hash)."""
     return replace(spec, id_column=None) if counts.missing_ids == 0 else spec

@@ -31,7 +31,7 @@ from warehouse.landing import (
     open_landing,
     reader_problem,
 )
-from warehouse.ledger import Ledger, LedgerEntry
+from warehouse.ledger import DateRows, Ledger, LedgerEntry
 from warehouse.manifest import InputRef, file_sha256
 from warehouse.store import Warehouse, write_parquet
 
@@ -212,6 +212,7 @@ def ingest_file(
             mapped = ingest.mapped_rows(lf, plan, contract)
             rejected: list[pl.DataFrame] = []
             parts: list[Path] = []
+            counted: list[clean.RawCounts] = []  # per batch: what cleaning needs to know
             rows_read = accepted = 0
             try:
                 for batch in mapped.collect_batches(chunk_size=BATCH_ROWS):
@@ -224,6 +225,8 @@ def ingest_file(
                         crash_point("ingest-part", f"{source}/{file.name}")
                     rows_read += batch.height
                     accepted += good.height
+                    if contract.partition_column is not None:
+                        counted.append(clean.raw_counts(good.lazy(), clean.SPECS[source]))
                     if checked[ingest.BAD].any():
                         rejected.append(
                             ingest.quarantined_rows(
@@ -245,7 +248,9 @@ def ingest_file(
                 f"{file.path}: row accounting is off: read {rows_read}, accepted {accepted}, "
                 f"quarantined {quarantined}"
             )
-        dates = _dates_in(parts, contract.partition_column) or [part["dt"]]
+        counts = clean.summed_counts(counted) if contract.partition_column else None
+        dates = list(counts.per_day) if counts and counts.per_day else [part["dt"]]
+        by_date = [DateRows(dt=d, rows=n) for d, n in counts.per_day.items()] if counts else None
         # Parts a crashed earlier attempt left (it never reached the ledger) must not linger.
         for leftover in wh.partition_dir("raw", source, part).glob(f"{stem}-*.parquet"):
             leftover.unlink()
@@ -277,17 +282,10 @@ def ingest_file(
         rows_quarantined=quarantined,
         unknown_columns=plan.unknown,
         dates=dates,
+        rows_by_date=by_date,
+        rows_without_id=counts.missing_ids if counts else None,
         code_version=wh.code_version,
     )
-
-
-def _dates_in(paths: list[Path], column: str | None) -> list[str]:
-    if column is None:
-        return []
-    day = pl.col(column)
-    day = day.dt.date() if pl.read_parquet_schema(paths[0])[column] != pl.Date else day
-    found = pl.scan_parquet(paths).select(day.unique().sort().drop_nulls()).collect()
-    return [d.isoformat() for d in found.to_series()]
 
 
 def clean_source(
@@ -357,7 +355,9 @@ def _clean_source(
         slices: list[list[str]] = [affected]
     else:
         raw = raw.filter(clean.on_days(contract, affected))
-        counts = clean.raw_counts(raw, spec)
+        counts = _recorded_counts(inputs, affected)
+        if counts is None:  # an entry from before the ledger counted rows
+            counts = clean.raw_counts(raw, spec)
         spec = clean.ids_given(spec, counts)
         slices = clean.day_slices(affected, counts.per_day, chunk_rows)
     # Duplicates are found over every affected day at once, so slicing changes no verdict.
@@ -397,6 +397,20 @@ def _clean_source(
         report.future, report.outliers, report.superseded,
     )  # fmt: skip
     return report
+
+
+def _recorded_counts(entries: list[LedgerEntry], days: list[str]) -> clean.RawCounts | None:
+    """The raw rows per day of ``days`` and the rows without an id, from the ledger (None when
+    an entry predates these counts). Rows without an id are counted on every day of the entry:
+    too many only means cleaning hashes rows it need not, never that it skips one it must."""
+    wanted = set(days)
+    counts = []
+    for e in entries:
+        if e.rows_by_date is None or e.rows_without_id is None:
+            return None
+        per_day = {d.dt: d.rows for d in e.rows_by_date if d.dt in wanted}
+        counts.append(clean.RawCounts(per_day, e.rows_without_id))
+    return clean.summed_counts(counts)
 
 
 def _verdicts(

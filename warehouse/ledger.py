@@ -14,6 +14,13 @@ from warehouse.manifest import InputRef
 from warehouse.store import Warehouse, write_json_atomic
 
 
+class DateRows(BaseModel):
+    """How many of a file's accepted rows fall on one clean partition date."""
+
+    dt: str
+    rows: int
+
+
 class LedgerEntry(BaseModel):
     """What became of one landing file: where its rows went and how they reconcile."""
 
@@ -31,6 +38,13 @@ class LedgerEntry(BaseModel):
     rows_quarantined: int
     unknown_columns: list[str] = Field(default_factory=list)
     dates: list[str] = Field(default_factory=list, description="clean partitions its rows feed")
+    # None in entries written before these were recorded: cleaning then counts the raw rows.
+    rows_by_date: list[DateRows] | None = Field(
+        default=None, description="accepted rows per clean partition date"
+    )
+    rows_without_id: int | None = Field(
+        default=None, description="accepted rows whose source gives no id (cleaning hashes them)"
+    )
     code_version: str
     ingested_at: str = Field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")

@@ -28,6 +28,7 @@ from tasks.clean import (
     normalised_event_types,
     raw_counts,
     rejected_clean_rows,
+    summed_counts,
     with_row_ids,
 )
 
@@ -266,6 +267,21 @@ def test_raw_counts_give_the_rows_of_each_day_and_the_rows_without_an_id():
     assert counts.missing_ids == 2
     prices = [{"date": date(2026, 11, 27), "item_id": "i", "competitor": "c", "price": 1.0}]
     assert raw_counts(_raw("market_prices", prices), SPECS["market_prices"]).missing_ids == 0
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["a", None]), st.integers(24, 27)), max_size=20),
+    st.integers(1, 5),
+)
+def test_counts_of_batches_summed_are_the_counts_of_all_rows(rows, batch):
+    """Ingest counts each batch it writes; cleaning sums them instead of reading the rows."""
+    events = [_event(i, datetime(2026, 11, day, 9, tzinfo=UTC)) for i, day in rows]
+    whole = raw_counts(_raw("events", events), SPECS["events"])
+    batches = [events[n : n + batch] for n in range(0, len(events), batch)]
+    summed = summed_counts([raw_counts(_raw("events", b), SPECS["events"]) for b in batches])
+    assert summed.per_day == dict(sorted(whole.per_day.items()))
+    assert summed.missing_ids == whole.missing_ids
 
 
 def test_ids_are_only_left_unfilled_when_every_row_has_one():

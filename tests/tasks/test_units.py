@@ -357,6 +357,34 @@ def test_cleaning_a_day_at_a_time_writes_what_cleaning_all_days_at_once_does(tmp
     assert sliced_bad.sort("file", "row").equals(whole_bad.sort("file", "row"))
 
 
+def test_the_ledger_counts_each_files_rows_per_date_and_those_without_an_id(data_root):
+    late = ",u1,2026-11-26T23:00:00Z,view,i1,1,1\n"  # no id, and a day early
+    _drop(data_root, "a.csv", HEADER + GOOD + GOOD.replace("e1", "e2") + late + "bad,row\n")
+    _, report = _ingest(data_root)
+    (entry,) = report.files
+    assert [(d.dt, d.rows) for d in entry.rows_by_date] == [("2026-11-26", 1), ("2026-11-27", 2)]
+    assert entry.rows_without_id == 1 and entry.dates == ["2026-11-26", "2026-11-27"]
+
+
+def test_cleaning_by_ledger_counts_writes_what_counting_the_raw_rows_does(tmp_path):
+    """Entries from before the ledger counted rows are cleaned by counting the raw rows."""
+    rows = [GOOD, ",u1,2026-11-27T10:00:00Z,view,i1,1,9.99\n" * 2, GOOD.replace("27T", "26T")]
+    results = []
+    for recorded in (True, False):
+        root = tmp_path / str(recorded)
+        (root / "landing" / "events").mkdir(parents=True)
+        _drop(root, "2026-11-27.csv", HEADER + "".join(rows))
+        wh, _ = _ingest(root)
+        if not recorded:
+            ledger = Ledger(wh)
+            for e in ledger.entries("events"):
+                ledger.record(e.model_copy(update={"rows_by_date": None, "rows_without_id": None}))
+        report = clean_source(wh, "events", SourceConfig(), D, 24, chunk_rows=1)
+        results.append(report.model_dump(exclude={"seconds"}))
+    assert results[0] == results[1]
+    assert (results[0]["rows_out"], results[0]["duplicates"]) == (2, 2)
+
+
 def test_events_without_an_id_get_content_ids_and_their_repeats_are_duplicates(tmp_path):
     (tmp_path / "landing" / "events").mkdir(parents=True)
     no_id = ",u1,2026-11-27T10:00:00Z,view,i1,1,9.99\n"
