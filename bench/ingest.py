@@ -163,7 +163,7 @@ def generate(rows: int, days: int) -> dict[str, Path]:
 # ---- the two engines (each runs in a child process) ---------------------------------------------
 
 
-def run_nightowl(path: Path, work: Path) -> dict:
+def run_nightowl(path: Path, work: Path, raw_compression: str) -> dict:
     """nightowl: ingest_source then clean_source of the file, in a fresh data root."""
     from schemas.config import SourceConfig
     from tasks.units import clean_source, ingest_source
@@ -179,7 +179,9 @@ def run_nightowl(path: Path, work: Path) -> dict:
     wh = Warehouse(work, code_version="bench")
     cfg = SourceConfig()
     t0 = time.perf_counter()
-    ingested = ingest_source(wh, "events", cfg, RUN_DATE, config_dir=work)
+    ingested = ingest_source(
+        wh, "events", cfg, RUN_DATE, config_dir=work, raw_compression=raw_compression
+    )
     t1 = time.perf_counter()
     cleaned = clean_source(wh, "events", cfg, RUN_DATE, tolerance_hours=24)
     t2 = time.perf_counter()
@@ -257,10 +259,13 @@ def run_duckdb(path: Path, fmt: str, work: Path) -> dict:
     }
 
 
-def worker(engine: str, fmt: str, path: Path, work: Path, result: Path) -> None:
+def worker(engine: str, fmt: str, path: Path, work: Path, result: Path, compression: str) -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    found = run_nightowl(path, work) if engine == "nightowl" else run_duckdb(path, fmt, work)
+    if engine == "nightowl":
+        found = run_nightowl(path, work, compression)
+    else:
+        found = run_duckdb(path, fmt, work)
     found["peak_rss_mib"] = peak_rss_mib()
     result.write_text(json.dumps(found))
 
@@ -275,13 +280,13 @@ def warm(path: Path) -> None:
             pass
 
 
-def run_child(engine: str, fmt: str, path: Path, keep: bool) -> dict:
+def run_child(engine: str, fmt: str, path: Path, keep: bool, compression: str) -> dict:
     work = OUT / f"run-{engine}-{fmt}"
     result = OUT / f".result-{engine}-{fmt}.json"
     result.unlink(missing_ok=True)
     warm(path)
     cmd = [sys.executable, "-m", "bench.ingest", "--worker", engine, fmt, str(path), str(work)]
-    cmd += [str(result)]
+    cmd += [str(result), compression]
     env = os.environ | {"POLARS_MAX_THREADS": str(THREADS)}
     log(f"{fmt:8} {engine:9} running…")
     import subprocess
@@ -344,17 +349,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--engines", nargs="+", choices=ENGINES, default=list(ENGINES), help="engines to run"
     )
-    parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--raw-compression",
+        choices=["lz4", "snappy", "zstd", "uncompressed"],
+        help="nightowl's raw_compression setting (default: a run's default)",
+    )
+    parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        engine, fmt, path, work, result = args.worker
-        worker(engine, fmt, Path(path), Path(work), Path(result))
+        engine, fmt, path, work, result, compression = args.worker
+        worker(engine, fmt, Path(path), Path(work), Path(result), compression)
         return 0
+    if args.raw_compression is None:
+        from tasks.units import RAW_COMPRESSION  # here: the engines' children import only theirs
 
+        args.raw_compression = RAW_COMPRESSION
     paths = generate(args.rows, args.days)
     results = []
     for fmt in args.formats:
-        runs = {e: run_child(e, fmt, paths[fmt], args.keep) for e in args.engines}
+        runs = {
+            e: run_child(e, fmt, paths[fmt], args.keep, args.raw_compression) for e in args.engines
+        }
         for engine, r in runs.items():
             r |= {"format": fmt, "engine": engine, "rows": args.rows}
             r["rows_per_s"] = args.rows / r["seconds"]
@@ -369,10 +384,13 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"nightowl {r['format']}: ingest {r['ingest_seconds']:.2f}s + clean "
                 f"{r['clean_seconds']:.2f}s; quarantined {r['rejected_ingest']:,} at ingest, "
-                f"{r['rejected_clean']:,} at clean"
+                f"{r['rejected_clean']:,} at clean; raw parts {args.raw_compression}"
             )
     meta = json.loads((DATA / f"events-{args.rows}-{args.days}d.json").read_text())
-    write_results(RESULTS, "ingest", THREADS, input=meta, targets=TARGETS, results=results)
+    write_results(
+        RESULTS, "ingest", THREADS, input=meta, targets=TARGETS, results=results,
+        raw_compression=args.raw_compression,
+    )  # fmt: skip
     return 0
 
 

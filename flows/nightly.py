@@ -76,6 +76,7 @@ def step_context(settings: Settings, source: str) -> StepContext:
         code_version=code_version(),
         tolerance_hours=settings.future_tolerance_hours,
         chunk_rows=settings.clean_chunk_rows,
+        raw_compression=settings.raw_compression,
         source=settings.sources[source],
         checks=settings.checks,
         market=settings.market,

@@ -68,6 +68,7 @@ class StepContext(_Context):
     tolerance_hours: float
     #: Raw rows cleaned at once (bounds memory; does not change what is written).
     chunk_rows: int = units.CLEAN_CHUNK_ROWS
+    raw_compression: str = units.RAW_COMPRESSION
     source: SourceConfig
     checks: CheckSettings = Field(default_factory=CheckSettings)
     market: MarketSettings = Field(default_factory=MarketSettings)
@@ -144,7 +145,7 @@ def ingest_key(context: TaskRunContext, params: dict[str, Any]) -> str:
         [
             "ingest", ctx.data_root, source, run_date.isoformat(), ctx.code_version,
             ctx.source.model_dump_json(), _landing_fingerprint(ctx, source, run_date),
-            ctx.feedback.phone_region if source == "feedback" else "",
+            ctx.feedback.phone_region if source == "feedback" else "", ctx.raw_compression,
         ]
     )  # fmt: skip
     return _valid_key(context, key, ctx.warehouse())
@@ -201,7 +202,7 @@ def ingest_step(
     with time_limit(ctx.timeout_seconds, f"ingest-{source}"):
         return units.ingest_source(
             ctx.warehouse(), source, ctx.source, run_date, Path(ctx.config_dir), force=force,
-            phone_region=ctx.feedback.phone_region,
+            phone_region=ctx.feedback.phone_region, raw_compression=ctx.raw_compression,
         )  # fmt: skip
 
 

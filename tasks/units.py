@@ -40,6 +40,8 @@ log = logging.getLogger("nightowl")
 BATCH_ROWS = 500_000
 #: Raw rows cleaned at once (the days of one slice): about 1.5 GiB of events at the peak.
 CLEAN_CHUNK_ROWS = 4_000_000  # Settings.clean_chunk_rows
+#: How raw Parquet parts are compressed (Settings.raw_compression).
+RAW_COMPRESSION = "lz4"
 
 
 class IngestFailed(Exception):
@@ -95,9 +97,11 @@ def ingest_source(
     *,
     force: bool = False,
     phone_region: str = "GB",
+    raw_compression: str = RAW_COMPRESSION,
 ) -> IngestReport:
     """Ingest every new landing file of a source into raw dt=run_date; fail if any is unreadable.
-    Quarantined feedback has its personal data redacted (``phone_region``: see the settings).
+    Quarantined feedback has its personal data redacted (``phone_region``: see the settings);
+    raw parts are compressed with ``raw_compression``.
 
     ``force`` reads again the files already ingested for this run date (their raw rows and
     quarantine are replaced); files ingested for other dates stay as they are.
@@ -105,8 +109,9 @@ def ingest_source(
     started = time.perf_counter()
     with wh.lock(f"source-{source}"):  # runs for other dates may be ingesting this source
         report = _ingest_source(
-            wh, source, cfg, run_date, config_dir, force=force, phone_region=phone_region
-        )
+            wh, source, cfg, run_date, config_dir, force=force, phone_region=phone_region,
+            raw_compression=raw_compression,
+        )  # fmt: skip
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
@@ -120,6 +125,7 @@ def _ingest_source(
     *,
     force: bool,
     phone_region: str,
+    raw_compression: str,
 ) -> IngestReport:
     ledger = Ledger(wh)
     wh.sweep_temporaries()  # what a crashed run left behind an hour or more ago
@@ -147,8 +153,9 @@ def _ingest_source(
         if entry is None or force:
             try:
                 entry = ingest_file(
-                    wh, source, file, sha, cfg, run_date, stat=stat, phone_region=phone_region
-                )
+                    wh, source, file, sha, cfg, run_date, stat=stat, phone_region=phone_region,
+                    raw_compression=raw_compression,
+                )  # fmt: skip
             except (LandingError, ingest.MappingError) as exc:
                 failures.append(
                     str(exc) if isinstance(exc, LandingError) else f"{file.path}: {exc}"
@@ -190,6 +197,7 @@ def ingest_file(
     *,
     stat: os.stat_result | None = None,
     phone_region: str = "GB",
+    raw_compression: str = RAW_COMPRESSION,
 ) -> LedgerEntry:
     """Stream one landing file into raw Parquet parts and a quarantine file; return its entry.
 
@@ -221,7 +229,7 @@ def ingest_file(
                     good = ingest.accepted_rows(checked, contract)
                     if good.height or not parts:  # the first part keeps the schema if all is bad
                         parts.append(staging / f"{stem}-{len(parts):05d}.parquet")
-                        write_parquet(good, parts[-1])
+                        write_parquet(good, parts[-1], raw_compression)
                         crash_point("ingest-part", f"{source}/{file.name}")
                     rows_read += batch.height
                     accepted += good.height
@@ -241,7 +249,7 @@ def ingest_file(
                     mapped.head(0).collect(), contract, cfg, lossy_text=lossy
                 )
                 parts.append(staging / f"{stem}-00000.parquet")
-                write_parquet(ingest.accepted_rows(empty, contract), parts[-1])
+                write_parquet(ingest.accepted_rows(empty, contract), parts[-1], raw_compression)
         quarantined = sum(r.height for r in rejected)
         if rows_read != accepted + quarantined:
             raise AssertionError(

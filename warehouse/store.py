@@ -28,6 +28,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import polars as pl
@@ -59,11 +60,13 @@ def _plain_name(name: str, what: str, forbidden: str = "/") -> None:
         raise ValueError(f"not {what}: {name!r}")
 
 
-def write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    """Write ``frame`` as one Parquet file, saying "No space left on device" when that is why it
-    failed: Polars reports a full disk as a broken stream ("Invalid thrift: transport error")."""
+def write_parquet(frame: pl.DataFrame, path: Path, compression: str | None = None) -> None:
+    """Write ``frame`` as one Parquet file (``compression``: default snappy), saying "No space
+    left on device" when that is why it failed: Polars reports a full disk as a broken stream
+    ("Invalid thrift: transport error")."""
+    options = PARQUET_OPTIONS | ({"compression": compression} if compression else {})
     try:
-        frame.write_parquet(path, **PARQUET_OPTIONS)
+        frame.write_parquet(path, **options)
     except pl.exceptions.PolarsError as exc:
         free = shutil.disk_usage(path.parent).free
         if free < FULL_DISK_BYTES:
@@ -289,17 +292,18 @@ class Warehouse:
         stats: dict | None,
         known: dict[str, FileEntry] | None = None,
     ) -> Manifest:
-        entries = []
-        for path in sorted(folder.glob("*.parquet")):
+        def entry(path: Path) -> FileEntry:
             size = path.stat().st_size
             old = (known or {}).get(path.name)
             if old is not None and old.bytes == size:
-                entries.append(old)
-                continue
+                return old
             rows = pl.scan_parquet(path).select(pl.len()).collect().item()
-            entries.append(
-                FileEntry(name=path.name, rows=rows, bytes=size, sha256=file_sha256(path))
-            )
+            return FileEntry(name=path.name, rows=rows, bytes=size, sha256=file_sha256(path))
+
+        # Hashing is one core's work a file (hashlib lets go of the GIL): a night's raw parts
+        # are hashed two at a time.
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            entries = list(pool.map(entry, sorted(folder.glob("*.parquet"))))
         return Manifest(
             layer=layer,
             table=table,

@@ -66,6 +66,7 @@ def test_environment_beats_the_file_and_overrides_beat_both(tmp_path, monkeypatc
         ("[model]\nleaves = 3\n", "model.leaves"),
         ("[model]\nrisk_tiers = { high = 80 }\n", "shares in (0, 1]"),
         ("[model]\nrisk_tiers = { low = 0.2 }\n", "built in"),
+        ('raw_compression = "brotli"\n', "raw_compression"),
     ],
 )
 def test_bad_config_names_the_file_and_the_setting(tmp_path, text, message):

@@ -7,6 +7,7 @@ from datetime import date
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from schemas.config import SourceConfig
@@ -383,6 +384,23 @@ def test_cleaning_by_ledger_counts_writes_what_counting_the_raw_rows_does(tmp_pa
         results.append(report.model_dump(exclude={"seconds"}))
     assert results[0] == results[1]
     assert (results[0]["rows_out"], results[0]["duplicates"]) == (2, 2)
+
+
+@pytest.mark.parametrize("compression", ["lz4", "zstd", "uncompressed"])
+def test_raw_compression_changes_the_raw_parts_and_nothing_cleaned(tmp_path, compression):
+    lines = HEADER + GOOD + GOOD + "e2,u2,2026-11-27T11:00:00Z,buy,i1,2,3\n" + "bad,row\n"
+    reports = {}
+    for codec in ("snappy", compression):
+        root = tmp_path / codec
+        (root / "landing" / "events").mkdir(parents=True)
+        _drop(root, "2026-11-27.csv", lines)
+        wh = Warehouse(root, "test")
+        ingest_source(wh, "events", SourceConfig(), D, root, raw_compression=codec)
+        (part,) = (wh.root / "raw" / "events").glob("*/*.parquet")
+        written = pq.read_metadata(part).row_group(0).column(0).compression
+        assert written == {"lz4": "LZ4", "zstd": "ZSTD"}.get(codec, codec.upper())
+        reports[codec] = clean_source(wh, "events", SourceConfig(), D, 24).partitions
+    assert reports[compression] == reports["snappy"]  # the same clean bytes
 
 
 def test_events_without_an_id_get_content_ids_and_their_repeats_are_duplicates(tmp_path):
