@@ -93,13 +93,19 @@ def mapped_rows(lf: pl.LazyFrame, plan: ColumnPlan, contract: SourceContract) ->
 
 
 def validated_rows(
-    frame: pl.DataFrame, contract: SourceContract, cfg: SourceConfig, *, lossy_text: bool = True
+    frame: pl.DataFrame,
+    contract: SourceContract,
+    cfg: SourceConfig,
+    *,
+    lossy_text: bool = True,
+    nul_possible: bool = True,
 ) -> pl.DataFrame:
     """Rows typed to the contract, beside their raw values, with ``_bad`` set where a rule fails.
 
     ``frame`` is one batch of :func:`mapped_rows`. Deciding good or bad is one cheap boolean per
     row; the reasons are only worked out for the few bad rows, by :func:`quarantined_rows`.
-    ``lossy_text`` says the text was decoded lossily (CSV, JSON Lines): look for U+FFFD.
+    ``lossy_text`` says the text was decoded lossily (CSV, JSON Lines): look for U+FFFD;
+    ``nul_possible`` False says no value holds a NUL character (the file's bytes were scanned).
     """
     raw_schema = frame.schema
     typed = frame.select(
@@ -113,12 +119,17 @@ def validated_rows(
     typed = _with_slow_parses(typed, contract, cfg, raw_schema)
     if contract.name == "events":
         typed = typed.with_columns(events_rules(cfg))
-    bad = [cond.fill_null(False) for _, cond, _ in _checks(contract, cfg, raw_schema, lossy_text)]
+    rules = _checks(contract, cfg, raw_schema, lossy_text, nul_possible)
+    bad = [cond.fill_null(False) for _, cond, _ in rules]
     return typed.with_columns(pl.any_horizontal(bad).alias(BAD) if bad else pl.lit(False))
 
 
 def _checks(
-    contract: SourceContract, cfg: SourceConfig, raw_schema: pl.Schema, lossy_text: bool
+    contract: SourceContract,
+    cfg: SourceConfig,
+    raw_schema: pl.Schema,
+    lossy_text: bool,
+    nul_possible: bool = True,
 ) -> list[tuple[str, pl.Expr, str]]:
     """(column, condition that is true when the rule fails, what a person is told) per rule."""
     checks: list[tuple[str, pl.Expr, str]] = []
@@ -128,8 +139,9 @@ def _checks(
             if lossy_text:
                 bad_bytes = raw.str.contains("\ufffd", literal=True)
                 checks.append((col.name, bad_bytes, _bad_bytes(col)))
-            nul = raw.str.contains("\x00", literal=True)
-            checks.append((col.name, nul, f"{col.name}: contains a NUL character"))
+            if nul_possible:
+                nul = raw.str.contains("\x00", literal=True)
+                checks.append((col.name, nul, f"{col.name}: contains a NUL character"))
             too_long = raw.str.len_bytes() > MAX_VALUE_BYTES  # O(1) a value: offsets only
             checks.append(
                 (col.name, too_long, f"{col.name}: longer than {MAX_VALUE_BYTES:,} bytes")
@@ -224,11 +236,12 @@ def quarantined_rows(
     file_name: str,
     *,
     lossy_text: bool = True,
+    nul_possible: bool = True,
 ) -> pl.DataFrame:
     """Rows that break the contract: row number, first bad column, raw value, reasons, record."""
     bad = validated.filter(pl.col(BAD))
     raw_schema = pl.Schema({c: bad.schema[_raw(c)] for c in contract.names})
-    checks = _checks(contract, cfg, raw_schema, lossy_text)
+    checks = _checks(contract, cfg, raw_schema, lossy_text, nul_possible)
     failed = [pl.when(cond.fill_null(False)) for _, cond, _ in checks]
     reasons = pl.concat_str(
         [w.then(pl.lit(msg)) for w, (_, _, msg) in zip(failed, checks, strict=True)],

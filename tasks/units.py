@@ -212,7 +212,8 @@ def ingest_file(
     staging.mkdir()
     try:
         with open_landing(file, cfg, wh.tmp_dir) as opened:
-            lf, lossy = opened.rows, opened.lossy
+            lf = opened.rows
+            text = {"lossy_text": opened.lossy, "nul_possible": opened.nul_possible}
             if not lf.collect_schema().names():  # an empty JSON Lines file: zero rows, no columns
                 unmapped = [c for c in contract.names if c not in cfg.columns.values()]
                 lf = pl.LazyFrame(schema=dict.fromkeys([*cfg.columns, *unmapped], pl.String))
@@ -225,7 +226,7 @@ def ingest_file(
             try:
                 for batch in mapped.collect_batches(chunk_size=BATCH_ROWS):
                     check_time()
-                    checked = ingest.validated_rows(batch, contract, cfg, lossy_text=lossy)
+                    checked = ingest.validated_rows(batch, contract, cfg, **text)
                     good = ingest.accepted_rows(checked, contract)
                     if good.height or not parts:  # the first part keeps the schema if all is bad
                         parts.append(staging / f"{stem}-{len(parts):05d}.parquet")
@@ -237,17 +238,13 @@ def ingest_file(
                         counted.append(clean.raw_counts(good.lazy(), clean.SPECS[source]))
                     if checked[ingest.BAD].any():
                         rejected.append(
-                            ingest.quarantined_rows(
-                                checked, contract, cfg, file.name, lossy_text=lossy
-                            )
+                            ingest.quarantined_rows(checked, contract, cfg, file.name, **text)
                         )
             except pl.exceptions.PolarsError as exc:
                 problem = f"could not be read to the end ({reader_problem(exc)})"
                 raise LandingError(file.path, problem) from exc
             if not parts:  # no batch at all: a header-only file
-                empty = ingest.validated_rows(
-                    mapped.head(0).collect(), contract, cfg, lossy_text=lossy
-                )
+                empty = ingest.validated_rows(mapped.head(0).collect(), contract, cfg, **text)
                 parts.append(staging / f"{stem}-00000.parquet")
                 write_parquet(ingest.accepted_rows(empty, contract), parts[-1], raw_compression)
         quarantined = sum(r.height for r in rejected)

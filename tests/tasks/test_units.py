@@ -125,6 +125,26 @@ def test_a_json_lines_row_with_non_utf8_bytes_is_quarantined_not_the_file(data_r
     assert raw["text"].to_list() == ["Great café"]
 
 
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("nul.csv", (HEADER + GOOD + GOOD.replace("e1,u1", "e2,u\x00x")).encode()),
+        (
+            "escaped.jsonl",
+            b'{"event_id": "e1", "user_id": "u\\u0000x", "event_time": '
+            b'"2026-11-27T10:00:00Z", "event_type": "view"}\n',
+        ),
+        ("nul.csv.gz", gzip.compress((HEADER + GOOD.replace("i1", "i\x00")).encode(), mtime=0)),
+    ],
+)
+def test_a_nul_character_quarantines_its_row_however_it_is_written(data_root, name, content):
+    """Text files are scanned for NUL once (a byte, or a JSON escape) instead of value by value."""
+    _drop(data_root, name, content)
+    wh, report = _ingest(data_root)
+    assert report.files[0].rows_quarantined == 1
+    assert "contains a NUL character" in _quarantine(wh)["reason"][0]
+
+
 def test_latin1_files_read_when_the_encoding_is_configured(data_root):
     _drop(data_root, "a.csv", HEADER.encode() + b"e2,caf\xe9,2026-11-27,view,i1,1,1\n")
     wh, report = _ingest(data_root, SourceConfig(encoding="latin-1"))

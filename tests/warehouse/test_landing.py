@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas.config import SourceConfig
-from warehouse.landing import is_utf8, landing_files
+from warehouse.landing import landing_files, scanned_text
 
 
 def _names(files):
@@ -73,4 +75,31 @@ MIB = 1 << 20
 def test_utf8_is_told_across_chunks_whatever_the_ascii_around_it(tmp_path, content, utf8):
     path = tmp_path / "f.csv"
     path.write_bytes(content)
-    assert is_utf8(path) is utf8
+    assert scanned_text(path).utf8 is utf8
+
+
+_PIECES = st.sampled_from(
+    [b"abc,", "é".encode(), "漢".encode(), b"\x00", b"\\u0000", b"\\", b"u00", b"\xff", b"\xc3"]
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_PIECES, max_size=30), st.integers(1, 8), st.booleans())
+def test_one_pass_tells_utf8_and_nul_whatever_the_chunk_boundaries(pieces, chunk, json_escapes):
+    """The scan is the only look for NUL in text files: it must never miss one."""
+    import tempfile
+    from pathlib import Path
+
+    content = b"".join(pieces)
+    with tempfile.TemporaryDirectory() as folder, pytest.MonkeyPatch.context() as mp:
+        mp.setattr("warehouse.landing.SCAN_CHUNK", chunk)
+        path = Path(folder) / "f.txt"
+        path.write_bytes(content)
+        scan = scanned_text(path, json_escapes=json_escapes)
+    try:
+        content.decode("utf-8")
+        utf8 = True
+    except UnicodeDecodeError:
+        utf8 = False
+    assert scan.utf8 is utf8
+    assert scan.nul is (b"\x00" in content or (json_escapes and b"\\u0000" in content))
