@@ -213,7 +213,9 @@ def ingest_file(
     try:
         with open_landing(file, cfg, wh.tmp_dir) as opened:
             lf = opened.rows
-            text = {"lossy_text": opened.lossy, "nul_possible": opened.nul_possible}
+            # The config's constants are values of every row too.
+            nul = opened.nul_possible or any("\x00" in str(v) for v in cfg.constants.values())
+            text = {"lossy_text": opened.lossy, "nul_possible": nul}
             if not lf.collect_schema().names():  # an empty JSON Lines file: zero rows, no columns
                 unmapped = [c for c in contract.names if c not in cfg.columns.values()]
                 lf = pl.LazyFrame(schema=dict.fromkeys([*cfg.columns, *unmapped], pl.String))

@@ -145,6 +145,13 @@ def test_a_nul_character_quarantines_its_row_however_it_is_written(data_root, na
     assert "contains a NUL character" in _quarantine(wh)["reason"][0]
 
 
+def test_a_nul_in_a_configured_constant_quarantines_the_rows_it_fills(data_root):
+    _drop(data_root, "a.csv", HEADER + GOOD)
+    wh, report = _ingest(data_root, SourceConfig(constants={"channel": "w\x00b"}))
+    assert report.files[0].rows_quarantined == 1
+    assert _quarantine(wh)["reason"][0] == "channel: contains a NUL character"
+
+
 def test_latin1_files_read_when_the_encoding_is_configured(data_root):
     _drop(data_root, "a.csv", HEADER.encode() + b"e2,caf\xe9,2026-11-27,view,i1,1,1\n")
     wh, report = _ingest(data_root, SourceConfig(encoding="latin-1"))
