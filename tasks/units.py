@@ -291,6 +291,7 @@ def ingest_file(
         dates=dates,
         rows_by_date=by_date,
         rows_without_id=counts.missing_ids if counts else None,
+        id_column=clean.SPECS[source].id_column,
         code_version=wh.code_version,
     )
 
@@ -362,8 +363,8 @@ def _clean_source(
         slices: list[list[str]] = [affected]
     else:
         raw = raw.filter(clean.on_days(contract, affected))
-        counts = _recorded_counts(inputs, affected)
-        if counts is None:  # an entry from before the ledger counted rows
+        counts = _recorded_counts(inputs, affected, spec.id_column)
+        if counts is None:  # an entry from before the ledger counted rows, or another id
             counts = clean.raw_counts(raw, spec)
         spec = clean.ids_given(spec, counts)
         slices = clean.day_slices(affected, counts.per_day, chunk_rows)
@@ -406,14 +407,17 @@ def _clean_source(
     return report
 
 
-def _recorded_counts(entries: list[LedgerEntry], days: list[str]) -> clean.RawCounts | None:
-    """The raw rows per day of ``days`` and the rows without an id, from the ledger (None when
-    an entry predates these counts). Rows without an id are counted on every day of the entry:
-    too many only means cleaning hashes rows it need not, never that it skips one it must."""
+def _recorded_counts(
+    entries: list[LedgerEntry], days: list[str], id_column: str | None
+) -> clean.RawCounts | None:
+    """The raw rows per day of ``days`` and the rows without ``id_column``, from the ledger (None
+    when an entry predates these counts or counted another id). Rows without an id are counted on
+    every day of the entry: too many only means cleaning hashes rows it need not, never that it
+    skips one it must."""
     wanted = set(days)
     counts = []
     for e in entries:
-        if e.rows_by_date is None or e.rows_without_id is None:
+        if e.rows_by_date is None or e.rows_without_id is None or e.id_column != id_column:
             return None
         per_day = {d.dt: d.rows for d in e.rows_by_date if d.dt in wanted}
         counts.append(clean.RawCounts(per_day, e.rows_without_id))

@@ -242,7 +242,8 @@ def scanned_text(path: Path, *, json_escapes: bool = False) -> TextScan:
                 nul = b"\x00" in chunk or (
                     json_escapes and (_NUL_ESCAPE in chunk or _NUL_ESCAPE in tail + chunk[:5])
                 )
-                tail = (tail + chunk)[-5:]  # an escape split between chunks (of any size)
+                if json_escapes:  # an escape split between chunks (of any size)
+                    tail = (tail + chunk[-5:])[-5:]
             # ASCII is UTF-8, and telling ASCII is many times faster than decoding: only a chunk
             # with other bytes, or one after a character split between chunks, is decoded.
             if not utf8 or (chunk.isascii() and not decoder.getstate()[0]):

@@ -45,6 +45,7 @@ class LedgerEntry(BaseModel):
     rows_without_id: int | None = Field(
         default=None, description="accepted rows whose source gives no id (cleaning hashes them)"
     )
+    id_column: str | None = Field(default=None, description="the id rows_without_id looked for")
     code_version: str
     ingested_at: str = Field(
         default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds")

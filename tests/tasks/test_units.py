@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.config import SourceConfig
-from tasks.units import IngestFailed, clean_source, ingest_source, raw_rows
-from warehouse.ledger import Ledger
+from tasks.units import IngestFailed, _recorded_counts, clean_source, ingest_source, raw_rows
+from warehouse.ledger import DateRows, Ledger, LedgerEntry
 from warehouse.store import Warehouse
 
 D = date(2026, 11, 27)
@@ -428,6 +428,21 @@ def test_raw_compression_changes_the_raw_parts_and_nothing_cleaned(tmp_path, com
         assert written == {"lz4": "LZ4", "zstd": "ZSTD"}.get(codec, codec.upper())
         reports[codec] = clean_source(wh, "events", SourceConfig(), D, 24).partitions
     assert reports[compression] == reports["snappy"]  # the same clean bytes
+
+
+def test_ledger_counts_stand_in_for_the_raw_rows_only_if_every_entry_counted_the_same_id():
+    """An id column a later contract adds or renames reads as null in older parts."""
+    entry = LedgerEntry(
+        source="events", file="f.csv", name="f.csv", sha256="s", bytes=1, format="csv",
+        run_date="2026-11-27", raw_files=[], rows_read=3, rows_accepted=3, rows_quarantined=0,
+        code_version="test", rows_by_date=[DateRows(dt="2026-11-26", rows=1),
+        DateRows(dt="2026-11-27", rows=2)], rows_without_id=1, id_column="event_id",
+    )  # fmt: skip
+    counts = _recorded_counts([entry, entry], ["2026-11-27"], "event_id")
+    assert (counts.per_day, counts.missing_ids) == ({"2026-11-27": 4}, 2)
+    assert _recorded_counts([entry], ["2026-11-27"], "order_id") is None
+    older = entry.model_copy(update={"rows_by_date": None, "rows_without_id": None})
+    assert _recorded_counts([entry, older], ["2026-11-27"], "event_id") is None
 
 
 def test_events_without_an_id_get_content_ids_and_their_repeats_are_duplicates(tmp_path):
