@@ -351,8 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--raw-compression",
-        choices=["lz4", "snappy", "zstd", "uncompressed"],
-        help="nightowl's raw_compression setting (default: a run's default)",
+        help="nightowl's raw_compression setting: lz4 (a run's default), snappy, zstd or "
+        "uncompressed",
     )
     parser.add_argument("--worker", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -360,10 +360,14 @@ def main(argv: list[str] | None = None) -> int:
         engine, fmt, path, work, result, compression = args.worker
         worker(engine, fmt, Path(path), Path(work), Path(result), compression)
         return 0
-    if args.raw_compression is None:
-        from tasks.units import RAW_COMPRESSION  # here: the engines' children import only theirs
+    # Here, not at the top: the engines' children import only their own engine.
+    from typing import get_args
 
-        args.raw_compression = RAW_COMPRESSION
+    from schemas.config import RAW_COMPRESSION, RawCompression
+
+    args.raw_compression = args.raw_compression or RAW_COMPRESSION
+    if args.raw_compression not in get_args(RawCompression):
+        parser.error(f"--raw-compression: expected one of {', '.join(get_args(RawCompression))}")
     paths = generate(args.rows, args.days)
     results = []
     for fmt in args.formats:

@@ -30,10 +30,12 @@ from pydantic_settings import (
 )
 
 from schemas.config import (
+    RAW_COMPRESSION,
     CheckSettings,
     FeedbackSettings,
     MarketSettings,
     ModelSettings,
+    RawCompression,
     RecommendSettings,
     ReportSettings,
     SourceConfig,
@@ -152,8 +154,8 @@ class Settings(BaseSettings):
         description="Raw rows the clean step holds at once: its days are cleaned in slices of "
         "about this many rows (the first night's 90 days as well as one late day).",
     )
-    raw_compression: Literal["lz4", "snappy", "zstd", "uncompressed"] = Field(
-        default="lz4",
+    raw_compression: RawCompression = Field(
+        default=RAW_COMPRESSION,
         description="How the raw layer's Parquet is compressed: lz4 is the fastest to write and "
         "read back at about snappy's size, zstd the smallest (about 40% smaller), uncompressed "
         "the least CPU (about 1.5 times snappy's size). Clean and later layers are snappy.",

@@ -36,6 +36,11 @@ def known_zone(value: str) -> str:
     return value
 
 
+#: How the raw layer's Parquet parts may be compressed (Settings.raw_compression), and the default.
+RawCompression = Literal["lz4", "snappy", "zstd", "uncompressed"]
+RAW_COMPRESSION: RawCompression = "lz4"
+
+
 class SourceConfig(BaseModel):
     """Where a source's files are, how they are read, and how their columns map to the contract."""
 

@@ -129,7 +129,7 @@ def _checks(
     cfg: SourceConfig,
     raw_schema: pl.Schema,
     lossy_text: bool,
-    nul_possible: bool = True,
+    nul_possible: bool,
 ) -> list[tuple[str, pl.Expr, str]]:
     """(column, condition that is true when the rule fails, what a person is told) per rule."""
     checks: list[tuple[str, pl.Expr, str]] = []

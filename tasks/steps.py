@@ -27,10 +27,12 @@ from prefect.context import TaskRunContext
 from pydantic import BaseModel, Field
 
 from schemas.config import (
+    RAW_COMPRESSION,
     CheckSettings,
     FeedbackSettings,
     MarketSettings,
     ModelSettings,
+    RawCompression,
     RecommendSettings,
     ReportSettings,
     SourceConfig,
@@ -68,7 +70,7 @@ class StepContext(_Context):
     tolerance_hours: float
     #: Raw rows cleaned at once (bounds memory; does not change what is written).
     chunk_rows: int = units.CLEAN_CHUNK_ROWS
-    raw_compression: str = units.RAW_COMPRESSION
+    raw_compression: RawCompression = RAW_COMPRESSION
     source: SourceConfig
     checks: CheckSettings = Field(default_factory=CheckSettings)
     market: MarketSettings = Field(default_factory=MarketSettings)

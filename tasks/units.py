@@ -18,7 +18,14 @@ from pathlib import Path
 import polars as pl
 from pydantic import BaseModel, Field
 
-from schemas.config import CheckSettings, FeedbackSettings, MarketSettings, SourceConfig
+from schemas.config import (
+    RAW_COMPRESSION,
+    CheckSettings,
+    FeedbackSettings,
+    MarketSettings,
+    RawCompression,
+    SourceConfig,
+)
 from schemas.landing import CONTRACTS
 from tasks import checks, clean, ingest
 from tasks.deadline import check_time
@@ -40,8 +47,6 @@ log = logging.getLogger("nightowl")
 BATCH_ROWS = 500_000
 #: Raw rows cleaned at once (the days of one slice): about 1.5 GiB of events at the peak.
 CLEAN_CHUNK_ROWS = 4_000_000  # Settings.clean_chunk_rows
-#: How raw Parquet parts are compressed (Settings.raw_compression).
-RAW_COMPRESSION = "lz4"
 
 
 class IngestFailed(Exception):
@@ -97,7 +102,7 @@ def ingest_source(
     *,
     force: bool = False,
     phone_region: str = "GB",
-    raw_compression: str = RAW_COMPRESSION,
+    raw_compression: RawCompression = RAW_COMPRESSION,
 ) -> IngestReport:
     """Ingest every new landing file of a source into raw dt=run_date; fail if any is unreadable.
     Quarantined feedback has its personal data redacted (``phone_region``: see the settings);
@@ -125,7 +130,7 @@ def _ingest_source(
     *,
     force: bool,
     phone_region: str,
-    raw_compression: str,
+    raw_compression: RawCompression,
 ) -> IngestReport:
     ledger = Ledger(wh)
     wh.sweep_temporaries()  # what a crashed run left behind an hour or more ago
@@ -197,7 +202,7 @@ def ingest_file(
     *,
     stat: os.stat_result | None = None,
     phone_region: str = "GB",
-    raw_compression: str = RAW_COMPRESSION,
+    raw_compression: RawCompression = RAW_COMPRESSION,
 ) -> LedgerEntry:
     """Stream one landing file into raw Parquet parts and a quarantine file; return its entry.
 
