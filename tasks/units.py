@@ -11,7 +11,7 @@ import os
 import shutil
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime
 from pathlib import Path
 
@@ -230,6 +230,10 @@ def ingest_file(
             parts: list[Path] = []
             counted: list[clean.RawCounts] = []  # per batch: what cleaning needs to know
             rows_read = accepted = 0
+            # Neither validating a batch nor encoding its part keeps both cores busy alone, so
+            # each part is written in the background while the next batch is validated (10M
+            # Parquet rows: 4.5 s → 4.3 s). One write at a time: at most two batches are held.
+            writer = _PartWriter(f"{source}/{file.name}", raw_compression)
             try:
                 for batch in mapped.collect_batches(chunk_size=BATCH_ROWS):
                     check_time()
@@ -237,8 +241,7 @@ def ingest_file(
                     good = ingest.accepted_rows(checked, contract)
                     if good.height or not parts:  # the first part keeps the schema if all is bad
                         parts.append(staging / f"{stem}-{len(parts):05d}.parquet")
-                        write_parquet(good, parts[-1], raw_compression)
-                        crash_point("ingest-part", f"{source}/{file.name}")
+                        writer.write(good, parts[-1])
                     rows_read += batch.height
                     accepted += good.height
                     if contract.partition_column is not None:
@@ -247,9 +250,12 @@ def ingest_file(
                         rejected.append(
                             ingest.quarantined_rows(checked, contract, cfg, file.name, **text)
                         )
+                writer.finish()
             except pl.exceptions.PolarsError as exc:
                 problem = f"could not be read to the end ({reader_problem(exc)})"
                 raise LandingError(file.path, problem) from exc
+            finally:
+                writer.close()
             if not parts:  # no batch at all: a header-only file
                 empty = ingest.validated_rows(mapped.head(0).collect(), contract, cfg, **text)
                 parts.append(staging / f"{stem}-00000.parquet")
@@ -299,6 +305,34 @@ def ingest_file(
         id_column=clean.SPECS[source].id_column,
         code_version=wh.code_version,
     )
+
+
+class _PartWriter:
+    """Writes raw parts one at a time in a background thread; ``finish`` waits for the last.
+
+    A failed write is raised by the next ``write`` or by ``finish``."""
+
+    def __init__(self, where: str, compression: RawCompression) -> None:
+        self._where, self._compression = where, compression
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="raw-part")
+        self._pending: Future[None] | None = None
+
+    def write(self, frame: pl.DataFrame, path: Path) -> None:
+        self.finish()
+        self._pending = self._pool.submit(self._write, frame, path)
+
+    def _write(self, frame: pl.DataFrame, path: Path) -> None:
+        write_parquet(frame, path, self._compression)
+        crash_point("ingest-part", self._where)
+
+    def finish(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def close(self) -> None:
+        """Wait for a write still running (its error, if any, is not raised) and stop."""
+        self._pool.shutdown(wait=True)
 
 
 def clean_source(

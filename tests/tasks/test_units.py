@@ -454,3 +454,43 @@ def test_events_without_an_id_get_content_ids_and_their_repeats_are_duplicates(t
     assert (report.rows_out, report.duplicates) == (2, 1)
     ids = wh.scan("clean", "events", [{"dt": "2026-11-27"}]).collect()["event_id"].to_list()
     assert ids[0] == "e1" and ids[1].startswith("rh-")
+
+
+def test_a_file_of_many_batches_gives_the_same_raw_rows_in_as_many_parts(tmp_path, monkeypatch):
+    """Parts are written in the background while the next batch is validated: same rows, in
+    file order, one part a batch."""
+    rows = [f"e{i},u{i % 3},2026-11-27T10:{i % 60:02d}:00Z,view,i1,1,9.99\n" for i in range(10)]
+    rows[4] = "e4,u1,yesterday,view,i1,1,9.99\n"  # quarantined, from the middle batch
+    raw = {}
+    for batch_rows in (1_000, 3):
+        monkeypatch.setattr("tasks.units.BATCH_ROWS", batch_rows)
+        root = tmp_path / str(batch_rows)
+        (root / "landing" / "events").mkdir(parents=True)
+        _drop(root, "2026-11-27.csv", HEADER + "".join(rows))
+        wh, report = _ingest(root)
+        (entry,) = report.files
+        assert (entry.rows_read, entry.rows_accepted, entry.rows_quarantined) == (10, 9, 1)
+        assert len(entry.raw_files) == (1 if batch_rows == 1_000 else 4)
+        raw[batch_rows] = pl.concat([pl.read_parquet(wh.root / f) for f in entry.raw_files])
+    assert raw[3].equals(raw[1_000])
+    assert raw[3]["_row"].to_list() == [1, 2, 3, 4, 6, 7, 8, 9, 10]
+
+
+def test_a_raw_part_that_cannot_be_written_fails_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    written = []
+
+    def failing_second(frame, path, compression=None):
+        if written:
+            raise OSError(28, "No space left on device", str(path))
+        written.append(path)
+        frame.write_parquet(path)
+
+    monkeypatch.setattr("tasks.units.BATCH_ROWS", 2)
+    monkeypatch.setattr("tasks.units.write_parquet", failing_second)
+    (tmp_path / "landing" / "events").mkdir(parents=True)
+    _drop(tmp_path, "2026-11-27.csv", HEADER + GOOD * 5)
+    with pytest.raises(OSError, match="No space left"):
+        _ingest(tmp_path)
+    wh = Warehouse(tmp_path, "test")
+    assert Ledger(wh).entries("events") == []  # not marked ingested: dropping it again works
+    assert not list((wh.root / "raw").glob("**/*.parquet"))
