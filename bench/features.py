@@ -279,19 +279,11 @@ def profile_nightowl(root: Path) -> dict[str, float]:
     events, items, market = nightowl_inputs(root)
     known = events.filter((pl.col("dt") < AS_OF) & pl.col("user_id").is_not_null())
     history = f.events_before(known, AS_OF)
-    aggs = f._behaviour_aggregations()
-    distinct = [a for a in aggs if "n_unique" in str(a)]
-    plain = [a for a in aggs if "n_unique" not in str(a)]
     needed = ["user_id", "session_id", "event_type", "item_id", "order_id", "quantity", "price"]
     parts = {
         "read + days_ago": history.select(*needed, "dt", "days_ago"),
-        "behaviour: counts, recency, spend": history.group_by("user_id").agg(plain),
-    }
-    if distinct:  # distinct counts inside the per-user aggregation
-        parts["behaviour: distinct counts"] = history.group_by("user_id").agg(distinct)
-    if hasattr(f, "distinct_activity"):  # or in a group-by of their own
-        parts["distinct activity"] = f.distinct_activity(history)
-    parts |= {
+        "behaviour: counts, recency, spend": f.behaviour(history),
+        "distinct activity": f.distinct_activity(history),
         "decayed activity": f.decayed_activity(history),
         "category affinity": f.category_affinity(history, items),
         "price sensitivity": f.price_sensitivity(history, market),

@@ -38,9 +38,18 @@ def events_before(events: pl.LazyFrame, as_of: date) -> pl.LazyFrame:
 FIXED_POINT = 2.0**32
 
 
+def _fixed_point(values: pl.Expr) -> pl.Expr:
+    """``values`` as whole multiples of 2**-32 (Int64), for sums that ``_from_fixed`` reads back."""
+    return (values * FIXED_POINT).round().cast(pl.Int64)
+
+
+def _from_fixed(total: pl.Expr) -> pl.Expr:
+    return total / FIXED_POINT
+
+
 def exact_sum(values: pl.Expr) -> pl.Expr:
     """The sum of ``values`` to within 2**-32 each, the same whatever order rows are added in."""
-    return (values * FIXED_POINT).round().cast(pl.Int64).sum() / FIXED_POINT
+    return _from_fixed(_fixed_point(values).sum())
 
 
 def exact_mean(values: pl.Expr) -> pl.Expr:
@@ -58,25 +67,49 @@ def _is(kind: str, within: int | None = None) -> pl.Expr:
     return cond if within is None else cond & (pl.col("days_ago") < within)
 
 
-def _behaviour_aggregations() -> list[pl.Expr]:
+def behaviour(history: pl.LazyFrame) -> pl.LazyFrame:
+    """Per user: tenure, recency and event counts; per event type, its recency and its counts
+    in each window; spend (ever, 28 and 90 days) and units bought in the last 90 days.
+
+    Aggregated per (user, event type) first and spread into columns after: a few aggregations
+    over 20M events and then many over the 0.9M pairs take 2.8 s, one filtered aggregation per
+    column over the events took 6.1 s. Conditions are ``when``, not ``filter``: in a group-by
+    Polars gathers each filtered group, at about 4x the cost."""
     days_ago = pl.col("days_ago")
-    aggs: list[pl.Expr] = [
-        days_ago.max().alias("tenure_days"),
-        days_ago.min().alias("recency_days"),
-        pl.len().alias("events_total"),
-        (days_ago < LONGEST).sum().alias("events_90d"),
-    ]
-    for kind in EVENT_TYPES:
-        aggs.append(days_ago.filter(_is(kind)).min().alias(f"{kind}_recency_days"))
-        aggs += [_is(kind, w).sum().alias(f"{kind}_n_{w}d") for w in WINDOWS]
-    spend = pl.col("quantity").fill_null(1) * pl.col("price")
-    aggs += [
-        exact_sum(spend.filter(_is("purchase"))).alias("spend_total"),
-        exact_sum(spend.filter(_is("purchase", 28))).alias("spend_28d"),
-        exact_sum(spend.filter(_is("purchase", LONGEST))).alias("spend_90d"),
-        pl.col("quantity").fill_null(1).filter(_is("purchase", LONGEST)).sum().alias("units_90d"),
-    ]
-    return aggs
+    spend = _fixed_point(pl.col("quantity").fill_null(1) * pl.col("price"))
+    per_type = history.group_by("user_id", "event_type").agg(
+        days_ago.max().alias("tenure"),
+        days_ago.min().alias("recency"),
+        pl.len().alias("n"),
+        *((days_ago < w).sum().alias(f"n_{w}d") for w in WINDOWS),
+        spend.sum().alias("spend_total"),
+        pl.when(days_ago < 28).then(spend).sum().alias("spend_28d"),
+        pl.when(days_ago < LONGEST).then(spend).sum().alias("spend_90d"),
+        pl.when(days_ago < LONGEST).then(pl.col("quantity").fill_null(1)).sum().alias("units_90d"),
+    )
+    # Spread with filtered aggregations over the few pairs, not joins of filtered copies: Polars
+    # would push such a filter down to the scan, and compute days_ago there in another plan, a
+    # last-bit different.
+    of_kind = {kind: pl.col("event_type") == kind for kind in EVENT_TYPES}
+    return per_type.group_by("user_id").agg(
+        pl.col("tenure").max().alias("tenure_days"),
+        pl.col("recency").min().alias("recency_days"),
+        pl.col("n").sum().alias("events_total"),
+        pl.col(f"n_{LONGEST}d").sum().alias("events_90d"),
+        *(
+            expr
+            for kind, rows in of_kind.items()
+            for expr in (
+                pl.when(rows).then("recency").min().alias(f"{kind}_recency_days"),
+                *(pl.when(rows).then(f"n_{w}d").sum().alias(f"{kind}_n_{w}d") for w in WINDOWS),
+            )
+        ),
+        *(
+            _from_fixed(pl.when(of_kind["purchase"]).then(c).sum()).alias(c)
+            for c in ("spend_total", "spend_28d", "spend_90d")
+        ),
+        pl.when(of_kind["purchase"]).then("units_90d").sum().alias("units_90d"),
+    )
 
 
 def _spans(history: pl.LazyFrame, key: str, windows: tuple[int, ...], name: str) -> pl.LazyFrame:
@@ -143,7 +176,7 @@ def decayed_activity(history: pl.LazyFrame) -> pl.LazyFrame:
         weight = 0.5 ** (pl.col("age") / half_life)
         aggs += [
             exact_sum(weight).alias(f"active_days_hl{half_life}"),
-            exact_sum(weight.filter(pl.col("bought"))).alias(f"buying_days_hl{half_life}"),
+            exact_sum(pl.when(pl.col("bought")).then(weight)).alias(f"buying_days_hl{half_life}"),
         ]
     return days.group_by("user_id").agg(
         pl.len().alias("active_days_total"),
@@ -250,8 +283,7 @@ def user_features(
     history = known_history(events, as_of)
     counted = [f"sessions_{w}d" for w in WINDOWS] + ["orders_total", "orders_90d"]
     frame = (
-        history.group_by("user_id")
-        .agg(_behaviour_aggregations())
+        behaviour(history)
         .join(distinct_activity(history), on="user_id", how="left")
         .with_columns(pl.col(counted).fill_null(0))
         .join(decayed_activity(history), on="user_id", how="left")

@@ -11,8 +11,13 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from tasks.features import (
+    EVENT_TYPES,
+    WINDOWS,
+    behaviour,
     bucketed_user_features,
+    exact_sum,
     feature_names,
+    known_history,
     labelled,
     purchase_labels,
     user_features,
@@ -212,3 +217,49 @@ def test_bucketed_features_are_the_same_rows(rows, buckets):
     split = bucketed_user_features(history, AS_OF, ITEMS, MARKET, given_feedback, buckets=buckets)
     assert_frame_equal(whole, split)
     assert whole.equals(user_features(history, AS_OF, ITEMS, MARKET, given_feedback).collect())
+
+
+def behaviour_one_filter_per_column(history: pl.LazyFrame) -> pl.LazyFrame:
+    """``behaviour`` written plainly: one filtered aggregation per column, over the users."""
+    days_ago, event_type = pl.col("days_ago"), pl.col("event_type")
+    spend = pl.col("quantity").fill_null(1) * pl.col("price")
+    bought = event_type == "purchase"
+    aggs = [
+        days_ago.max().alias("tenure_days"),
+        days_ago.min().alias("recency_days"),
+        pl.len().alias("events_total"),
+        (days_ago < 90).sum().alias("events_90d"),
+    ]
+    for kind in EVENT_TYPES:
+        aggs.append(days_ago.filter(event_type == kind).min().alias(f"{kind}_recency_days"))
+        aggs += [
+            ((event_type == kind) & (days_ago < w)).sum().alias(f"{kind}_n_{w}d") for w in WINDOWS
+        ]
+    aggs += [
+        exact_sum(spend.filter(bought)).alias("spend_total"),
+        exact_sum(spend.filter(bought & (days_ago < 28))).alias("spend_28d"),
+        exact_sum(spend.filter(bought & (days_ago < 90))).alias("spend_90d"),
+        pl.col("quantity").fill_null(1).filter(bought & (days_ago < 90)).sum().alias("units_90d"),
+    ]
+    return history.group_by("user_id").agg(aggs)
+
+
+#: Minutes before as_of, often a minute either side of a window's edge.
+edge_minutes = st.one_of(
+    st.integers(min_value=1, max_value=120 * 24 * 60),
+    st.sampled_from([w * 24 * 60 + d for w in WINDOWS for d in (-1, 0, 1)]),
+)
+event_near_edges = st.tuples(past_event.map(lambda e: e[:2]), edge_minutes, past_event).map(
+    lambda t: (*t[0], t[1], *t[2][3:])
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows=st.lists(event_near_edges, min_size=1, max_size=60))
+def test_behaviour_per_event_type_spread_into_columns_is_the_plain_aggregation(rows):
+    start = datetime(AS_OF.year, AS_OF.month, AS_OF.day, tzinfo=UTC)
+    history = known_history(
+        events([(u, s, start - timedelta(minutes=m), *rest) for u, s, m, *rest in rows]), AS_OF
+    )
+    expected = behaviour_one_filter_per_column(history).sort("user_id").collect()
+    assert_frame_equal(behaviour(history).sort("user_id").collect(), expected)
