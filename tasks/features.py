@@ -87,9 +87,9 @@ def behaviour(history: pl.LazyFrame) -> pl.LazyFrame:
         pl.when(days_ago < LONGEST).then(spend).sum().alias("spend_90d"),
         pl.when(days_ago < LONGEST).then(pl.col("quantity").fill_null(1)).sum().alias("units_90d"),
     )
-    # Spread with filtered aggregations over the few pairs, not joins of filtered copies: Polars
-    # would push such a filter down to the scan, and compute days_ago there in another plan, a
-    # last-bit different.
+    # Spread by conditional aggregations over the pairs, not by joining a filtered copy per
+    # type: Polars pushes such a filter down to the scan and computes days_ago there in another
+    # plan, a last bit different (features made a bucket at a time then differ from whole ones).
     of_kind = {kind: pl.col("event_type") == kind for kind in EVENT_TYPES}
     return per_type.group_by("user_id").agg(
         pl.col("tenure").max().alias("tenure_days"),
