@@ -113,7 +113,7 @@ def oracle_probability(
         ]
     )
     # Views per visit (1 + Poisson(extra)): an independent trait, its posterior mean on its own.
-    extra_grid = g.EXTRA_VIEWS_MEAN * np.exp(0.4 * U_GRID)
+    extra_grid = g.EXTRA_VIEWS_MEAN * np.exp(g.EXTRA_VIEWS_SPREAD * U_GRID)
     n_visits, n_extra = visited.sum(axis=0), (views - visited).sum(axis=0)
     extra_ll = (
         n_extra[None] * np.log(extra_grid[:, None])
@@ -132,7 +132,7 @@ def oracle_probability(
     p_grid = np.empty_like(log_post)
     for i, z in enumerate(Z_GRID):
         for j, e in enumerate(E_GRID):
-            c = min(g.CONVERSION_CAP, g.CONVERSION_MEDIAN * np.exp(0.35 * z + 0.45 * e))
+            c = float(g.conversion_rate(z, e))
             q = c * mean_factor
             log_post[i, j] = (
                 visit_ll[i] + n_buys * np.log(q) + (n_views - n_buys) * np.log1p(-q)

@@ -355,7 +355,8 @@ ACTIVITY_COEF, VISIT_DECAY = 0.5, 0.85
 RECENCY_COEF, RECENCY_CAP = 0.05, 28
 WEEKEND_BOOST = 0.25
 CONVERSION_MEDIAN, CONVERSION_CAP = 0.05, 0.5
-EXTRA_VIEWS_MEAN = 2.0
+CONVERSION_PROPENSITY_COEF, CONVERSION_SPREAD = 0.35, 0.45
+EXTRA_VIEWS_MEAN, EXTRA_VIEWS_SPREAD = 2.0, 0.4
 FAVOURITE_SHARE = 0.85
 OVERPRICED_FACTOR = 0.5
 OVERPRICED_SHARE = 0.3
@@ -533,6 +534,13 @@ def markups(rng: np.random.Generator, n: int) -> np.ndarray:
     return np.where(above, rng.uniform(1.08, 1.30, n), rng.uniform(0.86, 1.00, n))
 
 
+def conversion_rate(z: np.ndarray | float, e: np.ndarray | float) -> np.ndarray:
+    """Return the per-view conversion rate of a user with standardised propensity ``z`` and
+    conversion draw ``e``."""
+    exponent = CONVERSION_PROPENSITY_COEF * z + CONVERSION_SPREAD * e
+    return np.minimum(CONVERSION_CAP, CONVERSION_MEDIAN * np.exp(exponent))
+
+
 def user_profiles(rng: np.random.Generator, users: int, activity: float = 1.0) -> _Users:
     """Return latent propensities, category preferences and devices for ``users`` users
     (``activity`` multiplies the odds of a visit: more events per user, same signals)."""
@@ -541,10 +549,8 @@ def user_profiles(rng: np.random.Generator, users: int, activity: float = 1.0) -
     shift = float(np.log(activity))
     low, high = VISIT_INTERCEPT_RANGE
     intercept = np.clip(VISIT_BASE + shift + VISIT_SPREAD * z, low + shift, high + shift)
-    conversion = np.minimum(
-        CONVERSION_CAP, CONVERSION_MEDIAN * np.exp(0.35 * z + 0.45 * rng.standard_normal(users))
-    )
-    extra_views = EXTRA_VIEWS_MEAN * np.exp(0.4 * rng.standard_normal(users))
+    conversion = conversion_rate(z, rng.standard_normal(users))
+    extra_views = EXTRA_VIEWS_MEAN * np.exp(EXTRA_VIEWS_SPREAD * rng.standard_normal(users))
     n_favourites = rng.choice(np.array([1, 2, 3]), size=users, p=[0.35, 0.4, 0.25])
     keys = np.log(np.array(CATEGORY_WEIGHT))[None, :] + rng.gumbel(size=(users, n_cat))
     rank = np.argsort(np.argsort(-keys, axis=1, kind="stable"), axis=1, kind="stable")
