@@ -2,11 +2,13 @@
 
 Issue #4 asks that the model's held-out ROC-AUC be within 0.03 of the AUC of the generator's true
 purchase probability. The truth knows what no history shows: each user's latent visit propensity,
-conversion rate and views per visit. This benchmark measures how much of the gap any predictor
+conversion rate and views per visit. This benchmark estimates how much of the gap any predictor
 that only sees history must keep, with an **oracle**: it knows the generator's equations and
 constants (``tasks.generate``) but not the users' hidden traits, which it estimates from each
 user's own events before the snapshot (the posterior mean over a grid of traits, with the
-generator's priors). It is a yardstick, not a model: nothing in nightowl could know those equations.
+generator's priors). Its simplifications (each user's state starts cold, where the generator has a
+burn-in; one average price factor for every view) can only make it a little worse than the true
+optimum. It is a yardstick, not a model: nothing in nightowl could know those equations.
 
 For each seed it builds a demo warehouse (generate → ingest → clean, cached in ``bench/out/data``),
 trains the propensity model as the nightly flow does (``train_propensity``), then scores the
@@ -244,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         description=(
             "The propensity model's held-out ROC-AUC on demo data beside the AUC of the "
             "generator's true probability and of an oracle that knows the generator's equations "
-            "but estimates each user's hidden traits from their history: how much of the gap "
-            "to the truth no history can close. Prints one table and writes "
+            "but estimates each user's hidden traits from their history: about how much of "
+            "the gap to the truth no history can close. Prints one table and writes "
             "bench/out/quality-results.json.\n\n"
             "examples:\n"
             "  python -m bench.quality                                  # 5,000 users, 5 seeds\n"
