@@ -157,8 +157,8 @@ def auc_gaps(
     """The three AUCs, the gaps to the truth, and the bootstrap s.e. of the model's gap."""
     from sklearn.metrics import roc_auc_score
 
-    aucs = {name: roc_auc_score(label, s) for name, s in (("model", model), ("truth", truth))}
-    aucs["oracle"] = roc_auc_score(label, oracle)
+    scores = {"model": model, "truth": truth, "oracle": oracle}
+    aucs = {name: roc_auc_score(label, s) for name, s in scores.items()}
     rng = np.random.default_rng(0)
     gaps = []
     for _ in range(boot):
