@@ -267,10 +267,13 @@ def _dates_progress(total: int) -> Iterator[Callable[[], None]]:
 
 
 def _print_summary(summary: dict[str, dict]) -> None:
-    """The run's steps table, then which graph and provider each scoring step ran."""
-    from tasks.summary import scoring_paths
+    """The run's steps table, what changed in the deliveries, then which graph and provider each
+    scoring step ran."""
+    from tasks.summary import delivery_notes, scoring_paths
 
     console.print(_summary_table(summary))
+    for note in delivery_notes(summary):
+        console.print(note, markup=False, highlight=False, emoji=False)
     for step, path in scoring_paths(summary).items():
         console.print(f"[dim]{step}: scored with the {path.replace(' on ', ' graph on ')}[/]")
 
@@ -1010,7 +1013,7 @@ def tables(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
 
     [bold]Example[/]: nightowl tables --data-root demo
     """
-    from warehouse.catalog import table_summaries
+    from warehouse.catalog import held_lines, table_summaries
     from warehouse.store import Warehouse, human_bytes
 
     settings = _settings(config, data_root)
@@ -1025,6 +1028,8 @@ def tables(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
         row["bytes"] = human_bytes(row["bytes"])
         table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
     console.print(table)
+    for line in held_lines(Warehouse(settings.data_root)):
+        console.print(line, markup=False, highlight=False, emoji=False)
 
 
 #: Errors of the machine, not of nightowl: said in one line, without a traceback.

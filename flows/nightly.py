@@ -75,6 +75,7 @@ def step_context(settings: Settings, source: str) -> StepContext:
         config_dir=str(settings.config_dir),
         code_version=code_version(),
         tolerance_hours=settings.future_tolerance_hours,
+        horizon_days=settings.future_horizon_days,
         chunk_rows=settings.clean_chunk_rows,
         raw_compression=settings.raw_compression,
         source=settings.sources[source],
@@ -266,6 +267,8 @@ def nightly(
     # at once, with the reason, before any step writes.
     if problem := Warehouse(settings.data_root).storage_problem(settings.run.min_free_bytes):
         raise NightlyFailed(f"data root: {problem}", [])
+    # Before any step: files are seen, and early rows held, as of the latest date ever run.
+    Warehouse(settings.data_root).raise_high_water(run_date.isoformat())
     futures = {}
     for source in SOURCES:
         ctx = step_context(settings, source)

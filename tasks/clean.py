@@ -20,6 +20,7 @@ from tasks.market import export_day
 
 REASON = "_reason"
 SUPERSEDED = "_superseded"
+HELD = "_held"
 ENTRY = "_entry"
 LINEAGE = ["source_file", "source_row"]
 #: Rows per bucket when looking for shared key hashes: bounds the hash table's memory.
@@ -89,7 +90,7 @@ def later_duplicates(raw: pl.LazyFrame, spec: CleanSpec) -> pl.Series:
     a bucket of hashes at a time, and only those rows are read again to compare the keys exactly.
     """
     keyed = with_row_ids(raw, spec)
-    key = pl.struct(list(spec.key)) if len(spec.key) > 1 else pl.col(spec.key[0])
+    key = row_key(spec)
     hashes = keyed.select(arrival_key().alias("k"), key.hash(seed=0).alias("h")).collect(
         engine="streaming"
     )
@@ -108,6 +109,19 @@ def later_duplicates(raw: pl.LazyFrame, spec: CleanSpec) -> pl.Series:
     return exact.filter(pl.col("key").is_first_distinct().not_()).collect()["k"]
 
 
+def row_key(spec: CleanSpec) -> pl.Expr:
+    """What makes two rows the same row: the spec's key, on the same partition day.
+
+    Scoping keys to their day makes a day's clean partition a function of the rows dated that
+    day alone, whichever days a run happens to clean together (an id reused on another day is
+    another row)."""
+    contract = CONTRACTS[spec.table]
+    parts = [pl.col(c) for c in spec.key]
+    if contract.partition_column is not None and contract.partition_column not in spec.key:
+        parts.append(partition_day(contract).alias("_day"))
+    return pl.struct(parts) if len(parts) > 1 else parts[0]
+
+
 def keys_sharing_a_hash(hashes: pl.DataFrame) -> pl.Series:
     """Keys (``k``) of the rows whose hash (``h``) another row has too."""
     # Sorting the hashes alone and comparing neighbours finds the few shared ones; a lookup then
@@ -124,6 +138,7 @@ def cleaned_events(
     cutoff: datetime,
     duplicates: pl.Series | None = None,
     spec: CleanSpec = SPECS["events"],
+    horizon: datetime | None = None,
 ) -> pl.LazyFrame:
     """Events with normalised types, quantity 1 when unset, ids, dates and a verdict per row
     (``duplicates``: see ``cleaned_rows``; ``spec``: see ``ids_given``)."""
@@ -135,7 +150,7 @@ def cleaned_events(
         pl.col("event_type").replace_strict(mapping, return_dtype=pl.String),
         pl.col("quantity").fill_null(1),
     )
-    return cleaned_rows(normal_rows, spec, cutoff, duplicates)
+    return cleaned_rows(normal_rows, spec, cutoff, duplicates, horizon)
 
 
 def cleaned_feedback(
@@ -145,6 +160,7 @@ def cleaned_feedback(
     phone_region: str = "GB",
     duplicates: pl.Series | None = None,
     spec: CleanSpec = SPECS["feedback"],
+    horizon: datetime | None = None,
 ) -> pl.LazyFrame:
     """Feedback as plain text (HTML tags and entities gone), cut to ``max_chars`` with its
     length before the cut in ``text_chars``, personal data replaced by typed placeholders (the
@@ -172,9 +188,10 @@ def cleaned_feedback(
     )
     # Ids are filled above, from the raw text: cleaned_rows need not hash every row again.
     verdicts = cleaned_rows(
-        redacted.drop("_text", "_title"), replace(spec, id_column=None), cutoff, duplicates
-    )
-    nothing = (pl.col("text").fill_null("") == "") & pl.col("rating").is_null()
+        redacted.drop("_text", "_title"), replace(spec, id_column=None), cutoff, duplicates,
+        horizon,
+    )  # fmt: skip
+    nothing = (pl.col("text").fill_null("") == "") & pl.col("rating").is_null() & ~pl.col(HELD)
     emptied = pl.lit("text: nothing left once the HTML is removed, and no rating to score")
     return verdicts.with_columns(
         pl.coalesce(pl.col(REASON), pl.when(nothing).then(emptied)).alias(REASON)
@@ -194,12 +211,12 @@ def _redacted(column: pl.Expr, phone_region: str) -> pl.Expr:
 
 
 def cleaned_market_prices(
-    raw: pl.LazyFrame, cutoff: datetime, outlier_ratio: float
+    raw: pl.LazyFrame, cutoff: datetime, outlier_ratio: float, horizon: datetime | None = None
 ) -> pl.LazyFrame:
     """Competitor prices with verdicts; a price ``outlier_ratio`` times off the median of the
     item's competitor prices that day (three or more of them) is an outlier, not a price."""
-    rows = cleaned_rows(raw, SPECS["market_prices"], cutoff)
-    live = pl.col(REASON).is_null() & pl.col(SUPERSEDED).not_()
+    rows = cleaned_rows(raw, SPECS["market_prices"], cutoff, horizon=horizon)
+    live = pl.col(REASON).is_null() & pl.col(SUPERSEDED).not_() & pl.col(HELD).not_()
     day = ["date", "item_id"]
     median = pl.col("price").filter(live).median().over(day)
     ratio = pl.col("price") / median
@@ -224,52 +241,111 @@ def items_in_force(raw_items: pl.LazyFrame, run_date: date) -> pl.LazyFrame:
 
 
 def cleaned_rows(
-    raw: pl.LazyFrame, spec: CleanSpec, cutoff: datetime, duplicates: pl.Series | None = None
+    raw: pl.LazyFrame,
+    spec: CleanSpec,
+    cutoff: datetime,
+    duplicates: pl.Series | None = None,
+    horizon: datetime | None = None,
 ) -> pl.LazyFrame:
-    """Rows with ``dt``, ``_reason`` (duplicate, dated after ``cutoff``) and ``_superseded``.
+    """Rows with ``dt``, ``_reason`` (duplicate, too far in the future), ``_superseded`` and
+    ``_held`` (dated after ``cutoff`` but not after ``horizon``: early, waiting for their day).
 
+    Without a ``horizon``, every row dated after ``cutoff`` is rejected as in the future.
     ``duplicates`` are the arrival keys of later duplicates (``later_duplicates``) when ``raw``
-    is one slice of a larger set of rows; by default they are found in ``raw`` itself."""
+    is one slice of a larger set of rows; by default they are found in ``raw`` itself, among
+    the rows not held."""
     contract = CONTRACTS[spec.table]
     ordered = with_row_ids(raw, spec)
     time_col = contract.partition_column
+    held = pl.lit(False)
+    if time_col is not None and horizon is not None:
+        held = after(contract, cutoff) & after(contract, horizon).not_()
     checks = []
     if spec.keep == "first":
         if duplicates is None:
-            duplicates = later_duplicates(raw, spec)
+            judged = raw if horizon is None or time_col is None else raw.filter(held.not_())
+            duplicates = later_duplicates(judged, spec)
         checks.append(
             pl.when(arrival_key().is_in(duplicates.implode())).then(
                 pl.lit(f"duplicate of an earlier row with the same {', '.join(spec.key)}")
             )
         )
     if time_col is not None:
-        is_date = contract.column(time_col).kind == "date"
-        last_day = (cutoff - timedelta(microseconds=1)).date()  # a date is fine if it starts before
-        limit = pl.lit(last_day if is_date else cutoff)
-        shown = last_day.isoformat() if is_date else cutoff.isoformat()
-        checks.append(
-            pl.when(pl.col(time_col) > limit).then(
-                pl.lit(f"{time_col}: in the future (after {shown}, the run date plus tolerance)")
+        if horizon is None:
+            shown = _instant(contract, cutoff)
+            reason = f"{time_col}: in the future (after {shown}, the run date plus tolerance)"
+            checks.append(pl.when(after(contract, cutoff)).then(pl.lit(reason)))
+        else:
+            # The horizon moves with every night: the reason must not, or it would differ with
+            # the night that happened to judge the row.
+            reason = (
+                f"{time_col}: too far in the future (more than future_horizon_days after the "
+                "latest run date); expected a date that can be true"
             )
-        )
+            checks.append(pl.when(after(contract, horizon)).then(pl.lit(reason)))
     reason = pl.coalesce(checks) if checks else pl.lit(None, pl.String)
     superseded = (
         pl.struct(list(spec.key)).is_last_distinct().not_()
         if spec.keep == "last"
         else pl.lit(False)
     )
-    out = ordered.with_columns(reason.alias(REASON), superseded.alias(SUPERSEDED))
+    out = ordered.with_columns(
+        pl.when(held).then(None).otherwise(reason).alias(REASON),
+        (superseded & held.not_()).alias(SUPERSEDED),
+        held.alias(HELD),
+    )
     if time_col is not None:
         out = out.with_columns(partition_day(contract).alias("dt"))
     return out
+
+
+def after(contract: SourceContract, instant: datetime) -> pl.Expr:
+    """True where a row is dated after ``instant`` (a date column: a day starting after it
+    less a microsecond, so that a day that starts before ``instant`` is not after it)."""
+    column = pl.col(contract.partition_column)
+    if contract.column(contract.partition_column).kind == "date":
+        return column > (instant - timedelta(microseconds=1)).date()
+    return column > instant
+
+
+def _instant(contract: SourceContract, instant: datetime) -> str:
+    if contract.column(contract.partition_column).kind == "date":
+        return (instant - timedelta(microseconds=1)).date().isoformat()
+    return instant.isoformat()
 
 
 def accepted_clean_rows(verdicts: pl.LazyFrame, spec: CleanSpec) -> pl.LazyFrame:
     """The clean table's rows: contract columns then lineage, in arrival order."""
     cols = [*CONTRACTS[spec.table].names, *spec.derived, *LINEAGE]
     dated = ["dt"] if "dt" in verdicts.collect_schema() else []
-    kept = pl.col(REASON).is_null() & pl.col(SUPERSEDED).not_()
+    kept = pl.col(REASON).is_null() & pl.col(SUPERSEDED).not_() & _not_held(verdicts)
     return verdicts.filter(kept).select(*cols, *dated)
+
+
+def held_rows(verdicts: pl.LazyFrame, spec: CleanSpec, tolerance_hours: float) -> pl.LazyFrame:
+    """Early rows, as the clean table will have them, and ``waits_for``: the first run date
+    whose cutoff reaches them (when they move into the clean table)."""
+    cols = [*CONTRACTS[spec.table].names, *spec.derived, *LINEAGE]
+    contract = CONTRACTS[spec.table]
+    if contract.partition_column is None:  # a snapshot: nothing in it is early
+        return verdicts.filter(pl.lit(False)).select(
+            *cols, pl.lit(None, pl.Date).alias("waits_for"), "dt"
+        )
+    time_col = pl.col(contract.partition_column)
+    if contract.column(contract.partition_column).kind == "date":
+        time_col = time_col.cast(pl.Datetime("us", "UTC")) + pl.duration(microseconds=1)
+    # future_cutoff(d) = d + 1 day + tolerance must reach the row: d >= t - 1 day - tolerance.
+    earliest = (
+        time_col - pl.duration(days=1) - pl.duration(microseconds=int(tolerance_hours * 3.6e9))
+    )
+    waits_for = earliest.dt.date() + pl.when(earliest.dt.truncate("1d") == earliest).then(
+        pl.duration(days=0)
+    ).otherwise(pl.duration(days=1))
+    return verdicts.filter(pl.col(HELD)).select(*cols, waits_for.alias("waits_for"), "dt")
+
+
+def _not_held(verdicts: pl.LazyFrame) -> pl.Expr:
+    return pl.col(HELD).not_() if HELD in verdicts.collect_schema() else pl.lit(True)
 
 
 def rejected_clean_rows(verdicts: pl.LazyFrame, spec: CleanSpec) -> pl.LazyFrame:
@@ -289,7 +365,9 @@ def rejected_clean_rows(verdicts: pl.LazyFrame, spec: CleanSpec) -> pl.LazyFrame
         for name in contract.names
     )
     dated = ["dt"] if "dt" in verdicts.collect_schema() else []
-    rejected = verdicts.filter(pl.col(REASON).is_not_null() & pl.col(SUPERSEDED).not_())
+    rejected = verdicts.filter(
+        pl.col(REASON).is_not_null() & pl.col(SUPERSEDED).not_() & _not_held(verdicts)
+    )
     return rejected.with_columns(column.alias("column")).select(
         pl.col("source_file").alias("file"),
         pl.col("source_row").alias("row"),

@@ -27,7 +27,7 @@ from tasks.propensity import NoChampion, cadence_due, clean_before
 from tasks.train import NotEnoughHistory, TrainOutcome
 from tasks.units import raw_rows
 from warehouse.landing import date_in_name
-from warehouse.ledger import Ledger, LedgerEntry
+from warehouse.ledger import Ledger, LedgerEntry, live_deliveries
 from warehouse.manifest import InputRef
 from warehouse.registry import ModelCard, Registry
 from warehouse.store import Warehouse
@@ -98,9 +98,9 @@ def _items_entries(wh: Warehouse, as_of: date) -> list:
 
     def known(entry: LedgerEntry) -> bool:
         dated = date_in_name(entry.name)
-        return entry.run_date < as_of.isoformat() or (dated is not None and dated < as_of)
+        return entry.arrival_day < as_of.isoformat() or (dated is not None and dated < as_of)
 
-    return [e for e in Ledger(wh).entries("items") if known(e)]
+    return [e for e in live_deliveries(Ledger(wh).entries("items")) if known(e)]
 
 
 def market_refs(wh: Warehouse, as_of: date) -> list[InputRef]:

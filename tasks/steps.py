@@ -41,7 +41,7 @@ from tasks import demand, feedback, propensity, recommendations, units
 from tasks import report as _report
 from tasks.briefs import brief_writer
 from tasks.deadline import time_limit
-from tasks.summary import scoring_paths, summary_markdown, summary_rows
+from tasks.summary import delivery_notes, scoring_paths, summary_markdown, summary_rows
 from tasks.train import NotEnoughHistory, TrainOutcome
 from warehouse.landing import landing_files
 from warehouse.ledger import Ledger
@@ -68,6 +68,7 @@ class StepContext(_Context):
 
     config_dir: str
     tolerance_hours: float
+    horizon_days: int = units.FUTURE_HORIZON_DAYS
     #: Raw rows cleaned at once (bounds memory; does not change what is written).
     chunk_rows: int = units.CLEAN_CHUNK_ROWS
     raw_compression: RawCompression = RAW_COMPRESSION
@@ -79,14 +80,19 @@ class StepContext(_Context):
 
 def _landing_fingerprint(ctx: StepContext, source: str, run_date: date) -> str:
     root, config_dir = Path(ctx.data_root), Path(ctx.config_dir)
-    files = landing_files(source, ctx.source, run_date, root, config_dir)
+    # Ingest sees files as of the latest date ever run (see units.ingest_source).
+    high = ctx.warehouse().high_water()
+    visible = max(run_date, date.fromisoformat(high)) if high else run_date
+    files = landing_files(source, ctx.source, visible, root, config_dir)
     stats = [(f.path, f.path.stat()) for f in files]
     return combined_hash([f"{p}|{s.st_size}|{s.st_mtime_ns}" for p, s in stats])
 
 
 def _ledger_fingerprint(wh: Warehouse, source: str) -> str:
     """Every file the clean step may read: a later night's late rows change an older day too."""
-    return combined_hash([e.sha256 for e in Ledger(wh).entries(source)])
+    return combined_hash(
+        [f"{e.sha256}:{e.seq}:{','.join(e.copies)}" for e in Ledger(wh).entries(source)]
+    )
 
 
 def _outputs_exist(report: Any, wh: Warehouse) -> bool:
@@ -163,12 +169,12 @@ def clean_key(context: TaskRunContext, params: dict[str, Any]) -> str:
         [
             "clean", ctx.data_root, source, run_date.isoformat(), ctx.code_version,
             ctx.source.model_dump_json(),
-            str(ctx.tolerance_hours),
+            str(ctx.tolerance_hours), str(ctx.horizon_days), str(wh.high_water()),
             str(ctx.market.price_outlier_ratio) if source == "market_prices" else "",
             f"{ctx.feedback.max_text_chars}|{ctx.feedback.phone_region}"
             if source == "feedback"
             else "",
-            ingested.model_dump_json(exclude={"newly_ingested", "skipped", "seconds"}),
+            ingested.model_dump_json(exclude={"newly_ingested", "skipped", "notes", "seconds"}),
             _ledger_fingerprint(wh, source),
         ]
     )  # fmt: skip
@@ -252,7 +258,12 @@ def record_run_step(
     create_table_artifact(rows, key="nightly-steps", description=f"steps of {run_date}")
     create_markdown_artifact(
         summary_markdown(
-            run_date.isoformat(), rows, str(wh.root), report_page, scoring_paths(summary)
+            run_date.isoformat(),
+            rows,
+            str(wh.root),
+            report_page,
+            scoring_paths(summary),
+            delivery_notes(summary),
         ),
         key="nightly-summary",
         description=f"nightly run for {run_date}",
@@ -275,7 +286,7 @@ def clean_step(
         wh = ctx.warehouse()
         return units.clean_source(
             wh, source, ctx.source, run_date, ctx.tolerance_hours,
-            ctx.market.price_outlier_ratio, ctx.feedback, ctx.chunk_rows,
+            ctx.market.price_outlier_ratio, ctx.feedback, ctx.chunk_rows, ctx.horizon_days,
         )  # fmt: skip
 
 

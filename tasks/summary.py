@@ -64,6 +64,22 @@ def summary_rows(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def delivery_notes(summary: dict[str, dict[str, Any]]) -> list[str]:
+    """What a person should know about tonight's deliveries, one line each: corrections that
+    superseded earlier versions, copies skipped, and the early rows held for their day."""
+    notes = []
+    for reports in summary.values():
+        if not isinstance(reports, dict):
+            continue
+        notes += (reports.get("ingest") or {}).get("notes", [])
+        clean = reports.get("clean") or {}
+        if clean.get("held_total"):
+            days = clean["held_days"]
+            shown = ", ".join(days[:5]) + (f" and {len(days) - 5} more" if len(days) > 5 else "")
+            notes.append(f"{clean['table']}: held {clean['held_total']:,} rows (days {shown})")
+    return notes
+
+
 def _model_rows(reports: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows of the model steps: users featurized, trained on and scored."""
     rows = []
@@ -152,6 +168,7 @@ def summary_markdown(
     warehouse: str,
     report_page: str | None = None,
     scoring: dict[str, str] | None = None,
+    notes: list[str] | None = None,
 ) -> str:
     """A short page: what each step did, which graph and provider scored, where the outputs are
     and how to query them."""
@@ -169,6 +186,7 @@ def summary_markdown(
         "",
         f"Quarantined rows in total: **{sum(r['quarantined'] for r in rows):,}**.",
         "",
+        *([*(f"- {n}" for n in notes), ""] if notes else []),
         *(
             [f"Scoring: {'; '.join(f'{s} {p}' for s, p in scoring.items())}.", ""]
             if scoring

@@ -11,8 +11,10 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
+from itertools import count
 from pathlib import Path
 
 import polars as pl
@@ -38,8 +40,16 @@ from warehouse.landing import (
     open_landing,
     reader_problem,
 )
-from warehouse.ledger import DateRows, Ledger, LedgerEntry
-from warehouse.manifest import InputRef, file_sha256
+from warehouse.ledger import (
+    CleanBook,
+    DateRows,
+    DayBook,
+    Ledger,
+    LedgerEntry,
+    live_deliveries,
+    live_versions,
+)
+from warehouse.manifest import combined_hash, file_sha256
 from warehouse.store import Warehouse, write_parquet
 
 log = logging.getLogger("nightowl")
@@ -47,6 +57,8 @@ log = logging.getLogger("nightowl")
 BATCH_ROWS = 500_000
 #: Raw rows cleaned at once (the days of one slice): about 1.5 GiB of events at the peak.
 CLEAN_CHUNK_ROWS = 4_000_000  # Settings.clean_chunk_rows
+#: Rows dated more than this many days after the latest run date are quarantined, not held.
+FUTURE_HORIZON_DAYS = 366  # Settings.future_horizon_days
 
 
 class IngestFailed(Exception):
@@ -61,6 +73,9 @@ class IngestReport(BaseModel):
     files: list[LedgerEntry] = Field(description="files whose rows are in raw dt=run_date")
     newly_ingested: list[str] = Field(default_factory=list)
     skipped: list[str] = Field(default_factory=list, description="unchanged re-drops")
+    notes: list[str] = Field(
+        default_factory=list, description="corrections and copies, one line each, for people"
+    )
     content_hash: str = ""
     seconds: float = 0.0
 
@@ -85,12 +100,20 @@ class CleanReport(BaseModel):
     future: int
     superseded: int
     outliers: int = Field(default=0, description="competitor prices quarantined as outliers")
+    held: int = Field(default=0, description="early rows of the days cleaned, held for their day")
+    held_total: int = Field(default=0, description="rows the held table has after this clean")
+    held_days: list[str] = Field(default_factory=list, description="days that have held rows")
     seconds: float = 0.0
 
 
 def quarantine_table(source: str, stage: str) -> str:
     """Quarantine table folder for a source and stage (ingest or clean)."""
     return f"source={source}/stage={stage}"
+
+
+def held_table(source: str) -> str:
+    """Held table folder for a source: its early rows, by the day they are dated."""
+    return f"source={source}"
 
 
 def ingest_source(
@@ -135,50 +158,85 @@ def _ingest_source(
     ledger = Ledger(wh)
     wh.sweep_temporaries()  # what a crashed run left behind an hour or more ago
     part = {"dt": run_date.isoformat()}
+    # Files are seen as of the latest date ever run, whichever date this run is for: what has
+    # arrived is the same for a rerun of an older date as for the latest night.
+    arrived = wh.raise_high_water(part["dt"])
     report = IngestReport(source=source, run_date=part["dt"], files=[])
     failures: list[str] = []
+    entries = ledger.entries(source)
+    live = live_versions(entries)
+    numbers = count(Ledger.next_seq(entries))  # delivery numbers, in the order of arrival
     # A file whose path, size and change time match its ledger entry is not read again to hash it
     # (the landing folder keeps every earlier night's files).
-    seen = {(e.file, e.bytes, e.mtime_ns): e for e in ledger.entries(source)}
-    for file in landing_files(source, cfg, run_date, wh.data_root, config_dir):
+    seen = {(e.file, e.bytes, e.mtime_ns): e for e in entries}
+    visible = date.fromisoformat(arrived)
+    for file in landing_files(source, cfg, visible, wh.data_root, config_dir):
         check_time()
         stat = file.path.stat()
         known = seen.get((str(file.path), stat.st_size, stat.st_mtime_ns))
         sha = known.sha256 if known else file_sha256(file.path)
         entry = ledger.get(source, sha)
-        if entry is not None and entry.run_date != part["dt"]:
-            # Earlier nights' files stay in landing: only a copy under a new name is news.
-            log.log(
-                logging.INFO if entry.name != file.name else logging.DEBUG,
-                "%s: %s has the same content as %s, ingested for %s; skipped",
-                source, file.name, entry.name, entry.run_date,
-            )  # fmt: skip
+        current = live.get(file.name)
+        if entry is not None and file.name not in entry.names:
+            # The same content under another name: a copy, never ingested twice.
+            entry.copies.append(file.name)
+            if current is not None:  # the name had other content: this content is now its own
+                entry.seq = next(numbers)
+            ledger.record(entry)
+            live[file.name] = entry
+            report.notes.append(
+                f"{source}: {file.name} has the same content as {entry.name}: skipped"
+            )
             report.skipped.append(file.name)
             continue
-        if entry is None or force:
-            try:
-                entry = ingest_file(
-                    wh, source, file, sha, cfg, run_date, stat=stat, phone_region=phone_region,
-                    raw_compression=raw_compression,
-                )  # fmt: skip
-            except (LandingError, ingest.MappingError) as exc:
-                failures.append(
-                    str(exc) if isinstance(exc, LandingError) else f"{file.path}: {exc}"
-                )
-                continue
+        if entry is not None and current is not None and current.sha256 != entry.sha256:
+            # An earlier version of the name is back: it supersedes the version after it.
+            entry.seq = next(numbers)
             ledger.record(entry)
-            report.newly_ingested.append(file.name)
-            log.debug(
-                "%s: %s → %d rows read, %d accepted, %d quarantined",
-                source, file.name, entry.rows_read, entry.rows_accepted, entry.rows_quarantined,
+            live[file.name] = entry
+            report.notes.append(
+                f"{source}: {file.name} is back to its version of {entry.arrival_day}: it "
+                f"supersedes the version of {current.arrival_day} ({current.rows_accepted} rows)"
+            )
+        if entry is not None and (entry.run_date != part["dt"] or not force):
+            if entry.run_date == part["dt"]:
+                report.files.append(entry)
+            else:  # an earlier night's file, still in landing
+                report.skipped.append(file.name)
+            continue
+        try:
+            new = ingest_file(
+                wh, source, file, sha, cfg, run_date, stat=stat, phone_region=phone_region,
+                raw_compression=raw_compression,
             )  # fmt: skip
-        report.files.append(entry)
+        except (LandingError, ingest.MappingError) as exc:
+            failures.append(str(exc) if isinstance(exc, LandingError) else f"{file.path}: {exc}")
+            continue
+        if entry is not None:  # read again (force): it keeps its place among the deliveries
+            new.seq, new.arrived, new.copies = entry.seq, entry.arrived, entry.copies
+        else:
+            new.seq, new.arrived = next(numbers), arrived
+            if current is not None:
+                report.notes.append(
+                    f"{source}: {file.name} changed since {current.arrival_day}: the new version "
+                    f"supersedes it ({current.rows_accepted} rows)"
+                )
+        ledger.record(new)
+        live[file.name] = new
+        report.newly_ingested.append(file.name)
+        log.debug(
+            "%s: %s → %d rows read, %d accepted, %d quarantined",
+            source, file.name, new.rows_read, new.rows_accepted, new.rows_quarantined,
+        )  # fmt: skip
+        report.files.append(new)
     for table in ("raw", "quarantine"):
         name = source if table == "raw" else quarantine_table(source, "ingest")
         if wh.partition_dir(table, name, part).exists():
             manifest = wh.seal_partition(table, name, part, inputs=[e.ref for e in report.files])
             if table == "raw":
                 report.content_hash = manifest.content_hash
+    for note in report.notes:
+        log.info("%s", note)
     log.info(
         "%s: %d new file(s), %d unchanged skipped, %d unreadable; %d rows read, %d quarantined",
         source, len(report.newly_ingested), len(report.skipped), len(failures), report.rows_read,
@@ -344,8 +402,12 @@ def clean_source(
     outlier_ratio: float = MarketSettings().price_outlier_ratio,
     feedback: FeedbackSettings | None = None,
     chunk_rows: int = CLEAN_CHUNK_ROWS,
+    horizon_days: int = FUTURE_HORIZON_DAYS,
 ) -> CleanReport:
-    """Republish every clean partition that this run's raw files feed (late data included);
+    """Republish every clean partition that this run's raw files feed (late data included), and
+    every day whose deliveries or status changed since it was last cleaned (corrections, held
+    days come due, days whose clean never ran). Rows dated after the latest run date plus
+    ``tolerance_hours`` are held, up to ``horizon_days`` later; later still, quarantined.
     ``outlier_ratio`` judges competitor prices (see ``clean.cleaned_market_prices``),
     ``feedback`` says how feedback text is cut and redacted (``clean.cleaned_feedback``).
     Days are cleaned in slices of about ``chunk_rows`` raw rows, so memory stays bounded."""
@@ -360,6 +422,7 @@ def clean_source(
             outlier_ratio,
             feedback or FeedbackSettings(),
             chunk_rows,
+            horizon_days,
         )
     report.seconds = round(time.perf_counter() - started, 3)
     return report
@@ -374,76 +437,285 @@ def _clean_source(
     outlier_ratio: float,
     feedback: FeedbackSettings,
     chunk_rows: int,
+    horizon_days: int,
 ) -> CleanReport:
     spec = clean.SPECS[source]
     contract = CONTRACTS[source]
     entries = Ledger(wh).entries(source)
-    this_run = [e for e in entries if e.run_date == run_date.isoformat()]
-    cutoff = clean.future_cutoff(run_date, tolerance_hours)
+    live = live_deliveries(entries)
+    # The clean layer is a function of the deliveries and the latest date ever run, never of
+    # which date this run is for: a rerun of an older night holds and releases as the latest did.
+    high = date.fromisoformat(max(run_date.isoformat(), wh.high_water() or ""))
+    cutoff = clean.future_cutoff(high, tolerance_hours)
+    horizon = cutoff + timedelta(days=horizon_days)
+    book = CleanBook.load(wh, source)
+    rules = combined_hash(
+        [wh.code_version, cfg.model_dump_json(), str(tolerance_hours), str(horizon_days)]
+        + ([str(outlier_ratio)] if source == "market_prices" else [])
+        + ([feedback.model_dump_json()] if source == "feedback" else [])
+    )
     snapshot = contract.partition_column is None
-    if snapshot:  # the catalogue as it stood on the run date
-        inputs = [e for e in entries if e.run_date <= run_date.isoformat()]
-        affected = [run_date.isoformat()] if inputs else []
+    feeding: dict[str, list[LedgerEntry]] = {}
+    if snapshot:  # a catalogue as it stood on each date: every delivery in force by then
+        for day in sorted({*book.days, run_date.isoformat()}):
+            feeding[day] = [e for e in live if _in_force_from(e) <= day]
+        this_run = {run_date.isoformat()}
     else:
-        # Every raw row known for the day, also from runs after this one: re-running an older
-        # date must not drop the late events a later night brought for it.
-        affected = sorted({d for e in this_run for d in e.dates})
-        inputs = [e for e in entries if set(e.dates) & set(affected)]
+        for day in book.days:
+            feeding[day] = []
+        for e in live:
+            for day in e.dates:
+                feeding.setdefault(day, []).append(e)
+        this_run = {d for e in entries if e.run_date == run_date.isoformat() for d in e.dates}
+    signatures = {
+        day: combined_hash(
+            [rules, "snapshot" if snapshot else _day_status(day, cutoff, horizon)]
+            + [f"{e.sha256}:{e.seq}" for e in found]
+        )
+        for day, found in feeding.items()
+    }
+    # This run's days, and every day whose deliveries or status changed since its last clean:
+    # a correction, a late file, a held day that came due, a night whose clean never happened.
+    todo = sorted(d for d in feeding if d in this_run or book.signature(d) != signatures[d])
     report = CleanReport(
         table=source, run_date=run_date.isoformat(), partitions={},
         rows_in=0, rows_out=0, duplicates=0, future=0, superseded=0, outliers=0,
     )  # fmt: skip
-    if not affected:
-        return report
-    raw = raw_rows(wh, inputs)
-    if source == "items":
-        raw = clean.items_in_force(raw, run_date)
-    if snapshot:
-        slices: list[list[str]] = [affected]
-    else:
-        raw = raw.filter(clean.on_days(contract, affected))
-        counts = _recorded_counts(inputs, affected, spec.id_column)
-        if counts is None:  # an entry from before the ledger counted rows, or another id
-            counts = clean.raw_counts(raw, spec)
-        spec = clean.ids_given(spec, counts)
-        slices = clean.day_slices(affected, counts.per_day, chunk_rows)
-    # Duplicates are found over every affected day at once, so slicing changes no verdict.
-    duplicates = clean.later_duplicates(raw, spec) if spec.keep == "first" else None
-    refs = [e.ref for e in inputs]
-    for days in slices:
-        rows = raw if snapshot else raw.filter(clean.on_days(contract, days))
-        if len(slices) > 1:
-            log.info("%s: cleaning %s … %s (%d day(s))", source, days[0], days[-1], len(days))
-        judged = _verdicts(spec, rows, cfg, cutoff, outlier_ratio, feedback, duplicates).collect()
-        # Each day's rows are taken from the verdicts as its partition is written (a filter per
-        # day, two days at a time): no copy of all the clean rows, and none split by day.
+    caught_up = sorted(d for d in todo if d not in this_run)
+    if caught_up and not snapshot:
+        log.info(
+            "%s: also cleaning %d day(s) whose deliveries or status changed: %s",
+            source, len(caught_up), _days_shown(caught_up),
+        )  # fmt: skip
+    verdicts = (
+        _snapshot_verdicts(wh, spec, cfg, todo, feeding, cutoff)
+        if snapshot
+        else _dated_verdicts(
+            wh, spec, cfg, todo, feeding, cutoff, horizon, outlier_ratio, feedback, chunk_rows
+        )
+    )
+    for days, judged, refs in verdicts:
+        check_time()
         good = clean.accepted_clean_rows(judged.lazy(), spec)
+        if snapshot:  # a small dimension table: ordered by its key, for people reading it
+            good = good.sort(list(spec.key))
         bad = clean.rejected_clean_rows(judged.lazy(), spec).collect()
+        held = clean.held_rows(judged.lazy(), spec, tolerance_hours).collect()
         report.rows_in += judged.height
         report.superseded += int(judged[clean.SUPERSEDED].sum())
-        if snapshot:  # a small dimension table: ordered by its key, for people reading it
-            good = good.sort(list(spec.key)).with_columns(pl.lit(run_date).alias("dt"))
-            bad = bad.with_columns(pl.lit(run_date).alias("dt"))
         duplicated = bad.filter(pl.col("reason").str.starts_with("duplicate")).height
         outliers = bad.filter(pl.col("column") == "price").height
         report.duplicates += duplicated
         report.outliers += outliers
         report.future += bad.height - duplicated - outliers
-        for day, (digest, rows_out) in _published(wh, source, days, good, bad, refs).items():
+        report.held += held.height
+        for day, (digest, rows_out) in _published(wh, source, days, good, bad, held, refs).items():
             report.rows_out += rows_out
             if digest is not None:
                 report.partitions[day] = digest
-        del judged, good, bad
+        counted = _delivery_counts(judged, refs)
+        for day in days:
+            book.days[day] = DayBook(signature=signatures[day], counts=counted.get(day, {}))
+        del judged, good, bad, held
+    for day in [d for d, b in book.days.items() if not feeding.get(d) and not b.counts]:
+        del book.days[day]  # nothing feeds it any more, and its partitions are gone
+    book.save(wh)
+    _record_deliveries(wh, source, entries, live, book, snapshot)
     rejected = report.duplicates + report.future + report.outliers
-    if report.rows_in != report.rows_out + rejected + report.superseded:
+    if report.rows_in != report.rows_out + rejected + report.superseded + report.held:
         raise AssertionError(f"clean {source}: row accounting is off: {report}")
+    waiting = {d: sum(c["held"] for c in b.counts.values()) for d, b in book.days.items()}
+    report.held_days = sorted(d for d, n in waiting.items() if n)
+    report.held_total = sum(waiting.values())
     log.info(
-        "%s: %d partition(s) republished, %d rows in → %d clean, %d duplicates, %d future, "
-        "%d outliers, %d superseded",
-        source, len(report.partitions), report.rows_in, report.rows_out, report.duplicates,
-        report.future, report.outliers, report.superseded,
+        "%s: %d partition(s) republished, %d rows in → %d clean, %d held, %d duplicates, "
+        "%d too far in the future, %d outliers, %d superseded",
+        source, len(report.partitions), report.rows_in, report.rows_out, report.held,
+        report.duplicates, report.future, report.outliers, report.superseded,
     )  # fmt: skip
+    if report.held_total:
+        log.info(
+            "%s: held %d rows (days %s) until their day is run",
+            source, report.held_total, _days_shown(report.held_days),
+        )  # fmt: skip
     return report
+
+
+def _in_force_from(entry: LedgerEntry) -> str:
+    """The first date a snapshot delivery describes: the date in its name, else its arrival."""
+    named = date_in_name(entry.name)
+    return named.isoformat() if named else entry.arrival_day
+
+
+def _day_status(day: str, cutoff: datetime, horizon: datetime) -> str:
+    """Where a day stands against the cutoff and the horizon (part of its signature): the
+    instants of both, clamped to the day, so that only a change that can move its rows changes
+    it. A row at midnight is after a cutoff a microsecond earlier, not after one at midnight."""
+    start = datetime.combine(date.fromisoformat(day), datetime.min.time(), UTC)
+    low, high = start - timedelta(microseconds=1), start + timedelta(days=1)
+    return "|".join(min(max(t, low), high).isoformat() for t in (cutoff, horizon))
+
+
+def _days_shown(days: list[str], most: int = 5) -> str:
+    shown = ", ".join(days[:most])
+    return shown + (f" and {len(days) - most} more" if len(days) > most else "")
+
+
+Verdicts = Iterator[tuple[list[str], pl.DataFrame, list[LedgerEntry]]]
+
+
+def _dated_verdicts(
+    wh: Warehouse,
+    spec: clean.CleanSpec,
+    cfg: SourceConfig,
+    todo: list[str],
+    feeding: dict[str, list[LedgerEntry]],
+    cutoff: datetime,
+    horizon: datetime,
+    outlier_ratio: float,
+    feedback: FeedbackSettings,
+    chunk_rows: int,
+) -> Verdicts:
+    """The judged rows of the days to clean, a slice of days at a time (bounded memory)."""
+    if not todo:
+        return
+    contract = CONTRACTS[spec.table]
+    found = {e.sha256: e for day in todo for e in feeding[day]}
+    inputs = sorted(found.values(), key=lambda e: e.seq or 0)  # delivery order: arrival order
+    raw = raw_rows(wh, inputs, spec.table).filter(clean.on_days(contract, todo))
+    counts = _recorded_counts(inputs, todo, spec.id_column)
+    if counts is None:  # an entry from before the ledger counted rows, or another id
+        counts = clean.raw_counts(raw, spec)
+    spec = clean.ids_given(spec, counts)
+    slices = clean.day_slices(todo, counts.per_day, chunk_rows)
+    # Duplicates are found over every day at once (among the rows not held), so slicing
+    # changes no verdict.
+    held = clean.after(contract, cutoff) & clean.after(contract, horizon).not_()
+    duplicates = (
+        clean.later_duplicates(raw.filter(held.not_()), spec) if spec.keep == "first" else None
+    )
+    for days in slices:
+        rows = raw.filter(clean.on_days(contract, days))
+        if len(slices) > 1:
+            log.info("%s: cleaning %s … %s (%d day(s))", spec.table, days[0], days[-1], len(days))
+        judged = _verdicts(
+            spec, rows, cfg, cutoff, horizon, outlier_ratio, feedback, duplicates
+        ).collect()
+        yield days, judged, inputs
+
+
+def _snapshot_verdicts(
+    wh: Warehouse,
+    spec: clean.CleanSpec,
+    cfg: SourceConfig,
+    todo: list[str],
+    feeding: dict[str, list[LedgerEntry]],
+    cutoff: datetime,
+) -> Verdicts:
+    """The judged rows of each snapshot date to clean: the catalogue in force on it."""
+    for day in todo:
+        inputs = feeding[day]
+        raw = clean.items_in_force(raw_rows(wh, inputs, spec.table), date.fromisoformat(day))
+        judged = clean.cleaned_rows(raw, spec, cutoff).with_columns(
+            pl.lit(date.fromisoformat(day)).alias("dt")
+        )
+        yield [day], judged.collect(), inputs
+
+
+def _delivery_counts(
+    judged: pl.DataFrame, inputs: list[LedgerEntry]
+) -> dict[str, dict[str, dict[str, int]]]:
+    """Per day, per delivery (sha256): its rows clean, held, quarantined, duplicated, superseded."""
+    reason, superseded, held = pl.col(clean.REASON), pl.col(clean.SUPERSEDED), pl.col(clean.HELD)
+    judged_alive = superseded.not_() & held.not_()
+    duplicate = reason.str.starts_with("duplicate").fill_null(False)
+    counts = judged.group_by("dt", clean.ENTRY).agg(
+        (reason.is_null() & judged_alive).sum().alias("clean"),
+        held.sum().alias("held"),
+        (reason.is_not_null() & judged_alive & duplicate.not_()).sum().alias("quarantined"),
+        (duplicate & judged_alive).sum().alias("duplicates"),
+        superseded.sum().alias("superseded"),
+    )
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for row in counts.iter_rows(named=True):
+        sha = inputs[row.pop(clean.ENTRY)].sha256
+        day = row.pop("dt").isoformat()
+        out.setdefault(day, {})[sha] = {k: int(v) for k, v in row.items()}
+    return out
+
+
+#: What clean makes of a delivery's accepted rows, as a day book counts them.
+DELIVERY_COUNTS = ("clean", "held", "quarantined", "duplicates", "superseded")
+#: ``ingest_ledger``'s accounting columns: rows_accepted is the sum of the others.
+ACCOUNTING_COLUMNS = {
+    "rows_accepted": "accepted",
+    "rows_clean": "clean",
+    "rows_held": "held",
+    "rows_quarantined_clean": "quarantined",
+    "rows_duplicates": "duplicates",
+    "rows_superseded": "superseded",
+}
+
+
+def delivery_accounting(
+    entries: list[LedgerEntry], live: list[LedgerEntry], book: CleanBook, snapshot: bool
+) -> pl.DataFrame:
+    """One row per delivery: whether it is live, and what became of its accepted rows
+    (``rows_clean`` + ``rows_held`` + ``rows_quarantined_clean`` + ``rows_duplicates`` +
+    ``rows_superseded`` = ``rows_accepted``)."""
+    alive = {e.sha256 for e in live}
+    totals = {e.sha256: dict.fromkeys(DELIVERY_COUNTS, 0) for e in entries}
+    days = sorted(book.days)
+    if snapshot:  # what the latest snapshot made of each delivery; later plans are held
+        days = days[-1:]
+        for e in live:
+            if days and _in_force_from(e) > days[0]:
+                totals[e.sha256]["held"] = e.rows_accepted
+    for day in days:
+        for sha, counts in book.days[day].counts.items():
+            for kind, n in counts.items():
+                totals.setdefault(sha, dict.fromkeys(DELIVERY_COUNTS, 0))[kind] += n
+    for e in entries:
+        totals[e.sha256]["accepted"] = e.rows_accepted
+        if e.sha256 not in alive:  # a replaced version: every row it had is superseded
+            totals[e.sha256] = dict.fromkeys(DELIVERY_COUNTS, 0) | {
+                "superseded": e.rows_accepted, "accepted": e.rows_accepted,
+            }  # fmt: skip
+    return pl.DataFrame(
+        {
+            "source": [e.source for e in entries],
+            "sha256": [e.sha256 for e in entries],
+            "name": [e.name for e in entries],
+            "seq": [e.seq for e in entries],
+            "live": [e.sha256 in alive for e in entries],
+            **{
+                column: [totals[e.sha256][kind] for e in entries]
+                for column, kind in ACCOUNTING_COLUMNS.items()
+            },
+        },
+        schema_overrides={"seq": pl.Int64}
+        | dict.fromkeys(ACCOUNTING_COLUMNS, pl.Int64)
+        | {"source": pl.String, "sha256": pl.String, "name": pl.String},
+    )
+
+
+def _record_deliveries(
+    wh: Warehouse,
+    source: str,
+    entries: list[LedgerEntry],
+    live: list[LedgerEntry],
+    book: CleanBook,
+    snapshot: bool,
+) -> None:
+    accounting = delivery_accounting(entries, live, book, snapshot)
+    parts = [c for c in ACCOUNTING_COLUMNS if c != "rows_accepted"]
+    off = accounting.filter(pl.col("rows_accepted") != pl.sum_horizontal(parts))
+    if not snapshot and off.height:
+        log.warning(
+            "%s: %d deliveries do not reconcile (rows accepted at ingest vs what clean made of "
+            "them): %s", source, off.height, ", ".join(off["name"].head(5)),
+        )  # fmt: skip
+    wh.write_accounting(source, accounting)
 
 
 def _recorded_counts(
@@ -468,19 +740,21 @@ def _verdicts(
     raw: pl.LazyFrame,
     cfg: SourceConfig,
     cutoff: datetime,
+    horizon: datetime,
     outlier_ratio: float,
     feedback: FeedbackSettings,
     duplicates: pl.Series | None,
 ) -> pl.LazyFrame:
     if spec.table == "events":
-        return clean.cleaned_events(raw, cfg.event_types, cutoff, duplicates, spec)
+        return clean.cleaned_events(raw, cfg.event_types, cutoff, duplicates, spec, horizon)
     if spec.table == "feedback":
         return clean.cleaned_feedback(
-            raw, cutoff, feedback.max_text_chars, feedback.phone_region, duplicates, spec
-        )
+            raw, cutoff, feedback.max_text_chars, feedback.phone_region, duplicates, spec,
+            horizon,
+        )  # fmt: skip
     if spec.table == "market_prices":
-        return clean.cleaned_market_prices(raw, cutoff, outlier_ratio)
-    return clean.cleaned_rows(raw, spec, cutoff, duplicates)
+        return clean.cleaned_market_prices(raw, cutoff, outlier_ratio, horizon)
+    return clean.cleaned_rows(raw, spec, cutoff, duplicates, horizon)
 
 
 def _published(
@@ -489,11 +763,14 @@ def _published(
     days: list[str],
     good: pl.LazyFrame,
     bad: pl.DataFrame,
-    refs: list[InputRef],
+    held: pl.DataFrame,
+    entries: list[LedgerEntry],
 ) -> dict[str, tuple[str | None, int]]:
-    """Each day's clean partition (dropped when empty) and clean quarantine written: its content
-    hash (None when dropped) and rows, by day."""
+    """Each day's clean partition, clean quarantine and held rows written (each dropped when
+    empty): the clean partition's content hash (None when dropped) and rows, by day."""
+    refs = [e.ref for e in entries]
     bad_parts = dict(bad.partition_by("dt", as_dict=True, include_key=False, maintain_order=True))
+    held_parts = dict(held.partition_by("dt", as_dict=True, include_key=False, maintain_order=True))
 
     def publish(day_str: str) -> tuple[str | None, int]:
         day = date.fromisoformat(day_str)
@@ -506,6 +783,11 @@ def _published(
             wh.write_partition("quarantine", qtable, part, rejected, inputs=refs, stats=stats)
         else:
             wh.drop_partition("quarantine", qtable, part)
+        early = held_parts.get((day,))
+        if early is not None and early.height:
+            wh.write_partition("held", held_table(source), part, early, inputs=refs)
+        else:
+            wh.drop_partition("held", held_table(source), part)
         if rows.height == 0:
             wh.drop_partition("clean", source, part)
             return None, 0
@@ -521,7 +803,7 @@ def _published(
     return published
 
 
-def raw_rows(wh: Warehouse, entries: list[LedgerEntry]) -> pl.LazyFrame:
+def raw_rows(wh: Warehouse, entries: list[LedgerEntry], source: str | None = None) -> pl.LazyFrame:
     """Raw rows of the ledger entries with lineage: run date, the entry's place in ``entries``,
     landing file name, row number.
 
@@ -541,13 +823,18 @@ def raw_rows(wh: Warehouse, entries: list[LedgerEntry]) -> pl.LazyFrame:
         scan = pl.scan_parquet([wh.root / f for f in e.raw_files])
         frames.append(
             scan.select(
-                pl.lit(e.run_date).alias("_run"),
+                pl.lit(e.arrival_day).alias("_run"),
                 pl.lit(place, pl.UInt32).alias(clean.ENTRY),
                 pl.lit(e.name).alias("source_file"),
                 pl.col(ingest.ROW).alias("source_row"),
                 *contract_columns(scan, e.source),
             )
         )
+    if not frames:  # nothing feeds the days any more (their deliveries were superseded)
+        lineage = {"_run": pl.String, clean.ENTRY: pl.UInt32, "source_file": pl.String}
+        source = source or (entries[0].source if entries else None)
+        columns = {c.name: c.dtype for c in CONTRACTS[source].columns} if source else {}
+        return pl.LazyFrame(schema=lineage | {"source_row": pl.Int64} | columns)
     return pl.concat(frames, how="vertical_relaxed")
 
 

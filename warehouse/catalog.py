@@ -32,3 +32,18 @@ def table_summaries(wh: Warehouse) -> pl.DataFrame:
         "bytes": pl.Int64, "first": pl.String, "last": pl.String, "updated": pl.String,
     }  # fmt: skip
     return pl.DataFrame(rows, schema=schema)
+
+
+def held_lines(wh: Warehouse) -> list[str]:
+    """One line per source with early rows held for their day: how many, and which days."""
+    lines = []
+    for layer, table in wh.tables():
+        if layer != "held":
+            continue
+        manifests = wh.manifests(layer, table)
+        days = [m.partition["dt"] for m in manifests if m.rows]
+        if days:
+            shown = ", ".join(days[:5]) + (f" and {len(days) - 5} more" if len(days) > 5 else "")
+            source = table.replace("source=", "")
+            lines.append(f"{source}: held {sum(m.rows for m in manifests):,} rows (days {shown})")
+    return lines

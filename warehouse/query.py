@@ -2,10 +2,12 @@
 
 ``events``, ``feedback``, ``market_prices`` and ``market_indicators`` read every clean partition;
 ``items`` reads the latest snapshot (``items_history`` all of them); ``quarantine`` every rejected
-row (with ``source``, ``stage`` and ``dt``); ``raw_<source>`` the raw layer; ``ingest_ledger`` one
-row per ingested landing file. Tables of later layers partitioned by ``as_of`` resolve to their
-latest partition, with ``<table>_history`` for all of them; feature sets are ``<set>_features``
-(``user_features``) so that they do not shadow SQL words.
+row (with ``source``, ``stage`` and ``dt``); ``held`` every early row waiting for its day (with
+``source``, ``dt`` and ``waits_for``); ``raw_<source>`` the raw layer; ``ingest_ledger`` one row per
+delivery (a version of a landing file), with what clean made of its rows. Tables of later layers
+partitioned by ``as_of`` resolve to their latest partition, with ``<table>_history`` for all of
+them; feature sets are ``<set>_features`` (``user_features``) so that they do not shadow SQL
+words.
 
 Only SELECT-like statements run, on a connection that cannot reach files outside the warehouse,
 attach databases, copy data out, or install or load extensions.
@@ -47,7 +49,7 @@ def view_definitions(wh: Warehouse, *, follow_latest: bool = False) -> dict[str,
         return f"read_parquet({_sql_str(pattern)}, hive_partitioning=true, union_by_name=true)"
 
     for layer, table in wh.tables():
-        if layer == "quarantine":
+        if layer in ("quarantine", "held"):
             continue
         parts = [p.parent for p in wh.partition_dirs(layer, table)]
         if not parts or not any(p.glob("*.parquet") for p in parts):
@@ -68,9 +70,21 @@ def view_definitions(wh: Warehouse, *, follow_latest: bool = False) -> dict[str,
     quarantine = wh.root / "quarantine"
     if any(quarantine.glob("*/*/*/*.parquet")):
         views["quarantine"] = parquet(f"{quarantine}/*/*/*/*.parquet")
+    held = wh.root / "held"
+    if any(held.glob("*/*/*.parquet")):
+        views["held"] = parquet(f"{held}/*/*/*.parquet")
     if any((wh.root / "_ledger").glob("*/*.json")):
         ledger = _sql_str(wh.root / "_ledger" / "*" / "*.json")
-        views["ingest_ledger"] = f"read_json_auto({ledger}, union_by_name=true)"
+        entries = f"read_json_auto({ledger}, union_by_name=true)"
+        accounting = list(wh.accounting_dir().glob("*/deliveries.parquet"))
+        if accounting:  # what clean made of each delivery's rows, beside what ingest did
+            counts = parquet(f"{wh.accounting_dir()}/*/deliveries.parquet")
+            views["ingest_ledger"] = (
+                f"(select l.*, a.* exclude (source, sha256, name, rows_accepted) "
+                f"from {entries} l left join {counts} a using (source, sha256))"
+            )
+        else:
+            views["ingest_ledger"] = entries
     return views
 
 

@@ -5,7 +5,10 @@ Layout under ``<data_root>/warehouse``::
     raw/<source>/dt=<run date>/<file hash>.parquet       one file per ingested landing file
     quarantine/source=<s>/stage=<ingest|clean>/dt=<d>/   rejected rows with a reason
     clean/<table>/dt=<date>/part-<sha>.parquet           cleaned rows by their own date
-    _ledger/<source>/<sha256>.json                       the ingest ledger, one entry per file
+    held/source=<s>/dt=<date>/                           early rows waiting for their day
+    _ledger/<source>/<sha256>.json                       the ingest ledger, one entry per delivery
+    _accounting/high_water.json                          the latest run date ever run
+    _accounting/<source>/days.json, deliveries.parquet   what clean made of each day and delivery
 
 Every partition folder carries ``_manifest.json``. Writers build a partition in ``warehouse/.tmp``
 (same file system) and swap it in with one rename, so a table folder only ever holds published
@@ -36,7 +39,7 @@ import polars as pl
 from warehouse.crash import crash_point
 from warehouse.manifest import MANIFEST, FileEntry, InputRef, Manifest, combined_hash, file_sha256
 
-LAYERS = ("raw", "quarantine", "clean", "features", "predictions", "reports")
+LAYERS = ("raw", "quarantine", "held", "clean", "features", "predictions", "reports")
 TMP_PREFIX = ".tmp-"
 PARQUET_OPTIONS = {"compression": "snappy", "statistics": True}
 #: A Parquet write that fails with less than this left free beside it failed for a full disk.
@@ -145,6 +148,38 @@ class Warehouse:
 
     def ledger_dir(self, source: str) -> Path:
         return self.root / "_ledger" / source
+
+    def accounting_dir(self, source: str | None = None) -> Path:
+        """Where the deliveries' accounting lives (the high-water mark; a source's clean days)."""
+        base = self.root / "_accounting"
+        return base / source if source else base
+
+    def high_water(self) -> str | None:
+        """The latest run date ever run on this warehouse (ISO), or None before the first run."""
+        try:
+            return json.loads((self.accounting_dir() / "high_water.json").read_text())["date"]
+        except FileNotFoundError:
+            return None
+
+    def write_accounting(self, source: str, deliveries: pl.DataFrame) -> None:
+        """Publish what became of each delivery of a source (``ingest_ledger`` joins it)."""
+        folder = self.accounting_dir(source)
+        folder.mkdir(parents=True, exist_ok=True)
+        staged = folder / f"{TMP_PREFIX}deliveries-{uuid.uuid4().hex[:8]}.parquet"
+        write_parquet(deliveries, staged)
+        os.replace(staged, folder / "deliveries.parquet")
+
+    def raise_high_water(self, run_date: str) -> str:
+        """Make ``run_date`` the high-water mark if it is later than the one recorded; the mark
+        after it. Runs of older dates leave it where it is: it only moves forward."""
+        with self.lock("high-water"):
+            current = self.high_water()
+            if current is not None and current >= run_date:
+                return current
+            folder = self.accounting_dir()
+            folder.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(folder / "high_water.json", json.dumps({"date": run_date}))
+            return run_date
 
     @property
     def pages_root(self) -> Path:

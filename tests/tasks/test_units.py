@@ -91,12 +91,21 @@ def test_a_mapping_naming_a_missing_column_fails_the_file(data_root):
 )
 def test_bad_rows_are_quarantined_and_counts_reconcile(data_root, line, column, reason):
     _drop(data_root, "a.csv", HEADER + GOOD + line + GOOD.replace("e1", "e3"))
-    wh, report = _ingest(data_root)
+    wh, report = _ingest(data_root, SourceConfig(missing_user="quarantine"))
     entry = report.files[0]
     assert (entry.rows_read, entry.rows_accepted, entry.rows_quarantined) == (3, 2, 1)
     bad = _quarantine(wh)
     assert bad.select("file", "row", "column").row(0) == ("a.csv", 2, column)
     assert reason in bad["reason"][0]
+
+
+def test_a_guest_purchase_lands_in_raw_with_a_null_user_by_default(data_root):
+    _drop(data_root, "a.csv", HEADER + GOOD + "e2,,2026-11-27T11:00:00Z,purchase,i1,2,5.00\n")
+    wh, report = _ingest(data_root)
+    entry = report.files[0]
+    assert (entry.rows_read, entry.rows_accepted, entry.rows_quarantined) == (2, 2, 0)
+    raw = pl.read_parquet([wh.root / f for f in entry.raw_files]).sort("event_id")
+    assert raw.select("event_id", "user_id").rows() == [("e1", "u1"), ("e2", None)]
 
 
 def test_non_utf8_bytes_quarantine_the_row_not_the_file(data_root):
@@ -356,7 +365,7 @@ def test_quarantined_feedback_keeps_no_personal_data(data_root):
 
 
 def test_cleaning_a_day_at_a_time_writes_what_cleaning_all_days_at_once_does(tmp_path):
-    """The first night's slices: a duplicate of the 25th's event on the 27th is still found."""
+    """The first night's slices: the 25th's event delivered again in the 27th's file is found."""
 
     def event(event_id: str, user: str, ts: str, kind: str = "view") -> str:
         return f"{event_id},{user},2026-11-{ts}Z,{kind},i1,1,1"
@@ -365,7 +374,7 @@ def test_cleaning_a_day_at_a_time_writes_what_cleaning_all_days_at_once_does(tmp
         "2026-11-25.csv": [event("e1", "u1", "25T10:00:00"), event("e2", "u1", "25T11:00:00")],
         "2026-11-26.csv": [event("e3", "u2", "26T09:00:00"), event("e3", "u2", "26T09:00:00")],
         "2026-11-27.csv": [
-            event("e1", "u1", "27T10:00:00"),  # the 25th's e1 again, two slices later
+            event("e1", "u1", "25T10:00:00"),  # the 25th's e1 again, two files later
             event("e4", "u2", "26T23:00:00", "buy"),  # late
             "e5,u3,2099-01-01T00:00:00Z,view,i1,1,1",
         ],
@@ -396,7 +405,12 @@ def test_the_ledger_counts_each_files_rows_per_date_and_those_without_an_id(data
 
 def test_cleaning_by_ledger_counts_writes_what_counting_the_raw_rows_does(tmp_path):
     """Entries from before the ledger counted rows are cleaned by counting the raw rows."""
-    rows = [GOOD, ",u1,2026-11-27T10:00:00Z,view,i1,1,9.99\n" * 2, GOOD.replace("27T", "26T")]
+    rows = [
+        GOOD,
+        ",u1,2026-11-27T10:00:00Z,view,i1,1,9.99\n" * 2,
+        GOOD,
+        GOOD.replace("e1", "e9").replace("27T", "26T"),
+    ]
     results = []
     for recorded in (True, False):
         root = tmp_path / str(recorded)
@@ -410,7 +424,7 @@ def test_cleaning_by_ledger_counts_writes_what_counting_the_raw_rows_does(tmp_pa
         report = clean_source(wh, "events", SourceConfig(), D, 24, chunk_rows=1)
         results.append(report.model_dump(exclude={"seconds"}))
     assert results[0] == results[1]
-    assert (results[0]["rows_out"], results[0]["duplicates"]) == (2, 2)
+    assert (results[0]["rows_out"], results[0]["duplicates"]) == (3, 2)
 
 
 @pytest.mark.parametrize("compression", ["lz4", "zstd", "uncompressed"])
