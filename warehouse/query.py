@@ -73,6 +73,8 @@ def view_definitions(wh: Warehouse, *, follow_latest: bool = False) -> dict[str,
     held = wh.root / "held"
     if any(held.glob("*/*/*.parquet")):
         views["held"] = parquet(f"{held}/*/*/*.parquet")
+    else:  # nothing waiting: an empty table, not an error
+        views["held"] = "(select null::varchar source, null::date dt, null::date waits_for limit 0)"
     if any((wh.root / "_ledger").glob("*/*.json")):
         ledger = _sql_str(wh.root / "_ledger" / "*" / "*.json")
         entries = f"read_json_auto({ledger}, union_by_name=true)"
