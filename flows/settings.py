@@ -2,16 +2,24 @@
 
 Precedence, highest first: explicit overrides (command-line options), environment variables
 (``NIGHTOWL_DATA_ROOT``, ``NIGHTOWL_SOURCES__EVENTS__TIMEZONE``…), the config file, defaults.
-Relative paths in the config file are relative to the folder that holds it.
+Relative paths in the config file are relative to the folder that holds it. Every problem is
+reported at load, one line each, naming the file and setting or the environment variable.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
+import logging
+import os
 import tomllib
+import types
+from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from datetime import date, datetime, timedelta
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo
 
 from pydantic import (
@@ -25,8 +33,10 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from schemas.config import (
@@ -44,6 +54,21 @@ from schemas.config import (
 from schemas.landing import SOURCES
 
 CONFIG_NAME = "nightowl.toml"
+ENV_PREFIX = "NIGHTOWL_"
+ENV_NESTED = "__"
+#: NIGHTOWL_* variables that are not settings, read elsewhere: the crash-point test hook
+#: (warehouse/crash.py), CI's flags that turn a skipped test into a failure (tests/browser.py,
+#: tests/flows/test_crash.py) and a test's example count (tests/tasks/test_deliveries.py). Any
+#: other NIGHTOWL_* variable that names no setting is warned about at load.
+NOT_SETTINGS = frozenset(
+    {
+        "NIGHTOWL_CRASH_AT",
+        "NIGHTOWL_REQUIRE_BROWSER",
+        "NIGHTOWL_REQUIRE_MOUNT",
+    }
+)
+
+log = logging.getLogger("nightowl")
 _config_file: ContextVar[Path | None] = ContextVar("_config_file", default=None)
 
 
@@ -140,13 +165,22 @@ class Settings(BaseSettings):
     """Everything a nightly run needs to know about where data is and how to read it."""
 
     model_config = SettingsConfigDict(
-        env_prefix="NIGHTOWL_", env_nested_delimiter="__", extra="forbid"
+        env_prefix=ENV_PREFIX, env_nested_delimiter=ENV_NESTED, extra="forbid"
     )
 
     data_root: Path = Field(default=Path("data"), description="Landing, warehouse and state root.")
     timezone: str = Field(default="UTC", description="Business time zone: what 'yesterday' means.")
     future_tolerance_hours: float = Field(
-        default=24, ge=0, description="Rows dated later than the run date plus this are rejected."
+        default=24,
+        ge=0,
+        description="Rows dated later than the latest run date plus this are held until their "
+        "day comes (moved into the clean tables by the run that reaches them).",
+    )
+    future_horizon_days: int = Field(
+        default=366,
+        ge=0,
+        description="Rows dated more than this many days after the latest run date cannot be "
+        "true (a clock in 2099): they are quarantined instead of held.",
     )
     clean_chunk_rows: int = Field(
         default=4_000_000,
@@ -198,6 +232,15 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
+        if isinstance(env_settings, EnvSettingsSource):
+            # Unknown names are warned about and bad JSON reported by load_settings: left in,
+            # they would fail as "extra inputs" or stop the environment source altogether.
+            env_settings.env_vars = {
+                name: value
+                for name, value in env_settings.env_vars.items()
+                if not name.upper().startswith(ENV_PREFIX)
+                or (value is not None and _usable_env(name, value))
+            }
         return (init_settings, env_settings, _TomlSource(settings_cls, _config_file.get()))
 
     def yesterday(self) -> date:
@@ -230,16 +273,206 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     if config is not None and not config.is_file():
         raise ConfigError(f"{config}: config file not found")
     config_dir = config.parent.absolute() if config else Path.cwd()
+    environ = {k: v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
+    for name in sorted(environ):
+        if not names_a_setting(name) and name.upper() not in NOT_SETTINGS:
+            log.warning(_unknown_env(name))
+    problems = [p for name, value in sorted(environ.items()) if (p := _env_json(name, value))]
+    settings, cause = None, None
     token = _config_file.set(config)
     try:
-        return Settings(
+        settings = Settings(
             config_dir=config_dir, **{k: v for k, v in overrides.items() if v is not None}
         )
     except ValidationError as exc:
         where = str(config) if config else "settings"
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"{where}: {problems}") from exc
+        usable = {k: v for k, v in environ.items() if _usable_env(k, v)}
+        problems += [_problem(err, where, usable) for err in exc.errors()]
+        cause = exc
+    except ConfigError as exc:  # the file is not TOML: nothing more to check in it
+        problems.append(str(exc))
+        cause = exc
+    except SettingsError as exc:  # pragma: no cover - load_settings checks the JSON it decodes
+        problems.append(f"environment variables {ENV_PREFIX}*: {exc}")
+        cause = exc
     finally:
         _config_file.reset(token)
+    if problems or settings is None:
+        raise ConfigError("\n".join(problems)) from cause
+    return settings
+
+
+# ---- the environment: which NIGHTOWL_* names are settings, and where a bad value came from ----
+_NOT_A_SETTING = object()
+
+
+def _unwrap(annotation: Any) -> Any:
+    """``X`` of ``X | None``; other annotations as they are."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def _is_model(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+
+
+def _target(path: Sequence[str | int]) -> Any:
+    """The type of the setting at ``path`` (field names, lower-case), or _NOT_A_SETTING."""
+    node: Any = Settings
+    for depth, part in enumerate(path):
+        if _is_model(node):
+            field = node.model_fields.get(str(part))
+            if field is None or (node is Settings and part == "config_dir"):  # set, not read
+                return _NOT_A_SETTING
+            node = _unwrap(field.annotation)
+        elif get_origin(node) is dict:
+            if depth == 1 and path[0] == "sources" and part not in SOURCES:
+                return _NOT_A_SETTING
+            node = _unwrap(get_args(node)[1])
+        else:
+            return _NOT_A_SETTING
+    return node
+
+
+def _env_path(name: str) -> tuple[str, ...]:
+    return tuple(name[len(ENV_PREFIX) :].lower().split(ENV_NESTED))
+
+
+def _env_target(name: str) -> Any:
+    """The type of the setting environment variable ``name`` sets, or _NOT_A_SETTING."""
+    return _target(_env_path(name))
+
+
+def names_a_setting(name: str) -> bool:
+    """Whether the NIGHTOWL_* environment variable ``name`` (any case) sets a setting."""
+    return _env_target(name) is not _NOT_A_SETTING
+
+
+@cache
+def _setting_env_names() -> tuple[str, ...]:
+    """Every settable environment variable name (a dict's keys: only the sources')."""
+    names: list[str] = []
+
+    def walk(prefix: str, model: type[BaseModel]) -> None:
+        for field_name, field in model.model_fields.items():
+            if model is Settings and field_name == "config_dir":
+                continue
+            name = f"{prefix}{field_name.upper()}"
+            names.append(name)
+            annotation = _unwrap(field.annotation)
+            if _is_model(annotation):
+                walk(f"{name}{ENV_NESTED}", annotation)
+            elif model is Settings and field_name == "sources":
+                for source in SOURCES:
+                    names.append(f"{name}{ENV_NESTED}{source.upper()}")
+                    walk(f"{name}{ENV_NESTED}{source.upper()}{ENV_NESTED}", SourceConfig)
+
+    walk(ENV_PREFIX, Settings)
+    return tuple(names)
+
+
+def _unknown_env(name: str) -> str:
+    """The warning for a NIGHTOWL_* variable that is no setting, with the closest one."""
+    known = {n[len(ENV_PREFIX) :]: n for n in _setting_env_names()}
+    close = difflib.get_close_matches(name[len(ENV_PREFIX) :].upper(), known, n=1, cutoff=0.7)
+    hint = f" (did you mean {known[close[0]]}?)" if close else ""
+    return f"environment variable {name} is not a nightowl setting and is ignored{hint}"
+
+
+def _is_json(annotation: Any) -> bool:
+    """Whether a setting of this type is given as JSON in the environment (pydantic-settings)."""
+    return _is_model(annotation) or get_origin(annotation) in (list, dict, tuple, set)
+
+
+def _env_json(name: str, value: str) -> str | None:
+    """The problem with a NIGHTOWL_* variable whose setting takes JSON and whose value is not."""
+    target = _env_target(name)
+    if target is _NOT_A_SETTING or not _is_json(target):
+        return None
+    try:
+        json.loads(value)
+    except ValueError:
+        kind = "list" if get_origin(target) in (list, tuple, set) else "object"
+        example = '["a", "b"]' if kind == "list" else '{"key": "value"}'
+        got = "" if _holds_secret(target) else f" (got {value!r})"
+        return f"environment variable {name}: expected a JSON {kind} such as {example}{got}"
+    return None
+
+
+def _usable_env(name: str, value: str) -> bool:
+    """Whether the settings read this NIGHTOWL_* variable: a setting, JSON where JSON is due."""
+    return names_a_setting(name) and _env_json(name, value) is None
+
+
+def _holds_secret(annotation: Any) -> bool:
+    """Whether a value of this type is or holds a secret, never to be echoed in a message."""
+    if annotation is SecretStr:
+        return True
+    if _is_model(annotation):
+        return any(_holds_secret(_unwrap(f.annotation)) for f in annotation.model_fields.values())
+    return any(_holds_secret(_unwrap(a)) for a in get_args(annotation))
+
+
+def _secret_at(loc: Sequence[str | int]) -> bool:
+    """Whether the setting at ``loc`` (as deep as it names settings) is or holds a secret."""
+    for depth in range(len(loc), 0, -1):
+        target = _target(loc[:depth])
+        if target is not _NOT_A_SETTING:
+            return _holds_secret(target)
+    return False
+
+
+def _from_env(loc: Sequence[str | int], environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """The NIGHTOWL_* variable (name, value) that gave the value at ``loc``, if one did."""
+    by_path = {_env_path(name): (name, value) for name, value in environ.items()}
+    parts = tuple(str(p).lower() for p in loc)
+    for depth in range(len(parts), 0, -1):
+        hit = by_path.get(parts[:depth])
+        if hit is None:
+            continue
+        try:
+            inner = json.loads(hit[1])
+        except ValueError:
+            return hit  # a plain value: the rest of loc is pydantic's name for its type
+        if _json_holds(inner, loc[depth:]):
+            return hit
+    return None
+
+
+def _json_holds(value: Any, path: Sequence[str | int]) -> bool:
+    """Whether decoded JSON holds ``path``; a plain value ends it (pydantic names its type)."""
+    for part in path:
+        if not isinstance(value, dict | list):
+            return True
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return False  # not in this variable's JSON: merged in from the config file
+    return True
+
+
+def _problem(err: Mapping[str, Any], where: str, environ: Mapping[str, str]) -> str:
+    """One line for one validation error: the variable, or the file and setting, and the value."""
+    loc = err["loc"]
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        parent = _target(loc[:-1])
+        fields = list(parent.model_fields) if _is_model(parent) else []
+        close = difflib.get_close_matches(str(loc[-1]), fields, n=1, cutoff=0.7)
+        message = "not a setting" + (f" (did you mean {close[0]}?)" if close else "")
+    env = _from_env(loc, environ)
+    value = err.get("input")
+    if env is not None and len(_env_path(env[0])) == len(loc):
+        value = env[1]  # as it was written, not as pydantic-settings decoded it
+    got = ""
+    shown = isinstance(value, str | int | float | bool) and not _secret_at(loc)
+    if shown and repr(value) not in message:
+        got = f" (got {value!r})"
+    if env is not None:
+        inner = ".".join(str(p) for p in loc[len(_env_path(env[0])) :])  # within its JSON
+        return f"environment variable {env[0]}: {f'{inner}: ' if inner else ''}{message}{got}"
+    setting = ".".join(str(p) for p in loc)
+    return f"{where}: {setting}: {message}{got}" if setting else f"{where}: {message}{got}"

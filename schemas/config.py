@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import codecs
+import io
+import re
+import warnings
+from datetime import UTC, datetime
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from schemas.landing import SOURCES
 
 Format = Literal["auto", "csv", "jsonl", "parquet"]
 
@@ -34,6 +42,94 @@ def known_zone(value: str) -> str:
     except (ZoneInfoNotFoundError, ValueError) as exc:
         raise ValueError(f"unknown time zone {value!r} (expected e.g. 'Europe/London')") from exc
     return value
+
+
+def known_encoding(value: str) -> str:
+    """``value`` if Python can read text in that encoding; a ValueError naming it otherwise."""
+    expected = "expected a Python codec name such as 'utf-8', 'latin-1', 'cp1252'"
+    try:
+        codecs.lookup(value)
+    except LookupError as exc:
+        raise ValueError(f"unknown encoding {value!r} ({expected})") from exc
+    try:
+        io.TextIOWrapper(io.BytesIO(), encoding=value)  # how the landing reader opens the file
+    except LookupError as exc:  # base64, zlib, rot13…: codecs, but not of text
+        raise ValueError(f"{value!r} is not a text encoding ({expected})") from exc
+    return value
+
+
+def polars_regex(value: str) -> str:
+    """``value`` if Polars (Rust's regex crate) compiles it; a ValueError with its error if not."""
+    try:
+        pl.Series([""], dtype=pl.String).str.contains(value)
+    except pl.exceptions.PolarsError as exc:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        why = next((x.removeprefix("error: ") for x in lines if x.startswith("error:")), lines[0])
+        raise ValueError(f"{value!r} is not a regular expression Polars can use: {why}") from exc
+    return value
+
+
+#: The time a timestamp format must write and read back at load, and the formats suggested.
+_SAMPLE_TIME = datetime(2026, 3, 17, 14, 3, 5, tzinfo=UTC)
+_FORMAT_EXAMPLES = (
+    "expected e.g. '%Y-%m-%d %H:%M:%S' for 2026-03-17 14:03:05 or '%d/%m/%Y %H:%M' for "
+    "17/03/2026 14:03"
+)
+_DIRECTIVE = re.compile(r"%[-_0^#]?[.:]*\d*.?")
+
+
+def readable_timestamp_format(value: str) -> str:
+    """``value`` if Polars writes a sample time with it and reads the same time back (as ingest
+    reads timestamps); a ValueError showing the format and an example otherwise."""
+    # %#z only parses (an offset with or without minutes); %:z writes what it reads.
+    writing = value.replace("%#z", "%:z")
+    sample = pl.Series([_SAMPLE_TIME])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Polars' hints about %f: the round trip decides
+        try:
+            written = sample.dt.strftime(writing)
+        except pl.exceptions.PolarsError as exc:
+            unknown = [
+                _DIRECTIVE.match(piece).group()  # every piece starts with a %
+                for piece in re.findall(r"%%|%[^%]*", writing)
+                if not _writes(sample, piece)
+            ]
+            raise ValueError(
+                f"{value!r} has directives Polars does not know ({', '.join(unknown) or '?'}); "
+                f"{_FORMAT_EXAMPLES}"
+            ) from exc
+        zone = "UTC" if "%z" in value or "%Z" in value else None
+        try:
+            read = written.str.to_datetime(value, strict=False, time_unit="us", time_zone=zone)
+        except pl.exceptions.PolarsError:
+            read = pl.Series([None], dtype=pl.Datetime("us", "UTC"))
+        if read.dtype.time_zone is None:
+            read = read.dt.replace_time_zone("UTC")
+        back = read[0]
+        if back is None:
+            raise ValueError(
+                f"{value!r} cannot read back what it writes: 2026-03-17 14:03:05 UTC written as "
+                f"{written[0]!r} does not parse; {_FORMAT_EXAMPLES}"
+            )
+        if back.year != _SAMPLE_TIME.year or read.dt.strftime(writing)[0] != written[0]:
+            raise ValueError(
+                f"{value!r} loses part of a timestamp: 2026-03-17 14:03:05 UTC written as "
+                f"{written[0]!r} reads back as {back.replace(tzinfo=None).isoformat(' ')}; "
+                f"{_FORMAT_EXAMPLES}"
+            )
+    return value
+
+
+def _writes(sample: pl.Series, piece: str) -> bool:
+    try:
+        sample.dt.strftime(piece)
+    except pl.exceptions.PolarsError:
+        return False
+    return True
+
+
+#: The data checks of a source's run (tasks/checks.py), by the names `warn_only` uses.
+CHECK_NAMES: tuple[str, ...] = ("freshness", "quarantine_share", "row_count", "null_share")
 
 
 #: How the raw layer's Parquet parts may be compressed (Settings.raw_compression), and the default.
@@ -69,9 +165,11 @@ class SourceConfig(BaseModel):
         description="Text read as a missing value in CSV and JSON Lines files.",
     )
     # Events only — how business exports map onto behaviour events.
-    missing_user: Literal["quarantine", "guest"] = Field(
-        default="quarantine",
-        description="Events without user_id: quarantine them, or keep them as guest events.",
+    # A guest checkout is a real purchase: it counts in revenue and orders, just not per user.
+    missing_user: Literal["guest", "quarantine"] = Field(
+        default="guest",
+        description="Events without user_id: keep them as guest events (user_id null), or"
+        " quarantine them.",
     )
     negative_quantity_as: str | None = Field(
         default=None,
@@ -100,6 +198,12 @@ class SourceConfig(BaseModel):
         " (items: our planned prices and promotions): ingested when they arrive, in force from"
         " their date. 0: a dated file waits for its day's run.",
     )
+    settle_seconds: float = Field(
+        default=0,
+        ge=0,
+        description="A file changed less than this many seconds ago is left for the next run"
+        " (it may still be being copied).",
+    )
     event_type_map: dict[str, str] = Field(
         default_factory=dict, description="Extra event type synonyms (lower-case) → event type."
     )
@@ -108,6 +212,21 @@ class SourceConfig(BaseModel):
     @classmethod
     def _known_zone(cls, value: str) -> str:
         return known_zone(value)
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        return known_encoding(value)
+
+    @field_validator("non_product_pattern")
+    @classmethod
+    def _polars_regex(cls, value: str | None) -> str | None:
+        return value if value is None else polars_regex(value)
+
+    @field_validator("timestamp_format")
+    @classmethod
+    def _readable_format(cls, value: str | None) -> str | None:
+        return value if value is None else readable_timestamp_format(value)
 
     @field_validator("delimiter")
     @classmethod
@@ -145,9 +264,24 @@ class CheckSettings(BaseModel):
         default=0.25, ge=0, le=1, description="Of a required column in the day's partition."
     )
     warn_only: list[str] = Field(
-        default_factory=list,
-        description="Checks that only warn: freshness, quarantine_share, row_count, null_share.",
+        default_factory=list, description=f"Checks that only warn: {', '.join(CHECK_NAMES)}."
     )
+
+    @field_validator("fresh_sources")
+    @classmethod
+    def _known_sources(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in SOURCES]
+        if unknown:
+            raise ValueError(f"unknown source(s) {unknown}; the sources are {list(SOURCES)}")
+        return value
+
+    @field_validator("warn_only")
+    @classmethod
+    def _known_checks(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in CHECK_NAMES]
+        if unknown:
+            raise ValueError(f"unknown check(s) {unknown}; the checks are {list(CHECK_NAMES)}")
+        return value
 
 
 class ModelSettings(BaseModel):
