@@ -114,7 +114,7 @@ def test_the_planted_price_effect_shows_in_the_scenarios(trained, tmp_path):
     """Pricing above the competitors' median halves demand in the generator: the forecast must
     fall when +10 % takes an item there, and fall less (or rise) when -10 % does not."""
     wh = _copy(trained, tmp_path)
-    forecast_demand(wh, AS_OF, FAST.model_copy(update={"scenario_items": 40}))
+    forecast_demand(wh, AS_OF, FAST.model_copy(update={"scenario_items": 80}))
     scenarios = _table(wh, "price_scenarios")
     wide = scenarios.pivot("price_change_pct", index="item_id", values=["vs_as_is_pct", "gap_pct"])
     crossing = wide.filter((pl.col("gap_pct_0.0") <= 0) & (pl.col("gap_pct_10.0") > 0))

@@ -25,7 +25,7 @@ def wh(tmp_path) -> Warehouse:
 
 
 def test_views_are_named_after_tables(wh):
-    assert set(view_definitions(wh)) == {"events", "items", "items_history", "quarantine"}
+    assert set(view_definitions(wh)) == {"events", "items", "items_history", "quarantine", "held"}
 
 
 def test_fact_tables_read_every_partition_with_its_date(wh):
@@ -150,7 +150,7 @@ def test_the_catalog_file_follows_partitions_published_after_it(tmp_path):
     frame = pl.DataFrame({"segment": ["loyal"], "users": [3]})
     wh.write_partition("reports", "segments", {"as_of": "2026-11-27"}, frame)
     target = tmp_path / "bi" / "nightowl.duckdb"
-    assert write_catalog(wh, target) == ["segments", "segments_history"]
+    assert write_catalog(wh, target) == ["held", "segments", "segments_history"]
     wh.write_partition("reports", "segments", {"as_of": "2026-11-28"}, frame.with_columns(users=5))
     con = duckdb.connect(str(target), read_only=True)
     try:
