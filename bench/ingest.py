@@ -176,8 +176,8 @@ def run_nightowl(path: Path, work: Path, raw_compression: str) -> dict:
     dropped = landing / path.name
     try:
         os.link(path, dropped)
-    except OSError:
-        dropped.symlink_to(path)
+    except OSError:  # another file system: a link out of the landing folder would be refused
+        shutil.copyfile(path, dropped)
     wh = Warehouse(work, code_version="bench")
     cfg = SourceConfig()
     t0 = time.perf_counter()

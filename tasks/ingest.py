@@ -7,15 +7,20 @@ memory, and decides where the accepted and quarantined rows are written.
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass, field
 
 import polars as pl
 
 from schemas.config import SourceConfig
 from schemas.landing import EXPECTED, Column, SourceContract
+from warehouse.landing import READER_COLUMNS, truncation_reasons
 
 ROW = "_row"
 BAD = "_bad"
+#: Why a row was cut short in the file (see warehouse.landing.truncation_reasons), null if whole.
+TRUNCATED = "_truncated"
 
 #: Longer text than this is not data but an accident or an attack (a whole file in one field).
 MAX_VALUE_BYTES = 100_000
@@ -36,22 +41,32 @@ class ColumnPlan:
     renames: dict[str, str]
     constants: dict[str, object]
     unknown: list[str] = field(default_factory=list)
+    #: One line per dropped column that looks meant for a contract column, for the caller to log.
+    suggestions: list[str] = field(default_factory=list)
+
+
+def normalised(name: str) -> str:
+    """A column name as matched to contract names: trimmed, lower-case, spaces and hyphens as
+    underscores (``" Order ID"``, ``order-id`` and ``ORDER_ID`` all read ``order_id``)."""
+    return re.sub(r"[\s-]+", "_", name.strip().lower())
 
 
 def column_plan(file_columns: list[str], contract: SourceContract, cfg: SourceConfig) -> ColumnPlan:
-    """Which file column feeds each contract column; raises MappingError naming what is missing."""
+    """Which file column feeds each contract column; raises MappingError naming what is missing.
+
+    A column mapped in ``cfg.columns`` feeds its target: the mapping's name is matched to the
+    header exactly, else as :func:`normalised` (once: two matching headers are an error). Any
+    other column feeds the contract column its normalised name is; a mapping wins over a name.
+    Two headers feeding one contract column are a MappingError naming both. The reader's own
+    columns (``READER_COLUMNS``) are not file columns."""
+    file_columns = [c for c in file_columns if c not in READER_COLUMNS]
     repeated = sorted({c.split(_DUPLICATE)[0] for c in file_columns if _DUPLICATE in c})
     if repeated:
         raise MappingError(
             f"the header names {_quoted(repeated)} more than once; expected each column once, "
             "since which of them holds the value cannot be told"
         )
-    missing_mapped = [src for src in cfg.columns if src not in file_columns]
-    if missing_mapped:
-        raise MappingError(
-            f"the column mapping names {_quoted(missing_mapped)}, which the file does not have "
-            f"(columns found: {_quoted(file_columns)})"
-        )
+    mapped = _mapped_columns(file_columns, cfg)
     bad_targets = [dst for dst in cfg.columns.values() if dst not in contract.names]
     bad_targets += [dst for dst in cfg.constants if dst not in contract.names]
     if bad_targets:
@@ -59,32 +74,112 @@ def column_plan(file_columns: list[str], contract: SourceContract, cfg: SourceCo
             f"the mapping targets {_quoted(bad_targets)}, which are not {contract.name} columns "
             f"(expected some of: {_quoted(contract.names)})"
         )
-    renames: dict[str, str] = {}
+    by_name = {normalised(n): n for n in contract.names}
+    feeders: dict[str, list[str]] = {}
     for src in file_columns:
-        dst = cfg.columns.get(src, src if src in contract.names else None)
-        if dst is not None and dst not in renames.values():
-            renames[src] = dst
+        if src in mapped:
+            feeders.setdefault(mapped[src], []).append(src)
+    for src in file_columns:
+        dst = by_name.get(normalised(src))
+        if src not in mapped and dst is not None and dst not in mapped.values():
+            feeders.setdefault(dst, []).append(src)
+    for dst, srcs in feeders.items():
+        if len(srcs) > 1:
+            how = "are mapped onto" if all(s in mapped for s in srcs) else "all read as"
+            raise MappingError(
+                f"the header columns {_quoted(srcs)} {how} the {contract.name} column '{dst}'; "
+                f"expected one column for it (map the one to use under "
+                f"[sources.{contract.name}.columns])"
+            )
+    chosen = {srcs[0]: dst for dst, srcs in feeders.items()}
+    renames = {src: chosen[src] for src in file_columns if src in chosen}
     constants = {k: v for k, v in cfg.constants.items() if k not in renames.values()}
     present = set(renames.values()) | set(constants)
-    if contract.name == "events" and cfg.missing_user == "guest":
+    # A guest is a row without a user, not a file without the column (a forgotten mapping),
+    # unless guest mode was chosen on purpose for a source that has no users at all.
+    if (
+        contract.name == "events"
+        and cfg.missing_user == "guest"
+        and "missing_user" in cfg.model_fields_set
+    ):
         present.add("user_id")
+    unknown = [c for c in file_columns if c not in renames]
+    suggestions = _suggestions(unknown, renames, constants, contract)
     missing = [c for c in contract.required if c not in present]
     if missing:
+        hints = [line for line in suggestions if any(f"mean {m}?" in line for m in missing)]
         raise MappingError(
             f"required column {_quoted(missing)} is missing; expected the {contract.name} columns "
             f"{_quoted(contract.required)} (columns found: {_quoted(file_columns)}); map them "
             f"under [sources.{contract.name}.columns] in nightowl.toml"
+            + "".join(f" ({hint})" for hint in hints)
         )
-    unknown = [c for c in file_columns if c not in renames]
-    return ColumnPlan(renames=renames, constants=constants, unknown=unknown)
+    return ColumnPlan(renames, constants, unknown, suggestions)
+
+
+def _mapped_columns(file_columns: list[str], cfg: SourceConfig) -> dict[str, str]:
+    """File column → contract column, for the columns ``cfg.columns`` maps."""
+    mapped: dict[str, str] = {}
+    named: dict[str, str] = {}  # file column → the mapping's name for it
+    missing = []
+    for name, dst in cfg.columns.items():
+        alike = [c for c in file_columns if normalised(c) == normalised(name)]
+        src = name if name in file_columns else alike[0] if len(alike) == 1 else None
+        if src is None and alike:
+            raise MappingError(
+                f"the column mapping names '{name}', which matches the header columns "
+                f"{_quoted(alike)}; expected it to name one of them exactly"
+            )
+        if src is None:
+            missing.append(name)
+        elif src in mapped:
+            raise MappingError(
+                f"the column mapping names the header column '{src}' twice (as "
+                f"'{named[src]}' and '{name}'); expected it once"
+            )
+        else:
+            mapped[src], named[src] = dst, name
+    if missing:
+        raise MappingError(
+            f"the column mapping names {_quoted(missing)}, which the file does not have "
+            f"(columns found: {_quoted(file_columns)})"
+        )
+    return mapped
+
+
+def _suggestions(
+    unknown: list[str],
+    renames: dict[str, str],
+    constants: dict[str, object],
+    contract: SourceContract,
+) -> list[str]:
+    """A warning for each dropped column that looks meant for a contract column."""
+    fed = {dst: src for src, dst in renames.items()}
+    unfed = [n for n in contract.names if n not in fed and n not in constants]
+    where = f"[sources.{contract.name}.columns]"
+    lines = []
+    for col in unknown:
+        name = normalised(col)
+        if name in fed:
+            lines.append(f"column '{col}' is not used: {name} is read from '{fed[name]}'")
+        elif name in constants:
+            lines.append(f"column '{col}' is not used: {name} is a constant of the source")
+        elif close := difflib.get_close_matches(name, unfed, n=1, cutoff=0.8):
+            lines.append(
+                f"column '{col}' is not mapped; did you mean {close[0]}? map it under {where}"
+            )
+    return lines
 
 
 def mapped_rows(lf: pl.LazyFrame, plan: ColumnPlan, contract: SourceContract) -> pl.LazyFrame:
-    """The file's rows with contract column names, a 1-based row number and constants filled in."""
+    """The file's rows with contract column names, a 1-based row number and constants filled in
+    (and the reader's own columns, which validation reads)."""
+    present = lf.collect_schema()
     out = lf.with_row_index(ROW, offset=1).select(
         pl.col(ROW).cast(pl.Int64),
         *(pl.col(src).alias(dst) for src, dst in plan.renames.items()),
         *(pl.lit(value).alias(name) for name, value in plan.constants.items()),
+        *(pl.col(c) for c in READER_COLUMNS if c in present),
     )
     absent = [
         c for c in contract.names if c not in plan.renames.values() and c not in plan.constants
@@ -108,6 +203,7 @@ def validated_rows(
     ``nul_possible`` False says no value holds a NUL character (the file's bytes were scanned).
     """
     raw_schema = frame.schema
+    truncated = truncation_reasons(frame, ROW)
     typed = frame.select(
         pl.col(ROW),
         *(pl.col(c.name).alias(_raw(c.name)) for c in contract.columns),
@@ -121,6 +217,9 @@ def validated_rows(
         typed = typed.with_columns(events_rules(cfg))
     rules = _checks(contract, cfg, raw_schema, lossy_text, nul_possible)
     bad = [cond.fill_null(False) for _, cond, _ in rules]
+    if truncated is not None:  # a row cut short in the file: its values cannot be trusted
+        typed = typed.with_columns(truncated.alias(TRUNCATED))
+        bad.append(pl.col(TRUNCATED).is_not_null())
     return typed.with_columns(pl.any_horizontal(bad).alias(BAD) if bad else pl.lit(False))
 
 
@@ -238,7 +337,10 @@ def quarantined_rows(
     lossy_text: bool = True,
     nul_possible: bool = True,
 ) -> pl.DataFrame:
-    """Rows that break the contract: row number, first bad column, raw value, reasons, record."""
+    """Rows that break the contract: row number, first bad column, raw value, reasons, record.
+
+    A row cut short in the file has that as its only reason, and no column or raw value: the
+    values it does have are in the record."""
     bad = validated.filter(pl.col(BAD))
     raw_schema = pl.Schema({c: bad.schema[_raw(c)] for c in contract.names})
     checks = _checks(contract, cfg, raw_schema, lossy_text, nul_possible)
@@ -252,6 +354,10 @@ def quarantined_rows(
     first_col = pl.coalesce([w.then(pl.lit(name)) for w, name in named])
     first_value = pl.coalesce([w.then(pl.col(_raw(name)).cast(pl.String)) for w, name in named])
     record = pl.struct([pl.col(_raw(c)).cast(pl.String).alias(c) for c in contract.names])
+    if TRUNCATED in bad.columns:
+        whole = pl.col(TRUNCATED).is_null()
+        reasons = pl.when(whole).then(reasons).otherwise(pl.col(TRUNCATED))
+        first_col, first_value = pl.when(whole).then(first_col), pl.when(whole).then(first_value)
     return bad.select(
         pl.lit(file_name).alias("file"),
         pl.col(ROW).alias("row"),
@@ -334,7 +440,7 @@ def _timestamp(s: pl.Expr, raw_dtype: pl.DataType, cfg: SourceConfig, *, fast: b
         return pl.lit(None, utc)
     if cfg.timestamp_format:
         fmt = cfg.timestamp_format
-        if "%z" in fmt or "%Z" in fmt:
+        if re.search(r"%[:#]*z|%Z|%\+", fmt):  # every spelling of an offset
             return s.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us")
         return local(s.str.to_datetime(fmt, strict=False, time_unit="us"))
     if fast:

@@ -170,8 +170,17 @@ def _ingest_source(
     # (the landing folder keeps every earlier night's files).
     seen = {(e.file, e.bytes, e.mtime_ns): e for e in entries}
     visible = date.fromisoformat(arrived)
-    for file in landing_files(source, cfg, visible, wh.data_root, config_dir):
+    found = landing_files(
+        source, cfg, visible, wh.data_root, config_dir, include_waiting=True
+    )  # fmt: skip
+    for file in found:
         check_time()
+        if file.waiting is not None:  # still being copied: a later run reads it
+            report.notes.append(f"{source}: {file.name} {file.waiting}")
+            continue
+        if file.problem is not None:  # refused by name, not even hashed (a link out is not read)
+            failures.append(f"{file.path}: {file.problem}")
+            continue
         stat = file.path.stat()
         known = seen.get((str(file.path), stat.st_size, stat.st_mtime_ns))
         sha = known.sha256 if known else file_sha256(file.path)
@@ -283,6 +292,8 @@ def ingest_file(
                 unmapped = [c for c in contract.names if c not in cfg.columns.values()]
                 lf = pl.LazyFrame(schema=dict.fromkeys([*cfg.columns, *unmapped], pl.String))
             plan = ingest.column_plan(lf.collect_schema().names(), contract, cfg)
+            for line in plan.suggestions:
+                log.warning("%s: %s: %s", source, file.name, line)
             mapped = ingest.mapped_rows(lf, plan, contract)
             rejected: list[pl.DataFrame] = []
             parts: list[Path] = []
@@ -310,7 +321,7 @@ def ingest_file(
                         )
                 writer.finish()
             except pl.exceptions.PolarsError as exc:
-                problem = f"could not be read to the end ({reader_problem(exc)})"
+                problem = f"could not be read to the end ({reader_problem(exc, opened)})"
                 raise LandingError(file.path, problem) from exc
             finally:
                 writer.close()
@@ -357,6 +368,7 @@ def ingest_file(
         rows_accepted=accepted,
         rows_quarantined=quarantined,
         unknown_columns=plan.unknown,
+        column_warnings=plan.suggestions,
         dates=dates,
         rows_by_date=by_date,
         rows_without_id=counts.missing_ids if counts else None,
@@ -820,7 +832,7 @@ def raw_rows(wh: Warehouse, entries: list[LedgerEntry], source: str | None = Non
     for place, e in enumerate(entries):
         if not all(os.path.exists(wh.root / f) for f in e.raw_files):
             continue
-        scan = pl.scan_parquet([wh.root / f for f in e.raw_files])
+        scan = pl.scan_parquet([wh.root / f for f in e.raw_files], glob=False)
         frames.append(
             scan.select(
                 pl.lit(e.arrival_day).alias("_run"),

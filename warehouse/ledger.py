@@ -51,6 +51,9 @@ class LedgerEntry(BaseModel):
     rows_accepted: int
     rows_quarantined: int
     unknown_columns: list[str] = Field(default_factory=list)
+    column_warnings: list[str] = Field(
+        default_factory=list, description="unknown columns that look like contract columns"
+    )
     dates: list[str] = Field(default_factory=list, description="clean partitions its rows feed")
     # None in entries written before these were recorded: cleaning then counts the raw rows.
     rows_by_date: list[DateRows] | None = Field(

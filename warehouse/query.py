@@ -37,6 +37,15 @@ def _sql_str(path: Path | str) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
+def _files(folder: Path, tail: str) -> str:
+    """The SQL naming the files ``tail`` matches under ``folder``: a glob DuckDB expands when it
+    reads (so a view follows new partitions), or, when the folder's own path holds glob
+    characters (``[``, ``*``, ``?``) that DuckDB would read as a pattern, the files there now."""
+    if not any(c in str(folder) for c in "[]*?"):
+        return _sql_str(f"{folder}/{tail}")
+    return "[" + ", ".join(_sql_str(f) for f in sorted(folder.glob(tail))) + "]"
+
+
 def view_definitions(wh: Warehouse, *, follow_latest: bool = False) -> dict[str, str]:
     """View name → SELECT over the Parquet files of that table (only tables with files).
 
@@ -45,8 +54,9 @@ def view_definitions(wh: Warehouse, *, follow_latest: bool = False) -> dict[str,
     outlives tonight's partitions)."""
     views: dict[str, str] = {}
 
-    def parquet(pattern: str) -> str:
-        return f"read_parquet({_sql_str(pattern)}, hive_partitioning=true, union_by_name=true)"
+    def parquet(folder: Path, tail: str) -> str:
+        files = _files(folder, tail)
+        return f"read_parquet({files}, hive_partitioning=true, union_by_name=true)"
 
     for layer, table in wh.tables():
         if layer in ("quarantine", "held"):
@@ -54,7 +64,7 @@ def view_definitions(wh: Warehouse, *, follow_latest: bool = False) -> dict[str,
         parts = [p.parent for p in wh.partition_dirs(layer, table)]
         if not parts or not any(p.glob("*.parquet") for p in parts):
             continue
-        every = parquet(wh.glob(layer, table))
+        every = parquet(wh.table_dir(layer, table), "*/*.parquet")
         if layer == "raw":
             views[f"raw_{table}"] = every
             continue
@@ -69,18 +79,18 @@ def view_definitions(wh: Warehouse, *, follow_latest: bool = False) -> dict[str,
         views[name] = f"(select * from {every} where {key} = {newest})"
     quarantine = wh.root / "quarantine"
     if any(quarantine.glob("*/*/*/*.parquet")):
-        views["quarantine"] = parquet(f"{quarantine}/*/*/*/*.parquet")
+        views["quarantine"] = parquet(quarantine, "*/*/*/*.parquet")
     held = wh.root / "held"
     if any(held.glob("*/*/*.parquet")):
-        views["held"] = parquet(f"{held}/*/*/*.parquet")
+        views["held"] = parquet(held, "*/*/*.parquet")
     else:  # nothing waiting: an empty table, not an error
         views["held"] = "(select null::varchar source, null::date dt, null::date waits_for limit 0)"
     if any((wh.root / "_ledger").glob("*/*.json")):
-        ledger = _sql_str(wh.root / "_ledger" / "*" / "*.json")
+        ledger = _files(wh.root / "_ledger", "*/*.json")
         entries = f"read_json_auto({ledger}, union_by_name=true)"
         accounting = list(wh.accounting_dir().glob("*/deliveries.parquet"))
         if accounting:  # what clean made of each delivery's rows, beside what ingest did
-            counts = parquet(f"{wh.accounting_dir()}/*/deliveries.parquet")
+            counts = parquet(wh.accounting_dir(), "*/deliveries.parquet")
             views["ingest_ledger"] = (
                 f"(select l.*, a.* exclude (source, sha256, name, rows_accepted) "
                 f"from {entries} l left join {counts} a using (source, sha256))"

@@ -309,7 +309,7 @@ class Warehouse:
         old = self.manifest(layer, table, partition)
         known = {f.name: f for f in old.files} if old else {}
         files = sorted(folder.glob("*.parquet"))
-        schema = pl.read_parquet_schema(files[0]) if files else pl.Schema()
+        schema = pl.scan_parquet(files[0], glob=False).collect_schema() if files else pl.Schema()
         manifest = self._manifest_for(
             folder, layer, table, partition, schema, inputs, None, known=known
         )
@@ -332,7 +332,7 @@ class Warehouse:
             old = (known or {}).get(path.name)
             if old is not None and old.bytes == size:
                 return old
-            rows = pl.scan_parquet(path).select(pl.len()).collect().item()
+            rows = pl.scan_parquet(path, glob=False).select(pl.len()).collect().item()
             return FileEntry(name=path.name, rows=rows, bytes=size, sha256=file_sha256(path))
 
         # Hashing is one core's work a file (hashlib lets go of the GIL): a night's raw parts
@@ -445,6 +445,7 @@ class Warehouse:
             return None
         return pl.scan_parquet(
             files,
+            glob=False,
             missing_columns="insert",
             extra_columns="ignore",
             hive_partitioning=partition_columns,

@@ -3,7 +3,9 @@ ingested with every row accounted for, and never stops the good files beside it.
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 import tomllib
 from datetime import date
 from pathlib import Path
@@ -45,8 +47,11 @@ def _landed(root: Path, source: str, *names: str) -> list[Path]:
 
 def _ingest(root: Path, source: str) -> str | None:
     """Ingest a source's landing folder; the failure message, if any file was refused."""
+    # Strict about users (the default keeps guests): an events file needs a user_id column and
+    # a row without a user is quarantined, as expected.toml says.
+    cfg = SourceConfig(missing_user="quarantine")
     try:
-        ingest_source(Warehouse(root), source, SourceConfig(), RUN_DATE, root)
+        ingest_source(Warehouse(root), source, cfg, RUN_DATE, root)
     except IngestFailed as exc:
         return str(exc)
     return None
@@ -158,6 +163,29 @@ def test_generated_files_are_accounted_for_row_by_row(rows, as_json, tmp_path_fa
     # A NUL in a contract column (not "extra", which is dropped) always quarantines its row.
     with_nul = {n for n, row in enumerate(rows, start=1) if any("\x00" in c for c in row[:-1])}
     assert with_nul <= (set(quarantined["row"]) if quarantined.height else set())
+
+
+def test_links_out_and_files_still_being_copied_are_not_read(tmp_path):
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    root = tmp_path / "data"
+    folder = root / "landing" / "events"
+    folder.mkdir(parents=True)
+    (folder / "users.csv").symlink_to(secret)
+    (folder / "events[1].csv").write_text(GOOD["events"])
+    (folder / "2026-11-19.csv.part").write_text("user_id,event_ti")
+    (folder / "fresh.csv").write_text(GOOD["events"])
+    old = time.time() - 7200
+    os.utime(folder / "events[1].csv", (old, old))
+    cfg = SourceConfig(settle_seconds=3600)
+    with pytest.raises(IngestFailed) as failed:
+        ingest_source(Warehouse(root), "events", cfg, RUN_DATE, root)
+    assert f"{folder / 'users.csv'}: a symbolic link to a file outside the landing folder" in str(
+        failed.value
+    )
+    assert "root:x" not in str(failed.value) and "1 events file(s)" in str(failed.value)
+    entries = Ledger(Warehouse(root)).entries("events")
+    assert [(e.name, e.rows_accepted) for e in entries] == [("events[1].csv", 1)]
 
 
 HOSTILE_NAMES = [

@@ -235,8 +235,9 @@ def _events(root: Path, layer: str = "clean", source: str = "events") -> pl.Data
 
 
 def _lines(day: str, n: int, first: int = 0, kind: str = "view") -> str:
+    stamp = [f"{day}T10:{i // 60:02d}:{i % 60:02d}Z" for i in range(first, first + n)]
     return "".join(
-        f"{day}-e{i},u{i},{day}T10:{i // 60:02d}:{i % 60:02d}Z,{kind},i1,1,2.5\n" for i in range(first, first + n)
+        f"{day}-e{i},u{i},{t},{kind},i1,1,2.5\n" for i, t in enumerate(stamp, start=first)
     )
 
 

@@ -68,6 +68,77 @@ def test_plan_rejects_a_mapping_that_names_a_column_the_file_lacks():
         column_plan(["user_id", "event_time", "event_type"], EVENTS, cfg)
 
 
+def test_headers_match_contract_columns_whatever_their_case_and_spaces():
+    header = ["event_id", "user_id", "Event_Time", " event_type", "Order_ID", "Quantity", " price"]
+    plan = column_plan(header, EVENTS, SourceConfig())
+    assert plan.renames == {
+        "event_id": "event_id", "user_id": "user_id", "Event_Time": "event_time",
+        " event_type": "event_type", "Order_ID": "order_id", "Quantity": "quantity",
+        " price": "price",
+    }  # fmt: skip
+    assert plan.unknown == [] and plan.suggestions == []
+    for spelling in ("Order ID", "order-id", "ORDER  ID "):
+        plan = column_plan(
+            ["user_id", "event_time", "event_type", spelling], EVENTS, SourceConfig()
+        )
+        assert plan.renames[spelling] == "order_id"
+
+
+def test_two_headers_for_one_contract_column_are_refused_naming_both():
+    with pytest.raises(
+        MappingError, match=r"'Price', 'price ' all read as the events column 'price'"
+    ):
+        column_plan(
+            ["user_id", "event_time", "event_type", "Price", "price "], EVENTS, SourceConfig()
+        )
+    cfg = SourceConfig(columns={"a": "user_id", "b": "user_id"})
+    with pytest.raises(MappingError, match=r"'a', 'b' are mapped onto the events column 'user_id'"):
+        column_plan(["a", "b", "event_time", "event_type"], EVENTS, cfg)
+
+
+def test_a_mapping_wins_over_a_matching_name_and_matches_the_header_loosely():
+    cfg = SourceConfig(columns={"Customer ID": "user_id"})
+    plan = column_plan([" customer id", "User_ID", "event_time", "event_type"], EVENTS, cfg)
+    assert plan.renames[" customer id"] == "user_id" and plan.unknown == ["User_ID"]
+    assert plan.suggestions == ["column 'User_ID' is not used: user_id is read from ' customer id'"]
+    with pytest.raises(
+        MappingError, match="matches the header columns 'customer id', 'Customer_ID'"
+    ):
+        column_plan(["customer id", "Customer_ID", "event_time", "event_type"], EVENTS, cfg)
+    twice = SourceConfig(columns={"Customer ID": "user_id", "CUSTOMER ID": "session_id"})
+    with pytest.raises(MappingError, match=r"'Customer ID' twice \(as 'Customer ID' and 'CUSTOMER"):
+        column_plan(["Customer ID", "event_time", "event_type"], EVENTS, twice)
+
+
+def test_columns_that_look_like_contract_columns_are_suggested():
+    header = ["userid", "event_time", "event_type", "pric", "Country"]
+    # Guests are rows without a user: a file without the column is a forgotten mapping.
+    with pytest.raises(MappingError, match=r"'user_id' is missing.*did you mean user_id\?"):
+        column_plan(header, EVENTS, SourceConfig())
+    plan = column_plan(header, EVENTS, SourceConfig(missing_user="guest"))
+    assert plan.unknown == ["userid", "pric", "Country"]
+    where = "map it under [sources.events.columns]"
+    assert plan.suggestions == [
+        f"column 'userid' is not mapped; did you mean user_id? {where}",
+        f"column 'pric' is not mapped; did you mean price? {where}",
+    ]
+
+
+def test_the_online_retail_header_maps_as_before_with_nothing_suggested():
+    header = ["Invoice", "StockCode", "Description", "Quantity", "InvoiceDate", "Price",
+              "Customer ID", "Country"]  # fmt: skip
+    events = SourceConfig(
+        columns={"Invoice": "order_id", "StockCode": "item_id", "InvoiceDate": "event_time",
+                 "Quantity": "quantity", "Price": "price", "Customer ID": "user_id"},
+        constants={"event_type": "purchase"},
+    )  # fmt: skip
+    plan = column_plan(header, EVENTS, events)
+    assert plan.unknown == ["Description", "Country"] and plan.suggestions == []
+    items = SourceConfig(columns={"StockCode": "item_id", "Description": "title", "Price": "price"})
+    plan = column_plan(header, CONTRACTS["items"], items)
+    assert set(plan.renames.values()) == {"item_id", "title", "price"} and plan.suggestions == []
+
+
 def test_plan_rejects_a_mapping_onto_a_column_outside_the_contract():
     cfg = SourceConfig(columns={"x": "colour"})
     with pytest.raises(MappingError, match="'colour', which are not events columns"):
@@ -112,8 +183,8 @@ def test_timestamp_format_from_config():
     ],
 )
 def test_bad_values_are_quarantined_with_column_value_and_reason(cols, column, reason):
-    out = _check(_events(**cols))
-    bad = _quarantined(out)
+    out = _check(_events(**cols), missing_user="quarantine")
+    bad = _quarantined(out, missing_user="quarantine")
     assert bad.height == 1
     assert bad["column"][0] == column
     assert reason in bad["reason"][0]
@@ -172,9 +243,14 @@ def test_non_product_items_get_their_own_event_type():
     assert out["event_type"].to_list() == ["non_product", "view", "non_product"]
 
 
-def test_guests_are_kept_when_configured():
-    out = _check(_events(user_id=[None]), missing_user="guest")
-    assert out[REASON][0] is None and out["user_id"][0] is None
+def test_a_guest_purchase_is_kept_by_default_and_quarantined_only_when_configured():
+    guest = _events(user_id=[None], event_type=["purchase"], price=["5.00"])
+    out = _check(guest)
+    assert out[REASON][0] is None and _quarantined(out).height == 0
+    kept = accepted_rows(out, EVENTS)
+    assert kept.height == 1 and kept["user_id"][0] is None and kept["price"][0] == 5.0
+    strict = _check(guest, missing_user="quarantine")
+    assert strict[REASON][0] == "user_id: required value is missing"
 
 
 def test_feedback_needs_text_or_rating_and_rating_in_range():
@@ -205,9 +281,10 @@ def test_feedback_needs_text_or_rating_and_rating_in_range():
             st.sampled_from(["9.99", "-1", "", "nan", "0"]),
         ),
         max_size=40,
-    )
+    ),
+    st.sampled_from(["guest", "quarantine"]),
 )
-def test_every_row_is_either_accepted_or_quarantined(rows):
+def test_every_row_is_either_accepted_or_quarantined(rows, missing_user):
     frame = pl.DataFrame(
         {
             "user_id": [r[0] or None for r in rows],
@@ -220,12 +297,13 @@ def test_every_row_is_either_accepted_or_quarantined(rows):
             ["user_id", "event_time", "event_type", "quantity", "price"], pl.String
         ),
     )
-    out = _check(frame)
+    out = _check(frame, missing_user=missing_user)
     good = accepted_rows(out, EVENTS)
-    bad = _quarantined(out)
+    bad = _quarantined(out, missing_user=missing_user)
     assert good.height + bad.height == len(rows)
     assert sorted(good["_row"].to_list() + bad["row"].to_list()) == list(range(1, len(rows) + 1))
-    assert good["user_id"].null_count() == 0 and good["event_time"].null_count() == 0
+    assert good["user_id"].null_count() == 0 or missing_user == "guest"
+    assert good["event_time"].null_count() == 0
     assert (good["price"].drop_nulls() >= 0).all() and (good["quantity"].drop_nulls() >= 1).all()
 
 

@@ -201,3 +201,14 @@ def test_a_query_while_a_partition_is_republished_sees_the_old_or_the_new_never_
     assert errors == []
     assert seen <= {(n, n, n) for n in versions}
     assert len(seen) == 2  # both versions were read while the other was being swapped in
+
+
+def test_a_data_root_with_glob_characters_is_read_literally(tmp_path):
+    wh = Warehouse(tmp_path / "shop[1]" / "data")
+    wh.write_partition("clean", "events", {"dt": "2026-11-27"}, pl.DataFrame({"n": [1, 2]}))
+    wh.write_partition(
+        "quarantine", "source=events/stage=ingest", {"dt": "2026-11-27"},
+        pl.DataFrame({"file": ["a.csv"], "row": [4], "reason": ["bad"]}),
+    )  # fmt: skip
+    assert run_query(wh, "select sum(n) from events").item() == 3
+    assert run_query(wh, "select count(*) from quarantine").item() == 1

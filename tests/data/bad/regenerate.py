@@ -79,6 +79,16 @@ FILES: dict[str, bytes] = {
     "events/unterminated_quote.csv": csv(
         HEAD, *good_rows(2), 'e9,u9,"2026-11-19T08:09:00Z,view,i1,1,9'
     ),
+    # A copy cut mid-row: the last line reads as price 17.0 but has no line end.
+    "events/cut_mid_row.csv": csv(HEAD, *good_rows(2))
+    + b"e3,u3,2026-11-19T08:03:00Z,view,i1,1,17.",
+    "events/short_rows.csv": csv(
+        HEAD,
+        *good_rows(1),
+        "e2,u2,2026-11-19T08:02:00Z,view",  # four of seven fields: not filled with empties
+        *good_rows(1, start=3),
+        "e4,u4,2026-11-19T08:04:00Z,view,i1,1,",  # seven fields, the last empty: fine
+    ),
     # --- values
     "events/mixed_types.csv": csv(
         HEAD,
