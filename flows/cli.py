@@ -1009,11 +1009,12 @@ def catalog(
 
 @app.command()
 def tables(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
-    """List every table with its partitions, rows, bytes and last update.
+    """List every table with its partitions, rows, bytes and last update; then the early rows
+    held for their day, and the corrections and copies among the deliveries.
 
     [bold]Example[/]: nightowl tables --data-root demo
     """
-    from warehouse.catalog import held_lines, table_summaries
+    from warehouse.catalog import delivery_lines, table_summaries
     from warehouse.store import Warehouse, human_bytes
 
     settings = _settings(config, data_root)
@@ -1028,7 +1029,7 @@ def tables(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
         row["bytes"] = human_bytes(row["bytes"])
         table.add_row(*(f"{v:,}" if isinstance(v, int) else str(v) for v in row.values()))
     console.print(table)
-    for line in held_lines(Warehouse(settings.data_root)):
+    for line in delivery_lines(Warehouse(settings.data_root)):
         console.print(line, markup=False, highlight=False, emoji=False)
 
 

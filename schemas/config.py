@@ -270,18 +270,20 @@ class CheckSettings(BaseModel):
     @field_validator("fresh_sources")
     @classmethod
     def _known_sources(cls, value: list[str]) -> list[str]:
-        unknown = [v for v in value if v not in SOURCES]
-        if unknown:
-            raise ValueError(f"unknown source(s) {unknown}; the sources are {list(SOURCES)}")
-        return value
+        return _known_names(value, SOURCES, "source")
 
     @field_validator("warn_only")
     @classmethod
     def _known_checks(cls, value: list[str]) -> list[str]:
-        unknown = [v for v in value if v not in CHECK_NAMES]
-        if unknown:
-            raise ValueError(f"unknown check(s) {unknown}; the checks are {list(CHECK_NAMES)}")
-        return value
+        return _known_names(value, CHECK_NAMES, "check")
+
+
+def _known_names(value: list[str], known: tuple[str, ...] | list[str], what: str) -> list[str]:
+    """``value`` if every name in it is one of ``known``; a ValueError naming the others."""
+    unknown = [v for v in value if v not in known]
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}; the {what}s are {list(known)}")
+    return value
 
 
 class ModelSettings(BaseModel):

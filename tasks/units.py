@@ -500,7 +500,7 @@ def _clean_source(
             source, len(caught_up), _days_shown(caught_up),
         )  # fmt: skip
     verdicts = (
-        _snapshot_verdicts(wh, spec, cfg, todo, feeding, cutoff)
+        _snapshot_verdicts(wh, spec, todo, feeding, cutoff)
         if snapshot
         else _dated_verdicts(
             wh, spec, cfg, todo, feeding, cutoff, horizon, outlier_ratio, feedback, chunk_rows
@@ -619,7 +619,6 @@ def _dated_verdicts(
 def _snapshot_verdicts(
     wh: Warehouse,
     spec: clean.CleanSpec,
-    cfg: SourceConfig,
     todo: list[str],
     feeding: dict[str, list[LedgerEntry]],
     cutoff: datetime,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from schemas.landing import SOURCES
+from warehouse.ledger import Ledger, live_deliveries
 from warehouse.store import Warehouse
 
 
@@ -34,8 +36,9 @@ def table_summaries(wh: Warehouse) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=schema)
 
 
-def held_lines(wh: Warehouse) -> list[str]:
-    """One line per source with early rows held for their day: how many, and which days."""
+def delivery_lines(wh: Warehouse) -> list[str]:
+    """One line per source with early rows held (how many, for which days), and one per source
+    whose deliveries include corrections or copies (how many, the latest named)."""
     lines = []
     for layer, table in wh.tables():
         if layer != "held":
@@ -43,7 +46,25 @@ def held_lines(wh: Warehouse) -> list[str]:
         manifests = wh.manifests(layer, table)
         days = [m.partition["dt"] for m in manifests if m.rows]
         if days:
-            shown = ", ".join(days[:5]) + (f" and {len(days) - 5} more" if len(days) > 5 else "")
             source = table.replace("source=", "")
-            lines.append(f"{source}: held {sum(m.rows for m in manifests):,} rows (days {shown})")
+            lines.append(
+                f"{source}: held {sum(m.rows for m in manifests):,} rows (days {_shown(days)})"
+            )
+    for source in SOURCES:
+        entries = Ledger(wh).entries(source)
+        live = {e.sha256 for e in live_deliveries(entries)}
+        replaced = [e for e in entries if e.sha256 not in live]
+        copies = [name for e in entries for name in e.copies]
+        if replaced:
+            latest = max(replaced, key=lambda e: e.seq or 0)
+            lines.append(
+                f"{source}: {len(replaced)} delivery version(s) superseded by a correction "
+                f"(latest: {latest.name}, first delivered {latest.arrival_day})"
+            )
+        if copies:
+            lines.append(f"{source}: {len(copies)} copy(ies) skipped ({_shown(copies)})")
     return lines
+
+
+def _shown(names: list[str], most: int = 5) -> str:
+    return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")

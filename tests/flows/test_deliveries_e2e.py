@@ -89,3 +89,8 @@ def test_reruns_early_rows_and_corrections_through_the_flow(prefect_api, tmp_pat
         "where source = 'events' and name = '2026-03-19.csv' order by seq",
     )
     assert ledger.rows() == [("2026-03-19.csv", False, True), ("2026-03-19.csv", True, False)]
+    tables = CliRunner().invoke(app, ["tables", "--data-root", str(root)]).output
+    assert (
+        "events: 1 delivery version(s) superseded by a correction (latest: 2026-03-19.csv" in tables
+    )
+    assert "held" not in tables.split("updated")[-1]  # nothing waits any more
