@@ -614,6 +614,7 @@ def _dated_verdicts(
             spec, rows, cfg, cutoff, horizon, outlier_ratio, feedback, duplicates
         ).collect()
         yield days, judged, inputs
+        del judged  # before the next slice is judged: one slice in memory at a time
 
 
 def _snapshot_verdicts(
@@ -638,20 +639,24 @@ def _delivery_counts(
 ) -> dict[str, dict[str, dict[str, int]]]:
     """Per day, per delivery (sha256): its rows clean, held, quarantined, duplicated, superseded."""
     reason, superseded, held = pl.col(clean.REASON), pl.col(clean.SUPERSEDED), pl.col(clean.HELD)
-    judged_alive = superseded.not_() & held.not_()
-    duplicate = reason.str.starts_with("duplicate").fill_null(False)
-    counts = judged.group_by("dt", clean.ENTRY).agg(
-        (reason.is_null() & judged_alive).sum().alias("clean"),
-        held.sum().alias("held"),
-        (reason.is_not_null() & judged_alive & duplicate.not_()).sum().alias("quarantined"),
-        (duplicate & judged_alive).sum().alias("duplicates"),
-        superseded.sum().alias("superseded"),
+    keys = ["dt", clean.ENTRY]
+    totals = judged.group_by(keys).agg(
+        pl.len().alias("rows"), held.sum().alias("held"), superseded.sum().alias("superseded")
     )
+    # Reasons are few: only the rejected rows are looked at as text.
+    duplicate = reason.str.starts_with("duplicate")
+    rejected = (
+        judged.filter(reason.is_not_null() & superseded.not_() & held.not_())
+        .group_by(keys)
+        .agg(duplicate.sum().alias("duplicates"), duplicate.not_().sum().alias("quarantined"))
+    )
+    counts = totals.join(rejected, on=keys, how="left").fill_null(0)
     out: dict[str, dict[str, dict[str, int]]] = {}
     for row in counts.iter_rows(named=True):
-        sha = inputs[row.pop(clean.ENTRY)].sha256
-        day = row.pop("dt").isoformat()
-        out.setdefault(day, {})[sha] = {k: int(v) for k, v in row.items()}
+        sha = inputs[row[clean.ENTRY]].sha256
+        kinds = {k: int(row[k]) for k in ("held", "quarantined", "duplicates", "superseded")}
+        kinds["clean"] = int(row["rows"]) - sum(kinds.values())
+        out.setdefault(row["dt"].isoformat(), {})[sha] = kinds
     return out
 
 
