@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from warehouse.catalog import listed
+
 #: The market steps' names, as the nightly flow reports them.
 MARKET_STEPS = ("price-position", "train-demand", "forecast")
 #: The feedback steps' names, as the nightly flow reports them.
@@ -74,9 +76,8 @@ def delivery_notes(summary: dict[str, dict[str, Any]]) -> list[str]:
         notes += (reports.get("ingest") or {}).get("notes", [])
         clean = reports.get("clean") or {}
         if clean.get("held_total"):
-            days = clean["held_days"]
-            shown = ", ".join(days[:5]) + (f" and {len(days) - 5} more" if len(days) > 5 else "")
-            notes.append(f"{clean['table']}: held {clean['held_total']:,} rows (days {shown})")
+            days = listed(clean["held_days"])
+            notes.append(f"{clean['table']}: held {clean['held_total']:,} rows (days {days})")
     return notes
 
 

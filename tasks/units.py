@@ -31,6 +31,7 @@ from schemas.config import (
 from schemas.landing import CONTRACTS
 from tasks import checks, clean, ingest
 from tasks.deadline import check_time
+from warehouse.catalog import listed
 from warehouse.crash import crash_point
 from warehouse.landing import (
     LandingError,
@@ -467,18 +468,7 @@ def _clean_source(
         + ([feedback.model_dump_json()] if source == "feedback" else [])
     )
     snapshot = contract.partition_column is None
-    feeding: dict[str, list[LedgerEntry]] = {}
-    if snapshot:  # a catalogue as it stood on each date: every delivery in force by then
-        for day in sorted({*book.days, run_date.isoformat()}):
-            feeding[day] = [e for e in live if _in_force_from(e) <= day]
-        this_run = {run_date.isoformat()}
-    else:
-        for day in book.days:
-            feeding[day] = []
-        for e in live:
-            for day in e.dates:
-                feeding.setdefault(day, []).append(e)
-        this_run = {d for e in entries if e.run_date == run_date.isoformat() for d in e.dates}
+    feeding = _feeding(live, book, run_date.isoformat(), snapshot)
     signatures = {
         day: combined_hash(
             [rules, "snapshot" if snapshot else _day_status(day, cutoff, horizon)]
@@ -486,6 +476,11 @@ def _clean_source(
         )
         for day, found in feeding.items()
     }
+    this_run = (
+        {run_date.isoformat()}
+        if snapshot
+        else {d for e in entries if e.run_date == run_date.isoformat() for d in e.dates}
+    )
     # This run's days, and every day whose deliveries or status changed since its last clean:
     # a correction, a late file, a held day that came due, a night whose clean never happened.
     todo = sorted(d for d in feeding if d in this_run or book.signature(d) != signatures[d])
@@ -497,7 +492,7 @@ def _clean_source(
     if caught_up and not snapshot:
         log.info(
             "%s: also cleaning %d day(s) whose deliveries or status changed: %s",
-            source, len(caught_up), _days_shown(caught_up),
+            source, len(caught_up), listed(caught_up),
         )  # fmt: skip
     verdicts = (
         _snapshot_verdicts(wh, spec, todo, feeding, cutoff)
@@ -548,9 +543,25 @@ def _clean_source(
     if report.held_total:
         log.info(
             "%s: held %d rows (days %s) until their day is run",
-            source, report.held_total, _days_shown(report.held_days),
+            source, report.held_total, listed(report.held_days),
         )  # fmt: skip
     return report
+
+
+def _feeding(
+    live: list[LedgerEntry], book: CleanBook, run_date: str, snapshot: bool
+) -> dict[str, list[LedgerEntry]]:
+    """Every day a clean may publish (those with rows, and those it published before), with the
+    live deliveries holding rows for it in delivery order; for a snapshot source, every
+    snapshot date (this run's, and those published before) with the deliveries in force on it."""
+    if snapshot:
+        days = sorted({*book.days, run_date})
+        return {day: [e for e in live if _in_force_from(e) <= day] for day in days}
+    feeding: dict[str, list[LedgerEntry]] = {day: [] for day in book.days}
+    for e in live:
+        for day in e.dates:
+            feeding.setdefault(day, []).append(e)
+    return feeding
 
 
 def _in_force_from(entry: LedgerEntry) -> str:
@@ -566,11 +577,6 @@ def _day_status(day: str, cutoff: datetime, horizon: datetime) -> str:
     start = datetime.combine(date.fromisoformat(day), datetime.min.time(), UTC)
     low, high = start - timedelta(microseconds=1), start + timedelta(days=1)
     return "|".join(min(max(t, low), high).isoformat() for t in (cutoff, horizon))
-
-
-def _days_shown(days: list[str], most: int = 5) -> str:
-    shown = ", ".join(days[:most])
-    return shown + (f" and {len(days) - most} more" if len(days) > most else "")
 
 
 Verdicts = Iterator[tuple[list[str], pl.DataFrame, list[LedgerEntry]]]

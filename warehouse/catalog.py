@@ -48,7 +48,7 @@ def delivery_lines(wh: Warehouse) -> list[str]:
         if days:
             source = table.replace("source=", "")
             lines.append(
-                f"{source}: held {sum(m.rows for m in manifests):,} rows (days {_shown(days)})"
+                f"{source}: held {sum(m.rows for m in manifests):,} rows (days {listed(days)})"
             )
     for source in SOURCES:
         entries = Ledger(wh).entries(source)
@@ -62,9 +62,10 @@ def delivery_lines(wh: Warehouse) -> list[str]:
                 f"(latest: {latest.name}, first delivered {latest.arrival_day})"
             )
         if copies:
-            lines.append(f"{source}: {len(copies)} copy(ies) skipped ({_shown(copies)})")
+            lines.append(f"{source}: {len(copies)} copy(ies) skipped ({listed(copies)})")
     return lines
 
 
-def _shown(names: list[str], most: int = 5) -> str:
+def listed(names: list[str], most: int = 5) -> str:
+    """``names`` for a message: the first ``most`` of them, and how many more there are."""
     return ", ".join(names[:most]) + (f" and {len(names) - most} more" if len(names) > most else "")
