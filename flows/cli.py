@@ -752,19 +752,42 @@ def server(
     _prepare_prefect(settings)
     if quiet:  # this server is the one people look at: its warnings and errors are shown
         os.environ["PREFECT_SERVER_LOGGING_LEVEL"] = "WARNING"
+    ui_api = os.environ.get("PREFECT_UI_API_URL") or ui_api_url(host, port)
     console.print(
         f"Prefect UI and API on http://{host}:{port} "
         f"(database under {os.environ['PREFECT_HOME']}).\n"
         f"Point other commands at it with PREFECT_API_URL=http://{host}:{port}/api. Ctrl-C stops."
     )
+    if ui_api != f"http://{host}:{port}/api":
+        console.print(
+            f"The UI calls the API at {ui_api}; for browsers on other machines set "
+            "PREFECT_UI_API_URL to the address they reach this one at.",
+            markup=False,
+        )
+    # The UI asks the server where its API is: without these it answers port 4200 (Prefect's
+    # default) whatever --port says, or another server's PREFECT_API_URL from the environment.
+    env = os.environ | {
+        "PREFECT_SERVER_API_HOST": host,
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_UI_API_URL": ui_api,
+    }
     command = [sys.executable, "-m", "prefect", "server", "start", "--host", host]
-    proc = subprocess.Popen([*command, "--port", str(port)])
+    proc = subprocess.Popen([*command, "--port", str(port)], env=env)
     signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop is a Ctrl-C
     try:
         code = proc.wait()
     except KeyboardInterrupt:
         code = _stop(proc)
     raise typer.Exit(0 if code in (0, -signal.SIGINT, -signal.SIGTERM, 130) else code)
+
+
+def ui_api_url(host: str, port: int) -> str:
+    """Where a browser finds the API of a server bound to ``host``:``port`` (a wildcard bind is
+    reached at loopback from this machine)."""
+    shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]", "": "127.0.0.1"}.get(host, host)
+    if ":" in shown and not shown.startswith("["):  # an IPv6 address in a URL
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}/api"
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -851,6 +874,16 @@ def query(
         Path | None, typer.Option("--output", "-o", help="Write to this file.")
     ] = None,
     limit: Annotated[int, typer.Option(help="Rows shown in the terminal table.")] = 50,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--timeout",
+            min=0,
+            metavar="SECONDS",
+            help="Stop the query after this long; 0: no limit (default: query.timeout_seconds "
+            "in the config, 300).",
+        ),
+    ] = None,
     config: ConfigOpt = None,
     data_root: DataRootOpt = None,
 ) -> None:
@@ -869,18 +902,32 @@ def query(
       nightowl query "select * from quarantine" --output rejects.csv
       nightowl query "select rank, topic, urgency, suggested_answer from support_queue limit 10"
       nightowl query "select * from recommendations where user_id = 'u000042' order by rank"
+      nightowl query "explain analyze select count(*) from events" --timeout 60
     """
-    from warehouse.query import QueryRefused, run_query
+    import duckdb
+
+    from warehouse.query import QueryRefused, QueryTimedOut, explain_missing, run_query
     from warehouse.store import Warehouse
 
     settings = _settings(config, data_root)
+    seconds = settings.query.timeout_seconds if timeout is None else timeout
     try:
-        frame = run_query(Warehouse(settings.data_root), sql)
+        frame = run_query(Warehouse(settings.data_root), sql, timeout=seconds)
     except QueryRefused as exc:
         err.print(f"[red]query refused:[/] {escape(str(exc))}")
         raise typer.Exit(2) from None
+    except QueryTimedOut as exc:
+        err.print(
+            f"[red]{escape(str(exc))} (--timeout);[/] narrow it (a where on dt or as_of, a "
+            "limit) or raise --timeout (0: no limit)"
+        )
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("[red]query interrupted[/] (Ctrl-C)")
+        raise typer.Exit(130) from None
     except Exception as exc:  # DuckDB's own message names the missing table or column
-        err.print(f"[red]query failed:[/] {escape(str(exc).splitlines()[0])}")
+        why = explain_missing(exc) if isinstance(exc, duckdb.Error) else None
+        err.print(f"[red]query failed:[/] {escape(why or str(exc).splitlines()[0])}")
         raise typer.Exit(1) from None
     fmt = format_ or (output.suffix.lstrip(".").lower() if output else "table")
     if fmt not in ("table", "csv", "json", "parquet"):
@@ -908,11 +955,14 @@ def query(
 
 
 def _print_frame(frame, limit: int) -> None:
+    from rich.text import Text
+
+    # Text cells are printed as they are: no markup ([red]), no emoji codes (:x: in root:x:0:0).
     table = Table(show_edge=False)
     for name in frame.columns:
-        table.add_column(name)
+        table.add_column(Text(name))
     for row in frame.head(limit).iter_rows():
-        table.add_row(*("" if v is None else escape(str(v)) for v in row))
+        table.add_row(*(Text("" if v is None else str(v)) for v in row))
     console.print(table)
     more = f" (showing {limit})" if frame.height > limit else ""
     console.print(f"{frame.height:,} rows{more}")

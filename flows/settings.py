@@ -45,6 +45,7 @@ from schemas.config import (
     FeedbackSettings,
     MarketSettings,
     ModelSettings,
+    QuerySettings,
     RawCompression,
     RecommendSettings,
     ReportSettings,
@@ -206,6 +207,7 @@ class Settings(BaseSettings):
     report: ReportSettings = Field(default_factory=ReportSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)
+    query: QuerySettings = Field(default_factory=QuerySettings)
     config_dir: Path = Field(default=Path("."), description="Folder of the config file (set).")
 
     @field_validator("timezone")

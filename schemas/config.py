@@ -240,6 +240,14 @@ class SourceConfig(BaseModel):
         return DEFAULT_EVENT_TYPE_MAP | {k.lower(): v for k, v in self.event_type_map.items()}
 
 
+class QuerySettings(BaseModel):
+    """``nightowl query``."""
+
+    timeout_seconds: float = Field(
+        default=300, ge=0, description="A query running longer is stopped (0: no limit)."
+    )
+
+
 class CheckSettings(BaseModel):
     """Thresholds of the data checks that block a nightly run (or only warn)."""
 

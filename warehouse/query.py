@@ -9,14 +9,17 @@ partitioned by ``as_of`` resolve to their latest partition, with ``<table>_histo
 them; feature sets are ``<set>_features`` (``user_features``) so that they do not shadow SQL
 words.
 
-Only SELECT-like statements run, on a connection that cannot reach files outside the warehouse,
-attach databases, copy data out, or install or load extensions.
+Only reads run (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, and EXPLAIN [ANALYZE] of one of
+those), on a connection that cannot reach files outside the warehouse, attach databases, or
+install or load extensions, and that DuckDB itself is made to parse as a query.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,11 +29,76 @@ import polars as pl
 
 from warehouse.store import Warehouse
 
-ALLOWED = {duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN}
+READS = {duckdb.StatementType.SELECT}  # DESCRIBE, SHOW and SUMMARIZE parse as SELECT too
+_REFUSAL = "nightowl query is read-only (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN of those)"
 
 
 class QueryRefused(Exception):
     """A statement that would write, or reach outside the warehouse."""
+
+
+class QueryTimedOut(Exception):
+    """A query stopped because it ran longer than its time limit."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"query stopped after {seconds:g} s")
+        self.seconds = seconds
+
+
+_REPORT_TABLES = ("kpi_daily", "segments", "at_risk_customers", "product_health", "campaign_briefs")
+
+#: Tables nightowl writes → why one is not there yet: which step makes it and what it waits for.
+#: Said instead of DuckDB's "does not exist" when a young warehouse has no partition of it yet.
+NOT_YET: dict[str, str] = {
+    **{
+        source: f"the clean step writes it from landing/{source}/ files; there are none yet "
+        "(see `nightowl tables`)"
+        for source in ("events", "items", "feedback", "market_prices", "market_indicators")
+    },
+    "items_history": "the clean step writes it from landing/items/ files; there are none yet "
+    "(see `nightowl tables`)",
+    "quarantine": "nothing has been rejected yet (ingest and clean write the rejected rows)",
+    "ingest_ledger": "the ingest step records each delivery it reads; none has run yet "
+    "(see `nightowl tables`)",
+    "user_features": "the features step writes it once clean events exist (see `nightowl tables`)",
+    "user_scores": "the score step writes it once a propensity model is trained (training needs "
+    "weeks of events with the defaults; see `nightowl models`)",
+    "price_position": "the price-position step writes it once clean market_prices exist "
+    "(see `nightowl tables`)",
+    "demand_forecast": "the forecast step writes it once a demand model is trained (training needs "
+    "weeks of purchases with the defaults; see `nightowl models`)",
+    "category_forecast": "the forecast step writes it once a demand model is trained (see "
+    "`nightowl models`)",
+    "price_scenarios": "the forecast step writes it once a demand model is trained (see "
+    "`nightowl models`)",
+    "feedback_scores": "the feedback step writes it once clean feedback exists (see "
+    "`nightowl tables` and `nightowl models`)",
+    "product_sentiment": "the product-sentiment step writes it from feedback_scores, which has "
+    "none yet (see `nightowl tables`)",
+    "support_queue": "the support-queue step writes it from feedback_scores, which has none yet "
+    "(see `nightowl tables`)",
+    "recommendations": "the recommend step writes it once clean events exist (see "
+    "`nightowl models`)",
+    **{
+        table: "the report step writes it after the nightly model steps; no night has reached "
+        "it yet (see `nightowl tables`)"
+        for table in _REPORT_TABLES
+    },
+}
+_MISSING_TABLE = re.compile(r"Table with name (\w+) does not exist")
+
+
+def explain_missing(exc: duckdb.Error) -> str | None:
+    """One line on why a known nightowl table is not there yet, for DuckDB's "does not exist"."""
+    found = _MISSING_TABLE.search(str(exc))
+    if not isinstance(exc, duckdb.CatalogException) or found is None:
+        return None
+    name = found.group(1).lower()
+    base = name.removesuffix("_history") if name != "items_history" else name
+    why = NOT_YET.get(name) or NOT_YET.get(base)
+    if why is None and base.endswith("_features"):  # any feature set, not only user
+        why = "the features step writes it once clean events exist (see `nightowl tables`)"
+    return None if why is None else f"{name} has no partition yet: {why}"
 
 
 def _sql_str(path: Path | str) -> str:
@@ -126,38 +194,103 @@ def connection(wh: Warehouse) -> Iterator[duckdb.DuckDBPyConnection]:
             con.close()
 
 
-def checked_statement(sql: str) -> str:
-    """``sql`` if it is exactly one read-only statement; otherwise QueryRefused says why."""
+def _one_statement(sql: str) -> duckdb.Statement:
     try:
         statements = duckdb.extract_statements(sql)
     except duckdb.Error as exc:
-        raise QueryRefused(f"not valid SQL: {exc}") from exc
+        raise QueryRefused(f"not valid SQL: {str(exc).splitlines()[0]}") from exc
     if len(statements) != 1:
         raise QueryRefused(f"expected exactly one statement, got {len(statements)}")
-    kind = statements[0].type
-    if kind not in ALLOWED:
-        name = kind.name if hasattr(kind, "name") else str(kind)
-        raise QueryRefused(
-            f"{name} statements are refused: nightowl query is read-only "
-            "(SELECT, WITH … SELECT, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN)"
-        )
-    return sql
+    return statements[0]
+
+
+def _refuse(kind: duckdb.StatementType, explained: bool = False) -> QueryRefused:
+    name = kind.name if hasattr(kind, "name") else str(kind)
+    what = f"EXPLAIN of {name}" if explained else name
+    return QueryRefused(f"{what} statements are refused: {_REFUSAL}")
+
+
+def _explained(query: str) -> tuple[str, duckdb.Statement]:
+    """The ``EXPLAIN [ANALYZE] [(options)]`` words of ``query`` and the statement they explain.
+
+    The words are found with DuckDB's own tokeniser, so comments and parentheses cannot hide
+    the statement; where the split is ambiguous (``EXPLAIN (…)``: options or a parenthesised
+    query) the first reading DuckDB parses as one statement is taken, and none refuses."""
+    marks = duckdb.tokenize(query)
+    bounds = [offset for offset, _ in marks[1:]] + [len(query)]
+    words = [
+        (offset, kind, query[offset:end].strip().lower())
+        for (offset, kind), end in zip(marks, bounds, strict=True)
+        if kind != duckdb.token_type.comment
+    ]
+    at = 1  # words[0] is EXPLAIN
+    if at < len(words) and words[at][2] in ("analyze", "analyse"):
+        at += 1
+    starts = [at]
+    if at < len(words) and words[at][2].startswith("("):
+        depth = 0
+        for i in range(at, len(words)):
+            if words[i][1] == duckdb.token_type.operator:
+                depth += words[i][2].count("(") - words[i][2].count(")")
+            if depth <= 0:
+                starts.append(i + 1)
+                break
+    for start in starts:
+        if start >= len(words):
+            continue
+        offset = words[start][0]
+        try:
+            inner = duckdb.extract_statements(query[offset:])
+        except duckdb.Error:
+            continue
+        if len(inner) == 1:
+            return query[:offset], inner[0]
+    raise QueryRefused(f"EXPLAIN of something that is not a query is refused: {_REFUSAL}")
+
+
+def _as_subquery(read: str) -> str:
+    # What runs is the read as a subquery: DuckDB itself then parses it as a query, whatever our
+    # own check made of it, and a subquery can only read (COPY, INSERT, ATTACH, SET, … are
+    # syntax errors there). The newline keeps a trailing -- comment off the parenthesis.
+    body = read.rstrip()
+    body = body[:-1] if body.endswith(";") else body
+    return f"from (\n{body}\n)"
+
+
+def checked_statement(sql: str) -> str:
+    """The statement to run for ``sql`` if it is exactly one read; otherwise QueryRefused.
+
+    Reads are what DuckDB's parser calls SELECT (DESCRIBE, SHOW and SUMMARIZE included), and
+    EXPLAIN or EXPLAIN ANALYZE of one: EXPLAIN ANALYZE runs what it explains, so explaining a
+    COPY would write."""
+    statement = _one_statement(sql)
+    if statement.type == duckdb.StatementType.EXPLAIN:
+        words, inner = _explained(statement.query)
+        if inner.type not in READS:
+            raise _refuse(inner.type, explained=True)
+        return words + _as_subquery(inner.query)
+    if statement.type not in READS:
+        raise _refuse(statement.type)
+    return _as_subquery(statement.query)
 
 
 #: Times a query is tried again when a partition it was reading was replaced under it.
 REPUBLISHED_RETRIES = 5
 
 
-def run_query(wh: Warehouse, sql: str) -> pl.DataFrame:
+def run_query(wh: Warehouse, sql: str, timeout: float | None = None) -> pl.DataFrame:
     """The result of one read-only statement over the warehouse views.
 
-    A partition published while the query runs can take the files it listed away (the old
-    version is deleted after the swap): then it runs again, on the new version."""
-    checked_statement(sql)
+    ``timeout`` seconds (None or 0: none) stop it with QueryTimedOut; Ctrl-C stops it at once
+    (KeyboardInterrupt). A partition published while the query runs can take the files it
+    listed away (the old version is deleted after the swap): then it runs again, on the new
+    version."""
+    statement = checked_statement(sql)
+    deadline = time.monotonic() + timeout if timeout else None
     for attempt in range(REPUBLISHED_RETRIES + 1):
         try:
             with connection(wh) as con:  # binding the views lists and opens the files too
-                return con.sql(sql).pl()
+                return interruptible(con, statement, deadline, timeout or 0)
         except duckdb.PermissionException as exc:
             raise QueryRefused(
                 f"refused: only files inside the warehouse can be read ({exc})"
@@ -167,6 +300,50 @@ def run_query(wh: Warehouse, sql: str) -> pl.DataFrame:
                 raise
             time.sleep(0.05 * attempt)
     raise AssertionError("unreachable")
+
+
+def interruptible(
+    con: duckdb.DuckDBPyConnection, sql: str, deadline: float | None, timeout: float = 0
+) -> pl.DataFrame:
+    """``sql``'s result, run on a worker thread so that the deadline and Ctrl-C can stop it.
+
+    While DuckDB runs a query the thread that asked waits inside it and Python cannot deliver
+    SIGINT there; the main thread waits here instead, and on the deadline or KeyboardInterrupt
+    calls ``con.interrupt()``, which DuckDB checks between chunks of work."""
+    outcome: dict[str, object] = {}
+    # An Event, not Thread.join: a KeyboardInterrupt inside join can leave the thread looking
+    # stopped while DuckDB still runs it (Python 3.11).
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome["frame"] = con.sql(sql).pl()
+        except BaseException as exc:  # handed to the waiting thread
+            outcome["error"] = exc
+        finally:
+            done.set()
+
+    def stop() -> None:
+        # Again until it ends: an interrupt before DuckDB has started the query is lost.
+        while not done.is_set():
+            con.interrupt()
+            done.wait(0.05)
+
+    worker = threading.Thread(target=work, name="nightowl-query", daemon=True)
+    try:
+        worker.start()
+        while not done.is_set():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                stop()
+                raise QueryTimedOut(timeout)
+            done.wait(0.1 if left is None else min(left, 0.1))
+    except KeyboardInterrupt:
+        stop()
+        raise
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome["frame"]  # type: ignore[return-value]
 
 
 def _vanished(exc: duckdb.Error) -> bool:

@@ -81,6 +81,31 @@ def test_query_of_an_unknown_table_says_so(warehouse_root):
     assert result.exit_code == 1 and "nope" in result.output and "Traceback" not in result.output
 
 
+def test_query_prints_values_literally_not_as_markup_or_emoji(warehouse_root):
+    sql = "select 'root:x:0:0' a, '[red]x[/]' b, ':thumbs_up:' c"
+    result = runner.invoke(app, ["query", sql, "--data-root", str(warehouse_root)])
+    assert result.exit_code == 0, result.output
+    assert "root:x:0:0" in result.output and "[red]x[/]" in result.output
+    assert ":thumbs_up:" in result.output and "❌" not in result.output
+
+
+def test_query_stops_at_its_timeout_in_one_line(warehouse_root):
+    sql = "select count(*) from range(10000000000000)"
+    args = ["query", sql, "--timeout", "0.2", "--data-root", str(warehouse_root)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert result.output.startswith("query stopped after 0.2 s (--timeout);")
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_query_of_a_table_not_made_yet_says_which_step_makes_it(warehouse_root):
+    args = ["query", "select * from user_scores", "--data-root", str(warehouse_root)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert "user_scores has no partition yet: the score step" in result.output
+    assert "nightowl models" in result.output and "Catalog Error" not in result.output
+
+
 def test_tables_lists_partitions_and_rows(warehouse_root):
     result = runner.invoke(app, ["tables", "--data-root", str(warehouse_root)])
     assert result.exit_code == 0

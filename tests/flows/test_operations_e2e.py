@@ -296,3 +296,51 @@ def test_served_runs_use_the_configured_dask_cluster(server, tmp_path):
         serve.send_signal(signal.SIGINT)
         serve.wait(timeout=60)
     assert "distributed.scheduler" in (tmp_path / "serve.log").read_text()  # ran on Dask
+
+
+def test_the_ui_on_another_port_talks_to_its_own_api(tmp_path):
+    """`nightowl server --port P`: the UI's runs list loads from P's API, even with another
+    server's PREFECT_API_URL in the environment (the UI used to call port 4200)."""
+    from tests.browser import FLAGS, chromium
+
+    browser = chromium()  # skips (fails in CI) when Chromium is not installed
+    port = _free_port()
+    env = os.environ | {
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_URL": "http://127.0.0.1:9/api",  # some other server: not this UI's API
+    }
+    env.pop("PREFECT_LOCAL_STORAGE_PATH", None)
+    args = [*NIGHTOWL, "server", "--port", str(port), "--data-root", str(tmp_path / "data")]
+    with (tmp_path / "server.log").open("w") as log:
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{base}/api/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        _wait(healthy, "the Prefect server", timeout=180)
+        assert httpx.get(f"{base}/ui-settings", timeout=10).json()["api_url"] == f"{base}/api"
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as pw:
+            chrome = pw.chromium.launch(executable_path=browser, args=FLAGS)
+            page = chrome.new_page()
+            calls: list[str] = []
+            page.on("request", lambda r: calls.append(r.url) if "/api/" in r.url else None)
+            page.goto(f"{base}/runs", wait_until="networkidle")
+            page.wait_for_timeout(1000)
+            text = page.inner_text("body")
+            chrome.close()
+        assert any(c.startswith(f"{base}/api/flow_runs") for c in calls), calls
+        assert all(c.startswith(f"{base}/api/") for c in calls), calls
+        assert "Runs" in text and "Can't connect" not in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=40)
+        finally:
+            proc.kill()

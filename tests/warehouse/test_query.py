@@ -6,7 +6,7 @@ import duckdb
 import polars as pl
 import pytest
 
-from warehouse.query import QueryRefused, checked_statement, run_query, view_definitions
+from warehouse.query import QueryRefused, run_query, view_definitions
 from warehouse.store import Warehouse
 
 
@@ -134,9 +134,128 @@ def test_reading_warehouse_files_directly_is_allowed(wh):
     assert run_query(wh, f"select count(*) from read_parquet('{pattern}')").item() == 5
 
 
-def test_read_only_statement_kinds_pass():
-    for sql in ("select 1", "with a as (select 1) select * from a", "explain select 1"):
-        assert checked_statement(sql) == sql
+def test_read_only_statement_kinds_pass(wh):
+    reads = [
+        "select 1", "with a as (select 1) select * from a", "explain select 1", "from events",
+        "describe events", "summarize events", "show tables", "explain analyze select 1",
+        "explain (format json) select 1", "EXPLAIN /* c */ ANALYZE (select 1)", "select 1; ",
+        "select count(*) from events -- trailing comment",
+    ]  # fmt: skip
+    for sql in reads:
+        assert run_query(wh, sql).height >= 1, sql
+
+
+WRITES = [
+    "copy (select 1 as a) to '{part}/x.parquet' (format parquet)",
+    "copy events to '{part}/x.csv'",
+    "insert into events values ('x', 'y')",
+    "create table t as select 1",
+    "create view v as select 1",
+    "update events set user_id = 'x'",
+    "delete from events",
+    "attach '{root}/x.db'",
+    "export database '{root}/export'",
+    "install httpfs",
+    "load httpfs",
+    "set enable_external_access = true",
+    "pragma database_list",
+    "create secret (type s3, key_id 'x', secret 'y')",
+    "call enable_logging(storage='file', storage_path='{root}/log')",
+    "checkpoint",
+]
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "explain ",
+        "explain analyze ",
+        "EXPLAIN /* x */ ANALYZE ",
+        "explain analyze (format json) ",
+        "explain\n-- c\nanalyse ",
+    ],
+)
+@pytest.mark.parametrize("write", WRITES)
+def test_explaining_a_write_is_refused_and_writes_nothing(wh, prefix, write):
+    part = wh.table_dir("clean", "events") / "dt=2026-11-27"
+    before = sorted(p for p in wh.data_root.rglob("*"))
+    # What DuckDB cannot EXPLAIN (ATTACH, EXPORT, …) is refused as not valid SQL.
+    with pytest.raises(QueryRefused, match=r"refused|not valid SQL"):
+        run_query(wh, prefix + write.format(part=part, root=wh.root))
+    assert sorted(p for p in wh.data_root.rglob("*")) == before
+
+
+@pytest.mark.parametrize("write", WRITES)
+def test_writes_are_refused_and_write_nothing(wh, write):
+    part = wh.table_dir("clean", "events") / "dt=2026-11-27"
+    before = sorted(p for p in wh.data_root.rglob("*"))
+    with pytest.raises(QueryRefused, match="refused"):
+        run_query(wh, write.format(part=part, root=wh.root))
+    assert sorted(p for p in wh.data_root.rglob("*")) == before
+
+
+def test_what_runs_is_parsed_by_duckdb_as_a_query(wh):
+    # Even a write that got past the statement check is a syntax error where it runs.
+    from warehouse.query import connection, interruptible
+
+    part = wh.table_dir("clean", "events") / "dt=2026-11-27"
+    with connection(wh) as con, pytest.raises(duckdb.ParserException):
+        interruptible(con, f"from (\ncopy (select 1) to '{part}/x.parquet'\n)", None)
+    assert not (part / "x.parquet").exists()
+
+
+def test_a_query_past_its_timeout_is_stopped(wh):
+    import time
+
+    from warehouse.query import QueryTimedOut
+
+    started = time.monotonic()
+    with pytest.raises(QueryTimedOut, match=r"stopped after 0\.2 s"):
+        run_query(wh, "select count(*) from range(10000000000000)", timeout=0.2)
+    assert time.monotonic() - started < 10
+
+
+def test_ctrl_c_interrupts_a_running_query(wh):
+    import _thread
+    import threading
+    import time
+
+    started = time.monotonic()
+    threading.Timer(0.3, _thread.interrupt_main).start()  # as SIGINT would, in the main thread
+    with pytest.raises(KeyboardInterrupt):
+        run_query(wh, "select count(*) from range(10000000000000)")
+    assert time.monotonic() - started < 10
+    for worker in [t for t in threading.enumerate() if t.name == "nightowl-query"]:
+        worker.join(5)  # DuckDB stopped it: it ends
+        assert not worker.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("table", "says"),
+    [
+        ("user_scores", "score step"),
+        ("user_scores_history", "score step"),
+        ("kpi_daily", "report step"),
+        ("user_features", "features step"),
+        ("recommendations", "recommend step"),
+        ("demand_forecast", "nightowl models"),
+    ],
+)
+def test_a_known_table_not_made_yet_says_which_step_makes_it(wh, table, says):
+    from warehouse.query import explain_missing
+
+    with pytest.raises(duckdb.CatalogException) as caught:
+        run_query(wh, f"select * from {table}")
+    why = explain_missing(caught.value)
+    assert why is not None and why.startswith(f"{table} has no partition yet") and says in why
+
+
+def test_an_unknown_table_keeps_duckdbs_message(wh):
+    from warehouse.query import explain_missing
+
+    with pytest.raises(duckdb.CatalogException) as caught:
+        run_query(wh, "select * from event")
+    assert explain_missing(caught.value) is None
 
 
 def test_the_catalog_file_follows_partitions_published_after_it(tmp_path):
