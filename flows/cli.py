@@ -889,8 +889,9 @@ def query(
 ) -> None:
     """Run read-only SQL over the warehouse; tables are views named after them.
 
-    Views: events, items, feedback, market_prices, market_indicators, quarantine, ingest_ledger,
-    raw_<source>, items_history; the prediction tables (user_scores, price_position,
+    Views: events, items, feedback, market_prices, market_indicators, quarantine, held (early
+    rows waiting for their day), ingest_ledger (one row per delivery), raw_<source>,
+    items_history; the prediction tables (user_scores, price_position,
     demand_forecast, category_forecast, price_scenarios, feedback_scores, product_sentiment,
     support_queue, recommendations) and the report tables (kpi_daily, segments,
     at_risk_customers, product_health, campaign_briefs) at their latest as_of, <table>_history
@@ -900,6 +901,7 @@ def query(
     [bold]Examples[/]:
       nightowl query "select event_type, count(*) from events group by 1"
       nightowl query "select * from quarantine" --output rejects.csv
+      nightowl query "select source, dt, waits_for, count(*) from held group by all"
       nightowl query "select rank, topic, urgency, suggested_answer from support_queue limit 10"
       nightowl query "select * from recommendations where user_id = 'u000042' order by rank"
       nightowl query "explain analyze select count(*) from events" --timeout 60
