@@ -18,15 +18,6 @@ pytestmark = pytest.mark.e2e
 END = date(2026, 3, 20)
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    """A real Prefect server (temporary database, the test session's PREFECT_HOME)."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
 def _run(root: Path, day: str, *more: str) -> str:
     result = CliRunner().invoke(app, ["run", "--date", day, "--data-root", str(root), *more])
     assert result.exit_code == 0, result.output

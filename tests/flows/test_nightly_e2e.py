@@ -25,15 +25,6 @@ pytestmark = pytest.mark.e2e
 END = date(2026, 11, 20)
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    """A real Prefect server (temporary database, the test session's PREFECT_HOME)."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=180):
-        yield
-
-
 def _task_states(flow_run_id, expected: int = 30) -> dict[str, str]:
     """Final state per data step run (ingest, clean), as the UI shows them; asserts that the checks
     and the run record completed. Task states reach the API a moment after the flow returns, so
