@@ -170,6 +170,7 @@ def _ingest_source(
     # A file whose path, size and change time match its ledger entry is not read again to hash it
     # (the landing folder keeps every earlier night's files).
     seen = {(e.file, e.bytes, e.mtime_ns): e for e in entries}
+    by_hash = {e.sha256: e for e in entries}
     visible = date.fromisoformat(arrived)
     found = landing_files(
         source, cfg, visible, wh.data_root, config_dir, include_waiting=True
@@ -185,7 +186,7 @@ def _ingest_source(
         stat = file.path.stat()
         known = seen.get((str(file.path), stat.st_size, stat.st_mtime_ns))
         sha = known.sha256 if known else file_sha256(file.path)
-        entry = ledger.get(source, sha)
+        entry = by_hash.get(sha)
         current = live.get(file.name)
         if entry is not None and file.name not in entry.names:
             # The same content under another name: a copy, never ingested twice.
@@ -232,7 +233,7 @@ def _ingest_source(
                     f"supersedes it ({current.rows_accepted} rows)"
                 )
         ledger.record(new)
-        live[file.name] = new
+        live[file.name] = by_hash[sha] = new
         report.newly_ingested.append(file.name)
         log.debug(
             "%s: %s → %d rows read, %d accepted, %d quarantined",

@@ -93,13 +93,6 @@ class Ledger:
     def __init__(self, warehouse: Warehouse) -> None:
         self.warehouse = warehouse
 
-    def get(self, source: str, sha256: str) -> LedgerEntry | None:
-        path = self.warehouse.ledger_dir(source) / f"{sha256}.json"
-        try:
-            return LedgerEntry.model_validate_json(path.read_bytes())
-        except FileNotFoundError:
-            return None
-
     def record(self, entry: LedgerEntry) -> None:
         folder = self.warehouse.ledger_dir(entry.source)
         folder.mkdir(parents=True, exist_ok=True)
@@ -151,7 +144,7 @@ class DayBook(BaseModel):
 
 
 class CleanBook(BaseModel):
-    """A source's clean accounting: the day books, and the high-water mark they were made at."""
+    """A source's clean accounting: one day book per day (or snapshot date) it has cleaned."""
 
     source: str
     days: dict[str, DayBook] = Field(default_factory=dict)
