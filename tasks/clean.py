@@ -338,9 +338,8 @@ def held_rows(verdicts: pl.LazyFrame, spec: CleanSpec, tolerance_hours: float) -
     earliest = (
         time_col - pl.duration(days=1) - pl.duration(microseconds=int(tolerance_hours * 3.6e9))
     )
-    waits_for = earliest.dt.date() + pl.when(earliest.dt.truncate("1d") == earliest).then(
-        pl.duration(days=0)
-    ).otherwise(pl.duration(days=1))
+    # The day that instant falls on, rounded up: a microsecond back, then the next day.
+    waits_for = (earliest - pl.duration(microseconds=1)).dt.date() + pl.duration(days=1)
     return verdicts.filter(pl.col(HELD)).select(*cols, waits_for.alias("waits_for"), "dt")
 
 
