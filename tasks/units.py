@@ -128,7 +128,9 @@ def ingest_source(
     phone_region: str = "GB",
     raw_compression: RawCompression = RAW_COMPRESSION,
 ) -> IngestReport:
-    """Ingest every new landing file of a source into raw dt=run_date; fail if any is unreadable.
+    """Ingest every new landing file of a source into raw, under the night it arrived (the
+    high-water mark: tonight, for a backfill running beside tonight's run); fail if any is
+    unreadable.
     Quarantined feedback has its personal data redacted (``phone_region``: see the settings);
     raw parts are compressed with ``raw_compression``.
 
@@ -215,9 +217,13 @@ def _ingest_source(
             else:  # an earlier night's file, still in landing
                 report.skipped.append(file.name)
             continue
+        # A new file's raw rows go to the night it arrived (the high-water mark), whichever
+        # date's run reads it first: a backfill beside tonight's run, or a rerun of an older
+        # night, leaves tonight's files where tonight's run alone would have put them.
+        home = date.fromisoformat(entry.run_date if entry is not None else arrived)
         try:
             new = ingest_file(
-                wh, source, file, sha, cfg, run_date, stat=stat, phone_region=phone_region,
+                wh, source, file, sha, cfg, home, stat=stat, phone_region=phone_region,
                 raw_compression=raw_compression,
             )  # fmt: skip
         except (LandingError, ingest.MappingError) as exc:
@@ -240,12 +246,16 @@ def _ingest_source(
             source, file.name, new.rows_read, new.rows_accepted, new.rows_quarantined,
         )  # fmt: skip
         report.files.append(new)
-    for table in ("raw", "quarantine"):
-        name = source if table == "raw" else quarantine_table(source, "ingest")
-        if wh.partition_dir(table, name, part).exists():
-            manifest = wh.seal_partition(table, name, part, inputs=[e.ref for e in report.files])
-            if table == "raw":
-                report.content_hash = manifest.content_hash
+    for night in sorted({part["dt"], *(e.run_date for e in report.files)}):
+        home = {"dt": night}
+        # Its inputs: every delivery whose rows it holds, whichever run read them.
+        held_there = [e.ref for e in by_hash.values() if e.run_date == night]
+        for table in ("raw", "quarantine"):
+            name = source if table == "raw" else quarantine_table(source, "ingest")
+            if wh.partition_dir(table, name, home).exists():
+                manifest = wh.seal_partition(table, name, home, inputs=held_there)
+                if table == "raw" and home == part:
+                    report.content_hash = manifest.content_hash
     for note in report.notes:
         log.info("%s", note)
     log.info(

@@ -185,7 +185,7 @@ def state(root: Path) -> dict[str, pl.DataFrame | list]:
         "held": _table(root, "held", "source=events/*/*.parquet"),
         "ledger": ledger,
         "accounting": pl.read_parquet(accounting) if accounting.exists() else pl.DataFrame(),
-        # Raw and ingest's quarantine are partitioned by the run that read each file.
+        # Raw and ingest's quarantine are partitioned by the night each file arrived.
         "partitions": sorted(
             str(p.parent.relative_to(root / "warehouse"))
             for folder in ("clean", "held", "quarantine/source=events/stage=clean")
@@ -361,3 +361,27 @@ def test_the_same_content_under_a_second_name_is_skipped_and_counted_once(data_r
     ]
     (entry,) = Ledger(Warehouse(data_root)).entries("events")
     assert entry.copies == ["z-copy-2026-03-05.csv"]
+
+
+def test_a_file_read_first_by_an_older_nights_run_lands_in_the_night_it_arrived(data_root):
+    # A backfill of 03-16 beside tonight's (03-17) run: tonight's flow raised the mark, and the
+    # backfill took the source's lock first.
+    _drop(data_root, "2026-03-16.csv", HEADER + _lines("2026-03-16", 2))
+    _night(data_root, "2026-03-16")
+    _drop(data_root, "2026-03-17.csv", HEADER + _lines("2026-03-17", 3))
+    wh = Warehouse(data_root, "test")
+    wh.raise_high_water("2026-03-17")
+    backfill, _ = _night(data_root, "2026-03-16")
+    tonight, _ = _night(data_root, "2026-03-17")
+    assert backfill.newly_ingested == ["2026-03-17.csv"]
+    assert [e.name for e in tonight.files] == ["2026-03-17.csv"]
+    (entry,) = [e for e in Ledger(wh).entries("events") if e.name == "2026-03-17.csv"]
+    assert entry.run_date == "2026-03-17"
+    raw = {
+        m.partition["dt"]: [i.content_hash for i in m.inputs] for m in wh.manifests("raw", "events")
+    }
+    assert raw == {
+        "2026-03-16": [Ledger(wh).entries("events")[0].sha256],
+        "2026-03-17": [entry.sha256],
+    }
+    assert tonight.content_hash == wh.manifest("raw", "events", {"dt": "2026-03-17"}).content_hash
