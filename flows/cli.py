@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import contextvars
 import errno
+import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import typer
 from rich.console import Console
@@ -52,6 +59,37 @@ DateOpt = Annotated[
 ]
 
 
+@dataclass
+class _Command:
+    """What this process's command is, for the line an unexpected error gets."""
+
+    name: str | None = None
+    args: list[str] = field(default_factory=list)
+    data_root: Path | None = None  # its error log goes under it, once known
+    debug: bool = False
+
+
+_command = _Command()
+
+
+@app.callback()
+def _global_options(
+    ctx: typer.Context,
+    debug: Annotated[
+        bool,
+        typer.Option(
+            "--debug",
+            envvar="NIGHTOWL_DEBUG",
+            help="Print the traceback of an unexpected error (it is always written to "
+            "<data root>/_state/logs/errors.log).",
+        ),
+    ] = False,
+) -> None:
+    """Options of every command."""
+    _command.name = ctx.invoked_subcommand
+    _command.debug = debug
+
+
 def _settings(config: Path | None, data_root: Path | None) -> Settings:
     try:
         settings = load_settings(config)
@@ -60,6 +98,7 @@ def _settings(config: Path | None, data_root: Path | None) -> Settings:
         raise typer.Exit(2) from None
     if data_root is not None:
         settings.data_root = data_root.absolute()
+    _command.data_root = settings.data_root
     return settings
 
 
@@ -146,7 +185,9 @@ def run(
     tables and page (<data root>/reports/<date>/index.html).
 
     Steps whose inputs did not change are reused from the cache (shown as Cached). Works with no
-    Prefect server started: without PREFECT_API_URL a temporary local one is used.
+    Prefect server started: without PREFECT_API_URL a temporary local one is started, and
+    stopped with the command however it ends. Ctrl-C or SIGTERM ends the run within seconds
+    (exit 130 or 143); its finished steps are kept.
 
     [bold]Examples[/]:
       nightowl run --date 2026-11-27
@@ -184,25 +225,190 @@ def _require_storage(settings: Settings) -> None:
         raise typer.Exit(1)
 
 
-def _prepare_prefect(settings: Settings) -> None:
+def _prepare_prefect(settings: Settings, api: bool = False) -> None:
     """Point Prefect at the data root, once it is known to take a run's writes: before Prefect
-    is imported, as it reads its settings then."""
-    from flows.runtime import prepare_prefect
+    is imported, as it reads its settings then. ``api``: with no PREFECT_API_URL, start this
+    command's temporary Prefect API (``_wait_for_api`` waits for it) and point Prefect at it."""
+    from flows import local_api
+    from flows.runtime import log_dir, prepare_prefect
 
     _require_storage(settings)
     prepare_prefect(settings.data_root)
+    if api:
+        local_api.start(log_dir(settings.data_root) / "prefect-api.log")
+
+
+def _wait_for_api() -> None:
+    """Wait for this command's temporary Prefect API to answer, if it started one; exit 1 with
+    one line if it does not."""
+    from flows import local_api
+
+    try:
+        api = local_api.wait()
+    except local_api.LocalAPIError as exc:
+        err.print(f"[red]nightowl:[/] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    if api is not None:
+        err.print(
+            f"[dim]temporary Prefect API on {api.url} (up in {api.ready_after:.1f} s), "
+            "stopped with this command[/]"
+        )
 
 
 def _nightly_flow(settings: Settings):
-    """The nightly flow with the configured task runner, Prefect set up for the data root first."""
+    """The nightly flow with the configured task runner, Prefect set up for the data root first
+    (and this command's temporary Prefect API up, if it needs one)."""
     from flows.runtime import task_runner
 
-    _prepare_prefect(settings)
+    _prepare_prefect(settings, api=True)  # the server starts while the flow's imports load
+    from flows.logs import quiet_failures
     from flows.nightly import nightly
 
+    quiet_failures()  # Prefect's console handlers exist once it is imported
+    _wait_for_api()
     if settings.runner.kind != "threads" or settings.runner.threads:  # served: options and all
         return nightly.with_options(task_runner=task_runner(settings))
     return nightly
+
+
+#: How a signal that ends a command is named in its last line.
+SIGNALS = {signal.SIGINT: "SIGINT (Ctrl-C)", signal.SIGTERM: "SIGTERM"}
+#: At most this long to record the interrupted flow runs as Crashed, so a stop stays quick.
+MARK_CRASHED_SECONDS = 3.0
+
+
+class _FlowRuns:
+    """The flow runs of a command, each called in a worker thread, so that the main thread stays
+    free to act on SIGINT and SIGTERM at once, and in a context of its own, in which an
+    interrupt finds the flow run still going (to mark it Crashed)."""
+
+    def __init__(self, workers: int) -> None:
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flow")
+        self.contexts: list[contextvars.Context] = []
+
+    def submit(self, flow: Callable[..., Any], **kwargs: Any) -> Future:
+        """Call ``flow(**kwargs)`` in a worker, in a copy of this thread's context (Prefect's
+        settings among it)."""
+        context = contextvars.copy_context()
+        self.contexts.append(context)
+        return self.pool.submit(context.run, flow, **kwargs)
+
+    def completed(self, futures: list[Future]) -> Iterator[Future]:
+        """``futures`` as they complete. The main thread wakes up four times a second meanwhile:
+        a signal that another thread happened to take is acted on only when it runs Python."""
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, timeout=0.25, return_when=FIRST_COMPLETED)
+            yield from (f for f in futures if f in done)  # in the order they were submitted
+
+    def call(self, flow: Callable[..., Any], **kwargs: Any) -> Any:
+        """``flow(**kwargs)`` in a worker; its result once it ends (see ``completed``)."""
+        (done,) = self.completed([self.submit(flow, **kwargs)])
+        return done.result()
+
+    def running(self) -> list[Any]:
+        """The ids of the flow runs still going: a flow run's context is set while it runs."""
+        if "prefect.context" not in sys.modules:
+            return []
+        from prefect.context import FlowRunContext
+
+        found = (context.get(FlowRunContext.__var__) for context in self.contexts)
+        return [run.flow_run.id for run in found if run is not None and run.flow_run]
+
+
+@contextmanager
+def _ends_at_a_signal(what: Callable[[], str], kept: str, runs: _FlowRuns) -> Iterator[None]:
+    """Within this, SIGINT and SIGTERM end the command within seconds, in one line on stderr
+    (``<what> interrupted by SIGTERM: <kept>``): the flow runs still running are marked
+    Crashed, the temporary Prefect API is stopped, and the process exits 130 or 143 without
+    waiting for the steps still running in worker threads. Their writes are crash-safe (each is
+    published whole or not at all), so a rerun picks up what they were doing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    received: list[int] = []
+
+    def interrupt(signum: int, frame: object) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {signum: signal.signal(signum, interrupt) for signum in SIGNALS}
+    try:
+        yield
+    except KeyboardInterrupt:
+        _end_interrupted(received[0] if received else signal.SIGINT, what(), kept, runs)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _end_interrupted(signum: int, what: str, kept: str, runs: _FlowRuns) -> NoReturn:
+    """Say in one line what was interrupted, record its runs as Crashed, stop the temporary API
+    and exit at once: 128 + the signal's number (130 for SIGINT, 143 for SIGTERM)."""
+    from flows import local_api
+
+    code = 128 + signum
+    for other in SIGNALS:  # a second Ctrl-C: out now (the kernel stops the server)
+        signal.signal(other, lambda *_: os._exit(code))
+    logging.disable(logging.CRITICAL)  # the steps still running in threads say nothing more
+    err.print(f"[red]{escape(what)} interrupted by {SIGNALS[signum]}[/]: {escape(kept)}")
+    _mark_crashed(runs.running(), f"interrupted by {SIGNALS[signum]}")
+    local_api.stop()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # not sys.exit: that would wait for the worker threads' steps to end
+
+
+def _mark_crashed(ids: list[Any], message: str) -> None:
+    """Set the flow runs ``ids``, and their task runs, to Crashed unless they ended already;
+    give up after MARK_CRASHED_SECONDS (an API that does not answer must not hold the exit)."""
+    if not ids:
+        return
+
+    def mark() -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterId,
+            TaskRunFilter,
+            TaskRunFilterState,
+            TaskRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import StateType
+        from prefect.states import Crashed
+
+        try:
+            with get_client(sync_client=True) as client:
+                for run_id in ids:
+                    run = client.read_flow_run(run_id)
+                    if run.state is None or not run.state.is_final():
+                        client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+                unfinished = TaskRunFilterStateType(
+                    any_=[StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED]
+                )
+                tasks = client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)),
+                    task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=unfinished)),
+                )
+                for task_run in tasks:
+                    client.set_task_run_state(task_run.id, Crashed(message=message), force=True)
+        except Exception:  # best effort on the way out: nothing may hold up the exit
+            pass
+
+    marker = threading.Thread(target=mark, name="mark-crashed", daemon=True)
+    marker.start()
+    marker.join(MARK_CRASHED_SECONDS)
+
+
+def _interrupted_runs(dates: list[date], backfill: bool) -> tuple[str, str]:
+    """What an interrupt of the nightly runs for ``dates`` ends, and what it keeps."""
+    if len(dates) == 1 and not backfill:
+        return (
+            f"nightly run for {dates[0]}",
+            "finished steps are kept (cached); run it again to finish",
+        )
+    what = f"{'backfill' if backfill else 'nightly runs for'} {dates[0]} … {dates[-1]}"
+    return what, "finished dates and steps are kept (cached); run it again to finish"
 
 
 def _run_nightly(
@@ -213,25 +419,49 @@ def _run_nightly(
     *,
     progress: bool = False,
 ) -> None:
-    nightly = _nightly_flow(settings)  # first: it points Prefect at the data root
-    from flows.nightly import NightlyFailed
+    runs, current = _FlowRuns(1), [dates[0]]
+    what, kept = _interrupted_runs(dates, backfill=progress)
+    with _ends_at_a_signal(
+        lambda: what if len(dates) == 1 else f"{what} (at {current[0]})", kept, runs
+    ):
+        nightly = _nightly_flow(settings)  # first: it points Prefect at the data root
+        from flows.nightly import NightlyFailed
 
-    with _dates_progress(len(dates) if progress else 0) as advance:
-        for done, run_date in enumerate(dates):
-            where = f" ({done + 1}/{len(dates)})" if progress else ""
-            console.rule(f"nightly run for {run_date}{where}")
-            try:
-                summary = nightly(
-                    run_date=run_date,
-                    config=str(config) if config else None,
-                    data_root=str(settings.data_root),
-                    force_steps=force,
-                )
-            except NightlyFailed as exc:
-                err.print(f"[red]nightly run for {run_date} failed[/]: {escape(str(exc))}")
-                raise typer.Exit(1) from None
-            _print_summary(summary)
-            advance()
+        with _dates_progress(len(dates) if progress else 0) as advance:
+            for done, run_date in enumerate(dates):
+                current[0] = run_date
+                where = f" ({done + 1}/{len(dates)})" if progress else ""
+                console.rule(f"nightly run for {run_date}{where}")
+                try:
+                    summary = runs.call(
+                        nightly,
+                        run_date=run_date,
+                        config=str(config) if config else None,
+                        data_root=str(settings.data_root),
+                        force_steps=force,
+                    )
+                except NightlyFailed as exc:
+                    err.print(_failed_line(settings, run_date, exc))
+                    raise typer.Exit(1) from None
+                _print_summary(summary)
+                advance()
+    runs.pool.shutdown()
+
+
+def _failed_line(settings: Settings, run_date: date, exc: Exception) -> str:
+    """The last line of a failed run: which steps failed (their ERROR lines above say why) and
+    where to look next."""
+    from warehouse.store import Warehouse
+
+    if not getattr(exc, "failed_steps", None):  # it failed before any step: the reason is here
+        return f"[red]nightly run for {run_date} failed[/]: {escape(str(exc))}"
+    page = Warehouse(settings.data_root).pages_root / run_date.isoformat() / "index.html"
+    seen = f"; the morning page says what is stale: {page}" if page.exists() else ""
+    return (
+        f"[red]nightly run for {run_date} failed[/]: {escape(exc.headline())} — its ERROR line "
+        f"above says why{escape(seen)}. Fix the cause, then run the date again (or Retry in the "
+        "UI): only the failed steps and what they feed run."
+    )
 
 
 @contextmanager
@@ -333,24 +563,30 @@ def train(
       nightowl train --model sentiment --data-root demo
       nightowl train -m recommender --config examples/online_retail/nightowl.toml --date 2010-12-09
     """
+    settings = _settings(config, data_root)
+    last_day = _parse_date(date_, settings)
+    # Prefect reads its settings when first imported, and flows.train imports it: not before the
+    # data root and the temporary API are set up (the server starts while the flow imports).
+    _prepare_prefect(settings, api=True)
     from flows.train import MODELS
+    from flows.train import train as train_flow
 
     unknown = sorted(set(model or []) - set(MODELS))
     if unknown:
         raise typer.BadParameter(f"unknown model {unknown}; expected {' or '.join(MODELS)}")
-    settings = _settings(config, data_root)
-    last_day = _parse_date(date_, settings)
-    _prepare_prefect(settings)
-    from flows.train import train as train_flow
-
-    try:
-        reports = train_flow(
-            last_day=last_day, config=str(config) if config else None,
-            data_root=str(settings.data_root), models=model or None,
-        )  # fmt: skip
-    except Exception as exc:  # the flow's own failure message says what went wrong
-        err.print(f"[red]training failed[/]: {escape(str(exc))}")
-        raise typer.Exit(1) from None
+    runs = _FlowRuns(1)
+    with _ends_at_a_signal(lambda: f"training on data to {last_day}", "run it again", runs):
+        _wait_for_api()
+        try:
+            reports = runs.call(
+                train_flow,
+                last_day=last_day, config=str(config) if config else None,
+                data_root=str(settings.data_root), models=model or None,
+            )  # fmt: skip
+        except Exception as exc:  # the flow's own failure message says what went wrong
+            err.print(f"[red]training failed[/]: {escape(str(exc))}")
+            raise typer.Exit(1) from None
+    runs.pool.shutdown()
     failed = []
     for name, report in reports.items():
         if not report["trained"]:
@@ -613,29 +849,32 @@ def backfill(
 def _run_side_by_side(
     settings: Settings, config: Path | None, dates: list[date], force: list[str] | None, k: int
 ) -> None:
-    """Run dates ``k`` at a time; per-source locks keep two runs off the same source at once."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
-
-    nightly = _nightly_flow(settings)  # first: it points Prefect at the data root
-    from flows.nightly import NightlyFailed
-
+    """Run dates ``k`` at a time; per-source locks keep two runs off the same source at once.
+    They share this command's one temporary Prefect API (if it needs one)."""
     kwargs = {
         "config": str(config) if config else None,
         "data_root": str(settings.data_root),
         "force_steps": force,
     }
     failed: list[str] = []
-    with ThreadPoolExecutor(max_workers=k) as pool, _dates_progress(len(dates)) as advance:
-        runs = {pool.submit(nightly, run_date=d, **kwargs): d for d in dates}
-        for done, future in enumerate(as_completed(runs), start=1):
-            run_date = runs[future]
-            try:
-                future.result()
-                console.print(f"[green]✓[/] {run_date} ({done}/{len(dates)})")
-            except NightlyFailed as exc:
-                failed.append(f"{run_date}: {exc}")
-                console.print(f"[red]✗[/] {run_date} ({done}/{len(dates)})")
-            advance()
+    runs = _FlowRuns(k)
+    what, kept = _interrupted_runs(dates, backfill=True)
+    with _ends_at_a_signal(lambda: what, kept, runs):
+        nightly = _nightly_flow(settings)  # first: it points Prefect at the data root
+        from flows.nightly import NightlyFailed
+
+        with _dates_progress(len(dates)) as advance:
+            started = {runs.submit(nightly, run_date=d, **kwargs): d for d in dates}
+            for done, future in enumerate(runs.completed(list(started)), start=1):
+                run_date = started[future]
+                try:
+                    future.result()
+                    console.print(f"[green]✓[/] {run_date} ({done}/{len(dates)})")
+                except NightlyFailed as exc:
+                    failed.append(f"{run_date}: {exc}")
+                    console.print(f"[red]✗[/] {run_date} ({done}/{len(dates)})")
+                advance()
+    runs.pool.shutdown()
     if failed:
         err.print("[red]backfill failed for[/]:\n" + escape("\n".join(failed)))
         raise typer.Exit(1)
@@ -736,14 +975,19 @@ def server(
     config: ConfigOpt = None,
     data_root: DataRootOpt = None,
 ) -> None:
-    """Start the Prefect UI and API for nightowl, with its database under the data root.
+    """Start the Prefect UI and API for nightowl, with its database under the data root, and
+    serve the report pages read-only on the same port: <data root>/reports/<date>/index.html at
+    /reports/<date>/index.html. A run that reports to this server links its page there.
 
     Binds to loopback unless told otherwise (put authentication in front before exposing it).
     Stop it with Ctrl-C.
 
     [bold]Example[/]: nightowl server --port 4200   # then open http://127.0.0.1:4200
+    (a report: http://127.0.0.1:4200/reports/2026-11-27/index.html)
     """
     import subprocess
+
+    from warehouse.store import PAGES_URL_PATH, Warehouse
 
     settings = _settings(config, data_root)
     host = host or settings.server.host
@@ -753,10 +997,13 @@ def server(
     if quiet:  # this server is the one people look at: its warnings and errors are shown
         os.environ["PREFECT_SERVER_LOGGING_LEVEL"] = "WARNING"
     ui_api = os.environ.get("PREFECT_UI_API_URL") or ui_api_url(host, port)
+    pages = Warehouse(settings.data_root).pages_root
     console.print(
         f"Prefect UI and API on http://{host}:{port} "
-        f"(database under {os.environ['PREFECT_HOME']}).\n"
-        f"Point other commands at it with PREFECT_API_URL=http://{host}:{port}/api. Ctrl-C stops."
+        f"(database under {os.environ['PREFECT_HOME']}),\n"
+        f"the reports of {pages} on http://{host}:{port}{PAGES_URL_PATH}.\n"
+        f"Point other commands at it with PREFECT_API_URL=http://{host}:{port}/api. Ctrl-C stops.",
+        soft_wrap=True,  # addresses and paths are copied: never wrap them
     )
     if ui_api != f"http://{host}:{port}/api":
         console.print(
@@ -771,8 +1018,9 @@ def server(
         "PREFECT_SERVER_API_PORT": str(port),
         "PREFECT_UI_API_URL": ui_api,
     }
-    command = [sys.executable, "-m", "prefect", "server", "start", "--host", host]
-    proc = subprocess.Popen([*command, "--port", str(port)], env=env)
+    # Prefect's app as `prefect server start` runs it, with the pages root at /reports/ beside it.
+    command = [sys.executable, "-m", "flows.webserver", "--host", host, "--port", str(port)]
+    proc = subprocess.Popen([*command, "--pages", str(pages)], env=env)
     signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop is a Ctrl-C
     try:
         code = proc.wait()
@@ -1090,12 +1338,59 @@ MACHINE_ERRORS = (errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EROFS, errno.ED
 
 
 def main(args: list[str] | None = None) -> None:
-    """Entry point of the ``nightowl`` command."""
+    """Entry point of the ``nightowl`` command.
+
+    A temporary Prefect API the command started is stopped at exit (flows/local_api.py): after
+    Prefect has sent it its last logs and events."""
+    _command.args = list(sys.argv[1:] if args is None else args)
     try:
         app(args)
     except OSError as exc:  # a folder it may not write, a full disk
         if exc.errno not in MACHINE_ERRORS:
-            raise
+            _unexpected(exc)
         where = f": {exc.filename}" if exc.filename else ""
         err.print(f"[red]nightowl:[/] {escape((exc.strerror or str(exc)) + where)}")
         raise SystemExit(1) from None
+    except Exception as exc:
+        _unexpected(exc)
+
+
+#: The error log of unexpected errors, under the data root's _state/logs/ (or the current folder).
+ERROR_LOG = "errors.log"
+
+
+def _unexpected(exc: BaseException) -> NoReturn:
+    """An error nightowl has no message for: one line on stderr naming it and where its
+    traceback went (the error log; --debug or NIGHTOWL_DEBUG=1 prints it too); exit 1."""
+    text = "".join(traceback.format_exception(exc))
+    log = _log_traceback(text)
+    if _command.debug or log is None:
+        sys.stderr.write(text)
+    what = f"{_command.name} failed: " if _command.name else ""
+    message = next(iter(str(exc).strip().splitlines()), "")
+    detail = f"{type(exc).__name__}: {message[:300]}" if message else type(exc).__name__
+    if log is None:
+        where = "no error log could be written: traceback above"
+    else:
+        where = f"traceback in {log}" + ("" if _command.debug else "; --debug shows it")
+    err.print(f"[red]nightowl:[/] {escape(what + detail)} ({escape(where)})")
+    raise SystemExit(1) from None
+
+
+def _log_traceback(text: str) -> Path | None:
+    """Append ``text`` to the error log, under the data root if one is known, else in the
+    current folder; the file written, or None if neither can be."""
+    from flows.runtime import log_dir
+
+    places = [log_dir(_command.data_root) / ERROR_LOG] if _command.data_root else []
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    command = shlex.join(["nightowl", *_command.args])
+    for path in [*places, Path.cwd() / f"nightowl-{ERROR_LOG}"]:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a") as log:
+                log.write(f"--- {stamp} pid {os.getpid()}: {command}\n{text}\n")
+        except OSError:
+            continue
+        return path.absolute()
+    return None

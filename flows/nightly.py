@@ -6,9 +6,8 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from prefect import flow
-from prefect.futures import PrefectFuture
 from prefect.settings import get_current_settings
-from prefect.utilities.annotations import allow_failure
+from prefect.states import Failed
 
 from flows.alerts import failure_alert, send_alert
 from flows.graph import (
@@ -18,6 +17,7 @@ from flows.graph import (
     RECOMMEND_SOURCES,
     forced_steps,
 )
+from flows.night import Night, SoFar, Step, why_failed
 from flows.settings import Settings, load_settings
 from schemas.landing import SOURCES
 from tasks.steps import (
@@ -45,13 +45,27 @@ from tasks.steps import (
 from warehouse.manifest import code_version
 from warehouse.store import Warehouse
 
+#: The step groups that run once a night (the others are sources, one step run per source).
+NIGHT_GROUPS = ("models", "market", "feedback-models", "recommendations", "report")
+
 
 class NightlyFailed(Exception):
     """One or more steps failed; the others completed and their results are cached."""
 
-    def __init__(self, message: str, failed_steps: list[str]) -> None:
+    def __init__(
+        self, message: str, failed_steps: list[str], skipped_steps: list[str] | None = None
+    ) -> None:
         super().__init__(message)
         self.failed_steps = failed_steps
+        #: The steps that did not run because a step they read failed.
+        self.skipped_steps = skipped_steps or []
+
+    def headline(self) -> str:
+        """Which steps failed and how many did not run because of them, in one line."""
+        line = ", ".join(self.failed_steps) or "the run"
+        if self.skipped_steps:
+            line += f" ({len(self.skipped_steps)} steps not run because of it)"
+        return line
 
 
 def step_options(settings: Settings) -> dict:
@@ -103,79 +117,79 @@ def model_context(settings: Settings) -> ModelContext:
 
 
 def model_steps(
+    night: Night,
     settings: Settings,
     run_date: date,
-    cleaned: list[PrefectFuture],
+    cleaned: list[Step],
     forced: set[str],
     train_now: bool = False,
-) -> dict[str, PrefectFuture]:
+) -> dict[str, Step]:
     """features → train (when due, or ``train_now``) → score, as of the day after ``run_date``.
 
     Recomputing an upstream step does not make training due: only naming ``train`` does.
     """
     ctx, options = model_context(settings), step_options(settings)
     as_of = run_date + timedelta(days=1)  # everything up to and including the run date
-    features = features_step.with_options(refresh_cache="features" in forced, **options).submit(
-        ctx, as_of, cleaned
+    featurize = features_step.with_options(refresh_cache="features" in forced, **options)
+    score = score_step.with_options(refresh_cache="score" in forced, **options)
+    features = night.add(featurize, ctx, as_of, cleaned)
+    trained = night.add(
+        train_step.with_options(**options), ctx, run_date, features, force=train_now
     )
-    trained = train_step.with_options(**options).submit(ctx, run_date, features, force=train_now)
     # A failed training leaves the champion in place: tonight's scores still come out.
-    scored = score_step.with_options(refresh_cache="score" in forced, **options).submit(
-        ctx, features, wait_for=[allow_failure(trained)]
-    )
+    scored = night.add(score, ctx, features, after=(trained,))
     return {"features": features, "train": trained, "score": scored}
 
 
 def market_steps(
+    night: Night,
     settings: Settings,
     run_date: date,
-    cleaned: list[PrefectFuture],
+    cleaned: list[Step],
     forced: set[str],
     train_now: bool = False,
-) -> dict[str, PrefectFuture]:
+) -> dict[str, Step]:
     """price position, and train-demand (when due, or ``train_now``) → forecast, as of the day
     after ``run_date``."""
     ctx, options = model_context(settings), step_options(settings)
     as_of = run_date + timedelta(days=1)
-    position = price_position_step.with_options(
-        refresh_cache="price-position" in forced, **options
-    ).submit(ctx, as_of, cleaned)
-    trained = train_demand_step.with_options(**options).submit(
-        ctx, run_date, cleaned, force=train_now
+    position = price_position_step.with_options(refresh_cache="price-position" in forced, **options)
+    forecast = forecast_step.with_options(refresh_cache="forecast" in forced, **options)
+    positioned = night.add(position, ctx, as_of, cleaned)
+    trained = night.add(
+        train_demand_step.with_options(**options), ctx, run_date, cleaned, force=train_now
     )
     # A failed training leaves the champion in place: tonight's forecast still comes out.
-    forecast = forecast_step.with_options(refresh_cache="forecast" in forced, **options).submit(
-        ctx, as_of, cleaned, wait_for=[allow_failure(trained)]
-    )
-    return {"price-position": position, "train-demand": trained, "forecast": forecast}
+    forecasted = night.add(forecast, ctx, as_of, cleaned, after=(trained,))
+    return {"price-position": positioned, "train-demand": trained, "forecast": forecasted}
 
 
 def feedback_steps(
+    night: Night,
     settings: Settings,
     run_date: date,
-    cleaned: list[PrefectFuture],
-    user_scores: PrefectFuture,
+    cleaned: list[Step],
+    user_scores: Step,
     forced: set[str],
     train_now: bool = False,
-) -> dict[str, PrefectFuture]:
+) -> dict[str, Step]:
     """train-sentiment (when due, or ``train_now``) → feedback scores → product sentiment and
     the support queue (which also waits for tonight's user scores), as of the day after
     ``run_date``."""
     ctx, options = model_context(settings), step_options(settings)
     as_of = run_date + timedelta(days=1)
-    trained = train_sentiment_step.with_options(**options).submit(
-        ctx, run_date, cleaned, force=train_now
+    score = feedback_step.with_options(refresh_cache="feedback" in forced, **options)
+    sentiment = product_sentiment_step.with_options(
+        refresh_cache="product-sentiment" in forced, **options
+    )
+    triage = support_queue_step.with_options(refresh_cache="support-queue" in forced, **options)
+    trained = night.add(
+        train_sentiment_step.with_options(**options), ctx, run_date, cleaned, force=train_now
     )
     # A failed training leaves the champion (or the lexicon) in place: scores still come out.
-    scores = feedback_step.with_options(refresh_cache="feedback" in forced, **options).submit(
-        ctx, as_of, cleaned, wait_for=[allow_failure(trained)]
-    )
-    products = product_sentiment_step.with_options(
-        refresh_cache="product-sentiment" in forced, **options
-    ).submit(ctx, as_of, scores)
-    queue = support_queue_step.with_options(
-        refresh_cache="support-queue" in forced, **options
-    ).submit(ctx, as_of, scores, wait_for=[allow_failure(user_scores)])
+    scores = night.add(score, ctx, as_of, cleaned, after=(trained,))
+    products = night.add(sentiment, ctx, as_of, scores)
+    queue = night.add(triage, ctx, as_of, scores, after=(user_scores,))
     return {
         "train-sentiment": trained,
         "feedback": scores,
@@ -185,40 +199,36 @@ def feedback_steps(
 
 
 def recommend_steps(
+    night: Night,
     settings: Settings,
     run_date: date,
-    cleaned: list[PrefectFuture],
+    cleaned: list[Step],
     forced: set[str],
     train_now: bool = False,
-) -> dict[str, PrefectFuture]:
+) -> dict[str, Step]:
     """train-recommender (when due, or ``train_now``) → recommend, as of the day after
     ``run_date``."""
     ctx, options = model_context(settings), step_options(settings)
     as_of = run_date + timedelta(days=1)
-    trained = train_recommender_step.with_options(**options).submit(
-        ctx, run_date, cleaned, force=train_now
+    recommend = recommend_step.with_options(refresh_cache="recommend" in forced, **options)
+    trained = night.add(
+        train_recommender_step.with_options(**options), ctx, run_date, cleaned, force=train_now
     )
     # A failed training leaves the champion (or the heuristic) in place: lists still come out.
-    lists = recommend_step.with_options(refresh_cache="recommend" in forced, **options).submit(
-        ctx, as_of, cleaned, wait_for=[allow_failure(trained)]
-    )
+    lists = night.add(recommend, ctx, as_of, cleaned, after=(trained,))
     return {"train-recommender": trained, "recommend": lists}
 
 
 def report_steps(
-    settings: Settings, run_date: date, futures: dict[str, dict], forced: set[str]
-) -> dict[str, PrefectFuture]:
-    """report, after every model step: the report tables and page as of the day after
-    ``run_date``, with whatever tonight produced (a failed step leaves its part out)."""
-    upstream = [
-        allow_failure(f)
-        for group in ("models", "market", "feedback-models", "recommendations")
-        for f in futures[group].values()
-    ]
-    built = report_step.with_options(
-        refresh_cache="report" in forced, **step_options(settings)
-    ).submit(model_context(settings), run_date, wait_for=upstream)
-    return {"report": built, "report-artifacts": report_artifacts_step.submit(built)}
+    night: Night, settings: Settings, run_date: date, steps: dict[str, dict], forced: set[str]
+) -> dict[str, Step]:
+    """report, after every other step: the report tables and page as of the day after
+    ``run_date``, with whatever tonight produced, and a banner saying what did not run."""
+    report = report_step.with_options(refresh_cache="report" in forced, **step_options(settings))
+    upstream = tuple(step for group in steps.values() for step in group.values())
+    ctx = model_context(settings)
+    built = night.add(report, ctx, run_date, problems=SoFar(), after=upstream)
+    return {"report": built, "report-artifacts": night.add(report_artifacts_step, built)}
 
 
 def alert_on_failure(flow, flow_run, state) -> None:
@@ -269,72 +279,70 @@ def nightly(
         raise NightlyFailed(f"data root: {problem}", [])
     # Before any step: files are seen, and early rows held, as of the latest date ever run.
     Warehouse(settings.data_root).raise_high_water(run_date.isoformat())
-    futures = {}
+    night, steps = Night(), {}
     for source in SOURCES:
-        ctx = step_context(settings, source)
-        ingest = ingest_step.with_options(
-            refresh_cache=f"ingest-{source}" in forced, **step_options(settings)
-        )
-        clean = clean_step.with_options(
-            refresh_cache=f"clean-{source}" in forced, **step_options(settings)
-        )
-        ingested = ingest.submit(ctx, source, run_date, force=f"ingest-{source}" in forced)
-        cleaned = clean.submit(ctx, source, run_date, ingested)
-        checked = check_step.submit(ctx, source, run_date, ingested, cleaned)
-        futures[source] = {"ingest": ingested, "clean": cleaned, "check": checked}
-    cleaned = [futures[source]["clean"] for source in FEATURE_SOURCES]
+        ctx, options = step_context(settings, source), step_options(settings)
+        ingest = ingest_step.with_options(refresh_cache=f"ingest-{source}" in forced, **options)
+        clean = clean_step.with_options(refresh_cache=f"clean-{source}" in forced, **options)
+        ingested = night.add(ingest, ctx, source, run_date, force=f"ingest-{source}" in forced)
+        cleaned = night.add(clean, ctx, source, run_date, ingested)
+        checked = night.add(check_step, ctx, source, run_date, ingested, cleaned)
+        steps[source] = {"ingest": ingested, "clean": cleaned, "check": checked}
     named = {n.strip() for n in force_steps or []}
-    futures["models"] = model_steps(
-        settings, run_date, cleaned, forced, bool({"train", "all"} & named)
+
+    def cleaned(sources: tuple[str, ...]) -> list[Step]:
+        return [steps[source]["clean"] for source in sources]
+
+    def train_now(step: str) -> bool:  # a train step named trains now, whatever the cadence
+        return bool({step, "all"} & named)
+
+    at = (night, settings, run_date)
+    steps["models"] = model_steps(*at, cleaned(FEATURE_SOURCES), forced, train_now("train"))
+    steps["market"] = market_steps(*at, cleaned(MARKET_SOURCES), forced, train_now("train-demand"))
+    scores = steps["models"]["score"]
+    feedback = cleaned(FEEDBACK_SOURCES)
+    steps["feedback-models"] = feedback_steps(
+        *at, feedback, scores, forced, train_now("train-sentiment")
     )
-    market_cleaned = [futures[source]["clean"] for source in MARKET_SOURCES]
-    futures["market"] = market_steps(
-        settings, run_date, market_cleaned, forced, bool({"train-demand", "all"} & named)
+    steps["recommendations"] = recommend_steps(
+        *at, cleaned(RECOMMEND_SOURCES), forced, train_now("train-recommender")
     )
-    feedback_cleaned = [futures[source]["clean"] for source in FEEDBACK_SOURCES]
-    futures["feedback-models"] = feedback_steps(
-        settings,
-        run_date,
-        feedback_cleaned,
-        futures["models"]["score"],
-        forced,
-        bool({"train-sentiment", "all"} & named),
-    )
-    recommend_cleaned = [futures[source]["clean"] for source in RECOMMEND_SOURCES]
-    futures["recommendations"] = recommend_steps(
-        settings, run_date, recommend_cleaned, forced, bool({"train-recommender", "all"} & named)
-    )
-    futures["report"] = report_steps(settings, run_date, futures, forced)
-    summary = summary_of(futures)
+    steps["report"] = report_steps(night, settings, run_date, steps, forced)
+    night.run()
+    try:
+        summary = summary_of(steps)
+    except NightlyFailed as exc:
+        # Returned, not raised: each failure was logged once by its own step; a raise would
+        # log it again with Prefect's traceback. Calling the flow still raises ``exc``.
+        return Failed(message=str(exc), data=exc)
     page = (summary["report"].get("report") or {}).get("page")
     record_run_step(step_context(settings, SOURCES[0]), run_date, summary, page)
     return summary
 
 
-def summary_of(futures: dict) -> dict[str, dict]:
-    """Per source, each step's report; raises NightlyFailed naming every failed step."""
+def summary_of(steps: dict[str, dict[str, Step]]) -> dict[str, dict]:
+    """Per source or group, each step's report; raises NightlyFailed naming every failed step
+    and every step skipped because of one."""
     summary: dict[str, dict] = {}
     failures: list[str] = []
-    for source, steps in futures.items():
+    skipped: list[str] = []
+    for source, group in steps.items():
         entry: dict = {}
-        for name, future in steps.items():
-            future.wait()
-            state = future.state
-            if state.is_completed():
-                result = future.result()
+        for name, step in group.items():
+            run = name if source in NIGHT_GROUPS else f"{name}-{source}"
+            if step.skipped_for is not None:
+                skipped.append(run)
+            elif step.state is not None and step.state.is_completed():
+                result = step.future.result()
                 entry[name] = (
                     result.model_dump(mode="json") if hasattr(result, "model_dump") else result
                 )
-            elif state.name != "NotReady":  # a step whose upstream failed says nothing new
-                run = (
-                    name
-                    if source
-                    in ("models", "market", "feedback-models", "recommendations", "report")
-                    else f"{name}-{source}"
-                )
-                failures.append(f"{run}: {state.message or state.name}")
+            else:
+                failures.append(f"{run}: {why_failed(step.state)}")
         summary[source] = entry
     if failures:
         message = "steps failed:\n" + "\n".join(f"  - {f}" for f in failures)
-        raise NightlyFailed(message, [f.split(":", 1)[0] for f in failures])
+        if skipped:
+            message += f"\nnot run because of them: {', '.join(skipped)}"
+        raise NightlyFailed(message, [f.split(":", 1)[0] for f in failures], skipped)
     return summary

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 STATE_DIR = "_state"
 
 
+def log_dir(data_root: Path) -> Path:
+    """Where a command's own logs go: the temporary Prefect API's, unexpected errors' tracebacks."""
+    return Path(data_root).absolute() / STATE_DIR / "logs"
+
+
 def prepare_prefect(data_root: Path) -> None:
     """Point Prefect at a home under the data root (unless set); turn off what needs a network."""
     state = Path(data_root).absolute() / STATE_DIR
@@ -29,8 +34,9 @@ def prepare_prefect(data_root: Path) -> None:
         "DO_NOT_TRACK": "1",
     }
     if not os.environ.get("PREFECT_API_URL"):
-        # No server named: Prefect starts a temporary one for this command, whose shutdown can
-        # log errors about events it no longer needs to flush. Only its own log is quietened.
+        # No server named: the command starts a temporary one (flows/local_api.py), whose
+        # shutdown can log errors about events it no longer needs to flush. Only its own log
+        # (<data root>/_state/logs/prefect-api.log) is quietened.
         defaults["PREFECT_SERVER_LOGGING_LEVEL"] = "CRITICAL"
     for key, value in defaults.items():
         os.environ.setdefault(key, value)

@@ -58,12 +58,14 @@ CONFIG_NAME = "nightowl.toml"
 ENV_PREFIX = "NIGHTOWL_"
 ENV_NESTED = "__"
 #: NIGHTOWL_* variables that are not settings, read elsewhere: the crash-point test hook
-#: (warehouse/crash.py), CI's flags that turn a skipped test into a failure (tests/browser.py,
-#: tests/flows/test_crash.py) and a test's example count (tests/tasks/test_deliveries.py). Any
-#: other NIGHTOWL_* variable that names no setting is warned about at load.
+#: (warehouse/crash.py), the command's --debug (flows/cli.py), CI's flags that turn a skipped
+#: test into a failure (tests/browser.py, tests/flows/test_crash.py) and a test's example count
+#: (tests/tasks/test_deliveries.py). Any other NIGHTOWL_* variable that names no setting is
+#: warned about at load.
 NOT_SETTINGS = frozenset(
     {
         "NIGHTOWL_CRASH_AT",
+        "NIGHTOWL_DEBUG",
         "NIGHTOWL_REQUIRE_BROWSER",
         "NIGHTOWL_REQUIRE_MOUNT",
     }

@@ -45,10 +45,77 @@ def _money(value: float | None) -> str:
 
 
 class Finding(NamedTuple):
-    """One line of "what changed", and the query that gives its numbers."""
+    """One line of "what changed", the query that gives its numbers, and the tables (clean or
+    prediction) its numbers rest on."""
 
     text: str
     query: str
+    rests_on: tuple[str, ...] = ()
+
+
+class Banner(NamedTuple):
+    """What the top of the page says went wrong tonight, before any number is read."""
+
+    #: Step run → "failed: <why>" or "skipped: <step> failed".
+    problems: dict[str, str]
+    #: Table → the night (prediction tables) or newest day (clean tables) it is from.
+    not_tonight: dict[str, str]
+    #: Prediction table → the step run that refreshes it.
+    written_by: dict[str, str]
+
+    def failed(self) -> dict[str, str]:
+        """The steps that failed, and why."""
+        return {
+            step: why.removeprefix("failed: ")
+            for step, why in self.problems.items()
+            if why.startswith("failed: ")
+        }
+
+    def skipped(self) -> dict[str, list[str]]:
+        """Per failed step, the steps that did not run because of it."""
+        found: dict[str, list[str]] = {}
+        for step, why in self.problems.items():
+            if why.startswith("skipped: "):
+                failed = why.removeprefix("skipped: ").removesuffix(" failed")
+                found.setdefault(failed, []).append(step)
+        return found
+
+    def stale(self) -> list[str]:
+        """One line per table not refreshed tonight, with the night it is from and why."""
+        lines = []
+        for table, night in self.not_tonight.items():
+            step = self.written_by.get(table)
+            if step is None:  # a clean table: its source's files of tonight are not in it
+                lines.append(f"{table}: newest data from {night}; tonight's files are not in it")
+                continue
+            why = self.problems.get(step)
+            because = f" ({step} {why.split(':', 1)[0]})" if why else ""
+            since = f"from the night of {night}, not tonight's" if night else "none"
+            lines.append(f"{table}: {since}{because}")
+        return lines
+
+
+def _night(night: str) -> str:
+    return f"from {night}" if night else "none"
+
+
+def with_caveats(story: list[Finding], not_tonight: dict[str, str]) -> list[Finding]:
+    """``story`` with each line that rests on a table tonight did not refresh saying so."""
+    caveated = []
+    for finding in story:
+        stale = [t for t in finding.rests_on if t in not_tonight]
+        if stale:
+            names = ", ".join(f"{t} ({_night(not_tonight[t])})" for t in stale)
+            finding = finding._replace(text=f"{finding.text} Not tonight's data: {names}.")
+        caveated.append(finding)
+    return caveated
+
+
+#: What product health's flags are computed from: sales, forecast, prices, feedback.
+HEALTH_RESTS_ON = (
+    "events", "demand_forecast", "price_position", "market_prices", "feedback_scores",
+    "product_sentiment",
+)  # fmt: skip
 
 
 def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[Finding]:
@@ -65,6 +132,7 @@ def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[
             f"{_change(last['revenue_wow'])} on the same day last week.",
             f"select day, revenue, revenue_dod, revenue_wow from kpi_daily_history where {at} "
             "order by day desc limit 8",
+            ("events",),
         ))  # fmt: skip
         conversion = (
             f"{last['conversion']:.1%} of {last['active_users']:,} active users bought"
@@ -77,6 +145,7 @@ def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[
             f"({_change(last['conversion_wow'], relative=False)} week over week).",
             "select orders, buyers, new_buyers, active_users, conversion, conversion_wow "
             f"from kpi_daily_history where {at} order by day desc limit 1",
+            ("events",),
         ))  # fmt: skip
         if kpi.height >= 14:
             week, before = kpi.tail(7), kpi.slice(kpi.height - 14, 7)
@@ -92,6 +161,7 @@ def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[
                 "last_7_days, sum(revenue), sum(orders), sum(active_users), sum(returns) from "
                 f"kpi_daily_history where {at} and day > (select max(day) - 14 from "
                 f"kpi_daily_history where {at}) group by 1",
+                ("events",),
             ))  # fmt: skip
         if last["negative_feedback_share"] is not None and last["feedback"]:
             lines.append(Finding(
@@ -100,6 +170,7 @@ def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[
                 "on the same day last week).",
                 "select feedback, negative_feedback_share, negative_feedback_share_wow from "
                 f"kpi_daily_history where {at} order by day desc limit 1",
+                ("feedback", "feedback_scores"),
             ))  # fmt: skip
     risk = frames.get("at_risk_customers")
     scores = inputs.predictions.get("user_scores")
@@ -130,7 +201,7 @@ def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[
                 ", user_id, segment, risk_tier, value from at_risk_customers_history "
                 f"where {at} and rank = 1"
             )
-        lines.append(Finding(sentence + ".", query))
+        lines.append(Finding(sentence + ".", query, ("user_scores",)))
     health = frames.get("product_health")
     if health is not None and health.height:
         act = health.filter(pl.col("health") == "act")
@@ -153,7 +224,7 @@ def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[
                 ", title, flags, gap_pct, forecast_change, negative_share, feedback from "
                 f"{table} and health = 'act' order by {window} desc, item_id limit 1"
             )
-        lines.append(Finding(sentence + ".", query))
+        lines.append(Finding(sentence + ".", query, HEALTH_RESTS_ON))
         if health["forecast_units"].is_not_null().any():
             ahead, sold = health["forecast_units"].sum(), health["units_7d"].sum()
             lines.append(Finding(
@@ -161,6 +232,7 @@ def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[
                 f"units, against {sold:,.0f} sold in the last 7.",
                 "select sum(forecast_units), sum(units_7d) from product_health_history "
                 f"where {at}",
+                ("demand_forecast", "events"),
             ))  # fmt: skip
     sentiment = category_sentiment(inputs.predictions.get("product_sentiment"))
     if sentiment is not None and sentiment.height:
@@ -172,6 +244,7 @@ def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[
             "select category, sum(feedback), sum(feedback * negative_share) / sum(feedback) "
             f"from product_sentiment_history where {at} and level = 'category' group by 1 "
             "order by 3 desc",
+            ("product_sentiment",),
         ))  # fmt: skip
     return lines
 
@@ -454,8 +527,9 @@ def render(
     missing: list[str],
     run_date: date,
     timezone: str,
+    banner: Banner | None = None,
 ) -> str:
-    """The whole report page as one HTML string."""
+    """The whole report page as one HTML string, headed by ``banner`` when tonight went wrong."""
     import jinja2
 
     source = resources.files("tasks").joinpath("report.html.j2").read_text()
@@ -544,6 +618,7 @@ def render(
         charts=dict.fromkeys(CHARTS) | charts(frames, inputs),
         tables=tables,
         missing=missing,
+        banner=banner or Banner({}, {}, {}),
         models={
             t: frame["model_version"].first()
             for t, frame in inputs.predictions.items()

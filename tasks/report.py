@@ -19,6 +19,7 @@ import polars as pl
 from pydantic import BaseModel, Field
 
 from schemas.config import ReportSettings
+from schemas.landing import SOURCES
 from tasks import briefs, kpis, page
 from tasks.propensity import catalogue_before, clean_before
 from tasks.train import NotEnoughHistory
@@ -43,6 +44,10 @@ class ReportReport(BaseModel):
     tables: dict[str, dict[str, Any]] = Field(default_factory=dict)
     page: str = ""
     missing: list[str] = Field(default_factory=list)
+    #: What went wrong tonight before the report: step run → "failed: …" / "skipped: … failed".
+    problems: dict[str, str] = Field(default_factory=dict)
+    #: Tables the report would read that tonight did not refresh: table → the night they are from.
+    not_tonight: dict[str, str] = Field(default_factory=dict)
     summary: list[str] = Field(default_factory=list)
     seconds: float = 0.0
 
@@ -162,14 +167,59 @@ def report_frames(
     return frames, missing
 
 
-def build_report(wh: Warehouse, run_date: date, cfg: ReportSettings, timezone: str) -> ReportReport:
-    """Write the report tables as of the day after ``run_date`` and publish its page."""
+#: The step whose run refreshes each prediction table the report reads.
+WRITTEN_BY = {
+    "user_scores": "score-users", "recommendations": "recommend",
+    "feedback_scores": "feedback-scores", "product_sentiment": "product-sentiment",
+    "demand_forecast": "forecast", "category_forecast": "forecast",
+    "price_position": "price-position",
+}  # fmt: skip
+
+
+def not_refreshed(wh: Warehouse, run_date: date, problems: dict[str, str]) -> dict[str, str]:
+    """Each table the report reads that tonight did not refresh, with the night its newest
+    partition is from ("" if none): prediction tables without tonight's as_of that an earlier
+    night wrote or whose step went wrong tonight, and the clean tables of sources whose ingest
+    or clean did not complete."""
+    as_of = run_date + timedelta(days=1)
+    stale: dict[str, str] = {}
+    for table in READS:
+        if _partition(wh, table, as_of) is not None:
+            continue
+        earlier = [m.partition["as_of"] for m in wh.manifests("predictions", table)]
+        earlier = [d for d in earlier if d < as_of.isoformat()]
+        if earlier:  # as of the morning after a night: the night itself is the day before
+            stale[table] = (date.fromisoformat(max(earlier)) - timedelta(days=1)).isoformat()
+        elif WRITTEN_BY[table] in problems:
+            stale[table] = ""  # never written: tonight would have been its first night
+    for source in SOURCES:
+        if not {f"ingest-{source}", f"clean-{source}"} & problems.keys():
+            continue
+        days = [m.partition["dt"] for m in wh.manifests("clean", source)]
+        days = [d for d in days if d <= run_date.isoformat()]
+        if days:
+            stale[source] = max(days)
+    return stale
+
+
+def build_report(
+    wh: Warehouse,
+    run_date: date,
+    cfg: ReportSettings,
+    timezone: str,
+    problems: dict[str, str] | None = None,
+) -> ReportReport:
+    """Write the report tables as of the day after ``run_date`` and publish its page, headed by
+    what went wrong tonight (``problems``: step run → what) and the tables it left stale."""
     started = time.perf_counter()
     as_of = run_date + timedelta(days=1)
     inputs = report_inputs(wh, as_of)
     writer = briefs.brief_writer(cfg.brief_writer)
     frames, missing = report_frames(inputs, cfg, timezone, writer)
-    report = ReportReport(run_date=run_date.isoformat(), as_of=as_of.isoformat(), missing=missing)
+    report = ReportReport(
+        run_date=run_date.isoformat(), as_of=as_of.isoformat(), missing=missing,
+        problems=problems or {}, not_tonight=not_refreshed(wh, run_date, problems or {}),
+    )  # fmt: skip
     for table in TABLES:
         partition = {"as_of": as_of.isoformat()}
         if table not in frames:
@@ -180,8 +230,9 @@ def build_report(wh: Warehouse, run_date: date, cfg: ReportSettings, timezone: s
             stats={"writer": writer.name} if table == "campaign_briefs" else None,
         )  # fmt: skip
         report.tables[table] = {"rows": manifest.rows, "content_hash": manifest.content_hash}
-    story = page.what_changed(frames, inputs)
-    html = page.render(frames, inputs, story, missing, run_date, timezone)
+    story = page.with_caveats(page.what_changed(frames, inputs), report.not_tonight)
+    banner = page.Banner(report.problems, report.not_tonight, WRITTEN_BY)
+    html = page.render(frames, inputs, story, missing, run_date, timezone, banner)
     files = {"index.html": html.encode()}
     files |= {f"{t}.csv": page.csv_bytes(f) for t, f in frames.items()}
     report.page = str(wh.publish_page(run_date.isoformat(), files) / "index.html")

@@ -9,6 +9,7 @@ the step recomputes instead of returning a manifest that points at nothing.
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import uuid
 from collections.abc import Callable
@@ -47,7 +48,7 @@ from warehouse.landing import landing_files
 from warehouse.ledger import Ledger
 from warehouse.manifest import combined_hash
 from warehouse.registry import Registry
-from warehouse.store import Warehouse
+from warehouse.store import Warehouse, page_url_path
 
 log = logging.getLogger("nightowl")
 
@@ -233,8 +234,9 @@ def check_step(
     """
     results = units.check_source(ctx.warehouse(), source, run_date, ingested, ctx.checks)
     rows = [r.as_row() for r in results]
-    create_table_artifact(
-        rows, key=f"checks-{source.replace('_', '-')}", description=f"{source} on {run_date}"
+    key = f"checks-{source.replace('_', '-')}"
+    _only_newest_artifact(
+        key, create_table_artifact(rows, key=key, description=f"{source} on {run_date}")
     )
     for result in results:
         if result.status == "warn":
@@ -251,12 +253,14 @@ def record_run_step(
 ) -> None:
     """Mark the run date complete (what `nightowl backfill` skips) and publish its summary.
 
-    The table artifact's key stays the same every night, so the UI shows its history.
+    The table artifact's key stays the same every night, so the UI shows its history; a Retry
+    replaces the attempt before's (one per key and flow run).
     """
     wh = ctx.warehouse()
     rows = summary_rows(summary)
-    create_table_artifact(rows, key="nightly-steps", description=f"steps of {run_date}")
-    create_markdown_artifact(
+    steps = create_table_artifact(rows, key="nightly-steps", description=f"steps of {run_date}")
+    _only_newest_artifact("nightly-steps", steps)
+    told = create_markdown_artifact(
         summary_markdown(
             run_date.isoformat(),
             rows,
@@ -268,6 +272,7 @@ def record_run_step(
         key="nightly-summary",
         description=f"nightly run for {run_date}",
     )
+    _only_newest_artifact("nightly-summary", told)
     wh.record_run(run_date.isoformat(), summary)
 
 
@@ -750,7 +755,8 @@ def report_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     key = combined_hash(
         ["report", ctx.data_root, run_date.isoformat(), ctx.code_version,
          ctx.report.model_dump_json(), writer, ctx.timezone,
-         _report.report_fingerprint(wh, run_date + timedelta(days=1))]
+         _report.report_fingerprint(wh, run_date + timedelta(days=1)),
+         json.dumps(params.get("problems") or {}, sort_keys=True)]
     )  # fmt: skip
     return _valid_key(context, key, wh)
 
@@ -762,12 +768,17 @@ def report_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     persist_result=True,
     retry_condition_fn=retry_on_io_error,
 )
-def report_step(ctx: ModelContext, run_date: date) -> _report.ReportReport | None:
+def report_step(
+    ctx: ModelContext, run_date: date, problems: dict[str, str] | None = None
+) -> _report.ReportReport | None:
     """The report tables as of the day after ``run_date``, and the page people read, linked
-    from the run in the UI. Runs after every other step, with what they produced."""
+    from the run in the UI. Runs after every other step, with what they produced; ``problems``
+    (step run → what went wrong) heads the page."""
     with time_limit(ctx.timeout_seconds, "report"):
         try:
-            built = _report.build_report(ctx.warehouse(), run_date, ctx.report, ctx.timezone)
+            built = _report.build_report(
+                ctx.warehouse(), run_date, ctx.report, ctx.timezone, problems or {}
+            )
         except NotEnoughHistory as exc:
             log.warning("no report yet: %s", exc)
             return None
@@ -780,27 +791,108 @@ def report_step(ctx: ModelContext, run_date: date) -> _report.ReportReport | Non
 @task(name="report-artifacts", task_run_name="report-artifacts", cache_policy=NO_CACHE)
 def report_artifacts_step(built: _report.ReportReport | None) -> None:
     """Link tonight's report page from the run in the UI, with what changed. Not cached, so a
-    run whose report came from the cache links it too."""
+    run whose report came from the cache links it too; run again in the same flow run (a Retry),
+    it replaces the artifacts of the attempt before instead of adding a second of each."""
     if built is None:
         return
-    create_link_artifact(
-        Path(built.page).as_uri(), link_text=f"nightowl report {built.run_date}",
-        key="nightly-report",
-        description=f"the morning report for {built.run_date}: {built.page} (a file on the "
-        "machine that ran the flow)",
+    link = report_link(built.page)
+    where = "served by the run's nightowl server" if link.startswith("http") else (
+        "a file on the machine that ran the flow"
     )  # fmt: skip
-    create_markdown_artifact(
-        report_markdown(built), key="report-summary",
+    log.info("report page for %s: %s", built.run_date, link)
+    newest = create_link_artifact(
+        link, link_text=f"nightowl report {built.run_date}", key="nightly-report",
+        description=f"the morning report for {built.run_date}: {built.page} ({where})",
+    )  # fmt: skip
+    _only_newest_artifact("nightly-report", newest)
+    newest = create_markdown_artifact(
+        report_markdown(built, link), key="report-summary",
         description=f"what changed on {built.run_date}",
     )  # fmt: skip
+    _only_newest_artifact("report-summary", newest)
 
 
-def report_markdown(built: _report.ReportReport) -> str:
-    """What changed, in the words of the report page, with the tables it wrote."""
+def report_link(page: str) -> str:
+    """Where a browser opens the report ``page``: its address on the nightowl server this run
+    reports to (``<PREFECT_UI_URL>/reports/<date>/index.html``; PREFECT_UI_URL is PREFECT_API_URL
+    without ``/api`` unless set) when that server serves this very file; else ``file://…`` (no
+    server named, a plain Prefect server, or one on another machine or data root)."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+    ui = PREFECT_UI_URL.value()
+    if not PREFECT_API_URL.value() or not ui:  # a temporary server for this run serves no pages
+        return Path(page).as_uri()
+    url = ui.rstrip("/") + page_url_path(page)
+    problem = _not_served(url, Path(page))
+    if problem:
+        log.info("report page linked as a file: %s does not serve it (%s)", url, problem)
+        return Path(page).as_uri()
+    return url
+
+
+def _not_served(url: str, page: Path) -> str | None:
+    """Why ``url`` is not ``page`` (None: it is), asked with one HEAD: a nightowl server answers
+    with the file's size and modification time; any other page (a plain Prefect server's UI, the
+    same date in another data root) differs in them."""
+    from email.utils import formatdate
+
+    import httpx
+    from prefect.settings import PREFECT_API_AUTH_STRING
+
+    auth = PREFECT_API_AUTH_STRING.value()  # the server's user:password, if it asks for one
+    try:
+        size, modified = page.stat().st_size, formatdate(page.stat().st_mtime, usegmt=True)
+        answer = httpx.head(
+            url, timeout=5, headers={"accept-encoding": "identity"},  # the size as on disk
+            auth=tuple(auth.split(":", 1)) if auth else None,
+        )  # fmt: skip
+    except (OSError, httpx.HTTPError) as exc:
+        return str(exc) or type(exc).__name__
+    served = (answer.headers.get("content-length"), answer.headers.get("last-modified"))
+    if answer.status_code != 200:
+        return f"HTTP {answer.status_code}"
+    if served != (str(size), modified):
+        return f"another file: {served[0]} bytes of {served[1]}, not {size} of {modified}"
+    return None
+
+
+def _only_newest_artifact(key: str, newest: uuid.UUID) -> None:
+    """Delete this flow run's other artifacts under ``key``, so that a step run again in the
+    same flow run (a Retry) leaves one per key, the current one, first to open in the UI."""
+    import contextlib
+
+    import httpx
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+    from prefect.exceptions import ObjectNotFound
+    from prefect.runtime import flow_run
+
+    if not flow_run.id:  # called outside a flow run: nothing of an earlier attempt to replace
+        return
+    only = ArtifactFilter(
+        key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run.id])
+    )
+    try:
+        with get_client(sync_client=True) as client:
+            for artifact in client.read_artifacts(artifact_filter=only):
+                if artifact.id != newest:
+                    with contextlib.suppress(ObjectNotFound):  # deleted meanwhile: as good
+                        client.delete_artifact(artifact.id)
+    except httpx.HTTPError as exc:  # the new artifact is there: an old one left is untidy only
+        log.warning("could not delete the earlier %s artifacts of this run: %s", key, exc)
+
+
+def report_markdown(built: _report.ReportReport, link: str | None = None) -> str:
+    """What changed, in the words of the report page, with the tables it wrote and a link to the
+    page (``link``; default: the file)."""
     lines = [f"# What changed on {built.run_date}", "", *(f"- {s}" for s in built.summary)]
     lines += ["", "| table | rows |", "|---|---:|"]
     lines += [f"| `{t}` | {b['rows']:,} |" for t, b in built.tables.items()]
-    lines += ["", f"The page: [{built.page}]({Path(built.page).as_uri()})"]
+    lines += ["", f"The page: [{built.page}]({link or Path(built.page).as_uri()})"]
     if built.missing:
         lines += ["", "Not in this report:", *(f"- {m}" for m in built.missing)]
     return "\n".join(lines)

@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import quote
 
 import polars as pl
 
@@ -41,6 +42,8 @@ from warehouse.manifest import MANIFEST, FileEntry, InputRef, Manifest, combined
 
 LAYERS = ("raw", "quarantine", "held", "clean", "features", "predictions", "reports")
 TMP_PREFIX = ".tmp-"
+#: Where `nightowl server` serves the pages root, read-only: ``/reports/<run date>/index.html``.
+PAGES_URL_PATH = "/reports/"
 PARQUET_OPTIONS = {"compression": "snappy", "statistics": True}
 #: A Parquet write that fails with less than this left free beside it failed for a full disk.
 FULL_DISK_BYTES = 1 << 20
@@ -61,6 +64,13 @@ def _plain_name(name: str, what: str, forbidden: str = "/") -> None:
     one of ``forbidden``."""
     if not name or name.startswith(".") or any(c in name for c in forbidden):
         raise ValueError(f"not {what}: {name!r}")
+
+
+def page_url_path(page: str | Path) -> str:
+    """The URL path `nightowl server` serves a published report file at (a page is
+    ``<pages root>/<name>/<file>``): ``/reports/2026-11-20/index.html``."""
+    path = Path(page)
+    return f"{PAGES_URL_PATH}{quote(path.parent.name)}/{quote(path.name)}"
 
 
 def write_parquet(frame: pl.DataFrame, path: Path, compression: str | None = None) -> None:

@@ -495,3 +495,58 @@ def _assert_the_report(wh: Warehouse, runner: CliRunner, dr: list[str], tmp_path
     out = tmp_path / "briefs.csv"
     result = runner.invoke(app, ["query", "select * from campaign_briefs", "-o", str(out), *dr])
     assert result.exit_code == 0 and "; " in out.read_text()  # lists joined for spreadsheets
+
+
+def test_a_failed_market_ingest_skips_by_name_and_the_morning_page_says_so(
+    prefect_api, tmp_path, monkeypatch
+):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    root = tmp_path / "data"
+    generate_landing(root / "landing", users=200, items=30, days=12, seed=9, end_date=END)
+    tonight = root / "landing/market_prices/2026-11-20.parquet"
+    aside = tonight.read_bytes()
+    tonight.write_bytes(b"not parquet")
+    night_before = ["run", "--date", "2026-11-19", "--data-root", str(root)]
+    tonight.unlink()  # the night before ran before tonight's file landed
+    assert CliRunner().invoke(app, night_before).exit_code == 0
+    tonight.write_bytes(aside[:40])  # tonight's export was cut short
+    monkeypatch.setenv("NIGHTOWL_RUN__IO_RETRIES", "0")  # Prefect logs a traceback then
+    result = CliRunner().invoke(app, ["run", "--date", "2026-11-20", "--data-root", str(root)])
+    assert result.exit_code == 1
+    out = result.output
+    assert "Traceback" not in out
+    # One ERROR, the real failure; each step that could not run says so once, by its own name.
+    errors = [line for line in out.splitlines() if "| ERROR" in line]
+    assert len(errors) == 1 and "ingest-market_prices" in errors[0], errors
+    skipped = {"clean-market_prices", "check-market_prices", "features-user", "score-users",
+               "train-propensity", "price-position", "train-demand", "forecast",
+               "train-recommender", "recommend"}  # fmt: skip
+    warned = re.findall(r"\| WARNING \| Task run '([^']+)' - \1 skipped: (\S+) failed", out)
+    assert sorted(warned) == sorted((s, "ingest-market_prices") for s in skipped)
+    # The last line says which step failed, how many did not run, and where to look.
+    assert out.count("IngestFailed") == 1, out
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("nightly run for 2026-11-20 failed: ingest-market_prices (10 steps")
+    assert str(root / "reports/2026-11-20/index.html") in last
+    with get_client(sync_client=True) as client:
+        [run] = client.read_flow_runs(limit=1, sort="START_TIME_DESC")
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+        )
+    states = {r.name: r.state.name for r in runs if r.state is not None}
+    assert {n for n, s in states.items() if s == "Skipped"} == skipped
+    assert not [n for n in states if re.search(r"-[0-9a-f]{3}$", n)]  # no generated names
+
+    # The morning page leads with what went wrong and what it shows from an earlier night.
+    html = (root / "reports/2026-11-20/index.html").read_text()
+    banner = html[html.index('id="banner"') : html.index('id="what-changed"')]
+    assert "<code>ingest-market_prices</code> failed" in banner and "2026-11-20.parquet" in banner
+    assert "<code>price-position</code>" in banner
+    assert "price_position: from the night of 2026-11-19, not tonight&#39;s" in banner
+    story = html[
+        html.index('id="what-changed"') : html.index("</section>", html.index('id="what-changed"'))
+    ]
+    [health] = [line for line in story.split("<li>") if "products need action" in line]
+    assert "Not tonight&#39;s data:" in health and "price_position (from 2026-11-19)" in health

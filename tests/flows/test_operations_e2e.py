@@ -137,8 +137,7 @@ def _final_run(url: str, run_id):
     return _wait(final, "the flow run to finish", timeout=180)
 
 
-#: The task runs that do work (checks and the run record run every time, by design). A step
-#: whose upstream failed is left NotReady under a generated name (``score-224``): not in here.
+#: The task runs that do work (checks and the run record run every time, by design).
 STEPS = {f"{step}-{source}" for step in ("ingest", "clean") for source in SOURCES} | {
     "features-user",
     "train-propensity",
@@ -234,6 +233,28 @@ def test_retry_after_a_fix_reruns_only_the_failed_task_and_its_downstream(server
         downstream = {"clean-events", "features-user", "train-propensity", "score-users"}
         assert ran == {"ingest-events"} | downstream, states
         assert {states[n] for n in states if n not in ran} == {"Cached"}, states
+        # What the first attempt could not run is Skipped under its own name, not left Pending
+        # ("NotReady") under a generated one: the run's page counts no Pending task after all.
+        from prefect.client.schemas.filters import (
+            ArtifactFilter,
+            ArtifactFilterFlowRunId,
+            FlowRunFilter,
+            FlowRunFilterId,
+        )
+
+        with _client(url) as client:
+            every = client.read_task_runs(
+                flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
+            )
+            shown = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id]))
+            )
+        assert all(r.state is not None and r.state.is_final() for r in every)
+        assert "Skipped" in {r.state.name for r in every if r.name == "clean-events"}
+        # One artifact per key, the retry's: the first card the UI opens is the current one.
+        keys = sorted(a.key for a in shown if a.key)
+        assert len(keys) == len(set(keys)) and {"checks-events", "nightly-summary"} <= set(keys)
+        assert all(a.created >= since for a in shown if a.key), keys
     finally:
         serve.send_signal(signal.SIGINT)
         serve.wait(timeout=60)
