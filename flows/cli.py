@@ -449,18 +449,18 @@ def _run_nightly(
 
 
 def _failed_line(settings: Settings, run_date: date, exc: Exception) -> str:
-    """The last line of a failed run: which steps failed (their ERROR lines above say why) and
-    where to look next."""
+    """The last lines of a failed run: which steps failed and why, what did not run because of
+    them, and where to look next."""
     from warehouse.store import Warehouse
 
-    if not getattr(exc, "failed_steps", None):  # it failed before any step: the reason is here
-        return f"[red]nightly run for {run_date} failed[/]: {escape(str(exc))}"
+    line = f"[red]nightly run for {run_date} failed[/]: {escape(str(exc))}"
+    if not getattr(exc, "failed_steps", None):  # it failed before any step
+        return line
     page = Warehouse(settings.data_root).pages_root / run_date.isoformat() / "index.html"
-    seen = f"; the morning page says what is stale: {page}" if page.exists() else ""
+    seen = f"The morning page says what is stale: {page}. " if page.exists() else ""
     return (
-        f"[red]nightly run for {run_date} failed[/]: {escape(exc.headline())} — its ERROR line "
-        f"above says why{escape(seen)}. Fix the cause, then run the date again (or Retry in the "
-        "UI): only the failed steps and what they feed run."
+        f"{line}\n{escape(seen)}Fix the cause, then run the date again (or Retry in the UI): "
+        "only the failed steps and what they feed run."
     )
 
 

@@ -112,9 +112,11 @@ class Night:
                 continue  # a skipped step may have settled others: look again before waiting
             if not running:  # a cycle: not possible for steps declared after their inputs
                 raise RuntimeError(f"steps wait on each other: {[s.name for s in waiting]}")
-            finished = next(as_completed(list(running)))
-            finished.wait()  # keeps the final state on the future: no second look at the API
-            running.pop(finished).done = True
+            first = next(as_completed(list(running)))
+            for future in list(running):  # all that finished meanwhile, in declaration order
+                future.wait(None if future is first else 0)  # keeps the final state on it
+                if future is first or future.state.is_final():
+                    running.pop(future).done = True
 
     def _start(self, step: Step) -> None:
         blocked = next((u for u in step.needs if u.failed or u.skipped_for), None)

@@ -60,13 +60,6 @@ class NightlyFailed(Exception):
         #: The steps that did not run because a step they read failed.
         self.skipped_steps = skipped_steps or []
 
-    def headline(self) -> str:
-        """Which steps failed and how many did not run because of them, in one line."""
-        line = ", ".join(self.failed_steps) or "the run"
-        if self.skipped_steps:
-            line += f" ({len(self.skipped_steps)} steps not run because of it)"
-        return line
-
 
 def step_options(settings: Settings) -> dict:
     """Retries every step gets (on I/O errors only), each delay three times the last."""

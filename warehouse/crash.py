@@ -2,9 +2,11 @@
 
 ``NIGHTOWL_CRASH_AT=<point>[:<where>][@<n>]`` sends this process SIGKILL the ``n``-th time (default:
 the first) it passes ``<point>`` at a place whose description contains ``<where>``, e.g.
-``publish-staged:clean/events@2`` or ``json-half:_manifest.json``. SIGKILL cannot be caught, so
-nothing gets a chance to tidy up: what is on disk then is what a power cut or the OOM killer would
-leave, short of unflushed pages. Unset, a crash point costs one environment lookup.
+``publish-staged:clean/events@2`` or ``json-half:_manifest.json``; several specs joined by ``|``
+kill at whichever comes first, and the one that did is written to stderr first
+(``crash point <spec>``). SIGKILL cannot be caught, so nothing gets a chance to tidy up: what is
+on disk then is what a power cut or the OOM killer would leave, short of unflushed pages. Unset, a
+crash point costs one environment lookup.
 
 The points, in the order a write passes them:
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections import Counter
 
 ENV = "NIGHTOWL_CRASH_AT"
 POINTS = (
@@ -35,7 +38,7 @@ POINTS = (
 )
 
 _lock = threading.Lock()
-_passed = 0
+_passed: Counter[str] = Counter()
 
 
 def crash_point(point: str, where: str = "") -> None:
@@ -43,12 +46,13 @@ def crash_point(point: str, where: str = "") -> None:
     spec = os.environ.get(ENV)
     if not spec:
         return
-    wanted, _, nth = spec.partition("@")
-    name, _, place = wanted.partition(":")
-    if name != point or place not in where:
-        return
-    global _passed
-    with _lock:  # steps run in threads: count each passage once
-        _passed += 1
-        if _passed == int(nth or 1):
-            os.kill(os.getpid(), signal.SIGKILL)
+    for wanted in spec.split("|"):
+        target, _, nth = wanted.partition("@")
+        name, _, place = target.partition(":")
+        if name != point or place not in where:
+            continue
+        with _lock:  # steps run in threads: count each passage once
+            _passed[wanted] += 1
+            if _passed[wanted] == int(nth or 1):
+                os.write(2, f"crash point {wanted}\n".encode())
+                os.kill(os.getpid(), signal.SIGKILL)

@@ -14,6 +14,7 @@ import json
 import multiprocessing
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -51,31 +52,30 @@ snapshot_step_days = 2
 min_data_in_leaf = 5
 """
 
-# Named kills, in the order tonight's run reaches them, so each rerun gets further than the last.
+# Named kills: each run is killed at the first of them it passes that no earlier run was killed
+# at, whatever order the threads take them in, so each rerun gets further than the last.
 NAMED = [
     "ingest-part:events/",  # a landing file half ingested
     "file-added:raw/events",  # its raw part in place, the ledger entry not yet
     "json-half:_ledger/events",  # mid-write of a ledger entry
     "json-half:warehouse/raw/events",  # mid-manifest of the raw partition
+    "json-staged:_ledger/items",  # a whole ledger entry beside its final name
+    "file-added:raw/feedback",
     "partition-staged:clean/events",  # mid-write of a clean partition: data, no manifest yet
     "json-half:warehouse/clean/events",  # mid-manifest of a clean partition
-    "json-staged:_ledger/items",  # a whole ledger entry beside its final name
     "publish-swapped:clean/items",  # swapped in, the old one not yet deleted
-    "file-added:raw/feedback",
     "publish-staged:clean/feedback",  # whole, not yet swapped in
     "publish-swapped:clean/market_prices",
     "partition-staged:features/user",
     "json-half:features/user",
-    "publish-staged:predictions/user_scores",
     "json-half:predictions/feedback_scores",
     "partition-staged:predictions/recommendations",
+    "publish-staged:predictions/user_scores",
     "partition-staged:reports/kpi_daily",
     "json-half:warehouse/reports/",
     "publish-staged:reports/20",  # the report page, whole, not yet swapped in
     "json-half:_state/runs",  # mid-write of the run record, everything else done
 ]
-# One step at a time, so tonight's writes come in the order above whatever the threads do.
-ONE_STEP_AT_A_TIME = {"NIGHTOWL_RUNNER__THREADS": "1"}
 RANDOM_KILLS = 4
 # Contact details people write into feedback, in the forms the redaction must catch; they land
 # tonight beside the generator's own (it plants few at this size).
@@ -258,9 +258,12 @@ def test_kills_at_every_named_point_leave_a_whole_warehouse_and_reruns_converge(
     reader = Reader(wh)
     reader.start()
     try:
-        for spec in NAMED:
-            night = Night(forks, root, **ONE_STEP_AT_A_TIME, **{ENV: spec})
-            assert night.wait() == -signal.SIGKILL, f"not killed at {spec}:\n{night.out[-3000:]}"
+        left = list(NAMED)
+        while left:  # each run is killed at the first point it passes that no run was killed at
+            night = Night(forks, root, **{ENV: "|".join(left)})
+            assert night.wait() == -signal.SIGKILL, f"not killed at any of {left}:\n{night.out}"
+            [spec] = re.findall(r"^crash point (.+)$", night.out, re.MULTILINE)
+            left.remove(spec)
             assert published_problems(wh) == [], f"after a kill at {spec}"
     finally:
         reader.stop.set()
