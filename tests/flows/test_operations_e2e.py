@@ -14,6 +14,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -45,39 +47,49 @@ def _wait(check, what: str, timeout: float = 120, every: float = 0.5):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@contextmanager
+def running_server(base: Path, data_root: Path, env: dict[str, str]) -> Iterator[str]:
+    """`nightowl server` for ``data_root`` on a free loopback port (its log under ``base``),
+    answering; its address. Stopped on the way out as a service manager stops it: it must exit
+    cleanly and take its server along."""
+    port = _free_port()
+    address = f"http://127.0.0.1:{port}"
+    args = [*NIGHTOWL, "server", "--port", str(port), "--data-root", str(data_root)]
+    with (base / "server.log").open("w") as log:  # not a pipe: nobody would drain it
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{address}/api/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    try:
+        _wait(healthy, "the Prefect server", timeout=180)
+        yield address
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=40) == 0
+        finally:
+            proc.kill()
+        assert not healthy()
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`nightowl server` on a free loopback port, with its own Prefect home, behind Prefect's
     basic auth as the README says to set it up: every client below passes the auth string."""
     base = tmp_path_factory.mktemp("ops")
-    port = _free_port()
     env = os.environ | {
         "PREFECT_HOME": str(base / "prefect-home"),
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",  # schedule runs quickly
         "PREFECT_SERVER_API_AUTH_STRING": AUTH,
     }
     env.pop("PREFECT_LOCAL_STORAGE_PATH", None)
-    args = [*NIGHTOWL, "server", "--port", str(port), "--data-root", str(base / "data")]
-    with (base / "server.log").open("w") as log:  # not a pipe: nobody would drain it
-        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/api"
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{url}/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        _wait(healthy, "the Prefect server", timeout=180)
-        yield {"url": url, "env": env, "base": base, "port": port}
-    finally:
-        proc.send_signal(signal.SIGTERM)  # as a service manager stops it
-        try:
-            assert proc.wait(timeout=40) == 0  # stopped cleanly, and took its server along
-        finally:
-            proc.kill()
-        assert not healthy()
+    with running_server(base, base / "data", env) as address:
+        port = int(address.rsplit(":", 1)[1])
+        yield {"url": f"{address}/api", "env": env, "base": base, "port": port}
 
 
 def _client_env(server: dict) -> dict:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import os
-import signal
 import subprocess
 import time
 from datetime import date
@@ -20,7 +19,7 @@ import httpx
 import pytest
 
 from tasks.generate import generate_landing
-from tests.flows.test_operations_e2e import NIGHTOWL, _free_port, _wait
+from tests.flows.test_operations_e2e import NIGHTOWL, running_server
 from warehouse.manifest import file_sha256
 
 pytestmark = pytest.mark.e2e
@@ -33,22 +32,9 @@ def served(tmp_path_factory):
     base = tmp_path_factory.mktemp("reports")
     root = base / "data"
     generate_landing(root / "landing", users=100, items=20, days=2, seed=9, end_date=END)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     env = os.environ | {"PREFECT_HOME": str(base / "prefect-home")}
     env.pop("PREFECT_LOCAL_STORAGE_PATH", None)
-    args = [*NIGHTOWL, "server", "--port", str(port), "--data-root", str(root)]
-    with (base / "server.log").open("w") as log:  # not a pipe: nobody would drain it
-        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(f"{url}/api/health", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    try:
-        _wait(healthy, "the Prefect server", timeout=180)
+    with running_server(base, root, env) as url:
         run = subprocess.run(
             [*NIGHTOWL, "run", "--date", END.isoformat(), "--data-root", str(root)],
             env=env | {"PREFECT_API_URL": f"{url}/api"}, capture_output=True, text=True,
@@ -56,12 +42,6 @@ def served(tmp_path_factory):
         )  # fmt: skip
         assert run.returncode == 0, run.stdout + run.stderr
         yield {"url": url, "root": root, "page": root / "reports" / END.isoformat() / "index.html"}
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(timeout=40) == 0
-        finally:
-            proc.kill()
 
 
 def _flow_run_id(url: str) -> str:
