@@ -113,7 +113,9 @@ class Night:
             if not running:  # a cycle: not possible for steps declared after their inputs
                 raise RuntimeError(f"steps wait on each other: {[s.name for s in waiting]}")
             first = next(as_completed(list(running)))
-            for future in list(running):  # all that finished meanwhile, in declaration order
+            # Every step finished by now, not only the first to say so: what they unblock is then
+            # submitted in the order the flow declared it.
+            for future in list(running):
                 future.wait(None if future is first else 0)  # keeps the final state on it
                 if future is first or future.state.is_final():
                     running.pop(future).done = True
