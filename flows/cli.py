@@ -456,7 +456,7 @@ def _failed_line(settings: Settings, run_date: date, exc: Exception) -> str:
     line = f"[red]nightly run for {run_date} failed[/]: {escape(str(exc))}"
     if not getattr(exc, "failed_steps", None):  # it failed before any step
         return line
-    page = Warehouse(settings.data_root).pages_root / run_date.isoformat() / "index.html"
+    page = Warehouse(settings.data_root).page_dir(run_date.isoformat()) / "index.html"
     seen = f"The morning page says what is stale: {page}. " if page.exists() else ""
     return (
         f"{line}\n{escape(seen)}Fix the cause, then run the date again (or Retry in the UI): "
