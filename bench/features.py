@@ -258,9 +258,8 @@ def run_nightowl(root: Path) -> tuple[float, Any]:
     import math
 
     import polars as pl
-
-    from schemas.config import ModelSettings
-    from tasks.features import FEEDBACK_FEATURES, bucketed_user_features
+    from nightowl.schemas.config import ModelSettings
+    from nightowl.tasks.behaviour.features import FEEDBACK_FEATURES, bucketed_user_features
 
     events, items, market = nightowl_inputs(root)
     t0 = time.perf_counter()
@@ -273,8 +272,7 @@ def run_nightowl(root: Path) -> tuple[float, Any]:
 def profile_nightowl(root: Path) -> dict[str, float]:
     """Seconds of each feature group alone (each reads its own columns of the input again)."""
     import polars as pl
-
-    from tasks import features as f
+    from nightowl.tasks.behaviour import features as f
 
     events, items, market = nightowl_inputs(root)
     known = events.filter((pl.col("dt") < AS_OF) & pl.col("user_id").is_not_null())
@@ -301,8 +299,8 @@ def _timed(work: Any) -> float:
 
 
 def _feature_constants() -> tuple[tuple, tuple, tuple, tuple, int]:
-    from tasks.features import EVENT_TYPES as KINDS
-    from tasks.features import HALF_LIVES, LONGEST, TRENDED, WINDOWS
+    from nightowl.tasks.behaviour.features import EVENT_TYPES as KINDS
+    from nightowl.tasks.behaviour.features import HALF_LIVES, LONGEST, TRENDED, WINDOWS
 
     return KINDS, WINDOWS, TRENDED, HALF_LIVES, LONGEST
 
@@ -862,7 +860,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = json.loads((root / "input.json").read_text())
     write_results(
         RESULTS, "features", THREADS, as_of=AS_OF.isoformat(),
-        code=code_version("tasks/features.py"), input=meta, targets=TARGETS, results=results,
+        code=code_version("tasks/behaviour/features.py"),
+        input=meta, targets=TARGETS, results=results,
         checks=checks, profiles=profiles,
     )  # fmt: skip
     return 0

@@ -69,8 +69,14 @@ TITLES = {
 #: The labels as ``label_codes`` numbers them.
 LABEL_NAMES = ("negative", "neutral", "positive")
 #: Code whose behaviour the figures describe (its sha256 goes in the results).
-MEASURED = ("tasks/clean.py", "tasks/text.py", "tasks/redact.py", "tasks/sentiment.py",
-            "tasks/feedback.py", "tasks/score.py")  # fmt: skip
+MEASURED = (
+    "tasks/ingest/clean.py",
+    "tasks/feedback/text.py",
+    "tasks/feedback/redact.py",
+    "tasks/feedback/sentiment.py",
+    "tasks/feedback/units.py",
+    "tasks/models/score.py",
+)
 
 
 def reviews(dataset: Path, split: str) -> Any:
@@ -86,8 +92,7 @@ def reviews(dataset: Path, split: str) -> Any:
 def plain(texts: Any) -> Any:
     """``texts`` (a Series) through ``tasks.text.plain_text``, as the clean layer stores them."""
     import polars as pl
-
-    from tasks import text
+    from nightowl.tasks.feedback import text
 
     return pl.select(text.plain_text(pl.lit(texts))).to_series().alias(texts.name)
 
@@ -98,7 +103,7 @@ def plain(texts: Any) -> Any:
 def model_key(dataset: Path) -> str:
     """What the fitted model depends on: the training file and the code that fits it."""
     digest = hashlib.sha256((dataset / "training.parquet").read_bytes())
-    for path in ("tasks/sentiment.py", "tasks/text.py"):
+    for path in ("tasks/feedback/sentiment.py", "tasks/feedback/text.py"):
         digest.update((REPO / path).read_bytes())
     return digest.hexdigest()[:12]
 
@@ -114,8 +119,7 @@ def sentiment_model(dataset: Path) -> tuple[Any, bytes, dict[str, Any]]:
     cross-validation grid) takes about a minute on 2 cores."""
     import numpy as np
     import polars as pl
-
-    from tasks import sentiment
+    from nightowl.tasks.feedback import sentiment
 
     onnx_path, native_path = model_paths(dataset)
     if onnx_path.exists() and native_path.exists():
@@ -152,10 +156,10 @@ def quality(dataset: Path) -> dict[str, Any]:
     split, and the ONNX-vs-native parity of nightowl's model."""
     import numpy as np
     import polars as pl
+    from nightowl.tasks.feedback import sentiment
+    from nightowl.tasks.models import score
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
-
-    from tasks import score, sentiment
 
     train, test = reviews(dataset, "training"), reviews(dataset, "testing")
     train_texts, test_texts = plain(train["review"]), plain(test["review"])
@@ -343,10 +347,11 @@ def run_nightowl(spec: dict[str, Any]) -> dict[str, Any]:
     sentiment through ONNX Runtime, then the feedback_scores rows (labels, aspects)."""
     import numpy as np
     import polars as pl
-
-    from schemas.config import FeedbackSettings
-    from tasks import clean, score, sentiment
-    from tasks.feedback import scored_feedback
+    from nightowl.schemas.config import FeedbackSettings
+    from nightowl.tasks.feedback import sentiment
+    from nightowl.tasks.feedback.units import scored_feedback
+    from nightowl.tasks.ingest import clean
+    from nightowl.tasks.models import score
 
     cfg = FeedbackSettings()
     path, n, chunk = Path(spec["input"]), spec["texts"], spec["chunk"]
@@ -434,8 +439,7 @@ def run_lexicon(spec: dict[str, Any]) -> dict[str, Any]:
     """The VADER lexicon on the same texts, made plain first (no redaction, no aspects)."""
     import numpy as np
     import polars as pl
-
-    from tasks import sentiment
+    from nightowl.tasks.feedback import sentiment
 
     path, n, chunk = Path(spec["input"]), spec["texts"], spec["chunk"]
     phases = dict.fromkeys(("read", "plain", "vader"), 0.0)
@@ -575,8 +579,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     import numpy as np
-
-    from tasks.sentiment import LEXICON_BAND
+    from nightowl.tasks.feedback.sentiment import LEXICON_BAND
 
     fields: dict[str, Any] = {}
     if args.only != "throughput":

@@ -132,11 +132,12 @@ def run_nightowl(folder: Path) -> dict[str, Any]:
     """features + training (backtest and final fit) + one night's forecast, with defaults."""
     import numpy as np
     import polars as pl
-
-    from schemas.config import MarketSettings
-    from tasks import demand, export, market, score
-    from tasks import forecast as fc
-    from warehouse.registry import ModelCard
+    from nightowl.schemas.config import MarketSettings
+    from nightowl.tasks.market import forecast as fc
+    from nightowl.tasks.market import prices as market
+    from nightowl.tasks.market import units as demand
+    from nightowl.tasks.models import export, score
+    from nightowl.warehouse.registry import ModelCard
 
     cfg = MarketSettings()
     as_of = LAST_DAY + timedelta(days=1)
@@ -295,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     write_results(
         RESULTS, "forecast", THREADS,
-        code=code_version("tasks/demand.py", "tasks/forecast.py", "tasks/market.py"),
+        code=code_version(
+            "tasks/market/units.py", "tasks/market/forecast.py", "tasks/market/prices.py"
+        ),
         items=args.items, days=args.days, results=results,
     )  # fmt: skip
     return 0

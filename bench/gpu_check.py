@@ -36,10 +36,9 @@ def parity_on_device(
     cpu), scored through the nightly scorer's own ``Scorer``."""
     import lightgbm as lgb
     import numpy as np
-
-    from tasks import score
-    from tasks.export import parity_rows
-    from tasks.tensorised import tensorised_onnx_from_booster
+    from nightowl.tasks.models import score
+    from nightowl.tasks.models.export import parity_rows
+    from nightowl.tasks.models.tensorised import tensorised_onnx_from_booster
 
     rng = np.random.default_rng(9)
     x = rng.normal(size=(rows, 12)).astype(np.float32)
@@ -93,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
         help="run every step on the CPU provider instead of CUDA (checks the script; no target)",
     )
     args = parser.parse_args(argv)
-    from tasks import score
+    from nightowl.tasks.models import score
 
     started = time.perf_counter()
     device = "cpu" if args.rehearse_on_cpu else "cuda"

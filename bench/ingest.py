@@ -167,9 +167,9 @@ def generate(rows: int, days: int) -> dict[str, Path]:
 
 def run_nightowl(path: Path, work: Path, raw_compression: str) -> dict:
     """nightowl: ingest_source then clean_source of the file, in a fresh data root."""
-    from schemas.config import SourceConfig
-    from tasks.units import clean_source, ingest_source
-    from warehouse.store import Warehouse
+    from nightowl.schemas.config import SourceConfig
+    from nightowl.tasks.ingest.units import clean_source, ingest_source
+    from nightowl.warehouse.store import Warehouse
 
     landing = work / "landing" / "events"
     landing.mkdir(parents=True)
@@ -406,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     # Here, not at the top: the engines' children import only their own engine.
     from typing import get_args
 
-    from schemas.config import RAW_COMPRESSION, RawCompression
+    from nightowl.schemas.config import RAW_COMPRESSION, RawCompression
 
     args.raw_compression = args.raw_compression or RAW_COMPRESSION
     if args.raw_compression not in get_args(RawCompression):

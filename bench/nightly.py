@@ -2,7 +2,7 @@
 
 The generator's shop (``tasks.generate``) at a given size is generated once and cached under
 ``bench/out/data/nightly-<users>u-<items>i-<days>d/``; each run hard-links it into the landing
-folder of a fresh data root and runs ``python -m flows run --date <last day>`` (the embedded
+folder of a fresh data root and runs ``python -m nightowl run --date <last day>`` (the embedded
 Prefect server, as users run it) for ``--nights`` nights, each in its own process. The first night
 is the heavy one: it ingests every file of the period, cleans it and trains every model; the
 nights after it ingest one day's files and score with the champions.
@@ -47,7 +47,7 @@ def landing(users: int, items: int, days: int, activity: float) -> tuple[Path, d
     meta_path = base / "generated.json"
     if meta_path.exists():
         return base / "landing", json.loads(meta_path.read_text())
-    from tasks.generate import generate_landing
+    from nightowl.demo.generate import generate_landing
 
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
@@ -93,7 +93,7 @@ def tree_rss_kib(root: int) -> int:
 def run_night(root: Path, night: date, threads: int | None = None) -> dict[str, Any]:
     """One ``nightowl run`` in a child process, its tree RSS sampled meanwhile (``threads``:
     ``[runner] threads``, how many steps run at once)."""
-    cmd = [sys.executable, "-m", "flows", "run", "--data-root", str(root), "--date", str(night)]
+    cmd = [sys.executable, "-m", "nightowl", "run", "--data-root", str(root), "--date", str(night)]
     env = os.environ | {"POLARS_MAX_THREADS": "2", "PYTHONUNBUFFERED": "1"}
     if threads is not None:
         env["NIGHTOWL_RUNNER__THREADS"] = str(threads)

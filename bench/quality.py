@@ -39,11 +39,12 @@ U_GRID = np.linspace(-4.0, 4.0, 41)  # views per visit
 
 def demo_warehouse(users: int, days: int, seed: int):
     """A warehouse of demo data ingested and cleaned as of END, built once per size and seed."""
-    from schemas.config import SourceConfig
-    from schemas.landing import SOURCES
-    from tasks import units
-    from tasks.generate import generate_landing
-    from warehouse.store import Warehouse
+    from nightowl.schemas.config import SourceConfig
+    from nightowl.schemas.landing import SOURCES
+    from nightowl.tasks.ingest import units
+    from nightowl.warehouse.store import Warehouse
+
+    from nightowl.demo.generate import generate_landing
 
     root = DATA / f"quality-{users}u-{days}d-seed{seed}"
     done = root / "built"
@@ -69,7 +70,7 @@ def oracle_probability(
     """Per user with events before ``as_of``: P(a purchase in the ``horizon_days`` from
     ``as_of``) under the generator's equations, its hidden traits averaged over their posterior
     given the user's views and purchases per day before ``as_of`` (``user_id``, ``p_oracle``)."""
-    import tasks.generate as g
+    import nightowl.demo.generate as g
 
     days = (as_of - first_day).days
     per_day = (
@@ -174,16 +175,16 @@ def auc_gaps(
 
 def measure(users: int, days: int, seed: int, boot: int) -> dict:
     """Train on one seed's warehouse and judge the held-out snapshot three ways."""
-    from schemas.config import ModelSettings
-    from tasks.features import labelled, purchase_labels
-    from tasks.propensity import (
+    from nightowl.schemas.config import ModelSettings
+    from nightowl.tasks.behaviour.features import labelled, purchase_labels
+    from nightowl.tasks.behaviour.train import feature_matrix
+    from nightowl.tasks.behaviour.units import (
         booster_of,
         clean_before,
         event_days,
         train_propensity,
         user_features_table,
     )
-    from tasks.train import feature_matrix
 
     wh = demo_warehouse(users, days, seed)
     cfg = ModelSettings()

@@ -155,10 +155,9 @@ def model_path(users: int, items: int) -> Path:
 def train_model(users: int, items: int) -> dict[str, Any]:
     """A lambdarank model trained as the nightly flow would (cached): its seconds and metrics."""
     import polars as pl
-
-    from schemas.config import RecommendSettings
-    from tasks import export
-    from tasks import recommendations as recs
+    from nightowl.schemas.config import RecommendSettings
+    from nightowl.tasks.models import export
+    from nightowl.tasks.recommend import units as recs
 
     path = model_path(users, items)
     meta = path.with_suffix(".json")
@@ -185,11 +184,10 @@ def train_model(users: int, items: int) -> dict[str, Any]:
 def worker(side: str, users: int, items: int, bucket_users: int, result: Path) -> None:
     """One side's timed run, in this process; writes its measurements to ``result``."""
     import polars as pl
-
-    from schemas.config import ModelSettings, RecommendSettings
-    from tasks import recommend as rec
-    from tasks import recommendations as recs
-    from tasks import score
+    from nightowl.schemas.config import ModelSettings, RecommendSettings
+    from nightowl.tasks.models import score
+    from nightowl.tasks.recommend import lists as rec
+    from nightowl.tasks.recommend import units as recs
 
     events_path, items_path = dataset_paths(users, items)
     cfg = RecommendSettings(bucket_users=bucket_users)
@@ -288,7 +286,7 @@ def main() -> None:
     write_results(
         RESULTS, "recommend", THREADS, users=args.users, items=args.items,
         bucket_users=args.bucket_users, training=trained,
-        results=results, code=code_version("tasks/recommend.py", "tasks/recommendations.py"),
+        results=results, code=code_version("tasks/recommend/lists.py", "tasks/recommend/units.py"),
     )  # fmt: skip
 
 

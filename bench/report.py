@@ -11,8 +11,8 @@ The input is the synthetic clean events table of ``bench.features`` (one Parquet
   apart; the peak RSS (``VmHWM``) is read after each.
 - **DuckDB** (the reference, its own process, 2 threads): the base columns of the same
   ``kpi_daily`` in one SQL query over ``read_parquet`` of the same files, written from the
-  semantics in ``tasks/kpis.py`` (not from its code). It computes neither the ``_dod`` / ``_wow``
-  change columns, nor the feedback columns (no feedback here: 0 and nulls), nor
+  semantics in ``tasks/report/kpis.py`` (not from its code). It computes neither the ``_dod`` /
+  ``_wow`` change columns, nor the feedback columns (no feedback here: 0 and nulls), nor
   ``customer_value``.
 
 Every run checks that the two agree on the base columns (counts exactly, amounts and rates within
@@ -59,7 +59,7 @@ TOLERANCE = 1e-6
 
 
 def run_nightowl(root: Path, work: Path) -> dict[str, Any]:
-    from tasks import kpis
+    from nightowl.tasks.report import kpis
 
     events, items, _ = features.nightowl_inputs(root)
     t0 = time.perf_counter()
@@ -339,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = json.loads((root / "input.json").read_text())
     write_results(
         RESULTS, "report", THREADS, as_of=AS_OF.isoformat(), kpi_days=KPI_DAYS,
-        value_days=VALUE_DAYS, code=code_version("tasks/kpis.py"), input=meta, results=results,
+        value_days=VALUE_DAYS, code=code_version("tasks/report/kpis.py"),
+        input=meta, results=results,
         runs=runs, check=check, agree=mismatch is None, warnings=warnings,
     )  # fmt: skip
     if mismatch is not None:

@@ -53,7 +53,7 @@ TARGET = 1.2
 
 
 def default_batch_rows() -> int:
-    from schemas.config import ModelSettings
+    from nightowl.schemas.config import ModelSettings
 
     return ModelSettings().score_batch_rows
 
@@ -158,9 +158,9 @@ GPU_TARGET = 50.0
 
 def run_onnx(booster: Any, x: Any, batch_rows: int, engine: str) -> tuple[dict, Any]:
     """An ONNX Runtime path: the export, a session with 2 threads, batched IOBinding predict."""
-    from tasks import score
-    from tasks.export import onnx_from_booster
-    from tasks.tensorised import tensorised_onnx_from_booster
+    from nightowl.tasks.models import score
+    from nightowl.tasks.models.export import onnx_from_booster
+    from nightowl.tasks.models.tensorised import tensorised_onnx_from_booster
 
     wanted = [score.CUDA, score.CPU] if engine == "tensorised-cuda" else [score.CPU]
     export = onnx_from_booster if engine == "nightowl" else tensorised_onnx_from_booster
@@ -321,8 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     import numpy as np
-
-    from tasks.score import cuda_really_loads
+    from nightowl.tasks.models.score import cuda_really_loads
 
     train_model()
     gpu = cuda_really_loads()
@@ -377,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     write_results(
         RESULTS, "score", THREADS,
-        code=code_version("tasks/export.py", "tasks/tensorised.py", "tasks/score.py"),
+        code=code_version(
+            "tasks/models/export.py", "tasks/models/tensorised.py", "tasks/models/score.py"
+        ),
         model=model, target=TARGET, gpu_target=GPU_TARGET, gpu=gpu, notes=notes,
         results=results,
     )  # fmt: skip

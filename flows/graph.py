@@ -10,8 +10,8 @@ name for the model steps (``features``, ``train``, ``score``) and the market ste
 
 from __future__ import annotations
 
-from schemas.landing import SOURCES
-from tasks.summary import FEEDBACK_STEPS, MARKET_STEPS, RECOMMEND_STEPS, REPORT_STEPS
+from nightowl.flows.summary import FEEDBACK_STEPS, MARKET_STEPS, RECOMMEND_STEPS, REPORT_STEPS
+from nightowl.schemas.landing import SOURCES
 
 #: Steps that run once per source.
 PER_SOURCE = ("ingest", "clean")

@@ -9,7 +9,7 @@ stops it on the way out. On Linux the kernel also sends it SIGTERM the moment it
 (``PR_SET_PDEATHSIG``); on other POSIX systems it polls for its parent once a second. Elsewhere
 Prefect's own temporary server is used, as before.
 
-Run as ``python -m flows.local_api <parent pid> <uvicorn arguments>``, this module is that
+Run as ``python -m nightowl.flows.local_api <parent pid> <uvicorn arguments>``, this module is that
 server's process.
 """
 
@@ -60,7 +60,7 @@ class LocalAPI:
         self.port = _free_port()
         self.log.parent.mkdir(parents=True, exist_ok=True)
         args = [
-            sys.executable, "-m", "flows.local_api", str(os.getpid()),
+            sys.executable, "-m", "nightowl.flows.local_api", str(os.getpid()),
             "--app-dir", _site_packages_of("prefect"),
             "--factory", "prefect.server.api.server:create_app",
             "--host", "127.0.0.1", "--port", str(self.port),

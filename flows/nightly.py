@@ -5,22 +5,17 @@
 from datetime import date, timedelta
 from pathlib import Path
 
-from prefect import flow
-from prefect.settings import get_current_settings
-from prefect.states import Failed
-
-from flows.alerts import failure_alert, send_alert
-from flows.graph import (
+from nightowl.flows.alerts import failure_alert, send_alert
+from nightowl.flows.graph import (
     FEATURE_SOURCES,
     FEEDBACK_SOURCES,
     MARKET_SOURCES,
     RECOMMEND_SOURCES,
     forced_steps,
 )
-from flows.night import Night, SoFar, Step, why_failed
-from flows.settings import Settings, load_settings
-from schemas.landing import SOURCES
-from tasks.steps import (
+from nightowl.flows.night import Night, SoFar, Step, why_failed
+from nightowl.flows.settings import Settings, load_settings
+from nightowl.flows.steps import (
     ModelContext,
     StepContext,
     check_step,
@@ -42,8 +37,12 @@ from tasks.steps import (
     train_sentiment_step,
     train_step,
 )
-from warehouse.manifest import code_version
-from warehouse.store import Warehouse
+from nightowl.schemas.landing import SOURCES
+from nightowl.warehouse.manifest import code_version
+from nightowl.warehouse.store import Warehouse
+from prefect import flow
+from prefect.settings import get_current_settings
+from prefect.states import Failed
 
 #: The step groups that run once a night (the others are sources, one step run per source).
 NIGHT_GROUPS = ("models", "market", "feedback-models", "recommendations", "report")
@@ -65,12 +64,12 @@ def step_options(settings: Settings) -> dict:
     """Retries every step gets (on I/O errors only), each delay three times the last."""
     run = settings.run
     delays = [run.retry_delay_seconds * 3**i for i in range(run.io_retries)]
-    # Time limits are the steps' own (tasks/deadline.py): Prefect cannot stop a thread.
+    # Time limits are the steps' own (tasks/common/deadline.py): Prefect cannot stop a thread.
     return {"retries": run.io_retries, "retry_delay_seconds": delays or 0}
 
 
 def step_timeout_seconds(settings: Settings) -> float | None:
-    """Each step's own time limit (tasks/deadline.py): Prefect cannot stop a thread."""
+    """Each step's own time limit (tasks/common/deadline.py): Prefect cannot stop a thread."""
     minutes = settings.run.step_timeout_minutes
     return minutes * 60 if minutes else None
 

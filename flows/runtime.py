@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from flows.settings import Settings
+    from nightowl.flows.settings import Settings
 
 STATE_DIR = "_state"
 

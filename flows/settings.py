@@ -22,6 +22,20 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo
 
+from nightowl.schemas.config import (
+    RAW_COMPRESSION,
+    CheckSettings,
+    FeedbackSettings,
+    MarketSettings,
+    ModelSettings,
+    QuerySettings,
+    RawCompression,
+    RecommendSettings,
+    ReportSettings,
+    SourceConfig,
+    known_zone,
+)
+from nightowl.schemas.landing import SOURCES
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -39,28 +53,13 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from schemas.config import (
-    RAW_COMPRESSION,
-    CheckSettings,
-    FeedbackSettings,
-    MarketSettings,
-    ModelSettings,
-    QuerySettings,
-    RawCompression,
-    RecommendSettings,
-    ReportSettings,
-    SourceConfig,
-    known_zone,
-)
-from schemas.landing import SOURCES
-
 CONFIG_NAME = "nightowl.toml"
 ENV_PREFIX = "NIGHTOWL_"
 ENV_NESTED = "__"
 #: NIGHTOWL_* variables that are not settings, read elsewhere: the crash-point test hook
-#: (warehouse/crash.py), the command's --debug (flows/cli.py), CI's flags that turn a skipped
+#: (warehouse/crash.py), the command's --debug (nightowl/cli.py), CI's flags that turn a skipped
 #: test into a failure (tests/browser.py, tests/flows/test_crash.py) and a test's example count
-#: (tests/tasks/test_deliveries.py). Any other NIGHTOWL_* variable that names no setting is
+#: (tests/tasks/ingest/test_deliveries.py). Any other NIGHTOWL_* variable that names no setting is
 #: warned about at load.
 NOT_SETTINGS = frozenset(
     {

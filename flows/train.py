@@ -7,17 +7,16 @@ later window's purchases held out), each registered only after its parity check.
 from datetime import date, timedelta
 from pathlib import Path
 
-from prefect import flow
-
-from flows.nightly import model_context
-from flows.settings import load_settings
-from tasks.steps import (
+from nightowl.flows.nightly import model_context
+from nightowl.flows.settings import load_settings
+from nightowl.flows.steps import (
     features_step,
     train_demand_step,
     train_recommender_step,
     train_sentiment_step,
     train_step,
 )
+from prefect import flow
 
 #: What `nightowl train` can train.
 MODELS = ("propensity", "demand", "sentiment", "recommender")

@@ -5,8 +5,8 @@ the UI's pages uses, so the link artifact of a run opens over HTTP from the run 
 follows no ``file://`` link from an ``http://`` page. Prefect's app is built as `prefect
 server start` builds it (settings, services, database); only ``/reports/`` is answered here.
 
-Run as ``python -m flows.webserver --host H --port P --pages DIR`` with Prefect's environment set
-(``nightowl server`` does that).
+Run as ``python -m nightowl.flows.webserver --host H --port P --pages DIR`` with Prefect's
+environment set (``nightowl server`` does that).
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ import socket
 import sys
 from pathlib import Path
 
+from nightowl.warehouse.store import PAGES_URL_PATH
 from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-from warehouse.store import PAGES_URL_PATH
 
 #: A report page holds text from partners' files (product titles, reviews) and shares its origin
 #: with the UI, which keeps the API's password in the browser: the page runs sandboxed, in an
@@ -142,7 +141,7 @@ def serve(host: str, port: int, pages_root: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """The command line of the server process (`nightowl server` starts it)."""
-    parser = argparse.ArgumentParser(prog="python -m flows.webserver")
+    parser = argparse.ArgumentParser(prog="python -m nightowl.flows.webserver")
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--pages", type=Path, required=True, help="The pages root to serve.")

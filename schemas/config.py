@@ -11,9 +11,8 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
+from nightowl.schemas.landing import SOURCES
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-
-from schemas.landing import SOURCES
 
 Format = Literal["auto", "csv", "jsonl", "parquet"]
 
@@ -128,7 +127,7 @@ def _writes(sample: pl.Series, piece: str) -> bool:
     return True
 
 
-#: The data checks of a source's run (tasks/checks.py), by the names `warn_only` uses.
+#: The data checks of a source's run (tasks/ingest/checks.py), by the names `warn_only` uses.
 CHECK_NAMES: tuple[str, ...] = ("freshness", "quarantine_share", "row_count", "null_share")
 
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 import re
 
 import polars as pl
-
-from warehouse.manifest import MANIFEST, Manifest, file_sha256
-from warehouse.store import TMP_PREFIX, Warehouse
+from nightowl.warehouse.manifest import MANIFEST, Manifest, file_sha256
+from nightowl.warehouse.store import TMP_PREFIX, Warehouse
 
 # Raw and ingest-quarantine partitions accumulate one whole file per landing file (each moved in
 # with one rename) and are sealed after; the other layers swap whole partitions in.

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import polars as pl
-
-from schemas.landing import SOURCES
-from warehouse.ledger import Ledger, live_deliveries
-from warehouse.store import Warehouse
+from nightowl.schemas.landing import SOURCES
+from nightowl.warehouse.ledger import Ledger, live_deliveries
+from nightowl.warehouse.store import Warehouse
 
 
 def table_summaries(wh: Warehouse) -> pl.DataFrame:

@@ -30,8 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-
-from schemas.config import SourceConfig
+from nightowl.schemas.config import SourceConfig
 
 EXTENSIONS = {
     ".csv": "csv",

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from nightowl.warehouse.manifest import InputRef
+from nightowl.warehouse.store import Warehouse, write_json_atomic
 from pydantic import BaseModel, Field
-
-from warehouse.manifest import InputRef
-from warehouse.store import Warehouse, write_json_atomic
 
 
 class DateRows(BaseModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -70,17 +71,21 @@ def combined_hash(parts: list[str]) -> str:
     return h.hexdigest()
 
 
+def _package_dir(name: str) -> Path:
+    """Where a package's files are, in a wheel or an editable install alike."""
+    return Path(importlib.import_module(name).__file__).resolve().parent
+
+
 def code_version() -> str:
     """Package version plus a hash of the code that shapes data (for manifests and cache keys)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    root = Path(__file__).resolve().parent.parent
     # Templates and bundled files shape outputs too (the report page, the demo's FAQ).
     sources = sorted(
         p
-        for pkg in ("schemas", "tasks", "warehouse")
+        for package in ("schemas", "tasks", "warehouse", "demo")
         for pattern in ("*.py", "*.j2", "*.md")
-        for p in (root / pkg).glob(pattern)
+        for p in _package_dir(f"nightowl.{package}").rglob(pattern)
     )
     digest = combined_hash([hashlib.sha256(p.read_bytes()).hexdigest() for p in sources])
     try:

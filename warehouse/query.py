@@ -26,8 +26,7 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
-
-from warehouse.store import Warehouse
+from nightowl.warehouse.store import Warehouse
 
 READS = {duckdb.StatementType.SELECT}  # DESCRIBE, SHOW and SUMMARIZE parse as SELECT too
 _REFUSAL = "nightowl query is read-only (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN of those)"

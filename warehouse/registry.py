@@ -25,10 +25,9 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from nightowl.warehouse.manifest import InputRef
+from nightowl.warehouse.store import Warehouse, write_json_atomic
 from pydantic import BaseModel, Field
-
-from warehouse.manifest import InputRef
-from warehouse.store import Warehouse, write_json_atomic
 
 ONNX_FILE = "model.onnx"
 TENSOR_FILE = "model.tensor.onnx"

@@ -36,9 +36,15 @@ from pathlib import Path
 from urllib.parse import quote
 
 import polars as pl
-
-from warehouse.crash import crash_point
-from warehouse.manifest import MANIFEST, FileEntry, InputRef, Manifest, combined_hash, file_sha256
+from nightowl.warehouse.crash import crash_point
+from nightowl.warehouse.manifest import (
+    MANIFEST,
+    FileEntry,
+    InputRef,
+    Manifest,
+    combined_hash,
+    file_sha256,
+)
 
 LAYERS = ("raw", "quarantine", "held", "clean", "features", "predictions", "reports")
 TMP_PREFIX = ".tmp-"

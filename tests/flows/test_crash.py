@@ -27,17 +27,17 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from nightowl.warehouse.crash import ENV, POINTS
+from nightowl.warehouse.query import run_query
+from nightowl.warehouse.store import Warehouse
 
-from tasks.generate import generate_landing
+from nightowl.demo.generate import generate_landing
 from tests.integrity import (
     contact_details_found,
     prefect_records,
     published_problems,
     published_state,
 )
-from warehouse.crash import ENV, POINTS
-from warehouse.query import run_query
-from warehouse.store import Warehouse
 
 pytestmark = pytest.mark.e2e
 END = date(2026, 11, 20)
@@ -98,7 +98,7 @@ def _night(root: str, env: dict[str, str], log: str, command: list[str], bound: 
     os.environ.update(env)
     if bound:
         _bound_by_file_permissions()
-    from flows.cli import main
+    from nightowl.cli import main
 
     args = command or ["run", "--date", NIGHT.isoformat()]
     main([*args, "--data-root", root, "--config", str(Path(root) / "nightowl.toml")])
@@ -183,7 +183,7 @@ def forks():
 @pytest.fixture(scope="module")
 def last_night(forks, tmp_path_factory) -> Path:
     """A data root where the night before ran cleanly, with tonight's files just landed."""
-    from flows.nightly import nightly
+    from nightowl.flows.nightly import nightly
 
     root = tmp_path_factory.mktemp("crash") / "base"
     landing = root / "landing"

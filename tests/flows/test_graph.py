@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from flows.graph import (
+from nightowl.flows.graph import (
     FEEDBACK_STEPS,
     MARKET_STEPS,
     MODEL_STEPS,
@@ -12,7 +11,7 @@ from flows.graph import (
     REPORT_STEPS,
     forced_steps,
 )
-from schemas.landing import SOURCES
+from nightowl.schemas.landing import SOURCES
 
 
 def test_nothing_forced_by_default():

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
-
-from flows.logs import OncePerFailure
+from nightowl.flows.logs import OncePerFailure
 
 
 def _record(logger: str, level: int, msg: str) -> logging.LogRecord:

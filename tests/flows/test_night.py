@@ -5,10 +5,9 @@ from __future__ import annotations
 import logging
 
 import pytest
+from nightowl.flows.night import SKIPPED, Night, SoFar
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-
-from flows.night import SKIPPED, Night, SoFar
 
 pytestmark = pytest.mark.e2e
 

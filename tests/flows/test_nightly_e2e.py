@@ -9,17 +9,17 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from nightowl.schemas.landing import SOURCES
+from nightowl.warehouse.manifest import file_sha256
+from nightowl.warehouse.query import run_query
+from nightowl.warehouse.registry import Registry
+from nightowl.warehouse.store import Warehouse
 from typer.testing import CliRunner
 
-from flows.cli import app
-from schemas.landing import SOURCES
-from tasks.generate import generate_landing
+from nightowl.cli import app
+from nightowl.demo.generate import generate_landing
 from tests.integrity import prefect_records
 from tests.webhook import webhook
-from warehouse.manifest import file_sha256
-from warehouse.query import run_query
-from warehouse.registry import Registry
-from warehouse.store import Warehouse
 
 pytestmark = pytest.mark.e2e
 END = date(2026, 11, 20)
@@ -74,7 +74,7 @@ def _hashes(wh: Warehouse) -> dict[str, str]:
 
 
 def test_generate_run_two_dates_query_and_rerun(prefect_api, tmp_path: Path):
-    from flows.nightly import nightly
+    from nightowl.flows.nightly import nightly
 
     root = tmp_path / "data"
     generate_landing(root / "landing", users=400, items=60, days=8, seed=3, end_date=END)
@@ -135,7 +135,7 @@ def test_generate_run_two_dates_query_and_rerun(prefect_api, tmp_path: Path):
 
 
 def test_a_cached_step_whose_output_was_deleted_recomputes(prefect_api, tmp_path: Path):
-    from flows.nightly import nightly
+    from nightowl.flows.nightly import nightly
 
     root = tmp_path / "data"
     generate_landing(root / "landing", users=200, items=30, days=3, seed=5, end_date=END)
@@ -172,7 +172,7 @@ def test_an_unreadable_file_fails_the_run_naming_it_and_a_fix_recovers(prefect_a
 
 
 def test_force_steps_recompute_the_named_steps_and_their_downstream(prefect_api, tmp_path):
-    from flows.nightly import nightly
+    from nightowl.flows.nightly import nightly
 
     root = tmp_path / "data"
     generate_landing(root / "landing", users=100, items=20, days=2, seed=9, end_date=END)
@@ -293,9 +293,9 @@ def test_secrets_from_config_or_environment_reach_no_log_artifact_or_file(
 
 
 def test_a_dask_cluster_produces_the_same_tables_as_threads(prefect_api, tmp_path):
-    from flows.nightly import nightly
-    from flows.runtime import task_runner
-    from flows.settings import load_settings
+    from nightowl.flows.nightly import nightly
+    from nightowl.flows.runtime import task_runner
+    from nightowl.flows.settings import load_settings
 
     roots = [tmp_path / "threads", tmp_path / "dask"]
     for root in roots:
@@ -387,7 +387,7 @@ def test_the_nightly_flow_trains_a_champion_scores_users_and_the_cli_shows_it(
     assert len(registry.versions("demand")) == 2
 
     # A deleted scores partition is recomputed; the features it reads are reused from the cache.
-    from flows.nightly import nightly
+    from nightowl.flows.nightly import nightly
 
     tomorrow = {"as_of": (END + timedelta(days=1)).isoformat()}
     before = wh.manifest("predictions", "user_scores", tomorrow).content_hash
@@ -433,7 +433,7 @@ def _assert_the_report(wh: Warehouse, runner: CliRunner, dr: list[str], tmp_path
     import re
 
     from tests.browser import coloured_share, visit
-    from tests.tasks.test_report import assert_findings_traceable
+    from tests.tasks.report.test_units import assert_findings_traceable
 
     as_of = END + timedelta(days=1)
     for table in (

@@ -21,13 +21,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from nightowl.schemas.landing import SOURCES
 
-from schemas.landing import SOURCES
-from tasks.generate import generate_landing
+from nightowl.demo.generate import generate_landing
 
 pytestmark = pytest.mark.e2e
 END = date(2026, 11, 20)
-NIGHTOWL = [sys.executable, "-m", "flows"]
+NIGHTOWL = [sys.executable, "-m", "nightowl"]
 AUTH = "owl:night-watch-7c1f"  # PREFECT_SERVER_API_AUTH_STRING on the server, _API_ on clients
 
 

@@ -3,7 +3,7 @@ it, however the command ends (kill -9, SIGTERM, Ctrl-C, an error); a backfill us
 its runs at any concurrency; a signal ends a run within seconds in one line; an unexpected error
 is one line and exit 1, its traceback in the error log.
 
-The commands run as real processes (``python -m flows``), with no PREFECT_API_URL, over a small
+The commands run as real processes (``python -m nightowl``), with no PREFECT_API_URL, over a small
 generated shop; the temporary server is found as the command's child process.
 """
 
@@ -21,10 +21,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from nightowl.warehouse.store import Warehouse
 
-from flows.cli import main
-from tasks.generate import generate_landing
-from warehouse.store import Warehouse
+from nightowl.cli import main
+from nightowl.demo.generate import generate_landing
 
 END = date(2026, 11, 20)
 REPO = Path(__file__).resolve().parents[2]
@@ -34,7 +34,7 @@ SERVER_APP = "prefect.server.api.server:create_app"  # in the temporary server's
 SLOW_INGEST = """
 import sys, time
 from pathlib import Path
-import tasks.units as units
+import nightowl.tasks.ingest.units as units
 ingest = units.ingest_source
 def slow_ingest(wh, source, *args, **kwargs):
     if source == "events":
@@ -42,7 +42,7 @@ def slow_ingest(wh, source, *args, **kwargs):
         time.sleep(120)
     return ingest(wh, source, *args, **kwargs)
 units.ingest_source = slow_ingest
-from flows.cli import main
+from nightowl.cli import main
 main(sys.argv[2:])
 """
 
@@ -158,7 +158,7 @@ def _flow_run_states(home: str) -> list[str]:
 def test_kill_9_of_a_run_takes_its_temporary_server_along(shop, env, tmp_path):
     root = _data_root(shop, tmp_path)
     args = ["run", "--date", END.isoformat(), "--data-root", str(root)]
-    run = _start([sys.executable, "-m", "flows", *args], env, tmp_path / "run")
+    run = _start([sys.executable, "-m", "nightowl", *args], env, tmp_path / "run")
     servers: list[psutil.Process] = []
     try:
         servers = _wait_for(
@@ -179,7 +179,7 @@ def test_a_backfill_side_by_side_shares_one_server_and_leaves_none(shop, env, tm
     first, last = END - timedelta(days=1), END  # both at once
     args = ["backfill", "--start", first.isoformat(), "--end", last.isoformat()]
     backfill = _start(
-        [sys.executable, "-m", "flows", *args, "--concurrency", "2", "--data-root", str(root)],
+        [sys.executable, "-m", "nightowl", *args, "--concurrency", "2", "--data-root", str(root)],
         env, tmp_path / "backfill",
     )  # fmt: skip
     seen: dict[int, psutil.Process] = {}
@@ -249,12 +249,12 @@ def test_a_signal_ends_a_run_mid_step_within_seconds_in_one_line(
 def test_an_unexpected_error_is_one_line_and_its_traceback_goes_to_the_log(
     tmp_path, monkeypatch, capsys
 ):
-    import warehouse.catalog
+    import nightowl.warehouse.catalog as catalog
 
     def broken(*args, **kwargs):
         raise RuntimeError("the catalog fell over\nwith a second line")
 
-    monkeypatch.setattr(warehouse.catalog, "table_summaries", broken)
+    monkeypatch.setattr(catalog, "table_summaries", broken)
     root = tmp_path / "data"
     with pytest.raises(SystemExit) as exit_:
         main(["tables", "--data-root", str(root)])

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from nightowl.warehouse.manifest import file_sha256
 
-from tasks.generate import generate_landing
+from nightowl.demo.generate import generate_landing
 from tests.flows.test_operations_e2e import NIGHTOWL, running_server
-from warehouse.manifest import file_sha256
 
 pytestmark = pytest.mark.e2e
 END = date(2026, 11, 20)
@@ -145,6 +145,8 @@ def test_report_artifacts_run_twice_in_one_flow_run_leave_the_newer_one_per_key(
     """What a Retry does: the report-artifacts step runs again in the same flow run. The run
     then shows one nightly-report and one report-summary, the second attempt's, linked over
     HTTP; and a page this server does not serve (another data root) is linked as a file."""
+    from nightowl.flows.steps import report_artifacts_step, report_link
+    from nightowl.tasks.report.units import ReportReport
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
@@ -154,9 +156,6 @@ def test_report_artifacts_run_twice_in_one_flow_run_leave_the_newer_one_per_key(
         PREFECT_LOGGING_TO_API_ENABLED,
         temporary_settings,
     )
-
-    from tasks.report import ReportReport
-    from tasks.steps import report_artifacts_step, report_link
 
     page = served["page"]
 

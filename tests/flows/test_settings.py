@@ -7,9 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-
-from flows.settings import NOT_SETTINGS, ConfigError, load_settings, names_a_setting
-from schemas.landing import SOURCES
+from nightowl.flows.settings import NOT_SETTINGS, ConfigError, load_settings, names_a_setting
+from nightowl.schemas.landing import SOURCES
 
 REPO = Path(__file__).parents[2]
 
@@ -149,7 +148,17 @@ def test_settings_and_the_harness_flags_are_not_warned_about(tmp_path, monkeypat
 def test_every_nightowl_variable_the_repository_names_is_a_setting_or_allowed():
     """A new test hook or CI flag read from the environment belongs in NOT_SETTINGS."""
     files = [*REPO.glob("*.md"), *REPO.glob(".ci/*"), REPO / "Makefile"]
-    for folder in ("flows", "tasks", "warehouse", "schemas", "tests", "bench", "docs", "examples"):
+    for folder in (
+        "nightowl",
+        "flows",
+        "tasks",
+        "warehouse",
+        "schemas",
+        "tests",
+        "bench",
+        "docs",
+        "examples",
+    ):
         files += [p for p in (REPO / folder).rglob("*") if p.suffix in {".py", ".md", ".toml"}]
     files.remove(Path(__file__))  # its misspelt names are on purpose
     named = {m for p in files if p.is_file() for m in re.findall(r"NIGHTOWL_\w*", p.read_text())}
@@ -250,9 +259,9 @@ def test_the_exchange_rate_index_ingests_as_an_indicator_and_aligns_over_weekend
     of England file it points at (``date,value``, no rates at weekends)."""
     from datetime import date
 
-    from tasks import units
-    from tasks.forecast import indicator_panel
-    from warehouse.store import Warehouse
+    from nightowl.tasks.ingest import units
+    from nightowl.tasks.market.forecast import indicator_panel
+    from nightowl.warehouse.store import Warehouse
 
     example = Path(__file__).parents[2] / "examples" / "online_retail" / "nightowl.toml"
     s = load_settings(example)

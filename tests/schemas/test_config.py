@@ -9,10 +9,9 @@ import encodings.aliases
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from nightowl.schemas.config import CHECK_NAMES, CheckSettings, SourceConfig
+from nightowl.schemas.landing import SOURCES
 from pydantic import ValidationError
-
-from schemas.config import CHECK_NAMES, CheckSettings, SourceConfig
-from schemas.landing import SOURCES
 
 
 def _refused(**cfg) -> str:
@@ -124,7 +123,7 @@ def test_any_ordering_of_year_month_and_day_with_a_time_loads(order, sep, time):
 
 # ---- checks -----------------------------------------------------------------------------------
 def test_the_check_names_are_the_ones_the_checks_report():
-    from tasks import checks
+    from nightowl.tasks.ingest import checks
 
     results = [
         checks.freshness("events", "2026-03-17", [None], True),

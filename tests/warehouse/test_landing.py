@@ -14,11 +14,10 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from schemas.config import SourceConfig
-from schemas.landing import CONTRACTS
-from tasks import ingest
-from warehouse.landing import (
+from nightowl.schemas.config import SourceConfig
+from nightowl.schemas.landing import CONTRACTS
+from nightowl.tasks.ingest import contract as ingest
+from nightowl.warehouse.landing import (
     OUTSIDE_LINK,
     LandingError,
     LandingFile,
@@ -110,7 +109,7 @@ def test_one_pass_tells_utf8_and_nul_whatever_the_chunk_boundaries(pieces, chunk
 
     content = b"".join(pieces)
     with tempfile.TemporaryDirectory() as folder, pytest.MonkeyPatch.context() as mp:
-        mp.setattr("warehouse.landing.SCAN_CHUNK", chunk)
+        mp.setattr("nightowl.warehouse.landing.SCAN_CHUNK", chunk)
         path = Path(folder) / "f.txt"
         path.write_bytes(content)
         scan = scanned_text(path, json_escapes=json_escapes)
@@ -261,7 +260,7 @@ def test_fields_are_counted_as_a_csv_reader_splits_them_across_chunks(rows, chun
     buffer = io.StringIO()
     csv.writer(buffer, lineterminator="\n").writerows([["h1", "h2", "h3"], *rows])
     with tempfile.TemporaryDirectory() as folder, pytest.MonkeyPatch.context() as mp:
-        mp.setattr("warehouse.landing.RECORD_CHUNK", chunk)
+        mp.setattr("nightowl.warehouse.landing.RECORD_CHUNK", chunk)
         path = Path(folder) / "f.csv"
         path.write_text(buffer.getvalue())
         records, numbers, counts = record_fields(path, ",", 3, shortcut=False)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 import pytest
-
-from warehouse.query import QueryRefused, run_query, view_definitions
-from warehouse.store import Warehouse
+from nightowl.warehouse.query import QueryRefused, run_query, view_definitions
+from nightowl.warehouse.store import Warehouse
 
 
 @pytest.fixture
@@ -196,7 +195,7 @@ def test_writes_are_refused_and_write_nothing(wh, write):
 
 def test_what_runs_is_parsed_by_duckdb_as_a_query(wh):
     # Even a write that got past the statement check is a syntax error where it runs.
-    from warehouse.query import connection, interruptible
+    from nightowl.warehouse.query import connection, interruptible
 
     part = wh.table_dir("clean", "events") / "dt=2026-11-27"
     with connection(wh) as con, pytest.raises(duckdb.ParserException):
@@ -207,7 +206,7 @@ def test_what_runs_is_parsed_by_duckdb_as_a_query(wh):
 def test_a_query_past_its_timeout_is_stopped(wh):
     import time
 
-    from warehouse.query import QueryTimedOut
+    from nightowl.warehouse.query import QueryTimedOut
 
     started = time.monotonic()
     with pytest.raises(QueryTimedOut, match=r"stopped after 0\.2 s"):
@@ -250,7 +249,7 @@ def test_ctrl_c_interrupts_a_running_query(wh):
     ],
 )
 def test_a_known_table_not_made_yet_says_which_step_makes_it(wh, table, says):
-    from warehouse.query import explain_missing
+    from nightowl.warehouse.query import explain_missing
 
     with pytest.raises(duckdb.CatalogException) as caught:
         run_query(wh, f"select * from {table}")
@@ -259,7 +258,7 @@ def test_a_known_table_not_made_yet_says_which_step_makes_it(wh, table, says):
 
 
 def test_an_unknown_table_keeps_duckdbs_message(wh):
-    from warehouse.query import explain_missing
+    from nightowl.warehouse.query import explain_missing
 
     with pytest.raises(duckdb.CatalogException) as caught:
         run_query(wh, "select * from event")
@@ -269,9 +268,8 @@ def test_an_unknown_table_keeps_duckdbs_message(wh):
 def test_the_catalog_file_follows_partitions_published_after_it(tmp_path):
     import duckdb
     import polars as pl
-
-    from warehouse.query import write_catalog
-    from warehouse.store import Warehouse
+    from nightowl.warehouse.query import write_catalog
+    from nightowl.warehouse.store import Warehouse
 
     wh = Warehouse(tmp_path / "data")
     frame = pl.DataFrame({"segment": ["loyal"], "users": [3]})

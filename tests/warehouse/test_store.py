@@ -8,9 +8,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
-from warehouse.manifest import MANIFEST, InputRef, combined_hash, file_sha256
-from warehouse.store import TMP_PREFIX, Warehouse
+from nightowl.warehouse.manifest import MANIFEST, InputRef, combined_hash, file_sha256
+from nightowl.warehouse.store import TMP_PREFIX, Warehouse
 
 P = {"dt": "2026-11-27"}
 
@@ -67,7 +66,7 @@ def test_a_failed_write_leaves_the_old_partition_and_no_trace(wh, monkeypatch):
 
 def test_a_crash_mid_write_leaves_nothing_in_the_table_folder(wh, monkeypatch):
     wh.write_partition("clean", "events", P, pl.DataFrame({"a": [1]}))
-    import warehouse.store as store
+    import nightowl.warehouse.store as store
 
     def crash(staging, target):
         raise KeyboardInterrupt  # the process dies between writing and publishing
@@ -156,13 +155,13 @@ MOUNTINFO = """\
     ],
 )
 def test_the_file_system_holding_a_path_is_its_deepest_mount(path, expected):
-    from warehouse.store import file_system_of
+    from nightowl.warehouse.store import file_system_of
 
     assert file_system_of(Path(path), MOUNTINFO) == expected
 
 
 def test_a_data_root_on_an_object_store_mount_is_refused_naming_it(wh, monkeypatch):
-    import warehouse.store as store
+    import nightowl.warehouse.store as store
 
     # No s3fs here: the mount table says the data root is on one, as it would on such a machine.
     line = f"40 22 0:50 / {wh.data_root} rw - fuse.s3fs s3fs rw\n"

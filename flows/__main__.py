@@ -1,5 +1,0 @@
-"""``python -m flows`` runs the ``nightowl`` command."""
-
-from flows.cli import main
-
-main()

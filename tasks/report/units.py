@@ -1,0 +1,245 @@
+"""The morning report: the report tables in the warehouse, and the page people read.
+
+``build_report`` reads the clean and prediction tables as of a date, writes ``kpi_daily``,
+``segments``, ``at_risk_customers``, ``product_health`` and ``campaign_briefs`` to the
+``reports`` layer, and publishes ``reports/<run date>/index.html`` (one self-contained page)
+with every table beside it as CSV. A table whose inputs do not exist yet (no user scores before
+the first model, no feedback in a shop without any) is left out and the page says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+import polars as pl
+from nightowl.schemas.config import ReportSettings
+from nightowl.schemas.landing import SOURCES
+from nightowl.tasks.behaviour.train import NotEnoughHistory
+from nightowl.tasks.behaviour.units import catalogue_before, clean_before
+from nightowl.tasks.report import briefs, kpis, page
+from nightowl.warehouse.manifest import InputRef, Manifest, combined_hash
+from nightowl.warehouse.store import Warehouse
+from pydantic import BaseModel, Field
+
+log = logging.getLogger("nightowl")
+
+TABLES = ("kpi_daily", "segments", "at_risk_customers", "product_health", "campaign_briefs")
+#: Prediction tables the report reads, at the report's as_of.
+READS = (
+    "user_scores", "recommendations", "feedback_scores", "product_sentiment", "demand_forecast",
+    "category_forecast", "price_position",
+)  # fmt: skip
+
+
+class ReportReport(BaseModel):
+    """What one report build wrote: each table's partition, the page, and what was missing."""
+
+    run_date: str
+    as_of: str
+    tables: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    page: str = ""
+    missing: list[str] = Field(default_factory=list)
+    #: What went wrong tonight before the report: step run → "failed: …" / "skipped: … failed".
+    problems: dict[str, str] = Field(default_factory=dict)
+    #: Tables the report would read that tonight did not refresh: table → the night they are from.
+    not_tonight: dict[str, str] = Field(default_factory=dict)
+    summary: list[str] = Field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class ReportInputs:
+    """The frames a report reads, and the partitions they came from (its lineage)."""
+
+    as_of: date
+    events: pl.LazyFrame
+    items: pl.LazyFrame | None
+    predictions: dict[str, pl.DataFrame] = field(default_factory=dict)
+    #: Earlier nights' forecasts for the days shown, for forecast-vs-actual.
+    past_forecasts: pl.DataFrame | None = None
+    #: User scores a week before, for the change in customers at risk.
+    week_ago_scores: pl.DataFrame | None = None
+    refs: list[InputRef] = field(default_factory=list)
+
+
+def _partition(wh: Warehouse, table: str, as_of: date) -> Manifest | None:
+    return wh.manifest("predictions", table, {"as_of": as_of.isoformat()})
+
+
+def _partitions(
+    wh: Warehouse, as_of: date
+) -> tuple[dict[str, Manifest], Manifest | None, list[Manifest]]:
+    """The prediction partitions a report as of ``as_of`` reads: tonight's per table, the
+    user scores a week before, and the earlier nights' forecasts for the days it shows."""
+    tonight = {t: m for t in READS if (m := _partition(wh, t, as_of)) is not None}
+    week_ago = _partition(wh, "user_scores", as_of - timedelta(days=7))
+    past = [
+        m
+        for m in wh.manifests("predictions", "category_forecast")
+        if as_of - timedelta(days=28) <= date.fromisoformat(m.partition["as_of"]) < as_of
+    ]
+    return tonight, week_ago, past
+
+
+def input_refs(wh: Warehouse, as_of: date) -> list[InputRef]:
+    """Every partition a report as of ``as_of`` reads (the report step's cache key)."""
+    tonight, week_ago, past = _partitions(wh, as_of)
+    refs = clean_before(wh, "events", as_of)[1] + catalogue_before(wh, as_of)[1]
+    return refs + [m.ref for m in (*tonight.values(), *([week_ago] if week_ago else []), *past)]
+
+
+def report_inputs(wh: Warehouse, as_of: date) -> ReportInputs:
+    """What a report as of ``as_of`` reads: clean events and items before it, the prediction
+    tables of that as_of, and the earlier forecasts and scores it compares with."""
+    events, event_refs = clean_before(wh, "events", as_of)
+    if events is None:
+        raise NotEnoughHistory("the clean events table is empty: run the nightly flow first")
+    items, item_refs = catalogue_before(wh, as_of)
+    inputs = ReportInputs(as_of=as_of, events=events, items=items, refs=event_refs + item_refs)
+
+    def read(
+        table: str, manifests: list[Manifest], with_as_of: bool = False
+    ) -> pl.DataFrame | None:
+        partitions = [m.partition for m in manifests]
+        frame = wh.scan("predictions", table, partitions, partition_columns=with_as_of)
+        if frame is None:
+            return None
+        inputs.refs += [m.ref for m in manifests]
+        return frame.collect()
+
+    tonight, week_ago, past = _partitions(wh, as_of)
+    for table, manifest in tonight.items():
+        if manifest.rows and (frame := read(table, [manifest])) is not None:
+            inputs.predictions[table] = frame
+    inputs.past_forecasts = read("category_forecast", past, with_as_of=True) if past else None
+    inputs.week_ago_scores = read("user_scores", [week_ago]) if week_ago else None
+    return inputs
+
+
+def report_frames(
+    inputs: ReportInputs,
+    cfg: ReportSettings,
+    timezone: str,
+    writer: briefs.BriefWriter,
+) -> tuple[dict[str, pl.DataFrame], list[str]]:
+    """The report tables from ``inputs`` (those whose inputs exist), and a line per table left
+    out saying why."""
+    as_of, p = inputs.as_of, inputs.predictions
+    frames: dict[str, pl.DataFrame] = {}
+    missing: list[str] = []
+    feedback = p["feedback_scores"].lazy() if "feedback_scores" in p else None
+    firsts = kpis.first_purchase_days(inputs.events, as_of)
+    frames["kpi_daily"] = kpis.kpi_daily(inputs.events, firsts, feedback, as_of, cfg.kpi_days)
+    scores = p.get("user_scores")
+    if scores is None:
+        why = "no user_scores for this date yet (the propensity model trains once history allows)"
+        missing += [f"segments: {why}", f"at_risk_customers: {why}", f"campaign_briefs: {why}"]
+    else:
+        value = kpis.customer_value(inputs.events, inputs.items, as_of, cfg.value_days)
+        frames["segments"] = kpis.segments(scores, value)
+        frames["at_risk_customers"] = kpis.at_risk_customers(
+            scores, value, p.get("recommendations"), as_of, cfg.at_risk_customers
+        )
+    if inputs.items is None:
+        missing.append("product_health: there is no items snapshot")
+    else:
+        frames["product_health"] = kpis.product_health(
+            inputs.items, inputs.events, p.get("demand_forecast"), p.get("price_position"),
+            feedback, kpis.item_complaints(p.get("product_sentiment")), as_of,
+            cfg.product_days, cfg.model_dump(),
+        )  # fmt: skip
+    recommendations = p.get("recommendations")
+    if scores is not None and recommendations is None:
+        missing.append("campaign_briefs: no recommendations for this date")
+    elif scores is not None:
+        picked = briefs.segment_items(scores, recommendations, cfg.brief_items)
+        frames["campaign_briefs"] = briefs.campaign_briefs(
+            frames["segments"], picked,
+            briefs.segment_words(picked, feedback, cfg.brief_words),
+            briefs.send_times(inputs.events, scores, as_of, cfg.send_time_days, timezone),
+            writer, timezone, recommendations["model_version"].first(),
+        )  # fmt: skip
+    return frames, missing
+
+
+#: The step whose run refreshes each prediction table the report reads.
+WRITTEN_BY = {
+    "user_scores": "score-users", "recommendations": "recommend",
+    "feedback_scores": "feedback-scores", "product_sentiment": "product-sentiment",
+    "demand_forecast": "forecast", "category_forecast": "forecast",
+    "price_position": "price-position",
+}  # fmt: skip
+
+
+def not_refreshed(wh: Warehouse, run_date: date, problems: dict[str, str]) -> dict[str, str]:
+    """Each table the report reads that tonight did not refresh, with the night its newest
+    partition is from ("" if none): prediction tables without tonight's as_of that an earlier
+    night wrote or whose step went wrong tonight, and the clean tables of sources whose ingest
+    or clean did not complete."""
+    as_of = run_date + timedelta(days=1)
+    stale: dict[str, str] = {}
+    for table in READS:
+        if _partition(wh, table, as_of) is not None:
+            continue
+        earlier = [m.partition["as_of"] for m in wh.manifests("predictions", table)]
+        earlier = [d for d in earlier if d < as_of.isoformat()]
+        if earlier:  # as of the morning after a night: the night itself is the day before
+            stale[table] = (date.fromisoformat(max(earlier)) - timedelta(days=1)).isoformat()
+        elif WRITTEN_BY[table] in problems:
+            stale[table] = ""  # never written: tonight would have been its first night
+    for source in SOURCES:
+        if not {f"ingest-{source}", f"clean-{source}"} & problems.keys():
+            continue
+        days = [m.partition["dt"] for m in wh.manifests("clean", source)]
+        days = [d for d in days if d <= run_date.isoformat()]
+        if days:
+            stale[source] = max(days)
+    return stale
+
+
+def build_report(
+    wh: Warehouse,
+    run_date: date,
+    cfg: ReportSettings,
+    timezone: str,
+    problems: dict[str, str] | None = None,
+) -> ReportReport:
+    """Write the report tables as of the day after ``run_date`` and publish its page, headed by
+    what went wrong tonight (``problems``: step run → what) and the tables it left stale."""
+    started = time.perf_counter()
+    as_of = run_date + timedelta(days=1)
+    inputs = report_inputs(wh, as_of)
+    writer = briefs.brief_writer(cfg.brief_writer)
+    frames, missing = report_frames(inputs, cfg, timezone, writer)
+    report = ReportReport(
+        run_date=run_date.isoformat(), as_of=as_of.isoformat(), missing=missing,
+        problems=problems or {}, not_tonight=not_refreshed(wh, run_date, problems or {}),
+    )  # fmt: skip
+    for table in TABLES:
+        partition = {"as_of": as_of.isoformat()}
+        if table not in frames:
+            wh.drop_partition("reports", table, partition)  # a stale one would mislead
+            continue
+        manifest = wh.write_partition(
+            "reports", table, partition, frames[table], inputs=inputs.refs,
+            stats={"writer": writer.name} if table == "campaign_briefs" else None,
+        )  # fmt: skip
+        report.tables[table] = {"rows": manifest.rows, "content_hash": manifest.content_hash}
+    story = page.with_caveats(page.what_changed(frames, inputs), report.not_tonight)
+    banner = page.Banner(report.problems, report.not_tonight, WRITTEN_BY)
+    html = page.render(frames, inputs, story, missing, run_date, timezone, banner)
+    files = {"index.html": html.encode()}
+    files |= {f"{t}.csv": page.csv_bytes(f) for t, f in frames.items()}
+    report.page = str(wh.publish_page(run_date.isoformat(), files) / "index.html")
+    report.summary = [finding.text for finding in story]
+    report.seconds = round(time.perf_counter() - started, 3)
+    return report
+
+
+def report_fingerprint(wh: Warehouse, as_of: date) -> str:
+    """The content hashes of every partition the report as of ``as_of`` reads, combined."""
+    return combined_hash([r.content_hash for r in input_refs(wh, as_of)])

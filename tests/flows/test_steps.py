@@ -1,0 +1,41 @@
+"""Step options: which failures are retried, and the retry settings a flow applies."""
+
+from __future__ import annotations
+
+import pytest
+from nightowl.flows.nightly import step_options
+from nightowl.flows.settings import load_settings
+from nightowl.flows.steps import retry_on_io_error
+from nightowl.tasks.ingest.units import IngestFailed
+
+
+class _Finished:
+    """A finished task state whose result raises what the task raised."""
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+    def result(self):
+        if self.error is not None:
+            raise self.error
+        return None
+
+
+@pytest.mark.parametrize(
+    ("error", "retried"),
+    [
+        (OSError(28, "No space left on device"), True),
+        (TimeoutError(), True),  # an OSError too: a stalled mount
+        (IngestFailed("events.csv: required column 'event_time' is missing"), False),
+        (ValueError("bad data"), False),
+        (None, False),
+    ],
+)
+def test_only_io_errors_are_retried(error, retried):
+    assert retry_on_io_error(None, None, _Finished(error)) is retried
+
+
+def test_step_options_back_off(tmp_path):
+    cfg = tmp_path / "n.toml"
+    cfg.write_text("[run]\nio_retries = 3\nretry_delay_seconds = 2\n")
+    assert step_options(load_settings(cfg)) == {"retries": 3, "retry_delay_seconds": [2, 6, 18]}

@@ -1,0 +1,298 @@
+"""The recommender against real warehouses: demo data for training and lists, hand-made ones for
+the edge cases."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from datetime import date, timedelta
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import polars as pl
+import pytest
+from nightowl.schemas.config import RecommendSettings
+from nightowl.tasks.behaviour import train
+from nightowl.tasks.models import score
+from nightowl.tasks.recommend import lists as rec
+from nightowl.tasks.recommend.units import (
+    HEURISTIC,
+    MODEL,
+    TABLE,
+    inputs_before,
+    recommendations_table,
+    snapshot,
+    train_recommender,
+    training_due,
+)
+from nightowl.warehouse.registry import Registry
+from nightowl.warehouse.store import Warehouse
+
+from tests.tasks.behaviour.test_units import END, build_warehouse
+from tests.tasks.recommend.test_lists import CATALOGUE, events
+
+FAST = RecommendSettings(max_rounds=150, min_data_in_leaf=20)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> Path:
+    return build_warehouse(
+        tmp_path_factory.mktemp("recommend") / "data", users=1500, days=70
+    ).data_root
+
+
+@pytest.fixture(scope="module")
+def trained(built: Path, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("recommend-trained") / "data"
+    shutil.copytree(built, root)
+    train_recommender(Warehouse(root, "test"), END, FAST)
+    return root
+
+
+def _copy(src: Path, tmp_path: Path) -> Warehouse:
+    root = tmp_path / "data"
+    shutil.copytree(src, root)
+    return Warehouse(root, "test")
+
+
+def _lists(wh: Warehouse, as_of: date) -> pl.DataFrame:
+    return wh.scan("predictions", TABLE, [{"as_of": as_of.isoformat()}]).collect()
+
+
+def test_training_registers_a_parity_checked_ranker_ahead_of_every_baseline(trained):
+    registry = Registry(Warehouse(trained, "test"))
+    champion = registry.champion(MODEL)
+    card = registry.card(MODEL, champion.version)
+    assert card.parity["max_rel_diff"] <= FAST.parity_tolerance
+    assert card.feature_names == list(rec.FEATURES)
+    assert (
+        card.training["holdout_as_of"] == (END + timedelta(days=1 - FAST.horizon_days)).isoformat()
+    )
+    assert set(card.metrics) == {"model", *rec.BASELINES}
+    for protocol in rec.PROTOCOLS:
+        for baseline in rec.BASELINES:
+            assert (
+                card.metrics["model"][f"{protocol}_ndcg"]
+                > card.metrics[baseline][f"{protocol}_ndcg"]
+            )
+    # The registered ONNX graph ranks as the native booster does.
+    wh = Warehouse(trained, "test")
+    held = snapshot(inputs_before(wh, END + timedelta(days=1), FAST), END + timedelta(days=1), FAST)
+    x = train.feature_matrix(held.frame.head(5000), list(rec.FEATURES))
+    booster = lgb.Booster(
+        model_file=str(registry.version_dir(MODEL, champion.version) / "model.lgb.txt")
+    )
+    onnx = score.predict(
+        score.session(registry.onnx_bytes(MODEL, champion.version), [score.CPU]), x, 1024
+    )
+    np.testing.assert_allclose(onnx, booster.predict(x), rtol=1e-5, atol=1e-5)
+
+
+def test_the_nightly_lists_are_full_ranked_and_follow_the_rules(trained, tmp_path):
+    wh = _copy(trained, tmp_path)
+    as_of = END + timedelta(days=1)
+    report = recommendations_table(wh, as_of, FAST)
+    lists = _lists(wh, as_of)
+    champion = Registry(wh).champion(MODEL).version
+    active = rec.active_users(inputs_before(wh, as_of, FAST).events, as_of, FAST.active_days)
+    assert report.model_version == champion and set(lists["model_version"]) == {champion}
+    assert set(lists["user_id"]) == set(active["user_id"]) and report.notes["short_lists"] == 0
+    ranks = lists.group_by("user_id").agg(pl.col("rank").sort())["rank"].to_list()
+    assert all(r == list(range(1, FAST.top_k + 1)) for r in ranks)
+    assert lists.select("user_id", "item_id").is_duplicated().sum() == 0
+    assert lists["reason"].null_count() == 0 and lists["title"].null_count() == 0
+    ranked = lists.sort("user_id", "rank")
+    steps = ranked.group_by("user_id", maintain_order=True).agg(pl.col("score").diff().max())
+    assert (steps["score"].fill_null(0) <= 0).all()
+    # Items bought once, by a user, of an item nobody buys twice, are not offered again.
+    history = rec.history_as_of(*_inputs(wh, as_of), as_of, FAST)
+    items = rec.item_tables(history, FAST)
+    ut = rec.user_tables(history, active)
+    once = ut.owned.filter(~rec.repurchasable(ut.owned, items.stats, FAST.repurchase_min_share))
+    assert lists.join(once, on=["user_id", "item_id"], how="semi").height == 0
+    # The same inputs give the same bytes, also with the users' views loaded in hash groups.
+    assert recommendations_table(wh, as_of, FAST).content_hash == report.content_hash
+    grouped = FAST.model_copy(update={"group_events": 2_000, "bucket_users": 100})
+    again = recommendations_table(wh, as_of, grouped)
+    assert again.notes["groups"] > 2 and again.content_hash == report.content_hash
+
+
+def _inputs(wh: Warehouse, as_of: date):
+    i = inputs_before(wh, as_of, FAST)
+    return i.events, i.items, i.market_prices
+
+
+def test_before_any_ranker_lists_are_ranked_by_the_heuristic(built, tmp_path):
+    wh = _copy(built, tmp_path)
+    report = recommendations_table(wh, END + timedelta(days=1), FAST)
+    assert report.model_version == HEURISTIC
+    assert set(_lists(wh, END + timedelta(days=1))["model_version"]) == {HEURISTIC}
+
+
+def test_a_past_date_is_never_ranked_by_a_model_that_saw_it(trained, tmp_path):
+    wh = _copy(trained, tmp_path)
+    assert recommendations_table(wh, END, FAST).model_version == HEURISTIC
+
+
+def test_training_is_due_by_the_cadence_and_retraining_the_same_data_changes_nothing(
+    trained, tmp_path
+):
+    wh = _copy(trained, tmp_path)
+    assert training_due(wh, END, FAST) is None
+    assert "days old" in training_due(wh, END + timedelta(days=7), FAST)
+    again = train_recommender(wh, END, FAST, only_if_due=True)
+    assert not again.trained and "fresh" in again.reason
+
+
+def test_too_short_a_history_says_what_it_needs(built, tmp_path):
+    wh = _copy(built, tmp_path)
+    with pytest.raises(train.NotEnoughHistory, match="needs at least 56 days"):
+        train_recommender(wh, END - timedelta(days=30), FAST)
+
+
+# ---- edge cases on hand-made warehouses -----------------------------------------------------
+
+AS_OF = date(2026, 3, 1)
+
+
+def handmade(
+    root: Path,
+    rows: list[tuple],
+    catalogue: pl.LazyFrame = CATALOGUE,
+    items_day: str = "2026-01-01",
+) -> Warehouse:
+    """A warehouse whose clean events are ``rows`` and whose items snapshot (of ``items_day``)
+    is ``catalogue``."""
+    wh = Warehouse(root, "test")
+    frame = events(rows).collect().with_columns(dt=pl.col("event_time").dt.date())
+    for (day,), part in frame.group_by("dt"):
+        wh.write_partition("clean", "events", {"dt": day.isoformat()}, part.drop("dt"))
+    wh.write_partition("clean", "items", {"dt": items_day}, catalogue.collect())
+    return wh
+
+
+SHOP = [
+    ("u1", "a", 20, "purchase", "o1"),
+    ("u1", "b", 20, "purchase", "o1"),
+    ("u2", "a", 10, "purchase", "o2"),
+    ("u2", "c", 10, "purchase", "o2"),
+    ("u3", "b", 6, "purchase", "o3"),
+    ("u3", "e", 6, "purchase", "o3"),
+    ("u3", "off", 6, "purchase", "o3"),
+    ("u3", "off", 40, "purchase", "o0"),
+]
+CFG = RecommendSettings(top_k=3)
+
+
+def test_a_user_with_one_event_gets_a_full_list_of_best_sellers(tmp_path):
+    wh = handmade(tmp_path, [*SHOP, ("solo", "c", 2, "view", None)])
+    recommendations_table(wh, AS_OF, CFG)
+    solo = _lists(wh, AS_OF).filter(pl.col("user_id") == "solo").sort("rank")
+    assert solo.height == CFG.top_k
+    assert solo.row(0, named=True)["item_id"] == "c"  # what they looked at comes first
+    assert solo.row(0, named=True)["reason"].startswith("viewed 2 days ago")
+
+
+def test_a_brand_new_item_reaches_only_those_who_looked_at_it(tmp_path):
+    catalogue = pl.concat(
+        [CATALOGUE.collect(), CATALOGUE.collect().head(1).with_columns(item_id=pl.lit("new"))]
+    ).lazy()
+    wh = handmade(tmp_path, [*SHOP, ("u1", "new", 1, "view", None)], catalogue)
+    recommendations_table(wh, AS_OF, CFG)
+    lists = _lists(wh, AS_OF)
+    offered = lists.filter(pl.col("item_id") == "new")
+    assert set(offered["user_id"]) == {"u1"}
+    assert offered["title"].to_list() == ["Apple"] and offered["category"].to_list() == ["fruit"]
+
+
+def test_an_item_that_became_inactive_is_offered_to_nobody(tmp_path):
+    wh = handmade(tmp_path, SHOP)  # u3 bought "off" twice: a repurchase item, but inactive
+    recommendations_table(wh, AS_OF, CFG)
+    assert "off" not in set(_lists(wh, AS_OF)["item_id"])
+
+
+def test_a_single_category_catalogue_gives_full_lists(tmp_path):
+    wh = handmade(tmp_path, SHOP, CATALOGUE.with_columns(category=pl.lit("shop")))
+    recommendations_table(wh, AS_OF, CFG.model_copy(update={"exclude_bought": False}))
+    lists = _lists(wh, AS_OF)
+    assert lists.group_by("user_id").len()["len"].min() == CFG.top_k
+    assert (
+        lists.filter(pl.col("source") == "category")["reason"]
+        .str.contains("best seller in shop")
+        .all()
+    )
+
+
+def test_a_day_without_purchases_changes_nothing_but_the_date(tmp_path):
+    wh = handmade(tmp_path, SHOP)  # no event on the day before AS_OF, or the one before that
+    first = recommendations_table(wh, AS_OF, CFG)
+    second = recommendations_table(wh, AS_OF + timedelta(days=1), CFG)
+    assert first.rows == second.rows > 0
+
+
+def test_a_catalogue_smaller_than_k_gives_short_lists_and_says_so(tmp_path, caplog):
+    wh = handmade(tmp_path, SHOP)
+    with caplog.at_level(logging.WARNING, logger="nightowl"):
+        report = recommendations_table(wh, AS_OF, RecommendSettings(top_k=10))
+    assert report.notes["short_lists"] == report.notes["users"] == 3
+    assert "fewer than 10 recommendations: the sources found too few of the 5 eligible" in (
+        caplog.text
+    )
+
+
+def test_nobody_active_gives_an_empty_table_with_its_columns(tmp_path):
+    wh = handmade(tmp_path, SHOP)
+    report = recommendations_table(wh, AS_OF + timedelta(days=200), CFG)
+    assert report.rows == 0
+    assert "reason" in _lists(wh, AS_OF + timedelta(days=200)).columns
+
+
+def test_a_catalogue_known_only_later_lends_its_categories_but_not_its_prices(tmp_path):
+    wh = handmade(tmp_path, SHOP, items_day="2026-02-20")  # events start on 2026-01-20
+    before = inputs_before(wh, date(2026, 2, 10), CFG).items.collect()
+    after = inputs_before(wh, AS_OF, CFG).items.collect()
+    assert before["category"].to_list() == after["category"].to_list()
+    assert before["price"].null_count() == before["active"].null_count() == before.height
+    assert after["active"].to_list() == CATALOGUE.collect()["active"].to_list()
+
+
+def test_a_held_out_window_without_buyers_registers_nothing(tmp_path):
+    # Buyers come back in the training window (15-27 days before AS_OF) but only look in the
+    # held-out one (the last 14 days): there is nothing to judge a ranker on.
+    rows = [(u, i, d, "purchase", f"o{u}{d}") for u in ("u1", "u2", "u3") for i, d in
+            (("a", 60), ("b", 50))]  # fmt: skip
+    rows += [("u1", "c", 55, "purchase", "o9"), ("u2", "c", 20, "purchase", "o10"),
+             ("u3", "c", 25, "purchase", "o11")]  # fmt: skip
+    rows += [
+        ("u1", "b", 5, "view", None),
+        ("u2", "c", 3, "view", None),
+        ("u3", "a", 1, "view", None),
+    ]
+    wh = handmade(tmp_path, rows)
+    with pytest.raises(train.NotEnoughHistory, match="cannot be judged"):
+        train_recommender(wh, AS_OF - timedelta(days=1), CFG)
+    assert Registry(wh).versions(MODEL) == []
+
+
+def test_training_samples_are_stable_and_bounded():
+    from nightowl.tasks.recommend.units import sampled_users
+
+    users = pl.DataFrame({"user_id": [f"u{i:05d}" for i in range(5000)]})
+    few = sampled_users(users, 300)
+    assert few.height == 300 and few["user_id"].is_sorted()
+    assert few.equals(sampled_users(users.sample(fraction=1.0, shuffle=True, seed=3), 300))
+    assert sampled_users(few, 1000).equals(few)  # under the limit: all of them
+    # a larger sample contains the smaller one: raising the limit only adds users
+    assert set(few["user_id"]) <= set(sampled_users(users, 600)["user_id"])
+
+
+def test_training_builds_candidates_for_the_capped_samples_only(trained, tmp_path):
+    wh = _copy(trained, tmp_path)  # a champion is there: the new version is judged against it
+    small = FAST.model_copy(update={"max_training_users": 100, "max_holdout_users": 150})
+    report = train_recommender(wh, END, small)
+    assert "vs champion" in report.reason  # the champion's ONNX graph scored the same window
+    card = Registry(wh).card(MODEL, report.version)
+    assert 0 < card.training["groups"] <= 100 * small.snapshots
+    assert 0 < card.training["holdout_users"] <= 150
+    assert card.parity["tensorised"]["max_abs_diff"] <= small.parity_tolerance

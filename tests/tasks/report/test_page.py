@@ -1,0 +1,98 @@
+"""The report page: words from numbers, CSV downloads, and the page in a real Chromium."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import polars as pl
+from nightowl.tasks.report import page
+from nightowl.tasks.report.kpis import first_purchase_days, kpi_daily, segments
+from nightowl.tasks.report.units import ReportInputs
+
+from tests.browser import coloured_share, start_tags, visit
+from tests.tasks.report.test_kpis import AS_OF, FEEDBACK, ROWS, SCORES, VALUE, events
+
+
+def _frames() -> tuple[dict[str, pl.DataFrame], ReportInputs]:
+    ev = events(ROWS)
+    kpi = kpi_daily(ev, first_purchase_days(ev, AS_OF), FEEDBACK, AS_OF, 14)
+    inputs = ReportInputs(as_of=AS_OF, events=ev, items=None, predictions={"user_scores": SCORES})
+    return {"kpi_daily": kpi, "segments": segments(SCORES, VALUE)}, inputs
+
+
+def test_what_changed_says_the_numbers_in_words():
+    frames, inputs = _frames()
+    story = [finding.text for finding in page.what_changed(frames, inputs)]
+    assert story[0] == (
+        "Revenue on Fri 27 Nov was 21: up 110 % on the day before, up 110 % on the same day "
+        "last week."
+    )
+    assert story[1].startswith("2 orders from 1 buyers (0 of them first-time); 33.3% of 3")
+    assert "1 customers are at high churn risk" in story[-1]
+
+
+def test_changes_read_as_people_say_them():
+    assert page._change(0.123) == "up 12 %" and page._change(-0.03) == "down 3 %"
+    assert page._change(0.001) == "flat" and page._change(None) == "no comparison"
+    assert page._change(0.004, relative=False) == "up 0.4 points"
+
+
+def test_csv_joins_lists_so_a_spreadsheet_opens_them():
+    frame = pl.DataFrame({"a": [1], "flags": [["x", "y"]], "s": [{"k": 1}]})
+    assert page.csv_bytes(frame).decode().splitlines() == ["a,flags,s", '1,x; y,"{""k"":1}"']
+
+
+def test_the_page_renders_in_chromium_offline_with_its_charts(tmp_path):
+    frames, inputs = _frames()
+    story = [page.Finding("one line", "select 1")]
+    html = page.render(frames, inputs, story, ["x: not yet"], AS_OF - timedelta(1), "UTC")
+    assert "<script src" not in html and "<link" not in html and "<img" not in html
+    target = tmp_path / "index.html"
+    target.write_text(html)
+    seen = visit(target, tmp_path / "shot.png", sort=("table-segments", 1))
+    assert seen.errors == [] and [m for m in seen.console if m[0] == "error"] == []
+    assert all(url.startswith(("file:", "data:")) for url in seen.requests), seen.requests
+    assert seen.charts == 3  # KPIs, segments, churn risk
+    assert all(w > 400 and h > 100 for w, h in seen.svg_sizes), seen.svg_sizes
+    assert "What changed" in seen.text and "x: not yet" in seen.text
+    # The table comes by revenue (users 2, 1, 1); a click on "users" sorts it by users.
+    assert seen.sorted_values == [1, 1, 2]
+    assert all(coloured_share(shot, None) > 0.02 for shot in seen.chart_shots.values())
+    assert coloured_share(seen.chart_shots["chart-kpi"], (0, 114, 178)) > 0.002  # its blue
+
+
+def test_the_page_is_the_same_bytes_for_the_same_numbers():
+    frames, inputs = _frames()
+    day = date(2026, 11, 27)
+    first = page.render(frames, inputs, [], [], day, "UTC")
+    assert page.render(frames, inputs, [], [], day, "UTC") == first
+
+
+HOSTILE = "<script>alert(1)</script><img src=x onerror=alert(2)>&amp;\"' <b onclick=x>"
+
+
+def test_text_from_the_data_is_shown_as_text_never_run_as_markup():
+    frames, inputs = _frames()
+    health = {
+        "item_id": "i1", "title": HOSTILE, "category": HOSTILE, "health": "act", "flags": [HOSTILE],
+        "units_7d": 3, "units_7d_change": 0.5, "forecast_units": 2.0, "gap_pct": 0.1,
+        "feedback": 4, "negative_share": 0.5, "top_complaint": HOSTILE, "revenue_7d": 10.0,
+    }  # fmt: skip
+    brief = {
+        "segment": HOSTILE, "audience": 3, "goal": "win back", "headline": HOSTILE,
+        "message": HOSTILE, "top_items": [HOSTILE], "customer_words": [HOSTILE], "send_time": "9",
+    }  # fmt: skip
+    sentiment = pl.DataFrame({
+        "level": ["category"], "category": [HOSTILE], "day": [AS_OF - timedelta(1)],
+        "feedback": [4], "negative_share": [0.5], "top_complaints": [[HOSTILE]],
+    })  # fmt: skip
+    frames |= {"product_health": pl.DataFrame([health]), "campaign_briefs": pl.DataFrame([brief])}
+    inputs.predictions["product_sentiment"] = sentiment
+    story = [page.Finding(HOSTILE, f"select '{HOSTILE}'")]
+    html = page.render(frames, inputs, story, [HOSTILE], AS_OF - timedelta(1), "UTC")
+    assert html.count("&lt;script&gt;alert(1)") >= 6  # it is on the page, as text
+    tags = start_tags(html)
+    assert [t for t, _ in tags].count("script") == 1  # the page's own (sortable tables)
+    assert not [t for t, _ in tags if t in ("img", "b", "iframe", "object", "embed")]
+    assert not [(t, a) for t, attrs in tags for a in attrs if a.startswith("on")]
+    assert 'id="chart-sentiment"' in html  # the chart with the category in its labels
