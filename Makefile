@@ -1,6 +1,6 @@
 # nightowl — two commands on a fresh machine with Python 3.11 and make:
 #   make demo   creates .venv, installs, generates demo data, runs the nightly flow over 3 days
-#   make test   creates .venv, installs, lints and runs the test suite
+#   make test   creates .venv, installs, lints, builds the docs (--strict) and runs the test suite
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 SIZE   ?= S
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: demo test lint format bench gpu-check clean
+.PHONY: demo test test-fast lint docs format bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,10 +19,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/nightowl demo --data-root demo
 
-test: $(STAMP)
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+#: the full suite, as CI runs it
+test: lint docs
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
+
+#: for iteration: lint and every test but the end-to-end ones (marked e2e)
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not e2e"
+
+#: the docs site, into site/ (open site/index.html, or run .venv/bin/mkdocs serve)
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict --quiet -d site
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -39,4 +47,4 @@ gpu-check:
 	bench/gpu_check.sh
 
 clean:
-	rm -rf demo .pytest_cache .ruff_cache .hypothesis
+	rm -rf demo site .pytest_cache .ruff_cache .hypothesis .mypy_cache

@@ -258,6 +258,7 @@ def run_nightowl(root: Path) -> tuple[float, Any]:
     import math
 
     import polars as pl
+
     from nightowl.schemas.config import ModelSettings
     from nightowl.tasks.behaviour.features import FEEDBACK_FEATURES, bucketed_user_features
 
@@ -272,6 +273,7 @@ def run_nightowl(root: Path) -> tuple[float, Any]:
 def profile_nightowl(root: Path) -> dict[str, float]:
     """Seconds of each feature group alone (each reads its own columns of the input again)."""
     import polars as pl
+
     from nightowl.tasks.behaviour import features as f
 
     events, items, market = nightowl_inputs(root)

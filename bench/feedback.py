@@ -92,6 +92,7 @@ def reviews(dataset: Path, split: str) -> Any:
 def plain(texts: Any) -> Any:
     """``texts`` (a Series) through ``tasks.text.plain_text``, as the clean layer stores them."""
     import polars as pl
+
     from nightowl.tasks.feedback import text
 
     return pl.select(text.plain_text(pl.lit(texts))).to_series().alias(texts.name)
@@ -119,6 +120,7 @@ def sentiment_model(dataset: Path) -> tuple[Any, bytes, dict[str, Any]]:
     cross-validation grid) takes about a minute on 2 cores."""
     import numpy as np
     import polars as pl
+
     from nightowl.tasks.feedback import sentiment
 
     onnx_path, native_path = model_paths(dataset)
@@ -156,10 +158,11 @@ def quality(dataset: Path) -> dict[str, Any]:
     split, and the ONNX-vs-native parity of nightowl's model."""
     import numpy as np
     import polars as pl
-    from nightowl.tasks.feedback import sentiment
-    from nightowl.tasks.models import score
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
+
+    from nightowl.tasks.feedback import sentiment
+    from nightowl.tasks.models import score
 
     train, test = reviews(dataset, "training"), reviews(dataset, "testing")
     train_texts, test_texts = plain(train["review"]), plain(test["review"])
@@ -347,6 +350,7 @@ def run_nightowl(spec: dict[str, Any]) -> dict[str, Any]:
     sentiment through ONNX Runtime, then the feedback_scores rows (labels, aspects)."""
     import numpy as np
     import polars as pl
+
     from nightowl.schemas.config import FeedbackSettings
     from nightowl.tasks.feedback import sentiment
     from nightowl.tasks.feedback.units import scored_feedback
@@ -439,6 +443,7 @@ def run_lexicon(spec: dict[str, Any]) -> dict[str, Any]:
     """The VADER lexicon on the same texts, made plain first (no redaction, no aspects)."""
     import numpy as np
     import polars as pl
+
     from nightowl.tasks.feedback import sentiment
 
     path, n, chunk = Path(spec["input"]), spec["texts"], spec["chunk"]
@@ -579,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     import numpy as np
+
     from nightowl.tasks.feedback.sentiment import LEXICON_BAND
 
     fields: dict[str, Any] = {}

@@ -132,6 +132,7 @@ def run_nightowl(folder: Path) -> dict[str, Any]:
     """features + training (backtest and final fit) + one night's forecast, with defaults."""
     import numpy as np
     import polars as pl
+
     from nightowl.schemas.config import MarketSettings
     from nightowl.tasks.market import forecast as fc
     from nightowl.tasks.market import prices as market

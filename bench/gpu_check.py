@@ -36,6 +36,7 @@ def parity_on_device(
     cpu), scored through the nightly scorer's own ``Scorer``."""
     import lightgbm as lgb
     import numpy as np
+
     from nightowl.tasks.models import score
     from nightowl.tasks.models.export import parity_rows
     from nightowl.tasks.models.tensorised import tensorised_onnx_from_booster

@@ -155,6 +155,7 @@ def model_path(users: int, items: int) -> Path:
 def train_model(users: int, items: int) -> dict[str, Any]:
     """A lambdarank model trained as the nightly flow would (cached): its seconds and metrics."""
     import polars as pl
+
     from nightowl.schemas.config import RecommendSettings
     from nightowl.tasks.models import export
     from nightowl.tasks.recommend import units as recs
@@ -184,6 +185,7 @@ def train_model(users: int, items: int) -> dict[str, Any]:
 def worker(side: str, users: int, items: int, bucket_users: int, result: Path) -> None:
     """One side's timed run, in this process; writes its measurements to ``result``."""
     import polars as pl
+
     from nightowl.schemas.config import ModelSettings, RecommendSettings
     from nightowl.tasks.models import score
     from nightowl.tasks.recommend import lists as rec

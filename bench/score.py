@@ -321,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     import numpy as np
+
     from nightowl.tasks.models.score import cuda_really_loads
 
     train_model()

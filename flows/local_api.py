@@ -30,13 +30,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from nightowl.errors import NightowlError
+
 #: How long the server may take to answer (Prefect's own setting for its temporary server).
 STARTUP_TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 STOP_SECONDS = 3.0
 
 
-class LocalAPIError(Exception):
+class LocalAPIError(NightowlError):
     """The temporary Prefect API did not come up; the message says why and where its log is."""
 
 

@@ -5,6 +5,11 @@
 from datetime import date, timedelta
 from pathlib import Path
 
+from prefect import flow
+from prefect.settings import get_current_settings
+from prefect.states import Failed
+
+from nightowl.errors import NightowlError
 from nightowl.flows.alerts import failure_alert, send_alert
 from nightowl.flows.graph import (
     FEATURE_SOURCES,
@@ -40,15 +45,12 @@ from nightowl.flows.steps import (
 from nightowl.schemas.landing import SOURCES
 from nightowl.warehouse.manifest import code_version
 from nightowl.warehouse.store import Warehouse
-from prefect import flow
-from prefect.settings import get_current_settings
-from prefect.states import Failed
 
 #: The step groups that run once a night (the others are sources, one step run per source).
 NIGHT_GROUPS = ("models", "market", "feedback-models", "recommendations", "report")
 
 
-class NightlyFailed(Exception):
+class NightlyFailed(NightowlError):
     """One or more steps failed; the others completed and their results are cached."""
 
     def __init__(

@@ -22,20 +22,6 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 from zoneinfo import ZoneInfo
 
-from nightowl.schemas.config import (
-    RAW_COMPRESSION,
-    CheckSettings,
-    FeedbackSettings,
-    MarketSettings,
-    ModelSettings,
-    QuerySettings,
-    RawCompression,
-    RecommendSettings,
-    ReportSettings,
-    SourceConfig,
-    known_zone,
-)
-from nightowl.schemas.landing import SOURCES
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -52,6 +38,22 @@ from pydantic_settings import (
     SettingsConfigDict,
     SettingsError,
 )
+
+from nightowl.errors import NightowlError
+from nightowl.schemas.config import (
+    RAW_COMPRESSION,
+    CheckSettings,
+    FeedbackSettings,
+    MarketSettings,
+    ModelSettings,
+    QuerySettings,
+    RawCompression,
+    RecommendSettings,
+    ReportSettings,
+    SourceConfig,
+    known_zone,
+)
+from nightowl.schemas.landing import SOURCES
 
 CONFIG_NAME = "nightowl.toml"
 ENV_PREFIX = "NIGHTOWL_"
@@ -74,7 +76,7 @@ log = logging.getLogger("nightowl")
 _config_file: ContextVar[Path | None] = ContextVar("_config_file", default=None)
 
 
-class ConfigError(Exception):
+class ConfigError(NightowlError):
     """The configuration cannot be used; the message says which file and setting."""
 
 

@@ -17,6 +17,17 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from prefect import task
+from prefect.artifacts import (
+    create_link_artifact,
+    create_markdown_artifact,
+    create_table_artifact,
+)
+from prefect.cache_policies import NO_CACHE
+from prefect.context import TaskRunContext
+from pydantic import BaseModel, Field
+
+from nightowl.errors import NotEnoughHistory
 from nightowl.flows.summary import delivery_notes, scoring_paths, summary_markdown, summary_rows
 from nightowl.schemas.config import (
     RAW_COMPRESSION,
@@ -30,11 +41,11 @@ from nightowl.schemas.config import (
     SourceConfig,
 )
 from nightowl.tasks.behaviour import units as propensity
-from nightowl.tasks.behaviour.train import NotEnoughHistory, TrainOutcome
 from nightowl.tasks.common.deadline import time_limit
 from nightowl.tasks.feedback import units as feedback
 from nightowl.tasks.ingest import units
 from nightowl.tasks.market import units as demand
+from nightowl.tasks.models.lifecycle import TrainOutcome
 from nightowl.tasks.recommend import units as recommendations
 from nightowl.tasks.report import units as _report
 from nightowl.tasks.report.briefs import brief_writer
@@ -43,15 +54,6 @@ from nightowl.warehouse.ledger import Ledger
 from nightowl.warehouse.manifest import combined_hash
 from nightowl.warehouse.registry import Registry
 from nightowl.warehouse.store import Warehouse, page_url_path
-from prefect import task
-from prefect.artifacts import (
-    create_link_artifact,
-    create_markdown_artifact,
-    create_table_artifact,
-)
-from prefect.cache_policies import NO_CACHE
-from prefect.context import TaskRunContext
-from pydantic import BaseModel, Field
 
 log = logging.getLogger("nightowl")
 

@@ -7,6 +7,8 @@ later window's purchases held out), each registered only after its parity check.
 from datetime import date, timedelta
 from pathlib import Path
 
+from prefect import flow
+
 from nightowl.flows.nightly import model_context
 from nightowl.flows.settings import load_settings
 from nightowl.flows.steps import (
@@ -16,7 +18,6 @@ from nightowl.flows.steps import (
     train_sentiment_step,
     train_step,
 )
-from prefect import flow
 
 #: What `nightowl train` can train.
 MODELS = ("propensity", "demand", "sentiment", "recommender")

@@ -20,10 +20,11 @@ import socket
 import sys
 from pathlib import Path
 
-from nightowl.warehouse.store import PAGES_URL_PATH
 from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from nightowl.warehouse.store import PAGES_URL_PATH
 
 #: A report page holds text from partners' files (product titles, reviews) and shares its origin
 #: with the UI, which keeps the API's password in the browser: the page runs sandboxed, in an

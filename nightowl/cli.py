@@ -1245,7 +1245,7 @@ def report(
       nightowl report --date 2026-11-27
       nightowl query "select day, revenue, revenue_wow from kpi_daily order by day desc limit 7"
     """
-    from nightowl.tasks.behaviour.train import NotEnoughHistory
+    from nightowl.errors import NotEnoughHistory
     from nightowl.tasks.report.units import build_report
     from nightowl.warehouse.manifest import code_version
     from nightowl.warehouse.store import Warehouse

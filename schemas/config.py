@@ -11,8 +11,9 @@ from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
-from nightowl.schemas.landing import SOURCES
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from nightowl.schemas.landing import SOURCES
 
 Format = Literal["auto", "csv", "jsonl", "parquet"]
 

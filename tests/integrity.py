@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 import polars as pl
+
 from nightowl.warehouse.manifest import MANIFEST, Manifest, file_sha256
 from nightowl.warehouse.store import TMP_PREFIX, Warehouse
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
+
 from nightowl.schemas.landing import SOURCES
 from nightowl.warehouse.ledger import Ledger, live_deliveries
 from nightowl.warehouse.store import Warehouse

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from nightowl.errors import NightowlError
 from nightowl.schemas.config import SourceConfig
 
 EXTENSIONS = {
@@ -69,7 +71,7 @@ TRUNCATED = "_nightowl_truncated"  # JSON Lines: why the row is cut short, null 
 READER_COLUMNS = (MAYBE_SHORT, SHAPES, TRUNCATED)
 
 
-class LandingError(Exception):
+class LandingError(NightowlError):
     """A landing file that cannot be read at all; the message names the file and the expectation."""
 
     def __init__(self, path: Path | str, problem: str) -> None:

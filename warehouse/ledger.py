@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from pydantic import BaseModel, Field
+
 from nightowl.warehouse.manifest import InputRef
 from nightowl.warehouse.store import Warehouse, write_json_atomic
-from pydantic import BaseModel, Field
 
 
 class DateRows(BaseModel):

@@ -26,17 +26,19 @@ from pathlib import Path
 
 import duckdb
 import polars as pl
+
+from nightowl.errors import NightowlError
 from nightowl.warehouse.store import Warehouse
 
 READS = {duckdb.StatementType.SELECT}  # DESCRIBE, SHOW and SUMMARIZE parse as SELECT too
 _REFUSAL = "nightowl query is read-only (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN of those)"
 
 
-class QueryRefused(Exception):
+class QueryRefused(NightowlError):
     """A statement that would write, or reach outside the warehouse."""
 
 
-class QueryTimedOut(Exception):
+class QueryTimedOut(NightowlError):
     """A query stopped because it ran longer than its time limit."""
 
     def __init__(self, seconds: float) -> None:

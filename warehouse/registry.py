@@ -25,9 +25,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, Field
+
 from nightowl.warehouse.manifest import InputRef
 from nightowl.warehouse.store import Warehouse, write_json_atomic
-from pydantic import BaseModel, Field
 
 ONNX_FILE = "model.onnx"
 TENSOR_FILE = "model.tensor.onnx"

@@ -36,6 +36,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import polars as pl
+
 from nightowl.warehouse.crash import crash_point
 from nightowl.warehouse.manifest import (
     MANIFEST,

@@ -16,26 +16,10 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import polars as pl
-from nightowl.schemas.config import ModelSettings, RecommendSettings
-from pydantic import BaseModel, Field
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-
-class NotEnoughHistory(ValueError):
-    """The warehouse does not yet hold the days a time-split training needs."""
-
-
-class TrainOutcome(BaseModel):
-    """What a train step did, for any model: trained or not, registered, promoted, and why."""
-
-    trained: bool
-    reason: str
-    version: str | None = None
-    promoted: bool = False
-    champion: str | None = None
-    metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
-    parity_max_diff: float | None = None
-    seconds: float = 0.0
+from nightowl.errors import NotEnoughHistory
+from nightowl.schemas.config import ModelSettings, RecommendSettings
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
 from datetime import date, timedelta
 
 import lightgbm as lgb
 import numpy as np
 import polars as pl
+from pydantic import BaseModel, Field
+
+from nightowl.errors import NotEnoughHistory
 from nightowl.schemas.config import ModelSettings
 from nightowl.tasks.behaviour import train
 from nightowl.tasks.behaviour.features import (
@@ -24,21 +26,18 @@ from nightowl.tasks.behaviour.features import (
     labelled,
     purchase_labels,
 )
+from nightowl.tasks.common.reads import catalogue_before, clean_before, event_days
 from nightowl.tasks.models import score, tensorised
 from nightowl.tasks.models.export import (
     ParityFailed as ParityFailed,  # where callers have long imported it from
 )
+from nightowl.tasks.models.lifecycle import NoChampion, TrainOutcome, cadence_due
 from nightowl.warehouse.manifest import InputRef, Manifest, combined_hash
 from nightowl.warehouse.registry import ModelCard, Registry
 from nightowl.warehouse.store import Warehouse
-from pydantic import BaseModel, Field
 
 MODEL = "propensity"
 log = logging.getLogger("nightowl")
-
-
-class NoChampion(RuntimeError):
-    """Scoring was asked for before any model passed the parity gate and was promoted."""
 
 
 class FeatureReport(BaseModel):
@@ -52,7 +51,7 @@ class FeatureReport(BaseModel):
     seconds: float = 0.0
 
 
-class TrainReport(train.TrainOutcome):
+class TrainReport(TrainOutcome):
     """What the propensity training did: its held-out snapshot and training snapshots too."""
 
     holdout: str | None = None
@@ -71,41 +70,6 @@ class ScoreReport(BaseModel):
     graph: str = Field(default=score.TREE_ENSEMBLE, description="tree_ensemble or tensorised")
     placement: dict[str, int]
     seconds: float = 0.0
-
-
-# ---- reading the clean layer ---------------------------------------------------------------
-
-
-def clean_before(
-    wh: Warehouse, table: str, before: date | None
-) -> tuple[pl.LazyFrame | None, list]:
-    """A clean table's partitions dated before ``before`` (all when None), and their refs."""
-    manifests = [
-        m
-        for m in wh.manifests("clean", table)
-        if before is None or date.fromisoformat(m.partition["dt"]) < before
-    ]
-    frame = wh.scan("clean", table, [m.partition for m in manifests], partition_columns=True)
-    return frame, [m.ref for m in manifests] if frame is not None else []
-
-
-def event_days(wh: Warehouse) -> tuple[date, date]:
-    """The first and last ``dt`` of the clean events table."""
-    days = sorted(date.fromisoformat(m.partition["dt"]) for m in wh.manifests("clean", "events"))
-    if not days:
-        raise train.NotEnoughHistory("the clean events table is empty: run the nightly flow first")
-    return days[0], days[-1]
-
-
-def catalogue_before(wh: Warehouse, as_of: date) -> tuple[pl.LazyFrame | None, list[InputRef]]:
-    """The newest items snapshot dated before ``as_of``; for dates before the first snapshot, the
-    first one (an item's category does not change, and a backfilled history has no older one)."""
-    snapshots = sorted(wh.manifests("clean", "items"), key=lambda m: m.partition["dt"])
-    if not snapshots:
-        return None, []
-    before = [m for m in snapshots if m.partition["dt"] < as_of.isoformat()]
-    latest = before[-1] if before else snapshots[0]
-    return wh.scan("clean", "items", [latest.partition]), [latest.ref]
 
 
 def _feature_sources(wh: Warehouse, as_of: date) -> dict[str, tuple[pl.LazyFrame | None, list]]:
@@ -145,7 +109,7 @@ def user_features_table(
         sources[t][0] for t in ("events", "market_prices", "items", "feedback")
     )
     if events is None:
-        raise train.NotEnoughHistory(f"no clean events before {as_of}: nothing to featurize")
+        raise NotEnoughHistory(f"no clean events before {as_of}: nothing to featurize")
     buckets = math.ceil(events.select(pl.len()).collect().item() / bucket_events)
     frame = bucketed_user_features(events, as_of, items, market, feedback, buckets=buckets)
     manifest = wh.write_partition(
@@ -165,39 +129,6 @@ def _feature_report(m: Manifest, as_of: date, started: float, *, reused: bool) -
 
 
 # ---- training -------------------------------------------------------------------------------
-
-
-def cadence_due(
-    registry: Registry,
-    model: str,
-    last_day: date,
-    horizon_days: int,
-    every_days: int,
-    serves: Callable[[ModelCard], bool] | None = None,
-) -> str | None:
-    """Why ``model`` should be trained with data up to ``last_day``, by its registry alone: no
-    champion, a champion for another horizon, no version that ``serves`` the night after
-    ``last_day`` (a backfill of days before the first model; default: trained on data up to
-    ``last_day`` only), or a newest such version ``every_days`` old."""
-    champion = registry.champion(model)
-    if champion is None:
-        return "no champion yet"
-    card = registry.card(model, champion.version)
-    if card.training["horizon_days"] != horizon_days:
-        return (
-            f"champion {champion.version} looks {card.training['horizon_days']} days ahead; "
-            f"horizon_days is now {horizon_days}"
-        )
-    # From the newest attempt, champion or not: a challenger that lost is not retried nightly.
-    serves = serves or (lambda c: date.fromisoformat(c.training["last_day"]) <= last_day)
-    usable = [c for c in registry.versions(model) if serves(c)]
-    if not usable:
-        return f"every {model} model saw data after {last_day}: none may serve the night after it"
-    newest = max(date.fromisoformat(c.training["last_day"]) for c in usable)
-    age = (last_day - newest).days
-    if age >= every_days:
-        return f"the newest {model} model is {age} days old (retrain_every_days = {every_days})"
-    return None
 
 
 def training_due(wh: Warehouse, last_day: date, cfg: ModelSettings) -> str | None:
@@ -240,7 +171,7 @@ def train_propensity(
     reason = due if only_if_due else "asked for"
     first_day, events_end = event_days(wh)
     if last_day > events_end:
-        raise train.NotEnoughHistory(
+        raise NotEnoughHistory(
             f"events end on {events_end}, before {last_day}: the newest labels would be cut "
             f"short; train with --date {events_end} (or wait for the missing days)"
         )
@@ -263,7 +194,7 @@ def train_propensity(
     fit_rows, holdout = pl.concat(snapshots[:-1], how="vertical_relaxed"), snapshots[-1]
     positives = int(holdout["label"].sum())
     if not 0 < positives < holdout.height:
-        raise train.NotEnoughHistory(
+        raise NotEnoughHistory(
             f"the held-out snapshot as of {plan.holdout} has {positives} buyers among "
             f"{holdout.height} users: no ranking can be judged on it"
         )

@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+from nightowl.errors import NightowlError
+
 _limit: ContextVar[tuple[float, str, float] | None] = ContextVar("_limit", default=None)
 
 
-class StepTimeout(Exception):
+class StepTimeout(NightowlError):
     """A step ran past its time limit and stopped at the next safe point."""
 
 

@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 import onnx
 import polars as pl
-from nightowl.tasks.feedback.text import term_counts
 from onnx import TensorProto, helper
 from scipy import sparse
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
+
+from nightowl.tasks.feedback.text import term_counts
 
 TERMS, COUNTS, OUTPUT = "term_index", "counts", "probability"
 #: The ONNX metadata key holding the vocabulary.

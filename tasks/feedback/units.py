@@ -18,17 +18,19 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+
+from nightowl.errors import NotEnoughHistory
 from nightowl.schemas.config import FeedbackSettings
-from nightowl.tasks.behaviour.train import NotEnoughHistory, TrainOutcome
-from nightowl.tasks.behaviour.units import cadence_due, catalogue_before, clean_before
+from nightowl.tasks.common.reads import catalogue_before, clean_before
+from nightowl.tasks.common.reports import TableReport, table_report
 from nightowl.tasks.feedback import sentiment, support, text
 from nightowl.tasks.models import score
 from nightowl.tasks.models.export import ParityFailed
+from nightowl.tasks.models.lifecycle import TrainOutcome, cadence_due
 from nightowl.warehouse.landing import LandingError, knowledge_base
 from nightowl.warehouse.manifest import InputRef, Manifest
 from nightowl.warehouse.registry import ModelCard, Registry
 from nightowl.warehouse.store import Warehouse
-from pydantic import BaseModel, Field
 
 log = logging.getLogger("nightowl")
 
@@ -46,31 +48,6 @@ class SentimentTrainReport(TrainOutcome):
     """What one sentiment training did, and how many rated texts it had."""
 
     labelled: int = 0
-
-
-class TableReport(BaseModel):
-    """A published prediction table partition (feedback tables, recommendations): what the next
-    steps and the cache check read."""
-
-    table: str
-    as_of: str
-    rows: int
-    content_hash: str
-    model_version: str | None = None
-    notes: dict[str, Any] = Field(default_factory=dict)
-    seconds: float = 0.0
-
-
-def table_report(m: Manifest, started: float, **extra: Any) -> TableReport:
-    """The report of a published prediction table partition, timed from ``started``."""
-    return TableReport(
-        table=m.table,
-        as_of=m.partition["as_of"],
-        rows=m.rows,
-        content_hash=m.content_hash,
-        seconds=round(time.perf_counter() - started, 3),
-        **extra,
-    )
 
 
 # ---- training -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 
 import polars as pl
+
 from nightowl.schemas.landing import CONTRACTS, SourceContract
 from nightowl.tasks.feedback import redact, text
 from nightowl.tasks.market.prices import export_day

@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 
 import polars as pl
+
+from nightowl.errors import NightowlError
 from nightowl.schemas.config import SourceConfig
 from nightowl.schemas.landing import EXPECTED, Column, SourceContract
 from nightowl.warehouse.landing import READER_COLUMNS, truncation_reasons
@@ -29,7 +31,7 @@ _TRUE = ["true", "t", "yes", "y", "1"]
 _FALSE = ["false", "f", "no", "n", "0"]
 
 
-class MappingError(Exception):
+class MappingError(NightowlError):
     """The file's columns cannot be mapped onto the contract (a file-level problem)."""
 
 

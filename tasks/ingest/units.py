@@ -18,6 +18,9 @@ from itertools import count
 from pathlib import Path
 
 import polars as pl
+from pydantic import BaseModel, Field
+
+from nightowl.errors import NightowlError
 from nightowl.schemas.config import (
     RAW_COMPRESSION,
     CheckSettings,
@@ -51,7 +54,6 @@ from nightowl.warehouse.ledger import (
 )
 from nightowl.warehouse.manifest import combined_hash, file_sha256
 from nightowl.warehouse.store import Warehouse, write_parquet
-from pydantic import BaseModel, Field
 
 log = logging.getLogger("nightowl")
 #: Rows per batch streamed through validation: bounded memory whatever the file size.
@@ -62,7 +64,7 @@ CLEAN_CHUNK_ROWS = 4_000_000  # Settings.clean_chunk_rows
 FUTURE_HORIZON_DAYS = 366  # Settings.future_horizon_days
 
 
-class IngestFailed(Exception):
+class IngestFailed(NightowlError):
     """Some landing files could not be read; the others were ingested."""
 
 
@@ -871,7 +873,7 @@ def raw_rows(wh: Warehouse, entries: list[LedgerEntry], source: str | None = Non
     return pl.concat(frames, how="vertical_relaxed")
 
 
-class ChecksFailed(Exception):
+class ChecksFailed(NightowlError):
     """A blocking data check failed; the message names the check, the table and the numbers."""
 
 

@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 import lightgbm as lgb
 import numpy as np
 import polars as pl
-from nightowl.schemas.config import MarketSettings
 from scipy import stats
+
+from nightowl.schemas.config import MarketSettings
 
 ITEM_DAY = ["item_id", "date"]
 #: Features whose value depends on the price we set on the target day (price scenarios).

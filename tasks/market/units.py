@@ -18,19 +18,21 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import polars as pl
+from pydantic import BaseModel, Field
+
+from nightowl.errors import NotEnoughHistory
 from nightowl.schemas.config import MarketSettings, ModelSettings
-from nightowl.tasks.behaviour.train import NotEnoughHistory, TrainOutcome
-from nightowl.tasks.behaviour.units import NoChampion, cadence_due, clean_before
+from nightowl.tasks.common.reads import clean_before
 from nightowl.tasks.ingest.units import raw_rows
 from nightowl.tasks.market import forecast as fc
 from nightowl.tasks.market import prices as market
 from nightowl.tasks.models import score, tensorised
+from nightowl.tasks.models.lifecycle import NoChampion, TrainOutcome, cadence_due
 from nightowl.warehouse.landing import date_in_name
 from nightowl.warehouse.ledger import Ledger, LedgerEntry, live_deliveries
 from nightowl.warehouse.manifest import InputRef
 from nightowl.warehouse.registry import ModelCard, Registry
 from nightowl.warehouse.store import Warehouse
-from pydantic import BaseModel, Field
 
 MODEL = "demand"
 log = logging.getLogger("nightowl")

@@ -23,6 +23,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
+from nightowl.errors import NightowlError
+
 INPUT = "features"
 OUTPUT = "probability"
 #: Graph node names, so where each one ran can be looked up.
@@ -31,11 +33,11 @@ ML_OPSET = 3
 ONNX_OPSET = 17
 
 
-class UnsupportedModel(ValueError):
+class UnsupportedModel(NightowlError, ValueError):
     """A booster this converter would not reproduce exactly."""
 
 
-class ParityFailed(RuntimeError):
+class ParityFailed(NightowlError, RuntimeError):
     """The ONNX export does not reproduce the native model closely enough to be registered."""
 
 

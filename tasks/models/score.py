@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import polars as pl
+
 from nightowl.schemas.config import ModelSettings
 from nightowl.tasks.behaviour.train import rfm_segment, rfm_table
 from nightowl.tasks.models.export import ENSEMBLE, INPUT, OUTPUT

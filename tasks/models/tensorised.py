@@ -37,6 +37,8 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import onnx
+from onnx import TensorProto, helper, numpy_helper
+
 from nightowl.tasks.models.export import (
     INPUT,
     ONNX_OPSET,
@@ -50,7 +52,6 @@ from nightowl.tasks.models.export import (
     sigmoid_scale,
 )
 from nightowl.tasks.models.score import CPU, TENSORISED, session
-from onnx import TensorProto, helper, numpy_helper
 
 #: ``graph`` metadata value of these models, beside ``tree_ensemble`` for ``tasks.export``'s.
 GRAPH = TENSORISED

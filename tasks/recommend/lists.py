@@ -23,6 +23,7 @@ from datetime import date
 
 import numpy as np
 import polars as pl
+
 from nightowl.schemas.config import RecommendSettings
 from nightowl.tasks.behaviour.features import events_before, midnight
 

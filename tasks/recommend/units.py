@@ -20,17 +20,20 @@ from datetime import date, timedelta
 import lightgbm as lgb
 import numpy as np
 import polars as pl
+from pydantic import Field
+
+from nightowl.errors import NotEnoughHistory
 from nightowl.schemas.config import ModelSettings, RecommendSettings
 from nightowl.tasks.behaviour import train
 from nightowl.tasks.behaviour.features import user_bucket
-from nightowl.tasks.behaviour.units import cadence_due, catalogue_before, clean_before, event_days
-from nightowl.tasks.feedback.units import TableReport, table_report
+from nightowl.tasks.common.reads import catalogue_before, clean_before, event_days
+from nightowl.tasks.common.reports import TableReport, table_report
 from nightowl.tasks.models import score, tensorised
+from nightowl.tasks.models.lifecycle import TrainOutcome, cadence_due
 from nightowl.tasks.recommend import lists as rec
 from nightowl.warehouse.manifest import InputRef
 from nightowl.warehouse.registry import ModelCard, Registry
 from nightowl.warehouse.store import Warehouse
-from pydantic import Field
 
 MODEL = "recommender"
 TABLE = "recommendations"
@@ -39,7 +42,7 @@ HEURISTIC = "heuristic-rrf"
 log = logging.getLogger("nightowl")
 
 
-class RecommenderTrainReport(train.TrainOutcome):
+class RecommenderTrainReport(TrainOutcome):
     """What a recommender training did: its held-out window and training snapshots."""
 
     holdout: str | None = None
@@ -81,7 +84,7 @@ def inputs_before(wh: Warehouse, as_of: date, cfg: RecommendSettings) -> Inputs:
         # categories hold for earlier days, its prices and active flags are not known yet then.
         items = items.with_columns(price=pl.lit(None, pl.Float64), active=pl.lit(None, pl.Boolean))
     if frames["events"] is None:
-        raise train.NotEnoughHistory(f"no clean events before {as_of}: nothing to recommend from")
+        raise NotEnoughHistory(f"no clean events before {as_of}: nothing to recommend from")
     return Inputs(frames["events"], items, frames["market_prices"], refs + item_refs)
 
 
@@ -89,7 +92,7 @@ def input_refs(wh: Warehouse, as_of: date, cfg: RecommendSettings) -> list[Input
     """What recommendations as of ``as_of`` are computed from (empty before any events)."""
     try:
         return inputs_before(wh, as_of, cfg).refs
-    except train.NotEnoughHistory:
+    except NotEnoughHistory:
         return []
 
 
@@ -252,7 +255,7 @@ def train_recommender(
     reason = due if only_if_due else "asked for"
     first_day, events_end = event_days(wh)
     if last_day > events_end:
-        raise train.NotEnoughHistory(
+        raise NotEnoughHistory(
             f"events end on {events_end}, before {last_day}: the held-out purchases would be "
             f"cut short; train with --date {events_end}"
         )
@@ -272,7 +275,7 @@ def train_recommender(
 
     rows = learning_rows(snapshots(), cfg)
     if rows.height == 0:
-        raise train.NotEnoughHistory(
+        raise NotEnoughHistory(
             f"no candidate in the snapshots {[d.isoformat() for d in plan.train]} was bought in "
             "the window after it: nothing for a ranker to learn"
         )
@@ -291,7 +294,7 @@ def train_recommender(
     held = snapshot(holdout_inputs, plan.holdout, cfg, events=everything, users=held_users)
     metrics = _held_out_metrics(held, _scores(held.frame, booster=booster), cfg)
     if not metrics["model"]["all_users"]:
-        raise train.NotEnoughHistory(
+        raise NotEnoughHistory(
             f"no user active before {plan.holdout} bought anything in the {cfg.horizon_days} "
             "days after it: the ranker cannot be judged, so it was not registered"
         )

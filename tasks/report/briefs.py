@@ -14,10 +14,11 @@ from datetime import date, timedelta
 from typing import Protocol, runtime_checkable
 
 import polars as pl
+from pydantic import BaseModel
+
 from nightowl.tasks.behaviour.features import midnight
 from nightowl.tasks.feedback import text
 from nightowl.tasks.report.kpis import SEGMENT_GOALS
-from pydantic import BaseModel
 
 #: Words too plain to quote to customers on their own.
 FILLER_WORDS = frozenset({"really", "feels", "use", "got", "bought", "one", "like", "did", "does"})

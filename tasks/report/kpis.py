@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import polars as pl
+
 from nightowl.tasks.behaviour.features import midnight
 from nightowl.tasks.recommend.lists import fixed_order_sum
 

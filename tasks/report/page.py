@@ -15,10 +15,11 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import polars as pl
+
 from nightowl.tasks.report.kpis import purchase_lines
 
 if TYPE_CHECKING:
-    from nightowl.tasks.report.units import ReportInputs
+    from nightowl.tasks.report.inputs import ReportInputs
 
 #: Colours of the risk tiers and of the charts (colour-blind safe: Okabe-Ito).
 TIER_COLOURS = {"low": "#009E73", "medium": "#E69F00", "high": "#D55E00"}

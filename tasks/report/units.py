@@ -11,19 +11,20 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
 import polars as pl
+from pydantic import BaseModel, Field
+
+from nightowl.errors import NotEnoughHistory
 from nightowl.schemas.config import ReportSettings
 from nightowl.schemas.landing import SOURCES
-from nightowl.tasks.behaviour.train import NotEnoughHistory
-from nightowl.tasks.behaviour.units import catalogue_before, clean_before
+from nightowl.tasks.common.reads import catalogue_before, clean_before
 from nightowl.tasks.report import briefs, kpis, page
+from nightowl.tasks.report.inputs import ReportInputs
 from nightowl.warehouse.manifest import InputRef, Manifest, combined_hash
 from nightowl.warehouse.store import Warehouse
-from pydantic import BaseModel, Field
 
 log = logging.getLogger("nightowl")
 
@@ -49,21 +50,6 @@ class ReportReport(BaseModel):
     not_tonight: dict[str, str] = Field(default_factory=dict)
     summary: list[str] = Field(default_factory=list)
     seconds: float = 0.0
-
-
-@dataclass
-class ReportInputs:
-    """The frames a report reads, and the partitions they came from (its lineage)."""
-
-    as_of: date
-    events: pl.LazyFrame
-    items: pl.LazyFrame | None
-    predictions: dict[str, pl.DataFrame] = field(default_factory=dict)
-    #: Earlier nights' forecasts for the days shown, for forecast-vs-actual.
-    past_forecasts: pl.DataFrame | None = None
-    #: User scores a week before, for the change in customers at risk.
-    week_ago_scores: pl.DataFrame | None = None
-    refs: list[InputRef] = field(default_factory=list)
 
 
 def _partition(wh: Warehouse, table: str, as_of: date) -> Manifest | None:

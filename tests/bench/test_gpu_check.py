@@ -1,9 +1,9 @@
 """The GPU check's own logic, rehearsed on the CPU provider: known to work before a GPU is lent."""
 
 import pytest
-from nightowl.tasks.models import score
 
 from bench.gpu_check import OBJECTIVES, main, parity_on_device
+from nightowl.tasks.models import score
 
 
 @pytest.mark.parametrize("objective", OBJECTIVES)

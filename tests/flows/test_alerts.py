@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import socket
 
-from nightowl.flows.alerts import failure_alert, send_alert
 from pydantic import SecretStr
 
+from nightowl.flows.alerts import failure_alert, send_alert
 from tests.webhook import webhook
 
 

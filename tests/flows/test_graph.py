@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from nightowl.flows.graph import (
     FEEDBACK_STEPS,
     MARKET_STEPS,

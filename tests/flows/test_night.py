@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 import pytest
-from nightowl.flows.night import SKIPPED, Night, SoFar
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+
+from nightowl.flows.night import SKIPPED, Night, SoFar
 
 pytestmark = pytest.mark.e2e
 

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from nightowl.flows.settings import NOT_SETTINGS, ConfigError, load_settings, names_a_setting
 from nightowl.schemas.landing import SOURCES
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from nightowl.flows.nightly import step_options
 from nightowl.flows.settings import load_settings
 from nightowl.flows.steps import retry_on_io_error

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from nightowl.flows.webserver import with_reports
 from starlette.responses import PlainTextResponse
+
+from nightowl.flows.webserver import with_reports
 
 DAY = "2026-11-20"
 AUTH = ("owl", "night-watch-7c1f")
@@ -75,8 +76,9 @@ def test_the_reports_ask_for_the_servers_password_and_run_sandboxed(pages):
 
 
 def test_a_run_links_its_page_over_http_only_where_its_server_serves_that_file(pages, tmp_path):
-    from nightowl.flows.steps import report_link
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+    from nightowl.flows.steps import report_link
 
     page = pages / DAY / "index.html"
     copy = tmp_path / "elsewhere" / DAY / "index.html"  # the same date in another data root

@@ -9,9 +9,10 @@ import encodings.aliases
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
+
 from nightowl.schemas.config import CHECK_NAMES, CheckSettings, SourceConfig
 from nightowl.schemas.landing import SOURCES
-from pydantic import ValidationError
 
 
 def _refused(**cfg) -> str:

@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from nightowl.schemas.config import SourceConfig
 from nightowl.schemas.landing import CONTRACTS
 from nightowl.tasks.ingest import contract as ingest

@@ -5,6 +5,7 @@ from __future__ import annotations
 import duckdb
 import polars as pl
 import pytest
+
 from nightowl.warehouse.query import QueryRefused, run_query, view_definitions
 from nightowl.warehouse.store import Warehouse
 
@@ -268,6 +269,7 @@ def test_an_unknown_table_keeps_duckdbs_message(wh):
 def test_the_catalog_file_follows_partitions_published_after_it(tmp_path):
     import duckdb
     import polars as pl
+
     from nightowl.warehouse.query import write_catalog
     from nightowl.warehouse.store import Warehouse
 

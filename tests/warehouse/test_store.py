@@ -8,6 +8,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+
 from nightowl.warehouse.manifest import MANIFEST, InputRef, combined_hash, file_sha256
 from nightowl.warehouse.store import TMP_PREFIX, Warehouse
 

@@ -8,6 +8,8 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
 from nightowl.tasks.behaviour.features import (
     EVENT_TYPES,
     WINDOWS,
@@ -20,7 +22,6 @@ from nightowl.tasks.behaviour.features import (
     purchase_labels,
     user_features,
 )
-from polars.testing import assert_frame_equal
 
 AS_OF = date(2026, 11, 28)
 SCHEMA = {

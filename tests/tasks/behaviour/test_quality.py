@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import date
 
 import polars as pl
+from sklearn.metrics import roc_auc_score
+
 from nightowl.schemas.config import ModelSettings
 from nightowl.tasks.behaviour.features import labelled, purchase_labels
 from nightowl.tasks.behaviour.units import train_propensity, user_features_table
-from sklearn.metrics import roc_auc_score
-
 from tests.tasks.behaviour.test_units import END, build_warehouse
 
 

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from nightowl.schemas.config import ModelSettings
 from nightowl.tasks.behaviour.train import (
     NotEnoughHistory,

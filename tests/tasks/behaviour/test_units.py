@@ -8,9 +8,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+
+from nightowl.demo.generate import generate_landing
+from nightowl.errors import NotEnoughHistory
 from nightowl.schemas.config import ModelSettings, SourceConfig
 from nightowl.schemas.landing import SOURCES
-from nightowl.tasks.behaviour.train import NotEnoughHistory, feature_matrix
+from nightowl.tasks.behaviour.train import feature_matrix
 from nightowl.tasks.behaviour.units import (
     MODEL,
     NoChampion,
@@ -26,8 +29,6 @@ from nightowl.tasks.behaviour.units import (
 from nightowl.tasks.ingest import units
 from nightowl.warehouse.registry import Registry
 from nightowl.warehouse.store import Warehouse
-
-from nightowl.demo.generate import generate_landing
 
 END = date(2026, 11, 27)
 FAST = ModelSettings(snapshots=3, max_rounds=200, min_data_in_leaf=20)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 
 import pytest
+
 from nightowl.flows.steps import retry_on_io_error
 from nightowl.schemas.config import SourceConfig
 from nightowl.tasks.common.deadline import StepTimeout, check_time, time_limit

@@ -7,9 +7,10 @@ import polars as pl
 import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
-from nightowl.tasks.feedback.redact import PLACEHOLDERS, redacted_text
 from polars.testing import assert_frame_equal
 from stdnum import luhn
+
+from nightowl.tasks.feedback.redact import PLACEHOLDERS, redacted_text
 
 
 def _one(text: str | None, region: str = "US") -> tuple[str | None, list[str]]:

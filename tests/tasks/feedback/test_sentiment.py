@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from nightowl.tasks.feedback import sentiment
 from nightowl.tasks.models import score
 

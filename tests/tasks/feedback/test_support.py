@@ -10,6 +10,15 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sklearn.metrics import roc_auc_score
+
+from nightowl.demo.generate import (
+    PAYMENT_URGENCY_PHRASES,
+    SUPPORT_BODIES,
+    SUPPORT_CLOSERS,
+    URGENCY_PHRASES,
+    generate_landing,
+)
 from nightowl.tasks.feedback.support import (
     HIGH_VALUE_WEIGHT,
     NEGATIVITY_WEIGHT,
@@ -19,15 +28,6 @@ from nightowl.tasks.feedback.support import (
     faq_entries,
     suggested_answers,
     urgency_scores,
-)
-from sklearn.metrics import roc_auc_score
-
-from nightowl.demo.generate import (
-    PAYMENT_URGENCY_PHRASES,
-    SUPPORT_BODIES,
-    SUPPORT_CLOSERS,
-    URGENCY_PHRASES,
-    generate_landing,
 )
 
 REPO = Path(__file__).resolve().parents[3]

@@ -6,6 +6,8 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
 from nightowl.schemas.config import DEFAULT_ASPECTS
 from nightowl.tasks.feedback.text import (
     aspects,
@@ -15,7 +17,6 @@ from nightowl.tasks.feedback.text import (
     term_counts,
     top_phrases,
 )
-from polars.testing import assert_frame_equal
 
 
 def _plain(value: str | None) -> str | None:

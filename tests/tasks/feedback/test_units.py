@@ -9,18 +9,18 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from sklearn.metrics import roc_auc_score
+
+from nightowl.demo.generate import generate_landing
+from nightowl.errors import NotEnoughHistory
 from nightowl.schemas.config import FeedbackSettings, SourceConfig
 from nightowl.schemas.landing import SOURCES
-from nightowl.tasks.behaviour.train import NotEnoughHistory
 from nightowl.tasks.behaviour.units import ParityFailed
 from nightowl.tasks.feedback import sentiment
 from nightowl.tasks.feedback import units as feedback
 from nightowl.tasks.ingest import units
 from nightowl.warehouse.registry import Registry
 from nightowl.warehouse.store import Warehouse
-from sklearn.metrics import roc_auc_score
-
-from nightowl.demo.generate import generate_landing
 
 END = date(2026, 11, 27)
 AS_OF = END + timedelta(days=1)
@@ -267,7 +267,7 @@ def test_complaints_reach_items_missing_from_the_catalogue():
 
 
 def test_one_sided_ratings_leave_scoring_to_the_lexicon(wh):
-    from nightowl.tasks.behaviour.units import clean_before
+    from nightowl.tasks.common.reads import clean_before
 
     frame, _ = clean_before(wh, "feedback", None)
     assert frame is not None

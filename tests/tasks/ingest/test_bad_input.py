@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from nightowl.schemas.config import SourceConfig
 from nightowl.schemas.landing import SOURCES
 from nightowl.tasks.ingest.units import IngestFailed, ingest_source

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from nightowl.tasks.ingest.checks import freshness, null_share, quarantine_share, row_count
 
 

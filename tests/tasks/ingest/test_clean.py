@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from nightowl.schemas.config import DEFAULT_EVENT_TYPE_MAP
 from nightowl.schemas.landing import CONTRACTS
 from nightowl.tasks.ingest.clean import (

@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from nightowl.schemas.config import SourceConfig
 from nightowl.schemas.landing import CONTRACTS, EVENTS, FEEDBACK
 from nightowl.tasks.ingest.contract import (

@@ -20,6 +20,7 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from nightowl.schemas.config import SourceConfig
 from nightowl.tasks.ingest.units import (
     ACCOUNTING_COLUMNS,

@@ -9,6 +9,7 @@ from pathlib import Path
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
+
 from nightowl.schemas.config import SourceConfig
 from nightowl.tasks.ingest.units import (
     IngestFailed,

@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from nightowl.schemas.config import MarketSettings
 from nightowl.tasks.market.forecast import (
     FORECASTERS,

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from nightowl.tasks.market.prices import (
     competitor_quotes,
     item_day_market,

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+
+from nightowl.errors import NotEnoughHistory
 from nightowl.schemas.config import MarketSettings
-from nightowl.tasks.behaviour.train import NotEnoughHistory
-from nightowl.tasks.behaviour.units import NoChampion
 from nightowl.tasks.market.forecast import FORECASTERS
 from nightowl.tasks.market.units import (
     MODEL,
@@ -20,9 +20,9 @@ from nightowl.tasks.market.units import (
     train_demand,
     training_due,
 )
+from nightowl.tasks.models.lifecycle import NoChampion
 from nightowl.warehouse.registry import Registry
 from nightowl.warehouse.store import Warehouse
-
 from tests.tasks.behaviour.test_units import END, build_warehouse
 
 FAST = MarketSettings(max_rounds=150, min_data_in_leaf=50, backtest_origins=2, scenario_items=10)

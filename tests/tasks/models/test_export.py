@@ -8,6 +8,7 @@ import onnxruntime as ort
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from nightowl.tasks.models.export import (
     ZERO_THRESHOLD,
     UnsupportedModel,

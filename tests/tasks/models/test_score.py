@@ -11,6 +11,7 @@ import numpy as np
 import onnxruntime as ort
 import polars as pl
 import pytest
+
 from nightowl.schemas.config import ModelSettings
 from nightowl.tasks.models import score
 from nightowl.tasks.models.export import onnx_from_booster

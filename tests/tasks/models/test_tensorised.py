@@ -9,6 +9,7 @@ import onnxruntime as ort
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from nightowl.tasks.models.export import (
     UnsupportedModel,
     onnx_from_booster,

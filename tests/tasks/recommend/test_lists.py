@@ -9,10 +9,11 @@ import polars as pl
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from polars.testing import assert_frame_equal
+
 from nightowl.schemas.config import RecommendSettings
 from nightowl.tasks.recommend import lists as rec
 from nightowl.tasks.recommend.units import buckets
-from polars.testing import assert_frame_equal
 
 AS_OF = date(2026, 3, 1)
 CFG = RecommendSettings(repurchase_min_share=0.5, popular_items=3, trending_items=2)

@@ -12,6 +12,8 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 import pytest
+
+from nightowl.errors import NotEnoughHistory
 from nightowl.schemas.config import RecommendSettings
 from nightowl.tasks.behaviour import train
 from nightowl.tasks.models import score
@@ -28,7 +30,6 @@ from nightowl.tasks.recommend.units import (
 )
 from nightowl.warehouse.registry import Registry
 from nightowl.warehouse.store import Warehouse
-
 from tests.tasks.behaviour.test_units import END, build_warehouse
 from tests.tasks.recommend.test_lists import CATALOGUE, events
 
@@ -147,7 +148,7 @@ def test_training_is_due_by_the_cadence_and_retraining_the_same_data_changes_not
 
 def test_too_short_a_history_says_what_it_needs(built, tmp_path):
     wh = _copy(built, tmp_path)
-    with pytest.raises(train.NotEnoughHistory, match="needs at least 56 days"):
+    with pytest.raises(NotEnoughHistory, match="needs at least 56 days"):
         train_recommender(wh, END - timedelta(days=30), FAST)
 
 
@@ -270,7 +271,7 @@ def test_a_held_out_window_without_buyers_registers_nothing(tmp_path):
         ("u3", "a", 1, "view", None),
     ]
     wh = handmade(tmp_path, rows)
-    with pytest.raises(train.NotEnoughHistory, match="cannot be judged"):
+    with pytest.raises(NotEnoughHistory, match="cannot be judged"):
         train_recommender(wh, AS_OF - timedelta(days=1), CFG)
     assert Registry(wh).versions(MODEL) == []
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import polars as pl
 import pytest
+
 from nightowl.tasks.report import briefs
 from nightowl.tasks.report.kpis import segments
-
 from tests.tasks.report.test_kpis import AS_OF, SCORES, VALUE
 
 LISTS = pl.DataFrame(

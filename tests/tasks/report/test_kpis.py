@@ -8,6 +8,7 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from nightowl.tasks.report import kpis
 
 AS_OF = date(2026, 11, 28)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import date, timedelta
 
 import polars as pl
-from nightowl.tasks.report import page
-from nightowl.tasks.report.kpis import first_purchase_days, kpi_daily, segments
-from nightowl.tasks.report.units import ReportInputs
 
+from nightowl.tasks.report import page
+from nightowl.tasks.report.inputs import ReportInputs
+from nightowl.tasks.report.kpis import first_purchase_days, kpi_daily, segments
 from tests.browser import coloured_share, start_tags, visit
 from tests.tasks.report.test_kpis import AS_OF, FEEDBACK, ROWS, SCORES, VALUE, events
 

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+
+from nightowl.errors import NotEnoughHistory
 from nightowl.schemas.config import ReportSettings
-from nightowl.tasks.behaviour.train import NotEnoughHistory
 from nightowl.tasks.report.units import TABLES, build_report
 from nightowl.warehouse.query import run_query
 from nightowl.warehouse.store import Warehouse
-
 from tests.tasks.behaviour.test_units import END, build_warehouse
 
 

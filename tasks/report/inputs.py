@@ -1,0 +1,25 @@
+"""What a report is built from: the frames it reads and the partitions they came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+import polars as pl
+
+from nightowl.warehouse.manifest import InputRef
+
+
+@dataclass
+class ReportInputs:
+    """The frames a report reads, and the partitions they came from (its lineage)."""
+
+    as_of: date
+    events: pl.LazyFrame
+    items: pl.LazyFrame | None
+    predictions: dict[str, pl.DataFrame] = field(default_factory=dict)
+    #: Earlier nights' forecasts for the days shown, for forecast-vs-actual.
+    past_forecasts: pl.DataFrame | None = None
+    #: User scores a week before, for the change in customers at risk.
+    week_ago_scores: pl.DataFrame | None = None
+    refs: list[InputRef] = field(default_factory=list)
