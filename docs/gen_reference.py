@@ -5,9 +5,12 @@
   type, default, environment variable and description, one table per section.
 - ``reference/commands.md``: every command of the ``nightowl`` typer app, walked as click
   commands: usage, help text and options.
+- ``reference/tables.md``: every warehouse table, from the registry in
+  ``nightowl.warehouse.tables``: layer, name, partition key, each column with its dtype, and
+  what one row is.
 
 Nothing here is written by hand, so the pages cannot drift from the code. Run it directly to
-print a page instead: ``.venv/bin/python docs/gen_reference.py configuration|commands``.
+print a page instead: ``.venv/bin/python docs/gen_reference.py configuration|commands|tables``.
 """
 
 from __future__ import annotations
@@ -615,11 +618,85 @@ def commands_page() -> tuple[str, list[str]]:
     return "\n".join(_tidy(lines)) + "\n", [" ".join(p) for p, _, _ in walked]
 
 
+# --------------------------------------------------------------------------- tables
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", text).strip("-").lower()
+
+
+def _columns_table(table: Any) -> Iterator[str]:
+    named = {n.column: n for n in table.named_by}
+    yield "| column | dtype |"
+    yield "|---|---|"
+    for column, dtype in table.schema.items():
+        shown = _code(named[column].shown) if column in named else _code(column)
+        if column in named:
+            shown += f" ({_escape(named[column].setting)}; {_code(column)} by default)"
+        yield f"| {_cell(shown)} | {_code(str(dtype))} |"
+    yield ""
+
+
+def tables_page() -> tuple[str, list[str]]:
+    """The table reference, and the tables (``layer/name``) it lists."""
+    import nightowl.tasks.behaviour.units  # noqa: F401  (declares the columns of features/user)
+    from nightowl.warehouse import tables as registry
+
+    everything = list(registry.TABLES.values())
+    lines = [
+        "# Table reference",
+        "",
+        "<!-- Generated at build time by docs/gen_reference.py from the table registry "
+        "nightowl/warehouse/tables.py: edit the registry, not this page. -->",
+        "",
+        "Every table nightowl writes, as `nightowl/warehouse/tables.py` declares it. A "
+        "partition lives in `<data root>/warehouse/<layer>/<table>/<key>=<value>/`; writing "
+        "one that does not have exactly these columns, dtypes and order, or this partition key, "
+        "or writing a table not declared here, is refused with a `TableContractError` naming "
+        "the table, the column, what was expected and what came. Tables of the same columns "
+        "(the quarantine of each source and stage) share a section. The views `nightowl "
+        "query` reads them through are in [What comes out](../concepts/layers.md).",
+        "",
+        "| table | partitioned by | one row is |",
+        "|---|---|---|",
+    ]
+    groups: list[list[Any]] = []
+    for t in everything:
+        same = groups and groups[-1][0].layer == t.layer and groups[-1][0].schema == t.schema
+        if same and groups[-1][0].partition_key == t.partition_key and t.layer == "quarantine":
+            groups[-1].append(t)
+        else:
+            groups.append([t])
+    for group in groups:
+        for t in group:
+            link = f"[`{t.path}`](#{_slug(group[0].path)})"
+            lines.append(f"| {link} | `{t.partition_key}` | {_cell(_escape(t.doc))} |")
+    lines.append("")
+    layer = None
+    for group in groups:
+        first = group[0]
+        if first.layer != layer:
+            layer = first.layer
+            lines += [f"## {layer}", ""]
+        title = first.path
+        if len(group) > 1:  # source=events/stage=ingest, … as source=<source>/stage=<stage>
+            title = re.sub(r"(source|stage)=[^/]+", r"\1=<\1>", first.path)
+        lines += [f"### `{title}` {{#{_slug(first.path)}}}", ""]
+        if len(group) == 1:
+            lines += [_escape(first.doc[0].upper() + first.doc[1:]) + ".", ""]
+        else:
+            lines += [f"- `{t.path}`: {_escape(t.doc)}" for t in group] + [""]
+        lines += [f"Partitioned by `{first.partition_key}`.", ""]
+        lines += list(_columns_table(first))
+    return "\n".join(_tidy(lines)) + "\n", [t.path for t in everything]
+
+
 # --------------------------------------------------------------------------- entry points
 
 PAGES = {
     "reference/configuration.md": configuration_page,
     "reference/commands.md": commands_page,
+    "reference/tables.md": tables_page,
 }
 
 
@@ -634,11 +711,13 @@ def _write_pages() -> None:
 
 
 if __name__ == "__main__":
-    wanted = sys.argv[1:] or ["configuration", "commands"]
+    wanted = sys.argv[1:] or ["configuration", "commands", "tables"]
     for page in wanted:
         text, listed = PAGES[f"reference/{page}.md"]()
         print(text)
-        label = "settings without a description" if page == "configuration" else "commands"
+        label = {"configuration": "settings without a description", "tables": "tables"}.get(
+            page, "commands"
+        )
         print(f"<!-- {label}: {len(listed)}: {', '.join(listed)} -->", file=sys.stderr)
 else:
     _write_pages()

@@ -47,7 +47,7 @@ class Step:
 
     @property
     def failed(self) -> bool:
-        return self.done and not self.future.state.is_completed()
+        return self.done and self.state is not None and not self.state.is_completed()
 
     @property
     def state(self) -> State | None:
@@ -89,11 +89,19 @@ class Night:
     def __init__(self) -> None:
         self.steps: list[Step] = []
 
-    def add(self, task_: Task, *args: Any, after: tuple[Step, ...] = (), **kwargs: Any) -> Step:
+    def add(
+        self,
+        task_: Task,
+        *args: Any,
+        after: tuple[Step, ...] = (),
+        needs: tuple[Step, ...] = (),
+        **kwargs: Any,
+    ) -> Step:
         """Declare a step: ``task_`` called with ``args`` and ``kwargs``, where a Step stands
-        for its result (it must succeed) and ``after`` lists steps that only go first."""
+        for its result (it must succeed); ``needs`` lists steps it is not handed but must
+        succeed, ``after`` steps that only go first."""
         step = Step(_run_name(task_, args, kwargs), task_, args, kwargs, tuple(after))
-        step.needs = _steps_in(list(args) + list(kwargs.values()))
+        step.needs = _steps_in([*args, *kwargs.values(), *needs])
         self.steps.append(step)
         return step
 
@@ -151,6 +159,9 @@ class Night:
         return found
 
 
-def why_failed(state: State) -> str:
+def why_failed(state: State | None) -> str:
     """A failed state's message without Prefect's preamble."""
-    return (state.message or state.name).removeprefix("Task run encountered an exception ")
+    if state is None:
+        return "it never started"
+    said = state.message or state.name or state.type.value
+    return said.removeprefix("Task run encountered an exception ")

@@ -6,48 +6,28 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from prefect import flow
+from prefect.client.schemas.objects import State
 from prefect.settings import get_current_settings
 from prefect.states import Failed
 
 from nightowl.errors import NightowlError
 from nightowl.flows.alerts import failure_alert, send_alert
-from nightowl.flows.graph import (
-    FEATURE_SOURCES,
-    FEEDBACK_SOURCES,
-    MARKET_SOURCES,
-    RECOMMEND_SOURCES,
-    forced_steps,
-)
+from nightowl.flows.graph import NIGHT, NIGHT_GROUPS, forced_steps
 from nightowl.flows.night import Night, SoFar, Step, why_failed
 from nightowl.flows.settings import Settings, load_settings
 from nightowl.flows.steps import (
+    NIGHT_TASKS,
     ModelContext,
     StepContext,
     check_step,
     clean_step,
-    features_step,
-    feedback_step,
-    forecast_step,
     ingest_step,
-    price_position_step,
-    product_sentiment_step,
-    recommend_step,
     record_run_step,
     report_artifacts_step,
-    report_step,
-    score_step,
-    support_queue_step,
-    train_demand_step,
-    train_recommender_step,
-    train_sentiment_step,
-    train_step,
 )
 from nightowl.schemas.landing import SOURCES
 from nightowl.warehouse.manifest import code_version
 from nightowl.warehouse.store import Warehouse
-
-#: The step groups that run once a night (the others are sources, one step run per source).
-NIGHT_GROUPS = ("models", "market", "feedback-models", "recommendations", "report")
 
 
 class NightlyFailed(NightowlError):
@@ -110,119 +90,42 @@ def model_context(settings: Settings) -> ModelContext:
     )
 
 
-def model_steps(
+def night_steps(
     night: Night,
     settings: Settings,
     run_date: date,
-    cleaned: list[Step],
+    done: dict[str, dict[str, Step]],
     forced: set[str],
-    train_now: bool = False,
-) -> dict[str, Step]:
-    """features → train (when due, or ``train_now``) → score, as of the day after ``run_date``.
-
-    Recomputing an upstream step does not make training due: only naming ``train`` does.
-    """
+    named: set[str],
+) -> None:
+    """Every step of the graph after the per-source ones, wired as flows/graph.py declares it,
+    into ``done`` by group. A training step trains when due, or when named (``named``) whatever
+    the cadence; recomputing an upstream step does not make training due."""
     ctx, options = model_context(settings), step_options(settings)
-    as_of = run_date + timedelta(days=1)  # everything up to and including the run date
-    featurize = features_step.with_options(refresh_cache="features" in forced, **options)
-    score = score_step.with_options(refresh_cache="score" in forced, **options)
-    features = night.add(featurize, ctx, as_of, cleaned)
-    trained = night.add(
-        train_step.with_options(**options), ctx, run_date, features, force=train_now
-    )
-    # A failed training leaves the champion in place: tonight's scores still come out.
-    scored = night.add(score, ctx, features, after=(trained,))
-    return {"features": features, "train": trained, "score": scored}
-
-
-def market_steps(
-    night: Night,
-    settings: Settings,
-    run_date: date,
-    cleaned: list[Step],
-    forced: set[str],
-    train_now: bool = False,
-) -> dict[str, Step]:
-    """price position, and train-demand (when due, or ``train_now``) → forecast, as of the day
-    after ``run_date``."""
-    ctx, options = model_context(settings), step_options(settings)
-    as_of = run_date + timedelta(days=1)
-    position = price_position_step.with_options(refresh_cache="price-position" in forced, **options)
-    forecast = forecast_step.with_options(refresh_cache="forecast" in forced, **options)
-    positioned = night.add(position, ctx, as_of, cleaned)
-    trained = night.add(
-        train_demand_step.with_options(**options), ctx, run_date, cleaned, force=train_now
-    )
-    # A failed training leaves the champion in place: tonight's forecast still comes out.
-    forecasted = night.add(forecast, ctx, as_of, cleaned, after=(trained,))
-    return {"price-position": positioned, "train-demand": trained, "forecast": forecasted}
-
-
-def feedback_steps(
-    night: Night,
-    settings: Settings,
-    run_date: date,
-    cleaned: list[Step],
-    user_scores: Step,
-    forced: set[str],
-    train_now: bool = False,
-) -> dict[str, Step]:
-    """train-sentiment (when due, or ``train_now``) → feedback scores → product sentiment and
-    the support queue (which also waits for tonight's user scores), as of the day after
-    ``run_date``."""
-    ctx, options = model_context(settings), step_options(settings)
-    as_of = run_date + timedelta(days=1)
-    score = feedback_step.with_options(refresh_cache="feedback" in forced, **options)
-    sentiment = product_sentiment_step.with_options(
-        refresh_cache="product-sentiment" in forced, **options
-    )
-    triage = support_queue_step.with_options(refresh_cache="support-queue" in forced, **options)
-    trained = night.add(
-        train_sentiment_step.with_options(**options), ctx, run_date, cleaned, force=train_now
-    )
-    # A failed training leaves the champion (or the lexicon) in place: scores still come out.
-    scores = night.add(score, ctx, as_of, cleaned, after=(trained,))
-    products = night.add(sentiment, ctx, as_of, scores)
-    queue = night.add(triage, ctx, as_of, scores, after=(user_scores,))
-    return {
-        "train-sentiment": trained,
-        "feedback": scores,
-        "product-sentiment": products,
-        "support-queue": queue,
-    }
-
-
-def recommend_steps(
-    night: Night,
-    settings: Settings,
-    run_date: date,
-    cleaned: list[Step],
-    forced: set[str],
-    train_now: bool = False,
-) -> dict[str, Step]:
-    """train-recommender (when due, or ``train_now``) → recommend, as of the day after
-    ``run_date``."""
-    ctx, options = model_context(settings), step_options(settings)
-    as_of = run_date + timedelta(days=1)
-    recommend = recommend_step.with_options(refresh_cache="recommend" in forced, **options)
-    trained = night.add(
-        train_recommender_step.with_options(**options), ctx, run_date, cleaned, force=train_now
-    )
-    # A failed training leaves the champion (or the heuristic) in place: lists still come out.
-    lists = night.add(recommend, ctx, as_of, cleaned, after=(trained,))
-    return {"train-recommender": trained, "recommend": lists}
-
-
-def report_steps(
-    night: Night, settings: Settings, run_date: date, steps: dict[str, dict], forced: set[str]
-) -> dict[str, Step]:
-    """report, after every other step: the report tables and page as of the day after
-    ``run_date``, with whatever tonight produced, and a banner saying what did not run."""
-    report = report_step.with_options(refresh_cache="report" in forced, **step_options(settings))
-    upstream = tuple(step for group in steps.values() for step in group.values())
-    ctx = model_context(settings)
-    built = night.add(report, ctx, run_date, problems=SoFar(), after=upstream)
-    return {"report": built, "report-artifacts": night.add(report_artifacts_step, built)}
+    day = {"as_of": run_date + timedelta(days=1), "run_date": run_date}
+    runs = {name: step for group in done.values() for name, step in group.items()}
+    runs |= {f"{name}-{source}": done[source][name] for source in SOURCES for name in done[source]}
+    for spec in NIGHT:
+        task = NIGHT_TASKS[spec.name]
+        handed = [[runs[r] for r in h] if isinstance(h, list) else runs[h] for h in spec.handed()]
+        needs = tuple(runs[r] for r in spec.needs())
+        if spec.trains:
+            trains_now = bool({spec.name, "all"} & named)
+            step = night.add(
+                task.with_options(**options), ctx, day[spec.day], *handed,
+                needs=needs, after=tuple(runs[r] for r in spec.optional), force=trains_now,
+            )  # fmt: skip
+        elif spec.last:  # after every other step, told what went wrong before it
+            task = task.with_options(refresh_cache=spec.name in forced, **options)
+            everything = tuple(s for group in done.values() for s in group.values())
+            step = night.add(task, ctx, day[spec.day], *handed, problems=SoFar(), after=everything)
+        else:
+            task = task.with_options(refresh_cache=spec.name in forced, **options)
+            after = tuple(runs[r] for r in spec.optional)
+            step = night.add(task, ctx, day[spec.day], *handed, needs=needs, after=after)
+        done.setdefault(spec.group, {})[spec.name] = runs[spec.name] = step
+    built = done["report"]["report"]
+    done["report"]["report-artifacts"] = night.add(report_artifacts_step, built)
 
 
 def alert_on_failure(flow, flow_run, state) -> None:
@@ -255,7 +158,7 @@ def nightly(
     config: str | None = None,
     data_root: str | None = None,
     force_steps: list[str] | None = None,
-) -> dict[str, dict]:
+) -> dict[str, dict] | State:
     """Ingest, clean and check every source for ``run_date`` (default: yesterday, business zone),
     then as of the next day: featurize, train when due and score users; position prices, train
     the demand model when due and forecast demand; train the sentiment model when due, score
@@ -283,25 +186,7 @@ def nightly(
         checked = night.add(check_step, ctx, source, run_date, ingested, cleaned)
         steps[source] = {"ingest": ingested, "clean": cleaned, "check": checked}
     named = {n.strip() for n in force_steps or []}
-
-    def cleaned(sources: tuple[str, ...]) -> list[Step]:
-        return [steps[source]["clean"] for source in sources]
-
-    def train_now(step: str) -> bool:  # a train step named trains now, whatever the cadence
-        return bool({step, "all"} & named)
-
-    at = (night, settings, run_date)
-    steps["models"] = model_steps(*at, cleaned(FEATURE_SOURCES), forced, train_now("train"))
-    steps["market"] = market_steps(*at, cleaned(MARKET_SOURCES), forced, train_now("train-demand"))
-    scores = steps["models"]["score"]
-    feedback = cleaned(FEEDBACK_SOURCES)
-    steps["feedback-models"] = feedback_steps(
-        *at, feedback, scores, forced, train_now("train-sentiment")
-    )
-    steps["recommendations"] = recommend_steps(
-        *at, cleaned(RECOMMEND_SOURCES), forced, train_now("train-recommender")
-    )
-    steps["report"] = report_steps(night, settings, run_date, steps, forced)
+    night_steps(night, settings, run_date, steps, forced, named)
     night.run()
     try:
         summary = summary_of(steps)
@@ -326,7 +211,7 @@ def summary_of(steps: dict[str, dict[str, Step]]) -> dict[str, dict]:
             run = name if source in NIGHT_GROUPS else f"{name}-{source}"
             if step.skipped_for is not None:
                 skipped.append(run)
-            elif step.state is not None and step.state.is_completed():
+            elif step.future is not None and step.future.state.is_completed():
                 result = step.future.result()
                 entry[name] = (
                     result.model_dump(mode="json") if hasattr(result, "model_dump") else result

@@ -9,8 +9,10 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
+from contextvars import Context
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from nightowl.flows.settings import Settings
@@ -75,3 +77,66 @@ def task_runner(settings: "Settings"):  # noqa: UP037 - imported lazily
     return DaskTaskRunner(
         cluster_kwargs={"n_workers": settings.runner.dask_workers, "threads_per_worker": 1}
     )
+
+
+# Prefect is imported inside the functions below: the command line imports this module before
+# ``prepare_prefect`` has set Prefect's environment.
+
+
+def running_flow_runs(contexts: list[Context]) -> list[Any]:
+    """The ids of the flow runs still going in ``contexts`` (a flow run's context is set while
+    it runs)."""
+    if "prefect.context" not in sys.modules:
+        return []
+    from prefect.context import FlowRunContext
+
+    found = (context.get(FlowRunContext.__var__) for context in contexts)
+    return [run.flow_run.id for run in found if run is not None and run.flow_run]
+
+
+def cron_schedule(cron: str, timezone: str) -> Any:
+    """A deployment schedule from a cron expression in a time zone."""
+    from prefect.schedules import Cron
+
+    return Cron(cron, timezone=timezone)
+
+
+def mark_crashed(ids: list[Any], message: str, wait_seconds: float) -> None:
+    """Set the flow runs ``ids``, and their task runs, to Crashed unless they ended already;
+    give up after ``wait_seconds`` (an API that does not answer must not hold the exit)."""
+    if not ids:
+        return
+
+    def mark() -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import (
+            FlowRunFilter,
+            FlowRunFilterId,
+            TaskRunFilter,
+            TaskRunFilterState,
+            TaskRunFilterStateType,
+        )
+        from prefect.client.schemas.objects import StateType
+        from prefect.states import Crashed
+
+        try:
+            with get_client(sync_client=True) as client:
+                for run_id in ids:
+                    run = client.read_flow_run(run_id)
+                    if run.state is None or not run.state.is_final():
+                        client.set_flow_run_state(run_id, Crashed(message=message), force=True)
+                unfinished = TaskRunFilterStateType(
+                    any_=[StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED]
+                )
+                tasks = client.read_task_runs(
+                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)),
+                    task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=unfinished)),
+                )
+                for task_run in tasks:
+                    client.set_task_run_state(task_run.id, Crashed(message=message), force=True)
+        except Exception:  # best effort on the way out: nothing may hold up the exit
+            pass
+
+    marker = threading.Thread(target=mark, name="mark-crashed", daemon=True)
+    marker.start()
+    marker.join(wait_seconds)

@@ -41,6 +41,8 @@ from pydantic_settings import (
 
 from nightowl.errors import NightowlError
 from nightowl.schemas.config import (
+    CLEAN_CHUNK_ROWS,
+    FUTURE_HORIZON_DAYS,
     RAW_COMPRESSION,
     CheckSettings,
     FeedbackSettings,
@@ -181,13 +183,13 @@ class Settings(BaseSettings):
         "day comes (moved into the clean tables by the run that reaches them).",
     )
     future_horizon_days: int = Field(
-        default=366,
+        default=FUTURE_HORIZON_DAYS,
         ge=0,
         description="Rows dated more than this many days after the latest run date cannot be "
         "true (a clock in 2099): they are quarantined instead of held.",
     )
     clean_chunk_rows: int = Field(
-        default=4_000_000,
+        default=CLEAN_CHUNK_ROWS,
         ge=1,
         description="Raw rows the clean step holds at once: its days are cleaned in slices of "
         "about this many rows (the first night's 90 days as well as one late day).",
@@ -283,7 +285,8 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
         if not names_a_setting(name) and name.upper() not in NOT_SETTINGS:
             log.warning(_unknown_env(name))
     problems = [p for name, value in sorted(environ.items()) if (p := _env_json(name, value))]
-    settings, cause = None, None
+    settings: Settings | None = None
+    cause: Exception | None = None
     token = _config_file.set(config)
     try:
         settings = Settings(
@@ -453,7 +456,7 @@ def _json_holds(value: Any, path: Sequence[str | int]) -> bool:
         if not isinstance(value, dict | list):
             return True
         try:
-            value = value[part]
+            value = value[part]  # type: ignore[index]  # a str into a list: the TypeError below
         except (KeyError, IndexError, TypeError):
             return False  # not in this variable's JSON: merged in from the config file
     return True

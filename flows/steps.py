@@ -15,9 +15,9 @@ import uuid
 from collections.abc import Callable
 from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from prefect import task
+from prefect import Task, task
 from prefect.artifacts import (
     create_link_artifact,
     create_markdown_artifact,
@@ -30,6 +30,8 @@ from pydantic import BaseModel, Field
 from nightowl.errors import NotEnoughHistory
 from nightowl.flows.summary import delivery_notes, scoring_paths, summary_markdown, summary_rows
 from nightowl.schemas.config import (
+    CLEAN_CHUNK_ROWS,
+    FUTURE_HORIZON_DAYS,
     RAW_COMPRESSION,
     CheckSettings,
     FeedbackSettings,
@@ -42,6 +44,7 @@ from nightowl.schemas.config import (
 )
 from nightowl.tasks.behaviour import units as propensity
 from nightowl.tasks.common.deadline import time_limit
+from nightowl.tasks.common.reports import TableReport
 from nightowl.tasks.feedback import units as feedback
 from nightowl.tasks.ingest import units
 from nightowl.tasks.market import units as demand
@@ -56,6 +59,8 @@ from nightowl.warehouse.registry import Registry
 from nightowl.warehouse.store import Warehouse, page_url_path
 
 log = logging.getLogger("nightowl")
+#: What one training step reports: the outcome every model has, and its own figures.
+Trained = TypeVar("Trained", bound=TrainOutcome)
 
 
 class _Context(BaseModel):
@@ -74,9 +79,9 @@ class StepContext(_Context):
 
     config_dir: str
     tolerance_hours: float
-    horizon_days: int = units.FUTURE_HORIZON_DAYS
+    horizon_days: int = FUTURE_HORIZON_DAYS
     #: Raw rows cleaned at once (bounds memory; does not change what is written).
-    chunk_rows: int = units.CLEAN_CHUNK_ROWS
+    chunk_rows: int = CLEAN_CHUNK_ROWS
     raw_compression: RawCompression = RAW_COMPRESSION
     source: SourceConfig
     checks: CheckSettings = Field(default_factory=CheckSettings)
@@ -101,33 +106,54 @@ def _ledger_fingerprint(wh: Warehouse, source: str) -> str:
     )
 
 
-def _outputs_exist(report: Any, wh: Warehouse) -> bool:
-    if isinstance(report, units.IngestReport):
-        return all((wh.root / f).exists() for e in report.files for f in e.raw_files)
-    if isinstance(
-        report,
-        propensity.FeatureReport
-        | propensity.ScoreReport
-        | demand.PricePositionReport
-        | demand.ForecastReport
-        | feedback.TableReport,
-    ):
-        layer = "features" if isinstance(report, propensity.FeatureReport) else "predictions"
+def _partition_there(layer: str) -> Callable[[Any, Warehouse], bool]:
+    """Whether the ``as_of`` partition a report names is published, with the same content."""
+
+    def there(report: Any, wh: Warehouse) -> bool:
         m = wh.manifest(layer, report.table, {"as_of": report.as_of})
         return m is not None and m.content_hash == report.content_hash
-    if isinstance(report, _report.ReportReport):
-        return Path(report.page).exists() and all(
-            (m := wh.manifest("reports", t, {"as_of": report.as_of})) is not None
-            and m.content_hash == built["content_hash"]
-            for t, built in report.tables.items()
-        )
-    if isinstance(report, units.CleanReport):
-        return all(
-            (m := wh.manifest("clean", report.table, {"dt": dt})) is not None
-            and m.content_hash == digest
-            for dt, digest in report.partitions.items()
-        )
-    return True
+
+    return there
+
+
+def _report_there(report: _report.ReportReport, wh: Warehouse) -> bool:
+    return Path(report.page).exists() and all(
+        (m := wh.manifest("reports", t, {"as_of": report.as_of})) is not None
+        and m.content_hash == built["content_hash"]
+        for t, built in report.tables.items()
+    )
+
+
+def _clean_there(report: units.CleanReport, wh: Warehouse) -> bool:
+    return all(
+        (m := wh.manifest("clean", report.table, {"dt": dt})) is not None
+        and m.content_hash == digest
+        for dt, digest in report.partitions.items()
+    )
+
+
+def _raw_there(report: units.IngestReport, wh: Warehouse) -> bool:
+    return all((wh.root / f).exists() for e in report.files for f in e.raw_files)
+
+
+#: How to tell that the outputs of a cached step's report are still there, per report type.
+#: Every cached step's report type must be here (tests/flows/test_steps.py checks it): a
+#: type without an entry is never taken from the cache.
+OUTPUT_CHECKS: dict[type, Callable[[Any, Warehouse], bool]] = {
+    units.IngestReport: _raw_there,
+    units.CleanReport: _clean_there,
+    propensity.FeatureReport: _partition_there("features"),
+    propensity.ScoreReport: _partition_there("predictions"),
+    demand.PricePositionReport: _partition_there("predictions"),
+    demand.ForecastReport: _partition_there("predictions"),
+    TableReport: _partition_there("predictions"),
+    _report.ReportReport: _report_there,
+}
+
+
+def _outputs_exist(report: Any, wh: Warehouse) -> bool:
+    check = OUTPUT_CHECKS.get(type(report))
+    return check is not None and check(report, wh)
 
 
 def _valid_key(context: TaskRunContext, key: str, wh: Warehouse) -> str:
@@ -151,18 +177,22 @@ def _valid_key(context: TaskRunContext, key: str, wh: Warehouse) -> str:
     return combined_hash([key, "recompute", str(uuid.uuid4())])  # storage we cannot delete from
 
 
+def _key(context: TaskRunContext, ctx: _Context, *reads: str) -> str:
+    """A step's cache key: its task, data root and code version, then its settings and the
+    fingerprints of what it reads — forgetting a cached result whose outputs are gone."""
+    key = combined_hash([context.task.name, ctx.data_root, ctx.code_version, *reads])
+    return _valid_key(context, key, ctx.warehouse())
+
+
 def ingest_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     """Cache key of an ingest: settings, code and the landing files that have arrived."""
     ctx: StepContext = params["ctx"]
     source, run_date = params["source"], params["run_date"]
-    key = combined_hash(
-        [
-            "ingest", ctx.data_root, source, run_date.isoformat(), ctx.code_version,
-            ctx.source.model_dump_json(), _landing_fingerprint(ctx, source, run_date),
-            ctx.feedback.phone_region if source == "feedback" else "", ctx.raw_compression,
-        ]
+    return _key(
+        context, ctx, source, run_date.isoformat(), ctx.source.model_dump_json(),
+        _landing_fingerprint(ctx, source, run_date),
+        ctx.feedback.phone_region if source == "feedback" else "", ctx.raw_compression,
     )  # fmt: skip
-    return _valid_key(context, key, ctx.warehouse())
 
 
 def clean_key(context: TaskRunContext, params: dict[str, Any]) -> str:
@@ -171,20 +201,16 @@ def clean_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     source, run_date = params["source"], params["run_date"]
     ingested: units.IngestReport = params["ingested"]
     wh = ctx.warehouse()
-    key = combined_hash(
-        [
-            "clean", ctx.data_root, source, run_date.isoformat(), ctx.code_version,
-            ctx.source.model_dump_json(),
-            str(ctx.tolerance_hours), str(ctx.horizon_days), str(wh.high_water()),
-            str(ctx.market.price_outlier_ratio) if source == "market_prices" else "",
-            f"{ctx.feedback.max_text_chars}|{ctx.feedback.phone_region}"
-            if source == "feedback"
-            else "",
-            ingested.model_dump_json(exclude={"newly_ingested", "skipped", "notes", "seconds"}),
-            _ledger_fingerprint(wh, source),
-        ]
+    by_source = {
+        "market_prices": str(ctx.market.price_outlier_ratio),
+        "feedback": f"{ctx.feedback.max_text_chars}|{ctx.feedback.phone_region}",
+    }
+    seen = ingested.model_dump_json(exclude={"newly_ingested", "skipped", "notes", "seconds"})
+    return _key(
+        context, ctx, source, run_date.isoformat(), ctx.source.model_dump_json(),
+        str(ctx.tolerance_hours), str(ctx.horizon_days), str(wh.high_water()),
+        by_source.get(source, ""), seen, _ledger_fingerprint(wh, source),
     )  # fmt: skip
-    return _valid_key(context, key, wh)
 
 
 def retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
@@ -321,11 +347,7 @@ def features_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     as_of: date = params["as_of"]
     wh = ctx.warehouse()
     refs = propensity.feature_inputs(wh, as_of)
-    key = combined_hash(
-        ["features-user", ctx.data_root, as_of.isoformat(), ctx.code_version,
-         *(r.content_hash for r in refs)]
-    )  # fmt: skip
-    return _valid_key(context, key, wh)
+    return _key(context, ctx, as_of.isoformat(), *(r.content_hash for r in refs))
 
 
 def score_key(context: TaskRunContext, params: dict[str, Any]) -> str:
@@ -335,11 +357,8 @@ def score_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     wh = ctx.warehouse()
     champion = Registry(wh).champion(propensity.MODEL)
     seen = features.model_dump_json(include={"as_of", "content_hash"}) if features else "none"
-    key = combined_hash(
-        ["score-user", ctx.data_root, ctx.code_version, seen,
-         champion.version if champion else "none", ctx.model.model_dump_json()]
-    )  # fmt: skip
-    return _valid_key(context, key, wh)
+    version = champion.version if champion else "none"
+    return _key(context, ctx, seen, version, ctx.model.model_dump_json())
 
 
 @task(
@@ -357,12 +376,11 @@ def features_step(
     ``cleaned`` holds the clean steps' reports, so features wait for the tables they read.
     """
     with time_limit(ctx.timeout_seconds, "features-user"):
-        try:
-            wh, per_bucket = ctx.warehouse(), ctx.model.features_bucket_events
-            return propensity.user_features_table(wh, as_of, per_bucket)[1]
-        except NotEnoughHistory as exc:  # no events yet: nothing to featurize, not an error
-            log.warning("no user features yet: %s", exc)
-            return None
+        wh, per_bucket = ctx.warehouse(), ctx.model.features_bucket_events
+        made = _unless_young(
+            "user features", lambda: propensity.user_features_table(wh, as_of, per_bucket)
+        )
+        return made[1] if made is not None else None
 
 
 @task(
@@ -395,13 +413,23 @@ def train_step(
     )  # fmt: skip
 
 
+def _unless_young(what: str, make: Callable[[], Any]) -> Any:
+    """``make()``, or None and a warning when the warehouse is too young to make ``what`` (not
+    an error: a new shop has no history yet)."""
+    try:
+        return make()
+    except NotEnoughHistory as exc:
+        log.warning("no %s yet: %s", what, exc)
+        return None
+
+
 def _train_when_due(
     ctx: ModelContext,
     model: str,
-    train: Callable[[], TrainOutcome],
-    outcome: type[TrainOutcome],
-    summary: Callable[[Any], str],
-) -> TrainOutcome:
+    train: Callable[[], Trained],
+    outcome: type[Trained],
+    summary: Callable[[Trained], str],
+) -> Trained:
     """Run ``train`` within the step's time limit and log what came of it; a young warehouse
     (NotEnoughHistory) is a warning and an untrained outcome, not a failure."""
     with time_limit(ctx.timeout_seconds, f"train-{model}"):
@@ -424,8 +452,10 @@ def _train_when_due(
     persist_result=True,
     retry_condition_fn=retry_on_io_error,
 )
-def score_step(ctx: ModelContext, features: propensity.FeatureReport) -> propensity.ScoreReport:
-    """The champion scores every featurized user → ``predictions/user_scores/as_of=...``."""
+def score_step(
+    ctx: ModelContext, as_of: date, features: propensity.FeatureReport | None
+) -> propensity.ScoreReport | None:
+    """The champion scores every user featurized as of ``as_of`` → ``predictions/user_scores``."""
     wh = ctx.warehouse()
     if features is None:
         log.warning("no user_scores: there are no user features (see the features step)")
@@ -434,7 +464,7 @@ def score_step(ctx: ModelContext, features: propensity.FeatureReport) -> propens
         log.warning("no user_scores yet: no model has been trained (see the train step)")
         return None
     with time_limit(ctx.timeout_seconds, "score-users"):
-        report = propensity.score_users(wh, date.fromisoformat(features.as_of), ctx.model)
+        report = propensity.score_users(wh, as_of, ctx.model)
     log.info(
         "scored %s users with %s, %s graph on %s (nodes: %s)", f"{report.rows:,}",
         report.model_version, report.graph, report.provider, report.placement,
@@ -452,13 +482,11 @@ def market_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     as_of: date = params["as_of"]
     wh = ctx.warehouse()
     champion = Registry(wh).champion(demand.MODEL) if context.task.name == "forecast" else None
-    key = combined_hash(
-        [context.task.name, ctx.data_root, as_of.isoformat(), ctx.code_version,
-         ctx.market.model_dump_json(), ctx.model.provider, ctx.model.graph,
-         champion.version if champion else "none",
-         *(r.content_hash for r in demand.market_refs(wh, as_of))]
+    return _key(
+        context, ctx, as_of.isoformat(), ctx.market.model_dump_json(), ctx.model.provider,
+        ctx.model.graph, champion.version if champion else "none",
+        *(r.content_hash for r in demand.market_refs(wh, as_of)),
     )  # fmt: skip
-    return _valid_key(context, key, wh)
 
 
 @task(
@@ -473,11 +501,12 @@ def price_position_step(
 ) -> demand.PricePositionReport | None:
     """Our prices and competitor quotes before ``as_of`` → ``predictions/price_position``."""
     with time_limit(ctx.timeout_seconds, "price-position"):
-        try:
-            report = demand.price_position_table(ctx.warehouse(), as_of, ctx.market)
-        except NotEnoughHistory as exc:
-            log.warning("no price_position yet: %s", exc)
-            return None
+        wh = ctx.warehouse()
+        report = _unless_young(
+            "price_position", lambda: demand.price_position_table(wh, as_of, ctx.market)
+        )
+    if report is None:
+        return None
     log.info("price position of %s items: %s above the competitor median", report.rows,
              report.overpriced)  # fmt: skip
     return report
@@ -550,18 +579,14 @@ def feedback_key(context: TaskRunContext, params: dict[str, Any]) -> str:
         reads = [scorer.version if scorer else feedback.lexicon_version()]
         reads += [m.content_hash for m in feedback.feedback_partitions(wh, as_of, ctx.feedback)]
     else:
-        scores: feedback.TableReport | None = params.get("scores")
+        scores: TableReport | None = params.get("scores")
         reads = [scores.content_hash if scores else "none"]
         if name == "product-sentiment":
             reads += [r.content_hash for r in propensity.catalogue_before(wh, as_of)[1]]
         else:
             reads += [m.content_hash for m in wh.manifests("predictions", "user_scores")[-1:]]
             reads.append(feedback.faq_fingerprint(wh, ctx.config_dir, ctx.feedback.faq))
-    key = combined_hash(
-        [name, ctx.data_root, as_of.isoformat(), ctx.code_version,
-         ctx.feedback.model_dump_json(), *reads]
-    )  # fmt: skip
-    return _valid_key(context, key, wh)
+    return _key(context, ctx, as_of.isoformat(), ctx.feedback.model_dump_json(), *reads)
 
 
 @task(
@@ -598,16 +623,15 @@ def train_sentiment_step(
     persist_result=True,
     retry_condition_fn=retry_on_io_error,
 )
-def feedback_step(
-    ctx: ModelContext, as_of: date, cleaned: list[Any]
-) -> feedback.TableReport | None:
+def feedback_step(ctx: ModelContext, as_of: date, cleaned: list[Any]) -> TableReport | None:
     """The sentiment champion (or the lexicon) scores recent feedback → ``feedback_scores``."""
     with time_limit(ctx.timeout_seconds, "feedback-scores"):
-        try:
-            report = feedback.feedback_scores_table(ctx.warehouse(), as_of, ctx.feedback)
-        except NotEnoughHistory as exc:
-            log.warning("no feedback_scores yet: %s", exc)
-            return None
+        report = _unless_young(
+            "feedback_scores",
+            lambda: feedback.feedback_scores_table(ctx.warehouse(), as_of, ctx.feedback),
+        )
+    if report is None:
+        return None
     log.info(
         "scored %s feedback items with %s (%s)", f"{report.rows:,}", report.model_version,
         report.notes["sentiment_source"],
@@ -623,8 +647,8 @@ def feedback_step(
     retry_condition_fn=retry_on_io_error,
 )
 def product_sentiment_step(
-    ctx: ModelContext, as_of: date, scores: feedback.TableReport | None
-) -> feedback.TableReport | None:
+    ctx: ModelContext, as_of: date, scores: TableReport | None
+) -> TableReport | None:
     """Feedback scores per product and category and day → ``product_sentiment``."""
     if scores is None:
         log.warning("no product_sentiment: there are no feedback_scores (see the feedback step)")
@@ -643,8 +667,8 @@ def product_sentiment_step(
     retry_condition_fn=retry_on_io_error,
 )
 def support_queue_step(
-    ctx: ModelContext, as_of: date, scores: feedback.TableReport | None
-) -> feedback.TableReport | None:
+    ctx: ModelContext, as_of: date, scores: TableReport | None
+) -> TableReport | None:
     """Recent support tickets with urgency and a suggested answer → ``support_queue``."""
     if scores is None:
         log.warning("no support_queue: there are no feedback_scores (see the feedback step)")
@@ -674,13 +698,11 @@ def recommend_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     as_of: date = params["as_of"]
     wh = ctx.warehouse()
     ranker = recommendations.scoring_model(Registry(wh), as_of)
-    key = combined_hash(
-        ["recommend", ctx.data_root, as_of.isoformat(), ctx.code_version,
-         ctx.recommend.model_dump_json(), ctx.model.provider, ctx.model.graph,
-         ranker.version if ranker else recommendations.HEURISTIC,
-         *(r.content_hash for r in recommendations.input_refs(wh, as_of, ctx.recommend))]
+    return _key(
+        context, ctx, as_of.isoformat(), ctx.recommend.model_dump_json(), ctx.model.provider,
+        ctx.model.graph, ranker.version if ranker else recommendations.HEURISTIC,
+        *(r.content_hash for r in recommendations.input_refs(wh, as_of, ctx.recommend)),
     )  # fmt: skip
-    return _valid_key(context, key, wh)
 
 
 @task(
@@ -699,7 +721,7 @@ def train_recommender_step(
 
     def summary(r: recommendations.RecommenderTrainReport) -> str:
         k, m = r.top_k, r.metrics
-        best = max(m[b]["all_ndcg"] or 0.0 for b in ("popularity", "cooccurrence", "repeat_buy"))
+        best = max(m[b]["all_ndcg"] or 0.0 for b in recommendations.BASELINES)
         return f"held-out NDCG@{k} {m['model']['all_ndcg']:.4f} vs best baseline {best:.4f}"
 
     return _train_when_due(
@@ -718,18 +740,17 @@ def train_recommender_step(
     persist_result=True,
     retry_condition_fn=retry_on_io_error,
 )
-def recommend_step(
-    ctx: ModelContext, as_of: date, cleaned: list[Any]
-) -> feedback.TableReport | None:
+def recommend_step(ctx: ModelContext, as_of: date, cleaned: list[Any]) -> TableReport | None:
     """Top-K items per active user, ranked by the recommender → ``recommendations``."""
     with time_limit(ctx.timeout_seconds, "recommend"):
-        try:
-            report = recommendations.recommendations_table(
+        report = _unless_young(
+            "recommendations",
+            lambda: recommendations.recommendations_table(
                 ctx.warehouse(), as_of, ctx.recommend, ctx.model
-            )
-        except NotEnoughHistory as exc:
-            log.warning("no recommendations yet: %s", exc)
-            return None
+            ),
+        )
+    if report is None:
+        return None
     log.info(
         "recommended %s items to %s users with %s", f"{report.rows:,}",
         f"{report.notes['users']:,}", report.model_version,
@@ -757,13 +778,11 @@ def report_key(context: TaskRunContext, params: dict[str, Any]) -> str:
         writer = brief_writer(ctx.report.brief_writer).name
     except ValueError:  # the step itself will say why it cannot be loaded
         writer = "unloadable"
-    key = combined_hash(
-        ["report", ctx.data_root, run_date.isoformat(), ctx.code_version,
-         ctx.report.model_dump_json(), writer, ctx.timezone,
-         _report.report_fingerprint(wh, run_date + timedelta(days=1)),
-         json.dumps(params.get("problems") or {}, sort_keys=True)]
+    return _key(
+        context, ctx, run_date.isoformat(), ctx.report.model_dump_json(), writer, ctx.timezone,
+        _report.report_fingerprint(wh, run_date + timedelta(days=1)),
+        json.dumps(params.get("problems") or {}, sort_keys=True),
     )  # fmt: skip
-    return _valid_key(context, key, wh)
 
 
 @task(
@@ -780,13 +799,14 @@ def report_step(
     from the run in the UI. Runs after every other step, with what they produced; ``problems``
     (step run → what went wrong) heads the page."""
     with time_limit(ctx.timeout_seconds, "report"):
-        try:
-            built = _report.build_report(
+        built = _unless_young(
+            "report",
+            lambda: _report.build_report(
                 ctx.warehouse(), run_date, ctx.report, ctx.timezone, problems or {}
-            )
-        except NotEnoughHistory as exc:
-            log.warning("no report yet: %s", exc)
-            return None
+            ),
+        )
+    if built is None:
+        return None
     for line in built.missing:
         log.warning("report: %s", line)
     log.info("report for %s: %s", run_date, built.page)
@@ -861,7 +881,7 @@ def _not_served(url: str, page: Path) -> str | None:
     return None
 
 
-def _only_newest_artifact(key: str, newest: uuid.UUID) -> None:
+def _only_newest_artifact(key: str, newest: object) -> None:
     """Delete this flow run's other artifacts under ``key``, so that a step run again in the
     same flow run (a Retry) leaves one per key, the current one, first to open in the UI."""
     import contextlib
@@ -901,3 +921,21 @@ def report_markdown(built: _report.ReportReport, link: str | None = None) -> str
     if built.missing:
         lines += ["", "Not in this report:", *(f"- {m}" for m in built.missing)]
     return "\n".join(lines)
+
+
+#: The task of each step in the graph (flows/graph.py) after the per-source ones.
+NIGHT_TASKS: dict[str, Task[..., Any]] = {
+    "features": features_step,
+    "train": train_step,
+    "score": score_step,
+    "price-position": price_position_step,
+    "train-demand": train_demand_step,
+    "forecast": forecast_step,
+    "train-sentiment": train_sentiment_step,
+    "feedback": feedback_step,
+    "product-sentiment": product_sentiment_step,
+    "support-queue": support_queue_step,
+    "train-recommender": train_recommender_step,
+    "recommend": recommend_step,
+    "report": report_step,
+}

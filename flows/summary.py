@@ -4,16 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from nightowl.flows.graph import FEEDBACK_STEPS, MARKET_STEPS, RECOMMEND_STEPS
 from nightowl.warehouse.catalog import listed
-
-#: The market steps' names, as the nightly flow reports them.
-MARKET_STEPS = ("price-position", "train-demand", "forecast")
-#: The feedback steps' names, as the nightly flow reports them.
-FEEDBACK_STEPS = ("train-sentiment", "feedback", "product-sentiment", "support-queue")
-#: The recommendation steps' names, as the nightly flow reports them.
-RECOMMEND_STEPS = ("train-recommender", "recommend")
-#: The report step's name: the report tables and the page, after every other step.
-REPORT_STEPS = ("report",)
 
 
 def summary_rows(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:

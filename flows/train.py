@@ -40,7 +40,8 @@ def train(
     futures = {}
     if "propensity" in wanted:
         features = features_step.submit(ctx, last_day + timedelta(days=1), [])
-        futures["propensity"] = train_step.submit(ctx, last_day, features, force=True)
+        # A future stands for its result (Prefect resolves it), which its types cannot say.
+        futures["propensity"] = train_step.submit(ctx, last_day, features, force=True)  # type: ignore[call-overload]
     if "demand" in wanted:
         futures["demand"] = train_demand_step.submit(ctx, last_day, [], force=True)
     if "sentiment" in wanted:

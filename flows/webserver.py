@@ -18,7 +18,9 @@ import contextlib
 import hmac
 import socket
 import sys
+from collections.abc import MutableMapping
 from pathlib import Path
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
@@ -76,7 +78,7 @@ def _authorised(scope: Scope, auth_string: str) -> bool:
 
 
 def _with_headers(send: Send) -> Send:
-    async def sending(message: dict) -> None:
+    async def sending(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             headers = [*message.get("headers", [])]
             headers += [(k.encode(), v.encode()) for k, v in PAGE_HEADERS.items()]

@@ -26,7 +26,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from nightowl.flows.runtime import cron_schedule, mark_crashed, running_flow_runs
 from nightowl.flows.settings import ConfigError, Settings, load_settings
+from nightowl.tasks.models.lifecycle import VersionsView
 
 app = typer.Typer(
     name="nightowl",
@@ -291,7 +293,7 @@ class _FlowRuns:
         settings among it)."""
         context = contextvars.copy_context()
         self.contexts.append(context)
-        return self.pool.submit(context.run, flow, **kwargs)
+        return self.pool.submit(context.run, flow, **kwargs)  # type: ignore[arg-type]
 
     def completed(self, futures: list[Future]) -> Iterator[Future]:
         """``futures`` as they complete. The main thread wakes up four times a second meanwhile:
@@ -308,12 +310,7 @@ class _FlowRuns:
 
     def running(self) -> list[Any]:
         """The ids of the flow runs still going: a flow run's context is set while it runs."""
-        if "prefect.context" not in sys.modules:
-            return []
-        from prefect.context import FlowRunContext
-
-        found = (context.get(FlowRunContext.__var__) for context in self.contexts)
-        return [run.flow_run.id for run in found if run is not None and run.flow_run]
+        return running_flow_runs(self.contexts)
 
 
 @contextmanager
@@ -351,53 +348,13 @@ def _end_interrupted(signum: int, what: str, kept: str, runs: _FlowRuns) -> NoRe
     for other in SIGNALS:  # a second Ctrl-C: out now (the kernel stops the server)
         signal.signal(other, lambda *_: os._exit(code))
     logging.disable(logging.CRITICAL)  # the steps still running in threads say nothing more
-    err.print(f"[red]{escape(what)} interrupted by {SIGNALS[signum]}[/]: {escape(kept)}")
-    _mark_crashed(runs.running(), f"interrupted by {SIGNALS[signum]}")
+    by = SIGNALS[signal.Signals(signum)]
+    err.print(f"[red]{escape(what)} interrupted by {by}[/]: {escape(kept)}")
+    mark_crashed(runs.running(), f"interrupted by {by}", MARK_CRASHED_SECONDS)
     local_api.stop()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # not sys.exit: that would wait for the worker threads' steps to end
-
-
-def _mark_crashed(ids: list[Any], message: str) -> None:
-    """Set the flow runs ``ids``, and their task runs, to Crashed unless they ended already;
-    give up after MARK_CRASHED_SECONDS (an API that does not answer must not hold the exit)."""
-    if not ids:
-        return
-
-    def mark() -> None:
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import (
-            FlowRunFilter,
-            FlowRunFilterId,
-            TaskRunFilter,
-            TaskRunFilterState,
-            TaskRunFilterStateType,
-        )
-        from prefect.client.schemas.objects import StateType
-        from prefect.states import Crashed
-
-        try:
-            with get_client(sync_client=True) as client:
-                for run_id in ids:
-                    run = client.read_flow_run(run_id)
-                    if run.state is None or not run.state.is_final():
-                        client.set_flow_run_state(run_id, Crashed(message=message), force=True)
-                unfinished = TaskRunFilterStateType(
-                    any_=[StateType.RUNNING, StateType.PENDING, StateType.SCHEDULED]
-                )
-                tasks = client.read_task_runs(
-                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)),
-                    task_run_filter=TaskRunFilter(state=TaskRunFilterState(type=unfinished)),
-                )
-                for task_run in tasks:
-                    client.set_task_run_state(task_run.id, Crashed(message=message), force=True)
-        except Exception:  # best effort on the way out: nothing may hold up the exit
-            pass
-
-    marker = threading.Thread(target=mark, name="mark-crashed", daemon=True)
-    marker.start()
-    marker.join(MARK_CRASHED_SECONDS)
 
 
 def _interrupted_runs(dates: list[date], backfill: bool) -> tuple[str, str]:
@@ -693,9 +650,14 @@ def models(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
 
     [bold]Example[/]: nightowl models --data-root demo
     """
+    from nightowl.tasks.behaviour import units as propensity
+    from nightowl.tasks.feedback import units as sentiment
+    from nightowl.tasks.market import units as demand
+    from nightowl.tasks.recommend import units as recommender
     from nightowl.warehouse.registry import Registry
     from nightowl.warehouse.store import Warehouse
 
+    views = {m.MODEL: m.VERSIONS for m in (propensity, demand, sentiment, recommender)}
     settings = _settings(config, data_root)
     registry = Registry(Warehouse(settings.data_root))
     names = registry.models()
@@ -708,95 +670,23 @@ def models(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
         champion = registry.champion(name)
         cards = registry.versions(name)
         star = ["*" if champion and champion.version == c.version else "" for c in cards]
-        tables = {
-            "demand": _demand_models,
-            "sentiment": _sentiment_models,
-            "recommender": _recommender_models,
-        }
-        console.print(tables.get(name, _propensity_models)(cards, star))
+        view = views.get(name, VersionsView(f"{name} models"))
+        console.print(_versions_table(view, cards, star))
         if champion:
             console.print(
                 f"champion: {champion.version} since {champion.promoted_at} ({champion.reason})"
             )
 
 
-def _propensity_models(cards: list, star: list[str]) -> Table:
-    table = Table(
-        title="propensity models (held-out ROC-AUC of the model, recency-only and RFM)",
-        show_edge=False,
-    )
-    for col in ("", "version", "data to", "held-out", "AUC", "PR-AUC", "lift@10%",
-                "recency", "RFM", "parity", "rounds"):  # fmt: skip
+def _versions_table(view: VersionsView, cards: list, star: list[str]) -> Table:
+    """A model's registered versions with the figures its view names; ``star`` marks one."""
+    table = Table(title=view.title, show_edge=False)
+    headers = ("", "version", "data to", *(f.header for f in view.figures))
+    for col in headers:
         table.add_column(col, justify="left" if col in ("", "version") else "right")
     for mark, card in zip(star, cards, strict=True):
-        m, base = card.metrics["model"], card.metrics
-        table.add_row(
-            mark, card.version, card.training["last_day"], card.training["holdout_as_of"],
-            _num(m["roc_auc"]), _num(m["pr_auc"]), _num(m["lift_top_decile"], 2),
-            _num(base["recency_only"]["roc_auc"]), _num(base["rfm"]["roc_auc"]),
-            f"{card.parity['max_abs_diff']:.1g}", str(card.best_iteration),
-        )  # fmt: skip
-    return table
-
-
-def _sentiment_models(cards: list, star: list[str]) -> Table:
-    table = Table(
-        title="sentiment models (newest rated texts held out: model and the VADER lexicon)",
-        show_edge=False,
-    )
-    for col in ("", "version", "data to", "held-out", "macro-F1", "accuracy", "AUC",
-                "lexicon F1", "lexicon AUC", "terms", "parity"):  # fmt: skip
-        table.add_column(col, justify="left" if col in ("", "version") else "right")
-    for mark, card in zip(star, cards, strict=True):
-        m, lex = card.metrics["model"], card.metrics["lexicon"]
-        table.add_row(
-            mark, card.version, card.training["last_day"], str(card.training["holdout_rows"]),
-            _num(m["macro_f1"], 3), _num(m["accuracy"], 3), _num(m["roc_auc"]),
-            _num(lex["macro_f1"], 3), _num(lex["roc_auc"]), str(card.params["terms"]),
-            f"{card.parity['max_abs_diff']:.1g}",
-        )  # fmt: skip
-    return table
-
-
-def _recommender_models(cards: list, star: list[str]) -> Table:
-    table = Table(
-        title="recommender models (held-out NDCG@K of the ranker and the best baseline, "
-        "with repurchases and new items only)",
-        show_edge=False,
-    )
-    for col in ("", "version", "data to", "held-out", "users", "NDCG all", "baseline",
-                "NDCG new", "baseline", "parity", "rounds"):  # fmt: skip
-        table.add_column(col, justify="left" if col in ("", "version") else "right")
-    baselines = ("popularity", "cooccurrence", "repeat_buy")
-    for mark, card in zip(star, cards, strict=True):
-        m = card.metrics
-        best = {key: max(m[b][key] or 0.0 for b in baselines) for key in ("all_ndcg", "new_ndcg")}
-        table.add_row(
-            mark, card.version, card.training["last_day"], card.training["holdout_as_of"],
-            str(card.training["holdout_users"]), _num(m["model"]["all_ndcg"]),
-            _num(best["all_ndcg"]), _num(m["model"]["new_ndcg"]), _num(best["new_ndcg"]),
-            f"{card.parity['max_rel_diff']:.1g}", str(card.best_iteration),
-        )  # fmt: skip
-    return table
-
-
-def _demand_models(cards: list, star: list[str]) -> Table:
-    table = Table(
-        title="demand models (backtest WAPE, item x day: model, seasonal naive, 28-day average)",
-        show_edge=False,
-    )
-    for col in ("", "version", "data to", "weeks", "WAPE", "s-naive", "MA-28", "category WAPE",
-                "bias", "parity", "rounds"):  # fmt: skip
-        table.add_column(col, justify="left" if col in ("", "version") else "right")
-    for mark, card in zip(star, cards, strict=True):
-        m = card.metrics
-        table.add_row(
-            mark, card.version, card.training["last_day"],
-            str(len(card.training["backtest_origins"])), _num(m["model"]["wape"], 3),
-            _num(m["seasonal_naive"]["wape"], 3), _num(m["moving_average_28d"]["wape"], 3),
-            _num(m["model"]["category_wape"], 3), _num(m["model"]["bias"], 3),
-            f"{card.parity['max_rel_diff']:.1g}", str(card.best_iteration),
-        )  # fmt: skip
+        cells = [f.shown(card) for f in view.figures]
+        table.add_row(mark, card.version, card.training["last_day"], *cells)
     return table
 
 
@@ -921,7 +811,7 @@ def demo(
     tables(config=config, data_root=settings.data_root)
     root = settings.data_root
     dr = _root_flag(settings)
-    me = _command()
+    me = _invocation()
     console.print(
         f"\n[bold]Done in {time.perf_counter() - started:.0f} s.[/] Outputs: Parquet under "
         f"{root}/warehouse (clean/, raw/, quarantine/, features/, predictions/, reports/), one "
@@ -952,7 +842,7 @@ def demo(
     )
 
 
-def _command() -> str:
+def _invocation() -> str:
     """How to run this command again: ``nightowl`` if that is on PATH, else the path used."""
     used = Path(sys.argv[0])
     on_path = shutil.which("nightowl")
@@ -1079,8 +969,6 @@ def serve(
     os.environ.setdefault("PREFECT_API_URL", settings.server.api_url)  # before Prefect loads
     _require_api(os.environ["PREFECT_API_URL"])
     nightly = _nightly_flow(settings)
-    from prefect.schedules import Cron
-
     schedule = settings.schedule
     console.print(
         f"serving deployment nightowl-nightly/{schedule.deployment}: {schedule.cron} "
@@ -1089,7 +977,7 @@ def serve(
     try:
         nightly.serve(
             name=schedule.deployment,
-            schedule=Cron(schedule.cron, timezone=settings.timezone),
+            schedule=cron_schedule(schedule.cron, settings.timezone),
             parameters={
                 "config": str(config.absolute()) if config else None,
                 "data_root": str(settings.data_root),
@@ -1207,6 +1095,7 @@ def query(
     elif fmt == "json":
         frame.write_ndjson(target)
     else:
+        assert output is not None  # refused above
         frame.write_parquet(output)
     if output is not None:
         err.print(f"wrote {frame.height:,} rows to {output}")
@@ -1275,7 +1164,7 @@ def report(
         console.print(f"[yellow]not in this report:[/] {escape(line)}")
     console.print(
         f"Report: {built.page}\nOpen it in a browser (file://), or query its tables: "
-        f'{_command()} query{_root_flag(settings)} "select * from segments"',
+        f'{_invocation()} query{_root_flag(settings)} "select * from segments"',
         soft_wrap=True,
     )
 

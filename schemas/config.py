@@ -90,9 +90,10 @@ def readable_timestamp_format(value: str) -> str:
             written = sample.dt.strftime(writing)
         except pl.exceptions.PolarsError as exc:
             unknown = [
-                _DIRECTIVE.match(piece).group()  # every piece starts with a %
+                directive.group()
                 for piece in re.findall(r"%%|%[^%]*", writing)
-                if not _writes(sample, piece)
+                # every piece starts with a %, so it matches
+                if not _writes(sample, piece) and (directive := _DIRECTIVE.match(piece))
             ]
             raise ValueError(
                 f"{value!r} has directives Polars does not know ({', '.join(unknown) or '?'}); "
@@ -103,7 +104,7 @@ def readable_timestamp_format(value: str) -> str:
             read = written.str.to_datetime(value, strict=False, time_unit="us", time_zone=zone)
         except pl.exceptions.PolarsError:
             read = pl.Series([None], dtype=pl.Datetime("us", "UTC"))
-        if read.dtype.time_zone is None:
+        if isinstance(read.dtype, pl.Datetime) and read.dtype.time_zone is None:  # always Datetime
             read = read.dt.replace_time_zone("UTC")
         back = read[0]
         if back is None:
@@ -135,6 +136,11 @@ CHECK_NAMES: tuple[str, ...] = ("freshness", "quarantine_share", "row_count", "n
 #: How the raw layer's Parquet parts may be compressed (Settings.raw_compression), and the default.
 RawCompression = Literal["lz4", "snappy", "zstd", "uncompressed"]
 RAW_COMPRESSION: RawCompression = "lz4"
+#: Raw rows cleaned at once (Settings.clean_chunk_rows): about 1.5 GiB of events at the peak.
+CLEAN_CHUNK_ROWS = 4_000_000
+#: Rows dated more than this many days after the latest run date are quarantined, not held
+#: (Settings.future_horizon_days).
+FUTURE_HORIZON_DAYS = 366
 
 
 class SourceConfig(BaseModel):

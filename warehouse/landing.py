@@ -297,6 +297,8 @@ def _literal(path: Path) -> str:
 
 
 def _scan(path: Path, file: LandingFile, cfg: SourceConfig) -> pl.LazyFrame:
+    if file.format is None:  # such a file has a problem, which open_landing raises first
+        raise LandingError(file.path, file.problem or "cannot tell the format of the file")
     try:
         if file.format == "csv":
             lf = pl.scan_csv(
@@ -534,10 +536,10 @@ def record_fields(
                 # No quotes: when the separators add up, every record here has the header's
                 # fields (or one has more, which the reader refuses): no need to split them.
                 split = np.count_nonzero(a[:last] == sep)
-                lines = np.count_nonzero(a[:last] == eol) + 1
+                lines = int(np.count_nonzero(a[:last] == eol)) + 1
                 if fields - 1 + split == (expected - 1) * lines:
                     records += lines
-                    fields = 1 + np.count_nonzero(a[last:] == sep)
+                    fields = 1 + int(np.count_nonzero(a[last:] == sep))
                     opened_at, quoted = base + last + 1, False
                     base += len(a)
                     continue
@@ -578,9 +580,9 @@ def record_fields(
         records += 1
     if recount:
         with path.open("rb") as fh:
-            for part, j, begin, stop in recount:
+            for part, index, begin, stop in recount:
                 fh.seek(begin)
-                counts[part][j] = _fields_of(fh.read(stop - begin), sep, quote)
+                counts[part][index] = _fields_of(fh.read(stop - begin), sep, quote)
     number, count = np.concatenate(numbers), np.concatenate(counts)
     keep = count != expected
     return records, number[keep], count[keep]

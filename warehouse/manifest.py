@@ -73,7 +73,10 @@ def combined_hash(parts: list[str]) -> str:
 
 def _package_dir(name: str) -> Path:
     """Where a package's files are, in a wheel or an editable install alike."""
-    return Path(importlib.import_module(name).__file__).resolve().parent
+    module = importlib.import_module(name)
+    if module.__file__ is None:  # a namespace package: no __init__.py to say where it is
+        raise RuntimeError(f"{name} has no __init__.py: cannot tell where its files are")
+    return Path(module.__file__).resolve().parent
 
 
 def code_version() -> str:

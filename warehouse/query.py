@@ -29,6 +29,22 @@ import polars as pl
 
 from nightowl.errors import NightowlError
 from nightowl.warehouse.store import Warehouse
+from nightowl.warehouse.tables import (
+    CATEGORY_FORECAST,
+    CLEAN,
+    CLEAN_ITEMS,
+    DEMAND_FORECAST,
+    FEEDBACK_SCORES,
+    PRICE_POSITION,
+    PRICE_SCENARIOS,
+    PRODUCT_SENTIMENT,
+    RECOMMENDATIONS,
+    REPORT_TABLES,
+    SUPPORT_QUEUE,
+    TABLES,
+    USER_FEATURES,
+    USER_SCORES,
+)
 
 READS = {duckdb.StatementType.SELECT}  # DESCRIBE, SHOW and SUMMARIZE parse as SELECT too
 _REFUSAL = "nightowl query is read-only (SELECT, WITH, DESCRIBE, SHOW, SUMMARIZE, EXPLAIN of those)"
@@ -46,44 +62,44 @@ class QueryTimedOut(NightowlError):
         self.seconds = seconds
 
 
-_REPORT_TABLES = ("kpi_daily", "segments", "at_risk_customers", "product_health", "campaign_briefs")
-
 #: Tables nightowl writes → why one is not there yet: which step makes it and what it waits for.
-#: Said instead of DuckDB's "does not exist" when a young warehouse has no partition of it yet.
+#: Said instead of DuckDB's "does not exist" when a young warehouse has no partition of it yet
+#: (a table declared in tables.py without a line here gets a plainer one: see ``explain_missing``).
 NOT_YET: dict[str, str] = {
     **{
-        source: f"the clean step writes it from landing/{source}/ files; there are none yet "
+        t.name: f"the clean step writes it from landing/{source}/ files; there are none yet "
         "(see `nightowl tables`)"
-        for source in ("events", "items", "feedback", "market_prices", "market_indicators")
+        for source, t in CLEAN.items()
     },
-    "items_history": "the clean step writes it from landing/items/ files; there are none yet "
-    "(see `nightowl tables`)",
+    f"{CLEAN_ITEMS.name}_history": "the clean step writes it from landing/items/ files; there "
+    "are none yet (see `nightowl tables`)",
     "quarantine": "nothing has been rejected yet (ingest and clean write the rejected rows)",
     "ingest_ledger": "the ingest step records each delivery it reads; none has run yet "
     "(see `nightowl tables`)",
-    "user_features": "the features step writes it once clean events exist (see `nightowl tables`)",
-    "user_scores": "the score step writes it once a propensity model is trained (training needs "
-    "weeks of events with the defaults; see `nightowl models`)",
-    "price_position": "the price-position step writes it once clean market_prices exist "
+    f"{USER_FEATURES.name}_features": "the features step writes it once clean events exist (see "
+    "`nightowl tables`)",
+    USER_SCORES.name: "the score step writes it once a propensity model is trained (training "
+    "needs weeks of events with the defaults; see `nightowl models`)",
+    PRICE_POSITION.name: "the price-position step writes it once clean market_prices exist "
     "(see `nightowl tables`)",
-    "demand_forecast": "the forecast step writes it once a demand model is trained (training needs "
-    "weeks of purchases with the defaults; see `nightowl models`)",
-    "category_forecast": "the forecast step writes it once a demand model is trained (see "
+    DEMAND_FORECAST.name: "the forecast step writes it once a demand model is trained (training "
+    "needs weeks of purchases with the defaults; see `nightowl models`)",
+    CATEGORY_FORECAST.name: "the forecast step writes it once a demand model is trained (see "
     "`nightowl models`)",
-    "price_scenarios": "the forecast step writes it once a demand model is trained (see "
+    PRICE_SCENARIOS.name: "the forecast step writes it once a demand model is trained (see "
     "`nightowl models`)",
-    "feedback_scores": "the feedback step writes it once clean feedback exists (see "
+    FEEDBACK_SCORES.name: "the feedback step writes it once clean feedback exists (see "
     "`nightowl tables` and `nightowl models`)",
-    "product_sentiment": "the product-sentiment step writes it from feedback_scores, which has "
-    "none yet (see `nightowl tables`)",
-    "support_queue": "the support-queue step writes it from feedback_scores, which has none yet "
-    "(see `nightowl tables`)",
-    "recommendations": "the recommend step writes it once clean events exist (see "
+    PRODUCT_SENTIMENT.name: "the product-sentiment step writes it from feedback_scores, which "
+    "has none yet (see `nightowl tables`)",
+    SUPPORT_QUEUE.name: "the support-queue step writes it from feedback_scores, which has none "
+    "yet (see `nightowl tables`)",
+    RECOMMENDATIONS.name: "the recommend step writes it once clean events exist (see "
     "`nightowl models`)",
     **{
-        table: "the report step writes it after the nightly model steps; no night has reached "
+        t.name: "the report step writes it after the nightly model steps; no night has reached "
         "it yet (see `nightowl tables`)"
-        for table in _REPORT_TABLES
+        for t in REPORT_TABLES
     },
 }
 _MISSING_TABLE = re.compile(r"Table with name (\w+) does not exist")
@@ -99,7 +115,21 @@ def explain_missing(exc: duckdb.Error) -> str | None:
     why = NOT_YET.get(name) or NOT_YET.get(base)
     if why is None and base.endswith("_features"):  # any feature set, not only user
         why = "the features step writes it once clean events exist (see `nightowl tables`)"
+    declared = next((t for t in TABLES.values() if view_name(t.layer, t.name) == base), None)
+    if why is None and declared is not None:  # a table declared in tables.py, with no line above
+        why = f"nightowl writes it to {declared.path}; nothing has yet (see `nightowl tables`)"
     return None if why is None else f"{name} has no partition yet: {why}"
+
+
+def view_name(layer: str, table: str) -> str | None:
+    """The view ``nightowl query`` reads a table through (None: a quarantine or held table, read
+    with those of every source through the ``quarantine`` and ``held`` views). Feature sets are
+    ``<set>_features``, so that they do not shadow SQL words."""
+    if layer in ("quarantine", "held"):
+        return None
+    if layer == "raw":
+        return f"raw_{table}"
+    return f"{table}_features" if layer == "features" else table
 
 
 def _sql_str(path: Path | str) -> str:
@@ -134,15 +164,12 @@ def view_definitions(wh: Warehouse, *, follow_latest: bool = False) -> dict[str,
         if not parts or not any(p.glob("*.parquet") for p in parts):
             continue
         every = parquet(wh.table_dir(layer, table), "*/*.parquet")
-        if layer == "raw":
-            views[f"raw_{table}"] = every
+        name = view_name(layer, table) or table
+        if layer == "raw" or (layer == "clean" and table != CLEAN_ITEMS.name):
+            views[name] = every  # every partition: the rows of every night or day
             continue
         key = parts[-1].name.split("=", 1)[0]
-        if layer == "clean" and table != "items":
-            views[table] = every
-            continue
         latest = parts[-1].name.split("=", 1)[1]
-        name = f"{table}_features" if layer == "features" else table
         views[f"{name}_history"] = every
         newest = f"(select max({key}) from {every})" if follow_latest else _sql_str(latest)
         views[name] = f"(select * from {every} where {key} = {newest})"

@@ -10,6 +10,9 @@ Layout under ``<data_root>/warehouse``::
     _accounting/high_water.json                          the latest run date ever run
     _accounting/<source>/days.json, deliveries.parquet   what clean made of each day and delivery
 
+Every table is declared in tables.py (columns, dtypes, partition key): a write that does not
+match its declaration, or names a table not declared, is refused before anything is written.
+
 Every partition folder carries ``_manifest.json``. Writers build a partition in ``warehouse/.tmp``
 (same file system) and swap it in with one rename, so a table folder only ever holds published
 partitions: readers (who glob ``<table>/*/*.parquet``) see the old or the new partition, never half
@@ -46,8 +49,9 @@ from nightowl.warehouse.manifest import (
     combined_hash,
     file_sha256,
 )
+from nightowl.warehouse.tables import LAYERS
+from nightowl.warehouse.tables import table as declared_table
 
-LAYERS = ("raw", "quarantine", "held", "clean", "features", "predictions", "reports")
 TMP_PREFIX = ".tmp-"
 #: Where `nightowl server` serves the pages root, read-only: ``/reports/<run date>/index.html``.
 PAGES_URL_PATH = "/reports/"
@@ -255,7 +259,13 @@ class Warehouse:
         inputs: list[InputRef] | None = None,
         stats: dict | None = None,
     ) -> Manifest:
-        """Publish ``frame`` as the whole partition, replacing what was there in one rename."""
+        """Publish ``frame`` as the whole partition, replacing what was there in one rename.
+
+        The frame must be the table's as warehouse/tables.py declares it (columns, dtypes, order,
+        partition key), and the table must be declared there: otherwise ``TableContractError``,
+        before anything is written. Only the schema is compared, no data is read."""
+        partition_name(partition)  # a key or value that could leave the table: refused first
+        declared_table(layer, table).check(frame.schema, partition)
         with self._publishing(self.partition_dir(layer, table, partition)) as staging:
             written = staging / "part.parquet"
             write_parquet(frame, written)
@@ -294,7 +304,12 @@ class Warehouse:
     def add_file(
         self, layer: str, table: str, partition: dict[str, str], name: str, staged: Path
     ) -> Path:
-        """Move a finished file into a partition that accumulates files (one rename, atomic)."""
+        """Move a finished file into a partition that accumulates files (one rename, atomic).
+
+        The file must hold the table's columns as warehouse/tables.py declares them (its
+        Parquet footer is read, not its rows): otherwise ``TableContractError``."""
+        partition_name(partition)
+        declared_table(layer, table).check(pl.read_parquet_schema(staged), partition)
         folder = self.partition_dir(layer, table, partition)
         folder.mkdir(parents=True, exist_ok=True)
         final = folder / name

@@ -11,7 +11,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightgbm as lgb
 import numpy as np
@@ -20,6 +20,9 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from nightowl.errors import NotEnoughHistory
 from nightowl.schemas.config import ModelSettings, RecommendSettings
+
+if TYPE_CHECKING:
+    from polars.expr.whenthen import ChainedThen, Then
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,7 @@ RFM_GRID: tuple[tuple[range, range, str], ...] = (
 
 def rfm_segment(r: pl.Expr, f: pl.Expr) -> pl.Expr:
     """The RFM grid's segment name for R and F scores; ``prospect`` for users who never bought."""
-    expr = pl.when(r == 0).then(pl.lit("prospect"))
+    expr: Then | ChainedThen = pl.when(r == 0).then(pl.lit("prospect"))
     for rs, fs, name in RFM_GRID:
         expr = expr.when(r.is_in(list(rs)) & f.is_in(list(fs))).then(pl.lit(name))
     return expr.otherwise(pl.lit("other"))

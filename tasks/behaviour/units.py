@@ -25,25 +25,62 @@ from nightowl.tasks.behaviour.features import (
     feature_names,
     labelled,
     purchase_labels,
+    user_features,
 )
+from nightowl.tasks.behaviour.scores import user_scores
 from nightowl.tasks.common.reads import catalogue_before, clean_before, event_days
 from nightowl.tasks.models import score, tensorised
 from nightowl.tasks.models.export import (
     ParityFailed as ParityFailed,  # where callers have long imported it from
 )
-from nightowl.tasks.models.lifecycle import NoChampion, TrainOutcome, cadence_due
+from nightowl.tasks.models.lifecycle import (
+    Figure,
+    NoChampion,
+    Trained,
+    TrainOutcome,
+    Verdict,
+    VersionsView,
+    admit_trained,
+    cadence_due,
+    challenge,
+    settle,
+)
 from nightowl.warehouse.manifest import InputRef, Manifest, combined_hash
 from nightowl.warehouse.registry import ModelCard, Registry
 from nightowl.warehouse.store import Warehouse
+from nightowl.warehouse.tables import (
+    CLEAN_EVENTS,
+    CLEAN_FEEDBACK,
+    CLEAN_ITEMS,
+    CLEAN_MARKET_PRICES,
+    USER_FEATURES,
+    USER_SCORES,
+    Table,
+    declare_columns,
+)
 
 MODEL = "propensity"
+#: How ``nightowl models`` lists its versions.
+VERSIONS = VersionsView(
+    "propensity models (held-out ROC-AUC of the model, recency-only and RFM)",
+    (
+        Figure("held-out", lambda c: c.training["holdout_as_of"]),
+        Figure("AUC", lambda c: c.metrics["model"]["roc_auc"]),
+        Figure("PR-AUC", lambda c: c.metrics["model"]["pr_auc"]),
+        Figure("lift@10%", lambda c: c.metrics["model"]["lift_top_decile"], ".2f"),
+        Figure("recency", lambda c: c.metrics["recency_only"]["roc_auc"]),
+        Figure("RFM", lambda c: c.metrics["rfm"]["roc_auc"]),
+        Figure("parity", lambda c: c.parity["max_abs_diff"], ".1g"),
+        Figure("rounds", lambda c: c.best_iteration, ""),
+    ),
+)
 log = logging.getLogger("nightowl")
 
 
 class FeatureReport(BaseModel):
     """What the features step published."""
 
-    table: str = "user"
+    table: str = USER_FEATURES.name
     as_of: str
     rows: int
     content_hash: str
@@ -61,7 +98,7 @@ class TrainReport(TrainOutcome):
 class ScoreReport(BaseModel):
     """What the score step published, with which model and on which execution providers."""
 
-    table: str = "user_scores"
+    table: str = USER_SCORES.name
     as_of: str
     rows: int
     content_hash: str
@@ -75,10 +112,10 @@ class ScoreReport(BaseModel):
 def _feature_sources(wh: Warehouse, as_of: date) -> dict[str, tuple[pl.LazyFrame | None, list]]:
     """Each clean table the user features as of ``as_of`` read: its rows and partition refs."""
     return {
-        "events": clean_before(wh, "events", as_of),
-        "market_prices": clean_before(wh, "market_prices", as_of),
-        "items": catalogue_before(wh, as_of),
-        "feedback": clean_before(wh, "feedback", as_of),
+        CLEAN_EVENTS.name: clean_before(wh, CLEAN_EVENTS.name, as_of),
+        CLEAN_MARKET_PRICES.name: clean_before(wh, CLEAN_MARKET_PRICES.name, as_of),
+        CLEAN_ITEMS.name: catalogue_before(wh, as_of),
+        CLEAN_FEEDBACK.name: clean_before(wh, CLEAN_FEEDBACK.name, as_of),
     }
 
 
@@ -88,6 +125,25 @@ def feature_inputs(wh: Warehouse, as_of: date) -> list[InputRef]:
 
 
 # ---- features -------------------------------------------------------------------------------
+
+
+def user_features_schema() -> pl.Schema:
+    """The columns of ``features/user``: what ``user_features`` computes, planned by Polars over
+    empty clean tables with every input (the columns are the same without items, prices or
+    feedback). No data is read."""
+
+    def clean(table: Table) -> pl.LazyFrame:  # as clean_before scans it: with its dt
+        return pl.LazyFrame(schema={**table.schema, "dt": pl.Date()})
+
+    planned = user_features(
+        clean(CLEAN_EVENTS), date(2000, 1, 1), clean(CLEAN_ITEMS), clean(CLEAN_MARKET_PRICES),
+        clean(CLEAN_FEEDBACK),
+    )  # fmt: skip
+    return planned.collect_schema()
+
+
+# The warehouse cannot import this layer: the features table's columns are declared from here.
+declare_columns(USER_FEATURES, user_features_schema)
 
 
 def user_features_table(
@@ -101,20 +157,22 @@ def user_features_table(
     sources = _feature_sources(wh, as_of)
     inputs = [ref for _, refs in sources.values() for ref in refs]
     inputs_hash = combined_hash([wh.code_version, *(r.content_hash for r in inputs)])
-    old = wh.manifest("features", "user", partition)
-    published = wh.scan("features", "user", [partition]) if old is not None else None
+    features = USER_FEATURES
+    old = wh.manifest(features.layer, features.name, partition)
+    published = wh.scan(features.layer, features.name, [partition]) if old is not None else None
     if published is not None and old.stats.get("inputs_hash") == inputs_hash:
         return published.collect(), _feature_report(old, as_of, started, reused=True)
     events, market, items, feedback = (
-        sources[t][0] for t in ("events", "market_prices", "items", "feedback")
+        sources[t.name][0] for t in (CLEAN_EVENTS, CLEAN_MARKET_PRICES, CLEAN_ITEMS, CLEAN_FEEDBACK)
     )
     if events is None:
         raise NotEnoughHistory(f"no clean events before {as_of}: nothing to featurize")
     buckets = math.ceil(events.select(pl.len()).collect().item() / bucket_events)
     frame = bucketed_user_features(events, as_of, items, market, feedback, buckets=buckets)
     manifest = wh.write_partition(
-        "features", "user", partition, frame, inputs=inputs, stats={"inputs_hash": inputs_hash}
-    )
+        features.layer, features.name, partition, frame, inputs=inputs,
+        stats={"inputs_hash": inputs_hash},
+    )  # fmt: skip
     return frame, _feature_report(manifest, as_of, started, reused=False)
 
 
@@ -151,7 +209,7 @@ def training_due(wh: Warehouse, last_day: date, cfg: ModelSettings) -> str | Non
 
 def _current_feature_names(wh: Warehouse, last_day: date) -> list[str]:
     as_of = last_day + timedelta(days=1)
-    part = wh.manifest("features", "user", {"as_of": as_of.isoformat()})
+    part = wh.manifest(USER_FEATURES.layer, USER_FEATURES.name, {"as_of": as_of.isoformat()})
     return [c for c in part.columns if c not in {"user_id", "as_of"}] if part else []
 
 
@@ -177,7 +235,7 @@ def train_propensity(
         )
     plan = train.snapshot_plan(first_day, last_day, cfg)
 
-    events, _ = clean_before(wh, "events", None)  # labels filter their own days from it
+    events, _ = clean_before(wh, CLEAN_EVENTS.name, None)  # labels filter their own days from it
     snapshots, refs = [], []
     for as_of in (*plan.train, plan.holdout):
         frame, report = user_features_table(wh, as_of, cfg.features_bucket_events)
@@ -186,7 +244,7 @@ def train_propensity(
         refs.append(
             InputRef(
                 kind="partition",
-                name=f"features/user/as_of={as_of}",
+                name=f"{USER_FEATURES.path}/as_of={as_of}",
                 content_hash=report.content_hash,
             )
         )
@@ -207,13 +265,11 @@ def train_propensity(
         metrics[name] = train.classification_metrics(y_holdout, baseline, probabilities=False)
 
     exports = tensorised.gated_exports(booster, x_holdout, cfg.parity_tolerance)
-    onnx_bytes, parity = exports.tree_ensemble, exports.parity
-    max_diff = parity["max_abs_diff"]
     registry = Registry(wh)
-    version = registry.version_name(last_day.isoformat(), onnx_bytes)
-    card = ModelCard(
-        model=MODEL,
-        version=version,
+    admitted = admit_trained(
+        registry, MODEL, last_day,
+        Trained(exports.tree_ensemble, booster.model_to_string(), exports.tensorised),
+        lambda card: _challenge(registry, card, holdout, y_holdout),
         code_version=wh.code_version,
         features=[{"name": n, "dtype": "float32"} for n in names],
         training={
@@ -226,61 +282,54 @@ def train_propensity(
             "holdout_rows": holdout.height,
         },
         metrics=metrics,
-        parity=parity,
+        parity=exports.parity,
         params=train.lightgbm_params(cfg, 2) | {"max_rounds": cfg.max_rounds},
         best_iteration=booster.best_iteration,
         inputs=refs,
-    )
-    promoted, why = _challenge(registry, card, holdout, x_holdout, y_holdout)
-    champion = registry.admit(
-        card, onnx_bytes, booster.model_to_string(), promote=promoted, reason=why,
-        tensor_bytes=exports.tensorised,
     )  # fmt: skip
     return TrainReport(
         trained=True,
-        reason=f"{reason}; {why}",
-        version=version,
-        promoted=promoted,
-        champion=champion,
+        reason=f"{reason}; {admitted.why}",
+        version=admitted.card.version,
+        promoted=admitted.promoted,
+        champion=admitted.champion,
         holdout=plan.holdout.isoformat(),
         snapshots=[d.isoformat() for d in plan.train],
         metrics=metrics,
-        parity_max_diff=max_diff,
+        parity_max_diff=exports.parity["max_abs_diff"],
         seconds=round(time.perf_counter() - started, 3),
     )
 
 
 def _challenge(
-    registry: Registry, card: ModelCard, holdout: pl.DataFrame, x: np.ndarray, y: np.ndarray
-) -> tuple[bool, str]:
+    registry: Registry, card: ModelCard, holdout: pl.DataFrame, y: np.ndarray
+) -> Verdict:
     """Whether the new version beats (or ties) the champion on the same held-out snapshot."""
-    champion = registry.champion(MODEL)
-    if champion is None:
-        return True, "first model: promoted"
-    if champion.version == card.version:
-        return True, "same model as the champion"
-    old = registry.card(MODEL, champion.version)
-    if old.training["horizon_days"] != card.training["horizon_days"]:
-        return True, f"champion {champion.version} predicts another horizon: promoted"
-    seen_until = outcomes_seen_until(old)
-    if seen_until > date.fromisoformat(card.training["holdout_as_of"]):
-        # Its training labels cover part of this held-out window: no fair comparison exists.
-        return False, (
-            f"champion {champion.version} was trained on outcomes up to {seen_until}, inside "
-            "this model's held-out window: champion kept"
-        )
-    if set(old.feature_names) - set(holdout.columns):
-        return True, f"champion {champion.version} uses features no longer computed: promoted"
-    old_sess = score.session(registry.onnx_bytes(MODEL, champion.version), [score.CPU])
-    old_x = train.feature_matrix(holdout, old.feature_names)
-    old_auc = train.classification_metrics(y, score.predict(old_sess, old_x, len(old_x) or 1))[
-        "roc_auc"
-    ]
-    new_auc = card.metrics["model"]["roc_auc"]
-    verdict = f"held-out AUC {new_auc:.4f} vs champion {champion.version} {old_auc:.4f}"
-    if new_auc >= old_auc:
-        return True, f"{verdict}: promoted"
-    return False, f"{verdict}: champion kept"
+
+    def unfair(old: ModelCard) -> Verdict | None:
+        if old.training["horizon_days"] != card.training["horizon_days"]:
+            return True, f"champion {old.version} predicts another horizon: promoted"
+        seen_until = outcomes_seen_until(old)
+        if seen_until > date.fromisoformat(card.training["holdout_as_of"]):
+            # Its training labels cover part of this held-out window: no fair comparison exists.
+            return False, (
+                f"champion {old.version} was trained on outcomes up to {seen_until}, inside "
+                "this model's held-out window: champion kept"
+            )
+        if set(old.feature_names) - set(holdout.columns):
+            return True, f"champion {old.version} uses features no longer computed: promoted"
+        return None
+
+    def duel(old: ModelCard) -> Verdict:
+        old_sess = score.session(registry.onnx_bytes(MODEL, old.version), [score.CPU])
+        old_x = train.feature_matrix(holdout, old.feature_names)
+        old_p = score.predict(old_sess, old_x, len(old_x) or 1)
+        old_auc = train.classification_metrics(y, old_p)["roc_auc"]
+        new_auc = card.metrics["model"]["roc_auc"]
+        comparison = f"held-out AUC {new_auc:.4f} vs champion {old.version} {old_auc:.4f}"
+        return settle(comparison, new_auc >= old_auc)
+
+    return challenge(registry, card, duel, unfair=unfair)
 
 
 # ---- scoring --------------------------------------------------------------------------------
@@ -296,11 +345,11 @@ def score_users(wh: Warehouse, as_of: date, cfg: ModelSettings) -> ScoreReport:
     if missing:
         raise NoChampion(
             f"model {card.version} needs features {sorted(missing)} that "
-            "features/user does not have; retrain (nightowl train)"
+            f"{USER_FEATURES.path} does not have; retrain (nightowl train)"
         )
     scorer = score.scorer_for(registry, card, cfg)
     probability = scorer.predict(train.feature_matrix(features, card.feature_names))
-    scores = score.user_scores(
+    scores = user_scores(
         features,
         probability,
         horizon_days=card.training["horizon_days"],
@@ -314,14 +363,14 @@ def score_users(wh: Warehouse, as_of: date, cfg: ModelSettings) -> ScoreReport:
     inputs = [
         InputRef(
             kind="partition",
-            name=f"features/user/as_of={as_of}",
+            name=f"{USER_FEATURES.path}/as_of={as_of}",
             content_hash=feature_report.content_hash,
         ),
         InputRef(kind="model", name=f"models/{MODEL}/{card.version}", content_hash=card.version),
     ]
     manifest = wh.write_partition(
-        "predictions",
-        "user_scores",
+        USER_SCORES.layer,
+        USER_SCORES.name,
         {"as_of": as_of.isoformat()},
         scores.drop("as_of"),
         inputs=inputs,

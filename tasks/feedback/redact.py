@@ -187,7 +187,10 @@ def _card_spans(text: str) -> list[tuple[int, int]]:
 @functools.cache
 def _national_forms(region: str) -> tuple[str, bool]:
     """The region's trunk prefix, and whether national numbers are written with it."""
-    prefix = phonenumbers.PhoneMetadata.metadata_for_region(region).national_prefix or ""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if metadata is None:  # redacted_text refuses such a region before it gets here
+        raise ValueError(f"phone_region {region!r} is not a region libphonenumber knows")
+    prefix = metadata.national_prefix or ""
     example = phonenumbers.example_number(region)
     if not prefix or example is None:
         return prefix, False

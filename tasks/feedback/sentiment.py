@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import onnx
@@ -266,7 +266,8 @@ def padded_terms(known: pl.DataFrame, docs: int, pad: int) -> tuple[np.ndarray, 
     placed = known.sort("doc", "col").with_columns(  # sorted: the sums' order is fixed
         pl.int_range(pl.len()).over("doc").alias("pos")
     )
-    width = max(1, int(placed["pos"].max() + 1) if placed.height else 1)
+    # Series.max() is typed as any Python scalar; "pos" is an integer column.
+    width = max(1, int(cast(int, placed["pos"].max()) + 1) if placed.height else 1)
     index = np.full((docs, width), pad, dtype=np.int64)
     values = np.ones((docs, width), dtype=np.float32)
     rows, cols = placed["doc"].to_numpy(), placed["pos"].to_numpy()

@@ -209,9 +209,9 @@ def _markdown_pairs(content: str, name: str) -> list[tuple[str, str, int]]:
         if heading and len(heading.group(1)) <= _QUESTION_LEVELS:
             entries.append(_Entry(len(heading.group(1)), heading.group(2), number))
             continue
-        question = None if in_fence else _Q_MARK.match(line)
-        if question:
-            entries.append(_Entry(_QA_LEVEL, question.group(1), number, awaiting_answer=True))
+        q_mark = None if in_fence else _Q_MARK.match(line)
+        if q_mark:
+            entries.append(_Entry(_QA_LEVEL, q_mark.group(1), number, awaiting_answer=True))
             continue
         answer = None if in_fence else _A_MARK.match(line)
         if answer and current is not None and current.awaiting_answer:
@@ -590,7 +590,7 @@ def _repeat_contacts(tickets: pl.DataFrame, history: pl.DataFrame, days: int) ->
     The tickets themselves count as contacts whether or not ``history`` repeats them: contacts
     are the distinct (user, instant) pairs of both frames.
     """
-    key = {"user_id": pl.String, "created_at": pl.Datetime("us", "UTC")}
+    key = pl.Schema({"user_id": pl.String(), "created_at": pl.Datetime("us", "UTC")})
     contacts = (
         pl.concat(
             [

@@ -26,15 +26,46 @@ from nightowl.tasks.common.reports import TableReport, table_report
 from nightowl.tasks.feedback import sentiment, support, text
 from nightowl.tasks.models import score
 from nightowl.tasks.models.export import ParityFailed
-from nightowl.tasks.models.lifecycle import TrainOutcome, cadence_due
+from nightowl.tasks.models.lifecycle import (
+    Figure,
+    Trained,
+    TrainOutcome,
+    Verdict,
+    VersionsView,
+    admit_trained,
+    cadence_due,
+    challenge,
+    settle,
+)
 from nightowl.warehouse.landing import LandingError, knowledge_base
 from nightowl.warehouse.manifest import InputRef, Manifest
 from nightowl.warehouse.registry import ModelCard, Registry
 from nightowl.warehouse.store import Warehouse
+from nightowl.warehouse.tables import (
+    CLEAN_FEEDBACK,
+    FEEDBACK_SCORES,
+    PRODUCT_SENTIMENT,
+    SUPPORT_QUEUE,
+    USER_SCORES,
+)
 
 log = logging.getLogger("nightowl")
 
 MODEL = "sentiment"
+#: How ``nightowl models`` lists its versions.
+VERSIONS = VersionsView(
+    "sentiment models (newest rated texts held out: model and the VADER lexicon)",
+    (
+        Figure("held-out", lambda c: c.training["holdout_rows"], ""),
+        Figure("macro-F1", lambda c: c.metrics["model"]["macro_f1"], ".3f"),
+        Figure("accuracy", lambda c: c.metrics["model"]["accuracy"], ".3f"),
+        Figure("AUC", lambda c: c.metrics["model"]["roc_auc"]),
+        Figure("lexicon F1", lambda c: c.metrics["lexicon"]["macro_f1"], ".3f"),
+        Figure("lexicon AUC", lambda c: c.metrics["lexicon"]["roc_auc"]),
+        Figure("terms", lambda c: c.params["terms"], ""),
+        Figure("parity", lambda c: c.parity["max_abs_diff"], ".1g"),
+    ),
+)
 NATIVE_FILE = "model.json"
 #: Texts every parity check also scores: nothing, only emojis, unseen words, one long text.
 EDGE_TEXTS = ["", "😍😍😍", "qwzx vbnm", "great " * 400, "très bien, 非常好", "not not not bad"]
@@ -90,7 +121,7 @@ def train_sentiment(
             champion=champion.version if champion else None,
         )
     reason = due if only_if_due else "asked for"
-    feedback, refs = clean_before(wh, "feedback", last_day + timedelta(days=1))
+    feedback, refs = clean_before(wh, CLEAN_FEEDBACK.name, last_day + timedelta(days=1))
     rated = rated_texts(feedback) if feedback is not None else pl.DataFrame()
     if rated.height < cfg.min_labelled:
         raise NotEnoughHistory(
@@ -132,10 +163,16 @@ def train_sentiment(
             holdout["truth"], sentiment.lexicon_scores(holdout["text"]), *sentiment.LEXICON_BAND
         ),
     }
-    version = registry.version_name(last_day.isoformat(), onnx_bytes)
-    card = ModelCard(
-        model=MODEL,
-        version=version,
+    native = json.dumps(
+        {"terms": model.vocab.terms, "idf": model.vocab.idf.tolist(),
+         "coef": model.coef.tolist(), "intercept": model.intercept, "band": band}
+    )  # fmt: skip
+    admitted = admit_trained(
+        registry,
+        MODEL,
+        last_day,
+        Trained(onnx_bytes, native, native_name=NATIVE_FILE),
+        lambda card: _challenge(registry, card, holdout),
         code_version=wh.code_version,
         features=[
             {"name": sentiment.TERMS, "dtype": "int64"},
@@ -156,20 +193,12 @@ def train_sentiment(
         best_iteration=0,
         inputs=refs,
     )
-    native = json.dumps(
-        {"terms": model.vocab.terms, "idf": model.vocab.idf.tolist(),
-         "coef": model.coef.tolist(), "intercept": model.intercept, "band": band}
-    )  # fmt: skip
-    promoted, why = _challenge(registry, card, holdout)
-    champion = registry.admit(
-        card, onnx_bytes, native, promote=promoted, reason=why, native_name=NATIVE_FILE
-    )
     return SentimentTrainReport(
         trained=True,
-        reason=f"{reason}; {why}",
-        version=version,
-        promoted=promoted,
-        champion=champion,
+        reason=f"{reason}; {admitted.why}",
+        version=admitted.card.version,
+        promoted=admitted.promoted,
+        champion=admitted.champion,
         labelled=rated.height,
         metrics=metrics,
         parity_max_diff=max_diff,
@@ -177,36 +206,30 @@ def train_sentiment(
     )
 
 
-def _challenge(registry: Registry, card: ModelCard, holdout: pl.DataFrame) -> tuple[bool, str]:
+def _challenge(registry: Registry, card: ModelCard, holdout: pl.DataFrame) -> Verdict:
     """Whether the new version ranks this held-out window at least as well as the champion."""
-    champion = registry.champion(MODEL)
-    if champion is None:
-        return True, "first model: promoted"
-    if champion.version == card.version:
-        return True, "same model as the champion"
-    old = registry.card(MODEL, champion.version)
-    if old.training["fit_until"] >= card.training["holdout_from"]:
-        # It learnt from some of these texts: no fair comparison exists on them.
-        return False, (
-            f"champion {champion.version} was fitted on feedback up to "
-            f"{old.training['fit_until']}, inside this model's held-out window: champion kept"
-        )
-    old_sess = score.session(registry.onnx_bytes(MODEL, champion.version), [score.CPU])
-    old_scores = sentiment.onnx_scores(old_sess, holdout["text"])
-    old_auc = sentiment.sentiment_metrics(holdout["truth"], old_scores, 0.5, 0.5)["roc_auc"]
-    new_auc = card.metrics["model"]["roc_auc"]
-    if old_auc is None or new_auc is None:
-        return True, "the held-out texts are all of one sentiment: newest model promoted"
-    verdict = f"held-out AUC {new_auc:.4f} vs champion {champion.version} {old_auc:.4f}"
-    # float32 scoring of the same texts can differ in the last bits: a tie is a tie.
-    return (
-        (True, f"{verdict}: promoted")
-        if new_auc >= old_auc - 1e-9
-        else (
-            False,
-            f"{verdict}: champion kept",
-        )
-    )
+
+    def unfair(old: ModelCard) -> Verdict | None:
+        if old.training["fit_until"] >= card.training["holdout_from"]:
+            # It learnt from some of these texts: no fair comparison exists on them.
+            return False, (
+                f"champion {old.version} was fitted on feedback up to "
+                f"{old.training['fit_until']}, inside this model's held-out window: champion kept"
+            )
+        return None
+
+    def duel(old: ModelCard) -> Verdict:
+        old_sess = score.session(registry.onnx_bytes(MODEL, old.version), [score.CPU])
+        old_scores = sentiment.onnx_scores(old_sess, holdout["text"])
+        old_auc = sentiment.sentiment_metrics(holdout["truth"], old_scores, 0.5, 0.5)["roc_auc"]
+        new_auc = card.metrics["model"]["roc_auc"]
+        if old_auc is None or new_auc is None:
+            return True, "the held-out texts are all of one sentiment: newest model promoted"
+        comparison = f"held-out AUC {new_auc:.4f} vs champion {old.version} {old_auc:.4f}"
+        # float32 scoring of the same texts can differ in the last bits: a tie is a tie.
+        return settle(comparison, new_auc >= old_auc - 1e-9)
+
+    return challenge(registry, card, duel, unfair=unfair)
 
 
 def scoring_model(registry: Registry, as_of: date) -> ModelCard | None:
@@ -223,7 +246,7 @@ def feedback_partitions(wh: Warehouse, as_of: date, cfg: FeedbackSettings) -> li
     first = as_of - timedelta(days=cfg.history_days)
     return [
         m
-        for m in wh.manifests("clean", "feedback")
+        for m in wh.manifests(CLEAN_FEEDBACK.layer, CLEAN_FEEDBACK.name)
         if first.isoformat() <= m.partition["dt"] < as_of.isoformat()
     ]
 
@@ -272,7 +295,7 @@ def feedback_scores_table(wh: Warehouse, as_of: date, cfg: FeedbackSettings) -> 
     parts = feedback_partitions(wh, as_of, cfg)
     if not parts:
         raise NotEnoughHistory(f"no clean feedback in the {cfg.history_days} days before {as_of}")
-    frame = wh.scan("clean", "feedback", [m.partition for m in parts])
+    frame = wh.scan(CLEAN_FEEDBACK.layer, CLEAN_FEEDBACK.name, [m.partition for m in parts])
     feedback = frame.sort("created_at", "feedback_id").collect()
     registry = Registry(wh)
     card = scoring_model(registry, as_of)
@@ -299,8 +322,8 @@ def feedback_scores_table(wh: Warehouse, as_of: date, cfg: FeedbackSettings) -> 
         "texts_with_pii": int((feedback["pii"].list.len() > 0).sum()),
     }
     m = wh.write_partition(
-        "predictions", "feedback_scores", {"as_of": as_of.isoformat()}, table, inputs=inputs,
-        stats=notes | {"model_version": version},
+        FEEDBACK_SCORES.layer, FEEDBACK_SCORES.name, {"as_of": as_of.isoformat()}, table,
+        inputs=inputs, stats=notes | {"model_version": version},
     )  # fmt: skip
     return table_report(m, started, model_version=version, notes=notes)
 
@@ -415,15 +438,15 @@ def product_sentiment_table(
 ) -> TableReport:
     """Publish product_sentiment for the ``window_days`` before ``as_of``."""
     started = time.perf_counter()
-    frame = wh.scan("predictions", "feedback_scores", [{"as_of": scores.as_of}])
+    frame = wh.scan(FEEDBACK_SCORES.layer, FEEDBACK_SCORES.name, [{"as_of": scores.as_of}])
     items, items_refs = catalogue_before(wh, as_of)
     days = [as_of - timedelta(days=d) for d in range(cfg.window_days, 0, -1)]
     table = product_sentiment(frame, items, days, cfg.top_complaints, cfg.window_days).collect()
-    inputs = [InputRef(kind="partition", name=f"predictions/feedback_scores/as_of={scores.as_of}",
+    inputs = [InputRef(kind="partition", name=f"{FEEDBACK_SCORES.path}/as_of={scores.as_of}",
                        content_hash=scores.content_hash)]  # fmt: skip
     inputs += items_refs
     m = wh.write_partition(
-        "predictions", "product_sentiment", {"as_of": as_of.isoformat()},
+        PRODUCT_SENTIMENT.layer, PRODUCT_SENTIMENT.name, {"as_of": as_of.isoformat()},
         table.with_columns(pl.lit(scores.model_version).alias("model_version")), inputs=inputs,
     )  # fmt: skip
     return table_report(m, started, model_version=scores.model_version)
@@ -477,7 +500,7 @@ def support_queue(
 
 def queue_top(wh: Warehouse, report: TableReport, n: int) -> list[dict[str, Any]]:
     """The ``n`` most urgent tickets of a published support_queue, as short rows for people."""
-    frame = wh.scan("predictions", "support_queue", [{"as_of": report.as_of}])
+    frame = wh.scan(SUPPORT_QUEUE.layer, SUPPORT_QUEUE.name, [{"as_of": report.as_of}])
     if frame is None:
         return []
     top = frame.sort("rank").head(n).select(
@@ -493,12 +516,12 @@ def high_value_users(wh: Warehouse, as_of: date) -> tuple[pl.DataFrame | None, l
     """Users whose latest user_scores segment (before or on ``as_of``) is a high-value one."""
     parts = [
         m
-        for m in wh.manifests("predictions", "user_scores")
+        for m in wh.manifests(USER_SCORES.layer, USER_SCORES.name)
         if m.partition["as_of"] <= as_of.isoformat()
     ]
     if not parts:
         return None, []
-    frame = wh.scan("predictions", "user_scores", [parts[-1].partition])
+    frame = wh.scan(USER_SCORES.layer, USER_SCORES.name, [parts[-1].partition])
     users = frame.filter(pl.col("segment").is_in(HIGH_VALUE_SEGMENTS)).select("user_id").collect()
     return users, [parts[-1].ref]
 
@@ -508,17 +531,19 @@ def support_queue_table(
 ) -> TableReport:
     """Publish support_queue: the support tickets of the ``queue_days`` before ``as_of``."""
     started = time.perf_counter()
-    frame = wh.scan("predictions", "feedback_scores", [{"as_of": scores.as_of}]).collect()
+    frame = wh.scan(
+        FEEDBACK_SCORES.layer, FEEDBACK_SCORES.name, [{"as_of": scores.as_of}]
+    ).collect()
     faq = faq_frame(wh, config_dir, cfg.faq)
     high_value, refs = high_value_users(wh, as_of)
     start = as_of - timedelta(days=cfg.queue_days)
     since = datetime(start.year, start.month, start.day, tzinfo=UTC)
     table = support_queue(frame, since, faq, high_value, cfg)
-    inputs = [InputRef(kind="partition", name=f"predictions/feedback_scores/as_of={scores.as_of}",
+    inputs = [InputRef(kind="partition", name=f"{FEEDBACK_SCORES.path}/as_of={scores.as_of}",
                        content_hash=scores.content_hash), *refs]  # fmt: skip
     m = wh.write_partition(
-        "predictions", "support_queue", {"as_of": as_of.isoformat()}, table, inputs=inputs,
-        stats={"faq_entries": faq.height},
+        SUPPORT_QUEUE.layer, SUPPORT_QUEUE.name, {"as_of": as_of.isoformat()}, table,
+        inputs=inputs, stats={"faq_entries": faq.height},
     )  # fmt: skip
     suggested = int(table["faq_id"].is_not_null().sum()) if table.height else 0
     return table_report(m, started, model_version=scores.model_version,

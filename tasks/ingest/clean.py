@@ -16,7 +16,6 @@ import polars as pl
 
 from nightowl.schemas.landing import CONTRACTS, SourceContract
 from nightowl.tasks.feedback import redact, text
-from nightowl.tasks.market.prices import export_day
 
 REASON = "_reason"
 SUPERSEDED = "_superseded"
@@ -51,6 +50,12 @@ SPECS: dict[str, CleanSpec] = {
     "market_prices": CleanSpec("market_prices", ("date", "item_id", "competitor"), "last"),
     "market_indicators": CleanSpec("market_indicators", ("date", "indicator", "dimension"), "last"),
 }
+
+
+def export_day(source_file: pl.Expr, run: pl.Expr) -> pl.Expr:
+    """The day an items row describes: the date in its file's name, else its run date."""
+    named = source_file.str.extract(r"(\d{4}-\d{2}-\d{2})", 1).str.to_date(strict=False)
+    return pl.coalesce(named, run.cast(pl.String).str.to_date())
 
 
 def normalised_event_types(event_type: pl.Expr, synonyms: dict[str, str]) -> pl.Expr:
@@ -283,14 +288,14 @@ def cleaned_rows(
                 "latest run date); expected a date that can be true"
             )
             checks.append(pl.when(after(contract, horizon)).then(pl.lit(reason)))
-    reason = pl.coalesce(checks) if checks else pl.lit(None, pl.String)
+    first_reason = pl.coalesce(checks) if checks else pl.lit(None, pl.String)
     superseded = (
         pl.struct(list(spec.key)).is_last_distinct().not_()
         if spec.keep == "last"
         else pl.lit(False)
     )
     out = ordered.with_columns(
-        pl.when(held).then(None).otherwise(reason).alias(REASON),
+        pl.when(held).then(None).otherwise(first_reason).alias(REASON),
         (superseded & held.not_()).alias(SUPERSEDED),
         held.alias(HELD),
     )
@@ -302,14 +307,22 @@ def cleaned_rows(
 def after(contract: SourceContract, instant: datetime) -> pl.Expr:
     """True where a row is dated after ``instant`` (a date column: a day starting after it
     less a microsecond, so that a day that starts before ``instant`` is not after it)."""
-    column = pl.col(contract.partition_column)
-    if contract.column(contract.partition_column).kind == "date":
+    name = _dated_column(contract)
+    column = pl.col(name)
+    if contract.column(name).kind == "date":
         return column > (instant - timedelta(microseconds=1)).date()
     return column > instant
 
 
+def _dated_column(contract: SourceContract) -> str:
+    """The partition column of a dated source; a snapshot has none, and no row of it is dated."""
+    if contract.partition_column is None:
+        raise ValueError(f"{contract.name} is a snapshot: its rows have no partition date")
+    return contract.partition_column
+
+
 def _instant(contract: SourceContract, instant: datetime) -> str:
-    if contract.column(contract.partition_column).kind == "date":
+    if contract.column(_dated_column(contract)).kind == "date":
         return (instant - timedelta(microseconds=1)).date().isoformat()
     return instant.isoformat()
 
@@ -380,15 +393,17 @@ def rejected_clean_rows(verdicts: pl.LazyFrame, spec: CleanSpec) -> pl.LazyFrame
 
 def partition_day(contract: SourceContract) -> pl.Expr:
     """The clean partition date (``dt``) of a raw row of a dated source."""
-    day = pl.col(contract.partition_column)
-    return day if contract.column(contract.partition_column).kind == "date" else day.dt.date()
+    name = _dated_column(contract)
+    day = pl.col(name)
+    return day if contract.column(name).kind == "date" else day.dt.date()
 
 
 def on_days(contract: SourceContract, days: list[str]) -> pl.Expr:
     """Rows dated on one of ``days``; the range around them lets Parquet skip other row groups."""
     dates = sorted(date.fromisoformat(d) for d in days)
-    column = pl.col(contract.partition_column)
-    if contract.column(contract.partition_column).kind == "date":
+    name = _dated_column(contract)
+    column = pl.col(name)
+    if contract.column(name).kind == "date":
         around = column.is_between(dates[0], dates[-1])
     else:
         first = datetime.combine(dates[0], datetime.min.time(), UTC)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import polars as pl
@@ -40,7 +41,7 @@ class ColumnPlan:
     """How a file's columns become contract columns: renames, constants, and what is dropped."""
 
     renames: dict[str, str]
-    constants: dict[str, object]
+    constants: dict[str, str | int | float | bool]
     unknown: list[str] = field(default_factory=list)
     #: One line per dropped column that looks meant for a contract column, for the caller to log.
     suggestions: list[str] = field(default_factory=list)
@@ -151,7 +152,7 @@ def _mapped_columns(file_columns: list[str], cfg: SourceConfig) -> dict[str, str
 def _suggestions(
     unknown: list[str],
     renames: dict[str, str],
-    constants: dict[str, object],
+    constants: Mapping[str, object],
     contract: SourceContract,
 ) -> list[str]:
     """A warning for each dropped column that looks meant for a contract column."""
@@ -278,7 +279,7 @@ def _with_slow_parses(
         if not missed.any():
             continue
         rows = missed.arg_true()
-        parsed = typed[rows].select(typed_value(pl.col(_raw(col.name)), pl.String, col, cfg))
+        parsed = typed[rows].select(typed_value(pl.col(_raw(col.name)), pl.String(), col, cfg))
         slow = parsed.to_series()
         if not slow.is_not_null().any():
             # Nothing more parses (the usual case: the values are bad). Leave the column as it

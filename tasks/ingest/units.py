@@ -22,6 +22,8 @@ from pydantic import BaseModel, Field
 
 from nightowl.errors import NightowlError
 from nightowl.schemas.config import (
+    CLEAN_CHUNK_ROWS,
+    FUTURE_HORIZON_DAYS,
     RAW_COMPRESSION,
     CheckSettings,
     FeedbackSettings,
@@ -54,14 +56,11 @@ from nightowl.warehouse.ledger import (
 )
 from nightowl.warehouse.manifest import combined_hash, file_sha256
 from nightowl.warehouse.store import Warehouse, write_parquet
+from nightowl.warehouse.tables import CLEAN, HELD, QUARANTINE, RAW
 
 log = logging.getLogger("nightowl")
 #: Rows per batch streamed through validation: bounded memory whatever the file size.
 BATCH_ROWS = 500_000
-#: Raw rows cleaned at once (the days of one slice): about 1.5 GiB of events at the peak.
-CLEAN_CHUNK_ROWS = 4_000_000  # Settings.clean_chunk_rows
-#: Rows dated more than this many days after the latest run date are quarantined, not held.
-FUTURE_HORIZON_DAYS = 366  # Settings.future_horizon_days
 
 
 class IngestFailed(NightowlError):
@@ -111,12 +110,12 @@ class CleanReport(BaseModel):
 
 def quarantine_table(source: str, stage: str) -> str:
     """Quarantine table folder for a source and stage (ingest or clean)."""
-    return f"source={source}/stage={stage}"
+    return QUARANTINE[(source, stage)].name
 
 
 def held_table(source: str) -> str:
     """Held table folder for a source: its early rows, by the day they are dated."""
-    return f"source={source}"
+    return HELD[source].name
 
 
 def ingest_source(
@@ -252,11 +251,10 @@ def _ingest_source(
         home = {"dt": night}
         # Its inputs: every delivery whose rows it holds, whichever run read them.
         held_there = [e.ref for e in by_hash.values() if e.run_date == night]
-        for table in ("raw", "quarantine"):
-            name = source if table == "raw" else quarantine_table(source, "ingest")
-            if wh.partition_dir(table, name, home).exists():
-                manifest = wh.seal_partition(table, name, home, inputs=held_there)
-                if table == "raw" and home == part:
+        for table in (RAW[source], QUARANTINE[(source, "ingest")]):
+            if wh.partition_dir(table.layer, table.name, home).exists():
+                manifest = wh.seal_partition(table.layer, table.name, home, inputs=held_there)
+                if table is RAW[source] and home == part:
                     report.content_hash = manifest.content_hash
     for note in report.notes:
         log.info("%s", note)
@@ -353,9 +351,10 @@ def ingest_file(
         dates = list(counts.per_day) if counts and counts.per_day else [part["dt"]]
         by_date = [DateRows(dt=d, rows=n) for d, n in counts.per_day.items()] if counts else None
         # Parts a crashed earlier attempt left (it never reached the ledger) must not linger.
-        for leftover in wh.partition_dir("raw", source, part).glob(f"{stem}-*.parquet"):
+        raw = RAW[source]
+        for leftover in wh.partition_dir(raw.layer, raw.name, part).glob(f"{stem}-*.parquet"):
             leftover.unlink()
-        raw_paths = [wh.add_file("raw", source, part, p.name, p) for p in parts]
+        raw_paths = [wh.add_file(raw.layer, raw.name, part, p.name, p) for p in parts]
         if rejected:
             bad = staging / f"{stem}.parquet"
             rows = pl.concat(rejected)
@@ -365,7 +364,8 @@ def ingest_file(
                     for c in ("raw_value", "record")
                 )
             write_parquet(rows, bad)
-            wh.add_file("quarantine", quarantine_table(source, "ingest"), part, bad.name, bad)
+            rejects = QUARANTINE[(source, "ingest")]
+            wh.add_file(rejects.layer, rejects.name, part, bad.name, bad)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return LedgerEntry(
@@ -804,6 +804,7 @@ def _published(
     """Each day's clean partition, clean quarantine and held rows written (each dropped when
     empty): the clean partition's content hash (None when dropped) and rows, by day."""
     refs = [e.ref for e in entries]
+    rejects, waiting, cleaned = QUARANTINE[(source, "clean")], HELD[source], CLEAN[source]
     bad_parts = dict(bad.partition_by("dt", as_dict=True, include_key=False, maintain_order=True))
     held_parts = dict(held.partition_by("dt", as_dict=True, include_key=False, maintain_order=True))
 
@@ -813,20 +814,23 @@ def _published(
         rows = good.filter(pl.col("dt") == day).drop("dt").collect()
         rejected = bad_parts.get((day,))
         stats = {"rows": rows.height, "rejected": 0 if rejected is None else rejected.height}
-        qtable = quarantine_table(source, "clean")
         if rejected is not None and rejected.height:
-            wh.write_partition("quarantine", qtable, part, rejected, inputs=refs, stats=stats)
+            wh.write_partition(
+                rejects.layer, rejects.name, part, rejected, inputs=refs, stats=stats
+            )
         else:
-            wh.drop_partition("quarantine", qtable, part)
+            wh.drop_partition(rejects.layer, rejects.name, part)
         early = held_parts.get((day,))
         if early is not None and early.height:
-            wh.write_partition("held", held_table(source), part, early, inputs=refs)
+            wh.write_partition(waiting.layer, waiting.name, part, early, inputs=refs)
         else:
-            wh.drop_partition("held", held_table(source), part)
+            wh.drop_partition(waiting.layer, waiting.name, part)
         if rows.height == 0:
-            wh.drop_partition("clean", source, part)
+            wh.drop_partition(cleaned.layer, cleaned.name, part)
             return None, 0
-        written = wh.write_partition("clean", source, part, rows, inputs=refs, stats=stats)
+        written = wh.write_partition(
+            cleaned.layer, cleaned.name, part, rows, inputs=refs, stats=stats
+        )
         return written.content_hash, rows.height
 
     published = {}
@@ -908,7 +912,8 @@ def check_source(
             checks_cfg.quarantine_min_rows,
         )
     )
-    manifests = wh.manifests("clean", source)
+    cleaned = CLEAN[source]
+    manifests = wh.manifests(cleaned.layer, cleaned.name)
     today = next((m for m in manifests if m.partition["dt"] == day), None)
     history = [m.rows for m in manifests if m.partition["dt"] < day][
         -checks_cfg.row_count_history :
@@ -925,7 +930,7 @@ def check_source(
     )
     if today is not None:
         required = CONTRACTS[source].required
-        lf = wh.scan("clean", source, [today.partition])
+        lf = wh.scan(cleaned.layer, cleaned.name, [today.partition])
         counts = lf.select(pl.len(), *(pl.col(c).null_count() for c in required)).collect().row(0)
         for column, nulls in zip(required, counts[1:], strict=True):
             results.append(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from datetime import date, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import lightgbm as lgb
 import numpy as np
@@ -50,7 +50,7 @@ def daily_sales(events: pl.LazyFrame) -> pl.LazyFrame:
 
 def item_day_panel(market: pl.LazyFrame, sales: pl.LazyFrame) -> pl.LazyFrame:
     """The item-day grid with units sold and the rolling state as of the end of each day."""
-    by_item = {"partition_by": "item_id"}
+    by_item = "item_id"
     units = pl.col(TARGET)
     sold_on = pl.when(units > 0).then(pl.col("date"))
     return (
@@ -58,29 +58,29 @@ def item_day_panel(market: pl.LazyFrame, sales: pl.LazyFrame) -> pl.LazyFrame:
         .with_columns(units.fill_null(0.0), pl.col("views").fill_null(0.0))
         .sort(ITEM_DAY)
         .with_columns(
-            units.rolling_sum(7, min_samples=1).over(**by_item).alias("units_7d"),
-            units.rolling_sum(28, min_samples=1).over(**by_item).alias("units_28d"),
-            units.rolling_sum(91, min_samples=1).over(**by_item).alias("units_91d"),
-            pl.col("views").rolling_sum(7, min_samples=1).over(**by_item).alias("views_7d"),
-            pl.col("views").rolling_sum(28, min_samples=1).over(**by_item).alias("views_28d"),
-            (units.cum_sum().over(**by_item) / pl.int_range(1, pl.len() + 1).over(**by_item)).alias(
+            units.rolling_sum(7, min_samples=1).over(by_item).alias("units_7d"),
+            units.rolling_sum(28, min_samples=1).over(by_item).alias("units_28d"),
+            units.rolling_sum(91, min_samples=1).over(by_item).alias("units_91d"),
+            pl.col("views").rolling_sum(7, min_samples=1).over(by_item).alias("views_7d"),
+            pl.col("views").rolling_sum(28, min_samples=1).over(by_item).alias("views_28d"),
+            (units.cum_sum().over(by_item) / pl.int_range(1, pl.len() + 1).over(by_item)).alias(
                 "units_per_day"
             ),
             *(
                 (
-                    pl.when(cond).then(units).otherwise(0.0).cum_sum().over(**by_item)
-                    / cond.cast(pl.Float64).cum_sum().over(**by_item).clip(lower_bound=1)
+                    pl.when(cond).then(units).otherwise(0.0).cum_sum().over(by_item)
+                    / cond.cast(pl.Float64).cum_sum().over(by_item).clip(lower_bound=1)
                 ).alias(name)
                 for name, cond in (
                     ("units_per_day_above_median", pl.col("gap_pct").fill_null(0) > 0),
                     ("units_per_day_at_or_below_median", pl.col("gap_pct").fill_null(0) <= 0),
                 )
             ),
-            pl.col("our_price").rolling_mean(28, min_samples=1).over(**by_item).alias("_price_28d"),
-            (pl.col("date") - sold_on.forward_fill().over(**by_item))
+            pl.col("our_price").rolling_mean(28, min_samples=1).over(by_item).alias("_price_28d"),
+            (pl.col("date") - sold_on.forward_fill().over(by_item))
             .dt.total_days()
             .alias("days_since_sale"),
-            (pl.col("date") - pl.col("date").min().over(**by_item)).dt.total_days().alias("age"),
+            (pl.col("date") - pl.col("date").min().over(by_item)).dt.total_days().alias("age"),
             pl.col("date").dt.weekday().alias("_weekday"),
         )
         .with_columns(
@@ -103,13 +103,13 @@ def category_panel(panel: pl.LazyFrame) -> pl.LazyFrame:
         )
         .sort("category", "date")
     )
-    by_cat = {"partition_by": "category"}
+    by_cat = "category"
     return daily.with_columns(
         (
-            pl.col("_units").rolling_sum(28, min_samples=1).over(**by_cat)
-            / pl.col("_items").rolling_sum(28, min_samples=1).over(**by_cat).clip(lower_bound=1)
+            pl.col("_units").rolling_sum(28, min_samples=1).over(by_cat)
+            / pl.col("_items").rolling_sum(28, min_samples=1).over(by_cat).clip(lower_bound=1)
         ).alias("category_units_per_item_28d"),
-        pl.col("_units").rolling_sum(56, min_samples=1).over(**by_cat).alias("_units_56d"),
+        pl.col("_units").rolling_sum(56, min_samples=1).over(by_cat).alias("_units_56d"),
         pl.col("_units")
         .rolling_sum(8, min_samples=1)
         .over(partition_by=["category", "_weekday"], order_by="date")
@@ -169,7 +169,8 @@ def indicator_panel(
             (pl.col(f"ind_{name}") / pl.col(f"ind_{name}_7d_ago") - 1.0).alias(f"ind_{name}_chg_7d")
         ).drop(f"ind_{name}_7d_ago")
         if newest is not None:
-            last_seen = series.filter(pl.col("date") <= newest)["date"].max()
+            # Series.max() is typed as any Python scalar; of this pl.Date column: a date or None.
+            last_seen = cast("date | None", series.filter(pl.col("date") <= newest)["date"].max())
             age = (newest - last_seen).days if last_seen is not None else None
             stale.append(
                 {
@@ -344,7 +345,9 @@ def fit_demand(rows: pl.DataFrame, until: date, cfg: MarketSettings) -> tuple[lg
         valid_sets=[valid_set],
         callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
     )
-    predicted = booster.predict(matrix(valid, names), num_threads=2)
+    # predict() is typed for every input and mode (a list of sparse matrices for pred_contrib on
+    # sparse input); a dense matrix without pred_contrib always gives an ndarray.
+    predicted = cast(np.ndarray, booster.predict(matrix(valid, names), num_threads=2))
     return booster, dispersion(valid[TARGET].to_numpy(), predicted)
 
 

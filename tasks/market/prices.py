@@ -17,13 +17,9 @@ from datetime import date, timedelta
 
 import polars as pl
 
+from nightowl.tasks.ingest.clean import export_day
+
 ITEM_DAY = ["item_id", "date"]
-
-
-def export_day(source_file: pl.Expr, run: pl.Expr) -> pl.Expr:
-    """The day an items row describes: the date in its file's name, else its run date."""
-    named = source_file.str.extract(r"(\d{4}-\d{2}-\d{2})", 1).str.to_date(strict=False)
-    return pl.coalesce(named, run.cast(pl.String).str.to_date())
 
 
 def our_price_history(raw_items: pl.LazyFrame) -> pl.LazyFrame:
@@ -182,16 +178,16 @@ def price_position(market: pl.LazyFrame, day: date) -> pl.LazyFrame:
     """Where each item's price stood on ``day``, with days since our price last changed and since
     the gap to the competitor median last changed sign (null: it never had a sign yet)."""
     history = market.filter(pl.col("date") <= day).sort(ITEM_DAY)
-    by_item = {"partition_by": "item_id"}
-    price_changed = pl.col("our_price") != pl.col("our_price").shift(1).over(**by_item)
+    by_item = "item_id"
+    price_changed = pl.col("our_price") != pl.col("our_price").shift(1).over(by_item)
     sign = pl.col("gap_pct").sign()
-    previous_sign = sign.forward_fill().shift(1).over(**by_item)
+    previous_sign = sign.forward_fill().shift(1).over(by_item)
     sign_changed = sign.is_not_null() & previous_sign.is_not_null() & (sign != previous_sign)
     first_sign = sign.is_not_null() & previous_sign.is_null()
     marked = history.with_columns(
         pl.when(price_changed.fill_null(True)).then(pl.col("date")).alias("_priced"),
         pl.when(sign_changed | first_sign).then(pl.col("date")).alias("_signed"),
-    ).with_columns(pl.col("_priced", "_signed").forward_fill().over(**by_item))
+    ).with_columns(pl.col("_priced", "_signed").forward_fill().over(by_item))
     return (
         marked.filter(pl.col("date") == day)
         .with_columns(

@@ -27,21 +27,55 @@ from nightowl.tasks.ingest.units import raw_rows
 from nightowl.tasks.market import forecast as fc
 from nightowl.tasks.market import prices as market
 from nightowl.tasks.models import score, tensorised
-from nightowl.tasks.models.lifecycle import NoChampion, TrainOutcome, cadence_due
+from nightowl.tasks.models.lifecycle import (
+    Figure,
+    NoChampion,
+    Trained,
+    TrainOutcome,
+    Verdict,
+    VersionsView,
+    admit_trained,
+    cadence_due,
+    challenge,
+    settle,
+)
 from nightowl.warehouse.landing import date_in_name
 from nightowl.warehouse.ledger import Ledger, LedgerEntry, live_deliveries
 from nightowl.warehouse.manifest import InputRef
 from nightowl.warehouse.registry import ModelCard, Registry
 from nightowl.warehouse.store import Warehouse
+from nightowl.warehouse.tables import (
+    CATEGORY_FORECAST,
+    CLEAN_EVENTS,
+    CLEAN_MARKET_INDICATORS,
+    CLEAN_MARKET_PRICES,
+    DEMAND_FORECAST,
+    PRICE_POSITION,
+    PRICE_SCENARIOS,
+)
 
 MODEL = "demand"
+#: How ``nightowl models`` lists its versions.
+VERSIONS = VersionsView(
+    "demand models (backtest WAPE, item x day: model, seasonal naive, 28-day average)",
+    (
+        Figure("weeks", lambda c: len(c.training["backtest_origins"]), ""),
+        Figure("WAPE", lambda c: c.metrics["model"]["wape"], ".3f"),
+        Figure("s-naive", lambda c: c.metrics["seasonal_naive"]["wape"], ".3f"),
+        Figure("MA-28", lambda c: c.metrics["moving_average_28d"]["wape"], ".3f"),
+        Figure("category WAPE", lambda c: c.metrics["model"]["category_wape"], ".3f"),
+        Figure("bias", lambda c: c.metrics["model"]["bias"], ".3f"),
+        Figure("parity", lambda c: c.parity["max_rel_diff"], ".1g"),
+        Figure("rounds", lambda c: c.best_iteration, ""),
+    ),
+)
 log = logging.getLogger("nightowl")
 
 
 class PricePositionReport(BaseModel):
     """What the price-position step published."""
 
-    table: str = "price_position"
+    table: str = PRICE_POSITION.name
     as_of: str
     rows: int
     content_hash: str
@@ -59,7 +93,7 @@ class DemandTrainReport(TrainOutcome):
 class ForecastReport(BaseModel):
     """What the forecast step published, with which model, and which indicators were stale."""
 
-    table: str = "demand_forecast"
+    table: str = DEMAND_FORECAST.name
     as_of: str
     rows: int
     content_hash: str
@@ -108,9 +142,11 @@ def _items_entries(wh: Warehouse, as_of: date) -> list:
 def market_refs(wh: Warehouse, as_of: date) -> list[InputRef]:
     """What the market tables as of ``as_of`` are computed from: items files, clean partitions."""
     refs = [e.ref for e in _items_entries(wh, as_of)]
-    for table in ("market_prices", "events", "market_indicators"):
+    for table in (CLEAN_MARKET_PRICES, CLEAN_EVENTS, CLEAN_MARKET_INDICATORS):
         refs += [
-            m.ref for m in wh.manifests("clean", table) if m.partition["dt"] < as_of.isoformat()
+            m.ref
+            for m in wh.manifests(table.layer, table.name)
+            if m.partition["dt"] < as_of.isoformat()
         ]
     return refs
 
@@ -124,9 +160,9 @@ def market_inputs(
     entries = _items_entries(wh, as_of)
     if not entries:
         raise NotEnoughHistory(f"no items rows arrived before {as_of}: no prices to position")
-    prices, price_refs = clean_before(wh, "market_prices", as_of)
-    events, event_refs = clean_before(wh, "events", as_of)
-    indicators, indicator_refs = clean_before(wh, "market_indicators", as_of)
+    prices, price_refs = clean_before(wh, CLEAN_MARKET_PRICES.name, as_of)
+    events, event_refs = clean_before(wh, CLEAN_EVENTS.name, as_of)
+    indicators, indicator_refs = clean_before(wh, CLEAN_MARKET_INDICATORS.name, as_of)
     empty_events = pl.LazyFrame(
         schema={
             "event_type": pl.String,
@@ -193,8 +229,9 @@ def price_position_table(
     inputs = inputs or market_inputs(wh, as_of, cfg)
     frame = market.price_position(inputs.market.lazy(), inputs.last_day).collect()
     manifest = wh.write_partition(
-        "predictions", "price_position", {"as_of": as_of.isoformat()}, frame, inputs=inputs.refs
-    )
+        PRICE_POSITION.layer, PRICE_POSITION.name, {"as_of": as_of.isoformat()}, frame,
+        inputs=inputs.refs,
+    )  # fmt: skip
     return PricePositionReport(
         as_of=as_of.isoformat(),
         rows=manifest.rows,
@@ -256,13 +293,11 @@ def train_demand(
         fitted.booster, fc.matrix(fitted.newest_fold[0], fitted.names),
         cfg.parity_tolerance, relative=True, what="the demand model",
     )  # fmt: skip
-    onnx_bytes, parity = exports.tree_ensemble, exports.parity
-    max_diff = parity["max_rel_diff"]
     registry = Registry(wh)
-    version = registry.version_name(last_day.isoformat(), onnx_bytes)
-    card = ModelCard(
-        model=MODEL,
-        version=version,
+    admitted = admit_trained(
+        registry, MODEL, last_day,
+        Trained(exports.tree_ensemble, fitted.booster.model_to_string(), exports.tensorised),
+        lambda card: _challenge(registry, card, fitted.newest_fold),
         code_version=wh.code_version,
         features=[{"name": n, "dtype": "float32"} for n in fitted.names],
         training={
@@ -279,25 +314,20 @@ def train_demand(
             "indicators": inputs.stale,
         },
         metrics=fitted.metrics,
-        parity=parity,
+        parity=exports.parity,
         params=fc.lightgbm_params(cfg, 2) | {"max_rounds": cfg.max_rounds},
         best_iteration=fitted.booster.best_iteration,
         inputs=inputs.refs,
-    )
-    promoted, why = _challenge(registry, card, fitted.newest_fold)
-    champion = registry.admit(
-        card, onnx_bytes, fitted.booster.model_to_string(), promote=promoted, reason=why,
-        tensor_bytes=exports.tensorised,
     )  # fmt: skip
     return DemandTrainReport(
         trained=True,
-        reason=f"{reason}; {why}",
-        version=version,
-        promoted=promoted,
-        champion=champion,
+        reason=f"{reason}; {admitted.why}",
+        version=admitted.card.version,
+        promoted=admitted.promoted,
+        champion=admitted.champion,
         backtest=fitted.backtest,
         metrics=fitted.metrics,
-        parity_max_diff=max_diff,
+        parity_max_diff=exports.parity["max_rel_diff"],
         stale_indicators=_stale_names(inputs.stale),
         seconds=round(time.perf_counter() - started, 3),
     )
@@ -378,43 +408,44 @@ def _summary_metrics(backtest: list[dict[str, Any]]) -> dict[str, dict[str, floa
 
 def _challenge(
     registry: Registry, card: ModelCard, newest_fold: tuple[pl.DataFrame, np.ndarray]
-) -> tuple[bool, str]:
+) -> Verdict:
     """Whether the new model's newest backtest week is at least as good (WAPE) as the champion's
     on the same week — judged only when the champion never saw that week's sales; a model
     trained on less data than the champion (a past ``--date``) does not unseat it."""
-    champion = registry.champion(MODEL)
-    if champion is None:
-        return True, "first demand model: promoted"
-    if champion.version == card.version:
-        return True, "same model as the champion"
-    old = registry.card(MODEL, champion.version)
-    if old.training["horizon_days"] != card.training["horizon_days"]:
-        return True, f"champion {champion.version} forecasts another horizon: promoted"
     rows, new_prediction = newest_fold
     week = rows["origin"].min()
-    if card.training["last_day"] < old.training["last_day"]:
-        return False, (
-            f"champion {champion.version} is trained on sales up to {old.training['last_day']}, "
-            f"later than this model's {card.training['last_day']}: champion kept"
+
+    def unfair(old: ModelCard) -> Verdict | None:
+        if old.training["horizon_days"] != card.training["horizon_days"]:
+            return True, f"champion {old.version} forecasts another horizon: promoted"
+        if card.training["last_day"] < old.training["last_day"]:
+            return False, (
+                f"champion {old.version} is trained on sales up to {old.training['last_day']}, "
+                f"later than this model's {card.training['last_day']}: champion kept"
+            )
+        if date.fromisoformat(old.training["last_day"]) >= week:
+            return True, (
+                f"champion {old.version} saw sales of the newest backtest week: no fair "
+                "comparison, the newer model is promoted"
+            )
+        return None
+
+    def duel(old: ModelCard) -> Verdict:
+        old_sess = score.session(registry.onnx_bytes(MODEL, old.version), [score.CPU])
+        old_units = score.predict(old_sess, fc.matrix(rows, old.feature_names), len(rows) or 1)
+        old_prediction = fc.with_cold_start(
+            rows, old_units.astype(np.float64), bool(old.training.get("cold_start"))
         )
-    if date.fromisoformat(old.training["last_day"]) >= week:
-        return True, (
-            f"champion {champion.version} saw sales of the newest backtest week: no fair "
-            "comparison, the newer model is promoted"
-        )
-    old_sess = score.session(registry.onnx_bytes(MODEL, champion.version), [score.CPU])
-    old_units = score.predict(old_sess, fc.matrix(rows, old.feature_names), len(rows) or 1)
-    old_prediction = fc.with_cold_start(
-        rows, old_units.astype(np.float64), bool(old.training.get("cold_start"))
-    )
-    actual = rows[fc.TARGET].to_numpy()
-    new_wape = fc.accuracy(actual, new_prediction, 1.0)["wape"]
-    old_wape = fc.accuracy(actual, old_prediction, 1.0)["wape"]
-    verdict = f"WAPE in the week from {week}: {new_wape:.4f} vs champion {old_wape:.4f}"
-    # float32 (ONNX) against float64 (LightGBM) predictions: a tie may differ in the 7th digit.
-    if new_wape is None or old_wape is None or new_wape <= old_wape * (1 + 1e-6):
-        return True, f"{verdict}: promoted"
-    return False, f"{verdict}: champion kept"
+        actual = rows[fc.TARGET].to_numpy()
+        new_wape = fc.accuracy(actual, new_prediction, 1.0)["wape"]
+        old_wape = fc.accuracy(actual, old_prediction, 1.0)["wape"]
+        comparison = f"WAPE in the week from {week}: {new_wape:.4f} vs champion {old_wape:.4f}"
+        # float32 (ONNX) against float64 (LightGBM) predictions: a tie may differ in the 7th
+        # digit.
+        wins = new_wape is None or old_wape is None or new_wape <= old_wape * (1 + 1e-6)
+        return settle(comparison, wins)
+
+    return challenge(registry, card, duel, unfair=unfair, first="first demand model: promoted")
 
 
 # ---- forecasting ----------------------------------------------------------------------------
@@ -487,10 +518,10 @@ def forecast_demand(
     stats = {"model_version": card.version, "provider": scorer.provider, "graph": scorer.graph,
              "stale_indicators": stale}  # fmt: skip
     manifest = wh.write_partition(
-        "predictions", "demand_forecast", partition, items, inputs=refs, stats=stats
+        DEMAND_FORECAST.layer, DEMAND_FORECAST.name, partition, items, inputs=refs, stats=stats
     )
-    wh.write_partition("predictions", "category_forecast", partition, categories, inputs=refs)
-    wh.write_partition("predictions", "price_scenarios", partition, scenarios, inputs=refs)
+    for table, frame in ((CATEGORY_FORECAST, categories), (PRICE_SCENARIOS, scenarios)):
+        wh.write_partition(table.layer, table.name, partition, frame, inputs=refs)
     return ForecastReport(
         as_of=as_of.isoformat(),
         rows=manifest.rows,

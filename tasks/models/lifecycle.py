@@ -1,15 +1,23 @@
-"""The life of a model in the registry, shared by the four models: when it is due for training,
-what a training did, and what serving asks of a champion."""
+"""The life of a model in the registry, shared by the four models.
+
+Every model goes the same way: trained when due (:func:`cadence_due`), exported and parity-gated
+by its own code, then registered under a version named for its data and graph, challenged
+against the champion on the same held-out data (:func:`challenge`), and promoted only when it
+ties or beats it (:func:`admit_trained`). What differs per model is passed in: its card's
+figures, what makes a comparison unfair, and how the champion scores the held-out data.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 from pydantic import BaseModel, Field
 
 from nightowl.errors import NightowlError
-from nightowl.warehouse.registry import ModelCard, Registry
+from nightowl.warehouse.registry import NATIVE_FILE, ModelCard, Registry
 
 
 class NoChampion(NightowlError, RuntimeError):
@@ -60,3 +68,101 @@ def cadence_due(
     if age >= every_days:
         return f"the newest {model} model is {age} days old (retrain_every_days = {every_days})"
     return None
+
+
+#: A challenge's outcome: promote the new version or not, and why (said in the run summary).
+Verdict = tuple[bool, str]
+
+
+def settle(comparison: str, wins: bool) -> Verdict:
+    """The verdict of a comparison on the same held-out data (``wins``: ties or beats)."""
+    return (True, f"{comparison}: promoted") if wins else (False, f"{comparison}: champion kept")
+
+
+def challenge(
+    registry: Registry,
+    card: ModelCard,
+    duel: Callable[[ModelCard], Verdict],
+    *,
+    unfair: Callable[[ModelCard], Verdict | None] = lambda champion: None,
+    first: str = "first model: promoted",
+) -> Verdict:
+    """Whether ``card`` replaces its model's champion: yes when there is none or it is the same
+    version; else ``unfair`` may settle it from the champion's card (a champion for another
+    horizon, or one that saw the held-out data); else ``duel`` scores both on the same data."""
+    champion = registry.champion(card.model)
+    if champion is None:
+        return True, first
+    if champion.version == card.version:
+        return True, "same model as the champion"
+    old = registry.card(card.model, champion.version)
+    return unfair(old) or duel(old)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A trained model, exported and past its parity gate, as the registry stores it."""
+
+    #: The ONNX graph served on CPU (a tree ensemble, or a linear model).
+    onnx: bytes
+    #: The training library's own form of the model, kept beside the graph.
+    native: str
+    #: The graph of plain tensor operators that a GPU runs (tree models only).
+    tensorised: bytes | None = None
+    native_name: str = NATIVE_FILE
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """What registering a trained model came to."""
+
+    card: ModelCard
+    promoted: bool
+    why: str
+    #: The champion's version after it (this one when promoted).
+    champion: str | None
+
+
+def admit_trained(
+    registry: Registry,
+    model: str,
+    last_day: date,
+    trained: Trained,
+    judge: Callable[[ModelCard], Verdict],
+    **card: Any,
+) -> Admitted:
+    """Register ``trained`` as a version of ``model`` named for ``last_day`` and its graph, with
+    a card of ``card``'s fields, and promote it when ``judge`` says so (see :func:`challenge`)."""
+    version = registry.version_name(last_day.isoformat(), trained.onnx)
+    model_card = ModelCard(model=model, version=version, **card)
+    promoted, why = judge(model_card)
+    champion = registry.admit(
+        model_card, trained.onnx, trained.native, promote=promoted, reason=why,
+        native_name=trained.native_name, tensor_bytes=trained.tensorised,
+    )  # fmt: skip
+    return Admitted(model_card, promoted, why, champion)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One column of a model's versions table (``nightowl models``): a header, the value on a
+    version's card, and how to write a number (None shows as ``-``)."""
+
+    header: str
+    value: Callable[[ModelCard], Any]
+    fmt: str = ".4f"
+
+    def shown(self, card: ModelCard) -> str:
+        value = self.value(card)
+        if value is None:
+            return "-"
+        return str(value) if isinstance(value, str) or not self.fmt else format(value, self.fmt)
+
+
+@dataclass(frozen=True)
+class VersionsView:
+    """How ``nightowl models`` lists a model's versions: a title and its figures, after the
+    version and the last day of data every model has."""
+
+    title: str
+    figures: tuple[Figure, ...] = ()

@@ -24,16 +24,13 @@ import tempfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass
-from datetime import date
 from functools import cache
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-import polars as pl
 
 from nightowl.schemas.config import ModelSettings
-from nightowl.tasks.behaviour.train import rfm_segment, rfm_table
 from nightowl.tasks.models.export import ENSEMBLE, INPUT, OUTPUT
 from nightowl.warehouse.registry import ModelCard, Registry
 
@@ -176,7 +173,7 @@ def scorer_for(registry: Registry, card: ModelCard, cfg: ModelSettings) -> Score
     """The scorer of a registered version: on a GPU its tensorised graph on CUDA (all nodes
     checked to have run there), on a CPU its tree-ensemble graph (``cfg.graph`` may insist)."""
     wanted = providers(cfg.provider)
-    graph = cfg.graph
+    graph: str = cfg.graph  # "auto" becomes the graph it picks
     tensor = registry.tensor_bytes(card.model, card.version)
     if graph == "auto":
         graph = TENSORISED if CUDA in wanted and tensor is not None else TREE_ENSEMBLE
@@ -186,12 +183,15 @@ def scorer_for(registry: Registry, card: ModelCard, cfg: ModelSettings) -> Score
                 "on the CPU; retrain it (nightowl train) to score on the GPU",
                 card.model, card.version,
             )  # fmt: skip
-    if graph == TENSORISED and tensor is None:
+    if graph != TENSORISED:
+        model = registry.onnx_bytes(card.model, card.version)
+    elif tensor is None:
         raise RuntimeError(
             f"graph = 'tensorised' was asked for, but {card.model} {card.version} has no "
             f"tensorised graph; retrain it (nightowl train) or use graph = 'auto'"
         )
-    model = tensor if graph == TENSORISED else registry.onnx_bytes(card.model, card.version)
+    else:
+        model = tensor
     nodes = node_providers(model, wanted, len(card.feature_names))
     if graph == TENSORISED and CUDA in wanted:
         on_cpu = sorted(name for name, ran in nodes.items() if ran != CUDA)
@@ -215,39 +215,4 @@ def scorer_for(registry: Registry, card: ModelCard, cfg: ModelSettings) -> Score
         provider=ran,
         placement=provider_counts(nodes),
         batch_rows=batch_rows,
-    )
-
-
-def user_scores(
-    features: pl.DataFrame,
-    probability: np.ndarray,
-    *,
-    horizon_days: int,
-    churn_lookback_days: int,
-    risk_tiers: dict[str, float],
-    model_version: str,
-    provider: str,
-    as_of: date,
-    graph: str = TREE_ENSEMBLE,
-) -> pl.DataFrame:
-    """One row per user: p(purchase within H days), churn risk and tier for active customers,
-    RFM segment, and the model version, provider and graph that produced the score."""
-    p = pl.Series(f"p_purchase_{horizon_days}d", probability, dtype=pl.Float64)
-    active = pl.col("purchase_recency_days") < churn_lookback_days
-    churn = pl.when(active).then(1.0 - p).otherwise(None)
-    tier = pl.when(pl.col("purchase_recency_days").is_null()).then(pl.lit("prospect"))
-    tier = tier.when(~active).then(pl.lit("lapsed"))
-    for name, threshold in sorted(risk_tiers.items(), key=lambda kv: -kv[1]):
-        tier = tier.when(churn >= threshold).then(pl.lit(name))
-    scored = features.join(rfm_table(features), on="user_id", how="left", maintain_order="left")
-    return scored.select(
-        "user_id",
-        p,
-        churn.alias("churn_risk"),
-        tier.otherwise(pl.lit("low")).alias("risk_tier"),
-        rfm_segment(pl.col("r"), pl.col("f")).alias("segment"),
-        pl.lit(model_version).alias("model_version"),
-        pl.lit(provider).alias("provider"),
-        pl.lit(graph).alias("scoring_graph"),
-        pl.lit(as_of).alias("as_of"),
     )

@@ -192,8 +192,8 @@ def tensorised_onnx_from_booster(booster: lgb.Booster) -> bytes:
     n_features = int(dump["max_feature_idx"]) + 1
     g = _Graph()
     x = _widened_input(g, tables.zero_missing)
-    node: str | None = None
-    for _ in range(max(1, tables.depth)):  # one step even for stumps: it gives the [B, T] shape
+    node = _step(g, tables, x, None)  # one step even for stumps: it gives the [B, T] shape
+    for _ in range(max(1, tables.depth) - 1):
         node = _step(g, tables, x, node)
     leaf_values = np.asarray(tables.leaf_value, dtype=np.float64)
     leaves = g.op("Gather", g.const("leaf_value", leaf_values), node, axis=0)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import date
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -620,9 +621,11 @@ def ranking_metrics(
         .with_columns(cap=pl.min_horizontal(pl.col("relevant"), pl.lit(k)))
     )
     idcg = scored["cap"].map_elements(lambda c: float(ideal[c - 1]), return_dtype=pl.Float64)
-    recall = (scored["hits"] / scored["relevant"]).mean()
-    ndcg = (scored["gain"] / idcg).mean()
-    ap = (scored["precision"] / scored["cap"]).mean()
+    # Series.mean() is typed as any Python scalar or None; these are means of Float64 columns
+    # with a row per user, and there is at least one user (above): floats.
+    recall = cast(float, (scored["hits"] / scored["relevant"]).mean())
+    ndcg = cast(float, (scored["gain"] / idcg).mean())
+    ap = cast(float, (scored["precision"] / scored["cap"]).mean())
     full = mine.group_by("user_id").len().filter(pl.col("len") >= k).height
     return {
         "users": n_users,

@@ -29,14 +29,52 @@ from nightowl.tasks.behaviour.features import user_bucket
 from nightowl.tasks.common.reads import catalogue_before, clean_before, event_days
 from nightowl.tasks.common.reports import TableReport, table_report
 from nightowl.tasks.models import score, tensorised
-from nightowl.tasks.models.lifecycle import TrainOutcome, cadence_due
+from nightowl.tasks.models.lifecycle import (
+    Figure,
+    Trained,
+    TrainOutcome,
+    Verdict,
+    VersionsView,
+    admit_trained,
+    cadence_due,
+    challenge,
+    settle,
+)
 from nightowl.tasks.recommend import lists as rec
 from nightowl.warehouse.manifest import InputRef
 from nightowl.warehouse.registry import ModelCard, Registry
 from nightowl.warehouse.store import Warehouse
+from nightowl.warehouse.tables import (
+    CLEAN_EVENTS,
+    CLEAN_ITEMS,
+    CLEAN_MARKET_PRICES,
+    RECOMMENDATIONS,
+)
 
 MODEL = "recommender"
-TABLE = "recommendations"
+BASELINES = ("popularity", "cooccurrence", "repeat_buy")
+
+
+def _best_baseline(card: ModelCard, key: str) -> float:
+    return max(card.metrics[b][key] or 0.0 for b in BASELINES)
+
+
+#: How ``nightowl models`` lists its versions.
+VERSIONS = VersionsView(
+    "recommender models (held-out NDCG@K of the ranker and the best baseline, with repurchases "
+    "and new items only)",
+    (
+        Figure("held-out", lambda c: c.training["holdout_as_of"]),
+        Figure("users", lambda c: c.training["holdout_users"], ""),
+        Figure("NDCG all", lambda c: c.metrics["model"]["all_ndcg"]),
+        Figure("baseline", lambda c: _best_baseline(c, "all_ndcg")),
+        Figure("NDCG new", lambda c: c.metrics["model"]["new_ndcg"]),
+        Figure("baseline", lambda c: _best_baseline(c, "new_ndcg")),
+        Figure("parity", lambda c: c.parity["max_rel_diff"], ".1g"),
+        Figure("rounds", lambda c: c.best_iteration, ""),
+    ),
+)
+TABLE = RECOMMENDATIONS.name
 #: The model_version of lists ranked before any ranker is registered.
 HEURISTIC = "heuristic-rrf"
 log = logging.getLogger("nightowl")
@@ -68,24 +106,26 @@ def inputs_before(wh: Warehouse, as_of: date, cfg: RecommendSettings) -> Inputs:
     snapshot known then."""
     since = as_of - timedelta(days=cfg.history_days + 1)
     frames, refs = {}, []
-    for table in ("events", "market_prices"):
+    for table in (CLEAN_EVENTS, CLEAN_MARKET_PRICES):
         manifests = [
             m
-            for m in wh.manifests("clean", table)
+            for m in wh.manifests(table.layer, table.name)
             if since.isoformat() <= m.partition["dt"] < as_of.isoformat()
         ]
-        frames[table] = wh.scan("clean", table, [m.partition for m in manifests])
-        refs += [m.ref for m in manifests] if frames[table] is not None else []
+        frames[table.name] = wh.scan(table.layer, table.name, [m.partition for m in manifests])
+        refs += [m.ref for m in manifests] if frames[table.name] is not None else []
     items, item_refs = catalogue_before(wh, as_of)
     if items is not None and not any(
-        m.partition["dt"] < as_of.isoformat() for m in wh.manifests("clean", "items")
+        m.partition["dt"] < as_of.isoformat()
+        for m in wh.manifests(CLEAN_ITEMS.layer, CLEAN_ITEMS.name)
     ):
         # Only a later snapshot exists (a first run that brought history): its titles and
         # categories hold for earlier days, its prices and active flags are not known yet then.
         items = items.with_columns(price=pl.lit(None, pl.Float64), active=pl.lit(None, pl.Boolean))
-    if frames["events"] is None:
+    events, market_prices = frames[CLEAN_EVENTS.name], frames[CLEAN_MARKET_PRICES.name]
+    if events is None:
         raise NotEnoughHistory(f"no clean events before {as_of}: nothing to recommend from")
-    return Inputs(frames["events"], items, frames["market_prices"], refs + item_refs)
+    return Inputs(events, items, market_prices, refs + item_refs)
 
 
 def input_refs(wh: Warehouse, as_of: date, cfg: RecommendSettings) -> list[InputRef]:
@@ -260,7 +300,7 @@ def train_recommender(
             f"cut short; train with --date {events_end}"
         )
     plan = train.snapshot_plan(first_day, last_day, cfg)
-    everything, _ = clean_before(wh, "events", last_day + timedelta(days=1))
+    everything, _ = clean_before(wh, CLEAN_EVENTS.name, last_day + timedelta(days=1))
 
     def snapshots() -> Iterator[Snapshot]:
         for as_of in plan.train:
@@ -304,12 +344,10 @@ def train_recommender(
         booster, train.feature_matrix(sample, list(rec.FEATURES)), cfg.parity_tolerance,
         relative=True, what="the ranker",
     )  # fmt: skip
-    onnx_bytes, parity = exports.tree_ensemble, exports.parity
-    max_diff = parity["max_rel_diff"]
-    version = registry.version_name(last_day.isoformat(), onnx_bytes)
-    card = ModelCard(
-        model=MODEL,
-        version=version,
+    admitted = admit_trained(
+        registry, MODEL, last_day,
+        Trained(exports.tree_ensemble, booster.model_to_string(), exports.tensorised),
+        lambda card: _challenge(registry, card, held, cfg),
         code_version=wh.code_version,
         features=[{"name": n, "dtype": "float32"} for n in rec.FEATURES],
         training={
@@ -322,27 +360,22 @@ def train_recommender(
             "holdout_users": int(metrics["model"]["all_users"] or 0),
         },
         metrics=metrics,
-        parity=parity,
+        parity=exports.parity,
         params=ranker_params(cfg, 2) | {"max_rounds": cfg.max_rounds},
         best_iteration=booster.best_iteration or booster.current_iteration(),
         inputs=holdout_inputs.refs[-1:],
-    )
-    promoted, why = _challenge(registry, card, held, cfg)
-    champion = registry.admit(
-        card, onnx_bytes, booster.model_to_string(), promote=promoted, reason=why,
-        tensor_bytes=exports.tensorised,
     )  # fmt: skip
     return RecommenderTrainReport(
         trained=True,
-        reason=f"{reason}; {why}",
-        version=version,
-        promoted=promoted,
-        champion=champion,
+        reason=f"{reason}; {admitted.why}",
+        version=admitted.card.version,
+        promoted=admitted.promoted,
+        champion=admitted.champion,
         holdout=plan.holdout.isoformat(),
         snapshots=[d.isoformat() for d in plan.train],
         top_k=cfg.top_k,
         metrics=metrics,
-        parity_max_diff=max_diff,
+        parity_max_diff=exports.parity["max_rel_diff"],
         seconds=round(time.perf_counter() - started, 3),
     )
 
@@ -357,29 +390,27 @@ def _held_out_metrics(
 
 def _challenge(
     registry: Registry, card: ModelCard, held: Snapshot, cfg: RecommendSettings
-) -> tuple[bool, str]:
+) -> Verdict:
     """Whether the new version's held-out NDCG (repurchases count) ties or beats the
     champion's on the same window."""
-    champion = registry.champion(MODEL)
-    if champion is None:
-        return True, "first model: promoted"
-    if champion.version == card.version:
-        return True, "same model as the champion"
-    old = registry.card(MODEL, champion.version)
-    if not computes_features_of(old):
-        return True, f"champion {champion.version} uses features no longer computed: promoted"
-    if old.training["holdout_as_of"] > card.training["holdout_as_of"]:
-        return False, f"champion {champion.version} was judged on a later window: champion kept"
-    onnx_bytes = registry.onnx_bytes(MODEL, champion.version)
-    old_scores = _scores(held.frame, onnx_bytes=onnx_bytes)
-    old_ndcg = _held_out_metrics(held, old_scores, cfg)["model"]["all_ndcg"] or 0.0
-    new_ndcg = card.metrics["model"]["all_ndcg"] or 0.0
-    verdict = (
-        f"held-out NDCG@{cfg.top_k} {new_ndcg:.4f} vs champion {champion.version} {old_ndcg:.4f}"
-    )
-    if new_ndcg >= old_ndcg:
-        return True, f"{verdict}: promoted"
-    return False, f"{verdict}: champion kept"
+
+    def unfair(old: ModelCard) -> Verdict | None:
+        if not computes_features_of(old):
+            return True, f"champion {old.version} uses features no longer computed: promoted"
+        if old.training["holdout_as_of"] > card.training["holdout_as_of"]:
+            return False, f"champion {old.version} was judged on a later window: champion kept"
+        return None
+
+    def duel(old: ModelCard) -> Verdict:
+        old_scores = _scores(held.frame, onnx_bytes=registry.onnx_bytes(MODEL, old.version))
+        old_ndcg = _held_out_metrics(held, old_scores, cfg)["model"]["all_ndcg"] or 0.0
+        new_ndcg = card.metrics["model"]["all_ndcg"] or 0.0
+        comparison = (
+            f"held-out NDCG@{cfg.top_k} {new_ndcg:.4f} vs champion {old.version} {old_ndcg:.4f}"
+        )
+        return settle(comparison, new_ndcg >= old_ndcg)
+
+    return challenge(registry, card, duel, unfair=unfair)
 
 
 def _scores(
@@ -602,7 +633,8 @@ def recommendations_table(
     if card is not None:
         refs.append(InputRef(kind="model", name=f"models/{MODEL}/{version}", content_hash=version))
     manifest = wh.write_partition(
-        "predictions", TABLE, {"as_of": as_of.isoformat()}, lists, inputs=refs,
+        RECOMMENDATIONS.layer, RECOMMENDATIONS.name, {"as_of": as_of.isoformat()}, lists,
+        inputs=refs,
         stats={"model_version": version, **notes},
     )  # fmt: skip
     return table_report(manifest, started, model_version=version, notes=notes)
@@ -611,7 +643,7 @@ def recommendations_table(
 def source_mix(wh: Warehouse, report: TableReport) -> list[dict]:
     """Per candidate source of a published ``recommendations`` partition: the recommendations it
     explains, to how many users, and at what mean rank (what the run's artifact shows)."""
-    lists = wh.scan("predictions", TABLE, [{"as_of": report.as_of}])
+    lists = wh.scan(RECOMMENDATIONS.layer, RECOMMENDATIONS.name, [{"as_of": report.as_of}])
     if lists is None:
         return []
     mix = lists.group_by("source").agg(

@@ -175,7 +175,7 @@ def segment_items(
 def segment_words(picked: pl.DataFrame, feedback: pl.LazyFrame | None, top: int) -> pl.DataFrame:
     """Per segment, the ``top`` phrases of positive feedback about its picked items
     (``segment``, ``words``): the words customers use about them."""
-    schema = {"segment": pl.String, "words": pl.List(pl.String)}
+    schema = pl.Schema({"segment": pl.String(), "words": pl.List(pl.String)})
     if feedback is None or picked.is_empty():
         return pl.DataFrame(schema=schema)
     liked = (

@@ -416,7 +416,7 @@ def product_health(
     else:
         table = table.with_columns(
             pl.lit(None, pl.Float64).alias(c) for c in ("competitor_median", "gap_pct")
-        ).with_columns(pl.lit(None, pl.Int64).alias("our_rank"))
+        ).with_columns(pl.lit(None, pl.Int32).alias("our_rank"))  # as price_position has it
     if feedback is not None:
         said = (
             feedback.filter(

@@ -12,7 +12,7 @@ import json
 import math
 from datetime import date, timedelta
 from importlib import resources
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import polars as pl
 
@@ -153,7 +153,8 @@ def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[
             labels = {"revenue": "revenue", "orders": "orders", "active_users": "active users",
                       "returns": "returns"}  # fmt: skip
             for name, label in labels.items():
-                now, then = week[name].sum(), before[name].sum()
+                # Series.sum() is typed to allow a Decimal; these KPI columns are ints or floats.
+                now, then = cast(float, week[name].sum()), cast(float, before[name].sum())
                 parts.append(f"{label} {_change((now - then) / then if then else None)}")
             lines.append(Finding(
                 "The last 7 days against the 7 before: " + ", ".join(parts) + ".",
@@ -182,8 +183,8 @@ def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[
             "high_risk"
         ]
         if inputs.week_ago_scores is not None:
-            before = inputs.week_ago_scores.filter(pl.col("risk_tier") == "high").height
-            delta = high - before
+            high_before = inputs.week_ago_scores.filter(pl.col("risk_tier") == "high").height
+            delta = high - high_before
             sentence += f" ({'+' if delta >= 0 else ''}{delta:,} on a week ago)"
             week_ago = inputs.as_of - timedelta(days=7)
             counts.append(
@@ -227,8 +228,10 @@ def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[
         lines.append(Finding(sentence + ".", query, HEALTH_RESTS_ON))
         if health["forecast_units"].is_not_null().any():
             ahead, sold = health["forecast_units"].sum(), health["units_7d"].sum()
+            # Series.max() is typed as any Python scalar; forecast_days is an Int32 column.
+            days = cast("int | None", health["forecast_days"].max())
             lines.append(Finding(
-                f"The next {health['forecast_days'].max()} days are forecast at {ahead:,.0f} "
+                f"The next {days} days are forecast at {ahead:,.0f} "
                 f"units, against {sold:,.0f} sold in the last 7.",
                 "select sum(forecast_units), sum(units_7d) from product_health_history "
                 f"where {at}",
@@ -605,10 +608,11 @@ def render(
     # Every section asks for its table and chart by name: a missing one is None, not an error.
     tables: dict[str, Any] = dict.fromkeys(columns)
     for name, frame in frames.items():
-        shown = health if name == "product_health" else frame
+        # health is this very frame, sorted above (never None when the frame is there)
+        listed = health if name == "product_health" and health is not None else frame
         if name == "kpi_daily":
-            shown = frame.reverse()
-        tables[name] = table_html(shown, columns[name], limits.get(name, 50))
+            listed = frame.reverse()
+        tables[name] = table_html(listed, columns[name], limits.get(name, 50))
     return env.get_template("page").render(
         run_date=run_date,
         as_of=inputs.as_of,

@@ -25,15 +25,34 @@ from nightowl.tasks.report import briefs, kpis, page
 from nightowl.tasks.report.inputs import ReportInputs
 from nightowl.warehouse.manifest import InputRef, Manifest, combined_hash
 from nightowl.warehouse.store import Warehouse
+from nightowl.warehouse.tables import (
+    AT_RISK_CUSTOMERS,
+    CAMPAIGN_BRIEFS,
+    CATEGORY_FORECAST,
+    CLEAN,
+    CLEAN_EVENTS,
+    DEMAND_FORECAST,
+    FEEDBACK_SCORES,
+    KPI_DAILY,
+    PRICE_POSITION,
+    PRODUCT_HEALTH,
+    PRODUCT_SENTIMENT,
+    RECOMMENDATIONS,
+    REPORT_TABLES,
+    SEGMENTS,
+    USER_SCORES,
+    Table,
+)
 
 log = logging.getLogger("nightowl")
 
-TABLES = ("kpi_daily", "segments", "at_risk_customers", "product_health", "campaign_briefs")
+TABLES = tuple(t.name for t in REPORT_TABLES)
 #: Prediction tables the report reads, at the report's as_of.
-READS = (
-    "user_scores", "recommendations", "feedback_scores", "product_sentiment", "demand_forecast",
-    "category_forecast", "price_position",
+READ_TABLES = (
+    USER_SCORES, RECOMMENDATIONS, FEEDBACK_SCORES, PRODUCT_SENTIMENT, DEMAND_FORECAST,
+    CATEGORY_FORECAST, PRICE_POSITION,
 )  # fmt: skip
+READS = tuple(t.name for t in READ_TABLES)
 
 
 class ReportReport(BaseModel):
@@ -52,20 +71,20 @@ class ReportReport(BaseModel):
     seconds: float = 0.0
 
 
-def _partition(wh: Warehouse, table: str, as_of: date) -> Manifest | None:
-    return wh.manifest("predictions", table, {"as_of": as_of.isoformat()})
+def _partition(wh: Warehouse, table: Table, as_of: date) -> Manifest | None:
+    return wh.manifest(table.layer, table.name, {"as_of": as_of.isoformat()})
 
 
 def _partitions(
     wh: Warehouse, as_of: date
-) -> tuple[dict[str, Manifest], Manifest | None, list[Manifest]]:
+) -> tuple[dict[Table, Manifest], Manifest | None, list[Manifest]]:
     """The prediction partitions a report as of ``as_of`` reads: tonight's per table, the
     user scores a week before, and the earlier nights' forecasts for the days it shows."""
-    tonight = {t: m for t in READS if (m := _partition(wh, t, as_of)) is not None}
-    week_ago = _partition(wh, "user_scores", as_of - timedelta(days=7))
+    tonight = {t: m for t in READ_TABLES if (m := _partition(wh, t, as_of)) is not None}
+    week_ago = _partition(wh, USER_SCORES, as_of - timedelta(days=7))
     past = [
         m
-        for m in wh.manifests("predictions", "category_forecast")
+        for m in wh.manifests(CATEGORY_FORECAST.layer, CATEGORY_FORECAST.name)
         if as_of - timedelta(days=28) <= date.fromisoformat(m.partition["as_of"]) < as_of
     ]
     return tonight, week_ago, past
@@ -74,24 +93,24 @@ def _partitions(
 def input_refs(wh: Warehouse, as_of: date) -> list[InputRef]:
     """Every partition a report as of ``as_of`` reads (the report step's cache key)."""
     tonight, week_ago, past = _partitions(wh, as_of)
-    refs = clean_before(wh, "events", as_of)[1] + catalogue_before(wh, as_of)[1]
+    refs = clean_before(wh, CLEAN_EVENTS.name, as_of)[1] + catalogue_before(wh, as_of)[1]
     return refs + [m.ref for m in (*tonight.values(), *([week_ago] if week_ago else []), *past)]
 
 
 def report_inputs(wh: Warehouse, as_of: date) -> ReportInputs:
     """What a report as of ``as_of`` reads: clean events and items before it, the prediction
     tables of that as_of, and the earlier forecasts and scores it compares with."""
-    events, event_refs = clean_before(wh, "events", as_of)
+    events, event_refs = clean_before(wh, CLEAN_EVENTS.name, as_of)
     if events is None:
         raise NotEnoughHistory("the clean events table is empty: run the nightly flow first")
     items, item_refs = catalogue_before(wh, as_of)
     inputs = ReportInputs(as_of=as_of, events=events, items=items, refs=event_refs + item_refs)
 
     def read(
-        table: str, manifests: list[Manifest], with_as_of: bool = False
+        table: Table, manifests: list[Manifest], with_as_of: bool = False
     ) -> pl.DataFrame | None:
         partitions = [m.partition for m in manifests]
-        frame = wh.scan("predictions", table, partitions, partition_columns=with_as_of)
+        frame = wh.scan(table.layer, table.name, partitions, partition_columns=with_as_of)
         if frame is None:
             return None
         inputs.refs += [m.ref for m in manifests]
@@ -100,9 +119,9 @@ def report_inputs(wh: Warehouse, as_of: date) -> ReportInputs:
     tonight, week_ago, past = _partitions(wh, as_of)
     for table, manifest in tonight.items():
         if manifest.rows and (frame := read(table, [manifest])) is not None:
-            inputs.predictions[table] = frame
-    inputs.past_forecasts = read("category_forecast", past, with_as_of=True) if past else None
-    inputs.week_ago_scores = read("user_scores", [week_ago]) if week_ago else None
+            inputs.predictions[table.name] = frame
+    inputs.past_forecasts = read(CATEGORY_FORECAST, past, with_as_of=True) if past else None
+    inputs.week_ago_scores = read(USER_SCORES, [week_ago]) if week_ago else None
     return inputs
 
 
@@ -117,34 +136,35 @@ def report_frames(
     as_of, p = inputs.as_of, inputs.predictions
     frames: dict[str, pl.DataFrame] = {}
     missing: list[str] = []
-    feedback = p["feedback_scores"].lazy() if "feedback_scores" in p else None
+    scored = p.get(FEEDBACK_SCORES.name)
+    feedback = scored.lazy() if scored is not None else None
     firsts = kpis.first_purchase_days(inputs.events, as_of)
-    frames["kpi_daily"] = kpis.kpi_daily(inputs.events, firsts, feedback, as_of, cfg.kpi_days)
-    scores = p.get("user_scores")
+    frames[KPI_DAILY.name] = kpis.kpi_daily(inputs.events, firsts, feedback, as_of, cfg.kpi_days)
+    scores = p.get(USER_SCORES.name)
     if scores is None:
         why = "no user_scores for this date yet (the propensity model trains once history allows)"
         missing += [f"segments: {why}", f"at_risk_customers: {why}", f"campaign_briefs: {why}"]
     else:
         value = kpis.customer_value(inputs.events, inputs.items, as_of, cfg.value_days)
-        frames["segments"] = kpis.segments(scores, value)
-        frames["at_risk_customers"] = kpis.at_risk_customers(
-            scores, value, p.get("recommendations"), as_of, cfg.at_risk_customers
+        frames[SEGMENTS.name] = kpis.segments(scores, value)
+        frames[AT_RISK_CUSTOMERS.name] = kpis.at_risk_customers(
+            scores, value, p.get(RECOMMENDATIONS.name), as_of, cfg.at_risk_customers
         )
     if inputs.items is None:
         missing.append("product_health: there is no items snapshot")
     else:
-        frames["product_health"] = kpis.product_health(
-            inputs.items, inputs.events, p.get("demand_forecast"), p.get("price_position"),
-            feedback, kpis.item_complaints(p.get("product_sentiment")), as_of,
+        frames[PRODUCT_HEALTH.name] = kpis.product_health(
+            inputs.items, inputs.events, p.get(DEMAND_FORECAST.name), p.get(PRICE_POSITION.name),
+            feedback, kpis.item_complaints(p.get(PRODUCT_SENTIMENT.name)), as_of,
             cfg.product_days, cfg.model_dump(),
         )  # fmt: skip
-    recommendations = p.get("recommendations")
+    recommendations = p.get(RECOMMENDATIONS.name)
     if scores is not None and recommendations is None:
         missing.append("campaign_briefs: no recommendations for this date")
     elif scores is not None:
         picked = briefs.segment_items(scores, recommendations, cfg.brief_items)
-        frames["campaign_briefs"] = briefs.campaign_briefs(
-            frames["segments"], picked,
+        frames[CAMPAIGN_BRIEFS.name] = briefs.campaign_briefs(
+            frames[SEGMENTS.name], picked,
             briefs.segment_words(picked, feedback, cfg.brief_words),
             briefs.send_times(inputs.events, scores, as_of, cfg.send_time_days, timezone),
             writer, timezone, recommendations["model_version"].first(),
@@ -154,10 +174,10 @@ def report_frames(
 
 #: The step whose run refreshes each prediction table the report reads.
 WRITTEN_BY = {
-    "user_scores": "score-users", "recommendations": "recommend",
-    "feedback_scores": "feedback-scores", "product_sentiment": "product-sentiment",
-    "demand_forecast": "forecast", "category_forecast": "forecast",
-    "price_position": "price-position",
+    USER_SCORES.name: "score-users", RECOMMENDATIONS.name: "recommend",
+    FEEDBACK_SCORES.name: "feedback-scores", PRODUCT_SENTIMENT.name: "product-sentiment",
+    DEMAND_FORECAST.name: "forecast", CATEGORY_FORECAST.name: "forecast",
+    PRICE_POSITION.name: "price-position",
 }  # fmt: skip
 
 
@@ -168,19 +188,19 @@ def not_refreshed(wh: Warehouse, run_date: date, problems: dict[str, str]) -> di
     or clean did not complete."""
     as_of = run_date + timedelta(days=1)
     stale: dict[str, str] = {}
-    for table in READS:
+    for table in READ_TABLES:
         if _partition(wh, table, as_of) is not None:
             continue
-        earlier = [m.partition["as_of"] for m in wh.manifests("predictions", table)]
+        earlier = [m.partition["as_of"] for m in wh.manifests(table.layer, table.name)]
         earlier = [d for d in earlier if d < as_of.isoformat()]
         if earlier:  # as of the morning after a night: the night itself is the day before
-            stale[table] = (date.fromisoformat(max(earlier)) - timedelta(days=1)).isoformat()
-        elif WRITTEN_BY[table] in problems:
-            stale[table] = ""  # never written: tonight would have been its first night
+            stale[table.name] = (date.fromisoformat(max(earlier)) - timedelta(days=1)).isoformat()
+        elif WRITTEN_BY[table.name] in problems:
+            stale[table.name] = ""  # never written: tonight would have been its first night
     for source in SOURCES:
         if not {f"ingest-{source}", f"clean-{source}"} & problems.keys():
             continue
-        days = [m.partition["dt"] for m in wh.manifests("clean", source)]
+        days = [m.partition["dt"] for m in wh.manifests(CLEAN[source].layer, CLEAN[source].name)]
         days = [d for d in days if d <= run_date.isoformat()]
         if days:
             stale[source] = max(days)
@@ -205,16 +225,16 @@ def build_report(
         run_date=run_date.isoformat(), as_of=as_of.isoformat(), missing=missing,
         problems=problems or {}, not_tonight=not_refreshed(wh, run_date, problems or {}),
     )  # fmt: skip
-    for table in TABLES:
+    for table in REPORT_TABLES:
         partition = {"as_of": as_of.isoformat()}
-        if table not in frames:
-            wh.drop_partition("reports", table, partition)  # a stale one would mislead
+        if table.name not in frames:
+            wh.drop_partition(table.layer, table.name, partition)  # a stale one would mislead
             continue
         manifest = wh.write_partition(
-            "reports", table, partition, frames[table], inputs=inputs.refs,
-            stats={"writer": writer.name} if table == "campaign_briefs" else None,
+            table.layer, table.name, partition, frames[table.name], inputs=inputs.refs,
+            stats={"writer": writer.name} if table is CAMPAIGN_BRIEFS else None,
         )  # fmt: skip
-        report.tables[table] = {"rows": manifest.rows, "content_hash": manifest.content_hash}
+        report.tables[table.name] = {"rows": manifest.rows, "content_hash": manifest.content_hash}
     story = page.with_caveats(page.what_changed(frames, inputs), report.not_tonight)
     banner = page.Banner(report.problems, report.not_tonight, WRITTEN_BY)
     html = page.render(frames, inputs, story, missing, run_date, timezone, banner)

@@ -68,3 +68,37 @@ def test_a_step_forces_every_source():
 def test_unknown_names_list_the_valid_ones(name):
     with pytest.raises(ValueError, match="expected one of: all, ingest, clean"):
         forced_steps([name])
+
+
+def test_every_step_of_the_graph_has_a_task_that_takes_what_the_graph_hands_it():
+    import inspect
+
+    from nightowl.flows.graph import NIGHT
+    from nightowl.flows.steps import NIGHT_TASKS
+
+    assert list(NIGHT_TASKS) == [spec.name for spec in NIGHT]
+    for spec in NIGHT:
+        params = inspect.signature(NIGHT_TASKS[spec.name].fn).parameters
+        handed = ["ctx", "day", *spec.handed()]
+        extra = {"force": None} if spec.trains else {"problems": {}} if spec.last else {}
+        # binds: the flow calls task(ctx, day, *handed, **extra)
+        inspect.signature(NIGHT_TASKS[spec.name].fn).bind(*handed, **extra)
+        assert len(params) == len(handed) + len(extra), spec.name
+
+
+def test_the_graph_refuses_a_read_of_a_later_or_unknown_step():
+    from nightowl.flows.graph import StepSpec, _check
+
+    with pytest.raises(ValueError, match="reads 'score', not an earlier step run"):
+        _check((StepSpec("early", "models", ("score",)), StepSpec("score", "models")))
+    with pytest.raises(ValueError, match="names 'train'"):
+        _check((StepSpec("score", "models", ("clean-events",), optional=("train",)),))
+
+
+def test_a_step_needs_what_it_reads_but_is_not_handed_unless_it_can_do_without():
+    from nightowl.flows.graph import SPECS
+
+    assert SPECS["product-sentiment"].needs() == ("clean-items",)
+    assert SPECS["support-queue"].needs() == ()  # yesterday's scores serve
+    assert SPECS["score"].needs() == () and SPECS["score"].handed() == ["features"]
+    assert SPECS["report"].needs() == ()  # runs last whatever failed, and says so

@@ -8,18 +8,29 @@ import pytest
 
 from nightowl.warehouse.query import QueryRefused, run_query, view_definitions
 from nightowl.warehouse.store import Warehouse
+from nightowl.warehouse.tables import (
+    CLEAN_EVENTS,
+    CLEAN_ITEMS,
+    QUARANTINE,
+    SEGMENTS,
+    USER_SCORES,
+)
+from tests.warehouse.test_tables import frame_of
+
+REJECTED = QUARANTINE[("events", "ingest")]
 
 
 @pytest.fixture
 def wh(tmp_path) -> Warehouse:
     wh = Warehouse(tmp_path / "data")
     for day, n in (("2026-11-26", 2), ("2026-11-27", 3)):
-        frame = pl.DataFrame({"event_type": ["view"] * n, "user_id": ["u1"] * n})
+        frame = frame_of(CLEAN_EVENTS, event_type=["view"] * n, user_id=["u1"] * n)
         wh.write_partition("clean", "events", {"dt": day}, frame)
-        wh.write_partition("clean", "items", {"dt": day}, pl.DataFrame({"item_id": [f"i-{day}"]}))
+        items = frame_of(CLEAN_ITEMS, item_id=[f"i-{day}"])
+        wh.write_partition("clean", "items", {"dt": day}, items)
     wh.write_partition(
         "quarantine", "source=events/stage=ingest", {"dt": "2026-11-27"},
-        pl.DataFrame({"file": ["a.csv"], "row": [4], "reason": ["user_id: required"]}),
+        frame_of(REJECTED, file=["a.csv"], row=[4], reason=["user_id: required"]),
     )  # fmt: skip
     return wh
 
@@ -258,6 +269,18 @@ def test_a_known_table_not_made_yet_says_which_step_makes_it(wh, table, says):
     assert why is not None and why.startswith(f"{table} has no partition yet") and says in why
 
 
+def test_a_declared_table_without_its_own_line_still_says_where_it_comes_from(wh, monkeypatch):
+    from nightowl.warehouse import query
+
+    monkeypatch.delitem(query.NOT_YET, "price_scenarios")
+    with pytest.raises(duckdb.CatalogException) as caught:
+        run_query(wh, "select * from price_scenarios_history")
+    assert query.explain_missing(caught.value) == (
+        "price_scenarios_history has no partition yet: nightowl writes it to "
+        "predictions/price_scenarios; nothing has yet (see `nightowl tables`)"
+    )
+
+
 def test_an_unknown_table_keeps_duckdbs_message(wh):
     from nightowl.warehouse.query import explain_missing
 
@@ -274,11 +297,12 @@ def test_the_catalog_file_follows_partitions_published_after_it(tmp_path):
     from nightowl.warehouse.store import Warehouse
 
     wh = Warehouse(tmp_path / "data")
-    frame = pl.DataFrame({"segment": ["loyal"], "users": [3]})
+    frame = frame_of(SEGMENTS, segment=["loyal"], users=[3])
     wh.write_partition("reports", "segments", {"as_of": "2026-11-27"}, frame)
     target = tmp_path / "bi" / "nightowl.duckdb"
     assert write_catalog(wh, target) == ["held", "segments", "segments_history"]
-    wh.write_partition("reports", "segments", {"as_of": "2026-11-28"}, frame.with_columns(users=5))
+    later = frame.with_columns(users=pl.lit(5, pl.UInt32))
+    wh.write_partition("reports", "segments", {"as_of": "2026-11-28"}, later)
     con = duckdb.connect(str(target), read_only=True)
     try:
         assert con.sql("select users, as_of::varchar from segments").fetchall() == [
@@ -295,7 +319,7 @@ def test_a_query_while_a_partition_is_republished_sees_the_old_or_the_new_never_
 
     wh = Warehouse(tmp_path / "data")
     versions = {
-        n: pl.DataFrame({"user_id": [f"u{i}" for i in range(n)], "v": [n] * n})
+        n: frame_of(USER_SCORES, user_id=[f"u{i}" for i in range(n)], churn_risk=[n] * n)
         for n in (5_000, 20_000)
     }
     part = {"as_of": "2026-11-28"}
@@ -313,11 +337,13 @@ def test_a_query_while_a_partition_is_republished_sees_the_old_or_the_new_never_
     try:
         for _ in range(150):
             try:  # nightowl query runs again when the files it listed were swapped away
-                seen.add(run_query(wh, "select count(*), min(v), max(v) from user_scores").row(0))
+                sql = "select count(*), min(churn_risk), max(churn_risk) from user_scores"
+                seen.add(run_query(wh, sql).row(0))
             except Exception as exc:
                 errors.append(repr(exc))
             lazy = pl.scan_parquet(wh.glob("predictions", "user_scores"))
-            stats = (pl.len(), pl.col("v").min().alias("lo"), pl.col("v").max().alias("hi"))
+            risk = pl.col("churn_risk")
+            stats = (pl.len(), risk.min().alias("lo"), risk.max().alias("hi"))
             try:  # a plain Polars reader sees a whole version, or is told its files are gone
                 seen.add(lazy.select(stats).collect().row(0))
             except FileNotFoundError:
@@ -332,10 +358,11 @@ def test_a_query_while_a_partition_is_republished_sees_the_old_or_the_new_never_
 
 def test_a_data_root_with_glob_characters_is_read_literally(tmp_path):
     wh = Warehouse(tmp_path / "shop[1]" / "data")
-    wh.write_partition("clean", "events", {"dt": "2026-11-27"}, pl.DataFrame({"n": [1, 2]}))
+    events = frame_of(CLEAN_EVENTS, quantity=[1, 2])
+    wh.write_partition("clean", "events", {"dt": "2026-11-27"}, events)
     wh.write_partition(
         "quarantine", "source=events/stage=ingest", {"dt": "2026-11-27"},
-        pl.DataFrame({"file": ["a.csv"], "row": [4], "reason": ["bad"]}),
+        frame_of(REJECTED, file=["a.csv"], row=[4], reason=["bad"]),
     )  # fmt: skip
-    assert run_query(wh, "select sum(n) from events").item() == 3
+    assert run_query(wh, "select sum(quantity) from events").item() == 3
     assert run_query(wh, "select count(*) from quarantine").item() == 1

@@ -11,8 +11,15 @@ import pytest
 
 from nightowl.warehouse.manifest import MANIFEST, InputRef, combined_hash, file_sha256
 from nightowl.warehouse.store import TMP_PREFIX, Warehouse
+from nightowl.warehouse.tables import CLEAN_EVENTS, QUARANTINE, RAW
+from tests.warehouse.test_tables import frame_of
 
 P = {"dt": "2026-11-27"}
+
+
+def events(*rows: int) -> pl.DataFrame:
+    """Clean events with these source rows (their other columns null)."""
+    return frame_of(CLEAN_EVENTS, source_row=list(rows))
 
 
 @pytest.fixture
@@ -21,14 +28,15 @@ def wh(tmp_path: Path) -> Warehouse:
 
 
 def test_a_published_partition_has_a_manifest_with_rows_hash_schema_and_lineage(wh):
-    frame = pl.DataFrame({"a": [1, 2, 3], "b": ["x", "y", None]})
+    frame = frame_of(CLEAN_EVENTS, event_id=["x", "y", None], source_row=[1, 2, 3])
     ref = InputRef(kind="landing", name="landing/events/a.csv", content_hash="f00")
     m = wh.write_partition("clean", "events", P, frame, inputs=[ref], stats={"rejected": 1})
     folder = wh.partition_dir("clean", "events", P)
     (part,) = folder.glob("*.parquet")
     assert sorted(p.name for p in folder.iterdir()) == [MANIFEST, part.name]
     assert part.name == f"part-{m.files[0].sha256[:16]}.parquet"  # named after its content
-    assert (m.rows, m.columns, m.code_version) == (3, {"a": "Int64", "b": "String"}, "1.0+abc")
+    columns = {name: str(dtype) for name, dtype in CLEAN_EVENTS.schema.items()}
+    assert (m.rows, m.columns, m.code_version) == (3, columns, "1.0+abc")
     assert m.files[0].sha256 == file_sha256(part)
     assert m.content_hash == combined_hash([m.files[0].sha256])
     assert m.inputs == [ref] and m.stats == {"rejected": 1}
@@ -36,37 +44,37 @@ def test_a_published_partition_has_a_manifest_with_rows_hash_schema_and_lineage(
 
 
 def test_republishing_replaces_the_partition_whole(wh):
-    wh.write_partition("clean", "events", P, pl.DataFrame({"a": [1, 2]}))
-    wh.write_partition("clean", "events", P, pl.DataFrame({"a": [7]}))
+    wh.write_partition("clean", "events", P, events(1, 2))
+    wh.write_partition("clean", "events", P, events(7))
     folder = wh.partition_dir("clean", "events", P)
-    assert pl.read_parquet(folder / "*.parquet")["a"].to_list() == [7]
+    assert pl.read_parquet(folder / "*.parquet")["source_row"].to_list() == [7]
     assert wh.manifest("clean", "events", P).rows == 1
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(TMP_PREFIX)]
 
 
 def test_same_rows_give_the_same_content_hash(wh):
-    frame = pl.DataFrame({"a": list(range(100)), "b": ["x"] * 100})
-    first = wh.write_partition("clean", "t", P, frame).content_hash
-    assert wh.write_partition("clean", "t", P, frame).content_hash == first
-    assert wh.write_partition("clean", "t", P, frame.reverse()).content_hash != first
+    frame = frame_of(CLEAN_EVENTS, event_id=["x"] * 100, source_row=list(range(100)))
+    first = wh.write_partition("clean", "events", P, frame).content_hash
+    assert wh.write_partition("clean", "events", P, frame).content_hash == first
+    assert wh.write_partition("clean", "events", P, frame.reverse()).content_hash != first
 
 
 def test_a_failed_write_leaves_the_old_partition_and_no_trace(wh, monkeypatch):
-    wh.write_partition("clean", "events", P, pl.DataFrame({"a": [1]}))
+    wh.write_partition("clean", "events", P, events(1))
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
     monkeypatch.setattr(pl.DataFrame, "write_parquet", broken)
     with pytest.raises(OSError, match="disk full"):
-        wh.write_partition("clean", "events", P, pl.DataFrame({"a": [2]}))
+        wh.write_partition("clean", "events", P, events(2))
     folder = wh.partition_dir("clean", "events", P)
-    assert pl.read_parquet(folder / "*.parquet")["a"].to_list() == [1]
+    assert pl.read_parquet(folder / "*.parquet")["source_row"].to_list() == [1]
     assert [p.name for p in folder.parent.iterdir()] == ["dt=2026-11-27"]
 
 
 def test_a_crash_mid_write_leaves_nothing_in_the_table_folder(wh, monkeypatch):
-    wh.write_partition("clean", "events", P, pl.DataFrame({"a": [1]}))
+    wh.write_partition("clean", "events", P, events(1))
     import nightowl.warehouse.store as store
 
     def crash(staging, target):
@@ -74,9 +82,9 @@ def test_a_crash_mid_write_leaves_nothing_in_the_table_folder(wh, monkeypatch):
 
     monkeypatch.setattr(store, "_swap_in", crash)
     with pytest.raises(KeyboardInterrupt):
-        wh.write_partition("clean", "events", {"dt": "2026-11-28"}, pl.DataFrame({"a": [2]}))
+        wh.write_partition("clean", "events", {"dt": "2026-11-28"}, events(2))
     assert [p.name for p in wh.table_dir("clean", "events").iterdir()] == ["dt=2026-11-27"]
-    assert pl.scan_parquet(wh.glob("clean", "events")).collect()["a"].to_list() == [1]
+    assert pl.scan_parquet(wh.glob("clean", "events")).collect()["source_row"].to_list() == [1]
 
 
 def test_sweep_removes_old_temporaries_only(wh):
@@ -92,7 +100,7 @@ def test_sweep_removes_old_temporaries_only(wh):
 def test_accumulating_partitions_seal_a_manifest_of_their_files(wh, tmp_path):
     for name, rows in (("a.parquet", [1, 2]), ("b.parquet", [3])):
         staged = tmp_path / f"staged-{name}"
-        pl.DataFrame({"x": rows}).write_parquet(staged)
+        frame_of(RAW["events"], _row=rows).write_parquet(staged)
         wh.add_file("raw", "events", P, name, staged)
     m = wh.seal_partition("raw", "events", P)
     assert [(f.name, f.rows) for f in m.files] == [("a.parquet", 2), ("b.parquet", 1)]
@@ -100,8 +108,9 @@ def test_accumulating_partitions_seal_a_manifest_of_their_files(wh, tmp_path):
 
 
 def test_tables_lists_quarantine_by_source_and_stage(wh):
-    wh.write_partition("quarantine", "source=events/stage=clean", P, pl.DataFrame({"r": ["x"]}))
-    wh.write_partition("clean", "events", P, pl.DataFrame({"a": [1]}))
+    rejected = frame_of(QUARANTINE[("events", "clean")], reason=["x"])
+    wh.write_partition("quarantine", "source=events/stage=clean", P, rejected)
+    wh.write_partition("clean", "events", P, events(1))
     assert list(wh.tables()) == [
         ("quarantine", "source=events/stage=clean"),
         ("clean", "events"),
@@ -115,7 +124,7 @@ def test_tables_lists_quarantine_by_source_and_stage(wh):
 )  # fmt: skip
 def test_a_partition_value_that_could_leave_its_table_is_refused(wh, partition):
     with pytest.raises(ValueError, match="not a partition key or value"):
-        wh.write_partition("clean", "events", partition, pl.DataFrame({"a": [1]}))
+        wh.write_partition("clean", "events", partition, events(1))
     assert not list(wh.data_root.rglob("*.parquet"))
 
 

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from nightowl.schemas.config import ModelSettings
+from nightowl.tasks.behaviour.scores import user_scores
 from nightowl.tasks.models import score
 from nightowl.tasks.models.export import onnx_from_booster
 from nightowl.tasks.models.tensorised import gated_exports
@@ -73,7 +74,7 @@ def test_user_scores_columns_tiers_and_segments():
             "spend_total": [50.0, 10.0, 0.0, 900.0],
         }
     )
-    out = score.user_scores(
+    out = user_scores(
         features,
         np.array([0.1, 0.5, 0.3, 0.9], dtype=np.float32),
         horizon_days=30,

@@ -30,8 +30,10 @@ from nightowl.tasks.recommend.units import (
 )
 from nightowl.warehouse.registry import Registry
 from nightowl.warehouse.store import Warehouse
+from nightowl.warehouse.tables import CLEAN_EVENTS, CLEAN_ITEMS
 from tests.tasks.behaviour.test_units import END, build_warehouse
 from tests.tasks.recommend.test_lists import CATALOGUE, events
+from tests.warehouse.test_tables import as_table
 
 FAST = RecommendSettings(max_rounds=150, min_data_in_leaf=20)
 
@@ -168,8 +170,10 @@ def handmade(
     wh = Warehouse(root, "test")
     frame = events(rows).collect().with_columns(dt=pl.col("event_time").dt.date())
     for (day,), part in frame.group_by("dt"):
-        wh.write_partition("clean", "events", {"dt": day.isoformat()}, part.drop("dt"))
-    wh.write_partition("clean", "items", {"dt": items_day}, catalogue.collect())
+        rows_of_day = as_table(CLEAN_EVENTS, part.drop("dt"))
+        wh.write_partition("clean", "events", {"dt": day.isoformat()}, rows_of_day)
+    items = as_table(CLEAN_ITEMS, catalogue.collect())
+    wh.write_partition("clean", "items", {"dt": items_day}, items)
     return wh
 
 

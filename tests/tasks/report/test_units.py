@@ -14,7 +14,9 @@ from nightowl.schemas.config import ReportSettings
 from nightowl.tasks.report.units import TABLES, build_report
 from nightowl.warehouse.query import run_query
 from nightowl.warehouse.store import Warehouse
+from nightowl.warehouse.tables import SEGMENTS
 from tests.tasks.behaviour.test_units import END, build_warehouse
+from tests.warehouse.test_tables import frame_of
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +66,8 @@ def test_a_rerun_gives_the_same_tables_and_page(wh):
 
 
 def test_a_table_left_out_tonight_does_not_keep_an_older_partition(wh):
-    import polars as pl
-
     as_of = {"as_of": (END + timedelta(days=1)).isoformat()}
-    wh.write_partition("reports", "segments", as_of, pl.DataFrame({"segment": ["stale"]}))
+    wh.write_partition("reports", "segments", as_of, frame_of(SEGMENTS, segment=["stale"]))
     built = build_report(wh, END, ReportSettings(kpi_days=14), "UTC")
     assert "segments" not in built.tables and set(TABLES) > set(built.tables)
     assert wh.manifest("reports", "segments", as_of) is None
