@@ -62,12 +62,23 @@ class LocalAPI:
         self.port = _free_port()
         self.log.parent.mkdir(parents=True, exist_ok=True)
         args = [
-            sys.executable, "-m", "nightowl.flows.local_api", str(os.getpid()),
-            "--app-dir", _site_packages_of("prefect"),
-            "--factory", "prefect.server.api.server:create_app",
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--log-level", "error", "--lifespan", "on",
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "nightowl.flows.local_api",
+            str(os.getpid()),
+            "--app-dir",
+            _site_packages_of("prefect"),
+            "--factory",
+            "prefect.server.api.server:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--log-level",
+            "error",
+            "--lifespan",
+            "on",
+        ]
         # What Prefect sets for its own temporary server: no UI, ephemeral service set.
         env = os.environ | {
             "PREFECT_UI_ENABLED": "0",
@@ -81,9 +92,13 @@ class LocalAPI:
             # Its own session: a Ctrl-C at the terminal reaches only the command, which stops
             # the server once it has recorded the interrupted runs through it.
             self.proc = subprocess.Popen(
-                args, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                args,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # fmt: skip
+            )
 
     def wait(self, timeout: float) -> None:
         """Return once the server answers /api/health; LocalAPIError if it does not in time."""

@@ -112,9 +112,14 @@ def night_steps(
         if spec.trains:
             trains_now = bool({spec.name, "all"} & named)
             step = night.add(
-                task.with_options(**options), ctx, day[spec.day], *handed,
-                needs=needs, after=tuple(runs[r] for r in spec.optional), force=trains_now,
-            )  # fmt: skip
+                task.with_options(**options),
+                ctx,
+                day[spec.day],
+                *handed,
+                needs=needs,
+                after=tuple(runs[r] for r in spec.optional),
+                force=trains_now,
+            )
         elif spec.last:  # after every other step, told what went wrong before it
             task = task.with_options(refresh_cache=spec.name in forced, **options)
             everything = tuple(s for group in done.values() for s in group.values())

@@ -44,6 +44,7 @@ from nightowl.schemas.config import (
 )
 from nightowl.tasks.behaviour import units as propensity
 from nightowl.tasks.common.deadline import time_limit
+from nightowl.tasks.common.reads import catalogue_before
 from nightowl.tasks.common.reports import TableReport
 from nightowl.tasks.feedback import units as feedback
 from nightowl.tasks.ingest import units
@@ -57,6 +58,7 @@ from nightowl.warehouse.ledger import Ledger
 from nightowl.warehouse.manifest import combined_hash
 from nightowl.warehouse.registry import Registry
 from nightowl.warehouse.store import Warehouse, page_url_path
+from nightowl.warehouse.tables import USER_SCORES
 
 log = logging.getLogger("nightowl")
 #: What one training step reports: the outcome every model has, and its own figures.
@@ -189,10 +191,15 @@ def ingest_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     ctx: StepContext = params["ctx"]
     source, run_date = params["source"], params["run_date"]
     return _key(
-        context, ctx, source, run_date.isoformat(), ctx.source.model_dump_json(),
+        context,
+        ctx,
+        source,
+        run_date.isoformat(),
+        ctx.source.model_dump_json(),
         _landing_fingerprint(ctx, source, run_date),
-        ctx.feedback.phone_region if source == "feedback" else "", ctx.raw_compression,
-    )  # fmt: skip
+        ctx.feedback.phone_region if source == "feedback" else "",
+        ctx.raw_compression,
+    )
 
 
 def clean_key(context: TaskRunContext, params: dict[str, Any]) -> str:
@@ -207,10 +214,18 @@ def clean_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     }
     seen = ingested.model_dump_json(exclude={"newly_ingested", "skipped", "notes", "seconds"})
     return _key(
-        context, ctx, source, run_date.isoformat(), ctx.source.model_dump_json(),
-        str(ctx.tolerance_hours), str(ctx.horizon_days), str(wh.high_water()),
-        by_source.get(source, ""), seen, _ledger_fingerprint(wh, source),
-    )  # fmt: skip
+        context,
+        ctx,
+        source,
+        run_date.isoformat(),
+        ctx.source.model_dump_json(),
+        str(ctx.tolerance_hours),
+        str(ctx.horizon_days),
+        str(wh.high_water()),
+        by_source.get(source, ""),
+        seen,
+        _ledger_fingerprint(wh, source),
+    )
 
 
 def retry_on_io_error(task: Any, task_run: Any, state: Any) -> bool:
@@ -241,9 +256,15 @@ def ingest_step(
     """
     with time_limit(ctx.timeout_seconds, f"ingest-{source}"):
         return units.ingest_source(
-            ctx.warehouse(), source, ctx.source, run_date, Path(ctx.config_dir), force=force,
-            phone_region=ctx.feedback.phone_region, raw_compression=ctx.raw_compression,
-        )  # fmt: skip
+            ctx.warehouse(),
+            source,
+            ctx.source,
+            run_date,
+            Path(ctx.config_dir),
+            force=force,
+            phone_region=ctx.feedback.phone_region,
+            raw_compression=ctx.raw_compression,
+        )
 
 
 @task(
@@ -321,9 +342,16 @@ def clean_step(
     with time_limit(ctx.timeout_seconds, f"clean-{source}"):
         wh = ctx.warehouse()
         return units.clean_source(
-            wh, source, ctx.source, run_date, ctx.tolerance_hours,
-            ctx.market.price_outlier_ratio, ctx.feedback, ctx.chunk_rows, ctx.horizon_days,
-        )  # fmt: skip
+            wh,
+            source,
+            ctx.source,
+            run_date,
+            ctx.tolerance_hours,
+            ctx.market.price_outlier_ratio,
+            ctx.feedback,
+            ctx.chunk_rows,
+            ctx.horizon_days,
+        )
 
 
 # ---- model steps ----------------------------------------------------------------------------
@@ -405,12 +433,14 @@ def train_step(
         return f"held-out AUC {auc:.4f}, parity {r.parity_max_diff:.2g}"
 
     return _train_when_due(
-        ctx, "propensity",
+        ctx,
+        "propensity",
         lambda: propensity.train_propensity(
             ctx.warehouse(), last_day, ctx.model, only_if_due=not force
         ),
-        propensity.TrainReport, summary,
-    )  # fmt: skip
+        propensity.TrainReport,
+        summary,
+    )
 
 
 def _unless_young(what: str, make: Callable[[], Any]) -> Any:
@@ -466,9 +496,13 @@ def score_step(
     with time_limit(ctx.timeout_seconds, "score-users"):
         report = propensity.score_users(wh, as_of, ctx.model)
     log.info(
-        "scored %s users with %s, %s graph on %s (nodes: %s)", f"{report.rows:,}",
-        report.model_version, report.graph, report.provider, report.placement,
-    )  # fmt: skip
+        "scored %s users with %s, %s graph on %s (nodes: %s)",
+        f"{report.rows:,}",
+        report.model_version,
+        report.graph,
+        report.provider,
+        report.placement,
+    )
     return report
 
 
@@ -483,10 +517,15 @@ def market_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     wh = ctx.warehouse()
     champion = Registry(wh).champion(demand.MODEL) if context.task.name == "forecast" else None
     return _key(
-        context, ctx, as_of.isoformat(), ctx.market.model_dump_json(), ctx.model.provider,
-        ctx.model.graph, champion.version if champion else "none",
+        context,
+        ctx,
+        as_of.isoformat(),
+        ctx.market.model_dump_json(),
+        ctx.model.provider,
+        ctx.model.graph,
+        champion.version if champion else "none",
         *(r.content_hash for r in demand.market_refs(wh, as_of)),
-    )  # fmt: skip
+    )
 
 
 @task(
@@ -507,8 +546,9 @@ def price_position_step(
         )
     if report is None:
         return None
-    log.info("price position of %s items: %s above the competitor median", report.rows,
-             report.overpriced)  # fmt: skip
+    log.info(
+        "price position of %s items: %s above the competitor median", report.rows, report.overpriced
+    )
     return report
 
 
@@ -531,10 +571,12 @@ def train_demand_step(
         return f"backtest WAPE {model['wape']:.3f} vs 28-day average {ma['wape']:.3f}"
 
     return _train_when_due(
-        ctx, "demand",
+        ctx,
+        "demand",
         lambda: demand.train_demand(ctx.warehouse(), last_day, ctx.market, only_if_due=not force),
-        demand.DemandTrainReport, summary,
-    )  # fmt: skip
+        demand.DemandTrainReport,
+        summary,
+    )
 
 
 @task(
@@ -556,9 +598,12 @@ def forecast_step(
     with time_limit(ctx.timeout_seconds, "forecast"):
         report = demand.forecast_demand(wh, as_of, ctx.market, ctx.model)
     log.info(
-        "forecast %s item-days with %s, %s graph on %s", f"{report.rows:,}",
-        report.model_version, report.graph, report.provider,
-    )  # fmt: skip
+        "forecast %s item-days with %s, %s graph on %s",
+        f"{report.rows:,}",
+        report.model_version,
+        report.graph,
+        report.provider,
+    )
     return report
 
 
@@ -582,9 +627,10 @@ def feedback_key(context: TaskRunContext, params: dict[str, Any]) -> str:
         scores: TableReport | None = params.get("scores")
         reads = [scores.content_hash if scores else "none"]
         if name == "product-sentiment":
-            reads += [r.content_hash for r in propensity.catalogue_before(wh, as_of)[1]]
+            reads += [r.content_hash for r in catalogue_before(wh, as_of)[1]]
         else:
-            reads += [m.content_hash for m in wh.manifests("predictions", "user_scores")[-1:]]
+            newest = wh.manifests(USER_SCORES.layer, USER_SCORES.name)[-1:]
+            reads += [m.content_hash for m in newest]
             reads.append(feedback.faq_fingerprint(wh, ctx.config_dir, ctx.feedback.faq))
     return _key(context, ctx, as_of.isoformat(), ctx.feedback.model_dump_json(), *reads)
 
@@ -608,12 +654,14 @@ def train_sentiment_step(
         return f"held-out macro-F1 {model['macro_f1']:.3f} vs lexicon {lexicon['macro_f1']:.3f}"
 
     return _train_when_due(
-        ctx, "sentiment",
+        ctx,
+        "sentiment",
         lambda: feedback.train_sentiment(
             ctx.warehouse(), last_day, ctx.feedback, only_if_due=not force
         ),
-        feedback.SentimentTrainReport, summary,
-    )  # fmt: skip
+        feedback.SentimentTrainReport,
+        summary,
+    )
 
 
 @task(
@@ -633,9 +681,11 @@ def feedback_step(ctx: ModelContext, as_of: date, cleaned: list[Any]) -> TableRe
     if report is None:
         return None
     log.info(
-        "scored %s feedback items with %s (%s)", f"{report.rows:,}", report.model_version,
+        "scored %s feedback items with %s (%s)",
+        f"{report.rows:,}",
+        report.model_version,
         report.notes["sentiment_source"],
-    )  # fmt: skip
+    )
     return report
 
 
@@ -678,9 +728,10 @@ def support_queue_step(
             ctx.warehouse(), as_of, ctx.feedback, scores, ctx.config_dir
         )
     log.info(
-        "support_queue: %s tickets, %s with a suggested answer", report.rows,
+        "support_queue: %s tickets, %s with a suggested answer",
+        report.rows,
         report.notes["with_answer"],
-    )  # fmt: skip
+    )
     # The morning's first look, in the UI beside the run: the ten most urgent tickets.
     top = feedback.queue_top(ctx.warehouse(), report, 10)
     if top:
@@ -699,10 +750,15 @@ def recommend_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     wh = ctx.warehouse()
     ranker = recommendations.scoring_model(Registry(wh), as_of)
     return _key(
-        context, ctx, as_of.isoformat(), ctx.recommend.model_dump_json(), ctx.model.provider,
-        ctx.model.graph, ranker.version if ranker else recommendations.HEURISTIC,
+        context,
+        ctx,
+        as_of.isoformat(),
+        ctx.recommend.model_dump_json(),
+        ctx.model.provider,
+        ctx.model.graph,
+        ranker.version if ranker else recommendations.HEURISTIC,
         *(r.content_hash for r in recommendations.input_refs(wh, as_of, ctx.recommend)),
-    )  # fmt: skip
+    )
 
 
 @task(
@@ -725,12 +781,14 @@ def train_recommender_step(
         return f"held-out NDCG@{k} {m['model']['all_ndcg']:.4f} vs best baseline {best:.4f}"
 
     return _train_when_due(
-        ctx, "recommender",
+        ctx,
+        "recommender",
         lambda: recommendations.train_recommender(
             ctx.warehouse(), last_day, ctx.recommend, only_if_due=not force
         ),
-        recommendations.RecommenderTrainReport, summary,
-    )  # fmt: skip
+        recommendations.RecommenderTrainReport,
+        summary,
+    )
 
 
 @task(
@@ -752,17 +810,20 @@ def recommend_step(ctx: ModelContext, as_of: date, cleaned: list[Any]) -> TableR
     if report is None:
         return None
     log.info(
-        "recommended %s items to %s users with %s", f"{report.rows:,}",
-        f"{report.notes['users']:,}", report.model_version,
-    )  # fmt: skip
+        "recommended %s items to %s users with %s",
+        f"{report.rows:,}",
+        f"{report.notes['users']:,}",
+        report.model_version,
+    )
     # Beside the run in the UI: which sources tonight's lists came from.
     mix = recommendations.source_mix(ctx.warehouse(), report)
     if mix:
         create_table_artifact(
-            mix, key="recommendations",
+            mix,
+            key="recommendations",
             description=f"as of {report.as_of}: {report.notes['users']:,} users, "
             f"ranked by {report.model_version}",
-        )  # fmt: skip
+        )
     return report
 
 
@@ -779,10 +840,15 @@ def report_key(context: TaskRunContext, params: dict[str, Any]) -> str:
     except ValueError:  # the step itself will say why it cannot be loaded
         writer = "unloadable"
     return _key(
-        context, ctx, run_date.isoformat(), ctx.report.model_dump_json(), writer, ctx.timezone,
+        context,
+        ctx,
+        run_date.isoformat(),
+        ctx.report.model_dump_json(),
+        writer,
+        ctx.timezone,
         _report.report_fingerprint(wh, run_date + timedelta(days=1)),
         json.dumps(params.get("problems") or {}, sort_keys=True),
-    )  # fmt: skip
+    )
 
 
 @task(
@@ -821,19 +887,24 @@ def report_artifacts_step(built: _report.ReportReport | None) -> None:
     if built is None:
         return
     link = report_link(built.page)
-    where = "served by the run's nightowl server" if link.startswith("http") else (
-        "a file on the machine that ran the flow"
-    )  # fmt: skip
+    where = (
+        "served by the run's nightowl server"
+        if link.startswith("http")
+        else ("a file on the machine that ran the flow")
+    )
     log.info("report page for %s: %s", built.run_date, link)
     newest = create_link_artifact(
-        link, link_text=f"nightowl report {built.run_date}", key="nightly-report",
+        link,
+        link_text=f"nightowl report {built.run_date}",
+        key="nightly-report",
         description=f"the morning report for {built.run_date}: {built.page} ({where})",
-    )  # fmt: skip
+    )
     _only_newest_artifact("nightly-report", newest)
     newest = create_markdown_artifact(
-        report_markdown(built, link), key="report-summary",
+        report_markdown(built, link),
+        key="report-summary",
         description=f"what changed on {built.run_date}",
-    )  # fmt: skip
+    )
     _only_newest_artifact("report-summary", newest)
 
 
@@ -868,9 +939,11 @@ def _not_served(url: str, page: Path) -> str | None:
     try:
         size, modified = page.stat().st_size, formatdate(page.stat().st_mtime, usegmt=True)
         answer = httpx.head(
-            url, timeout=5, headers={"accept-encoding": "identity"},  # the size as on disk
+            url,
+            timeout=5,
+            headers={"accept-encoding": "identity"},  # the size as on disk
             auth=tuple(auth.split(":", 1)) if auth else None,
-        )  # fmt: skip
+        )
     except (OSError, httpx.HTTPError) as exc:
         return str(exc) or type(exc).__name__
     served = (answer.headers.get("content-length"), answer.headers.get("last-modified"))

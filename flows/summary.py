@@ -144,9 +144,14 @@ def scoring_paths(summary: dict[str, dict[str, Any]]) -> dict[str, str]:
 
 def _row(step: str, rows_in: int, rows_out: int, partitions: int, seconds: float) -> dict:
     return {
-        "step": step, "files": 0, "rows_in": rows_in, "rows_out": rows_out,
-        "quarantined": 0, "partitions": partitions, "seconds": seconds,
-    }  # fmt: skip
+        "step": step,
+        "files": 0,
+        "rows_in": rows_in,
+        "rows_out": rows_out,
+        "quarantined": 0,
+        "partitions": partitions,
+        "seconds": seconds,
+    }
 
 
 def _file_uri(path: str) -> str:

@@ -150,9 +150,15 @@ def generate(
     started = time.perf_counter()
     with console.status("generating…") as status:
         summary = generate_landing(
-            target, users=users, items=items, days=days, seed=seed, end_date=end,
-            activity=activity, progress=lambda msg: status.update(msg),
-        )  # fmt: skip
+            target,
+            users=users,
+            items=items,
+            days=days,
+            seed=seed,
+            end_date=end,
+            activity=activity,
+            progress=lambda msg: status.update(msg),
+        )
     console.print(
         f"wrote {len(summary.files)} files to {target} in {time.perf_counter() - started:.1f} s"
     )
@@ -440,9 +446,13 @@ def _dates_progress(total: int) -> Iterator[Callable[[], None]]:
     from nightowl.flows.runtime import console_logs_to_current_stderr
 
     columns = (
-        TextColumn("dates"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("left"), TimeRemainingColumn(),
-    )  # fmt: skip
+        TextColumn("dates"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console) as bar:
         task = bar.add_task("dates", total=total)
         console_logs_to_current_stderr()  # Prefect's log lines go above the bar
@@ -537,9 +547,11 @@ def train(
         try:
             reports = runs.call(
                 train_flow,
-                last_day=last_day, config=str(config) if config else None,
-                data_root=str(settings.data_root), models=model or None,
-            )  # fmt: skip
+                last_day=last_day,
+                config=str(config) if config else None,
+                data_root=str(settings.data_root),
+                models=model or None,
+            )
         except Exception as exc:  # the flow's own failure message says what went wrong
             err.print(f"[red]training failed[/]: {escape(str(exc))}")
             raise typer.Exit(1) from None
@@ -580,9 +592,12 @@ def _metrics_table(report: dict) -> Table:
         table.add_column(col, justify="left" if col == "scorer" else "right")
     for name, m in report["metrics"].items():
         table.add_row(
-            name, _num(m["roc_auc"]), _num(m["pr_auc"]), _num(m["brier"]),
+            name,
+            _num(m["roc_auc"]),
+            _num(m["pr_auc"]),
+            _num(m["brier"]),
             _num(m["lift_top_decile"], 2),
-        )  # fmt: skip
+        )
     return table
 
 
@@ -607,16 +622,25 @@ def _ranking_table(report: dict) -> Table:
         "(all: repurchases count; new: items not bought before)",
         show_edge=False,
     )
-    for col in ("scorer", "protocol", f"Recall@{k}", f"NDCG@{k}", f"MAP@{k}", "coverage",
-                "full lists"):  # fmt: skip
+    for col in (
+        "scorer",
+        "protocol",
+        f"Recall@{k}",
+        f"NDCG@{k}",
+        f"MAP@{k}",
+        "coverage",
+        "full lists",
+    ):
         table.add_column(col, justify="left" if col in ("scorer", "protocol") else "right")
     for protocol in ("all", "new"):
         for name, m in metrics.items():
             table.add_row(
-                name, protocol,
+                name,
+                protocol,
                 *(_num(m[f"{protocol}_{key}"]) for key in ("recall", "ndcg", "map")),
-                _num(m[f"{protocol}_coverage"], 3), _num(m[f"{protocol}_full_lists"], 3),
-            )  # fmt: skip
+                _num(m[f"{protocol}_coverage"], 3),
+                _num(m[f"{protocol}_full_lists"], 3),
+            )
     return table
 
 
@@ -627,8 +651,18 @@ def _backtest_table(backtest: list[dict], level: str) -> Table:
         title=f"demand backtest, {level} x day (model / seasonal naive / 28-day average)",
         show_edge=False,
     )
-    for col in ("horizon", "WAPE", "s-naive", "MA-28", "bias", "s-naive", "MA-28",
-                "MASE", "s-naive", "MA-28"):  # fmt: skip
+    for col in (
+        "horizon",
+        "WAPE",
+        "s-naive",
+        "MA-28",
+        "bias",
+        "s-naive",
+        "MA-28",
+        "MASE",
+        "s-naive",
+        "MA-28",
+    ):
         table.add_column(col, justify="left" if col == "horizon" else "right")
     horizons = dict.fromkeys(r["horizon"] for r in rows)
     by = {(r["horizon"], r["forecaster"]): r for r in rows}
@@ -800,9 +834,14 @@ def demo(
     started = time.perf_counter()
     with console.status("generating demo landing files…") as status:
         summary = generate_landing(
-            settings.data_root / "landing", users=users, items=items, days=days, seed=seed,
-            end_date=end, progress=lambda msg: status.update(msg),
-        )  # fmt: skip
+            settings.data_root / "landing",
+            users=users,
+            items=items,
+            days=days,
+            seed=seed,
+            end_date=end,
+            progress=lambda msg: status.update(msg),
+        )
     console.print(
         f"generated {len(summary.files)} landing files under {settings.data_root}/landing"
     )

@@ -30,9 +30,15 @@ def table_summaries(wh: Warehouse) -> pl.DataFrame:
             }
         )
     schema = {
-        "layer": pl.String, "table": pl.String, "partitions": pl.Int64, "rows": pl.Int64,
-        "bytes": pl.Int64, "first": pl.String, "last": pl.String, "updated": pl.String,
-    }  # fmt: skip
+        "layer": pl.String,
+        "table": pl.String,
+        "partitions": pl.Int64,
+        "rows": pl.Int64,
+        "bytes": pl.Int64,
+        "first": pl.String,
+        "last": pl.String,
+        "updated": pl.String,
+    }
     return pl.DataFrame(rows, schema=schema)
 
 

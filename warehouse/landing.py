@@ -57,8 +57,14 @@ _UNICODE_BOMS = {
 }
 #: Name endings that copy and download tools give a file until it is complete (case-insensitive).
 IN_PROGRESS_SUFFIXES = (
-    ".part", ".partial", ".tmp", ".crdownload", ".filepart", "._copying_", ".download",
-)  # fmt: skip
+    ".part",
+    ".partial",
+    ".tmp",
+    ".crdownload",
+    ".filepart",
+    "._copying_",
+    ".download",
+)
 OUTSIDE_LINK = (
     "a symbolic link to a file outside the landing folder; refused (copy the file in instead)"
 )

@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING, TypedDict
 from urllib.parse import quote
 
 import polars as pl
@@ -52,10 +53,22 @@ from nightowl.warehouse.manifest import (
 from nightowl.warehouse.tables import LAYERS
 from nightowl.warehouse.tables import table as declared_table
 
+if TYPE_CHECKING:
+    from polars._typing import ParquetCompression
+
 TMP_PREFIX = ".tmp-"
 #: Where `nightowl server` serves the pages root, read-only: ``/reports/<run date>/index.html``.
 PAGES_URL_PATH = "/reports/"
-PARQUET_OPTIONS = {"compression": "snappy", "statistics": True}
+
+
+class ParquetOptions(TypedDict):
+    """The keywords of every Parquet write (``DataFrame.write_parquet``)."""
+
+    compression: ParquetCompression
+    statistics: bool
+
+
+PARQUET_OPTIONS: ParquetOptions = {"compression": "snappy", "statistics": True}
 #: A Parquet write that fails with less than this left free beside it failed for a full disk.
 FULL_DISK_BYTES = 1 << 20
 
@@ -84,7 +97,9 @@ def page_url_path(page: str | Path) -> str:
     return f"{PAGES_URL_PATH}{quote(path.parent.name)}/{quote(path.name)}"
 
 
-def write_parquet(frame: pl.DataFrame, path: Path, compression: str | None = None) -> None:
+def write_parquet(
+    frame: pl.DataFrame, path: Path, compression: ParquetCompression | None = None
+) -> None:
     """Write ``frame`` as one Parquet file (``compression``: default snappy), saying "No space
     left on device" when that is why it failed: Polars reports a full disk as a broken stream
     ("Invalid thrift: transport error")."""
@@ -272,14 +287,22 @@ class Warehouse:
             crash_point("partition-staged", f"{layer}/{table}/{partition_name(partition)}")
             sha = file_sha256(written)
             entry = FileEntry(
-                name=f"part-{sha[:16]}.parquet", rows=frame.height, bytes=written.stat().st_size,
+                name=f"part-{sha[:16]}.parquet",
+                rows=frame.height,
+                bytes=written.stat().st_size,
                 sha256=sha,
-            )  # fmt: skip
+            )
             written.rename(staging / entry.name)
             manifest = self._manifest_for(
-                staging, layer, table, partition, frame.schema, inputs, stats,
+                staging,
+                layer,
+                table,
+                partition,
+                frame.schema,
+                inputs,
+                stats,
                 known={entry.name: entry},
-            )  # fmt: skip
+            )
             final = self.partition_dir(layer, table, partition) / MANIFEST
             write_json_atomic(
                 staging / MANIFEST, manifest.model_dump_json(indent=2), where=str(final)
@@ -482,6 +505,20 @@ class Warehouse:
             extra_columns="ignore",
             hive_partitioning=partition_columns,
         )
+
+    def scan_published(
+        self, layer: str, table: str, partitions: list[dict[str, str]]
+    ) -> pl.LazyFrame:
+        """``scan`` of published partitions (each holds the file ``write_partition`` wrote, or
+        those ``seal_partition`` sealed): a FileNotFoundError, not None, when none holds one."""
+        frame = self.scan(layer, table, partitions)
+        if frame is None:
+            names = ", ".join(partition_name(p) for p in partitions)
+            raise FileNotFoundError(
+                f"{layer}/{table}: no Parquet file in {names or 'no partition'}; expected the "
+                "files its manifests list"
+            )
+        return frame
 
     def glob(self, layer: str, table: str) -> str:
         """The glob that reads every published file of a table (for DuckDB and friends)."""

@@ -192,36 +192,48 @@ def _dated(source: str) -> bool:
 
 RAW: dict[str, Table] = {
     s: Table(
-        "raw", s, "dt", pl.Schema({**RAW_ROW, **CONTRACTS[s].schema}),
+        "raw",
+        s,
+        "dt",
+        pl.Schema({**RAW_ROW, **CONTRACTS[s].schema}),
         f"a landing row of {s} that met its contract, typed, as received (partitioned by the "
         "night its file arrived)",
     )
     for s in SOURCES
-}  # fmt: skip
+}
 CLEAN: dict[str, Table] = {
     s: Table(
-        "clean", s, "dt", pl.Schema(_clean_columns(s)),
+        "clean",
+        s,
+        "dt",
+        pl.Schema(_clean_columns(s)),
         f"a cleaned row of {s}, in the partition of its own (UTC) date"
         if _dated(s)
         else f"a row of the {s} catalogue in force on the date (a snapshot a night)",
     )
     for s in SOURCES
-}  # fmt: skip
+}
 #: Early rows, waiting for their day (a snapshot source's, items', never are: clean holds none).
 HELD: dict[str, Table] = {
     s: Table(
-        "held", f"source={s}", "dt", pl.Schema({**_clean_columns(s), **WAITS_FOR}),
+        "held",
+        f"source={s}",
+        "dt",
+        pl.Schema({**_clean_columns(s), **WAITS_FOR}),
         f"a row of {s} dated after the latest run date (within the horizon), held for its day"
         if _dated(s)
         else f"none: {s} is a snapshot, of which clean holds nothing (the table stays empty)",
     )
     for s in SOURCES
-}  # fmt: skip
+}
 #: Rejected rows, per source and stage: at ingest (the landing contract), at clean (duplicates,
 #: too far in the future, price outliers; nothing of a snapshot source).
 QUARANTINE: dict[tuple[str, str], Table] = {
     (s, stage): Table(
-        "quarantine", f"source={s}/stage={stage}", "dt", QUARANTINE_SCHEMA,
+        "quarantine",
+        f"source={s}/stage={stage}",
+        "dt",
+        QUARANTINE_SCHEMA,
         f"a row of {s} rejected at {stage}: its file, row, first bad column, raw value, reason "
         "and the whole row as JSON"
         if stage == "ingest" or _dated(s)
@@ -229,7 +241,7 @@ QUARANTINE: dict[tuple[str, str], Table] = {
     )
     for s in SOURCES
     for stage in STAGES
-}  # fmt: skip
+}
 
 CLEAN_EVENTS = CLEAN["events"]
 CLEAN_ITEMS = CLEAN["items"]
@@ -241,10 +253,13 @@ CLEAN_MARKET_INDICATORS = CLEAN["market_indicators"]
 # ---- features -------------------------------------------------------------------------------
 
 USER_FEATURES = Table(
-    "features", "user", "as_of", None,
+    "features",
+    "user",
+    "as_of",
+    None,
     "a user with an event before as_of: the propensity model's inputs, and as_of",
     declared_by="tasks/behaviour/units.py user_features_schema, from tasks/behaviour/features.py",
-)  # fmt: skip
+)
 
 
 def declare_columns(table: Table, columns: SchemaFunction) -> None:
@@ -263,167 +278,325 @@ _STRINGS = pl.List(pl.String())
 _UTC = pl.Datetime("us", "UTC")
 
 USER_SCORES = Table(
-    "predictions", "user_scores", "as_of",
-    pl.Schema({
-        "user_id": pl.String(), "p_purchase_30d": pl.Float64(), "churn_risk": pl.Float64(),
-        "risk_tier": pl.String(), "segment": pl.String(), "model_version": pl.String(),
-        "provider": pl.String(), "scoring_graph": pl.String(),
-    }),
+    "predictions",
+    "user_scores",
+    "as_of",
+    pl.Schema(
+        {
+            "user_id": pl.String(),
+            "p_purchase_30d": pl.Float64(),
+            "churn_risk": pl.Float64(),
+            "risk_tier": pl.String(),
+            "segment": pl.String(),
+            "model_version": pl.String(),
+            "provider": pl.String(),
+            "scoring_graph": pl.String(),
+        }
+    ),
     "a user with features as of as_of: purchase propensity, churn risk, risk tier, RFM segment",
     named_by=(
         NamedBySetting(
-            "p_purchase_30d", r"p_purchase_\d+d", "p_purchase_<H>d",
+            "p_purchase_30d",
+            r"p_purchase_\d+d",
+            "p_purchase_<H>d",
             "H: the horizon the scoring model was trained for ([model] horizon_days)",
         ),
     ),
-)  # fmt: skip
+)
 PRICE_POSITION = Table(
-    "predictions", "price_position", "as_of",
-    pl.Schema({
-        "item_id": pl.String(), "category": pl.String(), "date": pl.Date(),
-        "our_price": pl.Float64(), "competitor_min": pl.Float64(),
-        "competitor_median": pl.Float64(), "competitor_max": pl.Float64(),
-        "gap_pct": pl.Float64(), "competitors": pl.Int32(), "our_rank": pl.Int32(),
-        "days_since_price_change": pl.Int64(), "days_since_gap_sign_change": pl.Int64(),
-        "active": pl.Boolean(), "promotion": pl.Boolean(),
-    }),
+    "predictions",
+    "price_position",
+    "as_of",
+    pl.Schema(
+        {
+            "item_id": pl.String(),
+            "category": pl.String(),
+            "date": pl.Date(),
+            "our_price": pl.Float64(),
+            "competitor_min": pl.Float64(),
+            "competitor_median": pl.Float64(),
+            "competitor_max": pl.Float64(),
+            "gap_pct": pl.Float64(),
+            "competitors": pl.Int32(),
+            "our_rank": pl.Int32(),
+            "days_since_price_change": pl.Int64(),
+            "days_since_gap_sign_change": pl.Int64(),
+            "active": pl.Boolean(),
+            "promotion": pl.Boolean(),
+        }
+    ),
     "an item on the day before as_of: our price against the competitors' quotes",
-)  # fmt: skip
+)
 DEMAND_FORECAST = Table(
-    "predictions", "demand_forecast", "as_of",
-    pl.Schema({
-        "item_id": pl.String(), "category": pl.String(), "target_date": pl.Date(),
-        "horizon": pl.Int32(), "forecast": pl.Float64(), "lower": pl.Float64(),
-        "upper": pl.Float64(), "history_days": pl.Int32(), "promotion": pl.Boolean(),
-        "model_version": pl.String(),
-    }),
+    "predictions",
+    "demand_forecast",
+    "as_of",
+    pl.Schema(
+        {
+            "item_id": pl.String(),
+            "category": pl.String(),
+            "target_date": pl.Date(),
+            "horizon": pl.Int32(),
+            "forecast": pl.Float64(),
+            "lower": pl.Float64(),
+            "upper": pl.Float64(),
+            "history_days": pl.Int32(),
+            "promotion": pl.Boolean(),
+            "model_version": pl.String(),
+        }
+    ),
     "an item and a day of the horizon from as_of: expected units and their 80 % interval",
-)  # fmt: skip
+)
 CATEGORY_FORECAST = Table(
-    "predictions", "category_forecast", "as_of",
-    pl.Schema({
-        "category": pl.String(), "target_date": pl.Date(), "horizon": pl.Int32(),
-        "forecast": pl.Float64(), "items": pl.Int32(), "lower": pl.Float64(),
-        "upper": pl.Float64(), "model_version": pl.String(),
-    }),
+    "predictions",
+    "category_forecast",
+    "as_of",
+    pl.Schema(
+        {
+            "category": pl.String(),
+            "target_date": pl.Date(),
+            "horizon": pl.Int32(),
+            "forecast": pl.Float64(),
+            "items": pl.Int32(),
+            "lower": pl.Float64(),
+            "upper": pl.Float64(),
+            "model_version": pl.String(),
+        }
+    ),
     "a category and a day of the horizon: its items' forecasts summed, with an interval",
-)  # fmt: skip
+)
 PRICE_SCENARIOS = Table(
-    "predictions", "price_scenarios", "as_of",
-    pl.Schema({
-        "item_id": pl.String(), "category": pl.String(), "price_change_pct": pl.Float64(),
-        "price": pl.Float64(), "gap_pct": pl.Float64(), "forecast_units": pl.Float64(),
-        "vs_as_is_pct": pl.Float64(), "model_version": pl.String(),
-    }),
+    "predictions",
+    "price_scenarios",
+    "as_of",
+    pl.Schema(
+        {
+            "item_id": pl.String(),
+            "category": pl.String(),
+            "price_change_pct": pl.Float64(),
+            "price": pl.Float64(),
+            "gap_pct": pl.Float64(),
+            "forecast_units": pl.Float64(),
+            "vs_as_is_pct": pl.Float64(),
+            "model_version": pl.String(),
+        }
+    ),
     "a top item (by forecast) and a price change: the units forecast at that price",
-)  # fmt: skip
+)
 FEEDBACK_SCORES = Table(
-    "predictions", "feedback_scores", "as_of",
-    pl.Schema({
-        "feedback_id": pl.String(), "created_at": _UTC, "user_id": pl.String(),
-        "item_id": pl.String(), "channel": pl.String(), "rating": pl.Int64(),
-        "sentiment_score": pl.Float64(), "sentiment_label": pl.String(),
-        "sentiment_source": pl.String(), "aspects": _STRINGS, "title": pl.String(),
-        "text": pl.String(), "pii": _STRINGS, "text_chars": pl.UInt32(),
-        "model_version": pl.String(),
-    }),
+    "predictions",
+    "feedback_scores",
+    "as_of",
+    pl.Schema(
+        {
+            "feedback_id": pl.String(),
+            "created_at": _UTC,
+            "user_id": pl.String(),
+            "item_id": pl.String(),
+            "channel": pl.String(),
+            "rating": pl.Int64(),
+            "sentiment_score": pl.Float64(),
+            "sentiment_label": pl.String(),
+            "sentiment_source": pl.String(),
+            "aspects": _STRINGS,
+            "title": pl.String(),
+            "text": pl.String(),
+            "pii": _STRINGS,
+            "text_chars": pl.UInt32(),
+            "model_version": pl.String(),
+        }
+    ),
     "a feedback item of the history window before as_of: its sentiment and aspects",
-)  # fmt: skip
+)
 PRODUCT_SENTIMENT = Table(
-    "predictions", "product_sentiment", "as_of",
-    pl.Schema({
-        "level": pl.String(), "item_id": pl.String(), "category": pl.String(),
-        "day": pl.Date(), "feedback": pl.UInt32(), "mean_rating": pl.Float64(),
-        "mean_sentiment": pl.Float64(), "negative_share": pl.Float64(),
-        "top_complaints": _STRINGS, "model_version": pl.String(),
-    }),
+    "predictions",
+    "product_sentiment",
+    "as_of",
+    pl.Schema(
+        {
+            "level": pl.String(),
+            "item_id": pl.String(),
+            "category": pl.String(),
+            "day": pl.Date(),
+            "feedback": pl.UInt32(),
+            "mean_rating": pl.Float64(),
+            "mean_sentiment": pl.Float64(),
+            "negative_share": pl.Float64(),
+            "top_complaints": _STRINGS,
+            "model_version": pl.String(),
+        }
+    ),
     "an item or a category and a day of the window before as_of: feedback, sentiment, complaints",
-)  # fmt: skip
+)
 SUPPORT_QUEUE = Table(
-    "predictions", "support_queue", "as_of",
-    pl.Schema({
-        "rank": pl.UInt32(), "feedback_id": pl.String(), "created_at": _UTC,
-        "user_id": pl.String(), "item_id": pl.String(), "topic": pl.String(),
-        "aspects": _STRINGS, "title": pl.String(), "text": pl.String(),
-        "sentiment_score": pl.Float64(), "sentiment_label": pl.String(),
-        "model_version": pl.String(), "urgency": pl.Float64(), "urgency_reasons": _STRINGS,
-        "repeat_contacts": pl.Int64(), "faq_id": pl.String(), "faq_question": pl.String(),
-        "suggested_answer": pl.String(), "answer_similarity": pl.Float64(),
-    }),
+    "predictions",
+    "support_queue",
+    "as_of",
+    pl.Schema(
+        {
+            "rank": pl.UInt32(),
+            "feedback_id": pl.String(),
+            "created_at": _UTC,
+            "user_id": pl.String(),
+            "item_id": pl.String(),
+            "topic": pl.String(),
+            "aspects": _STRINGS,
+            "title": pl.String(),
+            "text": pl.String(),
+            "sentiment_score": pl.Float64(),
+            "sentiment_label": pl.String(),
+            "model_version": pl.String(),
+            "urgency": pl.Float64(),
+            "urgency_reasons": _STRINGS,
+            "repeat_contacts": pl.Int64(),
+            "faq_id": pl.String(),
+            "faq_question": pl.String(),
+            "suggested_answer": pl.String(),
+            "answer_similarity": pl.Float64(),
+        }
+    ),
     "a support ticket of the queue window before as_of, most urgent first, with an FAQ answer",
-)  # fmt: skip
+)
 RECOMMENDATIONS = Table(
-    "predictions", "recommendations", "as_of",
-    pl.Schema({
-        "user_id": pl.String(), "rank": pl.Int32(), "item_id": pl.String(),
-        "title": pl.String(), "category": pl.String(), "score": pl.Float64(),
-        "source": pl.String(), "reason": pl.String(), "model_version": pl.String(),
-    }),
+    "predictions",
+    "recommendations",
+    "as_of",
+    pl.Schema(
+        {
+            "user_id": pl.String(),
+            "rank": pl.Int32(),
+            "item_id": pl.String(),
+            "title": pl.String(),
+            "category": pl.String(),
+            "score": pl.Float64(),
+            "source": pl.String(),
+            "reason": pl.String(),
+            "model_version": pl.String(),
+        }
+    ),
     "an active user and a rank: a recommended item, its score and the reason in words",
-)  # fmt: skip
+)
 
 
 # ---- reports --------------------------------------------------------------------------------
 
 #: kpi_daily's measures, each followed by its day-on-day and week-on-week change.
 _KPIS: dict[str, pl.DataType] = {
-    "active_users": pl.Int64(), "buyers": pl.Int64(), "orders": pl.Int64(),
-    "revenue": pl.Float64(), "average_order_value": pl.Float64(), "returns": pl.Int64(),
-    "return_value": pl.Float64(), "new_buyers": pl.Int64(), "returning_buyers": pl.Int64(),
-    "feedback": pl.Int64(), "conversion": pl.Float64(), "mean_rating": pl.Float64(),
+    "active_users": pl.Int64(),
+    "buyers": pl.Int64(),
+    "orders": pl.Int64(),
+    "revenue": pl.Float64(),
+    "average_order_value": pl.Float64(),
+    "returns": pl.Int64(),
+    "return_value": pl.Float64(),
+    "new_buyers": pl.Int64(),
+    "returning_buyers": pl.Int64(),
+    "feedback": pl.Int64(),
+    "conversion": pl.Float64(),
+    "mean_rating": pl.Float64(),
     "negative_feedback_share": pl.Float64(),
-}  # fmt: skip
+}
 
 KPI_DAILY = Table(
-    "reports", "kpi_daily", "as_of",
-    pl.Schema({
-        "day": pl.Date(),
-        **{
-            name: dtype
-            for kpi, kind in _KPIS.items()
-            for name, dtype in ((kpi, kind), (f"{kpi}_dod", pl.Float64()),
-                                (f"{kpi}_wow", pl.Float64()))
-        },
-    }),
+    "reports",
+    "kpi_daily",
+    "as_of",
+    pl.Schema(
+        {
+            "day": pl.Date(),
+            **{
+                name: dtype
+                for kpi, kind in _KPIS.items()
+                for name, dtype in (
+                    (kpi, kind),
+                    (f"{kpi}_dod", pl.Float64()),
+                    (f"{kpi}_wow", pl.Float64()),
+                )
+            },
+        }
+    ),
     "a day of the KPI window before as_of: each KPI, with its day-on-day and week-on-week change",
-)  # fmt: skip
+)
 SEGMENTS = Table(
-    "reports", "segments", "as_of",
-    pl.Schema({
-        "segment": pl.String(), "users": pl.UInt32(), "user_share": pl.Float64(),
-        "customers": pl.UInt32(), "revenue": pl.Float64(), "revenue_share": pl.Float64(),
-        "revenue_per_user": pl.Float64(), "mean_churn_risk": pl.Float64(),
-        "mean_propensity": pl.Float64(), "expected_buyers": pl.Float64(),
-        "high_risk_users": pl.UInt32(), "goal": pl.String(), "model_version": pl.String(),
-    }),
+    "reports",
+    "segments",
+    "as_of",
+    pl.Schema(
+        {
+            "segment": pl.String(),
+            "users": pl.UInt32(),
+            "user_share": pl.Float64(),
+            "customers": pl.UInt32(),
+            "revenue": pl.Float64(),
+            "revenue_share": pl.Float64(),
+            "revenue_per_user": pl.Float64(),
+            "mean_churn_risk": pl.Float64(),
+            "mean_propensity": pl.Float64(),
+            "expected_buyers": pl.Float64(),
+            "high_risk_users": pl.UInt32(),
+            "goal": pl.String(),
+            "model_version": pl.String(),
+        }
+    ),
     "an RFM segment of user_scores: its users, revenue, churn risk and campaign goal",
-)  # fmt: skip
+)
 AT_RISK_CUSTOMERS = Table(
-    "reports", "at_risk_customers", "as_of",
-    pl.Schema({
-        "rank": pl.Int32(), "user_id": pl.String(), "segment": pl.String(),
-        "risk_tier": pl.String(), "churn_risk": pl.Float64(), "p_purchase": pl.Float64(),
-        "value": pl.Float64(), "value_at_risk": pl.Float64(), "orders": pl.UInt32(),
-        "last_purchase": pl.Date(), "days_since_purchase": pl.Int64(),
-        "favourite_category": pl.String(), "top_recommendation": pl.String(),
-        "top_recommendation_title": pl.String(), "top_recommendation_reason": pl.String(),
-        "model_version": pl.String(),
-    }),
+    "reports",
+    "at_risk_customers",
+    "as_of",
+    pl.Schema(
+        {
+            "rank": pl.Int32(),
+            "user_id": pl.String(),
+            "segment": pl.String(),
+            "risk_tier": pl.String(),
+            "churn_risk": pl.Float64(),
+            "p_purchase": pl.Float64(),
+            "value": pl.Float64(),
+            "value_at_risk": pl.Float64(),
+            "orders": pl.UInt32(),
+            "last_purchase": pl.Date(),
+            "days_since_purchase": pl.Int64(),
+            "favourite_category": pl.String(),
+            "top_recommendation": pl.String(),
+            "top_recommendation_title": pl.String(),
+            "top_recommendation_reason": pl.String(),
+            "model_version": pl.String(),
+        }
+    ),
     "one of the customers with the most value at risk (value x churn risk), most first",
-)  # fmt: skip
+)
 PRODUCT_HEALTH = Table(
-    "reports", "product_health", "as_of",
-    pl.Schema({
-        "item_id": pl.String(), "title": pl.String(), "category": pl.String(),
-        "price": pl.Float64(), "active": pl.Boolean(), "units_7d": pl.Float64(),
-        "revenue_7d": pl.Float64(), "units_28d": pl.Float64(), "revenue_28d": pl.Float64(),
-        "units_7d_change": pl.Float64(), "forecast_units": pl.Float64(),
-        "forecast_days": pl.Int32(), "forecast_change": pl.Float64(),
-        "competitor_median": pl.Float64(), "gap_pct": pl.Float64(), "our_rank": pl.Int32(),
-        "feedback": pl.Int64(), "mean_rating": pl.Float64(), "mean_sentiment": pl.Float64(),
-        "negative_share": pl.Float64(), "top_complaint": pl.String(), "flags": _STRINGS,
-        "health": pl.String(),
-    }),
+    "reports",
+    "product_health",
+    "as_of",
+    pl.Schema(
+        {
+            "item_id": pl.String(),
+            "title": pl.String(),
+            "category": pl.String(),
+            "price": pl.Float64(),
+            "active": pl.Boolean(),
+            "units_7d": pl.Float64(),
+            "revenue_7d": pl.Float64(),
+            "units_28d": pl.Float64(),
+            "revenue_28d": pl.Float64(),
+            "units_7d_change": pl.Float64(),
+            "forecast_units": pl.Float64(),
+            "forecast_days": pl.Int32(),
+            "forecast_change": pl.Float64(),
+            "competitor_median": pl.Float64(),
+            "gap_pct": pl.Float64(),
+            "our_rank": pl.Int32(),
+            "feedback": pl.Int64(),
+            "mean_rating": pl.Float64(),
+            "mean_sentiment": pl.Float64(),
+            "negative_share": pl.Float64(),
+            "top_complaint": pl.String(),
+            "flags": _STRINGS,
+            "health": pl.String(),
+        }
+    ),
     "a catalogue item: sales, forecast, price gap, feedback, and flags saying what needs a look",
     named_by=(
         NamedBySetting(
@@ -433,26 +606,46 @@ PRODUCT_HEALTH = Table(
             "revenue_28d", r"revenue_\d+d", "revenue_<D>d", "D: [report] product_days (default 28)"
         ),
     ),
-)  # fmt: skip
+)
 CAMPAIGN_BRIEFS = Table(
-    "reports", "campaign_briefs", "as_of",
-    pl.Schema({
-        "segment": pl.String(), "audience": pl.Int64(), "goal": pl.String(),
-        "top_item_ids": _STRINGS, "top_items": _STRINGS, "top_categories": _STRINGS,
-        "customer_words": _STRINGS, "headline": pl.String(), "message": pl.String(),
-        "send_weekday": pl.String(), "send_hour": pl.Int32(), "send_time": pl.String(),
-        "writer": pl.String(), "model_version": pl.String(),
-    }),
+    "reports",
+    "campaign_briefs",
+    "as_of",
+    pl.Schema(
+        {
+            "segment": pl.String(),
+            "audience": pl.Int64(),
+            "goal": pl.String(),
+            "top_item_ids": _STRINGS,
+            "top_items": _STRINGS,
+            "top_categories": _STRINGS,
+            "customer_words": _STRINGS,
+            "headline": pl.String(),
+            "message": pl.String(),
+            "send_weekday": pl.String(),
+            "send_hour": pl.Int32(),
+            "send_time": pl.String(),
+            "writer": pl.String(),
+            "model_version": pl.String(),
+        }
+    ),
     "a segment with users: a campaign brief (audience, items, words, copy, when to send)",
-)  # fmt: skip
+)
 
 
 # ---- the lookup -----------------------------------------------------------------------------
 
 PREDICTION_TABLES = (
-    USER_SCORES, PRICE_POSITION, DEMAND_FORECAST, CATEGORY_FORECAST, PRICE_SCENARIOS,
-    FEEDBACK_SCORES, PRODUCT_SENTIMENT, SUPPORT_QUEUE, RECOMMENDATIONS,
-)  # fmt: skip
+    USER_SCORES,
+    PRICE_POSITION,
+    DEMAND_FORECAST,
+    CATEGORY_FORECAST,
+    PRICE_SCENARIOS,
+    FEEDBACK_SCORES,
+    PRODUCT_SENTIMENT,
+    SUPPORT_QUEUE,
+    RECOMMENDATIONS,
+)
 REPORT_TABLES = (KPI_DAILY, SEGMENTS, AT_RISK_CUSTOMERS, PRODUCT_HEALTH, CAMPAIGN_BRIEFS)
 
 #: Every table, by (layer, name), layer by layer in ``LAYERS`` order.
@@ -460,12 +653,17 @@ TABLES: dict[tuple[str, str], Table] = {
     (t.layer, t.name): t
     for t in sorted(
         [
-            *RAW.values(), *QUARANTINE.values(), *HELD.values(), *CLEAN.values(), USER_FEATURES,
-            *PREDICTION_TABLES, *REPORT_TABLES,
+            *RAW.values(),
+            *QUARANTINE.values(),
+            *HELD.values(),
+            *CLEAN.values(),
+            USER_FEATURES,
+            *PREDICTION_TABLES,
+            *REPORT_TABLES,
         ],
         key=lambda t: LAYERS.index(t.layer),
     )
-}  # fmt: skip
+}
 
 
 def table(layer: str, name: str) -> Table:

@@ -11,6 +11,7 @@ import logging
 import math
 import time
 from datetime import date, timedelta
+from typing import cast
 
 import lightgbm as lgb
 import numpy as np
@@ -136,9 +137,12 @@ def user_features_schema() -> pl.Schema:
         return pl.LazyFrame(schema={**table.schema, "dt": pl.Date()})
 
     planned = user_features(
-        clean(CLEAN_EVENTS), date(2000, 1, 1), clean(CLEAN_ITEMS), clean(CLEAN_MARKET_PRICES),
+        clean(CLEAN_EVENTS),
+        date(2000, 1, 1),
+        clean(CLEAN_ITEMS),
+        clean(CLEAN_MARKET_PRICES),
         clean(CLEAN_FEEDBACK),
-    )  # fmt: skip
+    )
     return planned.collect_schema()
 
 
@@ -159,9 +163,10 @@ def user_features_table(
     inputs_hash = combined_hash([wh.code_version, *(r.content_hash for r in inputs)])
     features = USER_FEATURES
     old = wh.manifest(features.layer, features.name, partition)
-    published = wh.scan(features.layer, features.name, [partition]) if old is not None else None
-    if published is not None and old.stats.get("inputs_hash") == inputs_hash:
-        return published.collect(), _feature_report(old, as_of, started, reused=True)
+    if old is not None and old.stats.get("inputs_hash") == inputs_hash:
+        published = wh.scan(features.layer, features.name, [partition])
+        if published is not None:
+            return published.collect(), _feature_report(old, as_of, started, reused=True)
     events, market, items, feedback = (
         sources[t.name][0] for t in (CLEAN_EVENTS, CLEAN_MARKET_PRICES, CLEAN_ITEMS, CLEAN_FEEDBACK)
     )
@@ -170,9 +175,13 @@ def user_features_table(
     buckets = math.ceil(events.select(pl.len()).collect().item() / bucket_events)
     frame = bucketed_user_features(events, as_of, items, market, feedback, buckets=buckets)
     manifest = wh.write_partition(
-        features.layer, features.name, partition, frame, inputs=inputs,
+        features.layer,
+        features.name,
+        partition,
+        frame,
+        inputs=inputs,
         stats={"inputs_hash": inputs_hash},
-    )  # fmt: skip
+    )
     return frame, _feature_report(manifest, as_of, started, reused=False)
 
 
@@ -194,12 +203,18 @@ def training_due(wh: Warehouse, last_day: date, cfg: ModelSettings) -> str | Non
     registry = Registry(wh)
     as_of = last_day + timedelta(days=1)
     due = cadence_due(
-        registry, MODEL, last_day, cfg.horizon_days, cfg.retrain_every_days,
+        registry,
+        MODEL,
+        last_day,
+        cfg.horizon_days,
+        cfg.retrain_every_days,
         serves=lambda card: outcomes_seen_until(card) <= as_of,  # as scoring_model chooses
-    )  # fmt: skip
+    )
     if due is not None:
         return due
     champion = registry.champion(MODEL)
+    if champion is None:  # cadence_due has said so already
+        return "no champion yet"
     card = registry.card(MODEL, champion.version)
     current = _current_feature_names(wh, last_day)
     if current and set(card.feature_names) - set(current):
@@ -236,6 +251,8 @@ def train_propensity(
     plan = train.snapshot_plan(first_day, last_day, cfg)
 
     events, _ = clean_before(wh, CLEAN_EVENTS.name, None)  # labels filter their own days from it
+    if events is None:  # event_days found partitions, but none holds a file
+        raise NotEnoughHistory("the clean events table is empty: run the nightly flow first")
     snapshots, refs = [], []
     for as_of in (*plan.train, plan.holdout):
         frame, report = user_features_table(wh, as_of, cfg.features_bucket_events)
@@ -259,7 +276,9 @@ def train_propensity(
     booster = train.fit_propensity(fit_rows, names, cfg)
     x_holdout = train.feature_matrix(holdout, names)
     y_holdout = holdout["label"].to_numpy()
-    native = booster.predict(x_holdout, num_threads=2)
+    # predict() is typed for every input and mode (a list of sparse matrices for pred_contrib on
+    # sparse input); a dense matrix without pred_contrib always gives an ndarray.
+    native = cast(np.ndarray, booster.predict(x_holdout, num_threads=2))
     metrics = {"model": train.classification_metrics(y_holdout, native)}
     for name, baseline in train.baseline_scores(holdout).items():
         metrics[name] = train.classification_metrics(y_holdout, baseline, probabilities=False)
@@ -267,7 +286,9 @@ def train_propensity(
     exports = tensorised.gated_exports(booster, x_holdout, cfg.parity_tolerance)
     registry = Registry(wh)
     admitted = admit_trained(
-        registry, MODEL, last_day,
+        registry,
+        MODEL,
+        last_day,
         Trained(exports.tree_ensemble, booster.model_to_string(), exports.tensorised),
         lambda card: _challenge(registry, card, holdout, y_holdout),
         code_version=wh.code_version,
@@ -286,7 +307,7 @@ def train_propensity(
         params=train.lightgbm_params(cfg, 2) | {"max_rounds": cfg.max_rounds},
         best_iteration=booster.best_iteration,
         inputs=refs,
-    )  # fmt: skip
+    )
     return TrainReport(
         trained=True,
         reason=f"{reason}; {admitted.why}",
@@ -326,6 +347,8 @@ def _challenge(
         old_p = score.predict(old_sess, old_x, len(old_x) or 1)
         old_auc = train.classification_metrics(y, old_p)["roc_auc"]
         new_auc = card.metrics["model"]["roc_auc"]
+        if old_auc is None or new_auc is None:  # train_propensity checked both classes are there
+            raise ValueError(f"no held-out AUC to compare with champion {old.version}")
         comparison = f"held-out AUC {new_auc:.4f} vs champion {old.version} {old_auc:.4f}"
         return settle(comparison, new_auc >= old_auc)
 

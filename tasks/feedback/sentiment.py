@@ -54,7 +54,9 @@ def rating_labels(rating: pl.Expr) -> pl.Expr:
     )
 
 
-def sentiment_labels(score: pl.Expr, negative_below: float, positive_from: float) -> pl.Expr:
+def sentiment_labels(
+    score: pl.Expr | pl.Series, negative_below: float, positive_from: float
+) -> pl.Expr:
     """The label of a positive-probability ``score``: negative below ``negative_below``,
     positive from ``positive_from``, neutral between (null score: null label)."""
     return (
@@ -168,10 +170,17 @@ def fit_sentiment(
         truth = np.concatenate([y * 2, np.ones(neutral.shape[0], np.int64)])
         fitted.negative_below, fitted.positive_from = neutral_band(scores, truth)
     fitted.params = {
-        "C": best_c, "cv_roc_auc": round(best_auc, 6), "folds": folds, "min_df": min_df,
-        "max_terms": max_terms, "terms": len(vocab.terms), "ngrams": [1, 2], "tf": "sublinear",
-        "negative_below": fitted.negative_below, "positive_from": fitted.positive_from,
-    }  # fmt: skip
+        "C": best_c,
+        "cv_roc_auc": round(best_auc, 6),
+        "folds": folds,
+        "min_df": min_df,
+        "max_terms": max_terms,
+        "terms": len(vocab.terms),
+        "ngrams": [1, 2],
+        "tf": "sublinear",
+        "negative_below": fitted.negative_below,
+        "positive_from": fitted.positive_from,
+    }
     return fitted
 
 

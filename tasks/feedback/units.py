@@ -164,9 +164,14 @@ def train_sentiment(
         ),
     }
     native = json.dumps(
-        {"terms": model.vocab.terms, "idf": model.vocab.idf.tolist(),
-         "coef": model.coef.tolist(), "intercept": model.intercept, "band": band}
-    )  # fmt: skip
+        {
+            "terms": model.vocab.terms,
+            "idf": model.vocab.idf.tolist(),
+            "coef": model.coef.tolist(),
+            "intercept": model.intercept,
+            "band": band,
+        }
+    )
     admitted = admit_trained(
         registry,
         MODEL,
@@ -295,7 +300,9 @@ def feedback_scores_table(wh: Warehouse, as_of: date, cfg: FeedbackSettings) -> 
     parts = feedback_partitions(wh, as_of, cfg)
     if not parts:
         raise NotEnoughHistory(f"no clean feedback in the {cfg.history_days} days before {as_of}")
-    frame = wh.scan(CLEAN_FEEDBACK.layer, CLEAN_FEEDBACK.name, [m.partition for m in parts])
+    frame = wh.scan_published(
+        CLEAN_FEEDBACK.layer, CLEAN_FEEDBACK.name, [m.partition for m in parts]
+    )
     feedback = frame.sort("created_at", "feedback_id").collect()
     registry = Registry(wh)
     card = scoring_model(registry, as_of)
@@ -322,9 +329,13 @@ def feedback_scores_table(wh: Warehouse, as_of: date, cfg: FeedbackSettings) -> 
         "texts_with_pii": int((feedback["pii"].list.len() > 0).sum()),
     }
     m = wh.write_partition(
-        FEEDBACK_SCORES.layer, FEEDBACK_SCORES.name, {"as_of": as_of.isoformat()}, table,
-        inputs=inputs, stats=notes | {"model_version": version},
-    )  # fmt: skip
+        FEEDBACK_SCORES.layer,
+        FEEDBACK_SCORES.name,
+        {"as_of": as_of.isoformat()},
+        table,
+        inputs=inputs,
+        stats=notes | {"model_version": version},
+    )
     return table_report(m, started, model_version=version, notes=notes)
 
 
@@ -438,17 +449,27 @@ def product_sentiment_table(
 ) -> TableReport:
     """Publish product_sentiment for the ``window_days`` before ``as_of``."""
     started = time.perf_counter()
-    frame = wh.scan(FEEDBACK_SCORES.layer, FEEDBACK_SCORES.name, [{"as_of": scores.as_of}])
+    frame = wh.scan_published(
+        FEEDBACK_SCORES.layer, FEEDBACK_SCORES.name, [{"as_of": scores.as_of}]
+    )
     items, items_refs = catalogue_before(wh, as_of)
     days = [as_of - timedelta(days=d) for d in range(cfg.window_days, 0, -1)]
     table = product_sentiment(frame, items, days, cfg.top_complaints, cfg.window_days).collect()
-    inputs = [InputRef(kind="partition", name=f"{FEEDBACK_SCORES.path}/as_of={scores.as_of}",
-                       content_hash=scores.content_hash)]  # fmt: skip
+    inputs = [
+        InputRef(
+            kind="partition",
+            name=f"{FEEDBACK_SCORES.path}/as_of={scores.as_of}",
+            content_hash=scores.content_hash,
+        )
+    ]
     inputs += items_refs
     m = wh.write_partition(
-        PRODUCT_SENTIMENT.layer, PRODUCT_SENTIMENT.name, {"as_of": as_of.isoformat()},
-        table.with_columns(pl.lit(scores.model_version).alias("model_version")), inputs=inputs,
-    )  # fmt: skip
+        PRODUCT_SENTIMENT.layer,
+        PRODUCT_SENTIMENT.name,
+        {"as_of": as_of.isoformat()},
+        table.with_columns(pl.lit(scores.model_version).alias("model_version")),
+        inputs=inputs,
+    )
     return table_report(m, started, model_version=scores.model_version)
 
 
@@ -503,12 +524,18 @@ def queue_top(wh: Warehouse, report: TableReport, n: int) -> list[dict[str, Any]
     frame = wh.scan(SUPPORT_QUEUE.layer, SUPPORT_QUEUE.name, [{"as_of": report.as_of}])
     if frame is None:
         return []
-    top = frame.sort("rank").head(n).select(
-        "rank", "topic", pl.col("urgency").round(2),
-        pl.col("urgency_reasons").list.join("; ").alias("why"),
-        pl.col("text").str.slice(0, 140).alias("ticket"),
-        pl.col("faq_question").alias("suggested answer"),
-    )  # fmt: skip
+    top = (
+        frame.sort("rank")
+        .head(n)
+        .select(
+            "rank",
+            "topic",
+            pl.col("urgency").round(2),
+            pl.col("urgency_reasons").list.join("; ").alias("why"),
+            pl.col("text").str.slice(0, 140).alias("ticket"),
+            pl.col("faq_question").alias("suggested answer"),
+        )
+    )
     return top.collect().to_dicts()
 
 
@@ -521,7 +548,7 @@ def high_value_users(wh: Warehouse, as_of: date) -> tuple[pl.DataFrame | None, l
     ]
     if not parts:
         return None, []
-    frame = wh.scan(USER_SCORES.layer, USER_SCORES.name, [parts[-1].partition])
+    frame = wh.scan_published(USER_SCORES.layer, USER_SCORES.name, [parts[-1].partition])
     users = frame.filter(pl.col("segment").is_in(HIGH_VALUE_SEGMENTS)).select("user_id").collect()
     return users, [parts[-1].ref]
 
@@ -531,7 +558,7 @@ def support_queue_table(
 ) -> TableReport:
     """Publish support_queue: the support tickets of the ``queue_days`` before ``as_of``."""
     started = time.perf_counter()
-    frame = wh.scan(
+    frame = wh.scan_published(
         FEEDBACK_SCORES.layer, FEEDBACK_SCORES.name, [{"as_of": scores.as_of}]
     ).collect()
     faq = faq_frame(wh, config_dir, cfg.faq)
@@ -539,12 +566,26 @@ def support_queue_table(
     start = as_of - timedelta(days=cfg.queue_days)
     since = datetime(start.year, start.month, start.day, tzinfo=UTC)
     table = support_queue(frame, since, faq, high_value, cfg)
-    inputs = [InputRef(kind="partition", name=f"{FEEDBACK_SCORES.path}/as_of={scores.as_of}",
-                       content_hash=scores.content_hash), *refs]  # fmt: skip
+    inputs = [
+        InputRef(
+            kind="partition",
+            name=f"{FEEDBACK_SCORES.path}/as_of={scores.as_of}",
+            content_hash=scores.content_hash,
+        ),
+        *refs,
+    ]
     m = wh.write_partition(
-        SUPPORT_QUEUE.layer, SUPPORT_QUEUE.name, {"as_of": as_of.isoformat()}, table,
-        inputs=inputs, stats={"faq_entries": faq.height},
-    )  # fmt: skip
+        SUPPORT_QUEUE.layer,
+        SUPPORT_QUEUE.name,
+        {"as_of": as_of.isoformat()},
+        table,
+        inputs=inputs,
+        stats={"faq_entries": faq.height},
+    )
     suggested = int(table["faq_id"].is_not_null().sum()) if table.height else 0
-    return table_report(m, started, model_version=scores.model_version,
-                   notes={"faq_entries": faq.height, "with_answer": suggested})  # fmt: skip
+    return table_report(
+        m,
+        started,
+        model_version=scores.model_version,
+        notes={"faq_entries": faq.height, "with_answer": suggested},
+    )

@@ -193,9 +193,12 @@ def cleaned_feedback(
     )
     # Ids are filled above, from the raw text: cleaned_rows need not hash every row again.
     verdicts = cleaned_rows(
-        redacted.drop("_text", "_title"), replace(spec, id_column=None), cutoff, duplicates,
+        redacted.drop("_text", "_title"),
+        replace(spec, id_column=None),
+        cutoff,
+        duplicates,
         horizon,
-    )  # fmt: skip
+    )
     nothing = (pl.col("text").fill_null("") == "") & pl.col("rating").is_null() & ~pl.col(HELD)
     emptied = pl.lit("text: nothing left once the HTML is removed, and no rating to score")
     return verdicts.with_columns(

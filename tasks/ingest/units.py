@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from itertools import count
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 from pydantic import BaseModel, Field
@@ -57,6 +58,9 @@ from nightowl.warehouse.ledger import (
 from nightowl.warehouse.manifest import combined_hash, file_sha256
 from nightowl.warehouse.store import Warehouse, write_parquet
 from nightowl.warehouse.tables import CLEAN, HELD, QUARANTINE, RAW
+
+if TYPE_CHECKING:
+    from polars._typing import PolarsDataType
 
 log = logging.getLogger("nightowl")
 #: Rows per batch streamed through validation: bounded memory whatever the file size.
@@ -141,9 +145,15 @@ def ingest_source(
     started = time.perf_counter()
     with wh.lock(f"source-{source}"):  # runs for other dates may be ingesting this source
         report = _ingest_source(
-            wh, source, cfg, run_date, config_dir, force=force, phone_region=phone_region,
+            wh,
+            source,
+            cfg,
+            run_date,
+            config_dir,
+            force=force,
+            phone_region=phone_region,
             raw_compression=raw_compression,
-        )  # fmt: skip
+        )
     report.seconds = round(time.perf_counter() - started, 3)
     return report
 
@@ -175,9 +185,7 @@ def _ingest_source(
     seen = {(e.file, e.bytes, e.mtime_ns): e for e in entries}
     by_hash = {e.sha256: e for e in entries}
     visible = date.fromisoformat(arrived)
-    found = landing_files(
-        source, cfg, visible, wh.data_root, config_dir, include_waiting=True
-    )  # fmt: skip
+    found = landing_files(source, cfg, visible, wh.data_root, config_dir, include_waiting=True)
     for file in found:
         check_time()
         if file.waiting is not None:  # still being copied: a later run reads it
@@ -224,9 +232,16 @@ def _ingest_source(
         home = date.fromisoformat(entry.run_date if entry is not None else arrived)
         try:
             new = ingest_file(
-                wh, source, file, sha, cfg, home, stat=stat, phone_region=phone_region,
+                wh,
+                source,
+                file,
+                sha,
+                cfg,
+                home,
+                stat=stat,
+                phone_region=phone_region,
                 raw_compression=raw_compression,
-            )  # fmt: skip
+            )
         except (LandingError, ingest.MappingError) as exc:
             failures.append(str(exc) if isinstance(exc, LandingError) else f"{file.path}: {exc}")
             continue
@@ -244,25 +259,33 @@ def _ingest_source(
         report.newly_ingested.append(file.name)
         log.debug(
             "%s: %s → %d rows read, %d accepted, %d quarantined",
-            source, file.name, new.rows_read, new.rows_accepted, new.rows_quarantined,
-        )  # fmt: skip
+            source,
+            file.name,
+            new.rows_read,
+            new.rows_accepted,
+            new.rows_quarantined,
+        )
         report.files.append(new)
     for night in sorted({part["dt"], *(e.run_date for e in report.files)}):
-        home = {"dt": night}
+        night_part = {"dt": night}
         # Its inputs: every delivery whose rows it holds, whichever run read them.
         held_there = [e.ref for e in by_hash.values() if e.run_date == night]
         for table in (RAW[source], QUARANTINE[(source, "ingest")]):
-            if wh.partition_dir(table.layer, table.name, home).exists():
-                manifest = wh.seal_partition(table.layer, table.name, home, inputs=held_there)
-                if table is RAW[source] and home == part:
+            if wh.partition_dir(table.layer, table.name, night_part).exists():
+                manifest = wh.seal_partition(table.layer, table.name, night_part, inputs=held_there)
+                if table is RAW[source] and night_part == part:
                     report.content_hash = manifest.content_hash
     for note in report.notes:
         log.info("%s", note)
     log.info(
         "%s: %d new file(s), %d unchanged skipped, %d unreadable; %d rows read, %d quarantined",
-        source, len(report.newly_ingested), len(report.skipped), len(failures), report.rows_read,
+        source,
+        len(report.newly_ingested),
+        len(report.skipped),
+        len(failures),
+        report.rows_read,
         report.rows_quarantined,
-    )  # fmt: skip
+    )
     if failures:
         raise IngestFailed(
             f"{len(failures)} {source} file(s) could not be ingested (the others were):\n"
@@ -296,6 +319,8 @@ def ingest_file(
     staging.mkdir()
     try:
         with open_landing(file, cfg, wh.tmp_dir) as opened:
+            if file.format is None:  # never: open_landing refuses a file of no known format
+                raise LandingError(file.path, file.problem or "cannot tell the format of the file")
             lf = opened.rows
             # The config's constants are values of every row too.
             nul = opened.nul_possible or any("\x00" in str(v) for v in cfg.constants.values())
@@ -498,15 +523,24 @@ def _clean_source(
     # a correction, a late file, a held day that came due, a night whose clean never happened.
     todo = sorted(d for d in feeding if d in this_run or book.signature(d) != signatures[d])
     report = CleanReport(
-        table=source, run_date=run_date.isoformat(), partitions={},
-        rows_in=0, rows_out=0, duplicates=0, future=0, superseded=0, outliers=0,
-    )  # fmt: skip
+        table=source,
+        run_date=run_date.isoformat(),
+        partitions={},
+        rows_in=0,
+        rows_out=0,
+        duplicates=0,
+        future=0,
+        superseded=0,
+        outliers=0,
+    )
     caught_up = sorted(d for d in todo if d not in this_run)
     if caught_up and not snapshot:
         log.info(
             "%s: also cleaning %d day(s) whose deliveries or status changed: %s",
-            source, len(caught_up), listed(caught_up),
-        )  # fmt: skip
+            source,
+            len(caught_up),
+            listed(caught_up),
+        )
     verdicts = (
         _snapshot_verdicts(wh, spec, todo, feeding, cutoff)
         if snapshot
@@ -550,14 +584,23 @@ def _clean_source(
     log.info(
         "%s: %d partition(s) republished, %d rows in → %d clean, %d held, %d duplicates, "
         "%d too far in the future, %d outliers, %d superseded",
-        source, len(report.partitions), report.rows_in, report.rows_out, report.held,
-        report.duplicates, report.future, report.outliers, report.superseded,
-    )  # fmt: skip
+        source,
+        len(report.partitions),
+        report.rows_in,
+        report.rows_out,
+        report.held,
+        report.duplicates,
+        report.future,
+        report.outliers,
+        report.superseded,
+    )
     if report.held_total:
         log.info(
             "%s: held %d rows (days %s) until their day is run",
-            source, report.held_total, listed(report.held_days),
-        )  # fmt: skip
+            source,
+            report.held_total,
+            listed(report.held_days),
+        )
     return report
 
 
@@ -714,8 +757,9 @@ def delivery_accounting(
         totals[e.sha256]["accepted"] = e.rows_accepted
         if e.sha256 not in alive:  # a replaced version: every row it had is superseded
             totals[e.sha256] = dict.fromkeys(DELIVERY_COUNTS, 0) | {
-                "superseded": e.rows_accepted, "accepted": e.rows_accepted,
-            }  # fmt: skip
+                "superseded": e.rows_accepted,
+                "accepted": e.rows_accepted,
+            }
     return pl.DataFrame(
         {
             "source": [e.source for e in entries],
@@ -748,8 +792,11 @@ def _record_deliveries(
     if not snapshot and off.height:
         log.warning(
             "%s: %d deliveries do not reconcile (rows accepted at ingest vs what clean made of "
-            "them): %s", source, off.height, ", ".join(off["name"].head(5)),
-        )  # fmt: skip
+            "them): %s",
+            source,
+            off.height,
+            ", ".join(off["name"].head(5)),
+        )
     wh.write_accounting(source, accounting)
 
 
@@ -784,9 +831,14 @@ def _verdicts(
         return clean.cleaned_events(raw, cfg.event_types, cutoff, duplicates, spec, horizon)
     if spec.table == "feedback":
         return clean.cleaned_feedback(
-            raw, cutoff, feedback.max_text_chars, feedback.phone_region, duplicates, spec,
+            raw,
+            cutoff,
+            feedback.max_text_chars,
+            feedback.phone_region,
+            duplicates,
+            spec,
             horizon,
-        )  # fmt: skip
+        )
     if spec.table == "market_prices":
         return clean.cleaned_market_prices(raw, cutoff, outlier_ratio, horizon)
     return clean.cleaned_rows(raw, spec, cutoff, duplicates, horizon)
@@ -870,9 +922,15 @@ def raw_rows(wh: Warehouse, entries: list[LedgerEntry], source: str | None = Non
             )
         )
     if not frames:  # nothing feeds the days any more (their deliveries were superseded)
-        lineage = {"_run": pl.String, clean.ENTRY: pl.UInt32, "source_file": pl.String}
+        lineage: dict[str, PolarsDataType] = {
+            "_run": pl.String,
+            clean.ENTRY: pl.UInt32,
+            "source_file": pl.String,
+        }
         source = source or (entries[0].source if entries else None)
-        columns = {c.name: c.dtype for c in CONTRACTS[source].columns} if source else {}
+        columns: dict[str, PolarsDataType] = (
+            {c.name: c.dtype for c in CONTRACTS[source].columns} if source else {}
+        )
         return pl.LazyFrame(schema=lineage | {"source_row": pl.Int64} | columns)
     return pl.concat(frames, how="vertical_relaxed")
 
@@ -930,7 +988,7 @@ def check_source(
     )
     if today is not None:
         required = CONTRACTS[source].required
-        lf = wh.scan(cleaned.layer, cleaned.name, [today.partition])
+        lf = wh.scan_published(cleaned.layer, cleaned.name, [today.partition])
         counts = lf.select(pl.len(), *(pl.col(c).null_count() for c in required)).collect().row(0)
         for column, nulls in zip(required, counts[1:], strict=True):
             results.append(

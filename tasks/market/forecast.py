@@ -206,12 +206,26 @@ def demand_rows(
     ``planned`` holds our price and promotion on days after the panel where plans set them."""
     states = [o - timedelta(days=1) for o in origins]
     state_cols = [
-        "item_id", "date", "category", "our_price", "competitor_min", "competitor_median",
-        "competitors", "units_7d", "units_28d", "units_91d", "units_per_day", "views_7d",
+        "item_id",
+        "date",
+        "category",
+        "our_price",
+        "competitor_min",
+        "competitor_median",
+        "competitors",
+        "units_7d",
+        "units_28d",
+        "units_91d",
+        "units_per_day",
+        "views_7d",
         "views_28d",
-        "units_per_day_above_median", "units_per_day_at_or_below_median", "_price_28d",
-        "days_since_sale", "age", "promotion",
-    ]  # fmt: skip
+        "units_per_day_above_median",
+        "units_per_day_at_or_below_median",
+        "_price_28d",
+        "days_since_sale",
+        "age",
+        "promotion",
+    ]
     state = panel.filter(pl.col("date").is_in(states) & pl.col("active")).select(state_cols)
     steps = pl.LazyFrame({"horizon": list(range(1, horizon + 1))}, schema={"horizon": pl.Int32})
     rows = state.join(steps, how="cross").with_columns(
@@ -266,8 +280,14 @@ def demand_rows(
         (pl.col("date") + pl.duration(days=1)).alias("origin"),
     )
     rows = with_price_features(rows)
-    drop = ["date", "_price_then", "_promotion_then", "_same_weekday", "_same_weekday_8w",
-            "_units_56d"]  # fmt: skip
+    drop = [
+        "date",
+        "_price_then",
+        "_promotion_then",
+        "_same_weekday",
+        "_same_weekday_8w",
+        "_units_56d",
+    ]
     return rows.drop(drop).sort("origin", "item_id", "horizon").collect()
 
 

@@ -116,8 +116,9 @@ def our_daily_prices(history: pl.LazyFrame, last_day: date) -> pl.LazyFrame:
 def planned_prices(history: pl.LazyFrame, last_day: date, horizon: int) -> pl.LazyFrame:
     """Per item and day after ``last_day`` (up to ``horizon`` days): the price and promotion in
     force then, where an export dated after ``last_day`` (a plan) changes them."""
-    plans = history.filter(pl.col("date").is_between(last_day, last_day + timedelta(days=horizon),
-                                                     closed="right"))  # fmt: skip
+    plans = history.filter(
+        pl.col("date").is_between(last_day, last_day + timedelta(days=horizon), closed="right")
+    )
     planned_items = plans.select("item_id").unique()
     ahead = our_daily_prices(
         history.join(planned_items, on="item_id", how="semi"), last_day + timedelta(days=horizon)

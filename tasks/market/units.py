@@ -13,7 +13,7 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, cast
 
 import lightgbm as lgb
 import numpy as np
@@ -195,7 +195,8 @@ def market_inputs(
     sales = fc.daily_sales(events)
     panel = fc.item_day_panel(grid.lazy(), sales).collect()
     categories = fc.category_panel(panel.lazy()).collect()
-    ind, stale = None, []
+    ind: pl.DataFrame | None = None
+    stale: list[dict[str, Any]] = []
     if indicators is not None:
         days = sorted(panel["date"].unique().to_list())
         names = panel["category"].unique().sort(nulls_last=True).to_list()  # None: no category
@@ -205,7 +206,9 @@ def market_inputs(
 
 
 def _holidays(inputs: DemandInputs, cfg: MarketSettings, horizon: int) -> list[date]:
-    first = inputs.panel["date"].min()
+    # Series.min() is typed as any Python scalar; of this pl.Date column, never empty
+    # (market_inputs refuses an empty grid): a date.
+    first = cast(date, inputs.panel["date"].min())
     return fc.holiday_days(
         first,
         inputs.as_of + timedelta(days=horizon),
@@ -229,9 +232,12 @@ def price_position_table(
     inputs = inputs or market_inputs(wh, as_of, cfg)
     frame = market.price_position(inputs.market.lazy(), inputs.last_day).collect()
     manifest = wh.write_partition(
-        PRICE_POSITION.layer, PRICE_POSITION.name, {"as_of": as_of.isoformat()}, frame,
+        PRICE_POSITION.layer,
+        PRICE_POSITION.name,
+        {"as_of": as_of.isoformat()},
+        frame,
         inputs=inputs.refs,
-    )  # fmt: skip
+    )
     return PricePositionReport(
         as_of=as_of.isoformat(),
         rows=manifest.rows,
@@ -252,7 +258,7 @@ def training_due(wh: Warehouse, last_day: date, cfg: MarketSettings) -> str | No
 def _origins(inputs: DemandInputs, cfg: MarketSettings) -> tuple[list[date], list[date]]:
     """Training origins (every ``origin_step_days`` over ``history_days``) and the backtest's
     weekly origins, newest last."""
-    first_day = inputs.panel["date"].min()
+    first_day = cast(date, inputs.panel["date"].min())  # as in _holidays: a date
     earliest = max(
         first_day + timedelta(days=cfg.min_history_days),
         inputs.as_of - timedelta(days=cfg.history_days),
@@ -284,18 +290,25 @@ def train_demand(
     if only_if_due and (due := training_due(wh, last_day, cfg)) is None:
         champion = Registry(wh).champion(MODEL)
         return DemandTrainReport(
-            trained=False, reason=f"champion {champion.version} is fresh", champion=champion.version
+            trained=False,
+            reason=f"champion {champion.version} is fresh" if champion else "no champion",
+            champion=champion.version if champion else None,
         )
     reason = due if only_if_due else "asked for"
     inputs = market_inputs(wh, last_day + timedelta(days=1), cfg)
     fitted = backtested_model(inputs, cfg)
     exports = tensorised.gated_exports(
-        fitted.booster, fc.matrix(fitted.newest_fold[0], fitted.names),
-        cfg.parity_tolerance, relative=True, what="the demand model",
-    )  # fmt: skip
+        fitted.booster,
+        fc.matrix(fitted.newest_fold[0], fitted.names),
+        cfg.parity_tolerance,
+        relative=True,
+        what="the demand model",
+    )
     registry = Registry(wh)
     admitted = admit_trained(
-        registry, MODEL, last_day,
+        registry,
+        MODEL,
+        last_day,
         Trained(exports.tree_ensemble, fitted.booster.model_to_string(), exports.tensorised),
         lambda card: _challenge(registry, card, fitted.newest_fold),
         code_version=wh.code_version,
@@ -318,7 +331,7 @@ def train_demand(
         params=fc.lightgbm_params(cfg, 2) | {"max_rounds": cfg.max_rounds},
         best_iteration=fitted.booster.best_iteration,
         inputs=inputs.refs,
-    )  # fmt: skip
+    )
     return DemandTrainReport(
         trained=True,
         reason=f"{reason}; {admitted.why}",
@@ -371,7 +384,9 @@ def backtested_model(inputs: DemandInputs, cfg: MarketSettings) -> BacktestedMod
     for origin in backtest_origins:
         booster, _ = fc.fit_demand(rows, origin, cfg)
         test = rows.filter((pl.col("origin") == origin) & pl.col(fc.TARGET).is_not_null())
-        model = booster.predict(fc.matrix(test, names), num_threads=2)
+        # predict() is typed for every input and mode (a list of sparse matrices for pred_contrib
+        # on sparse input); a dense matrix without pred_contrib always gives an ndarray.
+        model = cast(np.ndarray, booster.predict(fc.matrix(test, names), num_threads=2))
         predictions = {"model": fc.with_cold_start(test, model, cold_start)}
         predictions |= fc.baseline_forecasts(test)
         item_scale = fc.naive_scale(inputs.panel.lazy(), origin)
@@ -413,7 +428,9 @@ def _challenge(
     on the same week — judged only when the champion never saw that week's sales; a model
     trained on less data than the champion (a past ``--date``) does not unseat it."""
     rows, new_prediction = newest_fold
-    week = rows["origin"].min()
+    # Series.min() is typed as any Python scalar; origin is a pl.Date column, and the newest
+    # fold has rows (the targets of the week before as_of are known): a date.
+    week = cast(date, rows["origin"].min())
 
     def unfair(old: ModelCard) -> Verdict | None:
         if old.training["horizon_days"] != card.training["horizon_days"]:
@@ -515,8 +532,12 @@ def forecast_demand(
     stale = _stale_names(inputs.stale)
     for name in stale:
         log.warning("market indicator %s is stale: left out of tonight's forecast", name)
-    stats = {"model_version": card.version, "provider": scorer.provider, "graph": scorer.graph,
-             "stale_indicators": stale}  # fmt: skip
+    stats = {
+        "model_version": card.version,
+        "provider": scorer.provider,
+        "graph": scorer.graph,
+        "stale_indicators": stale,
+    }
     manifest = wh.write_partition(
         DEMAND_FORECAST.layer, DEMAND_FORECAST.name, partition, items, inputs=refs, stats=stats
     )

@@ -325,6 +325,8 @@ def parity_gate(
     if not relative:
         return {"max_abs_diff": max_diff, "rows": len(probe), "tolerance": tolerance}
     return {
-        "max_rel_diff": max_diff, "rows": len(probe), "tolerance": tolerance,
+        "max_rel_diff": max_diff,
+        "rows": len(probe),
+        "tolerance": tolerance,
         "measure": "|onnx - lightgbm| / max(1, |lightgbm|)",
-    }  # fmt: skip
+    }

@@ -137,9 +137,14 @@ def admit_trained(
     model_card = ModelCard(model=model, version=version, **card)
     promoted, why = judge(model_card)
     champion = registry.admit(
-        model_card, trained.onnx, trained.native, promote=promoted, reason=why,
-        native_name=trained.native_name, tensor_bytes=trained.tensorised,
-    )  # fmt: skip
+        model_card,
+        trained.onnx,
+        trained.native,
+        promote=promoted,
+        reason=why,
+        native_name=trained.native_name,
+        tensor_bytes=trained.tensorised,
+    )
     return Admitted(model_card, promoted, why, champion)
 
 

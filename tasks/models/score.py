@@ -181,8 +181,9 @@ def scorer_for(registry: Registry, card: ModelCard, cfg: ModelSettings) -> Score
             log.warning(
                 "%s %s has no tensorised graph (registered before there was one): its trees run "
                 "on the CPU; retrain it (nightowl train) to score on the GPU",
-                card.model, card.version,
-            )  # fmt: skip
+                card.model,
+                card.version,
+            )
     if graph != TENSORISED:
         model = registry.onnx_bytes(card.model, card.version)
     elif tensor is None:
@@ -199,8 +200,12 @@ def scorer_for(registry: Registry, card: ModelCard, cfg: ModelSettings) -> Score
             log.warning(
                 "%s %s: %s of the tensorised graph's %s nodes fell back to the CPU (%s); "
                 "scoring with the tree-ensemble graph on the CPU instead",
-                card.model, card.version, len(on_cpu), len(nodes), ", ".join(on_cpu[:5]),
-            )  # fmt: skip
+                card.model,
+                card.version,
+                len(on_cpu),
+                len(nodes),
+                ", ".join(on_cpu[:5]),
+            )
             wanted, graph = [CPU], TREE_ENSEMBLE
             model = registry.onnx_bytes(card.model, card.version)
             nodes = node_providers(model, wanted, len(card.feature_names))

@@ -205,10 +205,20 @@ def item_stats(history: History, cfg: RecommendSettings) -> pl.DataFrame:
         )
     )
     return stats.select(
-        "item_id", "title", "category", "active", "item_sales_7d", "item_sales_28d",
-        "item_popularity", "item_trend", "item_buyers_90d", "item_repurchase_share",
-        "item_cycle_days", "item_age_days", "item_price",
-    ).sort("item_id")  # fmt: skip
+        "item_id",
+        "title",
+        "category",
+        "active",
+        "item_sales_7d",
+        "item_sales_28d",
+        "item_popularity",
+        "item_trend",
+        "item_buyers_90d",
+        "item_repurchase_share",
+        "item_cycle_days",
+        "item_age_days",
+        "item_price",
+    ).sort("item_id")
 
 
 def eligible_items(history: History) -> pl.DataFrame:
@@ -390,9 +400,11 @@ def _ranked(frame: pl.DataFrame, source: str) -> pl.DataFrame:
 def repurchasable(owned: pl.DataFrame, stats: pl.DataFrame, min_share: float) -> pl.Series:
     """Per row of ``owned``: whether the user bought it on two days or its buyers come back."""
     share = owned.join(
-        stats.select("item_id", "item_repurchase_share"), on="item_id", how="left",
+        stats.select("item_id", "item_repurchase_share"),
+        on="item_id",
+        how="left",
         maintain_order="left",
-    )["item_repurchase_share"]  # fmt: skip
+    )["item_repurchase_share"]
     return (owned["ui_purchase_days"] >= 2) | (share.fill_null(0) >= min_share)
 
 
@@ -602,8 +614,14 @@ def ranking_metrics(
     users = truth.select("user_id").unique()
     n_users = users.height
     if n_users == 0:
-        return {"users": 0, "recall": None, "ndcg": None, "map": None,
-                "coverage": None, "full_lists": None}  # fmt: skip
+        return {
+            "users": 0,
+            "recall": None,
+            "ndcg": None,
+            "map": None,
+            "coverage": None,
+            "full_lists": None,
+        }
     mine = lists.join(users, on="user_id", how="semi").filter(pl.col("rank") <= k)
     sizes = truth.group_by("user_id").agg(pl.len().alias("relevant"))
     hits = mine.join(truth, on=["user_id", "item_id"], how="semi").sort("user_id", "rank")

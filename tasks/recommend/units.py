@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
+from typing import cast
 
 import lightgbm as lgb
 import numpy as np
@@ -243,9 +244,13 @@ def fit_ranker(
     def dataset(frame: pl.DataFrame, reference: lgb.Dataset | None = None) -> lgb.Dataset:
         sizes = frame.group_by("group", maintain_order=True).len()["len"].to_numpy()
         return lgb.Dataset(
-            train.feature_matrix(frame, names), frame["label"].to_numpy(), group=sizes,
-            feature_name=names, reference=reference, free_raw_data=True,
-        )  # fmt: skip
+            train.feature_matrix(frame, names),
+            frame["label"].to_numpy(),
+            group=sizes,
+            feature_name=names,
+            reference=reference,
+            free_raw_data=True,
+        )
 
     params = ranker_params(cfg, threads)
     if rounds is not None:
@@ -273,7 +278,10 @@ def training_due(wh: Warehouse, last_day: date, cfg: RecommendSettings) -> str |
     due = cadence_due(registry, MODEL, last_day, cfg.horizon_days, cfg.retrain_every_days)
     if due is not None:
         return due
-    card = registry.card(MODEL, registry.champion(MODEL).version)
+    champion = registry.champion(MODEL)
+    if champion is None:  # cadence_due has said so already
+        return "no champion yet"
+    card = registry.card(MODEL, champion.version)
     if not computes_features_of(card):
         return f"champion {card.version} was trained on other features than this code computes"
     return None
@@ -289,9 +297,11 @@ def train_recommender(
     if only_if_due and (due := training_due(wh, last_day, cfg)) is None:
         champion = registry.champion(MODEL)
         return RecommenderTrainReport(
-            trained=False, reason=f"champion {champion.version} is fresh", top_k=cfg.top_k,
-            champion=champion.version,
-        )  # fmt: skip
+            trained=False,
+            reason=f"champion {champion.version} is fresh" if champion else "no champion",
+            top_k=cfg.top_k,
+            champion=champion.version if champion else None,
+        )
     reason = due if only_if_due else "asked for"
     first_day, events_end = event_days(wh)
     if last_day > events_end:
@@ -301,6 +311,8 @@ def train_recommender(
         )
     plan = train.snapshot_plan(first_day, last_day, cfg)
     everything, _ = clean_before(wh, CLEAN_EVENTS.name, last_day + timedelta(days=1))
+    if everything is None:  # event_days found partitions, but none holds a file
+        raise NotEnoughHistory("the clean events table is empty: run the nightly flow first")
 
     def snapshots() -> Iterator[Snapshot]:
         for as_of in plan.train:
@@ -341,11 +353,16 @@ def train_recommender(
 
     sample = held.frame.sample(min(held.frame.height, 50_000), seed=cfg.seed)
     exports = tensorised.gated_exports(
-        booster, train.feature_matrix(sample, list(rec.FEATURES)), cfg.parity_tolerance,
-        relative=True, what="the ranker",
-    )  # fmt: skip
+        booster,
+        train.feature_matrix(sample, list(rec.FEATURES)),
+        cfg.parity_tolerance,
+        relative=True,
+        what="the ranker",
+    )
     admitted = admit_trained(
-        registry, MODEL, last_day,
+        registry,
+        MODEL,
+        last_day,
         Trained(exports.tree_ensemble, booster.model_to_string(), exports.tensorised),
         lambda card: _challenge(registry, card, held, cfg),
         code_version=wh.code_version,
@@ -364,7 +381,7 @@ def train_recommender(
         params=ranker_params(cfg, 2) | {"max_rounds": cfg.max_rounds},
         best_iteration=booster.best_iteration or booster.current_iteration(),
         inputs=holdout_inputs.refs[-1:],
-    )  # fmt: skip
+    )
     return RecommenderTrainReport(
         trained=True,
         reason=f"{reason}; {admitted.why}",
@@ -424,7 +441,11 @@ def _scores(
     CPU."""
     matrix = train.feature_matrix(frame, list(rec.FEATURES))
     if booster is not None:
-        return booster.predict(matrix, num_threads=2)
+        # predict() is typed for every input and mode (a list of sparse matrices for pred_contrib
+        # on sparse input); a dense matrix without pred_contrib always gives an ndarray.
+        return cast(np.ndarray, booster.predict(matrix, num_threads=2))
+    if onnx_bytes is None:
+        raise TypeError("_scores needs a booster or onnx_bytes")
     return score.predict(score.session(onnx_bytes, [score.CPU]), matrix, batch_rows)
 
 
@@ -445,8 +466,11 @@ def scoring_model(registry: Registry, as_of: date) -> ModelCard | None:
     when there is none (the lists are then ranked by the heuristic)."""
     card = registry.trained_before(MODEL, as_of)
     if card is not None and not computes_features_of(card):
-        log.warning("recommender %s needs other features than this code computes; retrain it "
-                    "(nightowl train --model recommender)", card.version)  # fmt: skip
+        log.warning(
+            "recommender %s needs other features than this code computes; retrain it "
+            "(nightowl train --model recommender)",
+            card.version,
+        )
         return None
     return card
 
@@ -496,18 +520,31 @@ def ranked_lists(
     scored = frame.with_columns(score=pl.Series(scores, dtype=pl.Float64))
     top = rec.top_lists(scored, k).join(titles, on="anchor", how="left", maintain_order="left")
     return top.select(
-        "user_id", "rank", "item_id", "title", "category", "score", "source", reason_text(),
+        "user_id",
+        "rank",
+        "item_id",
+        "title",
+        "category",
+        "score",
+        "source",
+        reason_text(),
         pl.lit(model_version).alias("model_version"),
-    )  # fmt: skip
+    )
 
 
 def _no_lists(version: str) -> pl.DataFrame:
     """An empty ``recommendations`` partition (nobody was active), with the table's columns."""
     schema = {
-        "user_id": pl.String, "rank": pl.Int32, "item_id": pl.String, "title": pl.String,
-        "category": pl.String, "score": pl.Float64, "source": pl.String, "reason": pl.String,
+        "user_id": pl.String,
+        "rank": pl.Int32,
+        "item_id": pl.String,
+        "title": pl.String,
+        "category": pl.String,
+        "score": pl.Float64,
+        "source": pl.String,
+        "reason": pl.String,
         "model_version": pl.String,
-    }  # fmt: skip
+    }
     return pl.DataFrame(schema=schema)
 
 
@@ -579,9 +616,12 @@ def bucketed_lists(
             if total > 1:
                 log.info(
                     "recommendations: bucket %s/%s, %s users, %s candidates, %.1f s",
-                    stats.buckets, total, f"{bucket.height:,}", f"{frame.height:,}",
+                    stats.buckets,
+                    total,
+                    f"{bucket.height:,}",
+                    f"{frame.height:,}",
                     time.perf_counter() - began,
-                )  # fmt: skip
+                )
     lists = pl.concat(parts).sort("user_id", "rank") if parts else _no_lists(version)
     return lists, stats
 
@@ -626,17 +666,23 @@ def recommendations_table(
         log.warning(
             "%s of %s users got fewer than %s recommendations: the sources found too few of "
             "the %s eligible items for them (only sold or viewed items are proposed%s)",
-            short, users.height, cfg.top_k, items.eligible.height,
+            short,
+            users.height,
+            cfg.top_k,
+            items.eligible.height,
             ", less what each user bought once" if cfg.exclude_bought else "",
-        )  # fmt: skip
+        )
     refs = list(inputs.refs)
     if card is not None:
         refs.append(InputRef(kind="model", name=f"models/{MODEL}/{version}", content_hash=version))
     manifest = wh.write_partition(
-        RECOMMENDATIONS.layer, RECOMMENDATIONS.name, {"as_of": as_of.isoformat()}, lists,
+        RECOMMENDATIONS.layer,
+        RECOMMENDATIONS.name,
+        {"as_of": as_of.isoformat()},
+        lists,
         inputs=refs,
         stats={"model_version": version, **notes},
-    )  # fmt: skip
+    )
     return table_report(manifest, started, model_version=version, notes=notes)
 
 

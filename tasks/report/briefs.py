@@ -273,12 +273,14 @@ def campaign_briefs(
             else None
         )
         categories = (
-            mine.group_by("category").agg(pl.col("users").sum()).sort(
-                ["users", "category"], descending=[True, False]
-            )["category"].drop_nulls().to_list()
+            mine.group_by("category")
+            .agg(pl.col("users").sum())
+            .sort(["users", "category"], descending=[True, False])["category"]
+            .drop_nulls()
+            .to_list()
             if mine is not None
             else []
-        )  # fmt: skip
+        )
         facts = BriefFacts(
             segment=seg["segment"],
             goal=seg["goal"] or SEGMENT_GOALS.get(seg["segment"], "engage"),
@@ -310,11 +312,19 @@ def campaign_briefs(
     return pl.DataFrame(
         rows,
         schema={
-            "segment": pl.String, "audience": pl.Int64, "goal": pl.String,
-            "top_item_ids": pl.List(pl.String), "top_items": pl.List(pl.String),
-            "top_categories": pl.List(pl.String), "customer_words": pl.List(pl.String),
-            "headline": pl.String, "message": pl.String, "send_weekday": pl.String,
-            "send_hour": pl.Int32, "send_time": pl.String, "writer": pl.String,
+            "segment": pl.String,
+            "audience": pl.Int64,
+            "goal": pl.String,
+            "top_item_ids": pl.List(pl.String),
+            "top_items": pl.List(pl.String),
+            "top_categories": pl.List(pl.String),
+            "customer_words": pl.List(pl.String),
+            "headline": pl.String,
+            "message": pl.String,
+            "send_weekday": pl.String,
+            "send_hour": pl.Int32,
+            "send_time": pl.String,
+            "writer": pl.String,
             "model_version": pl.String,
         },
-    )  # fmt: skip
+    )

@@ -15,9 +15,17 @@ from nightowl.tasks.recommend.lists import fixed_order_sum
 
 #: KPIs whose changes are relative (0.12 = 12 % more); the others' are differences.
 COUNTS = (
-    "active_users", "buyers", "orders", "revenue", "average_order_value", "returns",
-    "return_value", "new_buyers", "returning_buyers", "feedback",
-)  # fmt: skip
+    "active_users",
+    "buyers",
+    "orders",
+    "revenue",
+    "average_order_value",
+    "returns",
+    "return_value",
+    "new_buyers",
+    "returning_buyers",
+    "feedback",
+)
 #: KPIs that are rates or means: their changes are differences in their own unit.
 RATES = ("conversion", "mean_rating", "negative_feedback_share")
 KPIS = (*COUNTS, *RATES)
@@ -274,10 +282,20 @@ def segments(user_scores: pl.DataFrame, value: pl.LazyFrame) -> pl.DataFrame:
         .sort(["revenue", "users", "segment"], descending=[True, True, False])
     )
     return table.select(
-        "segment", "users", "user_share", "customers", "revenue", "revenue_share",
-        "revenue_per_user", "mean_churn_risk", "mean_propensity", "expected_buyers",
-        "high_risk_users", "goal", "model_version",
-    ).collect()  # fmt: skip
+        "segment",
+        "users",
+        "user_share",
+        "customers",
+        "revenue",
+        "revenue_share",
+        "revenue_per_user",
+        "mean_churn_risk",
+        "mean_propensity",
+        "expected_buyers",
+        "high_risk_users",
+        "goal",
+        "model_version",
+    ).collect()
 
 
 def at_risk_customers(
@@ -322,12 +340,28 @@ def at_risk_customers(
             pl.lit(None, pl.String).alias(c)
             for c in ("top_recommendation", "top_recommendation_title", "top_recommendation_reason")
         )
-    return ranked.select(
-        "rank", "user_id", "segment", "risk_tier", "churn_risk",
-        pl.col(p).alias("p_purchase"), "value", "value_at_risk", "orders", "last_purchase",
-        "days_since_purchase", "favourite_category", "top_recommendation",
-        "top_recommendation_title", "top_recommendation_reason", "model_version",
-    ).sort("rank").collect()  # fmt: skip
+    return (
+        ranked.select(
+            "rank",
+            "user_id",
+            "segment",
+            "risk_tier",
+            "churn_risk",
+            pl.col(p).alias("p_purchase"),
+            "value",
+            "value_at_risk",
+            "orders",
+            "last_purchase",
+            "days_since_purchase",
+            "favourite_category",
+            "top_recommendation",
+            "top_recommendation_title",
+            "top_recommendation_reason",
+            "model_version",
+        )
+        .sort("rank")
+        .collect()
+    )
 
 
 def product_health(
@@ -377,12 +411,11 @@ def product_health(
             pl.col("revenue_7d", f"revenue_{days}d").fill_null(0.0),
         )
         .with_columns(
-            _share(
-                pl.col("units_7d") - pl.col("_units_prior_7d"), pl.col("_units_prior_7d")
-            ).round(4)
+            _share(pl.col("units_7d") - pl.col("_units_prior_7d"), pl.col("_units_prior_7d"))
+            .round(4)
             .alias("units_7d_change")
         )
-    )  # fmt: skip
+    )
     if forecast is not None:
         ahead = (
             forecast.lazy()

@@ -113,9 +113,13 @@ def with_caveats(story: list[Finding], not_tonight: dict[str, str]) -> list[Find
 
 #: What product health's flags are computed from: sales, forecast, prices, feedback.
 HEALTH_RESTS_ON = (
-    "events", "demand_forecast", "price_position", "market_prices", "feedback_scores",
+    "events",
+    "demand_forecast",
+    "price_position",
+    "market_prices",
+    "feedback_scores",
     "product_sentiment",
-)  # fmt: skip
+)
 
 
 def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[Finding]:
@@ -126,53 +130,65 @@ def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[
     kpi = frames.get("kpi_daily")
     if kpi is not None and kpi.height:
         last = kpi.row(-1, named=True)
-        lines.append(Finding(
-            f"Revenue on {last['day']:%a %d %b} was {_money(last['revenue'])}: "
-            f"{_change(last['revenue_dod'])} on the day before, "
-            f"{_change(last['revenue_wow'])} on the same day last week.",
-            f"select day, revenue, revenue_dod, revenue_wow from kpi_daily_history where {at} "
-            "order by day desc limit 8",
-            ("events",),
-        ))  # fmt: skip
+        lines.append(
+            Finding(
+                f"Revenue on {last['day']:%a %d %b} was {_money(last['revenue'])}: "
+                f"{_change(last['revenue_dod'])} on the day before, "
+                f"{_change(last['revenue_wow'])} on the same day last week.",
+                f"select day, revenue, revenue_dod, revenue_wow from kpi_daily_history where {at} "
+                "order by day desc limit 8",
+                ("events",),
+            )
+        )
         conversion = (
             f"{last['conversion']:.1%} of {last['active_users']:,} active users bought"
             if last["conversion"] is not None
             else "nobody was active"
         )
-        lines.append(Finding(
-            f"{last['orders']:,} orders from {last['buyers']:,} buyers "
-            f"({last['new_buyers']:,} of them first-time); {conversion} "
-            f"({_change(last['conversion_wow'], relative=False)} week over week).",
-            "select orders, buyers, new_buyers, active_users, conversion, conversion_wow "
-            f"from kpi_daily_history where {at} order by day desc limit 1",
-            ("events",),
-        ))  # fmt: skip
+        lines.append(
+            Finding(
+                f"{last['orders']:,} orders from {last['buyers']:,} buyers "
+                f"({last['new_buyers']:,} of them first-time); {conversion} "
+                f"({_change(last['conversion_wow'], relative=False)} week over week).",
+                "select orders, buyers, new_buyers, active_users, conversion, conversion_wow "
+                f"from kpi_daily_history where {at} order by day desc limit 1",
+                ("events",),
+            )
+        )
         if kpi.height >= 14:
             week, before = kpi.tail(7), kpi.slice(kpi.height - 14, 7)
             parts = []
-            labels = {"revenue": "revenue", "orders": "orders", "active_users": "active users",
-                      "returns": "returns"}  # fmt: skip
+            labels = {
+                "revenue": "revenue",
+                "orders": "orders",
+                "active_users": "active users",
+                "returns": "returns",
+            }
             for name, label in labels.items():
                 # Series.sum() is typed to allow a Decimal; these KPI columns are ints or floats.
                 now, then = cast(float, week[name].sum()), cast(float, before[name].sum())
                 parts.append(f"{label} {_change((now - then) / then if then else None)}")
-            lines.append(Finding(
-                "The last 7 days against the 7 before: " + ", ".join(parts) + ".",
-                "select day > (select max(day) - 7 from kpi_daily_history where " + at + ") "
-                "last_7_days, sum(revenue), sum(orders), sum(active_users), sum(returns) from "
-                f"kpi_daily_history where {at} and day > (select max(day) - 14 from "
-                f"kpi_daily_history where {at}) group by 1",
-                ("events",),
-            ))  # fmt: skip
+            lines.append(
+                Finding(
+                    "The last 7 days against the 7 before: " + ", ".join(parts) + ".",
+                    "select day > (select max(day) - 7 from kpi_daily_history where " + at + ") "
+                    "last_7_days, sum(revenue), sum(orders), sum(active_users), sum(returns) from "
+                    f"kpi_daily_history where {at} and day > (select max(day) - 14 from "
+                    f"kpi_daily_history where {at}) group by 1",
+                    ("events",),
+                )
+            )
         if last["negative_feedback_share"] is not None and last["feedback"]:
-            lines.append(Finding(
-                f"{last['feedback']:,} feedback items; {last['negative_feedback_share']:.0%} "
-                f"negative ({_change(last['negative_feedback_share_wow'], relative=False)} "
-                "on the same day last week).",
-                "select feedback, negative_feedback_share, negative_feedback_share_wow from "
-                f"kpi_daily_history where {at} order by day desc limit 1",
-                ("feedback", "feedback_scores"),
-            ))  # fmt: skip
+            lines.append(
+                Finding(
+                    f"{last['feedback']:,} feedback items; {last['negative_feedback_share']:.0%} "
+                    f"negative ({_change(last['negative_feedback_share_wow'], relative=False)} "
+                    "on the same day last week).",
+                    "select feedback, negative_feedback_share, negative_feedback_share_wow from "
+                    f"kpi_daily_history where {at} order by day desc limit 1",
+                    ("feedback", "feedback_scores"),
+                )
+            )
     risk = frames.get("at_risk_customers")
     scores = inputs.predictions.get("user_scores")
     if scores is not None:
@@ -211,9 +227,10 @@ def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[
         table = f"product_health_history where {at}"
         query = ", ".join(
             f"select (select count(*) from {table} and health = '{h}') {h}"
-            if i == 0 else f"(select count(*) from {table} and health = '{h}') {h}"
+            if i == 0
+            else f"(select count(*) from {table} and health = '{h}') {h}"
             for i, h in enumerate(("act", "watch"))
-        )  # fmt: skip
+        )
         if act.height:
             first = act.row(0, named=True)
             sentence += f"; the biggest seller among them, {first['title'] or first['item_id']}: "
@@ -230,25 +247,30 @@ def what_changed(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> list[
             ahead, sold = health["forecast_units"].sum(), health["units_7d"].sum()
             # Series.max() is typed as any Python scalar; forecast_days is an Int32 column.
             days = cast("int | None", health["forecast_days"].max())
-            lines.append(Finding(
-                f"The next {days} days are forecast at {ahead:,.0f} "
-                f"units, against {sold:,.0f} sold in the last 7.",
-                "select sum(forecast_units), sum(units_7d) from product_health_history "
-                f"where {at}",
-                ("demand_forecast", "events"),
-            ))  # fmt: skip
+            lines.append(
+                Finding(
+                    f"The next {days} days are forecast at {ahead:,.0f} "
+                    f"units, against {sold:,.0f} sold in the last 7.",
+                    "select sum(forecast_units), sum(units_7d) from product_health_history "
+                    f"where {at}",
+                    ("demand_forecast", "events"),
+                )
+            )
     sentiment = category_sentiment(inputs.predictions.get("product_sentiment"))
     if sentiment is not None and sentiment.height:
         worst = sentiment.row(0, named=True)
         complaint = f", most often about “{worst['complaint']}”" if worst["complaint"] else ""
-        lines.append(Finding(
-            f"Most negative category over the last weeks: {worst['category']} "
-            f"({worst['negative_share']:.0%} of {worst['feedback']:,} items negative{complaint}).",
-            "select category, sum(feedback), sum(feedback * negative_share) / sum(feedback) "
-            f"from product_sentiment_history where {at} and level = 'category' group by 1 "
-            "order by 3 desc",
-            ("product_sentiment",),
-        ))  # fmt: skip
+        lines.append(
+            Finding(
+                f"Most negative category over the last weeks: {worst['category']} "
+                f"({worst['negative_share']:.0%} of {worst['feedback']:,} items negative"
+                f"{complaint}).",
+                "select category, sum(feedback), sum(feedback * negative_share) / sum(feedback) "
+                f"from product_sentiment_history where {at} and level = 'category' group by 1 "
+                "order by 3 desc",
+                ("product_sentiment",),
+            )
+        )
     return lines
 
 
@@ -271,13 +293,14 @@ def category_sentiment(product_sentiment: pl.DataFrame | None) -> pl.DataFrame |
             ((pl.col("negative_share") * pl.col("feedback")).sum() / pl.col("feedback").sum())
             .round(4)
             .alias("negative_share"),
-            pl.col("top_complaints").filter(pl.col("top_complaints").list.len() > 0)
+            pl.col("top_complaints")
+            .filter(pl.col("top_complaints").list.len() > 0)
             .last()
             .list.first()
             .alias("complaint"),
         )
         .sort(["negative_share", "category"], descending=[True, False])
-    )  # fmt: skip
+    )
 
 
 def _finish(plt: Any, fig: Any) -> str:
@@ -338,16 +361,23 @@ def charts(frames: dict[str, pl.DataFrame], inputs: ReportInputs) -> dict[str, s
 def _kpi_chart(kpi: pl.DataFrame) -> str:
     plt, fig = _figure(9, 4.6)
     panels = (
-        ("revenue", "Revenue", "{:,.0f}"), ("orders", "Orders", "{:,.0f}"),
-        ("active_users", "Active users", "{:,.0f}"), ("conversion", "Conversion", "{:.1%}"),
-    )  # fmt: skip
+        ("revenue", "Revenue", "{:,.0f}"),
+        ("orders", "Orders", "{:,.0f}"),
+        ("active_users", "Active users", "{:,.0f}"),
+        ("conversion", "Conversion", "{:.1%}"),
+    )
     days = kpi["day"].to_list()
     for i, (column, title, fmt) in enumerate(panels, 1):
         ax = fig.add_subplot(2, 2, i)
         values = kpi[column].to_list()
         ax.plot(days, values, color=MUTED, linewidth=1, label="daily")
-        ax.plot(days, kpi[column].rolling_mean(7).to_list(), color=ACCENT, linewidth=2,
-                label="7-day mean")  # fmt: skip
+        ax.plot(
+            days,
+            kpi[column].rolling_mean(7).to_list(),
+            color=ACCENT,
+            linewidth=2,
+            label="7-day mean",
+        )
         ax.set_title(f"{title}: {fmt.format(values[-1]) if values[-1] is not None else '-'}")
         ax.yaxis.set_major_formatter(
             plt.FuncFormatter(lambda v, _p, f=fmt: f.format(v) if v == v else "")
@@ -365,8 +395,11 @@ def _segment_chart(segments: pl.DataFrame) -> str:
     ax.barh(ordered["segment"].to_list(), ordered["users"].to_list(), color=ACCENT)
     ax.set_title("Users per segment")
     ax2 = fig.add_subplot(1, 2, 2)
-    ax2.barh(ordered["segment"].to_list(), ordered["revenue_share"].fill_null(0).to_list(),
-             color="#56B4E9")  # fmt: skip
+    ax2.barh(
+        ordered["segment"].to_list(),
+        ordered["revenue_share"].fill_null(0).to_list(),
+        color="#56B4E9",
+    )
     ax2.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _p: f"{v:.0%}"))
     ax2.set_title("Share of revenue (value window)")
     ax2.set_yticklabels([])
@@ -399,8 +432,9 @@ def _sentiment_chart(sentiment: pl.DataFrame) -> str:
     ordered = sentiment.sort("negative_share")
     ax = fig.add_subplot(1, 1, 1)
     ax.barh(ordered["category"].to_list(), ordered["negative_share"].to_list(), color="#CC79A7")
-    for y, (share, n) in enumerate(zip(ordered["negative_share"], ordered["feedback"],
-                                       strict=True)):  # fmt: skip
+    for y, (share, n) in enumerate(
+        zip(ordered["negative_share"], ordered["feedback"], strict=True)
+    ):
         ax.text(share, y, f" {share:.0%} of {n:,}", va="center", fontsize=8, color=INK)
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _p: f"{v:.0%}"))
     ax.set_title("Negative feedback by category")
@@ -445,13 +479,30 @@ def _forecast_chart(inputs: ReportInputs, forecast: pl.DataFrame) -> str:
     days = frame["day"].to_list()
     ax.plot(days, frame["actual"].to_list(), color=INK, linewidth=1.5, label="sold")
     if frame["forecast_then"].is_not_null().any():
-        ax.plot(days, frame["forecast_then"].to_list(), color=ACCENT, linestyle="--",
-                linewidth=1.2, label="forecast the night before")  # fmt: skip
+        ax.plot(
+            days,
+            frame["forecast_then"].to_list(),
+            color=ACCENT,
+            linestyle="--",
+            linewidth=1.2,
+            label="forecast the night before",
+        )
     ahead = frame.filter(pl.col("forecast").is_not_null())
-    ax.plot(ahead["day"].to_list(), ahead["forecast"].to_list(), color="#E69F00", linewidth=2,
-            label="forecast")  # fmt: skip
-    ax.fill_between(ahead["day"].to_list(), ahead["lower"].to_list(), ahead["upper"].to_list(),
-                    color="#E69F00", alpha=0.2, label="80 % intervals, summed")  # fmt: skip
+    ax.plot(
+        ahead["day"].to_list(),
+        ahead["forecast"].to_list(),
+        color="#E69F00",
+        linewidth=2,
+        label="forecast",
+    )
+    ax.fill_between(
+        ahead["day"].to_list(),
+        ahead["lower"].to_list(),
+        ahead["upper"].to_list(),
+        color="#E69F00",
+        alpha=0.2,
+        label="80 % intervals, summed",
+    )
     ax.set_title("Units per day: sold, and forecast")
     ax.tick_params(axis="x", labelrotation=30, labelsize=7)
     ax.legend(frameon=False, fontsize=7, ncols=2)
@@ -483,10 +534,20 @@ def csv_ready(frame: pl.DataFrame) -> pl.DataFrame:
 WORSE_WHEN_UP = frozenset({"returns", "return_value", "negative_feedback_share"})
 #: Columns holding fractions, shown as percentages.
 PERCENTS = frozenset(
-    {"user_share", "revenue_share", "mean_churn_risk", "mean_propensity", "churn_risk",
-     "p_purchase", "conversion", "negative_share", "negative_feedback_share", "units_7d_change",
-     "forecast_change"}
-)  # fmt: skip
+    {
+        "user_share",
+        "revenue_share",
+        "mean_churn_risk",
+        "mean_propensity",
+        "churn_risk",
+        "p_purchase",
+        "conversion",
+        "negative_share",
+        "negative_feedback_share",
+        "units_7d_change",
+        "forecast_change",
+    }
+)
 
 
 def _cell(value: Any, column: str) -> str:
@@ -550,49 +611,111 @@ def render(
     if kpi is not None and kpi.height:
         last = kpi.row(-1, named=True)
         for name, label, money in (
-            ("revenue", "Revenue", True), ("orders", "Orders", False),
-            ("buyers", "Buyers", False), ("conversion", "Conversion", False),
-            ("average_order_value", "Average order", True), ("returns", "Returns", False),
+            ("revenue", "Revenue", True),
+            ("orders", "Orders", False),
+            ("buyers", "Buyers", False),
+            ("conversion", "Conversion", False),
+            ("average_order_value", "Average order", True),
+            ("returns", "Returns", False),
             ("mean_rating", "Mean rating", False),
             ("negative_feedback_share", "Negative feedback", False),
-        ):  # fmt: skip
+        ):
             value = last[name]
             relative = name not in ("conversion", "mean_rating", "negative_feedback_share")
             shown = (
-                "-" if value is None
-                else f"{value:.1%}" if name in ("conversion", "negative_feedback_share")
-                else f"{value:.2f}" if name == "mean_rating"
-                else _money(value) if money else f"{value:,}"
-            )  # fmt: skip
+                "-"
+                if value is None
+                else f"{value:.1%}"
+                if name in ("conversion", "negative_feedback_share")
+                else f"{value:.2f}"
+                if name == "mean_rating"
+                else _money(value)
+                if money
+                else f"{value:,}"
+            )
             wow = last[f"{name}_wow"]
             tiles.append(
                 {
                     "label": label,
                     "value": shown,
-                    "wow": _change(wow, relative=relative) if name != "mean_rating"
+                    "wow": _change(wow, relative=relative)
+                    if name != "mean_rating"
                     else ("no comparison" if wow is None else f"{wow:+.2f}"),
                     # Green when it went the good way: more returns or complaints is red.
-                    "direction": "" if wow is None or abs(wow) < 1e-9
-                    else "good" if (wow > 0) != (name in WORSE_WHEN_UP) else "bad",
+                    "direction": ""
+                    if wow is None or abs(wow) < 1e-9
+                    else "good"
+                    if (wow > 0) != (name in WORSE_WHEN_UP)
+                    else "bad",
                     "column": name,
                 }
-            )  # fmt: skip
+            )
     columns = {
-        "segments": ["segment", "users", "user_share", "customers", "revenue", "revenue_share",
-                     "mean_churn_risk", "mean_propensity", "expected_buyers", "high_risk_users",
-                     "goal"],
-        "at_risk_customers": ["rank", "user_id", "segment", "risk_tier", "churn_risk", "value",
-                              "value_at_risk", "last_purchase", "favourite_category",
-                              "top_recommendation_title", "top_recommendation_reason"],
-        "product_health": ["item_id", "title", "category", "health", "flags", "units_7d",
-                           "units_7d_change", "forecast_units", "gap_pct", "feedback",
-                           "negative_share", "top_complaint"],
-        "campaign_briefs": ["segment", "audience", "goal", "headline", "message", "top_items",
-                            "customer_words", "send_time"],
-        "kpi_daily": ["day", "active_users", "buyers", "new_buyers", "orders", "revenue",
-                      "conversion", "average_order_value", "returns", "feedback", "mean_rating",
-                      "negative_feedback_share"],
-    }  # fmt: skip
+        "segments": [
+            "segment",
+            "users",
+            "user_share",
+            "customers",
+            "revenue",
+            "revenue_share",
+            "mean_churn_risk",
+            "mean_propensity",
+            "expected_buyers",
+            "high_risk_users",
+            "goal",
+        ],
+        "at_risk_customers": [
+            "rank",
+            "user_id",
+            "segment",
+            "risk_tier",
+            "churn_risk",
+            "value",
+            "value_at_risk",
+            "last_purchase",
+            "favourite_category",
+            "top_recommendation_title",
+            "top_recommendation_reason",
+        ],
+        "product_health": [
+            "item_id",
+            "title",
+            "category",
+            "health",
+            "flags",
+            "units_7d",
+            "units_7d_change",
+            "forecast_units",
+            "gap_pct",
+            "feedback",
+            "negative_share",
+            "top_complaint",
+        ],
+        "campaign_briefs": [
+            "segment",
+            "audience",
+            "goal",
+            "headline",
+            "message",
+            "top_items",
+            "customer_words",
+            "send_time",
+        ],
+        "kpi_daily": [
+            "day",
+            "active_users",
+            "buyers",
+            "new_buyers",
+            "orders",
+            "revenue",
+            "conversion",
+            "average_order_value",
+            "returns",
+            "feedback",
+            "mean_rating",
+            "negative_feedback_share",
+        ],
+    }
     health = frames.get("product_health")
     if health is not None:
         # Those needing a look first, biggest sellers first within each.

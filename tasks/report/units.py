@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 from pydantic import BaseModel, Field
@@ -49,9 +49,14 @@ log = logging.getLogger("nightowl")
 TABLES = tuple(t.name for t in REPORT_TABLES)
 #: Prediction tables the report reads, at the report's as_of.
 READ_TABLES = (
-    USER_SCORES, RECOMMENDATIONS, FEEDBACK_SCORES, PRODUCT_SENTIMENT, DEMAND_FORECAST,
-    CATEGORY_FORECAST, PRICE_POSITION,
-)  # fmt: skip
+    USER_SCORES,
+    RECOMMENDATIONS,
+    FEEDBACK_SCORES,
+    PRODUCT_SENTIMENT,
+    DEMAND_FORECAST,
+    CATEGORY_FORECAST,
+    PRICE_POSITION,
+)
 READS = tuple(t.name for t in READ_TABLES)
 
 
@@ -154,31 +159,45 @@ def report_frames(
         missing.append("product_health: there is no items snapshot")
     else:
         frames[PRODUCT_HEALTH.name] = kpis.product_health(
-            inputs.items, inputs.events, p.get(DEMAND_FORECAST.name), p.get(PRICE_POSITION.name),
-            feedback, kpis.item_complaints(p.get(PRODUCT_SENTIMENT.name)), as_of,
-            cfg.product_days, cfg.model_dump(),
-        )  # fmt: skip
+            inputs.items,
+            inputs.events,
+            p.get(DEMAND_FORECAST.name),
+            p.get(PRICE_POSITION.name),
+            feedback,
+            kpis.item_complaints(p.get(PRODUCT_SENTIMENT.name)),
+            as_of,
+            cfg.product_days,
+            cfg.model_dump(),
+        )
     recommendations = p.get(RECOMMENDATIONS.name)
     if scores is not None and recommendations is None:
         missing.append("campaign_briefs: no recommendations for this date")
-    elif scores is not None:
+    elif scores is not None and recommendations is not None:
         picked = briefs.segment_items(scores, recommendations, cfg.brief_items)
+        # Series.first() is typed as any Python scalar; model_version is a String column.
+        model_version = cast("str | None", recommendations["model_version"].first())
         frames[CAMPAIGN_BRIEFS.name] = briefs.campaign_briefs(
-            frames[SEGMENTS.name], picked,
+            frames[SEGMENTS.name],
+            picked,
             briefs.segment_words(picked, feedback, cfg.brief_words),
             briefs.send_times(inputs.events, scores, as_of, cfg.send_time_days, timezone),
-            writer, timezone, recommendations["model_version"].first(),
-        )  # fmt: skip
+            writer,
+            timezone,
+            model_version,
+        )
     return frames, missing
 
 
 #: The step whose run refreshes each prediction table the report reads.
 WRITTEN_BY = {
-    USER_SCORES.name: "score-users", RECOMMENDATIONS.name: "recommend",
-    FEEDBACK_SCORES.name: "feedback-scores", PRODUCT_SENTIMENT.name: "product-sentiment",
-    DEMAND_FORECAST.name: "forecast", CATEGORY_FORECAST.name: "forecast",
+    USER_SCORES.name: "score-users",
+    RECOMMENDATIONS.name: "recommend",
+    FEEDBACK_SCORES.name: "feedback-scores",
+    PRODUCT_SENTIMENT.name: "product-sentiment",
+    DEMAND_FORECAST.name: "forecast",
+    CATEGORY_FORECAST.name: "forecast",
     PRICE_POSITION.name: "price-position",
-}  # fmt: skip
+}
 
 
 def not_refreshed(wh: Warehouse, run_date: date, problems: dict[str, str]) -> dict[str, str]:
@@ -222,18 +241,25 @@ def build_report(
     writer = briefs.brief_writer(cfg.brief_writer)
     frames, missing = report_frames(inputs, cfg, timezone, writer)
     report = ReportReport(
-        run_date=run_date.isoformat(), as_of=as_of.isoformat(), missing=missing,
-        problems=problems or {}, not_tonight=not_refreshed(wh, run_date, problems or {}),
-    )  # fmt: skip
+        run_date=run_date.isoformat(),
+        as_of=as_of.isoformat(),
+        missing=missing,
+        problems=problems or {},
+        not_tonight=not_refreshed(wh, run_date, problems or {}),
+    )
     for table in REPORT_TABLES:
         partition = {"as_of": as_of.isoformat()}
         if table.name not in frames:
             wh.drop_partition(table.layer, table.name, partition)  # a stale one would mislead
             continue
         manifest = wh.write_partition(
-            table.layer, table.name, partition, frames[table.name], inputs=inputs.refs,
+            table.layer,
+            table.name,
+            partition,
+            frames[table.name],
+            inputs=inputs.refs,
             stats={"writer": writer.name} if table is CAMPAIGN_BRIEFS else None,
-        )  # fmt: skip
+        )
         report.tables[table.name] = {"rows": manifest.rows, "content_hash": manifest.content_hash}
     story = page.with_caveats(page.what_changed(frames, inputs), report.not_tonight)
     banner = page.Banner(report.problems, report.not_tonight, WRITTEN_BY)
