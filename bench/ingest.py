@@ -167,7 +167,7 @@ def generate(rows: int, days: int) -> dict[str, Path]:
 
 def run_nightowl(path: Path, work: Path, raw_compression: str) -> dict:
     """nightowl: ingest_source then clean_source of the file, in a fresh data root."""
-    from nightowl.schemas.config import SourceConfig
+    from nightowl.schemas.sources import SourceConfig
     from nightowl.tasks.ingest.units import clean_source, ingest_source
     from nightowl.warehouse.store import Warehouse
 

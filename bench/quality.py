@@ -40,8 +40,8 @@ U_GRID = np.linspace(-4.0, 4.0, 41)  # views per visit
 def demo_warehouse(users: int, days: int, seed: int):
     """A warehouse of demo data ingested and cleaned as of END, built once per size and seed."""
     from nightowl.demo.generate import generate_landing
-    from nightowl.schemas.config import SourceConfig
     from nightowl.schemas.landing import SOURCES
+    from nightowl.schemas.sources import SourceConfig
     from nightowl.tasks.ingest import units
     from nightowl.warehouse.store import Warehouse
 

@@ -52,10 +52,9 @@ from nightowl.schemas.config import (
     RawCompression,
     RecommendSettings,
     ReportSettings,
-    SourceConfig,
-    known_zone,
 )
 from nightowl.schemas.landing import SOURCES
+from nightowl.schemas.sources import SourceConfig, known_zone
 
 CONFIG_NAME = "nightowl.toml"
 ENV_PREFIX = "NIGHTOWL_"

@@ -1,7 +1,7 @@
 """Prefect tasks: thin wrappers around the units, with cache keys built from their inputs.
 
 A step's cache key is its name + partition + code version + settings + the fingerprints of its
-inputs (DESIGN §6), so a retried or repeated run reuses every step whose inputs did not change.
+inputs, so a retried or repeated run reuses every step whose inputs did not change.
 A cached result whose outputs have since been deleted is dropped before Prefect looks it up, so
 the step recomputes instead of returning a manifest that points at nothing.
 """
@@ -40,8 +40,8 @@ from nightowl.schemas.config import (
     RawCompression,
     RecommendSettings,
     ReportSettings,
-    SourceConfig,
 )
+from nightowl.schemas.sources import SourceConfig
 from nightowl.tasks.behaviour import units as propensity
 from nightowl.tasks.common.deadline import time_limit
 from nightowl.tasks.common.reads import catalogue_before

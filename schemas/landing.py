@@ -1,6 +1,6 @@
 """Landing contracts: the columns each source may carry, their types and the rules a row must meet.
 
-These are the contracts of DESIGN §4. Ingest validates every landing row against them; a row that
+Ingest validates every landing row against them; a row that
 breaks one goes to quarantine with the rule's message.
 """
 

@@ -32,7 +32,7 @@ import numpy as np
 import polars as pl
 
 from nightowl.errors import NightowlError
-from nightowl.schemas.config import SourceConfig
+from nightowl.schemas.sources import SourceConfig
 
 EXTENSIONS = {
     ".csv": "csv",

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from nightowl.errors import NightowlError
-from nightowl.schemas.config import SourceConfig
 from nightowl.schemas.landing import EXPECTED, Column, SourceContract
+from nightowl.schemas.sources import SourceConfig
 from nightowl.warehouse.landing import READER_COLUMNS, truncation_reasons
 
 ROW = "_row"

@@ -30,9 +30,9 @@ from nightowl.schemas.config import (
     FeedbackSettings,
     MarketSettings,
     RawCompression,
-    SourceConfig,
 )
 from nightowl.schemas.landing import CONTRACTS
+from nightowl.schemas.sources import SourceConfig
 from nightowl.tasks.common.deadline import check_time
 from nightowl.tasks.ingest import checks, clean
 from nightowl.tasks.ingest import contract as ingest

@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from nightowl.schemas.config import CHECK_NAMES, CheckSettings, SourceConfig
+from nightowl.schemas.config import CHECK_NAMES, CheckSettings
 from nightowl.schemas.landing import SOURCES
+from nightowl.schemas.sources import SourceConfig
 
 
 def _refused(**cfg) -> str:

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nightowl.schemas.config import SourceConfig
 from nightowl.schemas.landing import CONTRACTS
+from nightowl.schemas.sources import SourceConfig
 from nightowl.tasks.ingest import contract as ingest
 from nightowl.warehouse.landing import (
     OUTSIDE_LINK,

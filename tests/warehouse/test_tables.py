@@ -10,8 +10,9 @@ import pytest
 
 import nightowl.tasks.behaviour.units as behaviour  # declares the columns of features/user
 from nightowl.errors import NightowlError
-from nightowl.schemas.config import FeedbackSettings, SourceConfig
+from nightowl.schemas.config import FeedbackSettings
 from nightowl.schemas.landing import CONTRACTS, SOURCES
+from nightowl.schemas.sources import SourceConfig
 from nightowl.tasks.ingest import clean
 from nightowl.tasks.ingest import contract as ingest
 from nightowl.tasks.ingest.units import _verdicts

@@ -11,8 +11,9 @@ import pytest
 
 from nightowl.demo.generate import generate_landing
 from nightowl.errors import NotEnoughHistory
-from nightowl.schemas.config import ModelSettings, SourceConfig
+from nightowl.schemas.config import ModelSettings
 from nightowl.schemas.landing import SOURCES
+from nightowl.schemas.sources import SourceConfig
 from nightowl.tasks.behaviour.train import feature_matrix
 from nightowl.tasks.behaviour.units import (
     MODEL,

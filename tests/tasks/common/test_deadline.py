@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 
 from nightowl.flows.steps import retry_on_io_error
-from nightowl.schemas.config import SourceConfig
+from nightowl.schemas.sources import SourceConfig
 from nightowl.tasks.common.deadline import StepTimeout, check_time, time_limit
 from nightowl.tasks.ingest.units import ingest_source
 from nightowl.warehouse.ledger import Ledger

@@ -13,8 +13,9 @@ from sklearn.metrics import roc_auc_score
 
 from nightowl.demo.generate import generate_landing
 from nightowl.errors import NotEnoughHistory
-from nightowl.schemas.config import FeedbackSettings, SourceConfig
+from nightowl.schemas.config import FeedbackSettings
 from nightowl.schemas.landing import SOURCES
+from nightowl.schemas.sources import SourceConfig
 from nightowl.tasks.behaviour.units import ParityFailed
 from nightowl.tasks.feedback import sentiment
 from nightowl.tasks.feedback import units as feedback

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nightowl.schemas.config import SourceConfig
 from nightowl.schemas.landing import SOURCES
+from nightowl.schemas.sources import SourceConfig
 from nightowl.tasks.ingest.units import IngestFailed, ingest_source
 from nightowl.warehouse.ledger import Ledger
 from nightowl.warehouse.manifest import file_sha256

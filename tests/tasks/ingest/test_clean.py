@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nightowl.schemas.config import DEFAULT_EVENT_TYPE_MAP
 from nightowl.schemas.landing import CONTRACTS
+from nightowl.schemas.sources import DEFAULT_EVENT_TYPE_MAP
 from nightowl.tasks.ingest.clean import (
     REASON,
     SPECS,

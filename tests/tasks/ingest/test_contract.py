@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nightowl.schemas.config import SourceConfig
 from nightowl.schemas.landing import CONTRACTS, EVENTS, FEEDBACK
+from nightowl.schemas.sources import SourceConfig
 from nightowl.tasks.ingest.contract import (
     BAD,
     MappingError,

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nightowl.schemas.config import SourceConfig
+from nightowl.schemas.sources import SourceConfig
 from nightowl.tasks.ingest.units import (
     ACCOUNTING_COLUMNS,
     IngestFailed,

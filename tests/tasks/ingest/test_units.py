@@ -10,7 +10,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from nightowl.schemas.config import SourceConfig
+from nightowl.schemas.sources import SourceConfig
 from nightowl.tasks.ingest.units import (
     IngestFailed,
     _recorded_counts,
