@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 _PREFECT_HOME = tempfile.mkdtemp(prefix="nightowl-prefect-")
@@ -29,3 +30,36 @@ def data_root(tmp_path: Path) -> Path:
     for source in ("events", "items", "feedback", "market_prices", "market_indicators"):
         (root / "landing" / source).mkdir(parents=True)
     return root
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """A real Prefect server (temporary database, the test session's PREFECT_HOME) shared by the
+    whole test session (under xdist: by one worker), started the first time a test asks for it;
+    its API URL. Tests on it share its database: what they read back they filter by their own
+    flow runs. Tests that need a server to themselves (one behind a password, one a `nightowl`
+    command starts, one whose every record a test reads) start their own."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    _release_prefect_events()
+    with prefect_test_harness(server_startup_timeout=180):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture
+def prefect_api(prefect_server: str) -> str:
+    """The session's Prefect server, for one test: its API URL."""
+    _release_prefect_events()
+    return prefect_server
+
+
+def _release_prefect_events() -> None:
+    """Send what Prefect's events worker holds and stop it, so that the next one is started for
+    the server in use now. Task runs reach the server as events, and the worker (one per
+    process, whatever the API URL) keeps the server it started with: after a test that ran a
+    flow against a server of its own, task runs would go there. A worker whose server has gone
+    never drains: it is given up on after a while (it is out of use at once)."""
+    from prefect.events.worker import EventsWorker
+
+    EventsWorker.drain_all(timeout=30)

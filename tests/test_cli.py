@@ -7,12 +7,12 @@ from datetime import date
 
 import polars as pl
 import pytest
-from nightowl.schemas.config import SourceConfig
-from nightowl.tasks.ingest.units import clean_source, ingest_source
-from nightowl.warehouse.store import Warehouse
 from typer.testing import CliRunner
 
 from nightowl.cli import app
+from nightowl.schemas.sources import SourceConfig
+from nightowl.tasks.ingest.units import clean_source, ingest_source
+from nightowl.warehouse.store import Warehouse
 
 runner = CliRunner()
 COMMANDS = [
@@ -142,7 +142,7 @@ def test_models_with_an_empty_registry_says_what_to_do(tmp_path):
 
 @pytest.mark.e2e
 def test_run_keeps_prefect_state_and_results_under_the_data_root(tmp_path):
-    """With no Prefect settings in the environment, nothing lands in ~/.prefect (DESIGN §6)."""
+    """With no Prefect settings in the environment, nothing lands in ~/.prefect."""
     import os
     import subprocess
     import sys

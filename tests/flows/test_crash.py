@@ -27,11 +27,11 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+
+from nightowl.demo.generate import generate_landing
 from nightowl.warehouse.crash import ENV, POINTS
 from nightowl.warehouse.query import run_query
 from nightowl.warehouse.store import Warehouse
-
-from nightowl.demo.generate import generate_landing
 from tests.integrity import (
     contact_details_found,
     prefect_records,
@@ -166,10 +166,18 @@ def forks():
     temporary Prefect API): a run starts in a moment instead of importing them all again.
 
     Prefect is not among them: each run imports it after pointing it at its data root, as the
-    command line does."""
+    command line does.
+
+    The server is this module's own, not the session's shared one: the runs here are killed
+    mid-write, and the last test reads back every record the server holds."""
+    from prefect.events.worker import EventsWorker
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
+    # Task runs reach the server as events, through one worker per process that keeps the server
+    # it started with: if the session's server is up in this process, its worker must go first,
+    # or the flow run in this process (last_night) would record its task runs there.
+    EventsWorker.drain_all()
     with prefect_test_harness(server_startup_timeout=180):
         os.environ["PREFECT_API_URL"] = PREFECT_API_URL.value()  # the fork server inherits it
         try:

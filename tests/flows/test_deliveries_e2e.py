@@ -7,12 +7,12 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from nightowl.warehouse.query import run_query
-from nightowl.warehouse.store import Warehouse
 from typer.testing import CliRunner
 
 from nightowl.cli import app
 from nightowl.demo.generate import generate_landing
+from nightowl.warehouse.query import run_query
+from nightowl.warehouse.store import Warehouse
 
 pytestmark = pytest.mark.e2e
 END = date(2026, 3, 20)

@@ -9,16 +9,16 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
+from nightowl.cli import app
 from nightowl.schemas.landing import SOURCES
 from nightowl.warehouse.manifest import file_sha256
 from nightowl.warehouse.query import run_query
 from nightowl.warehouse.registry import Registry
 from nightowl.warehouse.store import Warehouse
-from typer.testing import CliRunner
-
-from nightowl.cli import app
-from nightowl.demo.generate import generate_landing
 from tests.integrity import prefect_records
+from tests.landings import landing
 from tests.webhook import webhook
 
 pytestmark = pytest.mark.e2e
@@ -52,16 +52,74 @@ def _task_states(flow_run_id, expected: int = 30) -> dict[str, str]:
             time.sleep(0.2)
 
 
-def _artifacts(key: str) -> list:
+def _own_runs(root: Path) -> list:
+    """The ids of the flow runs for the data root ``root``: the test's own, on the Prefect server
+    the test session shares."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
+
+    def ours(run) -> bool:
+        given = (run.parameters or {}).get("data_root")
+        return given is not None and Path(given).resolve() == Path(root).resolve()
 
     with get_client(sync_client=True) as client:
-        return client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+        runs = _every(client.read_flow_runs)
+    ids = [run.id for run in runs if ours(run)]
+    assert ids, f"no flow run for {root}"
+    return ids
+
+
+def _artifacts(key: str, root: Path) -> list:
+    """The artifacts under ``key`` of the test's own flow runs (for ``root``), newest first."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        ArtifactFilterKey,
+    )
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    runs = ArtifactFilterFlowRunId(any_=_own_runs(root))
+    with get_client(sync_client=True) as client:
+        return _every(
+            client.read_artifacts,
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]), flow_run_id=runs),
             sort=ArtifactSort.CREATED_DESC,
         )
+
+
+def _own_records(root: Path) -> str:
+    """Every log line, artifact, flow and task run the API holds of the test's own flow runs (for
+    ``root``), as text."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    ids = _own_runs(root)
+    runs = FlowRunFilter(id=FlowRunFilterId(any_=ids))
+    artifacts = ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids))
+    logs = LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids))
+    with get_client(sync_client=True) as client:
+        held = [
+            *_every(client.read_flow_runs, flow_run_filter=runs),
+            *_every(client.read_task_runs, flow_run_filter=runs),
+            *_every(client.read_artifacts, artifact_filter=artifacts),
+            *_every(client.read_logs, log_filter=logs),
+        ]
+    return "\n".join(item.model_dump_json() for item in held)
+
+
+def _every(read, page: int = 200, **filters) -> list:
+    """All that a paged ``client.read_*`` returns, page after page."""
+    items: list = []
+    while batch := read(**filters, limit=page, offset=len(items)):
+        items += batch
+    return items
 
 
 def _hashes(wh: Warehouse) -> dict[str, str]:
@@ -77,7 +135,7 @@ def test_generate_run_two_dates_query_and_rerun(prefect_api, tmp_path: Path):
     from nightowl.flows.nightly import nightly
 
     root = tmp_path / "data"
-    generate_landing(root / "landing", users=400, items=60, days=8, seed=3, end_date=END)
+    landing(root / "landing", users=400, items=60, days=8, seed=3, end_date=END)
     wh = Warehouse(root)
 
     first = nightly(run_date=date(2026, 11, 19), data_root=str(root), return_state=True)
@@ -117,11 +175,12 @@ def test_generate_run_two_dates_query_and_rerun(prefect_api, tmp_path: Path):
     rejected = run_query(wh, "select count(*) from quarantine where stage = 'ingest'").item()
     assert rejected == ledger[3]
 
-    history = _artifacts("nightly-steps")
+    history = _artifacts("nightly-steps", root)
     assert len(history) >= 2  # one per run, under one key: the UI shows the history
     latest = max(history, key=lambda a: a.created)
     assert "ingest-events" in str(latest.data) and "clean-events" in str(latest.data)
-    assert "nightly run for 2026-11-20" in _artifacts("nightly-summary")[0].description
+    summary = _artifacts("nightly-summary", root)[0]
+    assert "nightly run for 2026-11-20" in summary.description
 
     before = _hashes(wh)
     again = nightly(run_date=date(2026, 11, 20), data_root=str(root), return_state=True)
@@ -138,7 +197,7 @@ def test_a_cached_step_whose_output_was_deleted_recomputes(prefect_api, tmp_path
     from nightowl.flows.nightly import nightly
 
     root = tmp_path / "data"
-    generate_landing(root / "landing", users=200, items=30, days=3, seed=5, end_date=END)
+    landing(root / "landing", users=200, items=30, days=3, seed=5, end_date=END)
     wh = Warehouse(root)
     assert nightly(run_date=END, data_root=str(root), return_state=True).is_completed()
     before = _hashes(wh)
@@ -175,7 +234,7 @@ def test_force_steps_recompute_the_named_steps_and_their_downstream(prefect_api,
     from nightowl.flows.nightly import nightly
 
     root = tmp_path / "data"
-    generate_landing(root / "landing", users=100, items=20, days=2, seed=9, end_date=END)
+    landing(root / "landing", users=100, items=20, days=2, seed=9, end_date=END)
     assert nightly(run_date=END, data_root=str(root), return_state=True).is_completed()
     state = nightly(
         run_date=END, data_root=str(root), force_steps=["ingest-events"], return_state=True
@@ -192,7 +251,7 @@ def test_force_steps_recompute_the_named_steps_and_their_downstream(prefect_api,
 
 def test_backfill_runs_each_date_once_and_resumes(prefect_api, tmp_path):
     root = tmp_path / "data"
-    generate_landing(root / "landing", users=100, items=20, days=4, seed=2, end_date=END)
+    landing(root / "landing", users=100, items=20, days=4, seed=2, end_date=END)
     args = ["backfill", "--start", "2026-11-18", "--end", "2026-11-20", "--data-root", str(root)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -217,7 +276,7 @@ def test_backfill_runs_each_date_once_and_resumes(prefect_api, tmp_path):
 def test_a_backfill_side_by_side_gives_the_same_tables(prefect_api, tmp_path):
     roots = [tmp_path / "one", tmp_path / "two"]
     for root in roots:
-        generate_landing(root / "landing", users=150, items=24, days=5, seed=8, end_date=END)
+        landing(root / "landing", users=150, items=24, days=5, seed=8, end_date=END)
     for root, k in zip(roots, ("1", "2"), strict=True):
         args = ["backfill", "--start", "2026-11-17", "--end", "2026-11-20", "--concurrency", k]
         result = CliRunner().invoke(app, [*args, "--data-root", str(root)])
@@ -232,7 +291,7 @@ def test_a_failing_check_blocks_the_run_and_says_which_check_table_and_numbers(
     prefect_api, tmp_path, monkeypatch
 ):
     root = tmp_path / "data"
-    generate_landing(root / "landing", users=100, items=20, days=2, seed=4, end_date=END)
+    landing(root / "landing", users=100, items=20, days=2, seed=4, end_date=END)
     bad_rows = "".join(f"u{i},not a time,view\n" for i in range(400))
     (root / "landing/events/2026-11-20-retry.csv").write_text(
         "user_id,event_time,event_type\n" + bad_rows
@@ -242,7 +301,7 @@ def test_a_failing_check_blocks_the_run_and_says_which_check_table_and_numbers(
     assert result.exit_code == 1
     assert "check quarantine_share failed: events:" in result.output
     assert "over the limit of 5.0%" in result.output
-    rows = _artifacts("checks-events")[0].data
+    rows = _artifacts("checks-events", root)[0].data
     assert '"quarantine_share"' in str(rows) and '"fail"' in str(rows)
 
     monkeypatch.setenv("NIGHTOWL_CHECKS__WARN_ONLY", '["quarantine_share"]')
@@ -269,7 +328,7 @@ def test_secrets_from_config_or_environment_reach_no_log_artifact_or_file(
 ):
     secrets = ["T0-from-config-5e3c", "T0-from-environment-77ab"]
     root = tmp_path / "data"
-    generate_landing(root / "landing", users=60, items=16, days=2, seed=3, end_date=END)
+    landing(root / "landing", users=60, items=16, days=2, seed=3, end_date=END)
     (root / "landing/events/2026-11-20-broken.csv").write_text("user_id\nu1\n")
     config = tmp_path / "nightowl.toml"
     args = ["run", "--date", END.isoformat(), "--data-root", str(root), "--config", str(config)]
@@ -283,8 +342,8 @@ def test_secrets_from_config_or_environment_reach_no_log_artifact_or_file(
     assert [r.exit_code for r in outputs] == [1, 1]
     said = "\n".join(r.output for r in outputs) + caplog.text
     assert said.count("the failure alert to http://127.0.0.1") >= 2  # both were tried
-    held = prefect_records()
-    assert "ingest-events" in held
+    held = prefect_records()  # all the shared server holds: other tests' records hold no secret
+    assert "ingest-events" in _own_records(root)  # and this test's runs are among them
     for secret in secrets:
         assert secret not in said
         assert secret not in held
@@ -299,7 +358,7 @@ def test_a_dask_cluster_produces_the_same_tables_as_threads(prefect_api, tmp_pat
 
     roots = [tmp_path / "threads", tmp_path / "dask"]
     for root in roots:
-        generate_landing(root / "landing", users=200, items=24, days=3, seed=6, end_date=END)
+        landing(root / "landing", users=200, items=24, days=3, seed=6, end_date=END)
     assert nightly(run_date=END, data_root=str(roots[0]), return_state=True).is_completed()
 
     on_dask = load_settings(None, runner={"kind": "dask", "dask_workers": 2})
@@ -313,7 +372,7 @@ def test_the_nightly_flow_trains_a_champion_scores_users_and_the_cli_shows_it(
     prefect_api, tmp_path
 ):
     root = tmp_path / "data"
-    generate_landing(root / "landing", users=600, items=60, days=92, seed=4, end_date=END)
+    landing(root / "landing", users=600, items=60, days=92, seed=4, end_date=END)
     runner, dr = CliRunner(), ["--data-root", str(root)]
     first_night = END - timedelta(days=1)
     result = runner.invoke(app, ["run", "--date", first_night.isoformat(), *dr])
@@ -356,7 +415,8 @@ def test_the_nightly_flow_trains_a_champion_scores_users_and_the_cli_shows_it(
     assert lexicon[0] > 0 and lexicon[1] == 1 and lexicon[2].startswith("vader-")
     queue = run_query(wh, "select count(*), count(suggested_answer) from support_queue").row(0)
     assert queue[0] > 0 and queue[1] > 0
-    assert "urgency" in str(_artifacts("support-queue")[0].data)  # the UI shows the top tickets
+    queue_shown = _artifacts("support-queue", root)[0]  # the UI shows the top tickets
+    assert "urgency" in str(queue_shown.data)
     assert run_query(wh, "select count(*) from product_sentiment").item() > 0
 
     # And every active user's recommendations, ranked by a ranker trained the first night.
@@ -367,7 +427,7 @@ def test_the_nightly_flow_trains_a_champion_scores_users_and_the_cli_shows_it(
         "from recommendations"
     ).row(0)  # fmt: skip
     assert lists[1] == 10 * lists[0] > 0 and lists[2] == ranker.version and lists[3] == 10
-    mix = _artifacts("recommendations")[0]  # the UI shows which sources the lists came from
+    mix = _artifacts("recommendations", root)[0]  # the UI shows which sources the lists came from
     assert ranker.version in mix.description and "mean_rank" in str(mix.data)
 
     # And the report: its tables, its page (linked from the run in the UI) and what it says.
@@ -404,7 +464,7 @@ def test_the_nightly_flow_trains_a_champion_scores_users_and_the_cli_shows_it(
 
 def test_train_without_enough_history_says_how_much_it_needs(prefect_api, tmp_path):
     root = tmp_path / "data"
-    generate_landing(root / "landing", users=100, items=20, days=5, seed=2, end_date=END)
+    landing(root / "landing", users=100, items=20, days=5, seed=2, end_date=END)
     runner, dr = CliRunner(), ["--data-root", str(root)]
     assert runner.invoke(app, ["run", "--date", END.isoformat(), *dr]).exit_code == 0
     result = runner.invoke(app, ["train", "--date", END.isoformat(), *dr])
@@ -415,7 +475,7 @@ def test_train_without_enough_history_says_how_much_it_needs(prefect_api, tmp_pa
 
 def test_a_night_without_events_warns_and_succeeds(prefect_api, tmp_path):
     root = tmp_path / "data"
-    generate_landing(root / "landing", users=50, items=20, days=2, seed=2, end_date=END)
+    landing(root / "landing", users=50, items=20, days=2, seed=2, end_date=END)
     for path in (root / "landing" / "events").iterdir():
         path.unlink()
     config = tmp_path / "nightowl.toml"
@@ -458,11 +518,11 @@ def _assert_the_report(wh: Warehouse, runner: CliRunner, dr: list[str], tmp_path
     )
     assert top["top_recommendation"].to_list() == first["item_id"].to_list()
 
-    link = _artifacts("nightly-report")[0]
+    link = _artifacts("nightly-report", wh.data_root)[0]
     page = wh.data_root / "reports" / END.isoformat() / "index.html"
     assert f"({page.as_uri()})" in link.data and page.exists()
-    assert "What changed on" in str(_artifacts("report-summary")[0].data)
-    assert "report" in str(_artifacts("nightly-summary")[0].data)
+    assert "What changed on" in str(_artifacts("report-summary", wh.data_root)[0].data)
+    assert "report" in str(_artifacts("nightly-summary", wh.data_root)[0].data)
     seen = visit(page, tmp_path / "report.png", sort=("table-at_risk_customers", 6))
     assert seen.errors == [] and [m for m in seen.console if m[0] == "error"] == []
     assert all(url.startswith(("file:", "data:")) for url in seen.requests), seen.requests
@@ -504,7 +564,7 @@ def test_a_failed_market_ingest_skips_by_name_and_the_morning_page_says_so(
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     root = tmp_path / "data"
-    generate_landing(root / "landing", users=200, items=30, days=12, seed=9, end_date=END)
+    landing(root / "landing", users=200, items=30, days=12, seed=9, end_date=END)
     tonight = root / "landing/market_prices/2026-11-20.parquet"
     aside = tonight.read_bytes()
     tonight.write_bytes(b"not parquet")
@@ -530,8 +590,9 @@ def test_a_failed_market_ingest_skips_by_name_and_the_morning_page_says_so(
     assert "ingest-market_prices: IngestFailed" in said and "2026-11-20.parquet" in said
     assert "not run because of them: clean-market_prices, " in said
     assert f"The morning page says what is stale: {root}/reports/2026-11-20/index.html" in said
+    own = FlowRunFilter(id=FlowRunFilterId(any_=_own_runs(root)))  # the latest of this test's
     with get_client(sync_client=True) as client:
-        [run] = client.read_flow_runs(limit=1, sort="START_TIME_DESC")
+        [run] = client.read_flow_runs(flow_run_filter=own, limit=1, sort="START_TIME_DESC")
         runs = client.read_task_runs(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id]))
         )

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from nightowl.schemas.landing import SOURCES
 
 from nightowl.demo.generate import generate_landing
+from nightowl.schemas.landing import SOURCES
 
 pytestmark = pytest.mark.e2e
 END = date(2026, 11, 20)

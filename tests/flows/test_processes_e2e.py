@@ -21,10 +21,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from nightowl.warehouse.store import Warehouse
 
 from nightowl.cli import main
 from nightowl.demo.generate import generate_landing
+from nightowl.warehouse.store import Warehouse
 
 END = date(2026, 11, 20)
 REPO = Path(__file__).resolve().parents[2]

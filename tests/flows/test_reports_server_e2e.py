@@ -17,10 +17,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from nightowl.warehouse.manifest import file_sha256
 
-from nightowl.demo.generate import generate_landing
+from nightowl.warehouse.manifest import file_sha256
 from tests.flows.test_operations_e2e import NIGHTOWL, running_server
+from tests.landings import landing
 
 pytestmark = pytest.mark.e2e
 END = date(2026, 11, 20)
@@ -31,7 +31,7 @@ def served(tmp_path_factory):
     """`nightowl server` on a free loopback port, after one nightly run for END reported to it."""
     base = tmp_path_factory.mktemp("reports")
     root = base / "data"
-    generate_landing(root / "landing", users=100, items=20, days=2, seed=9, end_date=END)
+    landing(root / "landing", users=100, items=20, days=2, seed=9, end_date=END)
     env = os.environ | {"PREFECT_HOME": str(base / "prefect-home")}
     env.pop("PREFECT_LOCAL_STORAGE_PATH", None)
     with running_server(base, root, env) as url:
@@ -145,17 +145,19 @@ def test_report_artifacts_run_twice_in_one_flow_run_leave_the_newer_one_per_key(
     """What a Retry does: the report-artifacts step runs again in the same flow run. The run
     then shows one nightly-report and one report-summary, the second attempt's, linked over
     HTTP; and a page this server does not serve (another data root) is linked as a file."""
-    from nightowl.flows.steps import report_artifacts_step, report_link
-    from nightowl.tasks.report.units import ReportReport
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.events.worker import EventsWorker
     from prefect.runtime import flow_run
     from prefect.settings import (
         PREFECT_API_URL,
         PREFECT_LOGGING_TO_API_ENABLED,
         temporary_settings,
     )
+
+    from nightowl.flows.steps import report_artifacts_step, report_link
+    from nightowl.tasks.report.units import ReportReport
 
     page = served["page"]
 
@@ -171,8 +173,13 @@ def test_report_artifacts_run_twice_in_one_flow_run_leave_the_newer_one_per_key(
 
     # Its logs are not sent: the log worker would send the last of them at exit, to no server.
     quiet = {PREFECT_API_URL: f"{served['url']}/api", PREFECT_LOGGING_TO_API_ENABLED: False}
+    # Its task runs reach a server as events, through one worker per process that keeps the
+    # server it started with (the session's shared one, if a test here used it): a new one, for
+    # this server, and sent before the block ends.
+    EventsWorker.drain_all()
     with temporary_settings(quiet):
         run_id = twice()
+        EventsWorker.drain_all()
         with get_client(sync_client=True) as client:
             left = client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
