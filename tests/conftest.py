@@ -23,6 +23,14 @@ for var in [v for v in os.environ if v.startswith("NIGHTOWL_")]:
 import pytest  # noqa: E402
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Remove the generated landings cached for this session (tests/landings.py), if any."""
+    import sys
+
+    if (landings := sys.modules.get("tests.landings")) is not None:
+        landings.clear()
+
+
 @pytest.fixture
 def data_root(tmp_path: Path) -> Path:
     """An empty data root with landing folders for every source."""

@@ -6,7 +6,7 @@ instead of generating them again. Each test still gets its own writable copy, wr
 copies' modification times are the copy's, as freshly generated files' would be).
 
 The cache lives in a temporary folder of this process (one pytest session, or one xdist worker),
-removed when the process exits.
+removed when the session finishes (tests/conftest.py), or else when the process exits.
 """
 
 from __future__ import annotations
@@ -40,6 +40,15 @@ def _cache_dir() -> Path:
 
         atexit.register(remove)
     return _cache
+
+
+def clear() -> None:
+    """Remove the cache (a later ``landing`` makes a new one)."""
+    global _cache
+    with _lock:
+        if _cache is not None:
+            shutil.rmtree(_cache, ignore_errors=True)
+            _cache = None
 
 
 def _key(kwargs: dict) -> str:
