@@ -84,6 +84,7 @@ def model_context(settings: Settings) -> ModelContext:
         feedback=settings.feedback,
         recommend=settings.recommend,
         report=settings.report,
+        evaluate=settings.evaluate,
         timezone=settings.timezone,
         config_dir=str(settings.config_dir),
         timeout_seconds=step_timeout_seconds(settings),

@@ -45,6 +45,7 @@ from nightowl.schemas.config import (
     FUTURE_HORIZON_DAYS,
     RAW_COMPRESSION,
     CheckSettings,
+    EvaluateSettings,
     FeedbackSettings,
     MarketSettings,
     ModelSettings,
@@ -208,6 +209,7 @@ class Settings(BaseSettings):
     market: MarketSettings = Field(default_factory=MarketSettings)
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     recommend: RecommendSettings = Field(default_factory=RecommendSettings)
+    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)

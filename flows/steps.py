@@ -34,6 +34,7 @@ from nightowl.schemas.config import (
     FUTURE_HORIZON_DAYS,
     RAW_COMPRESSION,
     CheckSettings,
+    EvaluateSettings,
     FeedbackSettings,
     MarketSettings,
     ModelSettings,
@@ -365,6 +366,7 @@ class ModelContext(_Context):
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     recommend: RecommendSettings = Field(default_factory=RecommendSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
+    evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
     timezone: str = "UTC"
     config_dir: str = "."
 

@@ -116,6 +116,15 @@ class ModelSettings(BaseModel):
     parity_tolerance: float = Field(
         default=1e-6, gt=0, description="Largest |ONNX - LightGBM| probability a model may show."
     )
+    rule_margin: float = Field(
+        default=0.0,
+        ge=-1,
+        le=1,
+        description="The model is served only if its held-out ROC-AUC beats the best simple rule's "
+        "(recency, RFM, BG/NBD) by more than this; otherwise that rule, calibrated to a "
+        "probability, is served in its place. Negative: the model is kept unless it trails the "
+        "rule by more than that.",
+    )
     risk_tiers: dict[str, float] = Field(
         default_factory=lambda: {"high": 0.8, "medium": 0.5},
         description="churn_risk at or above which a customer is in the tier (else low).",
@@ -387,8 +396,23 @@ class RecommendSettings(BaseModel):
     max_candidates: int = Field(
         default=200, ge=10, description="Candidates per user the ranker scores (the cap)."
     )
-    active_days: int = Field(
-        default=90, ge=1, description="Users with any event in this many past days get a list."
+    active_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Users with any event in this many past days get a list; unset (the "
+        "default): everyone with an event in the history window, so lapsed customers get "
+        "win-back lists too.",
+    )
+    browsing_days: int = Field(
+        default=90,
+        ge=1,
+        description="Views and carts of this many past days tell a user's favourite categories.",
+    )
+    lapsed_days: int = Field(
+        default=90,
+        ge=1,
+        description="A customer with no event in this many days is lapsed: their list's reasons "
+        "say it is a win-back.",
     )
     history_days: int = Field(
         default=365, ge=28, description="Days of purchases candidates and features read."
@@ -461,6 +485,31 @@ class RecommendSettings(BaseModel):
     seed: int = 7
     parity_tolerance: float = Field(
         default=1e-5, gt=0, description="Largest |ONNX - LightGBM| score (relative above 1)."
+    )
+
+
+class EvaluateSettings(BaseModel):
+    """``nightowl evaluate``: the rolling-origin backtest of every model beside its simple rules."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    origins: int = Field(
+        default=3,
+        ge=1,
+        le=52,
+        description="Past origins each model is trained before and judged after.",
+    )
+    origin_step_days: int = Field(
+        default=14,
+        ge=1,
+        description="Days between the propensity and recommender origins (demand origins are a "
+        "week apart, sentiment origins equal slices of the newest rated texts).",
+    )
+    margin: float = Field(
+        default=0.0,
+        ge=0,
+        description="A model beats a rule in the verdicts only by more than this, on the primary "
+        "metric (ROC-AUC, Recall@K, WAPE, macro-F1).",
     )
 
 

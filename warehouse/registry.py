@@ -53,6 +53,17 @@ class ModelCard(BaseModel):
     params: dict[str, Any]
     best_iteration: int
     inputs: list[InputRef] = Field(default_factory=list, description="clean partitions used")
+    guard: dict[str, Any] | None = Field(
+        default=None,
+        description="the model against its best simple rule on the held-out data: metric, "
+        "model, rule, rule_value, margin, beats; where it does not beat it, what the rule needs "
+        "to be served in its place (None: registered before the guard existed)",
+    )
+
+    @property
+    def serves_rule(self) -> str | None:
+        """The simple rule served in this version's place (it did not beat it), or None."""
+        return None if self.guard is None or self.guard["beats"] else str(self.guard["rule"])
 
     @property
     def feature_names(self) -> list[str]:

@@ -632,6 +632,30 @@ CAMPAIGN_BRIEFS = Table(
     "a segment with users: a campaign brief (audience, items, words, copy, when to send)",
 )
 
+MODEL_EVALUATION = Table(
+    "reports",
+    "model_evaluation",
+    "as_of",
+    pl.Schema(
+        {
+            "model": pl.String(),
+            "origin": pl.Date(),
+            "horizon_days": pl.Int32(),
+            "scorer": pl.String(),
+            "kind": pl.String(),
+            "protocol": pl.String(),
+            "metric": pl.String(),
+            "value": pl.Float64(),
+            "higher_is_better": pl.Boolean(),
+            "units": pl.Int64(),
+            "primary": pl.Boolean(),
+        }
+    ),
+    "one figure of a rolling-origin backtest (nightowl evaluate): a model, one of its simple "
+    "rules or a learned reference (kind), judged by one metric on the outcomes after one origin "
+    "under one protocol; primary marks the metric that decides whether the model beats its rules",
+)
+
 
 # ---- the lookup -----------------------------------------------------------------------------
 
@@ -647,6 +671,8 @@ PREDICTION_TABLES = (
     RECOMMENDATIONS,
 )
 REPORT_TABLES = (KPI_DAILY, SEGMENTS, AT_RISK_CUSTOMERS, PRODUCT_HEALTH, CAMPAIGN_BRIEFS)
+#: Report-layer tables written by their own command rather than the nightly report step.
+EVALUATION_TABLES = (MODEL_EVALUATION,)
 
 #: Every table, by (layer, name), layer by layer in ``LAYERS`` order.
 TABLES: dict[tuple[str, str], Table] = {
@@ -660,6 +686,7 @@ TABLES: dict[tuple[str, str], Table] = {
             USER_FEATURES,
             *PREDICTION_TABLES,
             *REPORT_TABLES,
+            *EVALUATION_TABLES,
         ],
         key=lambda t: LAYERS.index(t.layer),
     )

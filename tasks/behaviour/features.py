@@ -109,6 +109,8 @@ def behaviour(history: pl.LazyFrame) -> pl.LazyFrame:
             for c in ("spend_total", "spend_28d", "spend_90d")
         ),
         pl.when(of_kind["purchase"]).then("units_90d").sum().alias("units_90d"),
+        # When the customer first bought: with recency and buying days, the purchase cycle.
+        pl.when(of_kind["purchase"]).then("tenure").max().alias("purchase_tenure_days"),
     )
 
 
@@ -147,6 +149,17 @@ def _derived() -> list[pl.Expr]:
         _ratio(c("purchase_n_28d"), c("add_to_cart_n_28d")).alias("cart_to_purchase_28d"),
         _ratio(c("events_90d"), c("sessions_90d")).alias("events_per_session_90d"),
     ]
+    # A customer's own purchase cycle: the mean gap between buying days, how late the next
+    # purchase is against it, how regular the gaps are, and whether spending speeds up.
+    cycle = _ratio(
+        c("purchase_tenure_days") - c("purchase_recency_days"), c("buying_days_total") - 1
+    )
+    derived += [
+        cycle.alias("purchase_cycle_days"),
+        _ratio(c("purchase_recency_days"), cycle).alias("recency_vs_cycle"),
+        _ratio(c("purchase_gap_std_days"), cycle).alias("purchase_gap_cv"),
+        (c("spend_28d") / 28.0 - c("spend_90d") / 90.0).alias("spend_trend_28v90"),
+    ]
     derived += [
         (c(f"{k}_n_7d") / 7.0 - c(f"{k}_n_28d") / 28.0).alias(f"{k}_trend_7v28") for k in TRENDED
     ]
@@ -182,6 +195,7 @@ def decayed_activity(history: pl.LazyFrame) -> pl.LazyFrame:
         pl.len().alias("active_days_total"),
         (pl.col("nearest") < 28).sum().alias("active_days_28d"),
         pl.col("bought").sum().alias("buying_days_total"),
+        pl.col("age").filter(pl.col("bought")).sort().diff().std().alias("purchase_gap_std_days"),
         *aggs,
     )
 

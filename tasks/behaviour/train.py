@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any
 import lightgbm as lgb
 import numpy as np
 import polars as pl
+from sklearn.isotonic import IsotonicRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 from nightowl.errors import NotEnoughHistory
 from nightowl.schemas.config import ModelSettings, RecommendSettings
+from nightowl.tasks.models import btyd
 
 if TYPE_CHECKING:
     from polars.expr.whenthen import ChainedThen, Then
@@ -131,14 +133,86 @@ def classification_metrics(
     }
 
 
-def baseline_scores(features: pl.DataFrame) -> dict[str, np.ndarray]:
-    """Heuristic scores a model must beat: recency only, and the classic R+F+M quintile sum."""
-    rfm = rfm_table(features)
-    return {
-        "recency_only": -features["recency_days"].to_numpy(),
-        "rfm": (rfm["r"] + rfm["f"] + rfm["m"]).to_numpy().astype(np.float64)
-        + 1e-9 * -features["recency_days"].to_numpy(),  # ties broken by recency
-    }
+#: The simple rules a propensity model must beat to be served; the best one is served otherwise.
+RULES = ("recency_only", "rfm", "bgnbd")
+#: Learned references shown beside them (``nightowl evaluate``), never served.
+REFERENCES = ("lightgbm_rfm",)
+#: What RFM knows of a customer: the inputs of the ``lightgbm_rfm`` reference.
+RFM_FEATURES = ["purchase_recency_days", "buying_days_total", "spend_total"]
+
+
+def baseline_scores(features: pl.DataFrame, horizon_days: int = 30) -> dict[str, np.ndarray]:
+    """Heuristic scores a model must beat: recency only, the classic R+F+M quintile sum, and
+    BG/NBD expected purchases in the horizon (fitted on the same customers' histories)."""
+    return {rule: rule_scores(features, rule, horizon_days) for rule in RULES}
+
+
+def rule_scores(features: pl.DataFrame, rule: str, horizon_days: int) -> np.ndarray:
+    """One simple rule's score per user (higher: likelier to buy); nothing but the features as
+    of the same date is read (BG/NBD is fitted on those users' purchase histories)."""
+    if rule == "recency_only":
+        return -features["recency_days"].to_numpy()
+    if rule == "rfm":
+        rfm = rfm_table(features)
+        return (rfm["r"] + rfm["f"] + rfm["m"]).to_numpy().astype(np.float64) + 1e-9 * -features[
+            "recency_days"
+        ].to_numpy()  # ties broken by recency
+    if rule == "bgnbd":
+        return bgnbd_scores(features, fitted_bgnbd(features), horizon_days)
+    raise ValueError(f"unknown propensity rule {rule!r}; expected one of {', '.join(RULES)}")
+
+
+def _btyd_columns(features: pl.DataFrame) -> pl.DataFrame:
+    x, t_x, age = btyd.btyd_inputs(
+        pl.col("buying_days_total"), pl.col("purchase_recency_days"), pl.col("purchase_tenure_days")
+    )
+    return features.select(x.alias("x"), t_x.alias("t_x"), age.alias("age"))
+
+
+def fitted_bgnbd(features: pl.DataFrame) -> btyd.BgNbd:
+    """BG/NBD parameters fitted on the purchase histories of the customers in ``features``."""
+    buyers = _btyd_columns(features).drop_nulls()
+    return btyd.fit_bgnbd(
+        buyers["x"].to_numpy(), buyers["t_x"].to_numpy(), buyers["age"].to_numpy()
+    )
+
+
+def bgnbd_scores(features: pl.DataFrame, fit: btyd.BgNbd, horizon_days: int) -> np.ndarray:
+    """Expected purchases in the next ``horizon_days`` per user (0 for users who never bought)."""
+    cols = _btyd_columns(features)
+    bought = cols["age"].is_not_null().to_numpy()
+    filled = cols.fill_null(0.0)
+    expected = fit.expected_purchases(
+        horizon_days, filled["x"].to_numpy(), filled["t_x"].to_numpy(), filled["age"].to_numpy()
+    )
+    return np.where(bought, expected, 0.0)
+
+
+def fit_rfm_reference(train: pl.DataFrame, cfg: ModelSettings) -> lgb.Booster:
+    """LightGBM on the RFM inputs alone, trained like the model: what the other features add."""
+    return fit_propensity(train, RFM_FEATURES, cfg)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A monotone map from a rule's score to a probability (isotonic, fitted on held-out
+    outcomes), so that a served rule fills the same probability columns as a model."""
+
+    thresholds: list[float]
+    probabilities: list[float]
+
+    def apply(self, scores: np.ndarray) -> np.ndarray:
+        """The probability of each score (flat beyond the fitted range)."""
+        return np.interp(scores, self.thresholds, self.probabilities)
+
+
+def calibration(scores: np.ndarray, labels: np.ndarray) -> Calibration:
+    """The isotonic calibration of ``scores`` against 0/1 ``labels``."""
+    fitted = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(scores, labels)
+    return Calibration(
+        thresholds=[float(v) for v in fitted.X_thresholds_],
+        probabilities=[float(v) for v in fitted.y_thresholds_],
+    )
 
 
 def rfm_table(features: pl.DataFrame) -> pl.DataFrame:

@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import asdict, dataclass
 from datetime import date, timedelta
-from typing import cast
+from typing import Any, cast
 
 import lightgbm as lgb
 import numpy as np
@@ -44,6 +45,7 @@ from nightowl.tasks.models.lifecycle import (
     admit_trained,
     cadence_due,
     challenge,
+    guard_text,
     settle,
 )
 from nightowl.warehouse.manifest import InputRef, Manifest, combined_hash
@@ -107,6 +109,8 @@ class ScoreReport(BaseModel):
     provider: str
     graph: str = Field(default=score.TREE_ENSEMBLE, description="tree_ensemble or tensorised")
     placement: dict[str, int]
+    #: Why a simple rule was served in the model's place (None: the model was).
+    rule: str | None = None
     seconds: float = 0.0
 
 
@@ -228,20 +232,43 @@ def _current_feature_names(wh: Warehouse, last_day: date) -> list[str]:
     return [c for c in part.columns if c not in {"user_id", "as_of"}] if part else []
 
 
-def train_propensity(
-    wh: Warehouse, last_day: date, cfg: ModelSettings, *, only_if_due: bool = False
-) -> TrainReport:
-    """Train on snapshots up to ``last_day``; register the model if it passes the parity gate and
-    promote it if it is at least as good as the champion on the held-out snapshot."""
-    started = time.perf_counter()
-    if only_if_due and (due := training_due(wh, last_day, cfg)) is None:
-        champion = Registry(wh).champion(MODEL)
-        return TrainReport(
-            trained=False,
-            reason=f"champion {champion.version} is fresh" if champion else "no champion",
-            champion=champion.version if champion else None,
-        )
-    reason = due if only_if_due else "asked for"
+@dataclass
+class Measured:
+    """A propensity model fitted on the training snapshots up to ``last_day``, and every
+    scorer's scores on the held-out snapshot beside it."""
+
+    plan: train.SnapshotPlan
+    names: list[str]
+    booster: lgb.Booster
+    fit_rows: pl.DataFrame
+    #: The held-out snapshot: features and ``label``.
+    holdout: pl.DataFrame
+    labels: np.ndarray
+    #: Scores on the held-out snapshot: ``model``, each rule and each reference.
+    scores: dict[str, np.ndarray]
+    metrics: dict[str, dict[str, float | None]]
+    refs: list[InputRef]
+
+    def guard(self, margin: float) -> dict[str, Any]:
+        """Whether the model beats its best simple rule by ``margin`` (held-out ROC-AUC), and the
+        rule's calibration, served in the model's place when it does not."""
+        auc = {name: self.metrics[name]["roc_auc"] or 0.0 for name in ("model", *train.RULES)}
+        best = max(train.RULES, key=lambda name: auc[name])
+        return {
+            "metric": "roc_auc",
+            "model": auc["model"],
+            "rule": best,
+            "rule_value": auc[best],
+            "margin": margin,
+            "beats": auc["model"] > auc[best] + margin,
+            "calibration": asdict(train.calibration(self.scores[best], self.labels)),
+        }
+
+
+def measure_propensity(wh: Warehouse, last_day: date, cfg: ModelSettings) -> Measured:
+    """Fit a propensity model on the snapshots whose outcomes end by ``last_day`` and score it,
+    the simple rules and the references on the held-out snapshot (as of ``last_day + 1 - H``):
+    one origin of a rolling-origin backtest, or the judgement of a training."""
     first_day, events_end = event_days(wh)
     if last_day > events_end:
         raise NotEnoughHistory(
@@ -274,15 +301,63 @@ def train_propensity(
             f"{holdout.height} users: no ranking can be judged on it"
         )
     booster = train.fit_propensity(fit_rows, names, cfg)
-    x_holdout = train.feature_matrix(holdout, names)
+    reference = train.fit_rfm_reference(fit_rows, cfg)
     y_holdout = holdout["label"].to_numpy()
     # predict() is typed for every input and mode (a list of sparse matrices for pred_contrib on
     # sparse input); a dense matrix without pred_contrib always gives an ndarray.
-    native = cast(np.ndarray, booster.predict(x_holdout, num_threads=2))
-    metrics = {"model": train.classification_metrics(y_holdout, native)}
-    for name, baseline in train.baseline_scores(holdout).items():
-        metrics[name] = train.classification_metrics(y_holdout, baseline, probabilities=False)
+    scores = {
+        "model": cast(
+            np.ndarray, booster.predict(train.feature_matrix(holdout, names), num_threads=2)
+        ),
+        **train.baseline_scores(holdout, cfg.horizon_days),
+        "lightgbm_rfm": cast(
+            np.ndarray,
+            reference.predict(train.feature_matrix(holdout, train.RFM_FEATURES), num_threads=2),
+        ),
+    }
+    metrics = {
+        name: train.classification_metrics(
+            y_holdout, values, probabilities=name in ("model", *train.REFERENCES)
+        )
+        for name, values in scores.items()
+    }
+    return Measured(
+        plan=plan,
+        names=names,
+        booster=booster,
+        fit_rows=fit_rows,
+        holdout=holdout,
+        labels=y_holdout,
+        scores=scores,
+        metrics=metrics,
+        refs=refs,
+    )
 
+
+def train_propensity(
+    wh: Warehouse, last_day: date, cfg: ModelSettings, *, only_if_due: bool = False
+) -> TrainReport:
+    """Train on snapshots up to ``last_day``; register the model if it passes the parity gate and
+    promote it if it is at least as good as the champion on the held-out snapshot."""
+    started = time.perf_counter()
+    if only_if_due and (due := training_due(wh, last_day, cfg)) is None:
+        champion = Registry(wh).champion(MODEL)
+        return TrainReport(
+            trained=False,
+            reason=f"champion {champion.version} is fresh" if champion else "no champion",
+            champion=champion.version if champion else None,
+        )
+    reason = due if only_if_due else "asked for"
+    measured = measure_propensity(wh, last_day, cfg)
+    plan, names, booster, metrics = (
+        measured.plan,
+        measured.names,
+        measured.booster,
+        measured.metrics,
+    )
+    fit_rows, holdout, y_holdout = measured.fit_rows, measured.holdout, measured.labels
+    x_holdout = train.feature_matrix(holdout, names)
+    guard = measured.guard(cfg.rule_margin)
     exports = tensorised.gated_exports(booster, x_holdout, cfg.parity_tolerance)
     registry = Registry(wh)
     admitted = admit_trained(
@@ -306,7 +381,8 @@ def train_propensity(
         parity=exports.parity,
         params=train.lightgbm_params(cfg, 2) | {"max_rounds": cfg.max_rounds},
         best_iteration=booster.best_iteration,
-        inputs=refs,
+        inputs=measured.refs,
+        guard=guard,
     )
     return TrainReport(
         trained=True,
@@ -317,6 +393,7 @@ def train_propensity(
         holdout=plan.holdout.isoformat(),
         snapshots=[d.isoformat() for d in plan.train],
         metrics=metrics,
+        guard={k: v for k, v in guard.items() if k != "calibration"},
         parity_max_diff=exports.parity["max_abs_diff"],
         seconds=round(time.perf_counter() - started, 3),
     )
@@ -370,17 +447,16 @@ def score_users(wh: Warehouse, as_of: date, cfg: ModelSettings) -> ScoreReport:
             f"model {card.version} needs features {sorted(missing)} that "
             f"{USER_FEATURES.path} does not have; retrain (nightowl train)"
         )
-    scorer = score.scorer_for(registry, card, cfg)
-    probability = scorer.predict(train.feature_matrix(features, card.feature_names))
+    served = served_scores(registry, card, features, cfg)
     scores = user_scores(
         features,
-        probability,
+        served.probability,
         horizon_days=card.training["horizon_days"],
         churn_lookback_days=cfg.churn_lookback_days,
         risk_tiers=cfg.risk_tiers,
-        model_version=card.version,
-        provider=scorer.provider,
-        graph=scorer.graph,
+        model_version=served.version,
+        provider=served.provider,
+        graph=served.graph,
         as_of=as_of,
     )
     inputs = [
@@ -398,22 +474,56 @@ def score_users(wh: Warehouse, as_of: date, cfg: ModelSettings) -> ScoreReport:
         scores.drop("as_of"),
         inputs=inputs,
         stats={
-            "provider": scorer.provider,
-            "graph": scorer.graph,
-            "placement": scorer.placement,
-            "model_version": card.version,
+            "provider": served.provider,
+            "graph": served.graph,
+            "placement": served.placement,
+            "model_version": served.version,
         },
     )
     return ScoreReport(
         as_of=as_of.isoformat(),
         rows=manifest.rows,
         content_hash=manifest.content_hash,
-        model_version=card.version,
-        provider=scorer.provider,
-        graph=scorer.graph,
-        placement=scorer.placement,
+        model_version=served.version,
+        provider=served.provider,
+        graph=served.graph,
+        placement=served.placement,
+        rule=guard_text(card) if card.serves_rule else None,
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+#: The ``graph`` (and ``scoring_graph``) of scores served by a simple rule.
+RULE_GRAPH = "rule"
+
+
+@dataclass(frozen=True)
+class Served:
+    """Tonight's probabilities and what made them: the model through ONNX Runtime, or the
+    simple rule it did not beat (``model_version`` then reads ``rule:<rule>@<version>``)."""
+
+    probability: np.ndarray
+    version: str
+    provider: str
+    graph: str
+    placement: dict[str, int]
+
+
+def served_scores(
+    registry: Registry, card: ModelCard, features: pl.DataFrame, cfg: ModelSettings
+) -> Served:
+    """The purchase probabilities of ``features``' users from the version ``card`` names, or
+    from its calibrated simple rule where the model did not beat it."""
+    rule = card.serves_rule
+    if rule is not None and card.guard is not None:
+        raw = train.rule_scores(features, rule, card.training["horizon_days"])
+        probability = train.Calibration(**card.guard["calibration"]).apply(raw)
+        return Served(
+            probability.astype(np.float32), f"rule:{rule}@{card.version}", "polars", RULE_GRAPH, {}
+        )
+    scorer = score.scorer_for(registry, card, cfg)
+    probability = scorer.predict(train.feature_matrix(features, card.feature_names))
+    return Served(probability, card.version, scorer.provider, scorer.graph, scorer.placement)
 
 
 def outcomes_seen_until(card: ModelCard) -> date:

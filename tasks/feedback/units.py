@@ -13,8 +13,9 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -209,6 +210,60 @@ def train_sentiment(
         parity_max_diff=max_diff,
         seconds=round(time.perf_counter() - started, 3),
     )
+
+
+@dataclass(frozen=True)
+class MeasuredSentiment:
+    """One slice of the newest rated texts, scored by a model fitted on the texts before it,
+    the lexicon and a plain TF-IDF + logistic regression reference."""
+
+    origin: date
+    holdout_rows: int
+    metrics: dict[str, dict[str, float | None]]
+
+
+def measure_sentiment(
+    wh: Warehouse, last_day: date, cfg: FeedbackSettings, *, slices: int, slice_no: int
+) -> MeasuredSentiment:
+    """Cut the newest ``slices * holdout_share`` of the rated texts up to ``last_day`` into
+    ``slices`` slices; fit on everything before slice ``slice_no`` (1: the newest) and judge
+    the labels and scores on it."""
+    feedback, _ = clean_before(wh, CLEAN_FEEDBACK.name, last_day + timedelta(days=1))
+    rated = rated_texts(feedback) if feedback is not None else pl.DataFrame()
+    if rated.height < cfg.min_labelled:
+        raise NotEnoughHistory(
+            f"{rated.height} rated feedback texts up to {last_day}, fewer than "
+            f"feedback.min_labelled = {cfg.min_labelled}: no sentiment model to evaluate"
+        )
+    share = min(cfg.holdout_share, 0.8 / slices)  # at least a fifth is always left to fit on
+    start = int(rated.height * (1 - slice_no * share))
+    end = int(rated.height * (1 - (slice_no - 1) * share))
+    fit_rows, holdout = rated.head(start), rated.slice(start, end - start)
+    labels = training_labels(fit_rows["truth"])
+    model = sentiment.fit_sentiment(
+        fit_rows["text"],
+        labels,
+        min_df=cfg.min_df,
+        max_terms=cfg.max_terms,
+        c_grid=tuple(cfg.c_grid),
+    )
+    truth = holdout["truth"]
+    metrics = {
+        "model": sentiment.sentiment_metrics(
+            truth,
+            sentiment.native_scores(model, holdout["text"]),
+            model.negative_below,
+            model.positive_from,
+        ),
+        "lexicon": sentiment.sentiment_metrics(
+            truth, sentiment.lexicon_scores(holdout["text"]), *sentiment.LEXICON_BAND
+        ),
+        "tfidf_lr": sentiment.sentiment_metrics(
+            truth, sentiment.reference_scores(fit_rows["text"], labels, holdout["text"]), 0.5, 0.5
+        ),
+    }
+    origin = cast(datetime, holdout["created_at"].min()).date()
+    return MeasuredSentiment(origin, holdout.height, metrics)
 
 
 def _challenge(registry: Registry, card: ModelCard, holdout: pl.DataFrame) -> Verdict:

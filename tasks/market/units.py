@@ -380,18 +380,10 @@ def backtested_model(inputs: DemandInputs, cfg: MarketSettings) -> BacktestedMod
     )
     names = fc.feature_names(rows)
     cold_start = fc.needs_cold_start(rows, cfg.min_data_in_leaf)
-    folds = []
-    for origin in backtest_origins:
-        booster, _ = fc.fit_demand(rows, origin, cfg)
-        test = rows.filter((pl.col("origin") == origin) & pl.col(fc.TARGET).is_not_null())
-        # predict() is typed for every input and mode (a list of sparse matrices for pred_contrib
-        # on sparse input); a dense matrix without pred_contrib always gives an ndarray.
-        model = cast(np.ndarray, booster.predict(fc.matrix(test, names), num_threads=2))
-        predictions = {"model": fc.with_cold_start(test, model, cold_start)}
-        predictions |= fc.baseline_forecasts(test)
-        item_scale = fc.naive_scale(inputs.panel.lazy(), origin)
-        category_scale = fc.naive_scale(inputs.categories.lazy(), origin, "category", "_units")
-        folds.append((test, predictions, item_scale, category_scale))
+    folds = [
+        backtest_fold(inputs, rows, names, origin, cfg, cold_start).parts
+        for origin in backtest_origins
+    ]
     backtest = fc.backtest_table(folds)
     booster, phi = fc.fit_demand(rows, inputs.as_of, cfg)
     return BacktestedModel(
@@ -406,6 +398,96 @@ def backtested_model(inputs: DemandInputs, cfg: MarketSettings) -> BacktestedMod
         newest_fold=(folds[-1][0], folds[-1][1]["model"]),
         cold_start=cold_start,
     )
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One origin of the demand backtest: its target rows, each forecaster's forecast, the MASE
+    scales at item and category level, and the dispersion of the model fitted before it."""
+
+    origin: date
+    rows: pl.DataFrame
+    predictions: dict[str, np.ndarray]
+    item_scale: float
+    category_scale: float
+    phi: float
+
+    @property
+    def parts(self) -> tuple[pl.DataFrame, dict[str, np.ndarray], float, float]:
+        """What ``fc.backtest_table`` reads of a fold."""
+        return self.rows, self.predictions, self.item_scale, self.category_scale
+
+
+def backtest_fold(
+    inputs: DemandInputs,
+    rows: pl.DataFrame,
+    names: list[str],
+    origin: date,
+    cfg: MarketSettings,
+    cold_start: bool,
+) -> Fold:
+    """A model fitted on the targets before ``origin``, its forecast of the days from it and
+    the baselines' beside it."""
+    booster, phi = fc.fit_demand(rows, origin, cfg)
+    test = rows.filter((pl.col("origin") == origin) & pl.col(fc.TARGET).is_not_null())
+    # predict() is typed for every input and mode (a list of sparse matrices for pred_contrib
+    # on sparse input); a dense matrix without pred_contrib always gives an ndarray.
+    model = cast(np.ndarray, booster.predict(fc.matrix(test, names), num_threads=2))
+    predictions = {"model": fc.with_cold_start(test, model, cold_start)}
+    predictions |= fc.baseline_forecasts(test)
+    item_scale = fc.naive_scale(inputs.panel.lazy(), origin)
+    category_scale = fc.naive_scale(inputs.categories.lazy(), origin, "category", "_units")
+    return Fold(origin, test, predictions, item_scale, category_scale, phi)
+
+
+@dataclass(frozen=True)
+class JudgedFold:
+    """One origin of ``nightowl evaluate``'s demand backtest: per level (item, category), each
+    forecaster's WAPE, MASE and bias over the horizon, the model's interval coverage, and the
+    number of item-days (category-days) judged."""
+
+    origin: date
+    figures: dict[str, dict[str, dict[str, float | None]]]
+    units: dict[str, int]
+
+
+def measure_demand(
+    wh: Warehouse, last_day: date, cfg: MarketSettings, origins: int
+) -> list[JudgedFold]:
+    """The demand backtest at ``origins`` weekly origins before ``last_day + 1``, each fold
+    fitted only on the targets before it, judged fold by fold."""
+    inputs = market_inputs(wh, last_day + timedelta(days=1), cfg)
+    weekly = cfg.model_copy(update={"backtest_origins": origins})
+    train_origins, backtest_origins = _origins(inputs, weekly)
+    if inputs.panel[fc.TARGET].sum() == 0:
+        raise NotEnoughHistory(f"no purchases before {inputs.as_of}: nothing to forecast from")
+    rows = fc.demand_rows(
+        inputs.panel.lazy(),
+        inputs.categories.lazy(),
+        inputs.indicators,
+        train_origins,
+        cfg.horizon_days,
+        _holidays(inputs, cfg, cfg.horizon_days),
+    )
+    names = fc.feature_names(rows)
+    cold_start = fc.needs_cold_start(rows, cfg.min_data_in_leaf)
+    judged = []
+    for origin in backtest_origins:
+        fold = backtest_fold(inputs, rows, names, origin, cfg, cold_start)
+        table = fc.backtest_table([fold.parts])
+        figures: dict[str, dict[str, dict[str, float | None]]] = {}
+        for row in table:
+            if row["horizon"] == "all":
+                level = figures.setdefault(row["level"], {})
+                level[row["forecaster"]] = {k: row[k] for k in ("wape", "mase", "bias")}
+        actual = fold.rows[fc.TARGET].to_numpy()
+        low, high = fc.interval(fold.predictions["model"], fold.phi, cfg.interval)
+        inside = float(np.mean((actual >= low) & (actual <= high))) if len(actual) else None
+        figures["item"]["model"]["coverage"] = inside
+        categories = fc.category_sums(fold.rows, fold.predictions)
+        units = {"item": fold.rows.height, "category": categories.height}
+        judged.append(JudgedFold(origin, figures, units))
+    return judged
 
 
 def _summary_metrics(backtest: list[dict[str, Any]]) -> dict[str, dict[str, float | None]]:

@@ -33,6 +33,8 @@ class TrainOutcome(BaseModel):
     promoted: bool = False
     champion: str | None = None
     metrics: dict[str, dict[str, float | None]] = Field(default_factory=dict)
+    #: The new version against its best simple rule (see ``ModelCard.guard``).
+    guard: dict[str, Any] | None = None
     parity_max_diff: float | None = None
     seconds: float = 0.0
 
@@ -92,11 +94,34 @@ def challenge(
     horizon, or one that saw the held-out data); else ``duel`` scores both on the same data."""
     champion = registry.champion(card.model)
     if champion is None:
-        return True, first
+        return True, first + _rule_note(card)
     if champion.version == card.version:
         return True, "same model as the champion"
     old = registry.card(card.model, champion.version)
-    return unfair(old) or duel(old)
+    if card.serves_rule and not old.serves_rule:
+        return False, f"{guard_text(card)}; champion {old.version} did: champion kept"
+    if old.serves_rule and card.guard is not None and not card.serves_rule:
+        return True, f"{guard_text(card)}; champion {old.version} served its rule: promoted"
+    verdict = unfair(old) or duel(old)
+    return verdict[0], verdict[1] + (_rule_note(card) if verdict[0] else "")
+
+
+def guard_text(card: ModelCard) -> str:
+    """Whether the version beat its best simple rule, in words with the figures."""
+    guard = card.guard
+    if guard is None:
+        return f"{card.version} was not compared with simple rules"
+    verb = "beat" if guard["beats"] else "did not beat"
+    margin = f" by more than {guard['margin']:g}" if guard["margin"] else ""
+    return (
+        f"{card.model} {card.version} {verb} its best simple rule {guard['rule']}{margin} "
+        f"(held-out {guard['metric']} {guard['model']:.4f} vs {guard['rule_value']:.4f})"
+    )
+
+
+def _rule_note(card: ModelCard) -> str:
+    rule = card.serves_rule
+    return "" if rule is None else f"; it serves the simple rule {rule}: {guard_text(card)}"
 
 
 @dataclass(frozen=True)

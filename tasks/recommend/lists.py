@@ -84,12 +84,12 @@ def _known_before(events: pl.LazyFrame, as_of: date, cfg: RecommendSettings) -> 
 def browsing_before(
     events: pl.LazyFrame, as_of: date, cfg: RecommendSettings, whose: pl.Expr | None = None
 ) -> pl.LazyFrame:
-    """Views and carts of the last ``active_days`` (or ``viewed_days`` if longer) before
+    """Views and carts of the last ``browsing_days`` (or ``viewed_days`` if longer) before
     ``as_of``: user_id, item_id, event_type, days_ago; only of the users ``whose`` selects."""
     # Views of the whole active window tell a user's categories; the recent ones are candidates.
     browsing = _known_before(events, as_of, cfg).filter(
         pl.col("event_type").is_in(BROWSE_EVENTS)
-        & (pl.col("days_ago") < max(cfg.viewed_days, cfg.active_days))
+        & (pl.col("days_ago") < max(cfg.viewed_days, cfg.browsing_days))
         & (pl.lit(True) if whose is None else whose)
     )
     return browsing.select("user_id", "item_id", "event_type", "days_ago")
@@ -555,11 +555,20 @@ def purchased_in_window(events: pl.LazyFrame, as_of: date, horizon_days: int) ->
     )
 
 
-def active_users(events: pl.LazyFrame, as_of: date, days: int) -> pl.DataFrame:
-    """user_id of everyone with any event in the ``days`` before ``as_of``."""
+def active_users(events: pl.LazyFrame, as_of: date, days: int | None) -> pl.DataFrame:
+    """user_id of everyone with any event in the ``days`` before ``as_of`` (None: any event in
+    ``events`` before it)."""
     recent = events_before(events.filter(pl.col("user_id").is_not_null()), as_of)
-    active = recent.filter(pl.col("days_ago") < days).select("user_id").unique()
+    if days is not None:
+        recent = recent.filter(pl.col("days_ago") < days)
+    active = recent.select("user_id").unique()
     return active.collect(engine="streaming").sort("user_id")  # not every event's id at once
+
+
+def previous_buyers(events: pl.LazyFrame, as_of: date) -> pl.DataFrame:
+    """user_id of everyone with a purchase in ``events`` before ``as_of``."""
+    bought = events.filter(pl.col("event_type").is_in(BUY_EVENTS))
+    return active_users(bought, as_of, None)
 
 
 def top_lists(scored: pl.DataFrame, k: int) -> pl.DataFrame:

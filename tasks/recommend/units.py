@@ -287,22 +287,24 @@ def training_due(wh: Warehouse, last_day: date, cfg: RecommendSettings) -> str |
     return None
 
 
-def train_recommender(
-    wh: Warehouse, last_day: date, cfg: RecommendSettings, *, only_if_due: bool = False
-) -> RecommenderTrainReport:
-    """Train on candidate snapshots up to ``last_day``; register the ranker if its ONNX export
-    passes the parity gate, and promote it if its held-out NDCG is at least the champion's."""
-    started = time.perf_counter()
-    registry = Registry(wh)
-    if only_if_due and (due := training_due(wh, last_day, cfg)) is None:
-        champion = registry.champion(MODEL)
-        return RecommenderTrainReport(
-            trained=False,
-            reason=f"champion {champion.version} is fresh" if champion else "no champion",
-            top_k=cfg.top_k,
-            champion=champion.version if champion else None,
-        )
-    reason = due if only_if_due else "asked for"
+@dataclass(frozen=True)
+class MeasuredRanker:
+    """A ranker fitted on the snapshots whose windows end by ``last_day``, and its held-out
+    metrics beside the baselines on the last window."""
+
+    plan: train.SnapshotPlan
+    booster: lgb.Booster
+    learned: dict[str, int]
+    held: Snapshot
+    holdout_inputs: Inputs
+    metrics: dict[str, dict[str, float | None]]
+
+
+def measure_recommender(wh: Warehouse, last_day: date, cfg: RecommendSettings) -> MeasuredRanker:
+    """Fit a ranker on candidate snapshots whose purchase windows end before the held-out one
+    (as of ``last_day + 1 - H``), and judge it and the baselines there: over every user who
+    bought in that window and had bought before it (at most ``max_holdout_users``, a stable
+    sample), whether or not they were active lately."""
     first_day, events_end = event_days(wh)
     if last_day > events_end:
         raise NotEnoughHistory(
@@ -336,21 +338,44 @@ def train_recommender(
     learned["positives"] = int(rows["label"].sum())
     del rows  # before the held-out candidates are built
     holdout_inputs = inputs_before(wh, plan.holdout, cfg)
+    # Metrics are over the window's buyers who had bought before: only theirs need candidates.
+    buyers = rec.purchased_in_window(everything, plan.holdout, cfg.horizon_days)
     held_users = sampled_users(
-        rec.active_users(holdout_inputs.events, plan.holdout, cfg.active_days),
+        rec.previous_buyers(holdout_inputs.events, plan.holdout).join(
+            buyers.select("user_id").unique(), on="user_id", how="semi"
+        ),
         cfg.max_holdout_users,
     )
-    # Metrics are over the sampled users who bought in the window: only theirs need candidates.
-    buyers = rec.purchased_in_window(everything, plan.holdout, cfg.horizon_days)
-    held_users = held_users.join(buyers.select("user_id").unique(), on="user_id", how="semi")
     held = snapshot(holdout_inputs, plan.holdout, cfg, events=everything, users=held_users)
     metrics = _held_out_metrics(held, _scores(held.frame, booster=booster), cfg)
     if not metrics["model"]["all_users"]:
         raise NotEnoughHistory(
-            f"no user active before {plan.holdout} bought anything in the {cfg.horizon_days} "
-            "days after it: the ranker cannot be judged, so it was not registered"
+            f"no customer who had bought before {plan.holdout} bought anything in the "
+            f"{cfg.horizon_days} days after it: the ranker cannot be judged"
         )
 
+    return MeasuredRanker(plan, booster, learned, held, holdout_inputs, metrics)
+
+
+def train_recommender(
+    wh: Warehouse, last_day: date, cfg: RecommendSettings, *, only_if_due: bool = False
+) -> RecommenderTrainReport:
+    """Train on candidate snapshots up to ``last_day``; register the ranker if its ONNX export
+    passes the parity gate, and promote it if its held-out NDCG is at least the champion's."""
+    started = time.perf_counter()
+    registry = Registry(wh)
+    if only_if_due and (due := training_due(wh, last_day, cfg)) is None:
+        champion = registry.champion(MODEL)
+        return RecommenderTrainReport(
+            trained=False,
+            reason=f"champion {champion.version} is fresh" if champion else "no champion",
+            top_k=cfg.top_k,
+            champion=champion.version if champion else None,
+        )
+    reason = due if only_if_due else "asked for"
+    measured = measure_recommender(wh, last_day, cfg)
+    plan, booster, held, metrics = measured.plan, measured.booster, measured.held, measured.metrics
+    learned, holdout_inputs = measured.learned, measured.holdout_inputs
     sample = held.frame.sample(min(held.frame.height, 50_000), seed=cfg.seed)
     exports = tensorised.gated_exports(
         booster,
@@ -483,13 +508,14 @@ def heuristic_scores(frame: pl.DataFrame) -> np.ndarray:
     return frame.select(fused.alias("s"))["s"].to_numpy()
 
 
-def reason_text() -> pl.Expr:
-    """The reason a marketer reads, from the candidate's first source."""
+def reason_text(lapsed_days: int | None = None) -> pl.Expr:
+    """The reason a marketer reads, from the candidate's first source; for a customer with no
+    event in ``lapsed_days``, it says the list is a win-back."""
     days = pl.col("ui_recency_days").round(0).cast(pl.Int64).cast(pl.String)
     viewed = pl.col("ui_viewed_recency_days").round(0).cast(pl.Int64).cast(pl.String)
     times = pl.col("ui_purchase_days").cast(pl.Int64).cast(pl.String)
     anchor = pl.coalesce(pl.col("anchor_title"), pl.col("anchor"))
-    return (
+    reason = (
         pl.when(pl.col("source") == "repeat")
         .then(pl.format("buy again: bought on {} days, last {} days ago", times, days))
         .when(pl.col("source") == "viewed")
@@ -505,15 +531,27 @@ def reason_text() -> pl.Expr:
             )
         )
         .otherwise(pl.lit("a best seller"))
-        .alias("reason")
     )
+    if lapsed_days is not None:
+        away = pl.col("user_recency_days").floor().cast(pl.Int64).cast(pl.String)
+        reason = (
+            pl.when(pl.col("user_recency_days") >= lapsed_days)
+            .then(pl.format("win-back, away {} days: {}", away, reason))
+            .otherwise(reason)
+        )
+    return reason.alias("reason")
 
 
 def ranked_lists(
-    frame: pl.DataFrame, scores: np.ndarray, items: rec.ItemTables, k: int, model_version: str
+    frame: pl.DataFrame,
+    scores: np.ndarray,
+    items: rec.ItemTables,
+    k: int,
+    model_version: str,
+    lapsed_days: int | None = None,
 ) -> pl.DataFrame:
     """The top ``k`` candidates per user: user_id, rank, item_id, title, category, score,
-    source, reason, model_version."""
+    source, reason (a win-back for users away ``lapsed_days``), model_version."""
     titles = items.stats.select(
         pl.col("item_id").alias("anchor"), pl.col("title").alias("anchor_title")
     )
@@ -527,7 +565,7 @@ def ranked_lists(
         "category",
         "score",
         "source",
-        reason_text(),
+        reason_text(lapsed_days),
         pl.lit(model_version).alias("model_version"),
     )
 
@@ -609,7 +647,7 @@ def bucketed_lists(
             clock = stats.add("features", clock)
             scores = scorer(frame)
             clock = stats.add("scoring", clock)
-            parts.append(ranked_lists(frame, scores, items, cfg.top_k, version))
+            parts.append(ranked_lists(frame, scores, items, cfg.top_k, version, cfg.lapsed_days))
             stats.add("top_k", clock)
             stats.candidates += frame.height
             stats.buckets += 1

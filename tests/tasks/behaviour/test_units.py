@@ -6,6 +6,7 @@ import shutil
 from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -14,6 +15,7 @@ from nightowl.errors import NotEnoughHistory
 from nightowl.schemas.config import ModelSettings
 from nightowl.schemas.landing import SOURCES
 from nightowl.schemas.sources import SourceConfig
+from nightowl.tasks.behaviour import train
 from nightowl.tasks.behaviour.train import feature_matrix
 from nightowl.tasks.behaviour.units import (
     MODEL,
@@ -32,7 +34,10 @@ from nightowl.warehouse.registry import Registry
 from nightowl.warehouse.store import Warehouse
 
 END = date(2026, 11, 27)
-FAST = ModelSettings(snapshots=3, max_rounds=200, min_data_in_leaf=20)
+# The model is served unless it trails its best simple rule by more than 1 AUC (never): these
+# tests are about the model; the guard's own tests set a margin no model can beat.
+FAST = ModelSettings(snapshots=3, max_rounds=200, min_data_in_leaf=20, rule_margin=-1.0)
+RULES_ONLY = FAST.model_copy(update={"rule_margin": 1.0})
 
 
 def build_warehouse(root: Path, *, users: int, days: int, seed: int = 7) -> Warehouse:
@@ -101,7 +106,12 @@ def test_train_registers_a_parity_checked_champion_and_scores(wh):
     assert (
         card.parity["max_abs_diff"] <= 1e-6 and card.parity["rows"] > card.training["holdout_rows"]
     )
-    assert set(card.metrics) == {"model", "recency_only", "rfm"}
+    assert set(card.metrics) == {"model", "recency_only", "rfm", "bgnbd", "lightgbm_rfm"}
+    guard = card.guard
+    assert guard is not None and guard["metric"] == "roc_auc"
+    best = max(("recency_only", "rfm", "bgnbd"), key=lambda r: card.metrics[r]["roc_auc"])
+    assert guard["rule"] == best and guard["rule_value"] == card.metrics[best]["roc_auc"]
+    assert guard["beats"] and guard["margin"] == -1.0
     assert card.training["holdout_as_of"] == (END - timedelta(days=29)).isoformat()
     assert all(
         date.fromisoformat(d) + timedelta(days=30)
@@ -127,6 +137,41 @@ def test_train_registers_a_parity_checked_champion_and_scores(wh):
     assert table["p_purchase_30d"].is_between(0, 1).all()
     stats = wh.manifest("predictions", "user_scores", {"as_of": str(as_of)}).stats
     assert stats["placement"] == scored.placement and sum(scored.placement.values()) == 2
+
+
+def test_a_model_that_does_not_beat_its_best_rule_serves_the_calibrated_rule(wh):
+    report = train_propensity(wh, END, RULES_ONLY)
+    assert report.trained and report.promoted  # the first model, but not what serves
+    assert report.guard is not None and not report.guard["beats"]
+    rule = report.guard["rule"]
+    assert f"it serves the simple rule {rule}" in report.reason
+    card = Registry(wh).card(MODEL, report.version)
+    assert card.serves_rule == rule
+
+    as_of = END + timedelta(days=1)
+    scored = score_users(wh, as_of, RULES_ONLY)
+    table = pl.read_parquet(
+        wh.partition_dir("predictions", "user_scores", {"as_of": str(as_of)}) / "*.parquet"
+    )
+    assert table["model_version"].unique().to_list() == [f"rule:{rule}@{report.version}"]
+    assert table["scoring_graph"].unique().to_list() == ["rule"] == [scored.graph]
+    assert scored.rule is not None and "did not beat its best simple rule" in scored.rule
+    # Calibrated: probabilities, ordered as the rule orders the users.
+    p = table["p_purchase_30d"]
+    assert p.is_between(0, 1).all() and p.n_unique() > 1
+    features = user_features_table(wh, as_of)[0]
+    raw = train.rule_scores(features, rule, 30)
+    served = features.select("user_id").with_columns(raw=raw).join(table, on="user_id")
+    ordered = served.sort("raw")["p_purchase_30d"].to_numpy()
+    assert (np.diff(ordered) >= -1e-7).all()
+
+
+def test_a_challenger_that_loses_to_its_rule_does_not_unseat_a_champion_that_won(wh):
+    champion = train_propensity(wh, END, FAST)
+    challenger = train_propensity(wh, END - timedelta(days=2), RULES_ONLY)
+    assert not challenger.promoted and challenger.champion == champion.version
+    assert "did not beat its best simple rule" in challenger.reason
+    assert f"champion {champion.version} did: champion kept" in challenger.reason
 
 
 def test_same_data_same_version_and_a_worse_challenger_is_not_promoted(wh):

@@ -248,9 +248,23 @@ def test_a_catalogue_smaller_than_k_gives_short_lists_and_says_so(tmp_path, capl
 
 def test_nobody_active_gives_an_empty_table_with_its_columns(tmp_path):
     wh = handmade(tmp_path, SHOP)
-    report = recommendations_table(wh, AS_OF + timedelta(days=200), CFG)
+    recent_only = CFG.model_copy(update={"active_days": 90})
+    report = recommendations_table(wh, AS_OF + timedelta(days=200), recent_only)
     assert report.rows == 0
     assert "reason" in _lists(wh, AS_OF + timedelta(days=200)).columns
+
+
+def test_lapsed_customers_get_win_back_lists_by_default(tmp_path):
+    wh = handmade(tmp_path, SHOP)
+    later = AS_OF + timedelta(days=200)
+    assert CFG.active_days is None
+    report = recommendations_table(wh, later, CFG)
+    lists = _lists(wh, later)
+    assert report.rows == lists.height > 0
+    assert lists["reason"].str.starts_with("win-back, away ").all()
+    # The days away are each user's own: 200 days and more since their last event.
+    away = lists["reason"].str.extract(r"away (\d+) days", 1).cast(pl.Int64)
+    assert away.min() >= 200
 
 
 def test_a_catalogue_known_only_later_lends_its_categories_but_not_its_prices(tmp_path):
