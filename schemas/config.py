@@ -201,6 +201,14 @@ class MarketSettings(BaseModel):
     backtest_origins: int = Field(
         default=4, ge=1, description="Weekly rolling origins of the backtest (the last weeks)."
     )
+    rule_margin: float = Field(
+        default=0.0,
+        ge=-1,
+        le=1,
+        description="The model's forecast is served only if its backtest WAPE (item x day) "
+        "beats the best simple rule's (seasonal naive, 28-day average) by more than this; "
+        "otherwise that rule forecasts",
+    )
     interval: float = Field(
         default=0.8, gt=0, lt=1, description="Coverage of the [lower, upper] prediction interval."
     )
@@ -349,6 +357,13 @@ class FeedbackSettings(BaseModel):
         min_length=1,
         description="Inverse regularisation strengths tried by cross-validation.",
     )
+    rule_margin: float = Field(
+        default=0.0,
+        ge=-1,
+        le=1,
+        description="The model's labels are served only if their held-out macro-F1 beats the VADER "
+        "lexicon's by more than this; otherwise the lexicon scores the feedback",
+    )
     retrain_every_days: int = Field(default=7, ge=1)
     parity_tolerance: float = Field(
         default=1e-5, gt=0, description="Largest |ONNX - native| probability a model may show."
@@ -455,6 +470,14 @@ class RecommendSettings(BaseModel):
         ge=1,
         description="Events (of the history window) per hash group of users whose views and "
         "carts are in memory at once while ranking: bounds memory on big shops.",
+    )
+    rule_margin: float = Field(
+        default=0.0,
+        ge=-1,
+        le=1,
+        description="The ranker's lists are served only if its held-out Recall@K (every "
+        "earlier buyer, repurchases counted) beats the best simple rule's (popularity, repeat-buy, "
+        "co-occurrence) by more than this; otherwise that rule ranks the lists",
     )
     horizon_days: int = Field(
         default=14, ge=1, description="Purchases in this many days after as_of are the labels."

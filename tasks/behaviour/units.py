@@ -46,6 +46,7 @@ from nightowl.tasks.models.lifecycle import (
     cadence_due,
     challenge,
     guard_text,
+    rule_guard,
     settle,
 )
 from nightowl.warehouse.manifest import InputRef, Manifest, combined_hash
@@ -252,15 +253,10 @@ class Measured:
     def guard(self, margin: float) -> dict[str, Any]:
         """Whether the model beats its best simple rule by ``margin`` (held-out ROC-AUC), and the
         rule's calibration, served in the model's place when it does not."""
-        auc = {name: self.metrics[name]["roc_auc"] or 0.0 for name in ("model", *train.RULES)}
-        best = max(train.RULES, key=lambda name: auc[name])
+        guard = rule_guard(self.metrics, "roc_auc", train.RULES, margin)
+        best = guard["rule"]
         return {
-            "metric": "roc_auc",
-            "model": auc["model"],
-            "rule": best,
-            "rule_value": auc[best],
-            "margin": margin,
-            "beats": auc["model"] > auc[best] + margin,
+            **guard,
             "calibration": asdict(train.calibration(self.scores[best], self.labels)),
         }
 

@@ -33,6 +33,7 @@ from nightowl.tasks.feedback.units import measure_sentiment
 from nightowl.tasks.market.units import measure_demand
 from nightowl.tasks.recommend import lists as rec
 from nightowl.tasks.recommend.units import measure_recommender
+from nightowl.warehouse.manifest import Manifest
 from nightowl.warehouse.store import Warehouse
 from nightowl.warehouse.tables import MODEL_EVALUATION
 
@@ -223,16 +224,21 @@ def model_evaluation(
     return publish_evaluation(wh, last_day, parts, skipped, n, started, evaluate.margin)
 
 
-def latest_evaluation(wh: Warehouse, before: date | None = None) -> pl.DataFrame | None:
-    """The newest ``model_evaluation`` partition (as of ``before`` or earlier), or None."""
-    manifests = wh.manifests(MODEL_EVALUATION.layer, MODEL_EVALUATION.name)
+def evaluation_partition(wh: Warehouse, as_of: date | None = None) -> Manifest | None:
+    """The newest ``model_evaluation`` partition as of ``as_of`` or earlier (None: none yet)."""
+    key = MODEL_EVALUATION.partition_key
     known = [
         m
-        for m in manifests
-        if before is None or m.partition[MODEL_EVALUATION.partition_key] <= before.isoformat()
+        for m in wh.manifests(MODEL_EVALUATION.layer, MODEL_EVALUATION.name)
+        if as_of is None or m.partition[key] <= as_of.isoformat()
     ]
-    if not known:
+    return max(known, key=lambda m: m.partition[key], default=None)
+
+
+def latest_evaluation(wh: Warehouse, as_of: date | None = None) -> pl.DataFrame | None:
+    """The figures of :func:`evaluation_partition`, or None."""
+    newest = evaluation_partition(wh, as_of)
+    if newest is None:
         return None
-    newest = max(known, key=lambda m: m.partition[MODEL_EVALUATION.partition_key])
     scan = wh.scan(MODEL_EVALUATION.layer, MODEL_EVALUATION.name, [newest.partition])
     return None if scan is None else scan.collect()

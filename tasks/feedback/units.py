@@ -36,6 +36,7 @@ from nightowl.tasks.models.lifecycle import (
     admit_trained,
     cadence_due,
     challenge,
+    rule_guard,
     settle,
 )
 from nightowl.warehouse.landing import LandingError, knowledge_base
@@ -164,6 +165,7 @@ def train_sentiment(
             holdout["truth"], sentiment.lexicon_scores(holdout["text"]), *sentiment.LEXICON_BAND
         ),
     }
+    guard = rule_guard(metrics, "macro_f1", ("lexicon",), cfg.rule_margin)
     native = json.dumps(
         {
             "terms": model.vocab.terms,
@@ -198,6 +200,7 @@ def train_sentiment(
         params=model.params,
         best_iteration=0,
         inputs=refs,
+        guard=guard,
     )
     return SentimentTrainReport(
         trained=True,
@@ -207,6 +210,7 @@ def train_sentiment(
         champion=admitted.champion,
         labelled=rated.height,
         metrics=metrics,
+        guard=guard,
         parity_max_diff=max_diff,
         seconds=round(time.perf_counter() - started, 3),
     )
@@ -363,9 +367,11 @@ def feedback_scores_table(wh: Warehouse, as_of: date, cfg: FeedbackSettings) -> 
     card = scoring_model(registry, as_of)
     texts = feedback["text"].fill_null("")
     inputs = [m.ref for m in parts]
-    if card is None:
+    if card is None or card.serves_rule:
         scores = sentiment.lexicon_scores(texts)
         band, source, version = sentiment.LEXICON_BAND, "lexicon", lexicon_version()
+        if card is not None:  # the model did not beat the lexicon on its held-out texts
+            version = f"rule:{version}@{card.version}"
     else:
         # CPU on purpose: per text the graph does a gather and a sum, too little to pay for
         # copying the batch to a GPU and back (the tokenising, in Polars, is the real work).

@@ -106,6 +106,34 @@ def challenge(
     return verdict[0], verdict[1] + (_rule_note(card) if verdict[0] else "")
 
 
+def rule_guard(
+    metrics: dict[str, dict[str, float | None]],
+    metric: str,
+    rules: tuple[str, ...],
+    margin: float,
+    *,
+    lower_is_better: bool = False,
+) -> dict[str, Any]:
+    """A card's ``guard``: whether ``metrics["model"][metric]`` beats the best of ``rules`` on
+    the same held-out data by more than ``margin`` (a missing figure never wins)."""
+    sign = -1.0 if lower_is_better else 1.0
+    worst = -float("inf")
+
+    def score(name: str) -> float:
+        value = metrics[name].get(metric)
+        return worst if value is None else sign * value
+
+    best = max(rules, key=score)
+    return {
+        "metric": metric,
+        "model": metrics["model"].get(metric),
+        "rule": best,
+        "rule_value": metrics[best].get(metric),
+        "margin": margin,
+        "beats": score("model") > score(best) + margin,
+    }
+
+
 def guard_text(card: ModelCard) -> str:
     """Whether the version beat its best simple rule, in words with the figures."""
     guard = card.guard
@@ -115,8 +143,12 @@ def guard_text(card: ModelCard) -> str:
     margin = f" by more than {guard['margin']:g}" if guard["margin"] else ""
     return (
         f"{card.model} {card.version} {verb} its best simple rule {guard['rule']}{margin} "
-        f"(held-out {guard['metric']} {guard['model']:.4f} vs {guard['rule_value']:.4f})"
+        f"(held-out {guard['metric']} {_shown(guard['model'])} vs {_shown(guard['rule_value'])})"
     )
+
+
+def _shown(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def _rule_note(card: ModelCard) -> str:

@@ -22,4 +22,6 @@ class ReportInputs:
     past_forecasts: pl.DataFrame | None = None
     #: User scores a week before, for the change in customers at risk.
     week_ago_scores: pl.DataFrame | None = None
+    #: The newest ``model_evaluation`` figures as of this date (``nightowl evaluate``), if any.
+    evaluation: pl.DataFrame | None = None
     refs: list[InputRef] = field(default_factory=list)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import polars as pl
 
+from nightowl.tasks.evaluate import rows as evaluation
 from nightowl.tasks.report.kpis import purchase_lines
 
 if TYPE_CHECKING:
@@ -584,6 +585,38 @@ def _sort_key(value: Any) -> str:
     return json.dumps(value if isinstance(value, int | float) else str(value or ""))
 
 
+def model_verdicts(inputs: ReportInputs) -> dict[str, Any]:
+    """The "Do the models beat the simple rules?" section: each model's verdict over the
+    origins of the newest ``nightowl evaluate``, and tonight's tables served by a simple rule."""
+    served_by_rules = sorted(
+        f"{table}: {version.split('@')[0].removeprefix('rule:')} (the model did not beat it)"
+        for table, frame in inputs.predictions.items()
+        if "model_version" in frame.columns
+        and frame.height
+        and (version := str(frame["model_version"].first())).startswith("rule:")
+    )
+    figures = inputs.evaluation
+    if figures is None or not figures.height:
+        return {"lines": [], "table": None, "rules": served_by_rules, "evaluated": None}
+    judged = evaluation.summary(evaluation.verdicts(figures))
+    shown = judged.select(
+        "model",
+        "protocol",
+        "metric",
+        pl.format("{} of {}", "won", "origins").alias("won"),
+        pl.col("model_value").round(4),
+        "best_rule",
+        pl.col("rule_value").round(4),
+    )
+    first, last = figures["origin"].min(), figures["origin"].max()
+    return {
+        "lines": evaluation.verdict_lines(judged),
+        "table": table_html(shown, shown.columns, 50),
+        "rules": served_by_rules,
+        "evaluated": f"origins {first} to {last}",
+    }
+
+
 def render(
     frames: dict[str, pl.DataFrame],
     inputs: ReportInputs,
@@ -746,6 +779,7 @@ def render(
         tables=tables,
         missing=missing,
         banner=banner or Banner({}, {}, {}),
+        verdicts=model_verdicts(inputs),
         models={
             t: frame["model_version"].first()
             for t, frame in inputs.predictions.items()

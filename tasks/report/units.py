@@ -21,6 +21,7 @@ from nightowl.errors import NotEnoughHistory
 from nightowl.schemas.config import ReportSettings
 from nightowl.schemas.landing import SOURCES
 from nightowl.tasks.common.reads import catalogue_before, clean_before
+from nightowl.tasks.evaluate.units import evaluation_partition
 from nightowl.tasks.report import briefs, kpis, page
 from nightowl.tasks.report.inputs import ReportInputs
 from nightowl.warehouse.manifest import InputRef, Manifest, combined_hash
@@ -34,6 +35,7 @@ from nightowl.warehouse.tables import (
     DEMAND_FORECAST,
     FEEDBACK_SCORES,
     KPI_DAILY,
+    MODEL_EVALUATION,
     PRICE_POSITION,
     PRODUCT_HEALTH,
     PRODUCT_SENTIMENT,
@@ -99,7 +101,9 @@ def input_refs(wh: Warehouse, as_of: date) -> list[InputRef]:
     """Every partition a report as of ``as_of`` reads (the report step's cache key)."""
     tonight, week_ago, past = _partitions(wh, as_of)
     refs = clean_before(wh, CLEAN_EVENTS.name, as_of)[1] + catalogue_before(wh, as_of)[1]
-    return refs + [m.ref for m in (*tonight.values(), *([week_ago] if week_ago else []), *past)]
+    evaluated = evaluation_partition(wh, as_of)
+    read = (*tonight.values(), *([week_ago] if week_ago else []), *past)
+    return refs + [m.ref for m in (*read, *([evaluated] if evaluated else []))]
 
 
 def report_inputs(wh: Warehouse, as_of: date) -> ReportInputs:
@@ -127,6 +131,8 @@ def report_inputs(wh: Warehouse, as_of: date) -> ReportInputs:
             inputs.predictions[table.name] = frame
     inputs.past_forecasts = read(CATEGORY_FORECAST, past, with_as_of=True) if past else None
     inputs.week_ago_scores = read(USER_SCORES, [week_ago]) if week_ago else None
+    evaluated = evaluation_partition(wh, as_of)
+    inputs.evaluation = read(MODEL_EVALUATION, [evaluated]) if evaluated else None
     return inputs
 
 
@@ -266,6 +272,8 @@ def build_report(
     html = page.render(frames, inputs, story, missing, run_date, timezone, banner)
     files = {"index.html": html.encode()}
     files |= {f"{t}.csv": page.csv_bytes(f) for t, f in frames.items()}
+    if inputs.evaluation is not None:
+        files[f"{MODEL_EVALUATION.name}.csv"] = page.csv_bytes(inputs.evaluation)
     report.page = str(wh.publish_page(run_date.isoformat(), files) / "index.html")
     report.summary = [finding.text for finding in story]
     report.seconds = round(time.perf_counter() - started, 3)

@@ -105,3 +105,55 @@ def test_metrics_on_a_tiny_known_case():
 def test_the_lexicon_reads_polarity_and_calls_nothing_neutral():
     p = sentiment.lexicon_scores(pl.Series(["I love it!", "This is terrible.", ""]))
     assert p[0] > 0.525 and p[1] < 0.475 and p[2] == 0.5
+
+
+def _polar_f1(scores: np.ndarray, truth: np.ndarray, band: tuple[float, float]) -> float:
+    from sklearn.metrics import f1_score
+
+    pred = np.where(scores < band[0], 0, np.where(scores >= band[1], 2, 1))
+    polar = truth != 1
+    return f1_score(truth[polar], pred[polar], average="macro", labels=[0, 2], zero_division=0)
+
+
+def test_the_neutral_band_never_costs_the_clearly_rated_texts():
+    # Clear texts score near 0.35 and 0.65 (right side of 0.5); neutral ones spread in between.
+    # A band from 0.3 to 0.7 would win every neutral text and lose every clear one.
+    truth = np.array([0] * 40 + [2] * 40 + [1] * 60)
+    scores = np.concatenate([np.full(40, 0.36), np.full(40, 0.66), np.linspace(0.31, 0.69, 60)])
+    band = sentiment.neutral_band(scores, truth)
+    assert _polar_f1(scores, truth, band) >= _polar_f1(scores, truth, (0.5, 0.5))
+    assert band[0] > 0.36 and band[1] <= 0.66
+
+
+def test_a_neutral_band_is_kept_where_it_takes_the_misses_of_a_single_cut():
+    # Near 0.5 the clear texts are as often wrong as right: labelling them neutral there costs
+    # nothing, and wins the neutral texts that sit there too.
+    truth = np.array([0] * 30 + [2] * 30 + [0, 2] * 10 + [1] * 30)
+    scores = np.concatenate(
+        [np.full(30, 0.1), np.full(30, 0.9), np.tile([0.52, 0.48], 10), np.full(30, 0.5)]
+    )
+    band = sentiment.neutral_band(scores, truth)
+    assert band[0] < 0.48 and band[1] > 0.52
+    assert _polar_f1(scores, truth, band) >= _polar_f1(scores, truth, (0.5, 0.5))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.sampled_from([0, 1, 2])), min_size=3, max_size=60))
+def test_macro_f1_is_scikit_learns(rows):
+    from sklearn.metrics import f1_score
+
+    truth = np.array([r[1] for r in rows])
+    pred = np.where(np.array([r[0] for r in rows]) < 0.4, 0, 2)
+    expected = f1_score(truth, pred, average="macro", labels=[0, 1, 2], zero_division=0)
+    assert sentiment.macro_f1(truth, pred, (0, 1, 2)) == pytest.approx(expected)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.sampled_from([0, 1, 2])), min_size=3, max_size=60))
+def test_any_band_chosen_keeps_the_clear_texts_macro_f1(rows):
+    scores = np.array([r[0] for r in rows])
+    truth = np.array([r[1] for r in rows])
+    band = sentiment.neutral_band(scores, truth)
+    assert band[0] <= band[1]
+    if (truth != 1).any():
+        assert _polar_f1(scores, truth, band) >= _polar_f1(scores, truth, (0.5, 0.5)) - 1e-9

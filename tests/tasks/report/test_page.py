@@ -96,3 +96,43 @@ def test_text_from_the_data_is_shown_as_text_never_run_as_markup():
     assert not [t for t, _ in tags if t in ("img", "b", "iframe", "object", "embed")]
     assert not [(t, a) for t, attrs in tags for a in attrs if a.startswith("on")]
     assert 'id="chart-sentiment"' in html  # the chart with the category in its labels
+
+
+def _evaluated(inputs: ReportInputs) -> ReportInputs:
+    from nightowl.tasks.evaluate.rows import MODEL, RULE, Judged, figure_rows
+
+    kinds = {"model": MODEL, "rfm": RULE, "recency_only": RULE}
+    parts = [
+        figure_rows(
+            Judged("propensity", origin, 30, "all_users", 500, "roc_auc"),
+            {"model": {"roc_auc": m}, "rfm": {"roc_auc": 0.75}, "recency_only": {"roc_auc": 0.7}},
+            kinds,
+            ("roc_auc",),
+        )
+        for origin, m in ((date(2026, 10, 1), 0.8), (date(2026, 10, 15), 0.74))
+    ]
+    inputs.evaluation = pl.concat(parts)
+    scores = inputs.predictions["user_scores"]
+    inputs.predictions["user_scores"] = scores.with_columns(model_version=pl.lit("rule:rfm@v1"))
+    return inputs
+
+
+def test_the_models_section_says_whether_each_model_beats_its_rules(tmp_path):
+    frames, inputs = _frames()
+    html = page.render(frames, inputs, [], [], AS_OF - timedelta(1), "UTC")
+    assert "Do the models beat the simple rules?" in html and "Not measured yet" in html
+
+    html = page.render(frames, _evaluated(inputs), [], [], AS_OF - timedelta(1), "UTC")
+    target = tmp_path / "index.html"
+    target.write_text(html)
+    seen = visit(target, tmp_path / "shot.png", sort=("table-model_evaluation", 4))
+    assert seen.errors == []
+    assert (
+        "propensity (all_users, roc_auc): the model does not always beat its best simple rule, "
+        "rfm, at 1 of 2 origins (mean 0.7700 vs 0.7500)"
+    ) in seen.text
+    assert "Served tonight by a simple rule: user_scores: rfm (the model did not beat it)" in (
+        seen.text
+    )
+    assert "origins 2026-10-01 to 2026-10-15" in seen.text
+    assert seen.sorted_values == [0.77]
