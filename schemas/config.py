@@ -105,6 +105,11 @@ class ModelSettings(BaseModel):
     validation_share: float = Field(
         default=0.2, gt=0, lt=1, description="Users held out of training for early stopping."
     )
+    monotone: bool = Field(
+        default=True,
+        description="Constrain the model to rise with frequency, value and BG/NBD's figures and "
+        "fall with recency (LightGBM monotone constraints).",
+    )
     learning_rate: float = Field(default=0.05, gt=0)
     # Small trees with big leaves: purchase behaviour is noisy, and on the demo data (where the
     # best achievable AUC is known) they came closest to it.

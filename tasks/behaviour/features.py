@@ -10,7 +10,11 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import numpy as np
 import polars as pl
+
+from nightowl.errors import NotEnoughHistory
+from nightowl.tasks.models import btyd
 
 #: Event types whose counts, recency and trends become features (others still count as activity).
 EVENT_TYPES = ("view", "add_to_cart", "remove_from_cart", "purchase", "return")
@@ -355,6 +359,63 @@ def bucketed_user_features(
         some = user_features(events.filter(mine), as_of, items, market_prices, theirs, usual)
         parts.append(some.collect())
     return pl.concat(parts).sort("user_id")
+
+
+#: BG/NBD's expected purchases join the features over this many days, whatever a model's
+#: horizon: a customer's rate, as the other counts are.
+BTYD_DAYS = 30
+#: Buyers the BG/NBD fit reads at most (a stable sample): four parameters need no more, and the
+#: fit's cost grows with them.
+BTYD_FIT_BUYERS = 50_000
+BTYD_FEATURES = {"btyd_p_alive": pl.Float64(), f"btyd_expected_{BTYD_DAYS}d": pl.Float64()}
+
+
+def _btyd_inputs(features: pl.DataFrame) -> pl.DataFrame:
+    x, t_x, age = btyd.btyd_inputs(
+        pl.col("buying_days_total"), pl.col("purchase_recency_days"), pl.col("purchase_tenure_days")
+    )
+    return features.select("user_id", x.alias("x"), t_x.alias("t_x"), age.alias("age"))
+
+
+def fitted_bgnbd(features: pl.DataFrame) -> btyd.BgNbd:
+    """BG/NBD parameters fitted on the purchase histories of the customers in ``features`` (at
+    most ``BTYD_FIT_BUYERS`` of them, the same ones for the same ids)."""
+    buyers = _btyd_inputs(features).drop_nulls()
+    if buyers.height > BTYD_FIT_BUYERS:
+        buyers = buyers.sort(pl.col("user_id").hash(seed=2)).head(BTYD_FIT_BUYERS)
+    if buyers.height == 0:
+        raise NotEnoughHistory("no customer has bought yet: BG/NBD has nothing to fit")
+    return btyd.fit_bgnbd(
+        buyers["x"].to_numpy(), buyers["t_x"].to_numpy(), buyers["age"].to_numpy()
+    )
+
+
+def btyd_figures(features: pl.DataFrame, fit: btyd.BgNbd, days: int) -> pl.DataFrame:
+    """Per user of ``features``: BG/NBD's ``p_alive`` and ``expected`` purchases in the next
+    ``days`` (null for users who never bought)."""
+    inputs = _btyd_inputs(features)
+    bought = inputs["age"].is_not_null().to_numpy()
+    x, t_x, age = (inputs[c].fill_null(0.0).to_numpy() for c in ("x", "t_x", "age"))
+    return pl.DataFrame(
+        {
+            "p_alive": np.where(bought, fit.p_alive(x, t_x, age), np.nan),
+            "expected": np.where(bought, fit.expected_purchases(days, x, t_x, age), np.nan),
+        }
+    ).fill_nan(None)
+
+
+def with_btyd(features: pl.DataFrame) -> pl.DataFrame:
+    """``features`` with BG/NBD's P(alive) and expected purchases in ``BTYD_DAYS`` days per
+    user, from a fit on these very users' purchase histories as of the same date (null for
+    users who never bought, and for everyone when nobody has)."""
+    names = list(BTYD_FEATURES)
+    try:
+        figures = btyd_figures(features, fitted_bgnbd(features), BTYD_DAYS)
+    except NotEnoughHistory:
+        return features.with_columns(pl.lit(None, pl.Float64).alias(n) for n in names)
+    return features.with_columns(
+        figures["p_alive"].alias(names[0]), figures["expected"].alias(names[1])
+    )
 
 
 def feature_names(features: pl.DataFrame | pl.LazyFrame) -> list[str]:

@@ -21,6 +21,7 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from nightowl.errors import NotEnoughHistory
 from nightowl.schemas.config import ModelSettings, RecommendSettings
+from nightowl.tasks.behaviour.features import btyd_figures, fitted_bgnbd
 from nightowl.tasks.models import btyd
 
 if TYPE_CHECKING:
@@ -91,6 +92,22 @@ def lightgbm_params(cfg: ModelSettings, threads: int) -> dict[str, Any]:
     }
 
 
+#: Features whose direction is known: more recent, more frequent, more valuable customers buy
+#: more (1: the probability may only rise with the feature, -1: only fall).
+MONOTONE = {
+    "recency_days": -1,
+    "purchase_recency_days": -1,
+    "buying_days_total": 1,
+    "spend_total": 1,
+    "purchase_n_28d": 1,
+    "purchase_n_90d": 1,
+    "buying_days_hl7": 1,
+    "buying_days_hl28": 1,
+    "btyd_p_alive": 1,
+    "btyd_expected_30d": 1,
+}
+
+
 def fit_propensity(
     train: pl.DataFrame, names: list[str], cfg: ModelSettings, threads: int = 2
 ) -> lgb.Booster:
@@ -100,6 +117,9 @@ def fit_propensity(
     if y[~held].min(initial=1) == y[~held].max(initial=0):
         raise NotEnoughHistory("training labels are all the same: no purchases, or only purchases")
     params = lightgbm_params(cfg, threads)
+    if cfg.monotone:
+        params["monotone_constraints"] = [MONOTONE.get(name, 0) for name in names]
+        params["monotone_constraints_method"] = "advanced"
     fit = lgb.Dataset(x[~held], y[~held], feature_name=names, free_raw_data=True)
     watch = lgb.Dataset(x[held], y[held], reference=fit)
     return lgb.train(
@@ -162,30 +182,10 @@ def rule_scores(features: pl.DataFrame, rule: str, horizon_days: int) -> np.ndar
     raise ValueError(f"unknown propensity rule {rule!r}; expected one of {', '.join(RULES)}")
 
 
-def _btyd_columns(features: pl.DataFrame) -> pl.DataFrame:
-    x, t_x, age = btyd.btyd_inputs(
-        pl.col("buying_days_total"), pl.col("purchase_recency_days"), pl.col("purchase_tenure_days")
-    )
-    return features.select(x.alias("x"), t_x.alias("t_x"), age.alias("age"))
-
-
-def fitted_bgnbd(features: pl.DataFrame) -> btyd.BgNbd:
-    """BG/NBD parameters fitted on the purchase histories of the customers in ``features``."""
-    buyers = _btyd_columns(features).drop_nulls()
-    return btyd.fit_bgnbd(
-        buyers["x"].to_numpy(), buyers["t_x"].to_numpy(), buyers["age"].to_numpy()
-    )
-
-
 def bgnbd_scores(features: pl.DataFrame, fit: btyd.BgNbd, horizon_days: int) -> np.ndarray:
     """Expected purchases in the next ``horizon_days`` per user (0 for users who never bought)."""
-    cols = _btyd_columns(features)
-    bought = cols["age"].is_not_null().to_numpy()
-    filled = cols.fill_null(0.0)
-    expected = fit.expected_purchases(
-        horizon_days, filled["x"].to_numpy(), filled["t_x"].to_numpy(), filled["age"].to_numpy()
-    )
-    return np.where(bought, expected, 0.0)
+    expected = btyd_figures(features, fit, horizon_days)["expected"]
+    return expected.fill_null(0.0).to_numpy()
 
 
 def fit_rfm_reference(train: pl.DataFrame, cfg: ModelSettings) -> lgb.Booster:

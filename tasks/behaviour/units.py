@@ -23,11 +23,13 @@ from nightowl.errors import NotEnoughHistory
 from nightowl.schemas.config import ModelSettings
 from nightowl.tasks.behaviour import train
 from nightowl.tasks.behaviour.features import (
+    BTYD_FEATURES,
     bucketed_user_features,
     feature_names,
     labelled,
     purchase_labels,
     user_features,
+    with_btyd,
 )
 from nightowl.tasks.behaviour.scores import user_scores
 from nightowl.tasks.common.reads import catalogue_before, clean_before, event_days
@@ -148,7 +150,7 @@ def user_features_schema() -> pl.Schema:
         clean(CLEAN_MARKET_PRICES),
         clean(CLEAN_FEEDBACK),
     )
-    return planned.collect_schema()
+    return pl.Schema({**planned.collect_schema(), **BTYD_FEATURES})
 
 
 # The warehouse cannot import this layer: the features table's columns are declared from here.
@@ -179,6 +181,8 @@ def user_features_table(
         raise NotEnoughHistory(f"no clean events before {as_of}: nothing to featurize")
     buckets = math.ceil(events.select(pl.len()).collect().item() / bucket_events)
     frame = bucketed_user_features(events, as_of, items, market, feedback, buckets=buckets)
+    # BG/NBD is fitted on every customer at once, so it joins after the buckets.
+    frame = with_btyd(frame)
     manifest = wh.write_partition(
         features.layer,
         features.name,

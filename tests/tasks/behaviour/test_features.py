@@ -240,6 +240,7 @@ def behaviour_one_filter_per_column(history: pl.LazyFrame) -> pl.LazyFrame:
         exact_sum(spend.filter(bought & (days_ago < 28))).alias("spend_28d"),
         exact_sum(spend.filter(bought & (days_ago < 90))).alias("spend_90d"),
         pl.col("quantity").fill_null(1).filter(bought & (days_ago < 90)).sum().alias("units_90d"),
+        days_ago.filter(bought).max().alias("purchase_tenure_days"),
     ]
     return history.group_by("user_id").agg(aggs)
 
@@ -263,3 +264,25 @@ def test_behaviour_per_event_type_spread_into_columns_is_the_plain_aggregation(r
     )
     expected = behaviour_one_filter_per_column(history).sort("user_id").collect()
     assert_frame_equal(behaviour(history).sort("user_id").collect(), expected)
+
+
+def test_btyd_figures_join_every_user_and_are_null_for_who_never_bought():
+    from nightowl.tasks.behaviour.features import with_btyd
+
+    frame = pl.DataFrame(
+        {
+            "user_id": [f"u{i}" for i in range(6)],
+            "buying_days_total": [5, 1, 3, 0, 8, 2],
+            "purchase_recency_days": [2.0, 60.0, 10.0, None, 1.0, 90.0],
+            "purchase_tenure_days": [100.0, 60.0, 80.0, None, 120.0, 110.0],
+        }
+    )
+    out = with_btyd(frame)
+    assert out.columns[-2:] == ["btyd_p_alive", "btyd_expected_30d"]
+    never = out.filter(pl.col("user_id") == "u3")
+    assert never["btyd_p_alive"].item() is None and never["btyd_expected_30d"].item() is None
+    bought = out.filter(pl.col("user_id") != "u3")
+    assert bought["btyd_p_alive"].is_between(0, 1).all()
+    assert bought.sort("btyd_expected_30d")["user_id"][-1] == "u4"  # most days, most recent
+    nobody = with_btyd(frame.filter(pl.col("buying_days_total") == 0))
+    assert nobody["btyd_p_alive"].null_count() == nobody.height == 1

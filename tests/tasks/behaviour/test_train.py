@@ -66,6 +66,7 @@ FEATURES = pl.DataFrame(
         "purchase_recency_days": [1.0, 40.0, 3.0, 80.0, 2.0, None],
         "buying_days_total": [9, 1, 4, 2, 6, 0],
         "spend_total": [900.0, 10.0, 300.0, 50.0, 500.0, 0.0],
+        "purchase_tenure_days": [200.0, 45.0, 100.0, 90.0, 150.0, None],
     }
 )
 
@@ -90,6 +91,8 @@ def test_baselines_rank_recent_buyers_first():
     scores = baseline_scores(FEATURES)
     assert np.argmax(scores["recency_only"]) == 0
     assert np.argmax(scores["rfm"]) == 0 and np.argmin(scores["rfm"]) == 5
+    # BG/NBD: the frequent, recent buyer expects the most purchases; who never bought, none.
+    assert np.argmax(scores["bgnbd"]) == 0 and scores["bgnbd"][5] == 0.0
 
 
 def test_validation_users_are_stable_and_about_the_share():
