@@ -38,6 +38,7 @@ from nightowl.tasks.models.export import (
     ParityFailed as ParityFailed,  # where callers have long imported it from
 )
 from nightowl.tasks.models.lifecycle import (
+    RULE_GRAPH,
     Figure,
     NoChampion,
     Trained,
@@ -49,6 +50,7 @@ from nightowl.tasks.models.lifecycle import (
     challenge,
     guard_text,
     rule_guard,
+    rule_version,
     settle,
 )
 from nightowl.warehouse.manifest import InputRef, Manifest, combined_hash
@@ -493,10 +495,6 @@ def score_users(wh: Warehouse, as_of: date, cfg: ModelSettings) -> ScoreReport:
     )
 
 
-#: The ``graph`` (and ``scoring_graph``) of scores served by a simple rule.
-RULE_GRAPH = "rule"
-
-
 @dataclass(frozen=True)
 class Served:
     """Tonight's probabilities and what made them: the model through ONNX Runtime, or the
@@ -518,9 +516,7 @@ def served_scores(
     if rule is not None and card.guard is not None:
         raw = train.rule_scores(features, rule, card.training["horizon_days"])
         probability = train.Calibration(**card.guard["calibration"]).apply(raw)
-        return Served(
-            probability.astype(np.float32), f"rule:{rule}@{card.version}", "polars", RULE_GRAPH, {}
-        )
+        return Served(probability.astype(np.float32), rule_version(card), "polars", RULE_GRAPH, {})
     scorer = score.scorer_for(registry, card, cfg)
     probability = scorer.predict(train.feature_matrix(features, card.feature_names))
     return Served(probability, card.version, scorer.provider, scorer.graph, scorer.placement)

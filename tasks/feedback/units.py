@@ -37,6 +37,7 @@ from nightowl.tasks.models.lifecycle import (
     cadence_due,
     challenge,
     rule_guard,
+    rule_version,
     settle,
 )
 from nightowl.warehouse.landing import LandingError, knowledge_base
@@ -371,7 +372,7 @@ def feedback_scores_table(wh: Warehouse, as_of: date, cfg: FeedbackSettings) -> 
         scores = sentiment.lexicon_scores(texts)
         band, source, version = sentiment.LEXICON_BAND, "lexicon", lexicon_version()
         if card is not None:  # the model did not beat the lexicon on its held-out texts
-            version = f"rule:{version}@{card.version}"
+            version = rule_version(card, version)
     else:
         # CPU on purpose: per text the graph does a gather and a sum, too little to pay for
         # copying the batch to a GPU and back (the tokenising, in Polars, is the real work).

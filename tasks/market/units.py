@@ -28,6 +28,7 @@ from nightowl.tasks.market import forecast as fc
 from nightowl.tasks.market import prices as market
 from nightowl.tasks.models import score, tensorised
 from nightowl.tasks.models.lifecycle import (
+    RULE_GRAPH,
     Figure,
     NoChampion,
     Trained,
@@ -37,6 +38,8 @@ from nightowl.tasks.models.lifecycle import (
     admit_trained,
     cadence_due,
     challenge,
+    rule_guard,
+    rule_version,
     settle,
 )
 from nightowl.warehouse.landing import date_in_name
@@ -305,6 +308,13 @@ def train_demand(
         what="the demand model",
     )
     registry = Registry(wh)
+    guard = rule_guard(
+        fitted.metrics, "wape", fc.FORECASTERS[1:], cfg.rule_margin, lower_is_better=True
+    )
+    rows, _ = fitted.newest_fold
+    rule_forecast = fc.baseline_forecasts(rows)[guard["rule"]]
+    # Intervals around a served rule's forecast come from its own errors, not the model's.
+    guard["dispersion"] = fc.dispersion(rows[fc.TARGET].to_numpy(), rule_forecast)
     admitted = admit_trained(
         registry,
         MODEL,
@@ -331,6 +341,7 @@ def train_demand(
         params=fc.lightgbm_params(cfg, 2) | {"max_rounds": cfg.max_rounds},
         best_iteration=fitted.booster.best_iteration,
         inputs=inputs.refs,
+        guard=guard,
     )
     return DemandTrainReport(
         trained=True,
@@ -340,6 +351,7 @@ def train_demand(
         champion=admitted.champion,
         backtest=fitted.backtest,
         metrics=fitted.metrics,
+        guard=guard,
         parity_max_diff=exports.parity["max_rel_diff"],
         stale_indicators=_stale_names(inputs.stale),
         seconds=round(time.perf_counter() - started, 3),
@@ -551,10 +563,15 @@ def _challenge(
 
 
 def forecast_tables(
-    inputs: DemandInputs, cfg: MarketSettings, card: ModelCard, predict: Any
+    inputs: DemandInputs,
+    cfg: MarketSettings,
+    card: ModelCard,
+    predict: Any,
+    served: Served | None = None,
 ) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
     """The item forecasts, their category sums and the price scenarios, from ``inputs.as_of``
-    on; ``predict`` maps feature rows to expected units with ``card``'s model."""
+    on; ``predict`` maps feature rows to expected units with ``card``'s model, or with the
+    simple rule ``served`` in its place (labelled so, with the rule's own dispersion)."""
     horizon = int(card.training["horizon_days"])
     rows = fc.demand_rows(
         inputs.panel.lazy(),
@@ -573,12 +590,25 @@ def forecast_tables(
 
     mean = units(rows)
     phi, coverage = float(card.training["dispersion"]), float(card.training["interval"])
-    items = fc.item_forecast(rows, mean, phi, coverage, card.version)
-    categories = fc.category_forecast(items, phi, coverage, card.version)
+    version = card.version
+    if served is not None:
+        phi, version = served.dispersion, served.version
+    items = fc.item_forecast(rows, mean, phi, coverage, version)
+    categories = fc.category_forecast(items, phi, coverage, version)
     scenarios = fc.price_scenarios(
-        rows, mean, units, cfg.scenario_items, cfg.scenario_price_changes, card.version
+        rows, mean, units, cfg.scenario_items, cfg.scenario_price_changes, version
     )
     return items, categories, scenarios
+
+
+@dataclass(frozen=True)
+class Served:
+    """A simple rule forecasting in a demand model's place: its name, the label its rows carry
+    (``rule:<rule>@<version>``) and the dispersion of its own backtest errors."""
+
+    rule: str
+    version: str
+    dispersion: float
 
 
 def forecasting_model(registry: Registry, as_of: date) -> ModelCard:
@@ -600,12 +630,21 @@ def forecast_demand(
     registry = Registry(wh)
     card = forecasting_model(registry, as_of)
     inputs = market_inputs(wh, as_of, cfg, int(card.training["horizon_days"]))
-    scorer = score.scorer_for(registry, card, scoring or ModelSettings())
+    served, provider, graph = None, "polars", RULE_GRAPH
+    if card.serves_rule and card.guard is not None:  # the model did not beat it: the rule serves
+        rule, version = card.serves_rule, rule_version(card)
+        served = Served(rule, version, float(card.guard["dispersion"]))
 
-    def predict(frame: pl.DataFrame) -> np.ndarray:
-        return scorer.predict(fc.matrix(frame, card.feature_names))
+        def predict(frame: pl.DataFrame) -> np.ndarray:
+            return fc.baseline_forecasts(frame)[rule]
+    else:
+        scorer = score.scorer_for(registry, card, scoring or ModelSettings())
+        version, provider, graph = card.version, scorer.provider, scorer.graph
 
-    items, categories, scenarios = forecast_tables(inputs, cfg, card, predict)
+        def predict(frame: pl.DataFrame) -> np.ndarray:
+            return scorer.predict(fc.matrix(frame, card.feature_names))
+
+    items, categories, scenarios = forecast_tables(inputs, cfg, card, predict, served)
     partition = {"as_of": as_of.isoformat()}
     refs = [
         *inputs.refs,
@@ -615,9 +654,9 @@ def forecast_demand(
     for name in stale:
         log.warning("market indicator %s is stale: left out of tonight's forecast", name)
     stats = {
-        "model_version": card.version,
-        "provider": scorer.provider,
-        "graph": scorer.graph,
+        "model_version": version,
+        "provider": provider,
+        "graph": graph,
         "stale_indicators": stale,
     }
     manifest = wh.write_partition(
@@ -631,9 +670,9 @@ def forecast_demand(
         content_hash=manifest.content_hash,
         category_rows=categories.height,
         scenario_rows=scenarios.height,
-        model_version=card.version,
-        provider=scorer.provider,
-        graph=scorer.graph,
+        model_version=version,
+        provider=provider,
+        graph=graph,
         stale_indicators=stale,
         seconds=round(time.perf_counter() - started, 3),
     )

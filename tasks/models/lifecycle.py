@@ -134,6 +134,16 @@ def rule_guard(
     }
 
 
+#: The ``graph`` recorded for predictions a simple rule served.
+RULE_GRAPH = "rule"
+
+
+def rule_version(card: ModelCard, rule: str | None = None) -> str:
+    """What ``model_version`` says of predictions made by the simple rule a version did not
+    beat: ``rule:<rule>@<version>`` (``rule``: another name for it, such as its library's)."""
+    return f"rule:{rule or card.serves_rule}@{card.version}"
+
+
 def guard_text(card: ModelCard) -> str:
     """Whether the version beat its best simple rule, in words with the figures."""
     guard = card.guard

@@ -667,6 +667,65 @@ def ranking_metrics(
 #: The baselines a ranker must beat, in the order they are reported.
 BASELINES = ("popularity", "cooccurrence", "repeat_buy")
 PROTOCOLS = ("all", "new")
+#: The candidate source each baseline's own items stand for, when it serves the lists.
+RULE_SOURCES = {"popularity": "popular", "cooccurrence": "cooc", "repeat_buy": "repeat"}
+
+
+def popular_padding(items: ItemTables, k: int) -> pl.DataFrame:
+    """The most popular eligible items (item_id, score): what fills every list to ``k``."""
+    return (
+        items.stats.join(items.eligible, on="item_id", how="semi")
+        .filter(pl.col("item_popularity") > 0)
+        .sort(["item_popularity", "item_id"], descending=[True, False])
+        .head(k + 500)
+        .select("item_id", pl.col("item_popularity").alias("score"))
+    )
+
+
+def rule_primary(rule: str, ut: UserTables, items: ItemTables, half_life: float) -> pl.DataFrame:
+    """A simple rule's own items per user (user_id, item_id, score, anchor), before padding:
+    nothing (popularity: the padding is the list), items co-bought with the user's latest ones,
+    or the user's own items by purchase days then recency (repeat-buy)."""
+    if rule == "popularity":
+        return pl.DataFrame(
+            schema={"user_id": pl.String, "item_id": pl.String, "score": pl.Float64,
+                    "anchor": pl.String}
+        )  # fmt: skip
+    if rule == "cooccurrence":
+        return cooccurring(ut.owned, items.neighbours, half_life).join(
+            items.eligible, on="item_id", how="semi"
+        )
+    if rule == "repeat_buy":
+        owned = ut.owned.join(items.eligible, on="item_id", how="semi")
+        return owned.select(
+            "user_id", "item_id", _frequency_then_recency(), pl.lit(None, pl.String).alias("anchor")
+        )
+    raise ValueError(f"unknown recommendation rule {rule!r}; expected one of {BASELINES}")
+
+
+def rule_lists(
+    rule: str, ut: UserTables, items: ItemTables, k: int, half_life: float
+) -> pl.DataFrame:
+    """Top-``k`` lists of ``ut``'s users by a simple rule, padded with popular items, as the
+    rule is judged: user_id, item_id, rank, score, source, anchor."""
+    primary = rule_primary(rule, ut, items, half_life).with_columns(
+        pl.col("score").cast(pl.Float64)
+    )
+    padding = popular_padding(items, k)
+    lists = padded_lists(primary.select("user_id", "item_id", "score"), ut.users, padding, k)
+    own = primary.with_columns(source=pl.lit(RULE_SOURCES[rule]))
+    return (
+        lists.join(own, on=["user_id", "item_id"], how="left")
+        .join(padding.rename({"score": "popularity"}), on="item_id", how="left")
+        .select(
+            "user_id",
+            "item_id",
+            "rank",
+            pl.coalesce("score", "popularity").alias("score"),
+            pl.col("source").fill_null("popular"),
+            "anchor",
+        )
+    )
 
 
 def evaluation(
@@ -683,21 +742,10 @@ def evaluation(
     truth). Keys ``<protocol>_<metric>``; every list is padded with popular items."""
     truth = truth.join(ut.users, on="user_id", how="semi")
     users = truth.select("user_id").unique().sort("user_id")
-    padding = (
-        items.stats.join(items.eligible, on="item_id", how="semi")
-        .filter(pl.col("item_popularity") > 0)
-        .sort(["item_popularity", "item_id"], descending=[True, False])
-        .head(k + 500)
-        .select("item_id", pl.col("item_popularity").alias("score"))
-    )
-    owned = ut.owned.join(items.eligible, on="item_id", how="semi")
+    padding = popular_padding(items, k)
     primaries = {
         "model": scored,
-        "popularity": scored.clear().select("user_id", "item_id", "score"),
-        "cooccurrence": cooccurring(ut.owned, items.neighbours, half_life).join(
-            items.eligible, on="item_id", how="semi"
-        ),
-        "repeat_buy": owned.select("user_id", "item_id", _frequency_then_recency()),
+        **{rule: rule_primary(rule, ut, items, half_life) for rule in BASELINES},
     }
     bought = ut.owned.select("user_id", "item_id")
     new_truth = truth.join(bought, on=["user_id", "item_id"], how="anti")

@@ -39,6 +39,8 @@ from nightowl.tasks.models.lifecycle import (
     admit_trained,
     cadence_due,
     challenge,
+    rule_guard,
+    rule_version,
     settle,
 )
 from nightowl.tasks.recommend import lists as rec
@@ -376,6 +378,7 @@ def train_recommender(
     measured = measure_recommender(wh, last_day, cfg)
     plan, booster, held, metrics = measured.plan, measured.booster, measured.held, measured.metrics
     learned, holdout_inputs = measured.learned, measured.holdout_inputs
+    guard = rule_guard(metrics, "all_recall", rec.BASELINES, cfg.rule_margin)
     sample = held.frame.sample(min(held.frame.height, 50_000), seed=cfg.seed)
     exports = tensorised.gated_exports(
         booster,
@@ -406,6 +409,7 @@ def train_recommender(
         params=ranker_params(cfg, 2) | {"max_rounds": cfg.max_rounds},
         best_iteration=booster.best_iteration or booster.current_iteration(),
         inputs=holdout_inputs.refs[-1:],
+        guard=guard,
     )
     return RecommenderTrainReport(
         trained=True,
@@ -417,6 +421,7 @@ def train_recommender(
         snapshots=[d.isoformat() for d in plan.train],
         top_k=cfg.top_k,
         metrics=metrics,
+        guard=guard,
         parity_max_diff=exports.parity["max_rel_diff"],
         seconds=round(time.perf_counter() - started, 3),
     )
@@ -570,6 +575,37 @@ def ranked_lists(
     )
 
 
+def rule_ranked_lists(
+    rule: str, ut: rec.UserTables, items: rec.ItemTables, cfg: RecommendSettings, version: str
+) -> pl.DataFrame:
+    """The top ``top_k`` items per user of ``ut`` by a simple rule (the ranker did not beat it),
+    with the same columns and reasons as the ranker's lists."""
+    lists = rec.rule_lists(rule, ut, items, cfg.top_k, cfg.half_life_days)
+    titles = items.stats.select("item_id", "title", "category", "item_sales_7d")
+    anchors = titles.select(
+        pl.col("item_id").alias("anchor"), pl.col("title").alias("anchor_title")
+    )
+    owned = ut.owned.select("user_id", "item_id", "ui_purchase_days", "ui_recency_days")
+    described = (
+        lists.join(titles, on="item_id", how="left")
+        .join(anchors, on="anchor", how="left")
+        .join(owned, on=["user_id", "item_id"], how="left")
+        .join(ut.profile.select("user_id", "user_recency_days"), on="user_id", how="left")
+        .with_columns(ui_viewed_recency_days=pl.lit(None, pl.Float64))
+    )
+    return described.sort("user_id", "rank").select(
+        "user_id",
+        pl.col("rank").cast(pl.Int32),
+        "item_id",
+        "title",
+        "category",
+        "score",
+        "source",
+        reason_text(cfg.lapsed_days),
+        pl.lit(version).alias("model_version"),
+    )
+
+
 def _no_lists(version: str) -> pl.DataFrame:
     """An empty ``recommendations`` partition (nobody was active), with the table's columns."""
     schema = {
@@ -620,6 +656,7 @@ def bucketed_lists(
     version: str,
     browsing: Callable[[pl.Expr], pl.DataFrame] | None = None,
     groups: int = 1,
+    rule: str | None = None,
 ) -> tuple[pl.DataFrame, BucketStats]:
     """Top-K lists for ``users``, one hash bucket at a time (candidates, features, ``scorer``,
     top K), so only one bucket's candidates are in memory; with what each phase took.
@@ -627,7 +664,8 @@ def bucketed_lists(
     With ``groups`` > 1 the users are first split into that many hash groups, and ``browsing``
     loads one group's views and carts (given a predicate on ``user_id``) in place of
     ``history.browsing``: then only one group's browsing is in memory. A user's list is the
-    same either way: it reads that user's own rows and the shared item tables."""
+    same either way: it reads that user's own rows and the shared item tables. With ``rule``,
+    that simple rule makes the lists instead of candidates and ``scorer``."""
     parts, stats = [], BucketStats()
     group_of = user_bucket(pl.col("user_id"), groups)
     sizes = users.group_by(group_of.alias("g")).len()["len"] if groups > 1 else [users.height]
@@ -641,6 +679,11 @@ def bucketed_lists(
         for bucket in buckets(users.filter(mine) if groups > 1 else users, cfg.bucket_users):
             began = clock = time.perf_counter()
             ut = rec.user_tables(history, bucket)
+            if rule is not None:
+                parts.append(rule_ranked_lists(rule, ut, items, cfg, version))
+                stats.add("rule", clock)
+                stats.buckets += 1
+                continue
             cands = rec.candidates(ut, items, cfg)
             clock = stats.add("candidates", clock)
             frame = rec.ranker_features(cands, ut, items, history)
@@ -680,14 +723,19 @@ def recommendations_table(
     users = rec.active_users(inputs.events, as_of, cfg.active_days)
     registry = Registry(wh)
     card = scoring_model(registry, as_of)
-    version = card.version if card else HEURISTIC
-    ranker = None if card is None else score.scorer_for(registry, card, scoring or ModelSettings())
+    rule = card.serves_rule if card else None
+    version = HEURISTIC if card is None else rule_version(card) if rule else card.version
+    ranker = None
+    if card is not None and rule is None:
+        ranker = score.scorer_for(registry, card, scoring or ModelSettings())
     scores = heuristic_scores if ranker is None else onnx_scorer(ranker)
 
     def browsing(whose: pl.Expr) -> pl.DataFrame:
         return rec.browsing_before(inputs.events, as_of, cfg, whose).collect()
 
-    lists, stats = bucketed_lists(history, items, users, cfg, scores, version, browsing, groups)
+    lists, stats = bucketed_lists(
+        history, items, users, cfg, scores, version, browsing, groups, rule=rule
+    )
     short = lists.group_by("user_id").len().filter(pl.col("len") < cfg.top_k).height
     notes = {
         "users": users.height,

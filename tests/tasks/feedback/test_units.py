@@ -75,6 +75,20 @@ def test_training_registers_a_parity_checked_model_that_beats_the_lexicon(wh):
     assert "days old" in feedback.training_due(wh, END + timedelta(days=7), CFG)
     again = feedback.train_sentiment(wh, END, CFG)  # same data and code: the same version
     assert again.version == report.version and "same model" in again.reason
+    assert report.guard is not None and report.guard["beats"] and card.serves_rule is None
+
+
+def test_labels_that_do_not_beat_the_lexicon_leave_scoring_to_it(wh):
+    rules_only = CFG.model_copy(update={"rule_margin": 1.0})
+    report = feedback.train_sentiment(wh, END, rules_only)
+    assert report.guard is not None and not report.guard["beats"]
+    assert report.guard["rule"] == "lexicon"
+    assert "it serves the simple rule lexicon" in report.reason
+    scored = feedback.feedback_scores_table(wh, AS_OF, rules_only)
+    table = wh.scan("predictions", "feedback_scores", [{"as_of": AS_OF.isoformat()}]).collect()
+    version = f"rule:{feedback.lexicon_version()}@{report.version}"
+    assert scored.model_version == version and set(table["model_version"]) == {version}
+    assert set(table["sentiment_source"]) <= {"lexicon", "rating"}
 
 
 def test_a_date_before_every_model_s_data_makes_training_due_for_it(wh):

@@ -25,7 +25,11 @@ from nightowl.warehouse.registry import Registry
 from nightowl.warehouse.store import Warehouse
 from tests.tasks.behaviour.test_units import END, build_warehouse
 
-FAST = MarketSettings(max_rounds=150, min_data_in_leaf=50, backtest_origins=2, scenario_items=10)
+# The model serves unless it trails its best rule by more than 1 WAPE (never): these tests are
+# about the model; the guard's own tests set a margin no model can beat.
+FAST = MarketSettings(
+    max_rounds=150, min_data_in_leaf=50, backtest_origins=2, scenario_items=10, rule_margin=-1.0
+)
 AS_OF = END + timedelta(days=1)
 
 
@@ -121,6 +125,25 @@ def test_the_planted_price_effect_shows_in_the_scenarios(trained, tmp_path):
     assert crossing.height >= 3
     assert crossing["vs_as_is_pct_10.0"].mean() < -15
     assert crossing["vs_as_is_pct_-10.0"].mean() > crossing["vs_as_is_pct_10.0"].mean() + 15
+
+
+def test_a_model_that_does_not_beat_its_best_rule_serves_the_rules_forecast(built, tmp_path):
+    wh = _copy(built, tmp_path)
+    rules_only = FAST.model_copy(update={"rule_margin": 1.0})
+    report = train_demand(wh, END, rules_only)
+    guard = report.guard
+    assert guard is not None and not guard["beats"] and guard["metric"] == "wape"
+    rule = guard["rule"]
+    assert guard["rule_value"] == min(report.metrics[r]["wape"] for r in FORECASTERS[1:])
+    assert guard["dispersion"] > 0
+
+    served = forecast_demand(wh, AS_OF, rules_only)
+    items = _table(wh, "demand_forecast")
+    assert served.model_version == f"rule:{rule}@{report.version}" and served.graph == "rule"
+    assert set(items["model_version"]) == {served.model_version}
+    assert (items["lower"] <= items["forecast"]).all() and (items["forecast"] >= 0).all()
+    categories = _table(wh, "category_forecast")
+    assert set(categories["model_version"]) == {served.model_version}
 
 
 def test_a_model_trained_on_less_data_does_not_unseat_the_champion(trained, tmp_path):

@@ -16,6 +16,7 @@ import pytest
 from nightowl.errors import NotEnoughHistory
 from nightowl.schemas.config import RecommendSettings
 from nightowl.tasks.behaviour import train
+from nightowl.tasks.common.reads import clean_before
 from nightowl.tasks.models import score
 from nightowl.tasks.recommend import lists as rec
 from nightowl.tasks.recommend.units import (
@@ -35,7 +36,9 @@ from tests.tasks.behaviour.test_units import END, build_warehouse
 from tests.tasks.recommend.test_lists import CATALOGUE, events
 from tests.warehouse.test_tables import as_table
 
-FAST = RecommendSettings(max_rounds=150, min_data_in_leaf=20)
+# The ranker serves unless it trails its best rule by more than 1 (never): these tests are about
+# the ranker; the guard's own tests set a margin no ranker can beat.
+FAST = RecommendSettings(max_rounds=150, min_data_in_leaf=20, rule_margin=-1.0)
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +122,47 @@ def test_the_nightly_lists_are_full_ranked_and_follow_the_rules(trained, tmp_pat
     grouped = FAST.model_copy(update={"group_events": 2_000, "bucket_users": 100})
     again = recommendations_table(wh, as_of, grouped)
     assert again.notes["groups"] > 2 and again.content_hash == report.content_hash
+
+
+def test_a_ranker_that_does_not_beat_its_best_rule_serves_the_rules_lists(built, tmp_path):
+    wh = _copy(built, tmp_path)
+    rules_only = FAST.model_copy(update={"rule_margin": 1.0})
+    report = train_recommender(wh, END, rules_only)
+    assert report.guard is not None and not report.guard["beats"]
+    rule = report.guard["rule"]
+    best = max(rec.BASELINES, key=lambda b: report.metrics[b]["all_recall"] or 0)
+    assert rule == best and f"it serves the simple rule {rule}" in report.reason
+
+    as_of = END + timedelta(days=1)
+    served = recommendations_table(wh, as_of, rules_only)
+    lists = _lists(wh, as_of)
+    assert served.model_version == f"rule:{rule}@{report.version}"
+    assert set(lists["model_version"]) == {served.model_version}
+    assert set(lists["source"]) <= {rec.RULE_SOURCES[rule], "popular"}
+    assert lists.select("user_id", "item_id").is_duplicated().sum() == 0
+    assert lists["reason"].null_count() == 0
+    ranks = lists.group_by("user_id").agg(pl.col("rank").sort())["rank"].to_list()
+    assert all(r == list(range(1, FAST.top_k + 1)) for r in ranks)
+
+
+@pytest.mark.parametrize("rule", rec.BASELINES)
+def test_a_served_rule_makes_the_lists_it_was_judged_by(built, rule):
+    wh = Warehouse(built, "test")
+    as_of = END + timedelta(days=1 - FAST.horizon_days)
+    inputs = inputs_before(wh, as_of, FAST)
+    everything, _ = clean_before(wh, "events", None)
+    buyers = rec.purchased_in_window(everything, as_of, FAST.horizon_days)
+    users = rec.previous_buyers(inputs.events, as_of).join(buyers, on="user_id", how="semi")
+    held = snapshot(inputs, as_of, FAST, events=everything, users=users)
+    judged = rec.evaluation(
+        held.frame.select("user_id", "item_id", score=pl.lit(0.0)),
+        held.users, held.items, held.truth, FAST.top_k, FAST.half_life_days,
+    )  # fmt: skip
+    lists = rec.rule_lists(rule, held.users, held.items, FAST.top_k, FAST.half_life_days)
+    truth = held.truth.join(held.users.users, on="user_id", how="semi")
+    again = rec.ranking_metrics(lists, truth, FAST.top_k, held.items.eligible.height)
+    assert again["recall"] == pytest.approx(judged[rule]["all_recall"])
+    assert again["ndcg"] == pytest.approx(judged[rule]["all_ndcg"])
 
 
 def _inputs(wh: Warehouse, as_of: date):
