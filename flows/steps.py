@@ -28,7 +28,13 @@ from prefect.context import TaskRunContext
 from pydantic import BaseModel, Field
 
 from nightowl.errors import NotEnoughHistory
-from nightowl.flows.summary import delivery_notes, scoring_paths, summary_markdown, summary_rows
+from nightowl.flows.summary import (
+    delivery_notes,
+    rule_notes,
+    scoring_paths,
+    summary_markdown,
+    summary_rows,
+)
 from nightowl.schemas.config import (
     CLEAN_CHUNK_ROWS,
     FUTURE_HORIZON_DAYS,
@@ -320,7 +326,7 @@ def record_run_step(
             str(wh.root),
             report_page,
             scoring_paths(summary),
-            delivery_notes(summary),
+            delivery_notes(summary) + rule_notes(summary),
         ),
         key="nightly-summary",
         description=f"nightly run for {run_date}",

@@ -73,6 +73,25 @@ def delivery_notes(summary: dict[str, dict[str, Any]]) -> list[str]:
     return notes
 
 
+def rule_notes(summary: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per prediction table a simple rule made tonight because its model did not beat
+    it on held-out data (``model_version`` ``rule:<rule>@<version>``)."""
+    notes = []
+    for reports in summary.values():
+        if not isinstance(reports, dict):
+            continue
+        for step, report in reports.items():
+            version = report.get("model_version") if isinstance(report, dict) else None
+            if isinstance(version, str) and version.startswith("rule:"):
+                rule, _, model = version.removeprefix("rule:").partition("@")
+                table = report.get("table", step)
+                notes.append(
+                    f"{table}: served by the simple rule {rule}; model {model} did not beat it "
+                    "on held-out data (nightowl models, nightowl evaluate)"
+                )
+    return notes
+
+
 def _model_rows(reports: dict[str, Any]) -> list[dict[str, Any]]:
     """Rows of the model steps: users featurized, trained on and scored."""
     rows = []
@@ -138,7 +157,7 @@ def scoring_paths(summary: dict[str, dict[str, Any]]) -> dict[str, str]:
     return {
         step: f"{r.get('graph', 'tree_ensemble')} on {r['provider']}"
         for step, r in reports.items()
-        if r and r.get("provider") not in (None, "none")
+        if r and r.get("provider") not in (None, "none") and r.get("graph") != "rule"
     }
 
 

@@ -469,11 +469,13 @@ def _dates_progress(total: int) -> Iterator[Callable[[], None]]:
 def _print_summary(summary: dict[str, dict]) -> None:
     """The run's steps table, what changed in the deliveries, then which graph and provider each
     scoring step ran."""
-    from nightowl.flows.summary import delivery_notes, scoring_paths
+    from nightowl.flows.summary import delivery_notes, rule_notes, scoring_paths
 
     console.print(_summary_table(summary))
     for note in delivery_notes(summary):
         console.print(note, markup=False, highlight=False, emoji=False)
+    for note in rule_notes(summary):
+        console.print(f"[yellow]{escape(note)}[/]")
     for step, path in scoring_paths(summary).items():
         console.print(f"[dim]{step}: scored with the {path.replace(' on ', ' graph on ')}[/]")
 

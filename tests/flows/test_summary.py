@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nightowl.flows.summary import scoring_paths, summary_markdown, summary_rows
+from nightowl.flows.summary import rule_notes, scoring_paths, summary_markdown, summary_rows
 
 SUMMARY = {
     "events": {
@@ -80,3 +80,22 @@ def test_the_page_says_which_graph_and_provider_scored():
         "Scoring: score-users tensorised on CUDAExecutionProvider; forecast tree_ensemble" in page
     )
     assert "Scoring:" not in summary_markdown("2026-11-27", summary_rows(SUMMARY), "/w")
+
+
+def test_tables_served_by_a_simple_rule_are_said_and_not_listed_as_scored():
+    summary = {
+        "models": {
+            "score": {"table": "user_scores", "model_version": "rule:rfm@2026-11-27-abc",
+                      "provider": "polars", "graph": "rule", "rows": 3, "seconds": 0.1},
+        },
+        "recommendations": {
+            "recommend": {"table": "recommendations", "model_version": "2026-11-27-def",
+                          "rows": 30, "seconds": 1.0, "notes": {"provider": "CPUExecutionProvider",
+                                                                "graph": "tree_ensemble"}},
+        },
+    }  # fmt: skip
+    assert rule_notes(summary) == [
+        "user_scores: served by the simple rule rfm; model 2026-11-27-abc did not beat it on "
+        "held-out data (nightowl models, nightowl evaluate)"
+    ]
+    assert scoring_paths(summary) == {"recommend": "tree_ensemble on CPUExecutionProvider"}
