@@ -184,6 +184,12 @@ class MarketSettings(BaseModel):
         default=7, ge=0, description="A market indicator is carried forward this many days."
     )
     horizon_days: int = Field(default=7, ge=1, le=28, description="Days ahead to forecast.")
+    grain: Literal["auto", "day", "week"] = Field(
+        default="auto",
+        description="The grain demand is forecast and backtested at: day, or week (the units "
+        "of the seven days ending on each target_date, for shops that export sales weekly); "
+        "auto: week when nine tenths of the recent units land on one weekday, else day.",
+    )
     holidays_country: str = Field(
         default="GB", description="Country (ISO 3166 code) whose public holidays are a feature."
     )

@@ -110,6 +110,7 @@ def category_panel(panel: pl.LazyFrame) -> pl.LazyFrame:
             / pl.col("_items").rolling_sum(28, min_samples=1).over(by_cat).clip(lower_bound=1)
         ).alias("category_units_per_item_28d"),
         pl.col("_units").rolling_sum(56, min_samples=1).over(by_cat).alias("_units_56d"),
+        pl.col("_units").rolling_sum(7, min_samples=1).over(by_cat).alias("_units_7d"),
         pl.col("_units")
         .rolling_sum(8, min_samples=1)
         .over(partition_by=["category", "_weekday"], order_by="date")
@@ -278,6 +279,7 @@ def demand_rows(
             "category_weekday_shape"
         ),
         (pl.col("date") + pl.duration(days=1)).alias("origin"),
+        pl.lit(1, pl.Int8).alias("period_days"),
     )
     rows = with_price_features(rows)
     drop = [
@@ -303,7 +305,109 @@ def with_price_features(rows: Frame) -> Frame:
 
 
 #: Row columns that are not features.
-NOT_FEATURES = {"item_id", "category", "target_date", "origin", TARGET, "our_price", "_price_28d"}
+NOT_FEATURES = {
+    "item_id", "category", "target_date", "origin", TARGET, "our_price", "_price_28d",
+    "period_days",
+}  # fmt: skip
+
+GRAINS = ("day", "week")
+WEEK = 7
+
+
+def sales_grain(panel: pl.DataFrame, weeks: int = 8, share: float = 0.9) -> str:
+    """The grain sales arrive at: ``week`` when at least ``share`` of the units of the last
+    ``weeks`` weeks fall on one weekday (a weekly export dated on its delivery day), else
+    ``day``."""
+    last = cast(date | None, panel["date"].max())
+    if last is None:
+        return "day"
+    recent = panel.filter(pl.col("date") > last - timedelta(days=WEEK * weeks))
+    by_weekday = recent.group_by(pl.col("date").dt.weekday()).agg(pl.col(TARGET).sum())
+    total = float(by_weekday[TARGET].sum())
+    if total <= 0:
+        return "day"
+    days_sold = recent.filter(pl.col(TARGET) > 0)["date"].n_unique()
+    weekly = float(by_weekday[TARGET].max() or 0) / total >= share and days_sold >= weeks // 2
+    return "week" if weekly else "day"
+
+
+def weekly_demand_rows(
+    panel: pl.LazyFrame,
+    categories: pl.LazyFrame,
+    indicators: pl.DataFrame | None,
+    origins: list[date],
+    weeks: int,
+    holidays: list[date],
+    planned: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """One row per (origin, active item, week ahead): the features known at the origin and the
+    units sold in the seven days ending on ``target_date`` (null where that week is not over).
+    ``horizon`` is the days from the origin to the week's last day (7, 14, ...)."""
+    states = [o - timedelta(days=1) for o in origins]
+    state_cols = [
+        "item_id", "date", "category", "our_price", "competitor_min", "competitor_median",
+        "competitors", "units_7d", "units_28d", "units_91d", "units_per_day", "views_7d",
+        "views_28d", "_price_28d", "days_since_sale", "age", "promotion",
+    ]  # fmt: skip
+    state = panel.filter(pl.col("date").is_in(states) & pl.col("active")).select(state_cols)
+    steps = pl.LazyFrame({"week": list(range(1, weeks + 1))}, schema={"week": pl.Int32})
+    rows = state.join(steps, how="cross").with_columns(
+        (pl.col("week") * WEEK).cast(pl.Int32).alias("horizon"),
+        (pl.col("date") + pl.duration(days=pl.col("week") * WEEK)).alias("target_date"),
+        (pl.col("date") + pl.duration(days=1)).alias("origin"),
+    )
+    week_total = panel.select(
+        "item_id", pl.col("date").alias("target_date"), pl.col("units_7d").alias(TARGET)
+    )
+    price_days = panel.select("item_id", "date", "our_price", "promotion", "price_set")
+    if planned is not None and planned.height:  # the days after the panel: prices set ahead
+        price_days = pl.concat([price_days, planned.lazy()], how="diagonal_relaxed")
+    # Our price and promotion on the week's first day where they are set ahead.
+    first_day = price_days.select(
+        "item_id",
+        pl.col("date").alias("_first_day"),
+        pl.when(pl.col("price_set")).then(pl.col("our_price")).alias("_price_then"),
+        pl.col("promotion").alias("_promotion_then"),
+    )
+    holiday_days = pl.Series(holidays, dtype=pl.Date)
+    # Each of the last four weeks on its own: a weekly series' own lags.
+    for back in (1, 2, 3):
+        earlier = panel.select(
+            "item_id",
+            (pl.col("date") + pl.duration(days=WEEK * back)).alias("date"),
+            pl.col("units_7d").alias(f"units_week_minus_{back}"),
+        )
+        rows = rows.join(earlier, on=["item_id", "date"], how="left")
+    rows = (
+        rows.with_columns((pl.col("target_date") - pl.duration(days=WEEK - 1)).alias("_first_day"))
+        .join(week_total, on=["item_id", "target_date"], how="left")
+        .join(first_day, on=["item_id", "_first_day"], how="left")
+        .join(
+            categories.select("category", "date", "category_units_per_item_28d"),
+            on=["category", "date"],
+            how="left",
+            nulls_equal=True,
+        )
+    )
+    if indicators is not None and indicators.width > 2:
+        rows = rows.join(indicators.lazy(), on=["date", "category"], how="left", nulls_equal=True)
+    rows = rows.with_columns(
+        pl.coalesce("_price_then", "our_price").alias("price"),
+        pl.coalesce("_promotion_then", "promotion").cast(pl.Int8).alias("promotion"),
+        pl.sum_horizontal(
+            (pl.col("_first_day") + pl.duration(days=d)).is_in(holiday_days.implode())
+            for d in range(WEEK)
+        )
+        .cast(pl.Int8)
+        .alias("holiday"),
+        # Last week's units stand where the daily rows' same-weekday units do (seasonal naive).
+        pl.col("units_7d").alias("units_same_weekday"),
+        pl.lit(float(WEEK)).alias("category_weekday_shape"),
+        pl.lit(WEEK, pl.Int8).alias("period_days"),
+    )
+    rows = with_price_features(rows)
+    drop = ["date", "week", "_first_day", "_price_then", "_promotion_then"]
+    return rows.drop(drop).sort("origin", "item_id", "horizon").collect()
 
 
 def feature_names(rows: pl.DataFrame) -> list[str]:
@@ -414,12 +518,16 @@ def with_cold_start(rows: pl.DataFrame, units: np.ndarray, applies: bool = True)
 
 
 def baseline_forecasts(rows: pl.DataFrame) -> dict[str, np.ndarray]:
-    """Seasonal naive (the same weekday's units a week before) and the 28-day moving average."""
+    """Seasonal naive (the same weekday's units a week before; at weekly grain, last week's
+    units) and the 28-day moving average (at weekly grain, the four-week one)."""
     return {
         "seasonal_naive": rows["units_same_weekday"].fill_null(0.0).to_numpy(),
-        # Over the days the item has had, when it is younger than 28 days.
+        # Over the days the item has had, when it is younger than 28 days; per row's period
+        # (a day, or a week: then the four-week moving average).
         "moving_average_28d": (
-            rows["units_28d"].fill_null(0.0) / (rows["age"] + 1).clip(upper_bound=28)
+            rows["units_28d"].fill_null(0.0)
+            / (rows["age"] + 1).clip(upper_bound=28)
+            * rows["period_days"].cast(pl.Float64)
         ).to_numpy(),
     }
 

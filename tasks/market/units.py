@@ -331,6 +331,7 @@ def train_demand(
             "rows": fitted.rows,
             "dispersion": fitted.phi,
             "cold_start": fitted.cold_start,
+            "grain": fitted.grain,
             "interval": cfg.interval,
             "backtest_origins": [o.isoformat() for o in fitted.backtest_origins],
             "backtest": fitted.backtest,
@@ -373,6 +374,46 @@ class BacktestedModel:
     newest_fold: tuple[pl.DataFrame, np.ndarray]
     #: Items that never sold are forecast by ``fc.with_cold_start``, not the model.
     cold_start: bool
+    #: ``day`` or ``week``: what one row's target is.
+    grain: str = "day"
+
+
+def demand_grain(inputs: DemandInputs, cfg: MarketSettings) -> str:
+    """The grain to forecast ``inputs`` at: the setting, or for ``auto`` what the sales show."""
+    return fc.sales_grain(inputs.panel) if cfg.grain == "auto" else cfg.grain
+
+
+def grain_rows(
+    inputs: DemandInputs,
+    cfg: MarketSettings,
+    origins: list[date],
+    grain: str,
+    horizon_days: int | None = None,
+    planned: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """The model's rows at ``origins``: one per item and day ahead (``day``), or per item and
+    week ahead (``week``: the horizon in whole weeks, at least one)."""
+    horizon = horizon_days or cfg.horizon_days
+    if grain == "week":
+        weeks = max(1, horizon // fc.WEEK)
+        return fc.weekly_demand_rows(
+            inputs.panel.lazy(),
+            inputs.categories.lazy(),
+            inputs.indicators,
+            origins,
+            weeks,
+            _holidays(inputs, cfg, weeks * fc.WEEK),
+            planned,
+        )
+    return fc.demand_rows(
+        inputs.panel.lazy(),
+        inputs.categories.lazy(),
+        inputs.indicators,
+        origins,
+        horizon,
+        _holidays(inputs, cfg, horizon),
+        planned,
+    )
 
 
 def backtested_model(inputs: DemandInputs, cfg: MarketSettings) -> BacktestedModel:
@@ -381,15 +422,8 @@ def backtested_model(inputs: DemandInputs, cfg: MarketSettings) -> BacktestedMod
     if inputs.panel[fc.TARGET].sum() == 0:
         raise NotEnoughHistory(f"no purchases before {inputs.as_of}: nothing to forecast from")
     origins, backtest_origins = _origins(inputs, cfg)
-    holidays = _holidays(inputs, cfg, cfg.horizon_days)
-    rows = fc.demand_rows(
-        inputs.panel.lazy(),
-        inputs.categories.lazy(),
-        inputs.indicators,
-        origins,
-        cfg.horizon_days,
-        holidays,
-    )
+    grain = demand_grain(inputs, cfg)
+    rows = grain_rows(inputs, cfg, origins, grain)
     names = fc.feature_names(rows)
     cold_start = fc.needs_cold_start(rows, cfg.min_data_in_leaf)
     folds = [
@@ -409,6 +443,7 @@ def backtested_model(inputs: DemandInputs, cfg: MarketSettings) -> BacktestedMod
         metrics=_summary_metrics(backtest),
         newest_fold=(folds[-1][0], folds[-1][1]["model"]),
         cold_start=cold_start,
+        grain=grain,
     )
 
 
@@ -447,8 +482,11 @@ def backtest_fold(
     model = cast(np.ndarray, booster.predict(fc.matrix(test, names), num_threads=2))
     predictions = {"model": fc.with_cold_start(test, model, cold_start)}
     predictions |= fc.baseline_forecasts(test)
-    item_scale = fc.naive_scale(inputs.panel.lazy(), origin)
-    category_scale = fc.naive_scale(inputs.categories.lazy(), origin, "category", "_units")
+    weekly = bool(test.height) and int(test["period_days"][0]) == fc.WEEK
+    # MASE's yardstick at the rows' grain: the change of a day's (a week's) units in a week.
+    item_value, category_value = ("units_7d", "_units_7d") if weekly else (fc.TARGET, "_units")
+    item_scale = fc.naive_scale(inputs.panel.lazy(), origin, value=item_value)
+    category_scale = fc.naive_scale(inputs.categories.lazy(), origin, "category", category_value)
     return Fold(origin, test, predictions, item_scale, category_scale, phi)
 
 
@@ -473,14 +511,7 @@ def measure_demand(
     train_origins, backtest_origins = _origins(inputs, weekly)
     if inputs.panel[fc.TARGET].sum() == 0:
         raise NotEnoughHistory(f"no purchases before {inputs.as_of}: nothing to forecast from")
-    rows = fc.demand_rows(
-        inputs.panel.lazy(),
-        inputs.categories.lazy(),
-        inputs.indicators,
-        train_origins,
-        cfg.horizon_days,
-        _holidays(inputs, cfg, cfg.horizon_days),
-    )
+    rows = grain_rows(inputs, cfg, train_origins, demand_grain(inputs, cfg))
     names = fc.feature_names(rows)
     cold_start = fc.needs_cold_start(rows, cfg.min_data_in_leaf)
     judged = []
@@ -529,6 +560,8 @@ def _challenge(
     def unfair(old: ModelCard) -> Verdict | None:
         if old.training["horizon_days"] != card.training["horizon_days"]:
             return True, f"champion {old.version} forecasts another horizon: promoted"
+        if old.training.get("grain", "day") != card.training.get("grain", "day"):
+            return True, f"champion {old.version} forecasts at another grain: promoted"
         if card.training["last_day"] < old.training["last_day"]:
             return False, (
                 f"champion {old.version} is trained on sales up to {old.training['last_day']}, "
@@ -573,15 +606,8 @@ def forecast_tables(
     on; ``predict`` maps feature rows to expected units with ``card``'s model, or with the
     simple rule ``served`` in its place (labelled so, with the rule's own dispersion)."""
     horizon = int(card.training["horizon_days"])
-    rows = fc.demand_rows(
-        inputs.panel.lazy(),
-        inputs.categories.lazy(),
-        inputs.indicators,
-        [inputs.as_of],
-        horizon,
-        _holidays(inputs, cfg, horizon),
-        inputs.planned,
-    )
+    grain = str(card.training.get("grain", "day"))  # the grain the model was trained at
+    rows = grain_rows(inputs, cfg, [inputs.as_of], grain, horizon, inputs.planned)
 
     cold_start = bool(card.training.get("cold_start"))
 

@@ -28,6 +28,8 @@ from nightowl.tasks.market.forecast import (
     matrix,
     naive_scale,
     needs_cold_start,
+    sales_grain,
+    weekly_demand_rows,
     with_cold_start,
     with_price_features,
 )
@@ -394,3 +396,52 @@ def test_discontinued_items_are_not_forecast():
         "b",
     ]
     assert rows.filter(pl.col("origin") == day(21))["item_id"].unique().to_list() == ["a"]
+
+
+def _weekly_rows(sales: dict[tuple[str, int], float], origins: list[date], **kw) -> pl.DataFrame:
+    grid = market_grid(kw.pop("days", 50), {"a": "Toys", "b": "Toys", "c": "Garden"})
+    panel = item_day_panel(grid.lazy(), sales_frame(sales)).collect()
+    cats = category_panel(panel.lazy()).collect()
+    return weekly_demand_rows(
+        panel.lazy(), cats.lazy(), None, origins, kw.pop("weeks", 1), kw.pop("holidays", [])
+    )
+
+
+def test_weekly_rows_hold_the_week_s_units_and_the_weeks_before():
+    sales = {("a", 22): 1.0, ("a", 29): 2.0, ("a", 36): 3.0, ("a", 37): 4.0, ("a", 43): 5.0}
+    rows = _weekly_rows(sales, [day(36), day(43)], days=49, weeks=1, holidays=[day(38)])
+    first = rows.filter((pl.col("origin") == day(36)) & (pl.col("item_id") == "a")).row(
+        0, named=True
+    )
+    assert first["target_date"] == day(42) and first["horizon"] == 7
+    assert first[TARGET] == 7.0  # days 36 to 42
+    assert first["units_7d"] == first["units_same_weekday"] == 2.0  # days 29 to 35
+    assert first["units_week_minus_1"] == 1.0 and first["units_week_minus_2"] == 0.0
+    assert first["holiday"] == 1 and first["period_days"] == 7
+    assert rows.filter(pl.col("origin") == day(43))[TARGET].to_list() == [5.0, 0.0, 0.0]
+    assert rows.height == 2 * 3 and set(feature_names(rows)).isdisjoint({"period_days"})
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    before=st.lists(st.integers(0, 5), min_size=35, max_size=35),
+    after=st.lists(st.integers(0, 5), min_size=14, max_size=14),
+)
+def test_weekly_features_never_see_the_origin_or_later(before, after):
+    sales = {("a", n + 1): float(u) for n, u in enumerate(before)}
+    quiet = _weekly_rows(sales, [day(36)], weeks=2)
+    sales |= {("a", 36 + n): float(u) for n, u in enumerate(after)}
+    busy = _weekly_rows(sales, [day(36)], weeks=2)
+    names = feature_names(quiet)
+    assert busy.select(names).equals(quiet.select(names))
+    known = busy.filter(pl.col("item_id") == "a").sort("horizon")[TARGET].to_list()
+    assert known == [float(sum(after[:7])), float(sum(after[7:]))]
+
+
+def test_the_grain_is_a_week_when_the_units_land_on_one_weekday():
+    grid = market_grid(70, {"a": "Toys"})
+    daily = item_day_panel(grid.lazy(), sales_frame({("a", n): 1.0 for n in range(1, 71)}))
+    weekly = item_day_panel(grid.lazy(), sales_frame({("a", n): 7.0 for n in range(1, 71, 7)}))
+    assert sales_grain(daily.collect()) == "day"
+    assert sales_grain(weekly.collect()) == "week"
+    assert sales_grain(daily.collect().with_columns(pl.lit(0.0).alias(TARGET))) == "day"

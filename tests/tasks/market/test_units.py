@@ -146,6 +146,24 @@ def test_a_model_that_does_not_beat_its_best_rule_serves_the_rules_forecast(buil
     assert set(categories["model_version"]) == {served.model_version}
 
 
+def test_at_weekly_grain_the_model_is_trained_backtested_and_serves_a_week_per_item(
+    built, trained, tmp_path
+):
+    wh = _copy(built, tmp_path / "weekly")
+    weekly = FAST.model_copy(update={"grain": "week"})
+    report = train_demand(wh, END, weekly)
+    card = Registry(wh).card(MODEL, report.version)
+    assert card.training["grain"] == "week" and "units_week_minus_1" in card.feature_names
+    assert {r["horizon"] for r in report.backtest} == {"all", "7"}
+    forecast = forecast_demand(wh, AS_OF, FAST)  # the card's grain, whatever the setting
+    items = _table(wh, "demand_forecast")
+    assert forecast.rows == items.height == items["item_id"].n_unique()
+    assert set(items["target_date"]) == {AS_OF + timedelta(days=6)}
+    assert set(items["horizon"]) == {7}
+    daily = forecast_demand(_copy(trained, tmp_path / "daily"), AS_OF, FAST)
+    assert daily.rows == FAST.horizon_days * forecast.rows  # a row per day, not per week
+
+
 def test_a_model_trained_on_less_data_does_not_unseat_the_champion(trained, tmp_path):
     wh = _copy(trained, tmp_path)
     champion = Registry(wh).champion(MODEL).version
