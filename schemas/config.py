@@ -44,6 +44,12 @@ class CheckSettings(BaseModel):
         default_factory=lambda: ["events"],
         description="Sources that must deliver a landing file for every run date.",
     )
+    cadence_days: dict[str, int] = Field(
+        default_factory=dict,
+        description="Days between a fresh source's deliveries (events = 7 for a weekly export): "
+        "freshness then wants a file within that many days. Unset: read off the dates of its "
+        "newest files (daily when fewer than three).",
+    )
     max_quarantine_share: float = Field(default=0.05, ge=0, le=1)
     quarantine_min_rows: int = Field(
         default=100, ge=0, description="Fewer rows read than this are too few to judge a share."
@@ -66,6 +72,14 @@ class CheckSettings(BaseModel):
     @classmethod
     def _known_sources(cls, value: list[str]) -> list[str]:
         return _known_names(value, SOURCES, "source")
+
+    @field_validator("cadence_days")
+    @classmethod
+    def _known_cadences(cls, value: dict[str, int]) -> dict[str, int]:
+        _known_names(list(value), SOURCES, "source")
+        if any(days < 1 for days in value.values()):
+            raise ValueError(f"cadences are whole days, at least 1: got {value}")
+        return value
 
     @field_validator("warn_only")
     @classmethod

@@ -8,6 +8,8 @@ warning.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import date, timedelta
+from itertools import pairwise
 from statistics import median
 
 
@@ -31,17 +33,32 @@ def _verdict(failed: bool, blocking: bool) -> str:
 
 
 def freshness(
-    table: str, run_date: str, file_dates: list[str | None], blocking: bool
+    table: str, run_date: str, file_dates: list[str | None], blocking: bool, cadence_days: int = 1
 ) -> CheckResult:
-    """Fails when no landing file for the run date arrived (a file named without a date counts)."""
-    fresh = sum(1 for d in file_dates if d is None or d == run_date)
+    """Fails when no landing file arrived for the run date, or for a source delivered every
+    ``cadence_days`` days, for any of the last ``cadence_days`` days up to it (a file named
+    without a date counts)."""
+    last = date.fromisoformat(run_date)
+    window = {(last - timedelta(days=k)).isoformat() for k in range(cadence_days)}
+    fresh = sum(1 for d in file_dates if d is None or d in window)
     failed = fresh == 0
+    span = run_date if cadence_days == 1 else f"the {cadence_days} days to {run_date}"
     message = (
-        f"{table}: no landing file for {run_date} arrived (freshness)"
+        f"{table}: no landing file for {span} arrived (freshness)"
         if failed
-        else f"{table}: {fresh} landing file(s) for {run_date}"
+        else f"{table}: {fresh} landing file(s) for {span}"
     )
     return CheckResult("freshness", table, _verdict(failed, blocking), fresh, 1, message)
+
+
+def delivery_cadence(file_dates: list[date], recent: int = 8) -> int:
+    """Days between a source's deliveries, read off the dates of its ``recent`` newest files:
+    the median gap (1 with fewer than three dated files, or a daily source)."""
+    days = sorted(set(file_dates))[-recent:]
+    if len(days) < 3:
+        return 1
+    gaps = sorted((b - a).days for a, b in pairwise(days))
+    return max(1, gaps[len(gaps) // 2])
 
 
 def quarantine_share(

@@ -957,9 +957,14 @@ def check_source(
         # The day's export may have been ingested by another night's run (a backfill running
         # dates side by side): look at every file named for the day, plus this run's undated ones.
         named = [e.name for e in Ledger(wh).entries(source)]
-        dated = [d.isoformat() for n in named if (d := date_in_name(n)) and d.isoformat() == day]
+        dates = [d for n in named if (d := date_in_name(n)) and d <= run_date]
+        # A source delivered weekly is fresh all week: the check follows its cadence.
+        cadence = checks_cfg.cadence_days.get(source) or checks.delivery_cadence(dates)
+        dated: list[str | None] = [d.isoformat() for d in dates]
         undated = [None for e in ingested.files if date_in_name(e.name) is None]
-        results.append(checks.freshness(source, day, dated + undated, blocking("freshness")))
+        results.append(
+            checks.freshness(source, day, dated + undated, blocking("freshness"), cadence)
+        )
     results.append(
         checks.quarantine_share(
             source,

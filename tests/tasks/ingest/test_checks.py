@@ -2,10 +2,38 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nightowl.tasks.ingest.checks import freshness, null_share, quarantine_share, row_count
+from nightowl.tasks.ingest.checks import (
+    delivery_cadence,
+    freshness,
+    null_share,
+    quarantine_share,
+    row_count,
+)
+
+
+def test_a_weekly_source_is_fresh_all_week_and_stale_after_it():
+    weekly = ["2026-11-16", "2026-11-23"]
+    assert freshness("events", "2026-11-27", weekly, True, cadence_days=7).status == "pass"
+    late = freshness("events", "2026-11-30", weekly, True, cadence_days=7)
+    assert late.status == "fail"
+    assert late.message == (
+        "events: no landing file for the 7 days to 2026-11-30 arrived (freshness)"
+    )
+
+
+def test_the_cadence_is_read_off_the_newest_delivery_dates():
+    start = date(2026, 9, 7)
+    weekly = [start + timedelta(days=7 * k) for k in range(10)]
+    assert delivery_cadence(weekly) == 7
+    assert delivery_cadence([start + timedelta(days=k) for k in range(30)]) == 1
+    assert delivery_cadence(weekly[:2]) == 1  # too few to tell: daily
+    # A missed week is one gap of fourteen among sevens: still weekly.
+    assert delivery_cadence(weekly[:5] + weekly[6:]) == 7
 
 
 def test_freshness_needs_a_file_for_the_run_date():
