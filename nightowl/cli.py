@@ -259,11 +259,16 @@ def _wait_for_api() -> None:
     except local_api.LocalAPIError as exc:
         err.print(f"[red]nightowl:[/] {escape(str(exc))}")
         raise typer.Exit(1) from None
-    if api is not None:
+    if api is not None and api.url not in _ANNOUNCED:  # a command may run several flows
+        _ANNOUNCED.add(api.url)
         err.print(
             f"[dim]temporary Prefect API on {api.url} (up in {api.ready_after:.1f} s), "
             "stopped with this command[/]"
         )
+
+
+#: The temporary APIs this command has named already.
+_ANNOUNCED: set[str] = set()
 
 
 def _nightly_flow(settings: Settings):
@@ -782,12 +787,31 @@ def evaluate(
     last_day = _parse_date(date_, settings)
     _prepare_prefect(settings, api=True)
     from nightowl.flows.evaluate import MODELS
-    from nightowl.flows.evaluate import evaluate as evaluate_flow
-    from nightowl.tasks.evaluate import rows as evaluation
 
     unknown = sorted(set(model or []) - set(MODELS))
     if unknown:
         raise typer.BadParameter(f"unknown model {unknown}; expected {' or '.join(MODELS)}")
+    report = _evaluate(settings, config, last_day, model or None, origins)
+    for name, why in report["skipped"].items():
+        colour = "red" if model else "yellow"
+        err.print(f"[{colour}]{name} not evaluated[/]: {escape(why)}")
+    if not report["rows"]:
+        raise typer.Exit(1)
+    _print_evaluation(settings, last_day, report)
+    if model and report["skipped"]:
+        raise typer.Exit(1)
+
+
+def _evaluate(
+    settings: Settings,
+    config: Path | None,
+    last_day: date,
+    models: list[str] | None = None,
+    origins: int | None = None,
+) -> dict:
+    """Run the evaluate flow (the Prefect API already prepared) and return its report."""
+    from nightowl.flows.evaluate import evaluate as evaluate_flow
+
     runs = _FlowRuns(1)
     with _ends_at_a_signal(lambda: f"evaluating on data to {last_day}", "run it again", runs):
         _wait_for_api()
@@ -797,23 +821,25 @@ def evaluate(
                 last_day=last_day,
                 config=str(config) if config else None,
                 data_root=str(settings.data_root),
-                models=model or None,
+                models=models,
                 origins=origins,
             )
         except Exception as exc:  # the flow's own failure message says what went wrong
             err.print(f"[red]evaluation failed[/]: {escape(str(exc))}")
             raise typer.Exit(1) from None
     runs.pool.shutdown()
-    for name, why in report["skipped"].items():
-        colour = "red" if model else "yellow"
-        err.print(f"[{colour}]{name} not evaluated[/]: {escape(why)}")
-    if not report["rows"]:
-        raise typer.Exit(1)
+    return report
+
+
+def _print_evaluation(settings: Settings, last_day: date, report: dict) -> None:
+    """Each model's primary metric by origin beside its rules, and a verdict line per model."""
+    from nightowl.tasks.evaluate import rows as evaluation
     from nightowl.tasks.evaluate.units import latest_evaluation
     from nightowl.warehouse.store import Warehouse
 
     figures = latest_evaluation(Warehouse(settings.data_root), last_day + timedelta(days=1))
-    assert figures is not None  # just written
+    if figures is None:
+        return
     for (name, protocol), part in figures.group_by("model", "protocol", maintain_order=True):
         console.print(_evaluation_table(str(name), str(protocol), evaluation.by_origin(part)))
     judged = evaluation.summary(evaluation.verdicts(figures, settings.evaluate.margin))
@@ -825,8 +851,6 @@ def evaluate(
         '"select * from model_evaluation"',
         soft_wrap=True,
     )
-    if model and report["skipped"]:
-        raise typer.Exit(1)
 
 
 def _evaluation_table(name: str, protocol: str, table: pl.DataFrame) -> Table:
@@ -942,6 +966,17 @@ def demo(
         int, typer.Option(min=1, help="Nightly runs, one per date, ending yesterday.")
     ] = 3,
     seed: SeedOpt = 7,
+    evaluate_models: Annotated[
+        bool,
+        typer.Option(
+            "--evaluate/--no-evaluate",
+            help="Before the last night, backtest every model beside its simple rules "
+            "(nightowl evaluate), so that the last report shows the verdicts.",
+        ),
+    ] = True,
+    evaluate_origins: Annotated[
+        int, typer.Option("--origins", min=1, max=52, help="Past origins of that evaluation.")
+    ] = 2,
     config: ConfigOpt = None,
     data_root: DataRootOpt = None,
 ) -> None:
@@ -949,11 +984,15 @@ def demo(
 
     The first run ingests all history up to its date, trains the propensity, demand, sentiment
     and recommender models (no champions yet), scores every user, forecasts every item, scores
-    every feedback item, triages the support tickets, recommends 10 items to every active
-    user and writes the report; each later run picks up that day's files (and the late events
-    they carry) and scores, forecasts and recommends with the champions.
+    every feedback item, triages the support tickets, recommends 10 items to every customer
+    and writes the report; each later run picks up that day's files (and the late events
+    they carry) and scores, forecasts and recommends with the champions. Before the last run,
+    nightowl evaluate backtests every model beside its simple rules at two past origins, and
+    the last report says whether each beats them.
 
-    [bold]Example[/]: nightowl demo --data-root demo --users 20000 --runs 3
+    [bold]Examples[/]:
+      nightowl demo --data-root demo --users 20000 --runs 3
+      nightowl demo --data-root demo --no-evaluate
     """
     from nightowl.demo.generate import generate_landing
 
@@ -975,7 +1014,16 @@ def demo(
         f"generated {len(summary.files)} landing files under {settings.data_root}/landing"
     )
     dates = [end - timedelta(days=i) for i in reversed(range(min(runs, days)))]
-    _run_nightly(settings, config, dates)
+    if evaluate_models and len(dates) > 1:
+        # Every model beside its simple rules on the history so far, before the last night,
+        # whose report page then shows the verdicts.
+        _run_nightly(settings, config, dates[:-1])
+        console.print(f"evaluating the models beside their simple rules on data to {dates[-2]}")
+        report = _evaluate(settings, config, dates[-2], origins=evaluate_origins)
+        _print_evaluation(settings, dates[-2], report)
+        _run_nightly(settings, config, dates[-1:])
+    else:
+        _run_nightly(settings, config, dates)
     tables(config=config, data_root=settings.data_root)
     root = settings.data_root
     dr = _root_flag(settings)
@@ -1004,6 +1052,7 @@ def demo(
         'order by day desc limit 7"\n'
         f'  {me} query{dr} "select segment, audience, headline, send_time from campaign_briefs"\n'
         f"  {me} models{dr}\n"
+        f"  {me} evaluate{dr} --origins 3\n"
         f'  {me} query{dr} "select source, reason, count(*) n from quarantine group by all"\n'
         f"  {me} tables{dr}",
         soft_wrap=True,  # the commands are copied and pasted: a wrapped one breaks

@@ -17,6 +17,7 @@ from nightowl.warehouse.store import Warehouse
 runner = CliRunner()
 COMMANDS = [
     "generate", "run", "backfill", "demo", "train", "models", "query", "tables", "server", "serve",
+    "evaluate",
 ]  # fmt: skip
 
 
