@@ -868,12 +868,15 @@ def _evaluation_table(name: str, protocol: str, table: pl.DataFrame) -> Table:
 def _versions_table(view: VersionsView, cards: list, star: list[str]) -> Table:
     """A model's registered versions with the figures its view names; ``star`` marks one."""
     table = Table(title=view.title, show_edge=False)
-    headers = ("", "version", "data to", *(f.header for f in view.figures))
+    headers = ("", "version", "data to", *(f.header for f in view.figures), "serves")
     for col in headers:
-        table.add_column(col, justify="left" if col in ("", "version") else "right")
+        table.add_column(col, justify="left" if col in ("", "version", "serves") else "right")
     for mark, card in zip(star, cards, strict=True):
         cells = [f.shown(card) for f in view.figures]
-        table.add_row(mark, card.version, card.training["last_day"], *cells)
+        # What the nightly flow serves when this version is the one chosen: itself, or the
+        # simple rule it did not beat (- : registered before the guard).
+        serves = "-" if card.guard is None else card.serves_rule or "model"
+        table.add_row(mark, card.version, card.training["last_day"], *cells, serves)
     return table
 
 

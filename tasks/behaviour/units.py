@@ -70,7 +70,7 @@ from nightowl.warehouse.tables import (
 MODEL = "propensity"
 #: How ``nightowl models`` lists its versions.
 VERSIONS = VersionsView(
-    "propensity models (held-out ROC-AUC of the model, recency-only and RFM)",
+    "propensity models (held-out ROC-AUC of the model, recency-only, RFM and BG/NBD)",
     (
         Figure("held-out", lambda c: c.training["holdout_as_of"]),
         Figure("AUC", lambda c: c.metrics["model"]["roc_auc"]),
@@ -78,6 +78,7 @@ VERSIONS = VersionsView(
         Figure("lift@10%", lambda c: c.metrics["model"]["lift_top_decile"], ".2f"),
         Figure("recency", lambda c: c.metrics["recency_only"]["roc_auc"]),
         Figure("RFM", lambda c: c.metrics["rfm"]["roc_auc"]),
+        Figure("BG/NBD", lambda c: c.metrics.get("bgnbd", {}).get("roc_auc")),
         Figure("parity", lambda c: c.parity["max_abs_diff"], ".1g"),
         Figure("rounds", lambda c: c.best_iteration, ""),
     ),

@@ -12,6 +12,8 @@ from nightowl.tasks.models.lifecycle import (
     VersionsView,
     admit_trained,
     challenge,
+    rule_guard,
+    rule_version,
     settle,
 )
 from nightowl.warehouse.registry import ModelCard, Registry
@@ -102,3 +104,45 @@ def test_a_figure_writes_numbers_by_its_format_and_none_as_a_dash():
         ),
     )
     assert [f.shown(card) for f in view.figures] == ["0.7000", "1e-07", "3", "-", "2026-11-30"]
+
+
+def _guarded(registry: Registry, onnx: bytes, beats: bool, duel_wins: bool = True):
+    guard = rule_guard(
+        {"model": {"auc": 0.70}, "rfm": {"auc": 0.69 if beats else 0.72}, "none": {"auc": None}},
+        "auc",
+        ("rfm", "none"),
+        0.0,
+    )
+    card = _card()
+    judge = lambda c: challenge(registry, c, lambda old: settle("duel", duel_wins))  # noqa: E731
+    return admit_trained(registry, "m", DAY, Trained(onnx, "native"), judge, **card, guard=guard)
+
+
+def test_the_guard_names_the_best_rule_and_a_missing_figure_never_wins():
+    metrics = {"model": {"wape": 0.9}, "naive": {"wape": 1.1}, "ma": {"wape": 0.95}, "x": {}}
+    guard = rule_guard(metrics, "wape", ("naive", "ma", "x"), 0.0, lower_is_better=True)
+    assert guard["rule"] == "ma" and guard["rule_value"] == 0.95 and guard["beats"]
+    assert not rule_guard(metrics, "wape", ("naive", "ma"), 0.1, lower_is_better=True)["beats"]
+    tolerant = rule_guard({"model": {"auc": 0.7}, "r": {"auc": 0.72}}, "auc", ("r",), -0.05)
+    assert tolerant["beats"]  # a negative margin keeps a model unless it trails by more
+
+
+def test_a_first_model_that_loses_to_its_rule_is_promoted_but_serves_the_rule(registry):
+    first = _guarded(registry, b"graph-1", beats=False)
+    assert first.promoted and first.card.serves_rule == "rfm"
+    assert first.why.startswith("first model: promoted; it serves the simple rule rfm: ")
+    assert "did not beat its best simple rule rfm (held-out auc 0.7000 vs 0.7200)" in first.why
+    assert rule_version(first.card) == f"rule:rfm@{first.card.version}"
+
+
+def test_the_guard_decides_before_the_duel_between_a_winner_and_a_loser(registry):
+    champion = _guarded(registry, b"graph-1", beats=True)
+    loser = _guarded(registry, b"graph-2", beats=False, duel_wins=True)
+    assert not loser.promoted and loser.champion == champion.card.version
+    assert f"champion {champion.card.version} did: champion kept" in loser.why
+    winner = _guarded(registry, b"graph-3", beats=True, duel_wins=False)
+    assert not winner.promoted  # both beat their rules: the duel decides
+    # A champion that serves its rule gives way to one that beats its own, duel or not.
+    registry.promote("m", loser.card.version, "test")
+    again = _guarded(registry, b"graph-4", beats=True, duel_wins=False)
+    assert again.promoted and "served its rule: promoted" in again.why
