@@ -707,11 +707,28 @@ def bucketed_lists(
     return lists, stats
 
 
+def listed_users(
+    wh: Warehouse, inputs: Inputs, as_of: date, cfg: RecommendSettings
+) -> pl.DataFrame:
+    """Who gets a list as of ``as_of``: everyone with an event in the last ``active_days``; by
+    default (unset) everyone with an event in the history window and every customer who ever
+    bought, however long ago (their lists are the best sellers they have not seen)."""
+    users = rec.active_users(inputs.events, as_of, cfg.active_days)
+    if cfg.active_days is not None:
+        return users
+    everything, _ = clean_before(wh, CLEAN_EVENTS.name, as_of)
+    if everything is None:
+        return users
+    ever = rec.previous_buyers(everything.select("user_id", "event_type", "event_time"), as_of)
+    return pl.concat([users, ever]).unique().sort("user_id")
+
+
 def recommendations_table(
     wh: Warehouse, as_of: date, cfg: RecommendSettings, scoring: ModelSettings | None = None
 ) -> TableReport:
-    """Top-K lists for every user active in the look-back before ``as_of``, ranked by the
-    recommender allowed to see that date (else the heuristic) → ``recommendations``."""
+    """Top-K lists for every user ``listed_users`` names as of ``as_of``, ranked by the
+    recommender allowed to see that date (else the heuristic, or the simple rule it did not
+    beat) → ``recommendations``."""
     started = time.perf_counter()
     inputs = inputs_before(wh, as_of, cfg)
     # Views and carts are most of the events: they are loaded a hash group of users at a time.
@@ -720,7 +737,7 @@ def recommendations_table(
     )
     groups = max(1, math.ceil(inputs.events.select(pl.len()).collect().item() / cfg.group_events))
     items = rec.item_tables(history, cfg)
-    users = rec.active_users(inputs.events, as_of, cfg.active_days)
+    users = listed_users(wh, inputs, as_of, cfg)
     registry = Registry(wh)
     card = scoring_model(registry, as_of)
     rule = card.serves_rule if card else None

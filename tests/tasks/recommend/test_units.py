@@ -311,6 +311,20 @@ def test_lapsed_customers_get_win_back_lists_by_default(tmp_path):
     assert away.min() >= 200
 
 
+def test_customers_who_bought_before_the_history_window_still_get_a_list(tmp_path):
+    much_later = AS_OF + timedelta(days=CFG.history_days + 30)
+    days_ago = -(CFG.history_days + 20)  # 10 days before it
+    newcomers = [
+        ("new", "a", days_ago, "purchase", "o9"),
+        ("new2", "b", days_ago, "purchase", "o8"),
+    ]
+    wh = handmade(tmp_path, [*SHOP, *newcomers])
+    recommendations_table(wh, much_later, CFG)
+    listed = _lists(wh, much_later)
+    assert set(listed["user_id"]) == {"u1", "u2", "u3", "new", "new2"}
+    assert listed.group_by("user_id").len()["len"].min() >= 1
+
+
 def test_a_catalogue_known_only_later_lends_its_categories_but_not_its_prices(tmp_path):
     wh = handmade(tmp_path, SHOP, items_day="2026-02-20")  # events start on 2026-01-20
     before = inputs_before(wh, date(2026, 2, 10), CFG).items.collect()
