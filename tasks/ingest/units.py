@@ -961,10 +961,8 @@ def check_source(
         # A source delivered weekly is fresh all week: the check follows its cadence.
         cadence = checks_cfg.cadence_days.get(source) or checks.delivery_cadence(dates)
         dated: list[str | None] = [d.isoformat() for d in dates]
-        undated = [None for e in ingested.files if date_in_name(e.name) is None]
-        results.append(
-            checks.freshness(source, day, dated + undated, blocking("freshness"), cadence)
-        )
+        dated += [None for e in ingested.files if date_in_name(e.name) is None]
+        results.append(checks.freshness(source, day, dated, blocking("freshness"), cadence))
     results.append(
         checks.quarantine_share(
             source,

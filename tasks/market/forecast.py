@@ -327,7 +327,9 @@ def sales_grain(panel: pl.DataFrame, weeks: int = 8, share: float = 0.9) -> str:
     if total <= 0:
         return "day"
     days_sold = recent.filter(pl.col(TARGET) > 0)["date"].n_unique()
-    weekly = float(by_weekday[TARGET].max() or 0) / total >= share and days_sold >= weeks // 2
+    # max() of a Float64 column with rows: a float (typed as any Python scalar).
+    busiest = cast(float, by_weekday[TARGET].max())
+    weekly = busiest / total >= share and days_sold >= weeks // 2
     return "week" if weekly else "day"
 
 

@@ -608,7 +608,8 @@ def model_verdicts(inputs: ReportInputs) -> dict[str, Any]:
         "best_rule",
         pl.col("rule_value").round(4),
     )
-    first, last = figures["origin"].min(), figures["origin"].max()
+    # min() and max() of a pl.Date column with rows: dates (typed as any Python scalar).
+    first, last = cast(date, figures["origin"].min()), cast(date, figures["origin"].max())
     return {
         "lines": evaluation.verdict_lines(judged),
         "table": table_html(shown, shown.columns, 50),
