@@ -411,11 +411,13 @@ def with_btyd(features: pl.DataFrame) -> pl.DataFrame:
     names = list(BTYD_FEATURES)
     try:
         figures = btyd_figures(features, fitted_bgnbd(features), BTYD_DAYS)
+        columns = [figures["p_alive"].alias(names[0]), figures["expected"].alias(names[1])]
     except NotEnoughHistory:
-        return features.with_columns(pl.lit(None, pl.Float64).alias(n) for n in names)
-    return features.with_columns(
-        figures["p_alive"].alias(names[0]), figures["expected"].alias(names[1])
-    )
+        columns = [pl.lit(None, pl.Float64).alias(n) for n in names]
+    joined = features.with_columns(columns)
+    # The date stays the last column, as in every features frame.
+    last = [c for c in joined.columns if c == "as_of"]
+    return joined.select(pl.exclude(last), *last)
 
 
 def feature_names(features: pl.DataFrame | pl.LazyFrame) -> list[str]:

@@ -153,7 +153,9 @@ def user_features_schema() -> pl.Schema:
         clean(CLEAN_MARKET_PRICES),
         clean(CLEAN_FEEDBACK),
     )
-    return pl.Schema({**planned.collect_schema(), **BTYD_FEATURES})
+    columns = dict(planned.collect_schema())
+    as_of = columns.pop("as_of")
+    return pl.Schema({**columns, **BTYD_FEATURES, "as_of": as_of})
 
 
 # The warehouse cannot import this layer: the features table's columns are declared from here.

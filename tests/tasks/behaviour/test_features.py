@@ -278,7 +278,9 @@ def test_btyd_figures_join_every_user_and_are_null_for_who_never_bought():
         }
     )
     out = with_btyd(frame)
-    assert out.columns[-2:] == ["btyd_p_alive", "btyd_expected_30d"]
+    assert out.columns[-2:] == ["btyd_p_alive", "btyd_expected_30d"]  # no as_of here
+    dated = with_btyd(frame.with_columns(as_of=pl.lit(date(2026, 1, 1))))
+    assert dated.columns[-3:] == ["btyd_p_alive", "btyd_expected_30d", "as_of"]
     never = out.filter(pl.col("user_id") == "u3")
     assert never["btyd_p_alive"].item() is None and never["btyd_expected_30d"].item() is None
     bought = out.filter(pl.col("user_id") != "u3")
