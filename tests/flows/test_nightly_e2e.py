@@ -20,6 +20,8 @@ from nightowl.warehouse.registry import Registry
 from nightowl.warehouse.store import Warehouse
 from tests.integrity import prefect_records
 from tests.landings import landing
+from tests.tasks.behaviour.test_units import END as EVALUATED_TO
+from tests.tasks.behaviour.test_units import build_warehouse
 from tests.webhook import webhook
 
 pytestmark = pytest.mark.e2e
@@ -469,14 +471,11 @@ def test_the_nightly_flow_trains_a_champion_scores_users_and_the_cli_shows_it(
 def test_evaluate_backtests_every_model_beside_its_rules_and_the_report_shows_it(
     prefect_api, tmp_path
 ):
-    root = tmp_path / "data"
-    landing(root / "landing", users=600, items=60, days=106, seed=4, end_date=END)
+    # Ingested and cleaned without a nightly run: evaluate trains what it judges itself.
+    root = build_warehouse(tmp_path / "data", users=600, days=106).data_root
     runner, dr = CliRunner(), ["--data-root", str(root)]
-    day_before = END - timedelta(days=1)
-    assert runner.invoke(app, ["run", "--date", day_before.isoformat(), *dr]).exit_code == 0
-    result = runner.invoke(
-        app, ["evaluate", "--date", day_before.isoformat(), "--origins", "2", *dr]
-    )
+    last_day = EVALUATED_TO
+    result = runner.invoke(app, ["evaluate", "--date", last_day.isoformat(), "-n", "2", *dr])
     assert result.exit_code == 0, result.output
     assert "Traceback" not in result.output and "ERROR" not in result.output
     assert "propensity (all_users): roc_auc by origin" in result.output
@@ -498,16 +497,16 @@ def test_evaluate_backtests_every_model_beside_its_rules_and_the_report_shows_it
         wh, "select distinct origin from model_evaluation where model = 'propensity'"
     )["origin"].sort()
     assert origins.to_list() == [
-        day_before + timedelta(days=1 - 30 - 14),
-        day_before + timedelta(days=1 - 30),
+        last_day + timedelta(days=1 - 30 - 14),
+        last_day + timedelta(days=1 - 30),
     ]
 
-    # The next night's report page answers the question from those figures.
-    assert runner.invoke(app, ["run", "--date", END.isoformat(), *dr]).exit_code == 0
-    page = (root / "reports" / END.isoformat() / "index.html").read_text()
+    # The report page answers the question from those figures.
+    assert runner.invoke(app, ["report", "--date", last_day.isoformat(), *dr]).exit_code == 0
+    page = (root / "reports" / last_day.isoformat() / "index.html").read_text()
     assert "Do the models beat the simple rules?" in page and "Not measured yet" not in page
     assert "propensity (all_users, roc_auc): the model" in page
-    assert (root / "reports" / END.isoformat() / "model_evaluation.csv").exists()
+    assert (root / "reports" / last_day.isoformat() / "model_evaluation.csv").exists()
 
 
 def test_train_without_enough_history_says_how_much_it_needs(prefect_api, tmp_path):
