@@ -507,8 +507,8 @@ def measure_demand(
     """The demand backtest at ``origins`` weekly origins before ``last_day + 1``, each fold
     fitted only on the targets before it, judged fold by fold."""
     inputs = market_inputs(wh, last_day + timedelta(days=1), cfg)
-    weekly = cfg.model_copy(update={"backtest_origins": origins})
-    train_origins, backtest_origins = _origins(inputs, weekly)
+    judged_at = cfg.model_copy(update={"backtest_origins": origins})
+    train_origins, backtest_origins = _origins(inputs, judged_at)
     if inputs.panel[fc.TARGET].sum() == 0:
         raise NotEnoughHistory(f"no purchases before {inputs.as_of}: nothing to forecast from")
     rows = grain_rows(inputs, cfg, train_origins, demand_grain(inputs, cfg))
