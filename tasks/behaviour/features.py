@@ -411,10 +411,14 @@ def with_btyd(features: pl.DataFrame) -> pl.DataFrame:
     names = list(BTYD_FEATURES)
     try:
         figures = btyd_figures(features, fitted_bgnbd(features), BTYD_DAYS)
-        columns = [figures["p_alive"].alias(names[0]), figures["expected"].alias(names[1])]
     except NotEnoughHistory:
-        columns = [pl.lit(None, pl.Float64).alias(n) for n in names]
-    joined = features.with_columns(columns)
+        figures = pl.DataFrame(
+            {"p_alive": [None] * features.height, "expected": [None] * features.height},
+            schema={"p_alive": pl.Float64, "expected": pl.Float64},
+        )
+    joined = features.with_columns(
+        figures["p_alive"].alias(names[0]), figures["expected"].alias(names[1])
+    )
     # The date stays the last column, as in every features frame.
     last = [c for c in joined.columns if c == "as_of"]
     return joined.select(pl.exclude(last), *last)
