@@ -752,7 +752,7 @@ def evaluate(
             "-n",
             min=1,
             max=52,
-            help="Past origins per model (default: [evaluate] origins, 3).",
+            help="Past origins per model (default: the evaluate section's origins, 3).",
         ),
     ] = None,
     config: ConfigOpt = None,
@@ -781,7 +781,7 @@ def evaluate(
       nightowl evaluate --data-root demo
       nightowl evaluate --model propensity --origins 5 --date 2026-12-05 --data-root demo
       nightowl evaluate --config examples/online_retail/nightowl.toml --date 2010-12-09
-      nightowl query --data-root demo "select * from model_evaluation where \"primary\""
+      nightowl query --data-root demo 'select * from model_evaluation where "primary"'
     """
     settings = _settings(config, data_root)
     last_day = _parse_date(date_, settings)
