@@ -84,8 +84,14 @@ def row_count(
     tolerance: float,
     blocking: bool,
     min_rows: int = 0,
+    cadence_days: int = 1,
 ) -> CheckResult:
-    """Fails when the day's rows are further than ``tolerance`` from the trailing median."""
+    """Fails when the day's rows are further than ``tolerance`` from the trailing median. A source
+    delivered every ``cadence_days`` days has no rows between deliveries: such a day is skipped
+    (freshness says whether a delivery is late)."""
+    if rows == 0 and cadence_days > 1:
+        message = f"{table}: no rows this day; the source delivers every {cadence_days} days"
+        return CheckResult("row_count", table, "skip", rows, None, message)
     if len(history) < 3:
         message = f"{table}: {len(history)} earlier partition(s), too few to compare"
         return CheckResult("row_count", table, "skip", rows, None, message)

@@ -953,13 +953,14 @@ def check_source(
         return name not in checks_cfg.warn_only
 
     results = []
+    # The day's export may have been ingested by another night's run (a backfill running dates
+    # side by side): look at every file named for the day, plus this run's undated ones.
+    named = [e.name for e in Ledger(wh).entries(source)]
+    dates = [d for n in named if (d := date_in_name(n)) and d <= run_date]
+    # A source delivered weekly is fresh all week, and has no rows between deliveries: the
+    # checks follow its cadence.
+    cadence = checks_cfg.cadence_days.get(source) or checks.delivery_cadence(dates)
     if source in checks_cfg.fresh_sources:
-        # The day's export may have been ingested by another night's run (a backfill running
-        # dates side by side): look at every file named for the day, plus this run's undated ones.
-        named = [e.name for e in Ledger(wh).entries(source)]
-        dates = [d for n in named if (d := date_in_name(n)) and d <= run_date]
-        # A source delivered weekly is fresh all week: the check follows its cadence.
-        cadence = checks_cfg.cadence_days.get(source) or checks.delivery_cadence(dates)
         dated: list[str | None] = [d.isoformat() for d in dates]
         dated += [None for e in ingested.files if date_in_name(e.name) is None]
         results.append(checks.freshness(source, day, dated, blocking("freshness"), cadence))
@@ -987,6 +988,7 @@ def check_source(
             checks_cfg.row_count_tolerance,
             blocking("row_count"),
             checks_cfg.row_count_min_rows,
+            cadence,
         )
     )
     if today is not None:

@@ -26,6 +26,14 @@ def test_a_weekly_source_is_fresh_all_week_and_stale_after_it():
     )
 
 
+def test_a_day_between_weekly_deliveries_skips_the_row_count():
+    between = row_count("events", 0, [700, 710, 690], 0.5, True, cadence_days=7)
+    assert between.status == "skip"
+    assert between.message == "events: no rows this day; the source delivers every 7 days"
+    assert row_count("events", 0, [700, 710, 690], 0.5, True).status == "fail"  # daily: a drop
+    assert row_count("events", 705, [700, 710, 690], 0.5, True, cadence_days=7).status == "pass"
+
+
 def test_the_cadence_is_read_off_the_newest_delivery_dates():
     start = date(2026, 9, 7)
     weekly = [start + timedelta(days=7 * k) for k in range(10)]
