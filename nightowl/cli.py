@@ -62,6 +62,10 @@ SeedOpt = Annotated[int, typer.Option(help="Random seed: same seed, same bytes."
 DateOpt = Annotated[
     str | None, typer.Option("--date", "-d", help="Run date YYYY-MM-DD (default: yesterday).")
 ]
+LastDayOpt = Annotated[
+    str | None,
+    typer.Option("--date", "-d", help="Last day of data to use, YYYY-MM-DD (default: yesterday)."),
+]
 
 
 @dataclass
@@ -501,12 +505,7 @@ def _summary_table(summary: dict[str, dict]) -> Table:
 
 @app.command()
 def train(
-    date_: Annotated[
-        str | None,
-        typer.Option(
-            "--date", "-d", help="Last day of data to use, YYYY-MM-DD (default: yesterday)."
-        ),
-    ] = None,
+    date_: LastDayOpt = None,
     model: Annotated[
         list[str] | None,
         typer.Option(
@@ -730,12 +729,7 @@ def models(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
 
 @app.command()
 def evaluate(
-    date_: Annotated[
-        str | None,
-        typer.Option(
-            "--date", "-d", help="Last day of data to use, YYYY-MM-DD (default: yesterday)."
-        ),
-    ] = None,
+    date_: LastDayOpt = None,
     model: Annotated[
         list[str] | None,
         typer.Option(

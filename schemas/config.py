@@ -7,7 +7,7 @@ source's files map onto its contract is apart, in ``nightowl.schemas.sources``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -95,6 +95,18 @@ def _known_names(value: list[str], known: tuple[str, ...] | list[str], what: str
     return value
 
 
+def rule_margin_field(served: str) -> Any:
+    """The ``rule_margin`` setting of a model section: ``served`` says what is compared and what
+    serves when the model does not win."""
+    return Field(
+        default=0.0,
+        ge=-1,
+        le=1,
+        description=f"{served}. Negative: the model is kept unless it trails the rule by more "
+        "than that.",
+    )
+
+
 class ModelSettings(BaseModel):
     """How the purchase-propensity model is trained, promoted and used for scoring."""
 
@@ -135,14 +147,10 @@ class ModelSettings(BaseModel):
     parity_tolerance: float = Field(
         default=1e-6, gt=0, description="Largest |ONNX - LightGBM| probability a model may show."
     )
-    rule_margin: float = Field(
-        default=0.0,
-        ge=-1,
-        le=1,
-        description="The model is served only if its held-out ROC-AUC beats the best simple rule's "
+    rule_margin: float = rule_margin_field(
+        "The model is served only if its held-out ROC-AUC beats the best simple rule's "
         "(recency, RFM, BG/NBD) by more than this; otherwise that rule, calibrated to a "
-        "probability, is served in its place. Negative: the model is kept unless it trails the "
-        "rule by more than that.",
+        "probability, is served in its place"
     )
     risk_tiers: dict[str, float] = Field(
         default_factory=lambda: {"high": 0.8, "medium": 0.5},
@@ -226,13 +234,10 @@ class MarketSettings(BaseModel):
     backtest_origins: int = Field(
         default=4, ge=1, description="Weekly rolling origins of the backtest (the last weeks)."
     )
-    rule_margin: float = Field(
-        default=0.0,
-        ge=-1,
-        le=1,
-        description="The model's forecast is served only if its backtest WAPE (item x day) "
+    rule_margin: float = rule_margin_field(
+        "The model's forecast is served only if its backtest WAPE (item x day) "
         "beats the best simple rule's (seasonal naive, 28-day average) by more than this; "
-        "otherwise that rule forecasts",
+        "otherwise that rule forecasts"
     )
     interval: float = Field(
         default=0.8, gt=0, lt=1, description="Coverage of the [lower, upper] prediction interval."
@@ -382,12 +387,9 @@ class FeedbackSettings(BaseModel):
         min_length=1,
         description="Inverse regularisation strengths tried by cross-validation.",
     )
-    rule_margin: float = Field(
-        default=0.0,
-        ge=-1,
-        le=1,
-        description="The model's labels are served only if their held-out macro-F1 beats the VADER "
-        "lexicon's by more than this; otherwise the lexicon scores the feedback",
+    rule_margin: float = rule_margin_field(
+        "The model's labels are served only if their held-out macro-F1 beats the VADER "
+        "lexicon's by more than this; otherwise the lexicon scores the feedback"
     )
     retrain_every_days: int = Field(default=7, ge=1)
     parity_tolerance: float = Field(
@@ -496,13 +498,10 @@ class RecommendSettings(BaseModel):
         description="Events (of the history window) per hash group of users whose views and "
         "carts are in memory at once while ranking: bounds memory on big shops.",
     )
-    rule_margin: float = Field(
-        default=0.0,
-        ge=-1,
-        le=1,
-        description="The ranker's lists are served only if its held-out Recall@K (every "
+    rule_margin: float = rule_margin_field(
+        "The ranker's lists are served only if its held-out Recall@K (every "
         "earlier buyer, repurchases counted) beats the best simple rule's (popularity, repeat-buy, "
-        "co-occurrence) by more than this; otherwise that rule ranks the lists",
+        "co-occurrence) by more than this; otherwise that rule ranks the lists"
     )
     horizon_days: int = Field(
         default=14, ge=1, description="Purchases in this many days after as_of are the labels."

@@ -103,6 +103,30 @@ def training_labels(truth: pl.Series) -> pl.Series:
     return truth.replace_strict({"positive": 1.0, "negative": 0.0, "neutral": None}, default=None)
 
 
+def rated_up_to(
+    wh: Warehouse, last_day: date, cfg: FeedbackSettings, instead: str
+) -> tuple[pl.DataFrame, list[InputRef]]:
+    """The rated feedback texts up to ``last_day`` (``rated_texts``) and their partitions;
+    ``NotEnoughHistory``, saying what happens ``instead``, with fewer than ``min_labelled``."""
+    feedback, refs = clean_before(wh, CLEAN_FEEDBACK.name, last_day + timedelta(days=1))
+    rated = rated_texts(feedback) if feedback is not None else pl.DataFrame()
+    if rated.height < cfg.min_labelled:
+        raise NotEnoughHistory(
+            f"{rated.height} rated feedback texts up to {last_day}, fewer than "
+            f"feedback.min_labelled = {cfg.min_labelled}: {instead}"
+        )
+    return rated, refs
+
+
+def fitted_sentiment(
+    texts: pl.Series, labels: pl.Series, cfg: FeedbackSettings
+) -> sentiment.SentimentModel:
+    """``sentiment.fit_sentiment`` with the vocabulary and regularisation settings of ``cfg``."""
+    return sentiment.fit_sentiment(
+        texts, labels, min_df=cfg.min_df, max_terms=cfg.max_terms, c_grid=tuple(cfg.c_grid)
+    )
+
+
 def training_due(wh: Warehouse, last_day: date, cfg: FeedbackSettings) -> str | None:
     """Why a sentiment model should be trained with data up to ``last_day`` (None: fresh)."""
     # Sentiment looks no time ahead: horizon 0 keeps the shared cadence rule's card field.
@@ -124,13 +148,7 @@ def train_sentiment(
             champion=champion.version if champion else None,
         )
     reason = due if only_if_due else "asked for"
-    feedback, refs = clean_before(wh, CLEAN_FEEDBACK.name, last_day + timedelta(days=1))
-    rated = rated_texts(feedback) if feedback is not None else pl.DataFrame()
-    if rated.height < cfg.min_labelled:
-        raise NotEnoughHistory(
-            f"{rated.height} rated feedback texts up to {last_day}, fewer than "
-            f"feedback.min_labelled = {cfg.min_labelled}: the VADER lexicon scores sentiment"
-        )
+    rated, refs = rated_up_to(wh, last_day, cfg, "the VADER lexicon scores sentiment")
     split = int(rated.height * (1 - cfg.holdout_share))
     fit_rows, holdout = rated.head(split), rated.slice(split)
     by_label = dict(fit_rows["truth"].value_counts().iter_rows())
@@ -140,13 +158,7 @@ def train_sentiment(
             f"(4-5 stars) and {by_label.get('negative', 0)} negative (1-2 stars) texts to learn "
             f"from; at least {MIN_PER_SIDE} of each are needed: the VADER lexicon scores sentiment"
         )
-    model = sentiment.fit_sentiment(
-        fit_rows["text"],
-        training_labels(fit_rows["truth"]),
-        min_df=cfg.min_df,
-        max_terms=cfg.max_terms,
-        c_grid=tuple(cfg.c_grid),
-    )
+    model = fitted_sentiment(fit_rows["text"], training_labels(fit_rows["truth"]), cfg)
     onnx_bytes = sentiment.onnx_from_model(model)
     sess = score.session(onnx_bytes, [score.CPU])
     probe = pl.concat([holdout["text"], pl.Series(EDGE_TEXTS)])
@@ -233,25 +245,13 @@ def measure_sentiment(
     """Cut the newest ``slices * holdout_share`` of the rated texts up to ``last_day`` into
     ``slices`` slices; fit on everything before slice ``slice_no`` (1: the newest) and judge
     the labels and scores on it."""
-    feedback, _ = clean_before(wh, CLEAN_FEEDBACK.name, last_day + timedelta(days=1))
-    rated = rated_texts(feedback) if feedback is not None else pl.DataFrame()
-    if rated.height < cfg.min_labelled:
-        raise NotEnoughHistory(
-            f"{rated.height} rated feedback texts up to {last_day}, fewer than "
-            f"feedback.min_labelled = {cfg.min_labelled}: no sentiment model to evaluate"
-        )
+    rated, _ = rated_up_to(wh, last_day, cfg, "no sentiment model to evaluate")
     share = min(cfg.holdout_share, 0.8 / slices)  # at least a fifth is always left to fit on
     start = int(rated.height * (1 - slice_no * share))
     end = int(rated.height * (1 - (slice_no - 1) * share))
     fit_rows, holdout = rated.head(start), rated.slice(start, end - start)
     labels = training_labels(fit_rows["truth"])
-    model = sentiment.fit_sentiment(
-        fit_rows["text"],
-        labels,
-        min_df=cfg.min_df,
-        max_terms=cfg.max_terms,
-        c_grid=tuple(cfg.c_grid),
-    )
+    model = fitted_sentiment(fit_rows["text"], labels, cfg)
     truth = holdout["truth"]
     metrics = {
         "model": sentiment.sentiment_metrics(
