@@ -590,6 +590,10 @@ def padded_lists(
 ) -> pl.DataFrame:
     """Top-``k`` lists for ``users``: ``primary`` (user_id, item_id, score) first, then popular
     items not already in them; pairs in ``exclude`` never appear. Columns user_id, item_id, rank."""
+    if exclude is None:
+        # A user with p < k own items loses at most p of the fill to them, so the 2k most
+        # popular always fill the list: no need to pair every user with every padding item.
+        popular = popular.sort(["score", "item_id"], descending=[True, False]).head(2 * k)
     fill = users.join(popular.select("item_id", pl.col("score").alias("fill")), how="cross")
     both = pl.concat(
         [

@@ -246,3 +246,27 @@ def test_later_events_change_no_candidate_or_feature(past, future, cap):
     assert (before.group_by("user_id").len()["len"].max() or 0) <= cap
     assert set(before["item_id"]) <= set(items.eligible["item_id"])
     assert before["source"].is_in(list(rec.SOURCES)).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["u1", "u2", "u3"]), st.integers(0, 30), st.floats(0, 5)),
+        max_size=40,
+    ),
+    st.integers(1, 12),
+)
+def test_padded_lists_without_exclusions_need_only_the_2k_most_popular(own, k):
+    primary = pl.DataFrame(
+        [(u, f"i{i:02d}", s) for u, i, s in own],
+        schema={"user_id": pl.String, "item_id": pl.String, "score": pl.Float64},
+        orient="row",
+    ).unique(["user_id", "item_id"], keep="first", maintain_order=True)
+    users = pl.DataFrame({"user_id": ["u1", "u2", "u3", "u4"]})
+    popular = pl.DataFrame(
+        {"item_id": [f"i{i:02d}" for i in range(31)], "score": [float(i % 7) for i in range(31)]}
+    )
+    shortcut = rec.padded_lists(primary, users, popular, k)
+    # An empty exclusion takes the long way: every user paired with every padding item.
+    none = pl.DataFrame(schema={"user_id": pl.String, "item_id": pl.String})
+    assert_frame_equal(shortcut, rec.padded_lists(primary, users, popular, k, exclude=none))
