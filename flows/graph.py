@@ -9,7 +9,7 @@ configured.
 Step runs are ``<step>-<source>`` for the per-source steps (``ingest-events``) and the bare step
 name for the others (``features``, ``train``, ``score``, ``price-position``, ``train-demand``,
 ``forecast``, ``train-sentiment``, ``feedback``, ``product-sentiment``, ``support-queue``,
-``train-recommender``, ``recommend``, ``report``).
+``train-recommender``, ``recommend``, ``model-health``, ``report``).
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ MARKET_SOURCES = ("events", "items", "market_prices", "market_indicators")
 RECOMMEND_SOURCES = ("events", "items", "market_prices")
 #: The clean tables the report reads itself (the rest it reads through the prediction tables).
 REPORT_SOURCES = ("events", "items")
+
+#: The prediction steps whose served nights the model-health step judges (and drift it watches).
+HEALTH_READS = ("score", "forecast", "feedback", "recommend")
 
 #: What a step is handed as its first input after the settings: tonight's ``as_of`` (the day
 #: after the run date) for the steps that publish a partition, or the run date itself for
@@ -115,6 +118,15 @@ NIGHT: tuple[StepSpec, ...] = (
         (*clean(*RECOMMEND_SOURCES), "train-recommender"),
         optional=("train-recommender",),
     ),
+    # Judges earlier nights' predictions against tonight's outcomes: whichever of tonight's
+    # prediction steps failed, the others' nights are still judged.
+    StepSpec(
+        "model-health",
+        "health",
+        (*clean("events", "feedback"), *HEALTH_READS),
+        takes=(),
+        optional=HEALTH_READS,
+    ),
     StepSpec(
         "report",
         "report",
@@ -126,6 +138,7 @@ NIGHT: tuple[StepSpec, ...] = (
             "feedback",
             "product-sentiment",
             "recommend",
+            "model-health",
         ),
         takes=(),
         last=True,
@@ -145,6 +158,7 @@ MODEL_STEPS = group_steps("models")
 MARKET_STEPS = group_steps("market")
 FEEDBACK_STEPS = group_steps("feedback-models")
 RECOMMEND_STEPS = group_steps("recommendations")
+HEALTH_STEPS = group_steps("health")
 REPORT_STEPS = group_steps("report")
 
 

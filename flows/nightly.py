@@ -11,7 +11,7 @@ from prefect.settings import get_current_settings
 from prefect.states import Failed
 
 from nightowl.errors import NightowlError
-from nightowl.flows.alerts import failure_alert, send_alert
+from nightowl.flows.alerts import failure_alert, health_alert, send_alert
 from nightowl.flows.graph import NIGHT, NIGHT_GROUPS, forced_steps
 from nightowl.flows.night import Night, SoFar, Step, why_failed
 from nightowl.flows.settings import Settings, load_settings
@@ -85,6 +85,7 @@ def model_context(settings: Settings) -> ModelContext:
         recommend=settings.recommend,
         report=settings.report,
         evaluate=settings.evaluate,
+        health=settings.health,
         timezone=settings.timezone,
         config_dir=str(settings.config_dir),
         timeout_seconds=step_timeout_seconds(settings),
@@ -202,7 +203,20 @@ def nightly(
         return Failed(message=str(exc), data=exc)
     page = (summary["report"].get("report") or {}).get("page")
     record_run_step(step_context(settings, SOURCES[0]), run_date, summary, page)
+    alert_on_health(settings, run_date, summary, page)
     return summary
+
+
+def alert_on_health(
+    settings: Settings, run_date: date, summary: dict[str, dict], page: str | None
+) -> bool:
+    """Tell the configured webhook, in one message, what the model-health step alerts about
+    tonight (models losing to their simple rules, drifted inputs); False when nothing was sent."""
+    alerts = (summary.get("health", {}).get("model-health") or {}).get("alerts")
+    if not alerts or not settings.alerts.webhook_url:
+        return False
+    payload = health_alert(run_date=run_date.isoformat(), alerts=alerts, report_page=page)
+    return send_alert(settings.alerts.webhook_url, payload, settings.alerts.timeout_seconds)
 
 
 def summary_of(steps: dict[str, dict[str, Step]]) -> dict[str, dict]:

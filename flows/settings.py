@@ -47,6 +47,7 @@ from nightowl.schemas.config import (
     CheckSettings,
     EvaluateSettings,
     FeedbackSettings,
+    HealthSettings,
     MarketSettings,
     ModelSettings,
     QuerySettings,
@@ -210,6 +211,7 @@ class Settings(BaseSettings):
     feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
     recommend: RecommendSettings = Field(default_factory=RecommendSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     runner: RunnerSettings = Field(default_factory=RunnerSettings)

@@ -30,6 +30,7 @@ from pydantic import BaseModel, Field
 from nightowl.errors import NotEnoughHistory
 from nightowl.flows.summary import (
     delivery_notes,
+    health_notes,
     rule_notes,
     scoring_paths,
     summary_markdown,
@@ -42,6 +43,7 @@ from nightowl.schemas.config import (
     CheckSettings,
     EvaluateSettings,
     FeedbackSettings,
+    HealthSettings,
     MarketSettings,
     ModelSettings,
     RawCompression,
@@ -54,6 +56,7 @@ from nightowl.tasks.common.deadline import time_limit
 from nightowl.tasks.common.reads import catalogue_before
 from nightowl.tasks.common.reports import TableReport
 from nightowl.tasks.feedback import units as feedback
+from nightowl.tasks.health import units as health
 from nightowl.tasks.ingest import units
 from nightowl.tasks.market import units as demand
 from nightowl.tasks.models.lifecycle import TrainOutcome
@@ -326,7 +329,7 @@ def record_run_step(
             str(wh.root),
             report_page,
             scoring_paths(summary),
-            delivery_notes(summary) + rule_notes(summary),
+            delivery_notes(summary) + rule_notes(summary) + health_notes(summary),
         ),
         key="nightly-summary",
         description=f"nightly run for {run_date}",
@@ -373,6 +376,7 @@ class ModelContext(_Context):
     recommend: RecommendSettings = Field(default_factory=RecommendSettings)
     report: ReportSettings = Field(default_factory=ReportSettings)
     evaluate: EvaluateSettings = Field(default_factory=EvaluateSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
     timezone: str = "UTC"
     config_dir: str = "."
 
@@ -835,6 +839,35 @@ def recommend_step(ctx: ModelContext, as_of: date, cleaned: list[Any]) -> TableR
     return report
 
 
+# ---- model health ----------------------------------------------------------------------------
+
+
+@task(
+    name="model-health",
+    task_run_name="model-health",
+    # Not cached: it finds what changed itself (a fingerprint per judged night) and is cheap
+    # when nothing did.
+    cache_policy=NO_CACHE,
+    retry_condition_fn=retry_on_io_error,
+)
+def model_health_step(ctx: ModelContext, as_of: date) -> health.HealthReport:
+    """Judge the served nights whose outcomes came in (``model_health``), tonight's drift from
+    each champion's training data (``model_drift``), and what to alert about."""
+    sections = health.Sections(ctx.model, ctx.recommend, ctx.market, ctx.feedback, ctx.health)
+    with time_limit(ctx.timeout_seconds, "model-health"):
+        report = health.model_health(ctx.warehouse(), as_of, sections)
+    judged = ", ".join(f"{night} ({', '.join(m)})" for night, m in report.judged.items())
+    log.info(
+        "model health: judged %d served night(s)%s, %d unchanged; %d drift row(s), %d drifted",
+        len(report.judged),
+        f": {judged}" if judged else "",
+        report.unchanged,
+        report.drift_rows,
+        report.drifted,
+    )
+    return report
+
+
 # ---- the report -----------------------------------------------------------------------------
 
 
@@ -876,7 +909,7 @@ def report_step(
         built = _unless_young(
             "report",
             lambda: _report.build_report(
-                ctx.warehouse(), run_date, ctx.report, ctx.timezone, problems or {}
+                ctx.warehouse(), run_date, ctx.report, ctx.timezone, problems or {}, ctx.health
             ),
         )
     if built is None:
@@ -1018,5 +1051,6 @@ NIGHT_TASKS: dict[str, Task[..., Any]] = {
     "support-queue": support_queue_step,
     "train-recommender": train_recommender_step,
     "recommend": recommend_step,
+    "model-health": model_health_step,
     "report": report_step,
 }

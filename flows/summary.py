@@ -24,6 +24,12 @@ def summary_rows(summary: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
         if source == "recommendations":
             rows += _recommend_rows(reports)
             continue
+        if source == "health":
+            if (judged := reports.get("model-health")) is not None:
+                written = len(judged["judged"]) + (1 if judged["drift_rows"] else 0)
+                out = judged["rows"] + judged["drift_rows"]
+                rows.append(_row("model-health", 0, out, written, judged["seconds"]))
+            continue
         if source == "report":
             if (built := reports.get("report")) is not None:
                 out = sum(t["rows"] for t in built["tables"].values())
@@ -90,6 +96,13 @@ def rule_notes(summary: dict[str, dict[str, Any]]) -> list[str]:
                     "on held-out data (nightowl models, nightowl evaluate)"
                 )
     return notes
+
+
+def health_notes(summary: dict[str, dict[str, Any]]) -> list[str]:
+    """The model-health step's alerts tonight: models losing to their simple rules on matured
+    outcomes, inputs or scores drifting from the champions' training data."""
+    judged = (summary.get("health") or {}).get("model-health") or {}
+    return [f"model health: {line}" for line in judged.get("alerts", [])]
 
 
 def _model_rows(reports: dict[str, Any]) -> list[dict[str, Any]]:

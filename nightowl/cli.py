@@ -478,12 +478,12 @@ def _dates_progress(total: int) -> Iterator[Callable[[], None]]:
 def _print_summary(summary: dict[str, dict]) -> None:
     """The run's steps table, what changed in the deliveries, then which graph and provider each
     scoring step ran."""
-    from nightowl.flows.summary import delivery_notes, rule_notes, scoring_paths
+    from nightowl.flows.summary import delivery_notes, health_notes, rule_notes, scoring_paths
 
     console.print(_summary_table(summary))
     for note in delivery_notes(summary):
         console.print(note, markup=False, highlight=False, emoji=False)
-    for note in rule_notes(summary):
+    for note in rule_notes(summary) + health_notes(summary):
         console.print(f"[yellow]{escape(note)}[/]")
     for step, path in scoring_paths(summary).items():
         console.print(f"[dim]{step}: scored with the {path.replace(' on ', ' graph on ')}[/]")
@@ -689,12 +689,15 @@ def _num(value: float | None, digits: int = 4) -> str:
 @app.command()
 def models(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
     """List registered model versions with their metrics (propensity: held-out snapshot; demand:
-    backtest); * marks the champion.
+    backtest); * marks the champion, and under each champion its newest matured figures (the
+    predictions it served, judged once their outcomes were in, beside the best simple rule).
 
     [bold]Example[/]: nightowl models --data-root demo
     """
     from nightowl.tasks.behaviour import units as propensity
     from nightowl.tasks.feedback import units as sentiment
+    from nightowl.tasks.health.matured import matured_lines
+    from nightowl.tasks.health.units import health_history
     from nightowl.tasks.market import units as demand
     from nightowl.tasks.recommend import units as recommender
     from nightowl.warehouse.registry import Registry
@@ -703,6 +706,7 @@ def models(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
     views = {m.MODEL: m.VERSIONS for m in (propensity, demand, sentiment, recommender)}
     settings = _settings(config, data_root)
     registry = Registry(Warehouse(settings.data_root))
+    judged = health_history(registry.wh)
     names = registry.models()
     if not names:
         console.print(
@@ -725,6 +729,8 @@ def models(config: ConfigOpt = None, data_root: DataRootOpt = None) -> None:
                     f"[yellow]served in its place: the simple rule {card.serves_rule}[/] "
                     f"({escape(guard_text(card))})"
                 )
+            for line in matured_lines(judged, name, card.version):
+                console.print(escape(line), soft_wrap=True)
 
 
 @app.command()
@@ -958,10 +964,19 @@ def _run_side_by_side(
 def demo(
     users: UsersOpt = 20_000,
     items: ItemsOpt = 1_000,
-    days: DaysOpt = 120,  # the propensity model's time split needs about 90 days
+    days: DaysOpt = 150,  # the first (history) night's training needs about 90 days
     runs: Annotated[
         int, typer.Option(min=1, help="Nightly runs, one per date, ending yesterday.")
     ] = 3,
+    history_nights: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Nightly runs, one per date, about five weeks before the last ones (a backfill): "
+            "their predictions have matured by the last night, which judges them in "
+            "model_health.",
+        ),
+    ] = 2,
     seed: SeedOpt = 7,
     evaluate_models: Annotated[
         bool,
@@ -979,17 +994,20 @@ def demo(
 ) -> None:
     """Generate demo data, run the nightly flow over the last few days, show what came out.
 
-    The first run ingests all history up to its date, trains the propensity, demand, sentiment
-    and recommender models (no champions yet), scores every user, forecasts every item, scores
+    First a backfill of --history-nights nights about five weeks back: the first of them
+    ingests all history up to its date, trains the propensity, demand, sentiment and
+    recommender models (no champions yet), scores every user, forecasts every item, scores
     every feedback item, triages the support tickets, recommends 10 items to every customer
-    and writes the report; each later run picks up that day's files (and the late events
-    they carry) and scores, forecasts and recommends with the champions. Before the last run,
-    nightowl evaluate backtests every model beside its simple rules at two past origins, and
-    the last report says whether each beats them.
+    and writes the report. Then the --runs last nights: each picks up the files since (and the
+    late events they carry), retrains when due, and scores, forecasts and recommends with the
+    champions; the last one judges the backfilled nights' predictions, whose outcomes are in
+    by then, in model_health. Before the last run, nightowl evaluate backtests every model
+    beside its simple rules at two past origins, and the last report says whether each beats
+    them.
 
     [bold]Examples[/]:
       nightowl demo --data-root demo --users 20000 --runs 3
-      nightowl demo --data-root demo --no-evaluate
+      nightowl demo --data-root demo --no-evaluate --history-nights 0
     """
     from nightowl.demo.generate import generate_landing
 
@@ -1011,6 +1029,14 @@ def demo(
         f"generated {len(summary.files)} landing files under {settings.data_root}/landing"
     )
     dates = [end - timedelta(days=i) for i in reversed(range(min(runs, days)))]
+    # A backfill of nights whose outcomes are all in by the last night (the longest horizon,
+    # the propensity model's 30 days, and a few days to spare): the last night judges them.
+    matured = max(settings.model.horizon_days, settings.recommend.horizon_days) + 5
+    past = [dates[0] - timedelta(days=matured + i) for i in reversed(range(history_nights))]
+    past = [d for d in past if d > end - timedelta(days=days)]
+    if past:
+        console.print(f"backfilling {len(past)} earlier night(s), from {past[0]}")
+        _run_nightly(settings, config, past)
     if evaluate_models and len(dates) > 1:
         # Every model beside its simple rules on the history so far, before the last night,
         # whose report page then shows the verdicts.

@@ -560,6 +560,50 @@ class EvaluateSettings(BaseModel):
     )
 
 
+class HealthSettings(BaseModel):
+    """The nightly ``model-health`` step: served predictions judged once their outcomes are in,
+    input drift against each champion's training data, and the alerts both raise."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lookback_days: int = Field(
+        default=90,
+        ge=1,
+        description="Served nights this far back are judged (and re-judged when their inputs "
+        "change); older ones keep the figures they have.",
+    )
+    rating_lag_days: int = Field(
+        default=7,
+        ge=0,
+        description="Days a night's new feedback waits for late ratings before its served "
+        "sentiment labels are judged against them.",
+    )
+    calibration_bins: int = Field(
+        default=10, ge=2, le=50, description="Equal-width bins of the reliability curve."
+    )
+    drift_bins: int = Field(
+        default=10, ge=2, le=50, description="Quantile bins of the population stability index."
+    )
+    psi_threshold: float = Field(
+        default=0.25,
+        gt=0,
+        description="An input or score whose PSI against the champion's training data is above "
+        "this has drifted (0.1: worth a look, 0.25: a different population, by convention).",
+    )
+    missing_threshold: float = Field(
+        default=0.10,
+        gt=0,
+        le=1,
+        description="An input whose share of missing values rose by more than this has drifted.",
+    )
+    losing_nights: int = Field(
+        default=3,
+        ge=1,
+        description="Alert when a model's served predictions lose to its best simple rule on "
+        "matured outcomes for this many served nights in a row.",
+    )
+
+
 class ReportSettings(BaseModel):
     """The report tables (``kpi_daily``, ``segments``, ``at_risk_customers``,
     ``product_health``, ``campaign_briefs``) and the HTML page built from them."""

@@ -657,6 +657,57 @@ MODEL_EVALUATION = Table(
 )
 
 
+#: Where a served night's predictions stand once their outcomes are in, and what fed them.
+_JUDGED = {
+    "model": pl.String(),
+    "model_version": pl.String(),
+    "outcome_start": pl.Date(),
+    "outcome_end": pl.Date(),
+    "scorer": pl.String(),
+    "kind": pl.String(),
+    "protocol": pl.String(),
+    "metric": pl.String(),
+    "bin": pl.Int32(),
+    "value": pl.Float64(),
+    "higher_is_better": pl.Boolean(),
+    "units": pl.Int64(),
+    "primary": pl.Boolean(),
+}
+MODEL_HEALTH = Table(
+    "reports",
+    "model_health",
+    "as_of",
+    pl.Schema(_JUDGED),
+    "one figure of the predictions served as of as_of, judged once their outcome window "
+    "(outcome_start to outcome_end) had passed: what was served (scorer served, model_version "
+    "naming the model or the simple rule that served) or a simple rule on the same units (kind "
+    "rule), by one metric; bin numbers the reliability curve's bins (null for other metrics)",
+)
+MODEL_DRIFT = Table(
+    "reports",
+    "model_drift",
+    "as_of",
+    pl.Schema(
+        {
+            "model": pl.String(),
+            "model_version": pl.String(),
+            "reference_as_of": pl.Date(),
+            "kind": pl.String(),
+            "column": pl.String(),
+            "psi": pl.Float64(),
+            "missing_share": pl.Float64(),
+            "reference_missing_share": pl.Float64(),
+            "mean": pl.Float64(),
+            "reference_mean": pl.Float64(),
+            "drifted": pl.Boolean(),
+        }
+    ),
+    "a champion's input (kind input) or served score (kind score) on the night before as_of "
+    "against the same column as of the champion's training date (reference_as_of): population "
+    "stability index, missing shares, means, and whether it drifted past the thresholds",
+)
+
+
 # ---- the lookup -----------------------------------------------------------------------------
 
 PREDICTION_TABLES = (
@@ -673,6 +724,8 @@ PREDICTION_TABLES = (
 REPORT_TABLES = (KPI_DAILY, SEGMENTS, AT_RISK_CUSTOMERS, PRODUCT_HEALTH, CAMPAIGN_BRIEFS)
 #: Report-layer tables written by their own command rather than the nightly report step.
 EVALUATION_TABLES = (MODEL_EVALUATION,)
+#: Report-layer tables the nightly model-health step writes.
+HEALTH_TABLES = (MODEL_HEALTH, MODEL_DRIFT)
 
 #: Every table, by (layer, name), layer by layer in ``LAYERS`` order.
 TABLES: dict[tuple[str, str], Table] = {
@@ -687,6 +740,7 @@ TABLES: dict[tuple[str, str], Table] = {
             *PREDICTION_TABLES,
             *REPORT_TABLES,
             *EVALUATION_TABLES,
+            *HEALTH_TABLES,
         ],
         key=lambda t: LAYERS.index(t.layer),
     )

@@ -7,6 +7,7 @@ from datetime import date
 
 import polars as pl
 
+from nightowl.schemas.config import HealthSettings
 from nightowl.warehouse.manifest import InputRef
 
 
@@ -24,4 +25,10 @@ class ReportInputs:
     week_ago_scores: pl.DataFrame | None = None
     #: The newest ``model_evaluation`` figures as of this date (``nightowl evaluate``), if any.
     evaluation: pl.DataFrame | None = None
+    #: Every ``model_health`` figure of the served nights before this date (as_of: the night).
+    health: pl.DataFrame | None = None
+    #: Tonight's ``model_drift`` rows.
+    drift: pl.DataFrame | None = None
+    #: The thresholds the model-health alerts use.
+    health_settings: HealthSettings = field(default_factory=HealthSettings)
     refs: list[InputRef] = field(default_factory=list)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 import polars as pl
 
 from nightowl.tasks.evaluate import rows as evaluation
+from nightowl.tasks.health import matured
 from nightowl.tasks.report.kpis import purchase_lines
 
 if TYPE_CHECKING:
@@ -618,6 +619,119 @@ def model_verdicts(inputs: ReportInputs) -> dict[str, Any]:
     }
 
 
+def health_alerts(inputs: ReportInputs) -> list[str]:
+    """The model-health alerts as of the page's date: models whose served predictions lost to
+    their best simple rule on the newest judged nights, and drifted inputs or scores."""
+    cfg = inputs.health_settings
+    lines = []
+    if inputs.health is not None and inputs.health.height:
+        streaks = matured.losing_streaks(inputs.health, cfg.losing_nights)
+        lines += matured.losing_alerts(streaks)
+    if inputs.drift is not None and inputs.drift.height:
+        lines += matured.drift_alerts(inputs.drift, cfg.psi_threshold)
+    return lines
+
+
+def model_health_view(inputs: ReportInputs) -> dict[str, Any]:
+    """The "Model health" section: per model the served primary figure beside its best simple
+    rule over the judged nights (a chart and the newest night in words), the newest reliability
+    curve of the purchase probabilities, tonight's drift table, and the alerts."""
+    view: dict[str, Any] = {"lines": [], "chart": None, "calibration": None, "drift": None}
+    view["psi"] = inputs.health_settings.psi_threshold
+    view["alerts"] = health_alerts(inputs)
+    health = inputs.health
+    if health is not None and health.height:
+        judged = matured.health_verdicts(health)
+        if judged.height:
+            view["chart"] = _health_chart(judged)
+        newest = judged.sort("origin").group_by("model", "protocol", maintain_order=True).last()
+        view["lines"] = [
+            f"{r['model']} ({r['protocol']}), served {r['origin']}: {r['metric']} "
+            f"{r['model_value']:.4f} against {r['rule_value']:.4f} for the simple rule "
+            f"{r['best_rule']}: {'better' if r['beats'] else 'not better'}"
+            for r in newest.sort("model", "protocol").iter_rows(named=True)
+        ]
+        curve = _newest_curve(health, "propensity")
+        if curve is not None:
+            view["calibration"] = _calibration_chart(*curve)
+        # min() and max() of a pl.Date column with rows: dates (typed as any Python scalar).
+        first, last = cast(date, health["as_of"].min()), cast(date, health["as_of"].max())
+        view["judged"] = f"served nights {first} to {last}"
+    drift = inputs.drift
+    if drift is not None and drift.height:
+        shown = drift.sort(["drifted", "psi"], descending=True, nulls_last=True).select(
+            "model",
+            "kind",
+            "column",
+            pl.col("psi").round(3),
+            pl.col("reference_missing_share").round(3).alias("missing_then"),
+            pl.col("missing_share").round(3).alias("missing_now"),
+            pl.col("reference_mean").round(3).alias("mean_then"),
+            pl.col("mean").round(3).alias("mean_now"),
+            "drifted",
+            "reference_as_of",
+        )
+        view["drift"] = table_html(shown, shown.columns, 25)
+    return view
+
+
+def _newest_curve(health: pl.DataFrame, model: str) -> tuple[pl.DataFrame, date] | None:
+    """The reliability curve (bin, predicted, observed, count) of ``model``'s newest judged
+    night, and that night."""
+    rows = health.filter((pl.col("model") == model) & pl.col("bin").is_not_null())
+    if not rows.height:
+        return None
+    night = cast(date, rows["as_of"].max())
+    curve = (
+        rows.filter(pl.col("as_of") == night)
+        .with_columns(pl.col("metric").str.strip_prefix("reliability_"))
+        .pivot(on="metric", index="bin", values="value")
+        .sort("bin")
+    )
+    return curve, night
+
+
+def _health_chart(judged: pl.DataFrame) -> str:
+    """One panel per model and protocol: the served primary figure and the best simple rule's
+    over the served nights judged."""
+    groups = judged.partition_by("model", "protocol", maintain_order=True)
+    columns = min(3, len(groups))
+    rows = math.ceil(len(groups) / columns)
+    plt, fig = _figure(9, 2.4 * rows)
+    for i, part in enumerate(groups, 1):
+        part = part.sort("origin")
+        ax = fig.add_subplot(rows, columns, i)
+        nights = part["origin"].to_list()
+        ax.plot(nights, part["model_value"].to_list(), color=ACCENT, marker="o", label="served")
+        ax.plot(
+            nights, part["rule_value"].to_list(), color=MUTED, marker="s", label="best simple rule"
+        )
+        ax.set_title(f"{part['model'][0]} ({part['protocol'][0]}): {part['metric'][0]}")
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+        if i == 1:
+            ax.legend(frameon=False, fontsize=7)
+    return _finish(plt, fig)
+
+
+def _calibration_chart(curve: pl.DataFrame, night: date) -> str:
+    """Predicted against observed purchase rates per probability bin, and the diagonal."""
+    plt, fig = _figure(4.5, 3.6)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot([0, 1], [0, 1], color=MUTED, linewidth=1, linestyle="--", label="perfect")
+    ax.plot(
+        curve["predicted"].to_list(),
+        curve["observed"].to_list(),
+        color=ACCENT,
+        marker="o",
+        label="served",
+    )
+    ax.set_xlabel("predicted probability (bin mean)")
+    ax.set_ylabel("share who bought")
+    ax.set_title(f"Reliability, served {night}")
+    ax.legend(frameon=False, fontsize=7)
+    return _finish(plt, fig)
+
+
 def render(
     frames: dict[str, pl.DataFrame],
     inputs: ReportInputs,
@@ -781,6 +895,7 @@ def render(
         missing=missing,
         banner=banner or Banner({}, {}, {}),
         verdicts=model_verdicts(inputs),
+        health=model_health_view(inputs),
         models={
             t: frame["model_version"].first()
             for t, frame in inputs.predictions.items()

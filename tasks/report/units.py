@@ -18,7 +18,7 @@ import polars as pl
 from pydantic import BaseModel, Field
 
 from nightowl.errors import NotEnoughHistory
-from nightowl.schemas.config import ReportSettings
+from nightowl.schemas.config import HealthSettings, ReportSettings
 from nightowl.schemas.landing import SOURCES
 from nightowl.tasks.common.reads import catalogue_before, clean_before
 from nightowl.tasks.evaluate.units import evaluation_partition
@@ -35,7 +35,9 @@ from nightowl.warehouse.tables import (
     DEMAND_FORECAST,
     FEEDBACK_SCORES,
     KPI_DAILY,
+    MODEL_DRIFT,
     MODEL_EVALUATION,
+    MODEL_HEALTH,
     PRICE_POSITION,
     PRODUCT_HEALTH,
     PRODUCT_SENTIMENT,
@@ -102,18 +104,32 @@ def input_refs(wh: Warehouse, as_of: date) -> list[InputRef]:
     tonight, week_ago, past = _partitions(wh, as_of)
     refs = clean_before(wh, CLEAN_EVENTS.name, as_of)[1] + catalogue_before(wh, as_of)[1]
     evaluated = evaluation_partition(wh, as_of)
-    read = (*tonight.values(), *([week_ago] if week_ago else []), *past)
+    read = (*tonight.values(), *([week_ago] if week_ago else []), *past, *_health(wh, as_of))
     return refs + [m.ref for m in (*read, *([evaluated] if evaluated else []))]
 
 
-def report_inputs(wh: Warehouse, as_of: date) -> ReportInputs:
+def _health(wh: Warehouse, as_of: date) -> list[Manifest]:
+    """The ``model_health`` partitions of the served nights before ``as_of`` and tonight's
+    ``model_drift`` partition (when there is one)."""
+    judged = [
+        m
+        for m in wh.manifests(MODEL_HEALTH.layer, MODEL_HEALTH.name)
+        if m.partition["as_of"] < as_of.isoformat()
+    ]
+    drift = _partition(wh, MODEL_DRIFT, as_of)
+    return judged + ([drift] if drift else [])
+
+
+def report_inputs(wh: Warehouse, as_of: date, health: HealthSettings | None = None) -> ReportInputs:
     """What a report as of ``as_of`` reads: clean events and items before it, the prediction
-    tables of that as_of, and the earlier forecasts and scores it compares with."""
+    tables of that as_of, the earlier forecasts and scores it compares with, and the model
+    health figures (alerts by ``health``'s thresholds)."""
     events, event_refs = clean_before(wh, CLEAN_EVENTS.name, as_of)
     if events is None:
         raise NotEnoughHistory("the clean events table is empty: run the nightly flow first")
     items, item_refs = catalogue_before(wh, as_of)
     inputs = ReportInputs(as_of=as_of, events=events, items=items, refs=event_refs + item_refs)
+    inputs.health_settings = health or HealthSettings()
 
     def read(
         table: Table, manifests: list[Manifest], with_as_of: bool = False
@@ -133,6 +149,11 @@ def report_inputs(wh: Warehouse, as_of: date) -> ReportInputs:
     inputs.week_ago_scores = read(USER_SCORES, [week_ago]) if week_ago else None
     evaluated = evaluation_partition(wh, as_of)
     inputs.evaluation = read(MODEL_EVALUATION, [evaluated]) if evaluated else None
+    judged = [m for m in _health(wh, as_of) if m.table == MODEL_HEALTH.name]
+    if judged and (frame := read(MODEL_HEALTH, judged, with_as_of=True)) is not None:
+        inputs.health = frame.with_columns(pl.col("as_of").cast(pl.Date))
+    drift = _partition(wh, MODEL_DRIFT, as_of)
+    inputs.drift = read(MODEL_DRIFT, [drift]) if drift else None
     return inputs
 
 
@@ -238,12 +259,14 @@ def build_report(
     cfg: ReportSettings,
     timezone: str,
     problems: dict[str, str] | None = None,
+    health: HealthSettings | None = None,
 ) -> ReportReport:
     """Write the report tables as of the day after ``run_date`` and publish its page, headed by
-    what went wrong tonight (``problems``: step run → what) and the tables it left stale."""
+    what went wrong tonight (``problems``: step run → what), the tables it left stale and the
+    model-health alerts (by ``health``'s thresholds)."""
     started = time.perf_counter()
     as_of = run_date + timedelta(days=1)
-    inputs = report_inputs(wh, as_of)
+    inputs = report_inputs(wh, as_of, health)
     writer = briefs.brief_writer(cfg.brief_writer)
     frames, missing = report_frames(inputs, cfg, timezone, writer)
     report = ReportReport(

@@ -6,6 +6,7 @@ import pytest
 
 from nightowl.flows.graph import (
     FEEDBACK_STEPS,
+    HEALTH_STEPS,
     MARKET_STEPS,
     MODEL_STEPS,
     RECOMMEND_STEPS,
@@ -21,8 +22,9 @@ def test_nothing_forced_by_default():
 
 def test_a_step_run_forces_itself_and_its_downstream():
     # The support queue reads tonight's user scores (high-value customers); the report reads
-    # the scores, forecasts, prices, feedback and lists, and the clean events and items.
-    model = {"features", "train", "score", "support-queue", "report"}
+    # the scores, forecasts, prices, feedback and lists, and the clean events and items; the
+    # model-health step tonight's predictions and outcomes (clean events and feedback).
+    model = {"features", "train", "score", "support-queue", "model-health", "report"}
     market = {"price-position", "train-demand", "forecast"}
     recommend = {"train-recommender", "recommend"}
     events = {"ingest-events", "clean-events"}
@@ -32,34 +34,39 @@ def test_a_step_run_forces_itself_and_its_downstream():
     assert forced_steps(["clean-market_prices"]) == {"clean-market_prices"} | model | market | (
         recommend
     )
-    assert forced_steps(["clean-market_indicators"]) == {"clean-market_indicators", "report"} | (
-        market
-    )
+    assert forced_steps(["clean-market_indicators"]) == {
+        "clean-market_indicators",
+        "model-health",
+        "report",
+    } | (market)
     assert forced_steps(["clean-feedback"]) == {"clean-feedback", *FEEDBACK_STEPS} | model
 
 
 def test_model_steps_force_only_what_reads_them():
-    assert forced_steps(["score"]) == {"score", "support-queue", "report"}
-    assert forced_steps(["train"]) == {"train", "score", "support-queue", "report"}
-    assert forced_steps(["features"]) == {"features", "train", "score", "support-queue", "report"}
-    assert forced_steps(["train-demand"]) == {"train-demand", "forecast", "report"}
+    health = {"model-health", "report"}
+    assert forced_steps(["score"]) == {"score", "support-queue", *health}
+    assert forced_steps(["train"]) == {"train", "score", "support-queue", *health}
+    assert forced_steps(["features"]) == {"features", "train", "score", "support-queue", *health}
+    assert forced_steps(["train-demand"]) == {"train-demand", "forecast", *health}
     assert forced_steps(["price-position"]) == {"price-position", "report"}
-    assert forced_steps(["train-sentiment"]) == {*FEEDBACK_STEPS, "report"}
+    assert forced_steps(["train-sentiment"]) == {*FEEDBACK_STEPS, *health}
     assert forced_steps(["feedback"]) == {
         "feedback",
         "product-sentiment",
         "support-queue",
-        "report",
+        *health,
     }
     assert forced_steps(["support-queue"]) == {"support-queue"}
-    assert forced_steps(["train-recommender"]) == {"train-recommender", "recommend", "report"}
-    assert forced_steps(["recommend"]) == {"recommend", "report"}
+    assert forced_steps(["train-recommender"]) == {"train-recommender", "recommend", *health}
+    assert forced_steps(["recommend"]) == {"recommend", *health}
+    assert forced_steps(["model-health"]) == health
     assert forced_steps(["report"]) == {"report"}
 
 
 def test_a_step_forces_every_source():
     assert {f"clean-{s}" for s in SOURCES} <= forced_steps(["clean"])
     steps = len(MODEL_STEPS) + len(MARKET_STEPS) + len(FEEDBACK_STEPS) + len(RECOMMEND_STEPS)
+    steps += len(HEALTH_STEPS)
     assert len(forced_steps(["ingest"])) == 2 * len(SOURCES) + steps + len(REPORT_STEPS)
     assert forced_steps(["all"]) == forced_steps(["ingest"])
 

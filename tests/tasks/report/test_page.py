@@ -136,3 +136,75 @@ def test_the_models_section_says_whether_each_model_beats_its_rules(tmp_path):
     )
     assert "origins 2026-10-01 to 2026-10-15" in seen.text
     assert seen.sorted_values == [0.77]
+
+
+def _with_health(inputs: ReportInputs) -> ReportInputs:
+    """Three judged nights of propensity (the served scores losing to RFM on the last two) with
+    a reliability curve, and tonight's drift with one drifted input."""
+    from nightowl.tasks.health.matured import (
+        SERVED,
+        Cohort,
+        judged_rows,
+        reliability,
+        reliability_rows,
+    )
+
+    parts = []
+    for k, served in enumerate((0.82, 0.70, 0.69)):
+        night = date(2026, 10, 1) + timedelta(days=k)
+        cohort = Cohort(
+            "propensity", "v1", night, night, night + timedelta(days=29), "all_users", 500,
+            "roc_auc",
+        )  # fmt: skip
+        figures = {SERVED: {"roc_auc": served}, "rfm": {"roc_auc": 0.75}}
+        curve = reliability(
+            pl.Series([0, 0, 1, 1]).to_numpy(), pl.Series([0.1, 0.3, 0.6, 0.9]).to_numpy(), 10
+        )
+        parts += [
+            judged_rows(cohort, figures, ("roc_auc",)).with_columns(as_of=pl.lit(night)),
+            reliability_rows(cohort, curve).with_columns(as_of=pl.lit(night)),
+        ]
+    inputs.health = pl.concat(parts)
+    inputs.health_settings = inputs.health_settings.model_copy(update={"losing_nights": 2})
+    inputs.drift = pl.DataFrame(
+        {
+            "model": ["propensity", "propensity"],
+            "model_version": ["v1", "v1"],
+            "reference_as_of": [date(2026, 9, 30)] * 2,
+            "kind": ["input", "score"],
+            "column": ["recency_days", "p_purchase_30d"],
+            "psi": [0.91, 0.02],
+            "missing_share": [0.0, 0.0],
+            "reference_missing_share": [0.0, 0.0],
+            "mean": [400.0, 0.2],
+            "reference_mean": [35.0, 0.21],
+            "drifted": [True, False],
+        }
+    )
+    return inputs
+
+
+def test_the_model_health_section_charts_judged_nights_and_raises_the_alerts(tmp_path):
+    frames, inputs = _frames()
+    html = page.render(frames, inputs, [], [], AS_OF - timedelta(1), "UTC")
+    assert "Model health" in html and "No served night has matured yet" in html
+    assert 'id="health-banner"' not in html
+
+    html = page.render(frames, _with_health(inputs), [], [], AS_OF - timedelta(1), "UTC")
+    target = tmp_path / "index.html"
+    target.write_text(html)
+    seen = visit(target, tmp_path / "shot.png", sort=("table-model_drift", 3))
+    assert seen.errors == [] and [m for m in seen.console if m[0] == "error"] == []
+    assert "Model health: 2 alerts" in seen.text
+    assert (
+        "propensity (all_users): what was served lost to the simple rule rfm on roc_auc for 2 "
+        "served nights in a row (2026-10-02, 2026-10-03; mean 0.6950 vs 0.7500)"
+    ) in seen.text
+    assert "propensity: 1 column(s) drifted from the champion's training data" in seen.text
+    assert (
+        "propensity (all_users), served 2026-10-03: roc_auc 0.6900 against 0.7500 for the "
+        "simple rule rfm: not better"
+    ) in seen.text
+    assert {"chart-model-health", "chart-calibration"} <= set(seen.chart_shots)
+    assert all(coloured_share(seen.chart_shots[c], None) > 0.01 for c in seen.chart_shots)
+    assert seen.sorted_values == [0.02, 0.91]  # the psi column, sorted ascending by a click
