@@ -702,9 +702,10 @@ MODEL_DRIFT = Table(
             "drifted": pl.Boolean(),
         }
     ),
-    "a champion's input (kind input) or served score (kind score) on the night before as_of "
-    "against the same column as of the champion's training date (reference_as_of): population "
-    "stability index, missing shares, means, and whether it drifted past the thresholds",
+    "an input (kind input) or a served score (kind score) of a model's predictions as of as_of "
+    "against the same column as of the training date of the version that served them "
+    "(reference_as_of): population stability index, missing shares, means, and whether it "
+    "drifted past the thresholds",
 )
 
 

@@ -43,7 +43,7 @@ from nightowl.tasks.market.units import MODEL as DEMAND
 from nightowl.tasks.recommend import lists as rec
 from nightowl.tasks.recommend.units import MODEL as RECOMMENDER
 from nightowl.warehouse.manifest import Manifest, code_version, combined_hash
-from nightowl.warehouse.registry import Registry
+from nightowl.warehouse.registry import ModelCard, Registry
 from nightowl.warehouse.store import Warehouse
 from nightowl.warehouse.tables import (
     CLEAN_EVENTS,
@@ -335,7 +335,7 @@ def sentiment_rows(
     new = served.filter(
         (pl.col("created_at").dt.date() == night - timedelta(days=1))
         & (pl.col("sentiment_source") != "rating")
-        & (pl.col("created_at").dt.date() > trained_until(wh, SENTIMENT, _version(served)))
+        & (pl.col("created_at").dt.date() > trained_until(wh, SENTIMENT, served))
     )
     written = pl.col("created_at").dt.date() == night - timedelta(days=1)
     ratings = (
@@ -378,16 +378,22 @@ def sentiment_rows(
     return mt.judged_rows(cohort, figures, LABELS)
 
 
-def trained_until(wh: Warehouse, model: str, version: str) -> date:
-    """The last day of the data a served ``version`` (or the rule served in its place,
-    ``rule:<rule>@<version>``) was trained on; the earliest date for a rule of its own (the
-    lexicon) or a version no longer registered."""
-    registered = version.rpartition("@")[2]
+def serving_card(wh: Warehouse, model: str, served: pl.DataFrame) -> ModelCard | None:
+    """The card of the version that served a prediction partition (its ``model_version``, or
+    the version whose rule was served in its place: ``rule:<rule>@<version>``); None for a rule
+    of its own (the lexicon) or a version no longer registered."""
+    version = _version(served).rpartition("@")[2]
     try:
-        card = Registry(wh).card(model, registered)
+        return Registry(wh).card(model, version)
     except (FileNotFoundError, ValueError):
-        return date.min
-    return date.fromisoformat(card.training["last_day"])
+        return None
+
+
+def trained_until(wh: Warehouse, model: str, served: pl.DataFrame) -> date:
+    """The last day of the data the version that served ``served`` was trained on (the
+    earliest date when no registered version served it)."""
+    card = serving_card(wh, model, served)
+    return date.min if card is None else date.fromisoformat(card.training["last_day"])
 
 
 def _partition(wh: Warehouse, table: Table, night: date, *, missing_ok: bool = False) -> Any:
@@ -457,13 +463,13 @@ WATCHED: dict[str, tuple[tuple[Table, str, tuple[str, ...] | None], ...]] = {
 def champion_drift(
     wh: Warehouse, as_of: date, model: str, health: HealthSettings
 ) -> pl.DataFrame | None:
-    """``model``'s champion's watched columns tonight against the same columns as of its
-    training date; None before a champion has served a night after the one it was made."""
-    registry = Registry(wh)
-    champion = registry.champion(model)
-    if champion is None:
+    """The watched columns of ``model``'s predictions tonight against the same columns as of
+    the training date of the version that served them (the champion, or the one a past date's
+    run served with); None when nothing was served tonight by a registered version."""
+    served = _partition(wh, SERVED[model].table, as_of, missing_ok=True)
+    card = None if served is None or not served.height else serving_card(wh, model, served)
+    if card is None:
         return None
-    card = registry.card(model, champion.version)
     parts = []
     for table, kind, wanted in WATCHED[model]:
         reference_day = _reference_night(wh, table, card.training["last_day"], as_of)

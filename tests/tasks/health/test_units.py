@@ -114,6 +114,8 @@ def test_a_degraded_model_and_an_input_shift_raise_both_alerts(wh):
     )
     partition = {"as_of": tonight.isoformat()}
     wh.write_partition(USER_FEATURES.layer, USER_FEATURES.name, partition, shifted)
+    # Served tonight by the same champion (drift is of what a served version read).
+    wh.write_partition(USER_SCORES.layer, USER_SCORES.name, partition, _scores(wh, NIGHTS[0]))
 
     report = model_health(wh, tonight, SECTIONS)
     assert set(report.judged) == {n.isoformat() for n in NIGHTS}
