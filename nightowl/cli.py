@@ -964,10 +964,10 @@ def _run_side_by_side(
 def demo(
     users: UsersOpt = 20_000,
     items: ItemsOpt = 1_000,
-    days: DaysOpt = 150,  # the first (history) night's training needs about 90 days
+    days: DaysOpt = 130,  # the first (backfilled) night's training needs about 90 days
     runs: Annotated[
         int, typer.Option(min=1, help="Nightly runs, one per date, ending yesterday.")
-    ] = 3,
+    ] = 2,
     history_nights: Annotated[
         int,
         typer.Option(
@@ -1033,7 +1033,9 @@ def demo(
     # the propensity model's 30 days, and a few days to spare): the last night judges them.
     matured = max(settings.model.horizon_days, settings.recommend.horizon_days) + 5
     past = [dates[0] - timedelta(days=matured + i) for i in reversed(range(history_nights))]
-    past = [d for d in past if d > end - timedelta(days=days)]
+    # Only nights with the history a first training needs (else the nights start later).
+    needed = settings.model.min_history_days + 2 * settings.model.horizon_days
+    past = [d for d in past if (d - end).days + days >= needed]
     if past:
         console.print(f"backfilling {len(past)} earlier night(s), from {past[0]}")
         _run_nightly(settings, config, past)

@@ -236,21 +236,30 @@ JUDGED_AS = {"propensity": ("propensity", "churn")}
 def matured_lines(health: pl.DataFrame, model: str, version: str) -> list[str]:
     """One line per judged model of registered ``model``: the newest night served by
     ``version`` (or by the rule served in its place) whose outcomes are in, and what was served
-    there against the best simple rule; or that no night it served has matured yet."""
-    version_rows = health.filter(
-        pl.col("model").is_in(JUDGED_AS.get(model, (model,)))
-        & pl.col("model_version").str.ends_with(version)
+    there against the best simple rule. When none has matured yet, a line saying so, then the
+    newest judged night of an earlier version, named."""
+    mine = health.filter(pl.col("model").is_in(JUDGED_AS.get(model, (model,))))
+    theirs = mine.filter(pl.col("model_version").str.ends_with(version))
+    lines = []
+    if not theirs.height:
+        lines.append(f"matured: no night served by {version} has had its outcomes in yet")
+        theirs = mine
+    judged = health_verdicts(theirs).join(
+        theirs.select("model", "protocol", pl.col("as_of").alias("origin"), "model_version").unique(
+            ["model", "protocol", "origin"]
+        ),
+        on=["model", "protocol", "origin"],
+        how="left",
     )
-    if not version_rows.height:
-        return [f"matured: no night served by {version} has had its outcomes in yet"]
-    judged = health_verdicts(version_rows)
     newest = judged.sort("origin").group_by("model", "protocol", maintain_order=True).last()
-    return [
-        f"matured ({r['model']}, {r['protocol']}, served {r['origin']}): {r['metric']} "
-        f"{r['model_value']:.4f} vs {r['rule_value']:.4f} for {r['best_rule']}"
-        + ("" if r["beats"] else " [not better than the rule]")
-        for r in newest.sort("model", "protocol").iter_rows(named=True)
-    ]
+    for r in newest.sort("model", "protocol").iter_rows(named=True):
+        by = "" if r["model_version"].endswith(version) else f" by {r['model_version']}"
+        lines.append(
+            f"matured ({r['model']}, {r['protocol']}, served {r['origin']}{by}): {r['metric']} "
+            f"{r['model_value']:.4f} vs {r['rule_value']:.4f} for {r['best_rule']}"
+            + ("" if r["beats"] else " [not better than the rule]")
+        )
+    return lines
 
 
 def losing_streaks(health: pl.DataFrame, nights: int, margin: float = 0.0) -> pl.DataFrame:

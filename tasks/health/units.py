@@ -96,19 +96,19 @@ class HealthReport(BaseModel):
 
 
 @dataclass(frozen=True)
-class Served:
-    """How one model's served nights are found and judged."""
+class Predictions:
+    """Where one model's served nights are, and when their outcomes are in."""
 
     table: Table
     #: Days after as_of until the outcomes are in.
     matures: Callable[[Sections], int]
 
 
-SERVED: dict[str, Served] = {
-    PROPENSITY: Served(USER_SCORES, lambda s: s.model.horizon_days),
-    RECOMMENDER: Served(RECOMMENDATIONS, lambda s: s.recommend.horizon_days),
-    DEMAND: Served(DEMAND_FORECAST, lambda s: s.market.horizon_days),
-    SENTIMENT: Served(FEEDBACK_SCORES, lambda s: max(1, s.health.rating_lag_days)),
+PREDICTIONS: dict[str, Predictions] = {
+    PROPENSITY: Predictions(USER_SCORES, lambda s: s.model.horizon_days),
+    RECOMMENDER: Predictions(RECOMMENDATIONS, lambda s: s.recommend.horizon_days),
+    DEMAND: Predictions(DEMAND_FORECAST, lambda s: s.market.horizon_days),
+    SENTIMENT: Predictions(FEEDBACK_SCORES, lambda s: max(1, s.health.rating_lag_days)),
 }
 
 
@@ -119,7 +119,7 @@ def matured_nights(
     matured there and their prediction partitions."""
     since = as_of - timedelta(days=sections.health.lookback_days)
     nights: dict[date, dict[str, Manifest]] = {}
-    for model, served in SERVED.items():
+    for model, served in PREDICTIONS.items():
         ripe = as_of - timedelta(days=served.matures(sections))
         for m in wh.manifests(served.table.layer, served.table.name):
             night = date.fromisoformat(m.partition[served.table.partition_key])
@@ -466,7 +466,7 @@ def champion_drift(
     """The watched columns of ``model``'s predictions tonight against the same columns as of
     the training date of the version that served them (the champion, or the one a past date's
     run served with); None when nothing was served tonight by a registered version."""
-    served = _partition(wh, SERVED[model].table, as_of, missing_ok=True)
+    served = _partition(wh, PREDICTIONS[model].table, as_of, missing_ok=True)
     card = None if served is None or not served.height else serving_card(wh, model, served)
     if card is None:
         return None
@@ -581,8 +581,7 @@ def model_health(wh: Warehouse, as_of: date, sections: Sections) -> HealthReport
             earlier = wh.scan(MODEL_HEALTH.layer, MODEL_HEALTH.name, [partition])
             if earlier is not None:
                 frame = pl.concat([earlier.filter(pl.col("model").is_in(kept)).collect(), frame])
-        if not frame.height:
-            continue
+        # Written even when empty (no unit had an outcome): the fingerprints say it was judged.
         frame = frame.sort("model", "protocol", "scorer", "metric", "bin", nulls_last=False)
         wh.write_partition(
             MODEL_HEALTH.layer,

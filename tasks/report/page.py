@@ -668,7 +668,7 @@ def model_health_view(inputs: ReportInputs) -> dict[str, Any]:
             pl.col("missing_share").round(3).alias("missing_now"),
             pl.col("reference_mean").round(3).alias("mean_then"),
             pl.col("mean").round(3).alias("mean_now"),
-            "drifted",
+            pl.when("drifted").then(pl.lit("yes")).otherwise(pl.lit("no")).alias("drifted"),
             "reference_as_of",
         )
         view["drift"] = table_html(shown, shown.columns, 25)
@@ -694,10 +694,12 @@ def _newest_curve(health: pl.DataFrame, model: str) -> tuple[pl.DataFrame, date]
 def _health_chart(judged: pl.DataFrame) -> str:
     """One panel per model and protocol: the served primary figure and the best simple rule's
     over the served nights judged."""
+    from matplotlib.dates import DateFormatter
+
     groups = judged.partition_by("model", "protocol", maintain_order=True)
     columns = min(3, len(groups))
     rows = math.ceil(len(groups) / columns)
-    plt, fig = _figure(9, 2.4 * rows)
+    plt, fig = _figure(9, 2.6 * rows)
     for i, part in enumerate(groups, 1):
         part = part.sort("origin")
         ax = fig.add_subplot(rows, columns, i)
@@ -706,7 +708,11 @@ def _health_chart(judged: pl.DataFrame) -> str:
         ax.plot(
             nights, part["rule_value"].to_list(), color=MUTED, marker="s", label="best simple rule"
         )
-        ax.set_title(f"{part['model'][0]} ({part['protocol'][0]}): {part['metric'][0]}")
+        ax.set_title(f"{part['model'][0]}: {part['metric'][0]}\n{part['protocol'][0]}", fontsize=9)
+        # One tick per judged night (at most eight), a day's margin either side.
+        ax.set_xticks(nights[:: max(1, math.ceil(len(nights) / 8))])
+        ax.xaxis.set_major_formatter(DateFormatter("%m-%d"))
+        ax.set_xlim(nights[0] - timedelta(days=1), nights[-1] + timedelta(days=1))
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
         if i == 1:
             ax.legend(frameon=False, fontsize=7)

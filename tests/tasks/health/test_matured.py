@@ -150,6 +150,11 @@ def test_matured_lines_name_the_champions_newest_judged_night():
     (line,) = matured_lines(frame, "propensity", "v1")
     assert line.startswith(f"matured (propensity, all_users, served {NIGHT + timedelta(days=1)})")
     assert "0.7500 vs 0.7000 for rfm" in line and "not better" not in line
-    assert matured_lines(frame, "propensity", "v2")[0].startswith("matured: no night served")
+    newer = matured_lines(frame, "propensity", "v2")
+    assert newer[0] == "matured: no night served by v2 has had its outcomes in yet"
+    assert newer[1].startswith(
+        f"matured (propensity, all_users, served {NIGHT + timedelta(1)} by v1)"
+    )
+    assert matured_lines(frame.clear(), "propensity", "v2") == [newer[0]]
     rule = health([(NIGHT, 0.6, 0.7)], version="rule:rfm@v3")
     assert "[not better than the rule]" in matured_lines(rule, "propensity", "v3")[0]
