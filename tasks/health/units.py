@@ -52,6 +52,7 @@ from nightowl.warehouse.tables import (
     FEEDBACK_SCORES,
     MODEL_DRIFT,
     MODEL_HEALTH,
+    PRICE_POSITION,
     RECOMMENDATIONS,
     USER_FEATURES,
     USER_SCORES,
@@ -454,8 +455,15 @@ WATCHED: dict[str, tuple[tuple[Table, str, tuple[str, ...] | None], ...]] = {
         (USER_FEATURES, "input", None),
         (USER_SCORES, "score", ("p_purchase_*", "churn_risk")),
     ),
-    DEMAND: ((DEMAND_FORECAST, "score", ("forecast",)),),
-    SENTIMENT: ((FEEDBACK_SCORES, "score", ("sentiment_score",)),),
+    # The demand model's price inputs come from tonight's price position.
+    DEMAND: (
+        (PRICE_POSITION, "input", ("our_price", "gap_pct", "competitor_median", "competitors")),
+        (DEMAND_FORECAST, "score", ("forecast",)),
+    ),
+    SENTIMENT: (
+        (FEEDBACK_SCORES, "input", ("text_chars",)),
+        (FEEDBACK_SCORES, "score", ("sentiment_score",)),
+    ),
     RECOMMENDER: ((RECOMMENDATIONS, "score", ("score",)),),
 }
 
