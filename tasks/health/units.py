@@ -291,9 +291,9 @@ def demand_rows(
     interval's coverage."""
     served = _partition(wh, DEMAND_FORECAST, night)
     first, last = served["target_date"].min(), served["target_date"].max()
+    window = pl.col("event_time").dt.date().is_between(first - timedelta(days=7), last)
     sales = (
-        fc.daily_sales(events)
-        .filter(pl.col("date").is_between(first - timedelta(days=7), last))
+        fc.daily_sales(events.filter(window))
         .select("item_id", "date", pl.col(fc.TARGET).alias("units"))
         .collect()
     )

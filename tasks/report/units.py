@@ -297,6 +297,10 @@ def build_report(
     files |= {f"{t}.csv": page.csv_bytes(f) for t, f in frames.items()}
     if inputs.evaluation is not None:
         files[f"{MODEL_EVALUATION.name}.csv"] = page.csv_bytes(inputs.evaluation)
+    if inputs.health is not None:
+        files[f"{MODEL_HEALTH.name}.csv"] = page.csv_bytes(inputs.health)
+    if inputs.drift is not None:
+        files[f"{MODEL_DRIFT.name}.csv"] = page.csv_bytes(inputs.drift)
     report.page = str(wh.publish_page(run_date.isoformat(), files) / "index.html")
     report.summary = [finding.text for finding in story]
     report.seconds = round(time.perf_counter() - started, 3)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from nightowl.flows.summary import rule_notes, scoring_paths, summary_markdown, summary_rows
+from nightowl.flows.summary import (
+    health_notes,
+    rule_notes,
+    scoring_paths,
+    summary_markdown,
+    summary_rows,
+)
 
 SUMMARY = {
     "events": {
@@ -99,3 +105,20 @@ def test_tables_served_by_a_simple_rule_are_said_and_not_listed_as_scored():
         "held-out data (nightowl models, nightowl evaluate)"
     ]
     assert scoring_paths(summary) == {"recommend": "tree_ensemble on CPUExecutionProvider"}
+
+
+def test_model_health_gets_a_row_and_its_alerts_are_said():
+    judged = {
+        "judged": {"2026-10-01": ["churn", "propensity"]},
+        "rows": 40,
+        "drift_rows": 70,
+        "seconds": 1.25,
+        "alerts": ["propensity: 1 column(s) drifted from the champion's training data (…)"],
+    }
+    summary = {"health": {"model-health": judged}}
+    (row,) = summary_rows(summary)
+    assert (row["step"], row["rows_out"], row["partitions"], row["seconds"]) == (
+        "model-health", 110, 2, 1.25,
+    )  # fmt: skip
+    assert health_notes(summary) == [f"model health: {judged['alerts'][0]}"]
+    assert health_notes(SUMMARY) == []

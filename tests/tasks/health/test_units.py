@@ -17,19 +17,21 @@ from nightowl.schemas.config import (
     HealthSettings,
     MarketSettings,
     RecommendSettings,
+    ReportSettings,
 )
 from nightowl.tasks.behaviour.units import score_users, train_propensity, user_features_table
 from nightowl.tasks.common.reads import clean_before
 from nightowl.tasks.health.units import Sections, health_history, model_health
 from nightowl.tasks.recommend.lists import purchased_in_window
+from nightowl.tasks.report.units import build_report
 from nightowl.warehouse.store import Warehouse
 from nightowl.warehouse.tables import MODEL_DRIFT, MODEL_HEALTH, USER_FEATURES, USER_SCORES
 from tests.tasks.behaviour.test_units import END, FAST, build_warehouse
 
 TRAINED_TO = END - timedelta(days=40)
 NIGHTS = [TRAINED_TO + timedelta(days=k) for k in (1, 2, 3)]  # served as of these
-SECTIONS = Sections(FAST, RecommendSettings(), MarketSettings(), FeedbackSettings(),
-                    HealthSettings(losing_nights=3))  # fmt: skip
+HEALTH = HealthSettings(losing_nights=3)
+SECTIONS = Sections(FAST, RecommendSettings(), MarketSettings(), FeedbackSettings(), HEALTH)
 
 
 @pytest.fixture(scope="module")
@@ -133,3 +135,12 @@ def test_a_degraded_model_and_an_input_shift_raise_both_alerts(wh):
     assert by["spend_total"]["reference_as_of"] == NIGHTS[0]
     assert not by["events_total"]["drifted"] and by["events_total"]["psi"] == pytest.approx(0)
     assert np.isclose(by["recency_days"]["mean"] - by["recency_days"]["reference_mean"], 365)
+
+    # The morning page reads both tables: the banner says it, the figures are beside it.
+    built = build_report(wh, tonight - timedelta(days=1), ReportSettings(), "UTC", {}, HEALTH)
+    page = Path(built.page)
+    html = page.read_text()
+    assert 'id="health-banner"' in html and "Model health: 2 alerts" in html
+    assert (page.parent / "model_health.csv").exists() and (
+        page.parent / "model_drift.csv"
+    ).exists()
