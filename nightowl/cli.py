@@ -1029,13 +1029,7 @@ def demo(
         f"generated {len(summary.files)} landing files under {settings.data_root}/landing"
     )
     dates = [end - timedelta(days=i) for i in reversed(range(min(runs, days)))]
-    # A backfill of nights whose outcomes are all in by the last night (the longest horizon,
-    # the propensity model's 30 days, and a few days to spare): the last night judges them.
-    matured = max(settings.model.horizon_days, settings.recommend.horizon_days) + 5
-    past = [dates[0] - timedelta(days=matured + i) for i in reversed(range(history_nights))]
-    # Only nights with the history a first training needs (else the nights start later).
-    needed = settings.model.min_history_days + 2 * settings.model.horizon_days
-    past = [d for d in past if (d - end).days + days >= needed]
+    past = backfilled_nights(settings, dates[0], end - timedelta(days=days - 1), history_nights)
     if past:
         console.print(f"backfilling {len(past)} earlier night(s), from {past[0]}")
         _run_nightly(settings, config, past)
@@ -1082,6 +1076,16 @@ def demo(
         f"  {me} tables{dr}",
         soft_wrap=True,  # the commands are copied and pasted: a wrapped one breaks
     )
+
+
+def backfilled_nights(settings: Settings, first_run: date, first_day: date, n: int) -> list[date]:
+    """The demo's ``n`` backfilled run dates, oldest first: before ``first_run`` by the longest
+    outcome window (the propensity model's 30 days) and a few days to spare, so the last night
+    judges them; only those with the history a first training needs after ``first_day``."""
+    matured = max(settings.model.horizon_days, settings.recommend.horizon_days) + 5
+    nights = [first_run - timedelta(days=matured + i) for i in reversed(range(n))]
+    needed = settings.model.min_history_days + 2 * settings.model.horizon_days
+    return [d for d in nights if (d - first_day).days + 1 >= needed]
 
 
 def _invocation() -> str:

@@ -160,3 +160,19 @@ def test_run_keeps_prefect_state_and_results_under_the_data_root(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert any((root / "_state" / "results").iterdir())  # the step cache, under the data root
     assert not (home / ".prefect").exists()
+
+
+def test_the_demo_backfills_nights_whose_outcomes_are_in_by_its_last_night(tmp_path):
+    from datetime import timedelta
+
+    from nightowl.cli import backfilled_nights
+    from nightowl.flows.settings import load_settings
+
+    settings = load_settings(None, data_root=str(tmp_path))
+    first_run, end = date(2026, 12, 5), date(2026, 12, 6)
+    nights = backfilled_nights(settings, first_run, end - timedelta(days=129), 2)
+    assert nights == [date(2026, 10, 30), date(2026, 10, 31)]
+    # The last night (as of Dec 7) judges their 30-day outcomes: served Oct 31 and Nov 1.
+    assert all(n + timedelta(days=1 + 30) <= end + timedelta(days=1) for n in nights)
+    # Too little history before them for a first training: the demo runs without them.
+    assert backfilled_nights(settings, first_run, end - timedelta(days=90), 2) == []
