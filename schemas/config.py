@@ -596,6 +596,11 @@ class HealthSettings(BaseModel):
         le=1,
         description="An input whose share of missing values rose by more than this has drifted.",
     )
+    drift_exempt: list[str] = Field(
+        default_factory=list,
+        description="Columns measured but never flagged as drifted: those that move by design "
+        "(tenure in a young shop grows every night).",
+    )
     losing_nights: int = Field(
         default=3,
         ge=1,

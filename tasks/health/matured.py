@@ -154,11 +154,13 @@ def drift_rows(
     bins: int,
     psi_threshold: float,
     missing_threshold: float,
+    exempt: frozenset[str] = frozenset(),
 ) -> pl.DataFrame:
     """Per column of ``columns`` present in both frames: PSI, missing shares and means of
     ``current`` against ``reference``, and whether it drifted (PSI above ``psi_threshold``, or
-    a missing share up by more than ``missing_threshold``). Columns kind, column, psi,
-    missing_share, reference_missing_share, mean, reference_mean, drifted."""
+    a missing share up by more than ``missing_threshold``; never for a column in ``exempt``).
+    Columns kind, column, psi, missing_share, reference_missing_share, mean, reference_mean,
+    drifted."""
     rows = []
     for column in columns:
         if column not in reference.columns or column not in current.columns:
@@ -168,8 +170,9 @@ def drift_rows(
         cur = current[column].cast(pl.Float64).to_numpy()
         index = psi(ref, cur, bins)
         missing, ref_missing = _missing(cur), _missing(ref)
-        drifted = (index is not None and index > psi_threshold) or (
-            missing - ref_missing > missing_threshold
+        drifted = column not in exempt and (
+            (index is not None and index > psi_threshold)
+            or missing - ref_missing > missing_threshold
         )
         rows.append(
             {

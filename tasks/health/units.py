@@ -493,6 +493,7 @@ def champion_drift(
             bins=health.drift_bins,
             psi_threshold=health.psi_threshold,
             missing_threshold=health.missing_threshold,
+            exempt=frozenset(health.drift_exempt),
         )
         parts.append(
             rows.select(

@@ -108,6 +108,11 @@ def test_drift_rows_flag_a_shift_and_a_rise_in_missing_values():
     assert rows["psi"][0] > 1 and rows["psi"][1] < 0.25
     assert rows["missing_share"].to_list() == [0.0, 0.3]
     assert rows["reference_missing_share"].to_list() == [0.0, 0.0]
+    exempt = drift_rows(
+        reference, current, ["a", "b"], "input",
+        bins=10, psi_threshold=0.25, missing_threshold=0.1, exempt=frozenset({"a"}),
+    )  # fmt: skip
+    assert exempt["drifted"].to_list() == [False, True] and exempt["psi"][0] == rows["psi"][0]
     framed = rows.select(
         pl.lit("propensity").alias("model"),
         pl.lit("v1").alias("model_version"),
