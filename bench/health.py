@@ -70,10 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=20_000, help="users (default 20k)")
     parser.add_argument("--items", type=int, default=1_000, help="items (default 1,000)")
     parser.add_argument(
-        "--days", type=int, default=150, help="days of history (default 150, the demo's)"
+        "--days", type=int, default=130, help="days of history (default 130, the demo's)"
     )
     parser.add_argument("--history-nights", type=int, default=2, help="backfilled nights")
-    parser.add_argument("--nights", type=int, default=3, help="last nights (default 3)")
+    parser.add_argument("--nights", type=int, default=2, help="last nights (default 2)")
     parser.add_argument("--keep", action="store_true", help="keep the data root afterwards")
     args = parser.parse_args(argv)
 

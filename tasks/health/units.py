@@ -244,11 +244,10 @@ def recommender_rows(
     if not users.height:
         return pl.DataFrame(schema=MODEL_HEALTH.schema)
     catalogue, _ = catalogue_before(wh, night)
-    # Neither rule reads competitor prices, and only the judged users' views matter.
-    theirs = pl.col("user_id").is_in(users["user_id"].implode())
-    history = rec.history_as_of(events, catalogue, None, night, cfg, browsing_of=theirs)
+    # Neither rule reads competitor prices or anyone's views.
+    history = rec.history_as_of(events, catalogue, None, night, cfg, browsing_of=pl.lit(False))
     items = rec.item_tables(history, cfg)
-    ut = rec.user_tables(history, users)
+    ut = rec.rule_user_tables(history, users)
     n_items = catalogue.select(pl.len()).collect().item() if catalogue is not None else 0
     k = cfg.top_k
     served = {mt.SERVED: lists.select("user_id", "item_id", "rank")}

@@ -337,12 +337,7 @@ def user_tables(history: History, users: pl.DataFrame) -> UserTables:
     """Purchases per (user, item), browsing, category preferences and a profile per user."""
     users = users.select("user_id").unique().sort("user_id")
     bought = history.purchases.join(users, on="user_id", how="semi")
-    owned = bought.group_by("user_id", "item_id").agg(
-        pl.col("day").n_unique().alias("ui_purchase_days"),
-        pl.col("units").sum().cast(pl.Float64).alias("ui_units"),
-        pl.col("days_ago").min().alias("ui_recency_days"),
-        pl.col("day").unique().sort().diff().dt.total_days().median().alias("ui_gap"),
-    )
+    owned = owned_items(bought)
     cart = pl.when(pl.col("event_type") == "add_to_cart").then(3.0).otherwise(1.0)
     browsed = (
         history.browsing.join(users, on="user_id", how="semi")
@@ -365,6 +360,25 @@ def user_tables(history: History, users: pl.DataFrame) -> UserTables:
         prefs=category_preferences(history, users),
         profile=profile,
     )
+
+
+def owned_items(bought: pl.DataFrame) -> pl.DataFrame:
+    """Per user and item of ``bought`` (purchases): purchase days, units, days since the last
+    purchase and the median gap between purchase days."""
+    return bought.group_by("user_id", "item_id").agg(
+        pl.col("day").n_unique().alias("ui_purchase_days"),
+        pl.col("units").sum().cast(pl.Float64).alias("ui_units"),
+        pl.col("days_ago").min().alias("ui_recency_days"),
+        pl.col("day").unique().sort().diff().dt.total_days().median().alias("ui_gap"),
+    )
+
+
+def rule_user_tables(history: History, users: pl.DataFrame) -> UserTables:
+    """What the popularity and repeat-buy rules read of ``users`` (who they are, what they
+    own), without the browsing, preferences and profile only the ranker reads."""
+    users = users.select("user_id").unique().sort("user_id")
+    owned = owned_items(history.purchases.join(users, on="user_id", how="semi"))
+    return UserTables(users, owned, owned.clear(), users.clear(), users.clear())
 
 
 def category_preferences(history: History, users: pl.DataFrame) -> pl.DataFrame:

@@ -270,3 +270,13 @@ def test_padded_lists_without_exclusions_need_only_the_2k_most_popular(own, k):
     # An empty exclusion takes the long way: every user paired with every padding item.
     none = pl.DataFrame(schema={"user_id": pl.String, "item_id": pl.String})
     assert_frame_equal(shortcut, rec.padded_lists(primary, users, popular, k, exclude=none))
+
+
+@pytest.mark.parametrize("rule", ["repeat_buy", "popularity", "cooccurrence"])
+def test_the_rules_read_only_what_rule_user_tables_hold(rule):
+    history, items, ut = tables()
+    light = rec.rule_user_tables(history, ut.users)
+    assert_frame_equal(light.owned, ut.owned, check_row_order=False)
+    full = rec.rule_lists(rule, ut, items, 5, CFG.half_life_days)
+    assert full.height > 0
+    assert_frame_equal(rec.rule_lists(rule, light, items, 5, CFG.half_life_days), full)
