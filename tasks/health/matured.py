@@ -247,15 +247,16 @@ def matured_lines(health: pl.DataFrame, model: str, version: str) -> list[str]:
     if not theirs.height:
         lines.append(f"matured: no night served by {version} has had its outcomes in yet")
         theirs = mine
-    judged = health_verdicts(theirs).join(
-        theirs.select("model", "protocol", pl.col("as_of").alias("origin"), "model_version").unique(
-            ["model", "protocol", "origin"]
-        ),
-        on=["model", "protocol", "origin"],
-        how="left",
+    judged = newest_verdicts(
+        health_verdicts(theirs).join(
+            theirs.select(
+                "model", "protocol", pl.col("as_of").alias("origin"), "model_version"
+            ).unique(["model", "protocol", "origin"]),
+            on=["model", "protocol", "origin"],
+            how="left",
+        )
     )
-    newest = judged.sort("origin").group_by("model", "protocol", maintain_order=True).last()
-    for r in newest.sort("model", "protocol").iter_rows(named=True):
+    for r in judged.iter_rows(named=True):
         by = "" if r["model_version"].endswith(version) else f" by {r['model_version']}"
         lines.append(
             f"matured ({r['model']}, {r['protocol']}, served {r['origin']}{by}): {r['metric']} "
@@ -263,6 +264,13 @@ def matured_lines(health: pl.DataFrame, model: str, version: str) -> list[str]:
             + ("" if r["beats"] else " [not better than the rule]")
         )
     return lines
+
+
+def newest_verdicts(judged: pl.DataFrame) -> pl.DataFrame:
+    """Of ``health_verdicts`` rows, each model and protocol's newest judged night, in model and
+    protocol order."""
+    newest = judged.sort("origin").group_by("model", "protocol", maintain_order=True).last()
+    return newest.sort("model", "protocol")
 
 
 def losing_streaks(health: pl.DataFrame, nights: int, margin: float = 0.0) -> pl.DataFrame:

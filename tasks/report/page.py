@@ -644,12 +644,12 @@ def model_health_view(inputs: ReportInputs) -> dict[str, Any]:
         judged = matured.health_verdicts(health)
         if judged.height:
             view["chart"] = _health_chart(judged)
-        newest = judged.sort("origin").group_by("model", "protocol", maintain_order=True).last()
+        newest = matured.newest_verdicts(judged)
         view["lines"] = [
             f"{r['model']} ({r['protocol']}), served {r['origin']}: {r['metric']} "
             f"{r['model_value']:.4f} against {r['rule_value']:.4f} for the simple rule "
             f"{r['best_rule']}: {'better' if r['beats'] else 'not better'}"
-            for r in newest.sort("model", "protocol").iter_rows(named=True)
+            for r in newest.iter_rows(named=True)
         ]
         curve = _newest_curve(health, "propensity")
         if curve is not None:

@@ -104,20 +104,21 @@ def input_refs(wh: Warehouse, as_of: date) -> list[InputRef]:
     tonight, week_ago, past = _partitions(wh, as_of)
     refs = clean_before(wh, CLEAN_EVENTS.name, as_of)[1] + catalogue_before(wh, as_of)[1]
     evaluated = evaluation_partition(wh, as_of)
-    read = (*tonight.values(), *([week_ago] if week_ago else []), *past, *_health(wh, as_of))
-    return refs + [m.ref for m in (*read, *([evaluated] if evaluated else []))]
+    judged, drift = _health(wh, as_of)
+    read = (*tonight.values(), *([week_ago] if week_ago else []), *past, *judged)
+    extra = [m for m in (drift, evaluated) if m is not None]
+    return refs + [m.ref for m in (*read, *extra)]
 
 
-def _health(wh: Warehouse, as_of: date) -> list[Manifest]:
-    """The ``model_health`` partitions of the served nights before ``as_of`` and tonight's
-    ``model_drift`` partition (when there is one)."""
+def _health(wh: Warehouse, as_of: date) -> tuple[list[Manifest], Manifest | None]:
+    """The ``model_health`` partitions of the served nights before ``as_of``, and tonight's
+    ``model_drift`` partition (None when there is none)."""
     judged = [
         m
         for m in wh.manifests(MODEL_HEALTH.layer, MODEL_HEALTH.name)
         if m.partition["as_of"] < as_of.isoformat()
     ]
-    drift = _partition(wh, MODEL_DRIFT, as_of)
-    return judged + ([drift] if drift else [])
+    return judged, _partition(wh, MODEL_DRIFT, as_of)
 
 
 def report_inputs(wh: Warehouse, as_of: date, health: HealthSettings | None = None) -> ReportInputs:
@@ -149,10 +150,9 @@ def report_inputs(wh: Warehouse, as_of: date, health: HealthSettings | None = No
     inputs.week_ago_scores = read(USER_SCORES, [week_ago]) if week_ago else None
     evaluated = evaluation_partition(wh, as_of)
     inputs.evaluation = read(MODEL_EVALUATION, [evaluated]) if evaluated else None
-    judged = [m for m in _health(wh, as_of) if m.table == MODEL_HEALTH.name]
+    judged, drift = _health(wh, as_of)
     if judged and (frame := read(MODEL_HEALTH, judged, with_as_of=True)) is not None:
         inputs.health = frame.with_columns(pl.col("as_of").cast(pl.Date))
-    drift = _partition(wh, MODEL_DRIFT, as_of)
     inputs.drift = read(MODEL_DRIFT, [drift]) if drift else None
     return inputs
 
