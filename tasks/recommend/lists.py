@@ -18,9 +18,9 @@ first source in the order above, which is the one a person finds most specific.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from datetime import date
-from typing import cast
+from typing import TypeVar, cast
 
 import numpy as np
 import polars as pl
@@ -154,6 +154,79 @@ def history_as_of(
         browsing=frames[1],
         catalogue=frames[2],
         competitor=frames[3] if competitor is not None else None,
+    )
+
+
+# ---- integer keys ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KeyCodes:
+    """The night's dictionaries of user and item ids. Code ``i`` is the ``i``-th id in sorted
+    order, so ordering by code is ordering by id: joins, group-bys and sorts run on integers and
+    every tie-break (by user, then item id) falls exactly as it does on the strings."""
+
+    users: pl.Series  # sorted, unique user ids
+    items: pl.Series  # sorted, unique item ids
+
+    def coded(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """``frame`` with ``user_id`` and ``item_id`` as UInt32 codes. Rows naming an id outside
+        the dictionaries are dropped: they are of users nobody ranks or items nobody may offer."""
+        known = [c for c in ("user_id", "item_id") if c in frame.columns]
+        dicts = {"user_id": self.users, "item_id": self.items}
+        coded = frame.with_columns(
+            pl.col(c).cast(pl.Enum(dicts[c]), strict=False).to_physical().cast(pl.UInt32)
+            for c in known
+        )
+        return coded.drop_nulls(known) if coded.height else coded
+
+    def decoded(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """``frame`` with the codes of ``user_id`` and of its items back to the ids."""
+        decoded = decoded_items(frame, self.items)
+        if "user_id" not in frame.columns:
+            return decoded
+        return decoded.with_columns(self.users.gather(frame["user_id"]).alias("user_id"))
+
+
+#: Columns that hold item ids.
+ITEM_KEYS = ("item_id", "other_id", "anchor")
+
+
+def decoded_items(frame: pl.DataFrame, items: pl.Series) -> pl.DataFrame:
+    """``frame`` with its item codes (``ITEM_KEYS``) back to the ids of ``items``."""
+    return frame.with_columns(items.gather(frame[c]).alias(c) for c in ITEM_KEYS if c in frame)
+
+
+def key_codes(history: History, users: pl.DataFrame) -> KeyCodes:
+    """Dictionaries for ranking ``users`` from ``history``: every user ranked or buying, every
+    item in the catalogue or bought (nothing else can be offered)."""
+    user_ids = pl.concat([users["user_id"], history.purchases["user_id"]])
+    item_ids = pl.concat([history.catalogue["item_id"], history.purchases["item_id"]])
+    return KeyCodes(
+        users=user_ids.unique().sort().alias("user_id"),
+        items=item_ids.unique().sort().alias("item_id"),
+    )
+
+
+Tables = TypeVar("Tables", "UserTables", "ItemTables")
+
+
+def decoded_tables(tables: Tables, codes: KeyCodes) -> Tables:
+    """User or item tables with their codes back to ids."""
+    return replace(
+        tables, **{f.name: codes.decoded(getattr(tables, f.name)) for f in fields(tables)}
+    )
+
+
+def coded_history(history: History, codes: KeyCodes) -> History:
+    """``history`` with user and item ids as ``codes`` (browsing of unknown ids dropped)."""
+    competitor = None if history.competitor is None else codes.coded(history.competitor)
+    return replace(
+        history,
+        purchases=codes.coded(history.purchases),
+        browsing=codes.coded(history.browsing),
+        catalogue=codes.coded(history.catalogue),
+        competitor=competitor,
     )
 
 
@@ -422,10 +495,13 @@ def repurchasable(owned: pl.DataFrame, stats: pl.DataFrame, min_share: float) ->
     return (owned["ui_purchase_days"] >= 2) | (share.fill_null(0) >= min_share)
 
 
-def candidates(ut: UserTables, items: ItemTables, cfg: RecommendSettings) -> pl.DataFrame:
-    """Per user, up to ``max_candidates`` eligible items with each source's score and rank, the
-    anchor of a co-occurrence and the reason's ``source``; bought items are left out unless
-    they are repurchase items (when ``exclude_bought``)."""
+def source_candidates(
+    ut: UserTables, items: ItemTables, cfg: RecommendSettings
+) -> dict[str, pl.DataFrame]:
+    """Per source, what it may offer each user, ranked: user_id, item_id, ``<source>_score``,
+    ``<source>_rank`` (and the co-occurrence ``anchor``). Ranks count only what may be offered:
+    eligible items, less those bought once (when ``exclude_bought``), so a source's top
+    ``max_candidates`` are all real candidates."""
     again = repurchasable(ut.owned, items.stats, cfg.repurchase_min_share)
     repeat = ut.owned.filter(again).select("user_id", "item_id", _frequency_then_recency())
     viewed = (
@@ -446,44 +522,50 @@ def candidates(ut: UserTables, items: ItemTables, cfg: RecommendSettings) -> pl.
         ut.users.join(lst, how="cross").select("user_id", "item_id", "score")
         for lst in (items.trending, items.popular)
     ]
-    per_source = dict(zip(SOURCES, [repeat, viewed, cooc, category, *shared], strict=True))
-    # Ranks count only what may be offered: eligible items, less those bought once (when
-    # ``exclude_bought``), so a source's top ``max_candidates`` are all real candidates.
     once = ut.owned.filter(~again).select("user_id", "item_id")
-    merged: pl.DataFrame | None = None
-    for source, frame in per_source.items():
+    ranked = {}
+    for source, frame in zip(SOURCES, [repeat, viewed, cooc, category, *shared], strict=True):
         offered = frame.join(items.eligible, on="item_id", how="semi")
         if cfg.exclude_bought:
             offered = offered.join(once, on=["user_id", "item_id"], how="anti")
-        ranked = _ranked(offered, source)
-        if merged is None:
-            merged = ranked
-        else:
-            merged = merged.join(ranked, on=["user_id", "item_id"], how="full", coalesce=True)
-    assert merged is not None
-    rank_cols = [f"{s}_rank" for s in SOURCES]
-    reason = pl.lit(None, pl.String)
-    for source in reversed(SOURCES):
-        reason = (
-            pl.when(pl.col(f"{source}_rank").is_not_null()).then(pl.lit(source)).otherwise(reason)
-        )
-    merged = merged.with_columns(
-        best_rank=pl.min_horizontal(rank_cols),
-        n_sources=pl.sum_horizontal(pl.col(rank_cols).is_not_null().cast(pl.Int32)),
-        source=reason,
+        ranked[source] = _ranked(offered, source)
+    return ranked
+
+
+def candidates(ut: UserTables, items: ItemTables, cfg: RecommendSettings) -> pl.DataFrame:
+    """Per user, up to ``max_candidates`` eligible items with each source's score and rank, the
+    anchor of a co-occurrence and the reason's ``source``; bought items are left out unless
+    they are repurchase items (when ``exclude_bought``)."""
+    ranked = source_candidates(ut, items, cfg)
+    # One long frame of (user, item, source, rank) is grouped once; each source's score and
+    # rank join back only for the pairs that survive the cap.
+    proposals = pl.concat(
+        [
+            frame.select("user_id", "item_id", pl.col(f"{s}_rank").alias("rank"), src=pl.lit(k))
+            for k, (s, frame) in enumerate(ranked.items())
+        ]
+    )
+    per_pair = proposals.group_by("user_id", "item_id").agg(
+        pl.col("rank").min().alias("best_rank"),
+        pl.len().cast(pl.Int32).alias("n_sources"),
+        pl.col("src").min().alias("first"),
     )
     # The cap keeps each source's best first, round robin: no single source crowds out the rest.
     # (An item ranked below the cap in some source loses to that source's top ``max_candidates``,
     # so it can be dropped before sorting.)
     capped = (
-        merged.filter(pl.col("best_rank") <= cfg.max_candidates)
+        per_pair.filter(pl.col("best_rank") <= cfg.max_candidates)
         .sort(
             ["user_id", "best_rank", "n_sources", "item_id"], descending=[False, False, True, False]
         )
-        .group_by("user_id", maintain_order=True)
-        .head(cfg.max_candidates)
+        .filter(pl.int_range(pl.len()).over("user_id") < cfg.max_candidates)
+        .sort("user_id", "item_id")
     )
-    return capped.drop("best_rank").sort("user_id", "item_id")
+    wide = capped.select("user_id", "item_id")
+    for frame in ranked.values():
+        wide = wide.join(frame, on=["user_id", "item_id"], how="left", maintain_order="left")
+    source = capped["first"].replace_strict(dict(enumerate(SOURCES)), return_dtype=pl.String)
+    return wide.with_columns(capped["n_sources"], source.alias("source"))
 
 
 def _frequency_then_recency() -> pl.Expr:
@@ -705,10 +787,8 @@ def rule_primary(rule: str, ut: UserTables, items: ItemTables, half_life: float)
     nothing (popularity: the padding is the list), items co-bought with the user's latest ones,
     or the user's own items by purchase days then recency (repeat-buy)."""
     if rule == "popularity":
-        return pl.DataFrame(
-            schema={"user_id": pl.String, "item_id": pl.String, "score": pl.Float64,
-                    "anchor": pl.String}
-        )  # fmt: skip
+        ids = {"user_id": ut.users["user_id"].dtype, "item_id": items.eligible["item_id"].dtype}
+        return pl.DataFrame(schema={**ids, "score": pl.Float64, "anchor": ids["item_id"]})
     if rule == "cooccurrence":
         return cooccurring(ut.owned, items.neighbours, half_life).join(
             items.eligible, on="item_id", how="semi"
@@ -716,8 +796,8 @@ def rule_primary(rule: str, ut: UserTables, items: ItemTables, half_life: float)
     if rule == "repeat_buy":
         owned = ut.owned.join(items.eligible, on="item_id", how="semi")
         return owned.select(
-            "user_id", "item_id", _frequency_then_recency(), pl.lit(None, pl.String).alias("anchor")
-        )
+            "user_id", "item_id", _frequency_then_recency(), pl.lit(None).alias("anchor")
+        ).with_columns(pl.col("anchor").cast(owned["item_id"].dtype))
     raise ValueError(f"unknown recommendation rule {rule!r}; expected one of {BASELINES}")
 
 

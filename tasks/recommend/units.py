@@ -10,12 +10,14 @@ the user id) so memory stays bounded, and publishes ``predictions/recommendation
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
+from pathlib import Path
 from typing import cast
 
 import lightgbm as lgb
@@ -27,6 +29,7 @@ from nightowl.errors import NotEnoughHistory
 from nightowl.schemas.config import ModelSettings, RecommendSettings
 from nightowl.tasks.behaviour import train
 from nightowl.tasks.behaviour.features import user_bucket
+from nightowl.tasks.common.fanout import Fanout
 from nightowl.tasks.common.reads import catalogue_before, clean_before, event_days
 from nightowl.tasks.common.reports import TableReport, table_report
 from nightowl.tasks.models import score, tensorised
@@ -165,11 +168,14 @@ def snapshot(
     history = rec.history_as_of(
         inputs.events, inputs.items, inputs.market_prices, as_of, cfg, browsing_of=theirs
     )
-    items = rec.item_tables(history, cfg)
     if users is None:
         users = rec.active_users(inputs.events, as_of, cfg.active_days)
-    ut = rec.user_tables(history, users)
-    frame = rec.ranker_features(rec.candidates(ut, items, cfg), ut, items, history)
+    codes = rec.key_codes(history, users)
+    coded = rec.coded_history(history, codes)
+    items = rec.item_tables(coded, cfg)
+    ut = rec.user_tables(coded, codes.coded(users))
+    frame = codes.decoded(rec.ranker_features(rec.candidates(ut, items, cfg), ut, items, coded))
+    ut, items = rec.decoded_tables(ut, codes), rec.decoded_tables(items, codes)
     truth = None
     if events is not None:
         truth = rec.purchased_in_window(events, as_of, cfg.horizon_days)
@@ -488,6 +494,29 @@ def onnx_scorer(scorer: score.Scorer) -> Callable[[pl.DataFrame], np.ndarray]:
     return scores
 
 
+@dataclass(frozen=True)
+class RankerScorer:
+    """Scores candidates' features with a registered ranker. Only names travel (it may be sent
+    to another process or a Dask worker with a bucket); each process opens the session once."""
+
+    data_root: str
+    version: str
+    settings: ModelSettings
+
+    def __call__(self, frame: pl.DataFrame) -> np.ndarray:
+        return self.scorer().predict(train.feature_matrix(frame, list(rec.FEATURES)))
+
+    def scorer(self) -> score.Scorer:
+        return _opened(self.data_root, self.version, self.settings.model_dump_json())
+
+
+@functools.cache
+def _opened(data_root: str, version: str, settings: str) -> score.Scorer:
+    registry = Registry(Warehouse(Path(data_root)))
+    card = registry.card(MODEL, version)
+    return score.scorer_for(registry, card, ModelSettings.model_validate_json(settings))
+
+
 # ---- nightly lists --------------------------------------------------------------------------
 
 
@@ -554,14 +583,18 @@ def ranked_lists(
     k: int,
     model_version: str,
     lapsed_days: int | None = None,
+    item_ids: pl.Series | None = None,
 ) -> pl.DataFrame:
     """The top ``k`` candidates per user: user_id, rank, item_id, title, category, score,
-    source, reason (a win-back for users away ``lapsed_days``), model_version."""
+    source, reason (a win-back for users away ``lapsed_days``), model_version; item codes back
+    to ids when the keys are coded (``item_ids``)."""
     titles = items.stats.select(
         pl.col("item_id").alias("anchor"), pl.col("title").alias("anchor_title")
     )
     scored = frame.with_columns(score=pl.Series(scores, dtype=pl.Float64))
     top = rec.top_lists(scored, k).join(titles, on="anchor", how="left", maintain_order="left")
+    if item_ids is not None:
+        top = rec.decoded_items(top, item_ids)
     return top.select(
         "user_id",
         "rank",
@@ -576,10 +609,16 @@ def ranked_lists(
 
 
 def rule_ranked_lists(
-    rule: str, ut: rec.UserTables, items: rec.ItemTables, cfg: RecommendSettings, version: str
+    rule: str,
+    ut: rec.UserTables,
+    items: rec.ItemTables,
+    cfg: RecommendSettings,
+    version: str,
+    item_ids: pl.Series | None = None,
 ) -> pl.DataFrame:
     """The top ``top_k`` items per user of ``ut`` by a simple rule (the ranker did not beat it),
-    with the same columns and reasons as the ranker's lists."""
+    with the same columns and reasons as the ranker's lists (item codes back to ids when the
+    keys are coded)."""
     lists = rec.rule_lists(rule, ut, items, cfg.top_k, cfg.half_life_days)
     titles = items.stats.select("item_id", "title", "category", "item_sales_7d")
     anchors = titles.select(
@@ -593,6 +632,8 @@ def rule_ranked_lists(
         .join(ut.profile.select("user_id", "user_recency_days"), on="user_id", how="left")
         .with_columns(ui_viewed_recency_days=pl.lit(None, pl.Float64))
     )
+    if item_ids is not None:
+        described = rec.decoded_items(described, item_ids)
     return described.sort("user_id", "rank").select(
         "user_id",
         pl.col("rank").cast(pl.Int32),
@@ -635,76 +676,134 @@ def buckets(users: pl.DataFrame, per_bucket: int) -> Iterator[pl.DataFrame]:
 
 @dataclass
 class BucketStats:
-    """What ranking bucket by bucket took: candidates, buckets and seconds per phase."""
+    """What ranking bucket by bucket took: candidates, buckets and seconds per phase (summed
+    over the buckets, wherever they ran)."""
 
     candidates: int = 0
     buckets: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
-    def add(self, phase: str, started: float) -> float:
-        now = time.perf_counter()
-        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + now - started, 3)
-        return now
+    def add(self, phase: str, seconds: float) -> None:
+        self.seconds[phase] = round(self.seconds.get(phase, 0.0) + seconds, 3)
+
+
+@dataclass(frozen=True)
+class Bucket:
+    """One unit of ranking work: some users (coded) and their own history alone."""
+
+    users: pl.DataFrame  # user_id
+    history: rec.History  # their purchases and browsing; the catalogue and competitor prices
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One bucket's lists (user ids still coded), its candidates and seconds per phase."""
+
+    lists: pl.DataFrame
+    candidates: int
+    seconds: dict[str, float]
+
+
+@dataclass(frozen=True)
+class BucketRanker:
+    """Ranks a ``Bucket`` against the night's shared item tables: candidates, features,
+    ``scorer``, top K; or ``rule``'s lists. Picklable, so a bucket may run in a thread, a
+    process or on a Dask worker; a user's list reads only that user's rows and the item
+    tables, so it is the same wherever the bucket ran."""
+
+    items: rec.ItemTables
+    item_ids: pl.Series
+    cfg: RecommendSettings
+    scorer: Callable[[pl.DataFrame], np.ndarray]
+    version: str
+    rule: str | None = None
+
+    def __call__(self, bucket: Bucket) -> Ranked:
+        seconds: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(phase: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            seconds[phase] = now - clock
+            clock = now
+
+        cfg, items = self.cfg, self.items
+        if self.rule is not None:
+            ut = rec.user_tables(bucket.history, bucket.users)
+            lists = rule_ranked_lists(self.rule, ut, items, cfg, self.version, self.item_ids)
+            lap("rule")
+            return Ranked(lists, 0, seconds)
+        ut = rec.user_tables(bucket.history, bucket.users)
+        cands = rec.candidates(ut, items, cfg)
+        lap("candidates")
+        frame = rec.ranker_features(cands, ut, items, bucket.history)
+        lap("features")
+        scores = self.scorer(frame)
+        lap("scoring")
+        top_k, lapsed = cfg.top_k, cfg.lapsed_days
+        lists = ranked_lists(frame, scores, items, top_k, self.version, lapsed, self.item_ids)
+        lap("top_k")
+        return Ranked(lists, frame.height, seconds)
 
 
 def bucketed_lists(
     history: rec.History,
-    items: rec.ItemTables,
     users: pl.DataFrame,
-    cfg: RecommendSettings,
-    scorer: Callable[[pl.DataFrame], np.ndarray],
-    version: str,
+    ranker: BucketRanker,
+    codes: rec.KeyCodes,
     browsing: Callable[[pl.Expr], pl.DataFrame] | None = None,
     groups: int = 1,
-    rule: str | None = None,
+    fanout: Fanout | None = None,
 ) -> tuple[pl.DataFrame, BucketStats]:
-    """Top-K lists for ``users``, one hash bucket at a time (candidates, features, ``scorer``,
-    top K), so only one bucket's candidates are in memory; with what each phase took.
+    """Top-K lists for ``users`` (ids), one hash bucket at a time, by ``ranker`` over ``history``
+    (keys as ``codes``): only a bucket's candidates are in memory at once, wherever ``fanout``
+    runs it; with what each phase took.
 
     With ``groups`` > 1 the users are first split into that many hash groups, and ``browsing``
-    loads one group's views and carts (given a predicate on ``user_id``) in place of
-    ``history.browsing``: then only one group's browsing is in memory. A user's list is the
-    same either way: it reads that user's own rows and the shared item tables. With ``rule``,
-    that simple rule makes the lists instead of candidates and ``scorer``."""
-    parts, stats = [], BucketStats()
+    loads one group's views and carts (given a predicate on ``user_id``, keys coded) in place
+    of ``history.browsing``: then only one group's browsing is in memory."""
+    stats = BucketStats()
     group_of = user_bucket(pl.col("user_id"), groups)
     sizes = users.group_by(group_of.alias("g")).len()["len"] if groups > 1 else [users.height]
-    total = sum(max(1, math.ceil(n / cfg.bucket_users)) for n in sizes)
-    for g in range(groups):
-        mine = group_of == g
-        if browsing is not None:
-            began = time.perf_counter()
-            history = replace(history, browsing=browsing(mine))
-            stats.add("browsing", began)
-        for bucket in buckets(users.filter(mine) if groups > 1 else users, cfg.bucket_users):
-            began = clock = time.perf_counter()
-            ut = rec.user_tables(history, bucket)
-            if rule is not None:
-                parts.append(rule_ranked_lists(rule, ut, items, cfg, version))
-                stats.add("rule", clock)
-                stats.buckets += 1
-                continue
-            cands = rec.candidates(ut, items, cfg)
-            clock = stats.add("candidates", clock)
-            frame = rec.ranker_features(cands, ut, items, history)
-            clock = stats.add("features", clock)
-            scores = scorer(frame)
-            clock = stats.add("scoring", clock)
-            parts.append(ranked_lists(frame, scores, items, cfg.top_k, version, cfg.lapsed_days))
-            stats.add("top_k", clock)
-            stats.candidates += frame.height
-            stats.buckets += 1
-            if total > 1:
-                log.info(
-                    "recommendations: bucket %s/%s, %s users, %s candidates, %.1f s",
-                    stats.buckets,
-                    total,
-                    f"{bucket.height:,}",
-                    f"{frame.height:,}",
-                    time.perf_counter() - began,
-                )
-    lists = pl.concat(parts).sort("user_id", "rank") if parts else _no_lists(version)
-    return lists, stats
+    total = sum(max(1, math.ceil(n / ranker.cfg.bucket_users)) for n in sizes)
+
+    def pieces() -> Iterator[Bucket]:
+        night = history
+        for g in range(groups):
+            mine = group_of == g
+            if browsing is not None:
+                began = time.perf_counter()
+                night = replace(night, browsing=browsing(mine))
+                stats.add("browsing", time.perf_counter() - began)
+            for bucket in buckets(users.filter(mine) if groups > 1 else users, ranker.cfg.bucket_users):
+                coded = codes.coded(bucket.select("user_id"))
+                theirs = {
+                    name: getattr(night, name).join(coded, on="user_id", how="semi")
+                    for name in ("purchases", "browsing")
+                }
+                yield Bucket(coded, replace(night, **theirs))
+
+    parts = []
+    began = time.perf_counter()
+    for ranked in (fanout or Fanout("serial")).map(ranker, pieces()):
+        parts.append(ranked.lists)
+        for phase, seconds in ranked.seconds.items():
+            stats.add(phase, seconds)
+        stats.candidates += ranked.candidates
+        stats.buckets += 1
+        if total > 1:
+            log.info(
+                "recommendations: bucket %s/%s, %s candidates, %.0f s so far",
+                stats.buckets,
+                total,
+                f"{ranked.candidates:,}",
+                time.perf_counter() - began,
+            )
+    if not parts:
+        return _no_lists(ranker.version), stats
+    lists = pl.concat(parts).sort("user_id", "rank")
+    return lists.with_columns(codes.users.gather(lists["user_id"]).alias("user_id")), stats
 
 
 def listed_users(
@@ -724,7 +823,11 @@ def listed_users(
 
 
 def recommendations_table(
-    wh: Warehouse, as_of: date, cfg: RecommendSettings, scoring: ModelSettings | None = None
+    wh: Warehouse,
+    as_of: date,
+    cfg: RecommendSettings,
+    scoring: ModelSettings | None = None,
+    fanout: Fanout | None = None,
 ) -> TableReport:
     """Top-K lists for every user ``listed_users`` names as of ``as_of``, ranked by the
     recommender allowed to see that date (else the heuristic, or the simple rule it did not
@@ -736,22 +839,29 @@ def recommendations_table(
         inputs.events, inputs.items, inputs.market_prices, as_of, cfg, browsing_of=pl.lit(False)
     )
     groups = max(1, math.ceil(inputs.events.select(pl.len()).collect().item() / cfg.group_events))
-    items = rec.item_tables(history, cfg)
     users = listed_users(wh, inputs, as_of, cfg)
+    prepared = {"history": time.perf_counter() - started}
+    # Users and items are coded to integers once: the buckets join, group and sort on those.
+    codes = rec.key_codes(history, users)
+    history = rec.coded_history(history, codes)
+    prepared["codes"] = time.perf_counter() - started - prepared["history"]
+    items = rec.item_tables(history, cfg)
+    prepared["item_tables"] = time.perf_counter() - started - sum(prepared.values())
     registry = Registry(wh)
     card = scoring_model(registry, as_of)
     rule = card.serves_rule if card else None
     version = HEURISTIC if card is None else rule_version(card) if rule else card.version
     ranker = None
     if card is not None and rule is None:
-        ranker = score.scorer_for(registry, card, scoring or ModelSettings())
-    scores = heuristic_scores if ranker is None else onnx_scorer(ranker)
+        ranker = RankerScorer(str(wh.data_root), card.version, scoring or ModelSettings())
+    scores = heuristic_scores if ranker is None else ranker
+    bucket_ranker = BucketRanker(items, codes.items, cfg, scores, version, rule)
 
     def browsing(whose: pl.Expr) -> pl.DataFrame:
-        return rec.browsing_before(inputs.events, as_of, cfg, whose).collect()
+        return codes.coded(rec.browsing_before(inputs.events, as_of, cfg, whose).collect())
 
     lists, stats = bucketed_lists(
-        history, items, users, cfg, scores, version, browsing, groups, rule=rule
+        history, users, bucket_ranker, codes, browsing, groups, fanout or Fanout()
     )
     short = lists.group_by("user_id").len().filter(pl.col("len") < cfg.top_k).height
     notes = {
@@ -760,9 +870,9 @@ def recommendations_table(
         "candidates": stats.candidates,
         "buckets": stats.buckets,
         "groups": groups,
-        "seconds_by_phase": stats.seconds,
-        "provider": ranker.provider if ranker else "none",
-        "graph": ranker.graph if ranker else "none",
+        "seconds_by_phase": {k: round(v, 3) for k, v in prepared.items()} | stats.seconds,
+        "provider": ranker.scorer().provider if ranker else "none",
+        "graph": ranker.scorer().graph if ranker else "none",
         "catalogue_items": items.eligible.height,
     }
     if short:
