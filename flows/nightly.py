@@ -89,6 +89,7 @@ def model_context(settings: Settings) -> ModelContext:
         timezone=settings.timezone,
         config_dir=str(settings.config_dir),
         timeout_seconds=step_timeout_seconds(settings),
+        fanout=settings.runner.fanout_of(),
     )
 
 

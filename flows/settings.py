@@ -57,6 +57,8 @@ from nightowl.schemas.config import (
 )
 from nightowl.schemas.landing import SOURCES
 from nightowl.schemas.sources import SourceConfig, known_zone
+from nightowl.tasks.common.fanout import Fanout
+from nightowl.tasks.common.fanout import Kind as FanoutKind
 
 CONFIG_NAME = "nightowl.toml"
 ENV_PREFIX = "NIGHTOWL_"
@@ -166,6 +168,23 @@ class RunnerSettings(BaseModel):
         default=None, description="Scheduler address (tcp://host:8786); none: a local cluster."
     )
     dask_workers: int = Field(default=2, ge=1, description="Workers of the local cluster.")
+    fanout: FanoutKind = Field(
+        default="auto",
+        description="How the bucketed steps (recommend, features-user, score-users) run their "
+        "hash buckets of users. auto: over the Dask cluster when kind = 'dask', else one after "
+        "another in the step's process (Polars already uses every core of one machine); "
+        "threads or processes: on this machine; serial: one after another; dask: over the "
+        "cluster the step runs on (or at dask_address).",
+    )
+    fanout_workers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Threads or processes of fanout = threads | processes (none: one per core).",
+    )
+
+    def fanout_of(self) -> Fanout:
+        """The fan-out these settings ask for."""
+        return Fanout(self.fanout, self.fanout_workers, self.dask_address)
 
 
 class Settings(BaseSettings):

@@ -53,6 +53,7 @@ from nightowl.schemas.config import (
 from nightowl.schemas.sources import SourceConfig
 from nightowl.tasks.behaviour import units as propensity
 from nightowl.tasks.common.deadline import time_limit
+from nightowl.tasks.common.fanout import Fanout
 from nightowl.tasks.common.reads import catalogue_before
 from nightowl.tasks.common.reports import TableReport
 from nightowl.tasks.feedback import units as feedback
@@ -379,6 +380,8 @@ class ModelContext(_Context):
     health: HealthSettings = Field(default_factory=HealthSettings)
     timezone: str = "UTC"
     config_dir: str = "."
+    #: Where the bucketed steps run their buckets (does not change what they write).
+    fanout: Fanout = Field(default_factory=Fanout)
 
 
 def features_key(context: TaskRunContext, params: dict[str, Any]) -> str:
@@ -418,7 +421,8 @@ def features_step(
     with time_limit(ctx.timeout_seconds, "features-user"):
         wh, per_bucket = ctx.warehouse(), ctx.model.features_bucket_events
         made = _unless_young(
-            "user features", lambda: propensity.user_features_table(wh, as_of, per_bucket)
+            "user features",
+            lambda: propensity.user_features_table(wh, as_of, per_bucket, ctx.fanout),
         )
         return made[1] if made is not None else None
 
@@ -506,7 +510,7 @@ def score_step(
         log.warning("no user_scores yet: no model has been trained (see the train step)")
         return None
     with time_limit(ctx.timeout_seconds, "score-users"):
-        report = propensity.score_users(wh, as_of, ctx.model)
+        report = propensity.score_users(wh, as_of, ctx.model, ctx.fanout)
     log.info(
         "scored %s users with %s, %s graph on %s (nodes: %s)",
         f"{report.rows:,}",
@@ -816,7 +820,7 @@ def recommend_step(ctx: ModelContext, as_of: date, cleaned: list[Any]) -> TableR
         report = _unless_young(
             "recommendations",
             lambda: recommendations.recommendations_table(
-                ctx.warehouse(), as_of, ctx.recommend, ctx.model
+                ctx.warehouse(), as_of, ctx.recommend, ctx.model, ctx.fanout
             ),
         )
     if report is None:

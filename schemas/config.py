@@ -157,6 +157,11 @@ class ModelSettings(BaseModel):
         description="churn_risk at or above which a customer is in the tier (else low).",
     )
     score_batch_rows: int = Field(default=262_144, ge=1, description="Rows per ONNX run call.")
+    score_bucket_users: int = Field(
+        default=250_000,
+        ge=1,
+        description="Users per hash bucket when scoring fans out over workers ([runner] fanout).",
+    )
     features_bucket_events: int = Field(
         default=10_000_000,
         ge=1_000,

@@ -55,6 +55,18 @@ def prefect_server() -> Iterator[str]:
         yield PREFECT_API_URL.value()
 
 
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[str]:
+    """A local Dask cluster of two one-thread worker processes, shared by the test session (under
+    xdist: by one worker), started the first time a test asks for it; its scheduler address."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
 @pytest.fixture
 def prefect_api(prefect_server: str) -> str:
     """The session's Prefect server, for one test: its API URL."""

@@ -8,12 +8,14 @@ Features are finite numbers or null, never infinite: a ratio over nothing is nul
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import polars as pl
 
 from nightowl.errors import NotEnoughHistory
+from nightowl.tasks.common.fanout import Fanout
 from nightowl.tasks.models import btyd
 
 #: Event types whose counts, recency and trends become features (others still count as activity).
@@ -345,20 +347,39 @@ def bucketed_user_features(
     feedback: pl.LazyFrame | None = None,
     *,
     buckets: int = 1,
+    fanout: Fanout | None = None,
 ) -> pl.DataFrame:
     """``user_features``, the same rows, computed for one hash bucket of users at a time, so that
     only one bucket's history is in memory (every feature but the items' usual prices, computed
-    first, is a user's own aggregate)."""
+    first, is a user's own aggregate); the buckets run where ``fanout`` puts them."""
     if buckets <= 1:
         return user_features(events, as_of, items, market_prices, feedback).collect()
     usual = usual_prices(known_history(events, as_of)).collect().lazy()  # the one shared figure
-    parts = []
-    for k in range(buckets):
-        mine = user_bucket(pl.col("user_id"), buckets) == k
-        theirs = None if feedback is None else feedback.filter(mine)
-        some = user_features(events.filter(mine), as_of, items, market_prices, theirs, usual)
-        parts.append(some.collect())
+    unit = FeatureBucket(events, as_of, items, market_prices, feedback, usual, buckets)
+    parts = list((fanout or Fanout("serial")).map(unit, range(buckets)))
     return pl.concat(parts).sort("user_id")
+
+
+@dataclass(frozen=True)
+class FeatureBucket:
+    """The features of one hash bucket of users (called with the bucket's number). Picklable:
+    its inputs are scans of the warehouse's files, so a Dask worker reads its bucket itself."""
+
+    events: pl.LazyFrame
+    as_of: date
+    items: pl.LazyFrame | None
+    market_prices: pl.LazyFrame | None
+    feedback: pl.LazyFrame | None
+    usual: pl.LazyFrame
+    buckets: int
+
+    def __call__(self, bucket: int) -> pl.DataFrame:
+        mine = user_bucket(pl.col("user_id"), self.buckets) == bucket
+        theirs = None if self.feedback is None else self.feedback.filter(mine)
+        some = user_features(
+            self.events.filter(mine), self.as_of, self.items, self.market_prices, theirs, self.usual
+        )
+        return some.collect()
 
 
 #: BG/NBD's expected purchases join the features over this many days, whatever a model's

@@ -28,10 +28,12 @@ from nightowl.tasks.behaviour.features import (
     feature_names,
     labelled,
     purchase_labels,
+    user_bucket,
     user_features,
     with_btyd,
 )
 from nightowl.tasks.behaviour.scores import user_scores
+from nightowl.tasks.common.fanout import Fanout
 from nightowl.tasks.common.reads import catalogue_before, clean_before, event_days
 from nightowl.tasks.models import score, tensorised
 from nightowl.tasks.models.export import (
@@ -120,7 +122,7 @@ class ScoreReport(BaseModel):
     seconds: float = 0.0
 
 
-def _feature_sources(wh: Warehouse, as_of: date) -> dict[str, tuple[pl.LazyFrame | None, list]]:
+def feature_sources(wh: Warehouse, as_of: date) -> dict[str, tuple[pl.LazyFrame | None, list]]:
     """Each clean table the user features as of ``as_of`` read: its rows and partition refs."""
     return {
         CLEAN_EVENTS.name: clean_before(wh, CLEAN_EVENTS.name, as_of),
@@ -132,7 +134,7 @@ def _feature_sources(wh: Warehouse, as_of: date) -> dict[str, tuple[pl.LazyFrame
 
 def feature_inputs(wh: Warehouse, as_of: date) -> list[InputRef]:
     """The clean partitions the user features as of ``as_of`` are computed from."""
-    return [ref for _, refs in _feature_sources(wh, as_of).values() for ref in refs]
+    return [ref for _, refs in feature_sources(wh, as_of).values() for ref in refs]
 
 
 # ---- features -------------------------------------------------------------------------------
@@ -163,14 +165,17 @@ declare_columns(USER_FEATURES, user_features_schema)
 
 
 def user_features_table(
-    wh: Warehouse, as_of: date, bucket_events: int = ModelSettings().features_bucket_events
+    wh: Warehouse,
+    as_of: date,
+    bucket_events: int = ModelSettings().features_bucket_events,
+    fanout: Fanout | None = None,
 ) -> tuple[pl.DataFrame, FeatureReport]:
     """The user features as of ``as_of``: read back when their inputs are unchanged, else built
-    (a user-hash bucket of about ``bucket_events`` events at a time) and published to
-    ``features/user/as_of=...``."""
+    (a user-hash bucket of about ``bucket_events`` events at a time, where ``fanout`` runs it)
+    and published to ``features/user/as_of=...``."""
     started = time.perf_counter()
     partition = {"as_of": as_of.isoformat()}
-    sources = _feature_sources(wh, as_of)
+    sources = feature_sources(wh, as_of)
     inputs = [ref for _, refs in sources.values() for ref in refs]
     inputs_hash = combined_hash([wh.code_version, *(r.content_hash for r in inputs)])
     features = USER_FEATURES
@@ -185,7 +190,9 @@ def user_features_table(
     if events is None:
         raise NotEnoughHistory(f"no clean events before {as_of}: nothing to featurize")
     buckets = math.ceil(events.select(pl.len()).collect().item() / bucket_events)
-    frame = bucketed_user_features(events, as_of, items, market, feedback, buckets=buckets)
+    frame = bucketed_user_features(
+        events, as_of, items, market, feedback, buckets=buckets, fanout=fanout
+    )
     # BG/NBD is fitted on every customer at once, so it joins after the buckets.
     frame = with_btyd(frame)
     manifest = wh.write_partition(
@@ -440,8 +447,11 @@ def _challenge(
 # ---- scoring --------------------------------------------------------------------------------
 
 
-def score_users(wh: Warehouse, as_of: date, cfg: ModelSettings) -> ScoreReport:
-    """Score every user featurized as of ``as_of`` with the champion; publish ``user_scores``."""
+def score_users(
+    wh: Warehouse, as_of: date, cfg: ModelSettings, fanout: Fanout | None = None
+) -> ScoreReport:
+    """Score every user featurized as of ``as_of`` with the champion (in user buckets where
+    ``fanout`` runs them); publish ``user_scores``."""
     started = time.perf_counter()
     registry = Registry(wh)
     card = scoring_model(registry, as_of)
@@ -452,7 +462,7 @@ def score_users(wh: Warehouse, as_of: date, cfg: ModelSettings) -> ScoreReport:
             f"model {card.version} needs features {sorted(missing)} that "
             f"{USER_FEATURES.path} does not have; retrain (nightowl train)"
         )
-    served = served_scores(registry, card, features, cfg)
+    served = served_scores(registry, card, features, cfg, fanout)
     scores = user_scores(
         features,
         served.probability,
@@ -511,17 +521,29 @@ class Served:
 
 
 def served_scores(
-    registry: Registry, card: ModelCard, features: pl.DataFrame, cfg: ModelSettings
+    registry: Registry,
+    card: ModelCard,
+    features: pl.DataFrame,
+    cfg: ModelSettings,
+    fanout: Fanout | None = None,
 ) -> Served:
     """The purchase probabilities of ``features``' users from the version ``card`` names, or
-    from its calibrated simple rule where the model did not beat it."""
+    from its calibrated simple rule where the model did not beat it; the model's rows go out in
+    user-hash buckets of ``score_bucket_users`` where ``fanout`` (when not serial) runs them."""
     rule = card.serves_rule
     if rule is not None and card.guard is not None:
         raw = train.rule_scores(features, rule, card.training["horizon_days"])
         probability = train.Calibration(**card.guard["calibration"]).apply(raw)
         return Served(probability.astype(np.float32), rule_version(card), "polars", RULE_GRAPH, {})
     scorer = score.scorer_for(registry, card, cfg)
-    probability = scorer.predict(train.feature_matrix(features, card.feature_names))
+    matrix = train.feature_matrix(features, card.feature_names)
+    if fanout is None or fanout.resolved() == "serial":
+        probability = scorer.predict(matrix)
+    else:
+        named = score.RegisteredScorer(str(registry.wh.data_root), MODEL, card.version, cfg)
+        buckets = max(1, math.ceil(features.height / cfg.score_bucket_users))
+        bucket = features.select(user_bucket(pl.col("user_id"), buckets))
+        probability = score.bucketed_predict(named, matrix, bucket.to_series().to_numpy(), fanout)
     return Served(probability, card.version, scorer.provider, scorer.graph, scorer.placement)
 
 

@@ -78,9 +78,7 @@ class Fanout:
                 yield from _ordered(lambda piece: pool.submit(fn, piece), pieces, self.in_flight)
 
 
-def _ordered(
-    submit: Callable[[T], _Future], pieces: Iterable[T], in_flight: int
-) -> Iterator[Any]:
+def _ordered(submit: Callable[[T], _Future], pieces: Iterable[T], in_flight: int) -> Iterator[Any]:
     """The results of ``submit``-ted pieces in order, with at most ``in_flight`` outstanding."""
     waiting: deque[_Future] = deque()
     for piece in pieces:

@@ -20,6 +20,7 @@ import ctypes
 import io
 import json
 import logging
+import os
 import tempfile
 import warnings
 from collections import Counter
@@ -31,8 +32,10 @@ import numpy as np
 import onnxruntime as ort
 
 from nightowl.schemas.config import ModelSettings
+from nightowl.tasks.common.fanout import Fanout
 from nightowl.tasks.models.export import ENSEMBLE, INPUT, OUTPUT
 from nightowl.warehouse.registry import ModelCard, Registry
+from nightowl.warehouse.store import Warehouse
 
 log = logging.getLogger("nightowl")
 
@@ -93,10 +96,11 @@ def providers(preference: str = "auto") -> list[str]:
     return [CPU]
 
 
-def session(model: bytes, wanted: list[str], threads: int = 2) -> ort.InferenceSession:
-    """An inference session for ``model`` on ``wanted`` providers, with quiet logs."""
+def session(model: bytes, wanted: list[str], threads: int | None = None) -> ort.InferenceSession:
+    """An inference session for ``model`` on ``wanted`` providers, with quiet logs; ``threads``
+    by default 2, or ``OMP_NUM_THREADS`` where set (one per Dask worker of one core)."""
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
+    options.intra_op_num_threads = threads or int(os.environ.get("OMP_NUM_THREADS") or 2)
     options.log_severity_level = 3  # warnings about unused initialisers are not the user's concern
     return ort.InferenceSession(model, options, providers=wanted)
 
@@ -221,3 +225,42 @@ def scorer_for(registry: Registry, card: ModelCard, cfg: ModelSettings) -> Score
         placement=provider_counts(nodes),
         batch_rows=batch_rows,
     )
+
+
+@dataclass(frozen=True)
+class RegisteredScorer:
+    """A registered version's scorer named, not opened: it travels (with a bucket, to another
+    process or a Dask worker) as a few strings, and each process opens the session once."""
+
+    data_root: str
+    model: str
+    version: str
+    settings: ModelSettings
+
+    def opened(self) -> Scorer:
+        """The scorer, opened in this process on first use."""
+        return _opened(self.data_root, self.model, self.version, self.settings.model_dump_json())
+
+    def __call__(self, matrix: np.ndarray) -> np.ndarray:
+        return self.opened().predict(matrix)
+
+
+@cache
+def _opened(data_root: str, model: str, version: str, settings: str) -> Scorer:
+    registry = Registry(Warehouse(Path(data_root)))
+    card = registry.card(model, version)
+    return scorer_for(registry, card, ModelSettings.model_validate_json(settings))
+
+
+def bucketed_predict(
+    scorer: RegisteredScorer, matrix: np.ndarray, bucket: np.ndarray, fanout: Fanout
+) -> np.ndarray:
+    """``scorer``'s predictions for ``matrix``, its rows sent out in the buckets ``bucket``
+    numbers (one per row) where ``fanout`` runs them; a row's score is the same wherever its
+    bucket ran."""
+    order = np.argsort(bucket, kind="stable")
+    bounds = np.flatnonzero(np.diff(bucket[order])) + 1
+    pieces = np.split(matrix[order], bounds)
+    predicted = np.empty(len(matrix), dtype=np.float64)
+    predicted[order] = np.concatenate(list(fanout.map(scorer, pieces)))
+    return predicted

@@ -10,14 +10,12 @@ the user id) so memory stays bounded, and publishes ``predictions/recommendation
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
-from pathlib import Path
 from typing import cast
 
 import lightgbm as lgb
@@ -496,25 +494,12 @@ def onnx_scorer(scorer: score.Scorer) -> Callable[[pl.DataFrame], np.ndarray]:
 
 @dataclass(frozen=True)
 class RankerScorer:
-    """Scores candidates' features with a registered ranker. Only names travel (it may be sent
-    to another process or a Dask worker with a bucket); each process opens the session once."""
+    """Scores candidates' features with a registered ranker; picklable, as its ``registered``."""
 
-    data_root: str
-    version: str
-    settings: ModelSettings
+    registered: score.RegisteredScorer
 
     def __call__(self, frame: pl.DataFrame) -> np.ndarray:
-        return self.scorer().predict(train.feature_matrix(frame, list(rec.FEATURES)))
-
-    def scorer(self) -> score.Scorer:
-        return _opened(self.data_root, self.version, self.settings.model_dump_json())
-
-
-@functools.cache
-def _opened(data_root: str, version: str, settings: str) -> score.Scorer:
-    registry = Registry(Warehouse(Path(data_root)))
-    card = registry.card(MODEL, version)
-    return score.scorer_for(registry, card, ModelSettings.model_validate_json(settings))
+        return self.registered(train.feature_matrix(frame, list(rec.FEATURES)))
 
 
 # ---- nightly lists --------------------------------------------------------------------------
@@ -682,6 +667,7 @@ class BucketStats:
     candidates: int = 0
     buckets: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    wall: float = 0.0  # seconds from the first bucket sent out to the last one back
 
     def add(self, phase: str, seconds: float) -> None:
         self.seconds[phase] = round(self.seconds.get(phase, 0.0) + seconds, 3)
@@ -776,7 +762,9 @@ def bucketed_lists(
                 began = time.perf_counter()
                 night = replace(night, browsing=browsing(mine))
                 stats.add("browsing", time.perf_counter() - began)
-            for bucket in buckets(users.filter(mine) if groups > 1 else users, ranker.cfg.bucket_users):
+            for bucket in buckets(
+                users.filter(mine) if groups > 1 else users, ranker.cfg.bucket_users
+            ):
                 coded = codes.coded(bucket.select("user_id"))
                 theirs = {
                     name: getattr(night, name).join(coded, on="user_id", how="semi")
@@ -800,6 +788,7 @@ def bucketed_lists(
                 f"{ranked.candidates:,}",
                 time.perf_counter() - began,
             )
+    stats.wall = round(time.perf_counter() - began, 3)
     if not parts:
         return _no_lists(ranker.version), stats
     lists = pl.concat(parts).sort("user_id", "rank")
@@ -853,8 +842,9 @@ def recommendations_table(
     version = HEURISTIC if card is None else rule_version(card) if rule else card.version
     ranker = None
     if card is not None and rule is None:
-        ranker = RankerScorer(str(wh.data_root), card.version, scoring or ModelSettings())
-    scores = heuristic_scores if ranker is None else ranker
+        settings = scoring or ModelSettings()
+        ranker = score.RegisteredScorer(str(wh.data_root), MODEL, card.version, settings)
+    scores = heuristic_scores if ranker is None else RankerScorer(ranker)
     bucket_ranker = BucketRanker(items, codes.items, cfg, scores, version, rule)
 
     def browsing(whose: pl.Expr) -> pl.DataFrame:
@@ -870,9 +860,11 @@ def recommendations_table(
         "candidates": stats.candidates,
         "buckets": stats.buckets,
         "groups": groups,
+        "fanout": (fanout or Fanout()).resolved(),
+        "fanout_seconds": stats.wall,
         "seconds_by_phase": {k: round(v, 3) for k, v in prepared.items()} | stats.seconds,
-        "provider": ranker.scorer().provider if ranker else "none",
-        "graph": ranker.scorer().graph if ranker else "none",
+        "provider": ranker.opened().provider if ranker else "none",
+        "graph": ranker.opened().graph if ranker else "none",
         "catalogue_items": items.eligible.height,
     }
     if short:

@@ -29,6 +29,7 @@ from nightowl.tasks.behaviour.units import (
     training_due,
     user_features_table,
 )
+from nightowl.tasks.common.fanout import Fanout
 from nightowl.tasks.ingest import units
 from nightowl.warehouse.registry import Registry
 from nightowl.warehouse.store import Warehouse
@@ -79,6 +80,19 @@ def test_features_made_a_bucket_of_users_at_a_time_are_the_same(wh, tmp_path):
     split, again = user_features_table(other, as_of, bucket_events=5_000)
     assert not again.reused and split.equals(whole)
     assert again.content_hash == report.content_hash
+
+
+def test_features_whose_buckets_ran_on_a_dask_cluster_are_the_same_bytes(
+    wh, tmp_path, dask_cluster
+):
+    as_of = END + timedelta(days=1)
+    _, report = user_features_table(wh, as_of)
+    other = Warehouse(tmp_path / "other", "test")
+    shutil.copytree(wh.data_root, other.data_root)
+    shutil.rmtree(other.table_dir("features", "user"), ignore_errors=True)
+    spread = Fanout("dask", 2, dask_cluster)
+    _, again = user_features_table(other, as_of, bucket_events=5_000, fanout=spread)
+    assert not again.reused and again.content_hash == report.content_hash
 
 
 def test_features_are_published_once_and_reused(wh):
@@ -241,6 +255,15 @@ def test_each_score_is_the_model_s_probability_for_that_user(wh):
     joined = scores.join(expected, on="user_id", how="inner")
     assert joined.height == scores.height == features.height
     assert (joined["p_purchase_30d"] - joined["native"]).abs().max() < 1e-6
+
+
+def test_scores_whose_buckets_ran_on_a_dask_cluster_are_the_same_bytes(wh, dask_cluster):
+    train_propensity(wh, END, FAST)
+    as_of = END + timedelta(days=1)
+    whole = score_users(wh, as_of, FAST)
+    small = FAST.model_copy(update={"score_bucket_users": 100})
+    spread = score_users(wh, as_of, small, Fanout("dask", 2, dask_cluster))
+    assert spread.content_hash == whole.content_hash
 
 
 def test_a_lost_challenge_does_not_make_training_due_every_night(wh):

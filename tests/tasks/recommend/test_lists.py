@@ -280,3 +280,57 @@ def test_the_rules_read_only_what_rule_user_tables_hold(rule):
     full = rec.rule_lists(rule, ut, items, 5, CFG.half_life_days)
     assert full.height > 0
     assert_frame_equal(rec.rule_lists(rule, light, items, 5, CFG.half_life_days), full)
+
+
+def _candidates_by_joins(ut: rec.UserTables, items: rec.ItemTables, cfg: RecommendSettings):
+    """The candidates as first written, the spec ``rec.candidates`` must equal: each source
+    ranked, the sources full-joined one after another, then the cap."""
+    merged = None
+    for ranked in rec.source_candidates(ut, items, cfg).values():
+        if merged is None:
+            merged = ranked
+        else:
+            merged = merged.join(ranked, on=["user_id", "item_id"], how="full", coalesce=True)
+    rank_cols = [f"{s}_rank" for s in rec.SOURCES]
+    reason = pl.lit(None, pl.String)
+    for source in reversed(rec.SOURCES):
+        reason = (
+            pl.when(pl.col(f"{source}_rank").is_not_null()).then(pl.lit(source)).otherwise(reason)
+        )
+    merged = merged.with_columns(
+        best_rank=pl.min_horizontal(rank_cols),
+        n_sources=pl.sum_horizontal(pl.col(rank_cols).is_not_null().cast(pl.Int32)),
+        source=reason,
+    )
+    capped = (
+        merged.filter(pl.col("best_rank") <= cfg.max_candidates)
+        .sort(
+            ["user_id", "best_rank", "n_sources", "item_id"], descending=[False, False, True, False]
+        )
+        .group_by("user_id", maintain_order=True)
+        .head(cfg.max_candidates)
+    )
+    return capped.drop("best_rank").sort("user_id", "item_id")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(ROW, min_size=1, max_size=40),
+    st.integers(min_value=2, max_value=12),
+    st.booleans(),
+)
+def test_candidates_on_codes_are_the_joined_candidates_on_ids(rows, cap, exclude):
+    """Candidates grouped once on integer codes equal the sources joined on the ids."""
+    cfg = CFG.model_copy(update={"max_candidates": cap, "exclude_bought": exclude})
+    history, items, ut = tables(rows, cfg)
+    expected = _candidates_by_joins(ut, items, cfg)
+    assert_frame_equal(rec.candidates(ut, items, cfg), expected)
+    codes = rec.key_codes(history, ut.users)
+    coded = rec.coded_history(history, codes)
+    coded_items = rec.item_tables(coded, cfg)
+    coded_ut = rec.user_tables(coded, codes.coded(ut.users))
+    on_codes = rec.candidates(coded_ut, coded_items, cfg)
+    assert on_codes.schema["user_id"] == pl.UInt32
+    assert_frame_equal(codes.decoded(on_codes), expected)
+    features = rec.ranker_features(on_codes, coded_ut, coded_items, coded)
+    assert_frame_equal(codes.decoded(features), rec.ranker_features(expected, ut, items, history))

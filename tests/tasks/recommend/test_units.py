@@ -12,10 +12,12 @@ import lightgbm as lgb
 import numpy as np
 import polars as pl
 import pytest
+from polars.testing import assert_frame_equal
 
 from nightowl.errors import NotEnoughHistory
-from nightowl.schemas.config import RecommendSettings
+from nightowl.schemas.config import ModelSettings, RecommendSettings
 from nightowl.tasks.behaviour import train
+from nightowl.tasks.common.fanout import Fanout
 from nightowl.tasks.common.reads import clean_before
 from nightowl.tasks.models import score
 from nightowl.tasks.recommend import lists as rec
@@ -23,8 +25,12 @@ from nightowl.tasks.recommend.units import (
     HEURISTIC,
     MODEL,
     TABLE,
+    RankerScorer,
     inputs_before,
+    listed_users,
+    ranked_lists,
     recommendations_table,
+    scoring_model,
     snapshot,
     train_recommender,
     training_due,
@@ -373,3 +379,75 @@ def test_training_builds_candidates_for_the_capped_samples_only(trained, tmp_pat
     assert 0 < card.training["groups"] <= 100 * small.snapshots
     assert 0 < card.training["holdout_users"] <= 150
     assert card.parity["tensorised"]["max_abs_diff"] <= small.parity_tolerance
+
+
+# ---- buckets, codes and where they run -------------------------------------------------------
+
+
+def _lists_on_ids(wh: Warehouse, as_of) -> pl.DataFrame:
+    """The lists the plain way: every user at once, joins on the string ids, no codes."""
+    inputs = inputs_before(wh, as_of, FAST)
+    history = rec.history_as_of(inputs.events, inputs.items, inputs.market_prices, as_of, FAST)
+    items = rec.item_tables(history, FAST)
+    ut = rec.user_tables(history, listed_users(wh, inputs, as_of, FAST))
+    frame = rec.ranker_features(rec.candidates(ut, items, FAST), ut, items, history)
+    card = scoring_model(Registry(wh), as_of)
+    assert card is not None
+    named = score.RegisteredScorer(str(wh.data_root), MODEL, card.version, ModelSettings())
+    scores = RankerScorer(named)(frame)
+    lists = ranked_lists(frame, scores, items, FAST.top_k, card.version, FAST.lapsed_days)
+    return lists.sort("user_id", "rank")
+
+
+def test_lists_on_a_two_worker_dask_cluster_are_those_ranked_in_one_piece_on_the_ids(
+    trained, tmp_path, dask_cluster
+):
+    as_of = END + timedelta(days=1)
+    one = _copy(trained, tmp_path / "one")
+    whole = recommendations_table(one, as_of, FAST, fanout=Fanout("serial"))
+    assert whole.notes["buckets"] == 1
+    spread = _copy(trained, tmp_path / "spread")
+    small = FAST.model_copy(update={"bucket_users": 150, "group_events": 5_000})
+    split = recommendations_table(spread, as_of, small, fanout=Fanout("dask", 2, dask_cluster))
+    assert split.notes["buckets"] > 4 and split.notes["groups"] > 1
+    assert split.content_hash == whole.content_hash
+    assert_frame_equal(_lists(spread, as_of), _lists(one, as_of))
+    assert_frame_equal(_lists(one, as_of), _lists_on_ids(one, as_of))
+
+
+def test_lists_in_local_processes_and_threads_are_the_same_bytes(trained, tmp_path):
+    as_of = END + timedelta(days=1)
+    small = FAST.model_copy(update={"bucket_users": 200})
+    hashes = {
+        kind: recommendations_table(
+            _copy(trained, tmp_path / kind), as_of, small, fanout=Fanout(kind, 2)
+        ).content_hash
+        for kind in ("serial", "threads", "processes")
+    }
+    assert len(set(hashes.values())) == 1
+
+
+def test_codes_keep_the_order_of_the_ids_and_come_back_to_them():
+    history = rec.History(
+        as_of=END,
+        purchases=pl.DataFrame({"user_id": ["u10", "u9"], "item_id": ["b", "a"]}),
+        browsing=pl.DataFrame({"user_id": ["u9", "ghost"], "item_id": ["zz", "a"]}),
+        catalogue=pl.DataFrame({"item_id": ["c", "a", "b"]}),
+        competitor=None,
+    )
+    codes = rec.key_codes(history, pl.DataFrame({"user_id": ["u2", "u9"]}))
+    assert codes.users.to_list() == ["u10", "u2", "u9"] and codes.items.to_list() == ["a", "b", "c"]
+    coded = rec.coded_history(history, codes)
+    assert coded.purchases.rows() == [(0, 1), (2, 0)]
+    # Browsing of users nobody ranks and of items nobody may offer is not needed: dropped.
+    assert coded.browsing.height == 0
+    frame = pl.DataFrame(
+        {"user_id": [2, 0], "item_id": [1, 2], "anchor": [None, 0]},
+        schema={"user_id": pl.UInt32, "item_id": pl.UInt32, "anchor": pl.UInt32},
+    )
+    back = codes.decoded(frame)
+    assert back.rows() == [("u9", "b", None), ("u10", "c", "a")]
+    assert (
+        back.sort("user_id")["user_id"].to_list()
+        == codes.decoded(frame.sort("user_id"))["user_id"].to_list()
+    )
