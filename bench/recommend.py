@@ -199,18 +199,15 @@ def worker(side: str, users: int, items: int, bucket_users: int, result: Path) -
     active = rec.active_users(events, as_of, cfg.active_days)
     if side == "nightowl":
         history = rec.history_as_of(events, catalogue, None, as_of, cfg)
-        tables = rec.item_tables(history, cfg)
         sess = score.session(model_path(users, items).read_bytes(), [score.CPU])
         scorer = score.Scorer(
             session=sess, graph=score.TREE_ENSEMBLE, provider=score.CPU, placement={},
             batch_rows=ModelSettings().score_batch_rows,
         )  # fmt: skip
         prepared = time.perf_counter() - started
-        lists, stats = recs.bucketed_lists(
-            history, tables, active, cfg, recs.onnx_scorer(scorer), "bench"
-        )
+        lists, stats = recs.bucketed_lists(history, active, cfg, recs.onnx_scorer(scorer), "bench")
         candidates, n_buckets = stats.candidates, stats.buckets
-        phases = {"history_and_item_tables": round(prepared, 3), **stats.seconds}
+        phases = {"history": round(prepared, 3), **stats.seconds}
     else:
         recent = rec.events_before(events, as_of).filter(
             (pl.col("event_type") == "purchase") & (pl.col("days_ago") < 28)

@@ -334,9 +334,10 @@ def user_features(
     return frame.with_columns(as_of=pl.lit(as_of)).sort("user_id")
 
 
-def user_bucket(user_id: pl.Expr, buckets: int) -> pl.Expr:
-    """A user's bucket: a stable hash of the id modulo ``buckets`` (same on every machine)."""
-    return user_id.hash(seed=0) % buckets
+def user_bucket(user_id: pl.Expr, buckets: int, seed: int = 0) -> pl.Expr:
+    """A user's bucket: a stable hash of the id modulo ``buckets`` (same on every machine); a
+    split within a split takes another ``seed``, else its buckets follow the first one's."""
+    return user_id.hash(seed=seed) % buckets
 
 
 def bucketed_user_features(

@@ -221,9 +221,11 @@ def decoded_tables(tables: Tables, codes: KeyCodes) -> Tables:
 def coded_history(history: History, codes: KeyCodes) -> History:
     """``history`` with user and item ids as ``codes`` (browsing of unknown ids dropped)."""
     competitor = None if history.competitor is None else codes.coded(history.competitor)
+    # Baskets are only grouped and joined on, never ordered: any integer per basket will do.
+    basket = pl.col("basket").cast(pl.Categorical).to_physical().alias("basket")
     return replace(
         history,
-        purchases=codes.coded(history.purchases),
+        purchases=codes.coded(history.purchases).with_columns(basket),
         browsing=codes.coded(history.browsing),
         catalogue=codes.coded(history.catalogue),
         competitor=competitor,

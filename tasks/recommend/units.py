@@ -654,7 +654,8 @@ def buckets(users: pl.DataFrame, per_bucket: int) -> Iterator[pl.DataFrame]:
     if n == 1:
         yield users
         return
-    keyed = users.with_columns(bucket=user_bucket(pl.col("user_id"), n))
+    # Not the groups' seed: users of group g (hash % groups == g) would fill only some buckets.
+    keyed = users.with_columns(bucket=user_bucket(pl.col("user_id"), n, seed=1))
     for (_,), part in keyed.sort("bucket", "user_id").group_by("bucket", maintain_order=True):
         yield part.drop("bucket")
 
@@ -668,6 +669,7 @@ class BucketStats:
     buckets: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
     wall: float = 0.0  # seconds from the first bucket sent out to the last one back
+    eligible_items: int = 0
 
     def add(self, phase: str, seconds: float) -> None:
         self.seconds[phase] = round(self.seconds.get(phase, 0.0) + seconds, 3)
@@ -736,23 +738,37 @@ class BucketRanker:
 def bucketed_lists(
     history: rec.History,
     users: pl.DataFrame,
-    ranker: BucketRanker,
-    codes: rec.KeyCodes,
+    cfg: RecommendSettings,
+    scorer: Callable[[pl.DataFrame], np.ndarray],
+    version: str,
+    *,
+    rule: str | None = None,
     browsing: Callable[[pl.Expr], pl.DataFrame] | None = None,
     groups: int = 1,
     fanout: Fanout | None = None,
 ) -> tuple[pl.DataFrame, BucketStats]:
-    """Top-K lists for ``users`` (ids), one hash bucket at a time, by ``ranker`` over ``history``
-    (keys as ``codes``): only a bucket's candidates are in memory at once, wherever ``fanout``
-    runs it; with what each phase took.
+    """Top-K lists for ``users``, one hash bucket at a time, by ``scorer`` (or ``rule``'s lists)
+    over ``history``: users and items are coded to integers once, then each bucket's candidates,
+    features, scores and top K are made where ``fanout`` runs it, only one bucket's candidates
+    in memory there; with what each phase took.
 
     With ``groups`` > 1 the users are first split into that many hash groups, and ``browsing``
-    loads one group's views and carts (given a predicate on ``user_id``, keys coded) in place
-    of ``history.browsing``: then only one group's browsing is in memory."""
+    loads one group's views and carts (given a predicate on ``user_id``) in place of
+    ``history.browsing``: then only one group's browsing is in memory."""
     stats = BucketStats()
+    clock = time.perf_counter()
+    # Joins, group-bys and sorts run on integers; ids come back at the edge.
+    codes = rec.key_codes(history, users)
+    history = rec.coded_history(history, codes)
+    stats.add("codes", time.perf_counter() - clock)
+    clock = time.perf_counter()
+    items = rec.item_tables(history, cfg)
+    stats.add("item_tables", time.perf_counter() - clock)
+    stats.eligible_items = items.eligible.height
+    ranker = BucketRanker(items, codes.items, cfg, scorer, version, rule)
     group_of = user_bucket(pl.col("user_id"), groups)
     sizes = users.group_by(group_of.alias("g")).len()["len"] if groups > 1 else [users.height]
-    total = sum(max(1, math.ceil(n / ranker.cfg.bucket_users)) for n in sizes)
+    total = sum(max(1, math.ceil(n / cfg.bucket_users)) for n in sizes)
 
     def pieces() -> Iterator[Bucket]:
         night = history
@@ -760,11 +776,9 @@ def bucketed_lists(
             mine = group_of == g
             if browsing is not None:
                 began = time.perf_counter()
-                night = replace(night, browsing=browsing(mine))
+                night = replace(night, browsing=codes.coded(browsing(mine)))
                 stats.add("browsing", time.perf_counter() - began)
-            for bucket in buckets(
-                users.filter(mine) if groups > 1 else users, ranker.cfg.bucket_users
-            ):
+            for bucket in buckets(users.filter(mine) if groups > 1 else users, cfg.bucket_users):
                 coded = codes.coded(bucket.select("user_id"))
                 theirs = {
                     name: getattr(night, name).join(coded, on="user_id", how="semi")
@@ -790,7 +804,7 @@ def bucketed_lists(
             )
     stats.wall = round(time.perf_counter() - began, 3)
     if not parts:
-        return _no_lists(ranker.version), stats
+        return _no_lists(version), stats
     lists = pl.concat(parts).sort("user_id", "rank")
     return lists.with_columns(codes.users.gather(lists["user_id"]).alias("user_id")), stats
 
@@ -829,13 +843,7 @@ def recommendations_table(
     )
     groups = max(1, math.ceil(inputs.events.select(pl.len()).collect().item() / cfg.group_events))
     users = listed_users(wh, inputs, as_of, cfg)
-    prepared = {"history": time.perf_counter() - started}
-    # Users and items are coded to integers once: the buckets join, group and sort on those.
-    codes = rec.key_codes(history, users)
-    history = rec.coded_history(history, codes)
-    prepared["codes"] = time.perf_counter() - started - prepared["history"]
-    items = rec.item_tables(history, cfg)
-    prepared["item_tables"] = time.perf_counter() - started - sum(prepared.values())
+    prepared = {"history": round(time.perf_counter() - started, 3)}
     registry = Registry(wh)
     card = scoring_model(registry, as_of)
     rule = card.serves_rule if card else None
@@ -845,14 +853,15 @@ def recommendations_table(
         settings = scoring or ModelSettings()
         ranker = score.RegisteredScorer(str(wh.data_root), MODEL, card.version, settings)
     scores = heuristic_scores if ranker is None else RankerScorer(ranker)
-    bucket_ranker = BucketRanker(items, codes.items, cfg, scores, version, rule)
 
     def browsing(whose: pl.Expr) -> pl.DataFrame:
-        return codes.coded(rec.browsing_before(inputs.events, as_of, cfg, whose).collect())
+        return rec.browsing_before(inputs.events, as_of, cfg, whose).collect()
 
+    fanout = fanout or Fanout()
     lists, stats = bucketed_lists(
-        history, users, bucket_ranker, codes, browsing, groups, fanout or Fanout()
-    )
+        history, users, cfg, scores, version, rule=rule, browsing=browsing, groups=groups,
+        fanout=fanout,
+    )  # fmt: skip
     short = lists.group_by("user_id").len().filter(pl.col("len") < cfg.top_k).height
     notes = {
         "users": users.height,
@@ -860,12 +869,12 @@ def recommendations_table(
         "candidates": stats.candidates,
         "buckets": stats.buckets,
         "groups": groups,
-        "fanout": (fanout or Fanout()).resolved(),
+        "fanout": fanout.resolved(),
         "fanout_seconds": stats.wall,
-        "seconds_by_phase": {k: round(v, 3) for k, v in prepared.items()} | stats.seconds,
+        "seconds_by_phase": prepared | stats.seconds,
         "provider": ranker.opened().provider if ranker else "none",
         "graph": ranker.opened().graph if ranker else "none",
-        "catalogue_items": items.eligible.height,
+        "catalogue_items": stats.eligible_items,
     }
     if short:
         log.warning(
@@ -874,7 +883,7 @@ def recommendations_table(
             short,
             users.height,
             cfg.top_k,
-            items.eligible.height,
+            stats.eligible_items,
             ", less what each user bought once" if cfg.exclude_bought else "",
         )
     refs = list(inputs.refs)

@@ -353,21 +353,26 @@ def test_secrets_from_config_or_environment_reach_no_log_artifact_or_file(
         assert leaks == []
 
 
-def test_a_dask_cluster_produces_the_same_tables_as_threads(prefect_api, tmp_path):
+def test_a_dask_cluster_produces_the_same_tables_as_threads(prefect_api, tmp_path, monkeypatch):
     from nightowl.flows.nightly import nightly
     from nightowl.flows.runtime import task_runner
     from nightowl.flows.settings import load_settings
 
     roots = [tmp_path / "threads", tmp_path / "dask"]
     for root in roots:
-        landing(root / "landing", users=200, items=24, days=3, seed=6, end_date=END)
+        landing(root / "landing", users=500, items=24, days=10, seed=6, end_date=END)
     assert nightly(run_date=END, data_root=str(roots[0]), return_state=True).is_completed()
 
+    # On the cluster the bucketed steps also send their buckets out: small ones, so there are many.
+    monkeypatch.setenv("NIGHTOWL_RECOMMEND__BUCKET_USERS", "100")
+    monkeypatch.setenv("NIGHTOWL_MODEL__FEATURES_BUCKET_EVENTS", "1000")
     on_dask = load_settings(None, runner={"kind": "dask", "dask_workers": 2})
     with_dask = nightly.with_options(task_runner=task_runner(on_dask))
     assert with_dask(run_date=END, data_root=str(roots[1]), return_state=True).is_completed()
     threads, dask = (_hashes(Warehouse(root)) for root in roots)
     assert threads and threads == dask
+    lists = Warehouse(roots[1]).manifests("predictions", "recommendations")[-1]
+    assert lists.stats["fanout"] == "dask" and lists.stats["buckets"] > 1, lists.stats
 
 
 def test_the_nightly_flow_trains_a_champion_scores_users_and_the_cli_shows_it(

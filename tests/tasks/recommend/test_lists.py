@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
 from nightowl.schemas.config import RecommendSettings
+from nightowl.tasks.behaviour.features import user_bucket
 from nightowl.tasks.recommend import lists as rec
 from nightowl.tasks.recommend.units import buckets
 
@@ -334,3 +335,11 @@ def test_candidates_on_codes_are_the_joined_candidates_on_ids(rows, cap, exclude
     assert_frame_equal(codes.decoded(on_codes), expected)
     features = rec.ranker_features(on_codes, coded_ut, coded_items, coded)
     assert_frame_equal(codes.decoded(features), rec.ranker_features(expected, ut, items, history))
+
+
+def test_buckets_within_a_hash_group_are_even():
+    """A group's users (hash % 10 == 0) still spread over every bucket (4 shares a factor)."""
+    users = pl.DataFrame({"user_id": [f"u{i}" for i in range(20_000)]})
+    group = users.filter(user_bucket(pl.col("user_id"), 10) == 0)
+    sizes = [p.height for p in buckets(group, group.height // 4 + 1)]
+    assert len(sizes) == 4 and min(sizes) > 0.8 * group.height / 4

@@ -430,7 +430,7 @@ def test_lists_in_local_processes_and_threads_are_the_same_bytes(trained, tmp_pa
 def test_codes_keep_the_order_of_the_ids_and_come_back_to_them():
     history = rec.History(
         as_of=END,
-        purchases=pl.DataFrame({"user_id": ["u10", "u9"], "item_id": ["b", "a"]}),
+        purchases=pl.DataFrame({"user_id": ["u10", "u9"], "item_id": ["b", "a"], "basket": "o"}),
         browsing=pl.DataFrame({"user_id": ["u9", "ghost"], "item_id": ["zz", "a"]}),
         catalogue=pl.DataFrame({"item_id": ["c", "a", "b"]}),
         competitor=None,
@@ -438,7 +438,7 @@ def test_codes_keep_the_order_of_the_ids_and_come_back_to_them():
     codes = rec.key_codes(history, pl.DataFrame({"user_id": ["u2", "u9"]}))
     assert codes.users.to_list() == ["u10", "u2", "u9"] and codes.items.to_list() == ["a", "b", "c"]
     coded = rec.coded_history(history, codes)
-    assert coded.purchases.rows() == [(0, 1), (2, 0)]
+    assert coded.purchases.select("user_id", "item_id").rows() == [(0, 1), (2, 0)]
     # Browsing of users nobody ranks and of items nobody may offer is not needed: dropped.
     assert coded.browsing.height == 0
     frame = pl.DataFrame(
