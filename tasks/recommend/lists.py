@@ -691,15 +691,52 @@ def top_lists(scored: pl.DataFrame, k: int) -> pl.DataFrame:
     )
 
 
+#: Users padded at once: every user is paired with every padding item (with ``exclude``).
+PAD_CHUNK_USERS = 10_000
+
+
 def padded_lists(
     primary: pl.DataFrame,
     users: pl.DataFrame,
     popular: pl.DataFrame,
     k: int,
     exclude: pl.DataFrame | None = None,
+    chunk_users: int = PAD_CHUNK_USERS,
 ) -> pl.DataFrame:
     """Top-``k`` lists for ``users``: ``primary`` (user_id, item_id, score) first, then popular
-    items not already in them; pairs in ``exclude`` never appear. Columns user_id, item_id, rank."""
+    items not already in them; pairs in ``exclude`` never appear. Columns user_id, item_id, rank.
+
+    A user's list reads only that user's rows, so users go ``chunk_users`` at a time (in id
+    order: the lists come out as they would all at once) to bound the user x item pairs."""
+    users = users.select("user_id").unique().sort("user_id")
+    if users.height <= chunk_users:
+        return _padded(primary, users, popular, k, exclude)
+    chunk_of = users.with_columns(chunk=pl.int_range(pl.len()) // chunk_users)
+
+    def chunks(frame: pl.DataFrame) -> dict:
+        keyed = frame.join(chunk_of, on="user_id")
+        return {
+            key: part.drop("chunk")
+            for (key,), part in keyed.partition_by("chunk", as_dict=True).items()
+        }
+
+    mine = chunks(primary)
+    theirs = chunks(exclude) if exclude is not None else {}
+    parts = [
+        _padded(mine.get(c, primary.clear()), part.drop("chunk"), popular, k,
+                None if exclude is None else theirs.get(c, exclude.clear()))
+        for (c,), part in chunk_of.partition_by("chunk", as_dict=True, maintain_order=True).items()
+    ]  # fmt: skip
+    return pl.concat(parts)
+
+
+def _padded(
+    primary: pl.DataFrame,
+    users: pl.DataFrame,
+    popular: pl.DataFrame,
+    k: int,
+    exclude: pl.DataFrame | None,
+) -> pl.DataFrame:
     if exclude is None:
         # A user with p < k own items loses at most p of the fill to them, so the 2k most
         # popular always fill the list: no need to pair every user with every padding item.

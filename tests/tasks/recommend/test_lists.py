@@ -271,6 +271,11 @@ def test_padded_lists_without_exclusions_need_only_the_2k_most_popular(own, k):
     # An empty exclusion takes the long way: every user paired with every padding item.
     none = pl.DataFrame(schema={"user_id": pl.String, "item_id": pl.String})
     assert_frame_equal(shortcut, rec.padded_lists(primary, users, popular, k, exclude=none))
+    # Users a chunk at a time give the same lists, with and without exclusions.
+    bought = primary.filter(pl.col("score") > 2).select("user_id", "item_id")
+    for exclude in (None, bought):
+        whole = rec.padded_lists(primary, users, popular, k, exclude)
+        assert_frame_equal(rec.padded_lists(primary, users, popular, k, exclude, 1), whole)
 
 
 @pytest.mark.parametrize("rule", ["repeat_buy", "popularity", "cooccurrence"])
