@@ -9,6 +9,7 @@ at most ``in_flight`` pieces are out at once, so the driver's memory stays bound
 from __future__ import annotations
 
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
@@ -30,10 +31,12 @@ class _Future(Protocol):
 
 def on_dask_worker() -> bool:
     """Whether this code runs inside a task on a Dask worker."""
-    try:
-        from distributed import get_worker
-    except ImportError:
+    if "distributed" not in sys.modules:
+        # A Dask worker has imported it; importing it here would start its threads and exit
+        # hooks in every process that only asks.
         return False
+    from distributed import get_worker
+
     try:
         get_worker()
     except ValueError:
