@@ -1199,6 +1199,14 @@ def _stop(proc) -> int:
 
 
 @app.command()
+def _stoppable_by_interrupt() -> None:
+    """Make SIGINT stop this process even when it was started with SIGINT ignored or blocked
+    (``cmd &`` in a script, or a parent whose thread had it masked): both are inherited."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def serve(
     config: ConfigOpt = None,
     data_root: DataRootOpt = None,
@@ -1212,6 +1220,7 @@ def serve(
     [bold]Example[/]: nightowl serve --config nightowl.toml
     """
     settings = _settings(config, data_root)
+    _stoppable_by_interrupt()
     os.environ.setdefault("PREFECT_API_URL", settings.server.api_url)  # before Prefect loads
     _require_api(os.environ["PREFECT_API_URL"])
     nightly = _nightly_flow(settings)

@@ -176,3 +176,27 @@ def test_the_demo_backfills_nights_whose_outcomes_are_in_by_its_last_night(tmp_p
     assert all(n + timedelta(days=1 + 30) <= end + timedelta(days=1) for n in nights)
     # Too little history before them for a first training: the demo runs without them.
     assert backfilled_nights(settings, first_run, end - timedelta(days=90), 2) == []
+
+
+def test_serve_can_be_stopped_by_sigint_even_when_started_with_it_ignored():
+    """A background job of a script starts with SIGINT ignored; serve takes it back."""
+    import signal
+    import subprocess
+    import sys
+
+    code = (
+        "import signal, time\n"
+        "from nightowl.cli import _stoppable_by_interrupt\n"
+        "_stoppable_by_interrupt()\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    assert child.stdout is not None and child.stdout.readline().strip() == "ready"
+    child.send_signal(signal.SIGINT)
+    assert child.wait(timeout=30) != 0  # stopped by the interrupt, not by the end of its sleep
