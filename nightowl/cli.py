@@ -1198,7 +1198,6 @@ def _stop(proc) -> int:
         return proc.wait()
 
 
-@app.command()
 def _stoppable_by_interrupt() -> None:
     """Make SIGINT stop this process even when it was started with SIGINT ignored or blocked
     (``cmd &`` in a script, or a parent whose thread had it masked): both are inherited."""
@@ -1207,6 +1206,7 @@ def _stoppable_by_interrupt() -> None:
         signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@app.command()
 def serve(
     config: ConfigOpt = None,
     data_root: DataRootOpt = None,
